@@ -1,0 +1,201 @@
+//! Types shared by the XDP uplink filter (`gateway-ebpf`) and the daemon.
+//!
+//! Every map key and value is `#[repr(C)]`, made only of fixed-width integers,
+//! and laid out without implicit padding (checked by the size assertions at the
+//! bottom), so the kernel and userspace agree byte for byte. No `bool`: its
+//! only valid bit patterns are 0 and 1, and a map value is raw memory.
+#![no_std]
+
+/// Map names, as the loader looks them up in the object file.
+pub mod maps {
+    /// `PerCpuHashMap<u32, SaCounters>`: the inbound SPIs (host byte order)
+    /// the hub holds an SA for, each with its counters. The daemon inserts an
+    /// SPI (zeroed counters) when a CHILD_SA is installed and removes it when
+    /// the SA goes; XDP looks up every ESP packet here, so a known SPI costs
+    /// one lookup. Per CPU so the hot path needs no atomics; the daemon sums.
+    pub const INBOUND_SA: &str = "INBOUND_SA";
+    /// `LruHashMap<u32, IkeBucket>`: IKE token bucket per IPv4 source address
+    /// (network byte order). LRU so a flood of spoofed sources evicts itself
+    /// instead of filling the map.
+    pub const IKE_BUCKETS: &str = "IKE_BUCKETS";
+    /// `PerCpuArray<VerdictCounter>`: one slot per [`crate::Verdict`].
+    pub const VERDICTS: &str = "VERDICTS";
+    /// `Array<XdpConfig>` with one entry: settings written by the daemon.
+    pub const CONFIG: &str = "CONFIG";
+}
+
+/// Name of the XDP program in the object file.
+pub const XDP_PROGRAM: &str = "gateway_uplink";
+
+/// Capacity of `INBOUND_SA`: two SPIs per spoke (one
+/// CHILD_SA plus one being rekeyed) for 16k spokes.
+pub const MAX_INBOUND_SAS: u32 = 32_768;
+/// Capacity of `IKE_BUCKETS`.
+pub const MAX_IKE_SOURCES: u32 = 65_536;
+
+/// IKE (RFC 7296 section 2) listens on these UDP ports; 4500 also carries
+/// ESP-in-UDP (RFC 3948).
+pub const IKE_PORT: u16 = 500;
+pub const NATT_PORT: u16 = 4500;
+
+/// What the filter did with a packet and why: the index of its slot in the
+/// `VERDICTS` per-CPU array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not IPv4 (ARP, IPv6, VLAN-tagged ...): passed untouched.
+    PassNotIpv4 = 0,
+    /// IPv4 that is neither IKE nor ESP: passed untouched.
+    PassOther = 1,
+    /// IKE on UDP 500, or on UDP 4500 behind the non-ESP marker, within the
+    /// source's rate: passed.
+    PassIke = 2,
+    /// IKE over the source's token bucket: dropped.
+    DropIkeRateLimited = 3,
+    /// ESP (IP protocol 50) with an SPI the hub has an SA for: passed.
+    PassEsp = 4,
+    /// ESP (IP protocol 50) with an unknown SPI: dropped.
+    DropEspUnknownSpi = 5,
+    /// ESP-in-UDP (port 4500, SPI != 0) with a known SPI: passed.
+    PassEspInUdp = 6,
+    /// ESP-in-UDP with an unknown SPI: dropped.
+    DropEspInUdpUnknownSpi = 7,
+    /// NAT-T keepalive (one 0xFF byte on UDP 4500, RFC 3948 section 2.3): passed.
+    PassNattKeepalive = 8,
+    /// A non-first IPv4 fragment: no transport header to classify, passed for
+    /// the kernel to reassemble.
+    PassFragment = 9,
+    /// Truncated or malformed Ethernet/IPv4/UDP/ESP header: passed, the kernel
+    /// decides (and drops what is really broken).
+    PassMalformed = 10,
+}
+
+impl Verdict {
+    /// Number of slots in `VERDICTS`.
+    pub const COUNT: u32 = 11;
+
+    /// Every verdict, in slot order.
+    pub const ALL: [Verdict; Self::COUNT as usize] = [
+        Verdict::PassNotIpv4,
+        Verdict::PassOther,
+        Verdict::PassIke,
+        Verdict::DropIkeRateLimited,
+        Verdict::PassEsp,
+        Verdict::DropEspUnknownSpi,
+        Verdict::PassEspInUdp,
+        Verdict::DropEspInUdpUnknownSpi,
+        Verdict::PassNattKeepalive,
+        Verdict::PassFragment,
+        Verdict::PassMalformed,
+    ];
+
+    /// Stable name for logs, `show xdp` and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Verdict::PassNotIpv4 => "pass_not_ipv4",
+            Verdict::PassOther => "pass_other",
+            Verdict::PassIke => "pass_ike",
+            Verdict::DropIkeRateLimited => "drop_ike_rate_limited",
+            Verdict::PassEsp => "pass_esp",
+            Verdict::DropEspUnknownSpi => "drop_esp_unknown_spi",
+            Verdict::PassEspInUdp => "pass_esp_in_udp",
+            Verdict::DropEspInUdpUnknownSpi => "drop_esp_in_udp_unknown_spi",
+            Verdict::PassNattKeepalive => "pass_natt_keepalive",
+            Verdict::PassFragment => "pass_fragment",
+            Verdict::PassMalformed => "pass_malformed",
+        }
+    }
+
+    /// Whether the packet was dropped.
+    pub const fn is_drop(self) -> bool {
+        matches!(
+            self,
+            Verdict::DropIkeRateLimited
+                | Verdict::DropEspUnknownSpi
+                | Verdict::DropEspInUdpUnknownSpi
+        )
+    }
+}
+
+/// One `VERDICTS` slot on one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerdictCounter {
+    pub packets: u64,
+    /// Frame bytes (Ethernet header included), as XDP sees them.
+    pub bytes: u64,
+}
+
+/// Per-SA counters on one CPU (`INBOUND_SA` value).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SaCounters {
+    pub packets: u64,
+    /// Bytes from the IPv4 header on (what the SA carried, outer headers included).
+    pub bytes: u64,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet; 0 = never.
+    /// Feeds DPD on-demand: a peer that sends is alive.
+    pub last_seen_ns: u64,
+}
+
+/// Token bucket of one IKE source (`IKE_BUCKETS` value).
+///
+/// Tokens are kept in nano-tokens (1e-9 token) so refill is an integer
+/// multiply: `elapsed_ns * rate_per_s` nano-tokens.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IkeBucket {
+    pub nano_tokens: u64,
+    pub last_refill_ns: u64,
+}
+
+/// Settings the daemon writes into `CONFIG[0]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpConfig {
+    /// IKE packets per second allowed per source; 0 disables the limit.
+    pub ike_rate_per_s: u64,
+    /// Bucket depth in packets (at least 1 when the limit is on).
+    pub ike_burst: u64,
+    /// Time an empty bucket takes to fill, `burst * 1e9 / rate` ns: refill
+    /// is capped at this elapsed time, so the multiply cannot overflow.
+    pub ike_fill_ns: u64,
+}
+
+impl XdpConfig {
+    pub const NANO: u64 = 1_000_000_000;
+
+    /// Settings for a limit of `rate_per_s` packets per second with bursts of
+    /// `burst`; `rate_per_s == 0` turns the limit off.
+    pub const fn ike_limit(rate_per_s: u64, burst: u64) -> Self {
+        if rate_per_s == 0 {
+            return XdpConfig {
+                ike_rate_per_s: 0,
+                ike_burst: 0,
+                ike_fill_ns: 0,
+            };
+        }
+        let burst = if burst == 0 { 1 } else { burst };
+        XdpConfig {
+            ike_rate_per_s: rate_per_s,
+            ike_burst: burst,
+            ike_fill_ns: burst.saturating_mul(Self::NANO) / rate_per_s,
+        }
+    }
+}
+
+// No implicit padding: each size is the sum of its fields.
+const _: () = assert!(core::mem::size_of::<VerdictCounter>() == 16);
+const _: () = assert!(core::mem::size_of::<SaCounters>() == 24);
+const _: () = assert!(core::mem::size_of::<IkeBucket>() == 16);
+const _: () = assert!(core::mem::size_of::<XdpConfig>() == 24);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all four are #[repr(C)], made of u64 fields only, with no padding
+    // (asserted above): every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::VerdictCounter {}
+    unsafe impl aya::Pod for super::SaCounters {}
+    unsafe impl aya::Pod for super::IkeBucket {}
+    unsafe impl aya::Pod for super::XdpConfig {}
+}
