@@ -143,11 +143,10 @@ fn classify(ctx: &XdpContext) -> Verdict {
             }
             // From the UDP length, not the frame: short frames carry padding.
             let payload_len = udp_len - UDP_HLEN;
-            let payload = l4 + UDP_HLEN;
             let src = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
             match dst_port {
                 IKE_PORT => ike_verdict(src),
-                NATT_PORT => natt_verdict(ctx, payload, payload_len, src, ip_total_len),
+                NATT_PORT => natt_verdict(ctx, l4, payload_len, src, ip_total_len),
                 _ => Verdict::PassOther,
             }
         }
@@ -160,14 +159,17 @@ fn classify(ctx: &XdpContext) -> Verdict {
 #[inline(always)]
 fn natt_verdict(
     ctx: &XdpContext,
-    payload: usize,
+    udp: usize,
     payload_len: usize,
     src: u32,
     ip_total_len: u64,
 ) -> Verdict {
+    let payload = udp + UDP_HLEN;
     if payload_len == 1 {
-        return match read::<u8>(ctx, payload) {
-            Some(NATT_KEEPALIVE) => Verdict::PassNattKeepalive,
+        // Read the byte together with the UDP header: a 1-byte bounds check
+        // becomes `p >= end` in LLVM, from which the verifier grants nothing.
+        return match read::<[u8; UDP_HLEN + 1]>(ctx, udp) {
+            Some(bytes) if bytes[UDP_HLEN] == NATT_KEEPALIVE => Verdict::PassNattKeepalive,
             _ => Verdict::PassMalformed,
         };
     }

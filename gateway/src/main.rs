@@ -1,4 +1,13 @@
-static EBPF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway"));
-fn main() {
-    println!("{}", EBPF.len());
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    match gateway::cli::main(gateway::cli::Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

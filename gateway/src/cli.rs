@@ -1,0 +1,258 @@
+//! Command line: `gateway run`, `gateway show ...`, `gateway sa ...`,
+//! `gateway config check`. `--socket` may stand before or after the
+//! subcommand.
+
+use std::{fmt::Write as _, path::PathBuf, process::ExitCode};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    config,
+    control::{self, DEFAULT_SOCKET, Request, Response},
+    daemon::VersionInfo,
+    xdp::XdpReport,
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "gateway", version, about = "FlexVPN-style hub gateway", propagate_version = true)]
+pub struct Cli {
+    /// Control socket of the running daemon [default: /run/gateway/gateway.sock].
+    #[arg(long, global = true, env = "GATEWAY_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground until SIGINT/SIGTERM.
+    Run {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Show state of the running daemon (names follow IOS `show`).
+    Show {
+        #[command(subcommand)]
+        what: Show,
+    },
+    /// Manage SAs by hand (for tests and labs until IKE installs them).
+    Sa {
+        #[command(subcommand)]
+        action: SaCommand,
+    },
+    /// Work with configuration files.
+    Config {
+        #[command(subcommand)]
+        action: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Show {
+    /// XDP uplink filter: verdict counters and per-SA counters.
+    Xdp(JsonFlag),
+    /// Version, pid and uptime of the running daemon.
+    Version(JsonFlag),
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SaCommand {
+    /// Install an inbound SPI in the XDP filter (decimal or 0x-hex).
+    AddSpi {
+        #[arg(value_parser = parse_spi)]
+        spi: u32,
+    },
+    /// Remove an inbound SPI from the XDP filter.
+    RemoveSpi {
+        #[arg(value_parser = parse_spi)]
+        spi: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Parse and validate a config file; print every problem found.
+    Check { file: PathBuf },
+}
+
+/// An SPI as operators write it: `0xc0ffee01` or `3237998081`.
+pub fn parse_spi(text: &str) -> Result<u32, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    match parsed {
+        Ok(0) => Err("SPI 0 is reserved (RFC 4303 section 2.1)".into()),
+        Ok(spi) => Ok(spi),
+        Err(e) => Err(format!("{text:?} is not an SPI (a 32-bit number, decimal or 0x-hex): {e}")),
+    }
+}
+
+/// Runs a parsed command line.
+pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let socket = cli.socket.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+    match cli.command {
+        Command::Run { config } => {
+            init_logging();
+            runtime()?.block_on(crate::daemon::run(&config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config { action: ConfigCommand::Check { file } } => match config::load(&file) {
+            Ok(_) => {
+                println!("{}: OK", file.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Show { what: Show::Xdp(flag) } => ask(&socket, &Request::ShowXdp, flag.json, |body| {
+            let report: XdpReport = serde_json::from_value(body).context("decoding the XDP report")?;
+            Ok(render_xdp(&report))
+        }),
+        Command::Show { what: Show::Version(flag) } => ask(&socket, &Request::Version, flag.json, |body| {
+            let v: VersionInfo = serde_json::from_value(body).context("decoding the version")?;
+            Ok(format!("gateway {} (pid {}), up {}s\n", v.version, v.pid, v.uptime_s))
+        }),
+        Command::Sa { action: SaCommand::AddSpi { spi } } => ask(&socket, &Request::SaAdd { spi }, false, |_| {
+            Ok(format!("SPI {spi:#010x} installed\n"))
+        }),
+        Command::Sa { action: SaCommand::RemoveSpi { spi } } => {
+            ask(&socket, &Request::SaRemove { spi }, false, |_| Ok(format!("SPI {spi:#010x} removed\n")))
+        }
+    }
+}
+
+fn ask(
+    socket: &std::path::Path,
+    request: &Request,
+    json: bool,
+    render: impl FnOnce(serde_json::Value) -> anyhow::Result<String>,
+) -> anyhow::Result<ExitCode> {
+    let response = runtime()?.block_on(control::call(socket, request))?;
+    match response {
+        Response::Ok { body } if json => {
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Response::Ok { body } => {
+            print!("{}", render(body)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Response::Error { message } => bail!("{message}"),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// `show xdp` as a table.
+pub fn render_xdp(report: &XdpReport) -> String {
+    let mut out = String::new();
+    match (&report.interface, &report.mode) {
+        (Some(interface), Some(mode)) => {
+            let _ = writeln!(out, "XDP uplink filter on {interface} ({mode} mode)");
+        }
+        _ => out.push_str("XDP uplink filter loaded, not attached\n"),
+    }
+    if report.ike_rate_per_s == 0 {
+        out.push_str("IKE rate limit: off\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "IKE rate limit: {} packets/s per source, burst {}",
+            report.ike_rate_per_s, report.ike_burst
+        );
+    }
+    let _ = writeln!(out, "\n{:<30} {:>6} {:>14} {:>16}", "Verdict", "Action", "Packets", "Bytes");
+    for v in &report.verdicts {
+        let action = if v.drop { "drop" } else { "pass" };
+        let _ = writeln!(out, "{:<30} {:>6} {:>14} {:>16}", v.verdict, action, v.packets, v.bytes);
+    }
+    let _ = writeln!(out, "\nInbound SAs: {}", report.sas.len());
+    if !report.sas.is_empty() {
+        let _ = writeln!(out, "{:<12} {:>14} {:>16}  Last seen", "SPI", "Packets", "Bytes");
+        for sa in &report.sas {
+            let seen = match sa.last_seen_ms_ago {
+                None => "never".to_owned(),
+                Some(ms) => format!("{}.{}s ago", ms / 1000, (ms % 1000) / 100),
+            };
+            let _ = writeln!(out, "{:<12} {:>14} {:>16}  {seen}", format!("{:#010x}", sa.spi), sa.packets, sa.bytes);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::xdp::{SaReport, VerdictReport};
+
+    #[test]
+    fn socket_flag_is_accepted_before_and_after_the_subcommand() {
+        let before = Cli::try_parse_from(["gateway", "--socket", "/tmp/a.sock", "show", "xdp"]).unwrap();
+        let after = Cli::try_parse_from(["gateway", "show", "xdp", "--json", "--socket", "/tmp/a.sock"]).unwrap();
+        assert_eq!(before.socket.as_deref(), Some(std::path::Path::new("/tmp/a.sock")));
+        assert_eq!(after.socket, before.socket);
+        assert!(matches!(after.command, Command::Show { what: Show::Xdp(JsonFlag { json: true }) }));
+    }
+
+    #[test]
+    fn version_flag_prints_the_version() {
+        let err = Cli::try_parse_from(["gateway", "--version"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayVersion);
+        assert!(err.to_string().contains(env!("CARGO_PKG_VERSION")));
+    }
+
+    #[test]
+    fn spis_parse_in_hex_and_decimal_and_zero_is_refused() {
+        assert_eq!(parse_spi("0xc0ffee01"), Ok(0xc0ff_ee01));
+        assert_eq!(parse_spi("4096"), Ok(4096));
+        assert!(parse_spi("0").unwrap_err().contains("reserved"));
+        assert!(parse_spi("0x1_0000_0000").is_err());
+        assert!(parse_spi("spi").unwrap_err().contains("not an SPI"));
+        assert!(Cli::try_parse_from(["gateway", "sa", "add-spi", "0"]).is_err());
+    }
+
+    #[test]
+    fn xdp_table_shows_counters_and_sas() {
+        let report = XdpReport {
+            interface: Some("veth0".into()),
+            mode: Some("native".into()),
+            ike_rate_per_s: 20,
+            ike_burst: 40,
+            verdicts: vec![VerdictReport { verdict: "pass_ike".into(), drop: false, packets: 3, bytes: 210 }],
+            sas: vec![
+                SaReport { spi: 0xc0ff_ee01, packets: 2, bytes: 200, last_seen_ms_ago: Some(1500) },
+                SaReport { spi: 7, packets: 0, bytes: 0, last_seen_ms_ago: None },
+            ],
+        };
+        let text = render_xdp(&report);
+        assert!(text.starts_with("XDP uplink filter on veth0 (native mode)\n"), "{text}");
+        assert!(text.contains("20 packets/s per source, burst 40"));
+        assert!(text.lines().any(|l| l.starts_with("pass_ike") && l.ends_with("210") && l.contains(" 3 ")));
+        assert!(text.contains("0xc0ffee01") && text.contains("1.5s ago"));
+        assert!(text.lines().any(|l| l.starts_with("0x00000007") && l.ends_with("never")));
+    }
+}

@@ -1,0 +1,11 @@
+//! The hub gateway: daemon, control plane and datapath glue.
+//!
+//! Layout (DESIGN.md): one folder per protocol, each with its wire codec, a
+//! state machine without I/O and a thin task; `xdp` drives the uplink filter;
+//! `control` is the operator's socket; `daemon` wires them together.
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod xdp;

@@ -1,0 +1,341 @@
+//! The XDP uplink filter from the daemon's side: load the embedded object,
+//! attach it to the uplink, keep its maps in step with the SAs, read counters.
+//!
+//! The program itself is `gateway-ebpf`; the map layouts are in
+//! `gateway-common`. Everything here is control plane (map syscalls), never
+//! per packet.
+
+use std::time::Duration;
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+};
+use gateway_common::{
+    IkeBucket, SaCounters, Verdict, VerdictCounter, XDP_PROGRAM, XdpConfig, maps,
+};
+use serde::{Deserialize, Serialize};
+
+/// How to attach (`xdp.mode`): native runs in the driver (veth and real
+/// NICs), skb is the generic hook every device has, auto tries native first.
+pub use crate::config::XdpMode as AttachMode;
+
+/// The XDP object built by `build.rs` from `gateway-ebpf`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    #[error("loading the XDP object: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("loading XDP program `{XDP_PROGRAM}` into the kernel: {0}")]
+    Program(#[source] aya::programs::ProgramError),
+    #[error("XDP map `{map}`: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("XDP map `{0}` missing from the object")]
+    MissingMap(&'static str),
+    #[error("attaching XDP to `{interface}` ({mode}): {source}")]
+    Attach {
+        interface: String,
+        mode: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("counting CPUs: {0}")]
+    Cpus(String),
+    #[error("SPI {spi:#010x} is already installed")]
+    SpiExists { spi: u32 },
+    #[error("SPI {spi:#010x} is not installed")]
+    SpiUnknown { spi: u32 },
+    #[error("SPI 0 is reserved (RFC 4303 section 2.1) and cannot name an SA")]
+    SpiZero,
+}
+
+/// The loaded filter and its maps.
+pub struct XdpFilter {
+    ebpf: Ebpf,
+    inbound_sa: PerCpuHashMap<MapData, u32, SaCounters>,
+    verdicts: PerCpuArray<MapData, VerdictCounter>,
+    config_map: Array<MapData, XdpConfig>,
+    /// aya's `HashMap` also drives LRU hash maps.
+    ike_buckets: HashMap<MapData, u32, IkeBucket>,
+    config: XdpConfig,
+    attached: Option<(Attachment, XdpLinkId)>,
+    cpus: usize,
+}
+
+/// Where and how the filter is attached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub interface: String,
+    /// "native" or "skb": what the kernel accepted.
+    pub mode: String,
+}
+
+/// Counters of one verdict, summed over CPUs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerdictReport {
+    pub verdict: String,
+    pub drop: bool,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Counters of one inbound SA, summed over CPUs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaReport {
+    pub spi: u32,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Milliseconds since the SA last received a packet; `None` = never.
+    pub last_seen_ms_ago: Option<u64>,
+}
+
+/// What `show xdp` prints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XdpReport {
+    pub interface: Option<String>,
+    pub mode: Option<String>,
+    pub ike_rate_per_s: u64,
+    pub ike_burst: u64,
+    pub verdicts: Vec<VerdictReport>,
+    pub sas: Vec<SaReport>,
+}
+
+impl XdpReport {
+    /// Packets counted under `verdict` (0 when absent).
+    pub fn packets(&self, verdict: Verdict) -> u64 {
+        self.verdicts.iter().find(|v| v.verdict == verdict.name()).map_or(0, |v| v.packets)
+    }
+
+    /// The SA report of `spi`, if installed.
+    pub fn sa(&self, spi: u32) -> Option<&SaReport> {
+        self.sas.iter().find(|s| s.spi == spi)
+    }
+}
+
+/// Outcome of one BPF_PROG_TEST_RUN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestRunOutcome {
+    /// XDP action: 1 = XDP_DROP, 2 = XDP_PASS.
+    pub action: u32,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+}
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+impl XdpFilter {
+    /// Loads the program and its maps into the kernel (not attached yet).
+    pub fn load(config: XdpConfig) -> Result<Self, XdpError> {
+        raise_memlock_limit();
+        let mut ebpf = Ebpf::load(EBPF_OBJECT).map_err(XdpError::Load)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or(XdpError::MissingMap(XDP_PROGRAM))?
+            .try_into()
+            .map_err(XdpError::Program)?;
+        program.load().map_err(XdpError::Program)?;
+        let inbound_sa = take_map(&mut ebpf, maps::INBOUND_SA)?;
+        let verdicts = take_map(&mut ebpf, maps::VERDICTS)?;
+        let config_map = take_map(&mut ebpf, maps::CONFIG)?;
+        let ike_buckets = take_map(&mut ebpf, maps::IKE_BUCKETS)?;
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| XdpError::Cpus(format!("{what}: {e}")))?;
+        let mut filter = XdpFilter {
+            ebpf,
+            inbound_sa,
+            verdicts,
+            config_map,
+            ike_buckets,
+            config,
+            attached: None,
+            cpus,
+        };
+        filter.set_config(config)?;
+        Ok(filter)
+    }
+
+    /// Writes the settings map; takes effect on the next packet.
+    pub fn set_config(&mut self, config: XdpConfig) -> Result<(), XdpError> {
+        self.config_map
+            .set(0, config, 0)
+            .map_err(|source| XdpError::Map { map: maps::CONFIG, source })?;
+        self.config = config;
+        Ok(())
+    }
+
+    /// Attaches to `interface`. With `AttachMode::Auto`, native mode is tried
+    /// first and generic (skb) mode used when the driver has no XDP support.
+    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<&Attachment, XdpError> {
+        let attempts: &[(XdpMode, &'static str)] = match mode {
+            AttachMode::Native => &[(XdpMode::Driver, "native")],
+            AttachMode::Skb => &[(XdpMode::Skb, "skb")],
+            AttachMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "skb")],
+        };
+        let program = self.program()?;
+        let mut last_error = None;
+        for &(xdp_mode, name) in attempts {
+            match program.attach(interface, xdp_mode) {
+                Ok(link) => {
+                    let attachment = Attachment { interface: interface.to_owned(), mode: name.to_owned() };
+                    return Ok(&self.attached.insert((attachment, link)).0);
+                }
+                Err(e) => {
+                    if mode == AttachMode::Auto && name == "native" {
+                        tracing::info!(interface, error = %e, "native XDP refused, trying generic (skb) mode");
+                    }
+                    last_error = Some(XdpError::Attach { interface: interface.to_owned(), mode: name, source: e });
+                }
+            }
+        }
+        Err(last_error.expect("at least one attach attempt"))
+    }
+
+    /// Detaches from the uplink (also happens when the filter is dropped).
+    pub fn detach(&mut self) -> Result<(), XdpError> {
+        let Some((_, link)) = self.attached.take() else {
+            return Ok(());
+        };
+        self.program()?.detach(link).map_err(XdpError::Program)
+    }
+
+    pub fn attachment(&self) -> Option<&Attachment> {
+        self.attached.as_ref().map(|(a, _)| a)
+    }
+
+    fn program(&mut self) -> Result<&mut Xdp, XdpError> {
+        self.ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or(XdpError::MissingMap(XDP_PROGRAM))?
+            .try_into()
+            .map_err(XdpError::Program)
+    }
+
+    /// Starts passing ESP with this inbound SPI, with fresh counters.
+    pub fn add_sa(&mut self, spi: u32) -> Result<(), XdpError> {
+        if spi == 0 {
+            return Err(XdpError::SpiZero);
+        }
+        let zero = PerCpuValues::try_from(vec![SaCounters::default(); self.cpus])
+            .map_err(|source| XdpError::Map { map: maps::INBOUND_SA, source: source.into() })?;
+        // BPF_NOEXIST: an SPI names one SA; a second install is a bug upstream.
+        const BPF_NOEXIST: u64 = 1;
+        match self.inbound_sa.insert(spi, zero, BPF_NOEXIST) {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                Err(XdpError::SpiExists { spi })
+            }
+            Err(source) => Err(XdpError::Map { map: maps::INBOUND_SA, source }),
+        }
+    }
+
+    /// Stops passing ESP with this SPI (the SA is gone).
+    pub fn remove_sa(&mut self, spi: u32) -> Result<(), XdpError> {
+        match self.inbound_sa.remove(&spi) {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::KeyNotFound) => Err(XdpError::SpiUnknown { spi }),
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Err(XdpError::SpiUnknown { spi })
+            }
+            Err(source) => Err(XdpError::Map { map: maps::INBOUND_SA, source }),
+        }
+    }
+
+    /// Forgets every IKE source's bucket (e.g. after the limit changed).
+    pub fn clear_ike_buckets(&mut self) -> Result<(), XdpError> {
+        let keys: Vec<u32> = self.ike_buckets.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            // A key evicted meanwhile is fine: the goal is an empty map.
+            let _ = self.ike_buckets.remove(&key);
+        }
+        Ok(())
+    }
+
+    /// Verdict and per-SA counters, summed over CPUs.
+    pub fn report(&self) -> Result<XdpReport, XdpError> {
+        let mut verdicts = Vec::with_capacity(Verdict::ALL.len());
+        for verdict in Verdict::ALL {
+            let per_cpu = self
+                .verdicts
+                .get(&(verdict as u32), 0)
+                .map_err(|source| XdpError::Map { map: maps::VERDICTS, source })?;
+            verdicts.push(VerdictReport {
+                verdict: verdict.name().to_owned(),
+                drop: verdict.is_drop(),
+                packets: per_cpu.iter().map(|c| c.packets).sum(),
+                bytes: per_cpu.iter().map(|c| c.bytes).sum(),
+            });
+        }
+        let now = monotonic_now_ns();
+        let mut sas = Vec::new();
+        for entry in self.inbound_sa.iter() {
+            let (spi, per_cpu) = entry.map_err(|source| XdpError::Map { map: maps::INBOUND_SA, source })?;
+            let last_seen = per_cpu.iter().map(|c| c.last_seen_ns).max().unwrap_or(0);
+            sas.push(SaReport {
+                spi,
+                packets: per_cpu.iter().map(|c| c.packets).sum(),
+                bytes: per_cpu.iter().map(|c| c.bytes).sum(),
+                last_seen_ms_ago: (last_seen != 0)
+                    .then(|| Duration::from_nanos(now.saturating_sub(last_seen)).as_millis())
+                    .map(|ms| u64::try_from(ms).unwrap_or(u64::MAX)),
+            });
+        }
+        sas.sort_by_key(|s| s.spi);
+        let attached = self.attachment();
+        Ok(XdpReport {
+            interface: attached.map(|a| a.interface.clone()),
+            mode: attached.map(|a| a.mode.clone()),
+            ike_rate_per_s: self.config.ike_rate_per_s,
+            ike_burst: self.config.ike_burst,
+            verdicts,
+            sas,
+        })
+    }
+
+    /// Runs the program once on `frame` with BPF_PROG_TEST_RUN: real kernel,
+    /// real maps, no interface. For fixtures.
+    pub fn test_run(&mut self, frame: &[u8]) -> Result<TestRunOutcome, XdpError> {
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = self
+            .program()?
+            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::new() })
+            .map_err(XdpError::Program)?;
+        out.truncate(result.data_size_out as usize);
+        Ok(TestRunOutcome { action: result.return_value, frame: out })
+    }
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, XdpError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(XdpError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| XdpError::Map { map: name, source })
+}
+
+/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so loading
+/// does not fail there. Newer kernels account to the memory cgroup.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: valid pointer to an rlimit.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) };
+    if rc != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK; fine on kernels >= 5.11");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,66 @@
+//! `cargo xtask lab`: the hub's main job as a lab in network namespaces.
+//!
+//! Today (foundation): a hub and two spokes on a bridge, `gateway run` on the
+//! hub with the XDP uplink filter attached natively to its veth, real traffic
+//! from the spokes, and `gateway show xdp` printed. Later issues grow this
+//! into the full hub-and-spokes demo (IKEv2, tunnels, BGP, NHRP).
+
+use anyhow::Context as _;
+use integration::xdp_lab::XdpLab;
+
+use crate::{
+    LabArgs, setup,
+    util::{self, Step},
+};
+
+pub fn run(args: &LabArgs) -> anyhow::Result<()> {
+    setup::run()?;
+    let gateway = build_gateway()?;
+
+    let step = Step::new("lab", "start hub and spokes in network namespaces");
+    let lab = XdpLab::start(&gateway, "lab").context("starting the lab")?;
+    step.say(format!(
+        "hub {} (uplink {} = {}), spokes {}",
+        lab.hub.name(),
+        lab.uplink,
+        lab.hub_address,
+        lab.spokes.iter().map(|s| format!("{} = {}", s.netns.name(), s.address)).collect::<Vec<_>>().join(", ")
+    ));
+
+    let step = Step::new("lab", "send traffic from the spokes");
+    let sent = lab.send_traffic().context("sending traffic")?;
+    for line in sent.describe() {
+        step.say(line);
+    }
+
+    println!("\n$ gateway show xdp    (in the hub's namespace)\n");
+    print!("{}", lab.show_xdp_text()?);
+    let summary = lab.check_counters(&sent)?;
+    println!();
+    for line in summary {
+        println!("lab: {line}");
+    }
+
+    if args.keep {
+        println!("\nlab: running until Ctrl-C. Try, in another shell:");
+        println!("  ip netns exec {} {} --socket {} show xdp", lab.hub.name(), gateway.display(), lab.socket.display());
+        println!("  ip netns exec {} ping -c3 {}", lab.spokes[0].netns.name(), lab.hub_address);
+        integration::wait_for_interrupt(None)?;
+    }
+    let status = lab.stop()?;
+    println!("lab: gateway stopped ({status}); XDP detached, namespaces removed");
+    Ok(())
+}
+
+/// Builds the gateway binary and returns its path.
+fn build_gateway() -> anyhow::Result<std::path::PathBuf> {
+    let step = Step::new("lab", "build the gateway");
+    util::run(util::command("cargo").args(["build", "--package", "gateway", "--bin", "gateway"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| util::workspace_root().join("target"), std::path::PathBuf::from);
+    let binary = target.join("debug").join("gateway");
+    anyhow::ensure!(binary.is_file(), "built the gateway but {} is not there", binary.display());
+    step.say(format!("{} ready", binary.display()));
+    Ok(binary)
+}
+
