@@ -70,9 +70,11 @@ impl Handler for Daemon {
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = config::load(config_path)?;
     tracing::info!(config = %config_path.display(), role = ?config.hub.role, "gateway starting");
-    let xdp = attach_xdp(&config, config_path)?;
+    // The socket first: it is how a second daemon on the same config finds
+    // out that one is running, before it touches the uplink.
     let socket_path = config.hub.control_socket.clone();
     let socket = ControlSocket::bind(&socket_path).await?;
+    let xdp = attach_xdp(&config, config_path)?;
     tracing::info!(socket = %socket_path.display(), "control socket ready");
 
     let daemon = Arc::new(Daemon { started: Instant::now(), xdp: Mutex::new(xdp) });

@@ -45,6 +45,11 @@ pub enum XdpError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error(
+        "`{interface}` already has an XDP program attached (another gateway, or another tool); \
+         see `ip -d link show dev {interface}` and remove it with `ip link set dev {interface} xdp off`"
+    )]
+    AlreadyAttached { interface: String },
     #[error("counting CPUs: {0}")]
     Cpus(String),
     #[error("SPI {spi:#010x} is already installed")]
@@ -185,6 +190,9 @@ impl XdpFilter {
                     let attachment = Attachment { interface: interface.to_owned(), mode: name.to_owned() };
                     return Ok(&self.attached.insert((attachment, link)).0);
                 }
+                Err(e) if is_eexist(&e) => {
+                    return Err(XdpError::AlreadyAttached { interface: interface.to_owned() });
+                }
                 Err(e) => {
                     if mode == AttachMode::Auto && name == "native" {
                         tracing::info!(interface, error = %e, "native XDP refused, trying generic (skb) mode");
@@ -308,6 +316,18 @@ impl XdpFilter {
         out.truncate(result.data_size_out as usize);
         Ok(TestRunOutcome { action: result.return_value, frame: out })
     }
+}
+
+/// Whether attaching failed because the interface already has a program.
+fn is_eexist(error: &aya::programs::ProgramError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error) == Some(libc::EEXIST) {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, XdpError>
