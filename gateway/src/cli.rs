@@ -15,7 +15,12 @@ use crate::{
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "gateway", version, about = "FlexVPN-style hub gateway", propagate_version = true)]
+#[command(
+    name = "gateway",
+    version,
+    about = "FlexVPN-style hub gateway",
+    propagate_version = true
+)]
 pub struct Cli {
     /// Control socket of the running daemon [default: /run/gateway/gateway.sock].
     #[arg(long, global = true, env = "GATEWAY_SOCKET", value_name = "PATH")]
@@ -92,20 +97,27 @@ pub fn parse_spi(text: &str) -> Result<u32, String> {
     match parsed {
         Ok(0) => Err("SPI 0 is reserved (RFC 4303 section 2.1)".into()),
         Ok(spi) => Ok(spi),
-        Err(e) => Err(format!("{text:?} is not an SPI (a 32-bit number, decimal or 0x-hex): {e}")),
+        Err(e) => Err(format!(
+            "{text:?} is not an SPI (a 32-bit number, decimal or 0x-hex): {e}"
+        )),
     }
 }
 
 /// Runs a parsed command line.
 pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
-    let socket = cli.socket.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+    let socket = cli
+        .socket
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
     match cli.command {
         Command::Run { config } => {
             init_logging();
             runtime()?.block_on(crate::daemon::run(&config))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Config { action: ConfigCommand::Check { file } } => match config::load(&file) {
+        Command::Config {
+            action: ConfigCommand::Check { file },
+        } => match config::load(&file) {
             Ok(_) => {
                 println!("{}: OK", file.display());
                 Ok(ExitCode::SUCCESS)
@@ -115,20 +127,32 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
-        Command::Show { what: Show::Xdp(flag) } => ask(&socket, &Request::ShowXdp, flag.json, |body| {
-            let report: XdpReport = serde_json::from_value(body).context("decoding the XDP report")?;
+        Command::Show {
+            what: Show::Xdp(flag),
+        } => ask(&socket, &Request::ShowXdp, flag.json, |body| {
+            let report: XdpReport =
+                serde_json::from_value(body).context("decoding the XDP report")?;
             Ok(render_xdp(&report))
         }),
-        Command::Show { what: Show::Version(flag) } => ask(&socket, &Request::Version, flag.json, |body| {
+        Command::Show {
+            what: Show::Version(flag),
+        } => ask(&socket, &Request::Version, flag.json, |body| {
             let v: VersionInfo = serde_json::from_value(body).context("decoding the version")?;
-            Ok(format!("gateway {} (pid {}), up {}s\n", v.version, v.pid, v.uptime_s))
+            Ok(format!(
+                "gateway {} (pid {}), up {}s\n",
+                v.version, v.pid, v.uptime_s
+            ))
         }),
-        Command::Sa { action: SaCommand::AddSpi { spi } } => ask(&socket, &Request::SaAdd { spi }, false, |_| {
+        Command::Sa {
+            action: SaCommand::AddSpi { spi },
+        } => ask(&socket, &Request::SaAdd { spi }, false, |_| {
             Ok(format!("SPI {spi:#010x} installed\n"))
         }),
-        Command::Sa { action: SaCommand::RemoveSpi { spi } } => {
-            ask(&socket, &Request::SaRemove { spi }, false, |_| Ok(format!("SPI {spi:#010x} removed\n")))
-        }
+        Command::Sa {
+            action: SaCommand::RemoveSpi { spi },
+        } => ask(&socket, &Request::SaRemove { spi }, false, |_| {
+            Ok(format!("SPI {spi:#010x} removed\n"))
+        }),
     }
 }
 
@@ -164,7 +188,11 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// `show xdp` as a table.
@@ -185,20 +213,38 @@ pub fn render_xdp(report: &XdpReport) -> String {
             report.ike_rate_per_s, report.ike_burst
         );
     }
-    let _ = writeln!(out, "\n{:<30} {:>6} {:>14} {:>16}", "Verdict", "Action", "Packets", "Bytes");
+    let _ = writeln!(
+        out,
+        "\n{:<30} {:>6} {:>14} {:>16}",
+        "Verdict", "Action", "Packets", "Bytes"
+    );
     for v in &report.verdicts {
         let action = if v.drop { "drop" } else { "pass" };
-        let _ = writeln!(out, "{:<30} {:>6} {:>14} {:>16}", v.verdict, action, v.packets, v.bytes);
+        let _ = writeln!(
+            out,
+            "{:<30} {:>6} {:>14} {:>16}",
+            v.verdict, action, v.packets, v.bytes
+        );
     }
     let _ = writeln!(out, "\nInbound SAs: {}", report.sas.len());
     if !report.sas.is_empty() {
-        let _ = writeln!(out, "{:<12} {:>14} {:>16}  Last seen", "SPI", "Packets", "Bytes");
+        let _ = writeln!(
+            out,
+            "{:<12} {:>14} {:>16}  Last seen",
+            "SPI", "Packets", "Bytes"
+        );
         for sa in &report.sas {
             let seen = match sa.last_seen_ms_ago {
                 None => "never".to_owned(),
                 Some(ms) => format!("{}.{}s ago", ms / 1000, (ms % 1000) / 100),
             };
-            let _ = writeln!(out, "{:<12} {:>14} {:>16}  {seen}", format!("{:#010x}", sa.spi), sa.packets, sa.bytes);
+            let _ = writeln!(
+                out,
+                "{:<12} {:>14} {:>16}  {seen}",
+                format!("{:#010x}", sa.spi),
+                sa.packets,
+                sa.bytes
+            );
         }
     }
     out
@@ -212,11 +258,28 @@ mod tests {
 
     #[test]
     fn socket_flag_is_accepted_before_and_after_the_subcommand() {
-        let before = Cli::try_parse_from(["gateway", "--socket", "/tmp/a.sock", "show", "xdp"]).unwrap();
-        let after = Cli::try_parse_from(["gateway", "show", "xdp", "--json", "--socket", "/tmp/a.sock"]).unwrap();
-        assert_eq!(before.socket.as_deref(), Some(std::path::Path::new("/tmp/a.sock")));
+        let before =
+            Cli::try_parse_from(["gateway", "--socket", "/tmp/a.sock", "show", "xdp"]).unwrap();
+        let after = Cli::try_parse_from([
+            "gateway",
+            "show",
+            "xdp",
+            "--json",
+            "--socket",
+            "/tmp/a.sock",
+        ])
+        .unwrap();
+        assert_eq!(
+            before.socket.as_deref(),
+            Some(std::path::Path::new("/tmp/a.sock"))
+        );
         assert_eq!(after.socket, before.socket);
-        assert!(matches!(after.command, Command::Show { what: Show::Xdp(JsonFlag { json: true }) }));
+        assert!(matches!(
+            after.command,
+            Command::Show {
+                what: Show::Xdp(JsonFlag { json: true })
+            }
+        ));
     }
 
     #[test]
@@ -243,17 +306,41 @@ mod tests {
             mode: Some("native".into()),
             ike_rate_per_s: 20,
             ike_burst: 40,
-            verdicts: vec![VerdictReport { verdict: "pass_ike".into(), drop: false, packets: 3, bytes: 210 }],
+            verdicts: vec![VerdictReport {
+                verdict: "pass_ike".into(),
+                drop: false,
+                packets: 3,
+                bytes: 210,
+            }],
             sas: vec![
-                SaReport { spi: 0xc0ff_ee01, packets: 2, bytes: 200, last_seen_ms_ago: Some(1500) },
-                SaReport { spi: 7, packets: 0, bytes: 0, last_seen_ms_ago: None },
+                SaReport {
+                    spi: 0xc0ff_ee01,
+                    packets: 2,
+                    bytes: 200,
+                    last_seen_ms_ago: Some(1500),
+                },
+                SaReport {
+                    spi: 7,
+                    packets: 0,
+                    bytes: 0,
+                    last_seen_ms_ago: None,
+                },
             ],
         };
         let text = render_xdp(&report);
-        assert!(text.starts_with("XDP uplink filter on veth0 (native mode)\n"), "{text}");
+        assert!(
+            text.starts_with("XDP uplink filter on veth0 (native mode)\n"),
+            "{text}"
+        );
         assert!(text.contains("20 packets/s per source, burst 40"));
-        assert!(text.lines().any(|l| l.starts_with("pass_ike") && l.ends_with("210") && l.contains(" 3 ")));
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("pass_ike") && l.ends_with("210") && l.contains(" 3 "))
+        );
         assert!(text.contains("0xc0ffee01") && text.contains("1.5s ago"));
-        assert!(text.lines().any(|l| l.starts_with("0x00000007") && l.ends_with("never")));
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("0x00000007") && l.ends_with("never"))
+        );
     }
 }

@@ -33,10 +33,18 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    fn with_xdp<T>(&self, f: impl FnOnce(&mut XdpFilter) -> anyhow::Result<T>) -> Result<T, String> {
-        let mut guard = self.xdp.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    fn with_xdp<T>(
+        &self,
+        f: impl FnOnce(&mut XdpFilter) -> anyhow::Result<T>,
+    ) -> Result<T, String> {
+        let mut guard = self
+            .xdp
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(filter) = guard.as_mut() else {
-            return Err("the XDP filter is off in this gateway's config (xdp.enabled = false)".into());
+            return Err(
+                "the XDP filter is off in this gateway's config (xdp.enabled = false)".into(),
+            );
         };
         f(filter).map_err(|e| format!("{e:#}"))
     }
@@ -55,11 +63,21 @@ impl Handler for Daemon {
             Request::ShowXdp => self.with_xdp(|f| Ok(f.report()?)).map(|r| Response::ok(&r)),
             Request::SaAdd { spi } => self
                 .with_xdp(|f| Ok(f.add_sa(spi)?))
-                .inspect(|()| tracing::info!(spi = format_args!("{spi:#010x}"), "inbound SPI installed in XDP"))
+                .inspect(|()| {
+                    tracing::info!(
+                        spi = format_args!("{spi:#010x}"),
+                        "inbound SPI installed in XDP"
+                    );
+                })
                 .map(|()| Response::ok(&serde_json::json!({ "spi": spi }))),
             Request::SaRemove { spi } => self
                 .with_xdp(|f| Ok(f.remove_sa(spi)?))
-                .inspect(|()| tracing::info!(spi = format_args!("{spi:#010x}"), "inbound SPI removed from XDP"))
+                .inspect(|()| {
+                    tracing::info!(
+                        spi = format_args!("{spi:#010x}"),
+                        "inbound SPI removed from XDP"
+                    );
+                })
                 .map(|()| Response::ok(&serde_json::json!({ "spi": spi }))),
         };
         result.unwrap_or_else(Response::error)
@@ -77,7 +95,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let xdp = attach_xdp(&config, config_path)?;
     tracing::info!(socket = %socket_path.display(), "control socket ready");
 
-    let daemon = Arc::new(Daemon { started: Instant::now(), xdp: Mutex::new(xdp) });
+    let daemon = Arc::new(Daemon {
+        started: Instant::now(),
+        xdp: Mutex::new(xdp),
+    });
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let signal_name = tokio::select! {
@@ -87,7 +108,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     };
     tracing::info!(signal = signal_name, "shutting down");
     drop(socket);
-    let filter = daemon.xdp.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    let filter = daemon
+        .xdp
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
     if let Some(mut filter) = filter {
         let interface = filter.attachment().map(|a| a.interface.clone());
         filter.detach().context("detaching XDP")?;
@@ -102,14 +127,19 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 fn attach_xdp(config: &Config, config_path: &Path) -> anyhow::Result<Option<XdpFilter>> {
     let settings = &config.xdp;
     if !settings.enabled {
-        tracing::warn!("XDP uplink filter disabled (xdp.enabled = false): unknown SPIs and IKE floods reach the stack");
+        tracing::warn!(
+            "XDP uplink filter disabled (xdp.enabled = false): unknown SPIs and IKE floods reach the stack"
+        );
         return Ok(None);
     }
     let uplink = &config.hub.uplink;
     let limit = XdpConfig::ike_limit(u64::from(settings.ike_rate), u64::from(settings.ike_burst));
     let mut filter = XdpFilter::load(limit).context("loading the XDP uplink filter")?;
     let attachment = filter.attach(uplink, settings.mode).with_context(|| {
-        format!("{}: hub.uplink = {uplink:?}: cannot attach the XDP filter", config_path.display())
+        format!(
+            "{}: hub.uplink = {uplink:?}: cannot attach the XDP filter",
+            config_path.display()
+        )
     })?;
     tracing::info!(
         interface = %attachment.interface,

@@ -12,7 +12,10 @@ fn gateway() -> Command {
 fn version_flag() {
     let out = gateway().arg("--version").output().unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("gateway {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("gateway {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -20,7 +23,11 @@ fn the_example_configs_pass_config_check() {
     for example in ["hub.toml", "spoke.toml"] {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/").to_owned() + example;
         let out = gateway().args(["config", "check", &path]).output().unwrap();
-        assert!(out.status.success(), "{example}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{example}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stdout).ends_with("OK\n"));
     }
 }
@@ -29,10 +36,17 @@ fn the_example_configs_pass_config_check() {
 fn show_without_a_daemon_says_what_to_check() {
     let dir = std::env::temp_dir().join(format!("gw-cli-{}", std::process::id()));
     let socket = dir.join("none.sock");
-    let out = gateway().args(["show", "xdp", "--socket"]).arg(&socket).output().unwrap();
+    let out = gateway()
+        .args(["show", "xdp", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("no gateway is answering") && stderr.contains("none.sock"), "{stderr}");
+    assert!(
+        stderr.contains("no gateway is answering") && stderr.contains("none.sock"),
+        "{stderr}"
+    );
 }
 
 #[test]

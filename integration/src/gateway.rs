@@ -52,17 +52,35 @@ impl Gateway {
     /// control socket (`socket`, as written in the config) answers.
     pub fn start(netns: &Netns, bin: &Path, config: &Path, socket: &Path) -> Result<Self> {
         let mut command = Command::new(bin);
-        command.args(["run", "--config"]).arg(config).env("RUST_LOG", "info");
+        command
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info");
         let proc = netns.spawn(&command)?;
-        let gateway = Gateway { bin: bin.to_owned(), socket: socket.to_owned(), netns: netns.clone(), proc };
+        let gateway = Gateway {
+            bin: bin.to_owned(),
+            socket: socket.to_owned(),
+            netns: netns.clone(),
+            proc,
+        };
         let ready = crate::wait_until(START_TIMEOUT, Duration::from_millis(100), || {
-            !gateway.proc.is_running() || gateway.cli(["show", "version"]).is_ok_and(|o| o.status.success())
+            !gateway.proc.is_running()
+                || gateway
+                    .cli(["show", "version"])
+                    .is_ok_and(|o| o.status.success())
         });
         if !gateway.proc.is_running() {
-            bail!("gateway exited during start-up; its log:\n{}", gateway.proc.stderr_text());
+            bail!(
+                "gateway exited during start-up; its log:\n{}",
+                gateway.proc.stderr_text()
+            );
         }
         if !ready {
-            bail!("gateway did not answer on {} within {START_TIMEOUT:?}; its log:\n{}", socket.display(), gateway.proc.stderr_text());
+            bail!(
+                "gateway did not answer on {} within {START_TIMEOUT:?}; its log:\n{}",
+                socket.display(),
+                gateway.proc.stderr_text()
+            );
         }
         Ok(gateway)
     }
@@ -75,7 +93,12 @@ impl Gateway {
         S: AsRef<std::ffi::OsStr>,
     {
         let mut command = Command::new("ip");
-        command.args(["netns", "exec", self.netns.name()]).arg(&self.bin).arg("--socket").arg(&self.socket).args(args);
+        command
+            .args(["netns", "exec", self.netns.name()])
+            .arg(&self.bin)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args);
         cmd::run_unchecked(&mut command, CLI_TIMEOUT)
     }
 
@@ -85,12 +108,16 @@ impl Gateway {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let args: Vec<std::ffi::OsString> =
+            args.into_iter().map(|a| a.as_ref().to_owned()).collect();
         let output = self.cli(&args)?;
         if !output.status.success() {
             bail!(
                 "`gateway {}` failed ({}): {}",
-                args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "),
+                args.iter()
+                    .map(|a| a.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 output.status,
                 String::from_utf8_lossy(&output.stderr).trim()
             );
@@ -104,7 +131,12 @@ impl Gateway {
         args.extend_from_slice(what);
         args.push("--json");
         let text = self.cli_ok(&args)?;
-        serde_json::from_str(&text).with_context(|| format!("`gateway show {}` printed invalid JSON: {text}", what.join(" ")))
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "`gateway show {}` printed invalid JSON: {text}",
+                what.join(" ")
+            )
+        })
     }
 
     pub fn socket(&self) -> &Path {
@@ -118,8 +150,13 @@ impl Gateway {
     /// Sends SIGTERM and waits for the daemon to exit.
     pub fn stop(self) -> Result<ExitStatus> {
         self.proc.signal(libc::SIGTERM)?;
-        self.proc.wait_timeout(Duration::from_secs(15)).with_context(|| {
-            format!("gateway did not exit after SIGTERM; its log:\n{}", self.proc.stderr_text())
-        })
+        self.proc
+            .wait_timeout(Duration::from_secs(15))
+            .with_context(|| {
+                format!(
+                    "gateway did not exit after SIGTERM; its log:\n{}",
+                    self.proc.stderr_text()
+                )
+            })
     }
 }

@@ -30,8 +30,8 @@ pub mod frame;
 pub mod gateway;
 mod lab;
 pub mod packets;
-pub mod xdp_lab;
 mod process;
+pub mod xdp_lab;
 
 use std::thread;
 use std::time::{Duration, Instant};

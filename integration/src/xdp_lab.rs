@@ -62,11 +62,26 @@ pub struct Sent {
 impl Sent {
     pub fn describe(&self) -> Vec<String> {
         vec![
-            format!("spoke 1: {} IKE packets (UDP 500, and 4500 behind the non-ESP marker), within its burst", self.ike_polite),
-            format!("spoke 1: {} ESP-in-UDP with SPI {SPI_NATT:#010x} and {} raw ESP with SPI {SPI_RAW:#010x} (both installed)", self.esp_in_udp_known, self.esp_raw_known),
-            format!("spoke 1: {} NAT-T keepalives; both spokes: {} pings each", self.keepalives, self.pings),
-            format!("spoke 2: {} IKE packets back to back (limit {IKE_RATE}/s, burst {IKE_BURST})", self.ike_flood),
-            format!("spoke 2: {} ESP-in-UDP and {} raw ESP with SPIs the hub never installed", self.esp_in_udp_unknown, self.esp_raw_unknown),
+            format!(
+                "spoke 1: {} IKE packets (UDP 500, and 4500 behind the non-ESP marker), within its burst",
+                self.ike_polite
+            ),
+            format!(
+                "spoke 1: {} ESP-in-UDP with SPI {SPI_NATT:#010x} and {} raw ESP with SPI {SPI_RAW:#010x} (both installed)",
+                self.esp_in_udp_known, self.esp_raw_known
+            ),
+            format!(
+                "spoke 1: {} NAT-T keepalives; both spokes: {} pings each",
+                self.keepalives, self.pings
+            ),
+            format!(
+                "spoke 2: {} IKE packets back to back (limit {IKE_RATE}/s, burst {IKE_BURST})",
+                self.ike_flood
+            ),
+            format!(
+                "spoke 2: {} ESP-in-UDP and {} raw ESP with SPIs the hub never installed",
+                self.esp_in_udp_unknown, self.esp_raw_unknown
+            ),
         ]
     }
 }
@@ -124,10 +139,22 @@ impl XdpLab {
 
     /// Sends the lab's traffic from both spokes.
     pub fn send_traffic(&self) -> Result<Sent> {
-        let mut sent = Sent { pings: 2, ..Sent::default() };
+        let mut sent = Sent {
+            pings: 2,
+            ..Sent::default()
+        };
         // Ping first: it also resolves ARP, so no datagram waits in a queue.
         for spoke in &self.spokes {
-            spoke.netns.exec(["ping", "-c", "2", "-i", "0.2", "-W", "2", &HUB_ADDRESS.to_string()])?;
+            spoke.netns.exec([
+                "ping",
+                "-c",
+                "2",
+                "-i",
+                "0.2",
+                "-W",
+                "2",
+                &HUB_ADDRESS.to_string(),
+            ])?;
         }
         let hub_500 = SocketAddrV4::new(HUB_ADDRESS, IKE_PORT);
         let hub_4500 = SocketAddrV4::new(HUB_ADDRESS, NATT_PORT);
@@ -212,7 +239,11 @@ impl XdpLab {
         let status = gateway.stop()?;
         let link = self.hub.ip(["-d", "link", "show", "dev", &self.uplink])?;
         let link = String::from_utf8_lossy(&link.stdout);
-        ensure!(!link.contains("prog/xdp"), "XDP still attached to {} after the gateway stopped:\n{link}", self.uplink);
+        ensure!(
+            !link.contains("prog/xdp"),
+            "XDP still attached to {} after the gateway stopped:\n{link}",
+            self.uplink
+        );
         Ok(status)
     }
 }
@@ -265,23 +296,51 @@ fn check(report: &Value, sent: &Sent) -> Result<Vec<String>> {
     expect_eq("drop_esp_in_udp_unknown_spi", sent.esp_in_udp_unknown)?;
     expect_eq("drop_esp_unknown_spi", sent.esp_raw_unknown)?;
     expect_eq("pass_natt_keepalive", sent.keepalives)?;
-    ensure!(sa_packets(report, SPI_NATT)? == sent.esp_in_udp_known, "SA {SPI_NATT:#x} packet count");
-    ensure!(sa_packets(report, SPI_RAW)? == sent.esp_raw_known, "SA {SPI_RAW:#x} packet count");
+    ensure!(
+        sa_packets(report, SPI_NATT)? == sent.esp_in_udp_known,
+        "SA {SPI_NATT:#x} packet count"
+    );
+    ensure!(
+        sa_packets(report, SPI_RAW)? == sent.esp_raw_known,
+        "SA {SPI_RAW:#x} packet count"
+    );
     let ike_pass = verdict(report, "pass_ike")?;
     let ike_drop = verdict(report, "drop_ike_rate_limited")?;
     let ike_sent = sent.ike_polite + sent.ike_flood;
-    ensure!(ike_pass + ike_drop == ike_sent, "IKE: {ike_pass} passed + {ike_drop} dropped != {ike_sent} sent");
+    ensure!(
+        ike_pass + ike_drop == ike_sent,
+        "IKE: {ike_pass} passed + {ike_drop} dropped != {ike_sent} sent"
+    );
     // Spoke 1 stays within its burst; spoke 2 gets at least its burst through.
-    ensure!(ike_pass >= sent.ike_polite + IKE_BURST, "IKE: only {ike_pass} passed");
+    ensure!(
+        ike_pass >= sent.ike_polite + IKE_BURST,
+        "IKE: only {ike_pass} passed"
+    );
     if ike_drop == 0 {
-        bail!("IKE: spoke 2 sent {} packets back to back and none was rate-limited", sent.ike_flood);
+        bail!(
+            "IKE: spoke 2 sent {} packets back to back and none was rate-limited",
+            sent.ike_flood
+        );
     }
     let other = verdict(report, "pass_other")?;
-    ensure!(other >= 2 * sent.pings, "pings: {other} other IPv4 packets counted, expected at least {}", 2 * sent.pings);
+    ensure!(
+        other >= 2 * sent.pings,
+        "pings: {other} other IPv4 packets counted, expected at least {}",
+        2 * sent.pings
+    );
     Ok(vec![
-        format!("unknown SPIs dropped in XDP: {} ESP-in-UDP, {} raw ESP", sent.esp_in_udp_unknown, sent.esp_raw_unknown),
-        format!("known SPIs passed and counted per SA: {SPI_NATT:#010x} {} packets, {SPI_RAW:#010x} {} packets", sent.esp_in_udp_known, sent.esp_raw_known),
+        format!(
+            "unknown SPIs dropped in XDP: {} ESP-in-UDP, {} raw ESP",
+            sent.esp_in_udp_unknown, sent.esp_raw_unknown
+        ),
+        format!(
+            "known SPIs passed and counted per SA: {SPI_NATT:#010x} {} packets, {SPI_RAW:#010x} {} packets",
+            sent.esp_in_udp_known, sent.esp_raw_known
+        ),
         format!("IKE: {ike_pass} passed, {ike_drop} over the per-source limit dropped"),
-        format!("everything else passed to the kernel: {other} IPv4 packets (pings), keepalives {}", sent.keepalives),
+        format!(
+            "everything else passed to the kernel: {other} IPv4 packets (pings), keepalives {}",
+            sent.keepalives
+        ),
     ])
 }

@@ -4,7 +4,11 @@
 
 use std::{process::Command, time::Duration};
 
-use integration::{Lab, gateway::{Gateway, gateway_bin}, skip_unless_root};
+use integration::{
+    Lab,
+    gateway::{Gateway, gateway_bin},
+    skip_unless_root,
+};
 
 fn hub_config(uplink: &str, dir: &std::path::Path) -> String {
     format!(
@@ -20,12 +24,23 @@ fn a_config_with_a_typo_is_refused_naming_file_line_and_key() {
     let path = dir.path().join("hub.toml");
     let text = hub_config("eth0", dir.path()).replace("uplink", "uplnk");
     std::fs::write(&path, text).unwrap();
-    let output = Command::new(gateway_bin().unwrap()).args(["run", "--config"]).arg(&path).output().unwrap();
+    let output = Command::new(gateway_bin().unwrap())
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("hub.toml") && stderr.contains("uplnk") && stderr.contains("hub.toml:4:"), "{stderr}");
+    assert!(
+        stderr.contains("hub.toml") && stderr.contains("uplnk") && stderr.contains("hub.toml:4:"),
+        "{stderr}"
+    );
 
-    let check = Command::new(gateway_bin().unwrap()).args(["config", "check"]).arg(&path).output().unwrap();
+    let check = Command::new(gateway_bin().unwrap())
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!check.status.success());
     assert!(String::from_utf8_lossy(&check.stderr).contains("uplnk"));
 }
@@ -37,10 +52,22 @@ fn a_missing_uplink_is_named_in_the_error() {
     let hub = lab.netns("hub").unwrap();
     let path = lab.temp_dir().join("hub.toml");
     std::fs::write(&path, hub_config("nosuchdev0", lab.temp_dir())).unwrap();
-    let output = hub.exec_unchecked([gateway_bin().unwrap().to_str().unwrap(), "run", "--config", path.to_str().unwrap()]).unwrap();
+    let output = hub
+        .exec_unchecked([
+            gateway_bin().unwrap().to_str().unwrap(),
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+        ])
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("hub.uplink") && stderr.contains("nosuchdev0") && stderr.contains("hub.toml"), "{stderr}");
+    assert!(
+        stderr.contains("hub.uplink")
+            && stderr.contains("nosuchdev0")
+            && stderr.contains("hub.toml"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -60,21 +87,54 @@ fn sigint_detaches_xdp_and_exits_zero_and_a_second_daemon_is_refused() {
     assert_eq!(version["version"], env!("CARGO_PKG_VERSION"));
 
     // A second daemon with the same config must not steal the socket.
-    let second = hub.exec_unchecked([bin.to_str().unwrap(), "run", "--config", config.to_str().unwrap()]).unwrap();
+    let second = hub
+        .exec_unchecked([
+            bin.to_str().unwrap(),
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .unwrap();
     assert!(!second.status.success());
-    assert!(String::from_utf8_lossy(&second.stderr).contains("already running"), "{second:?}");
-    assert!(gateway.cli_ok(["show", "version"]).is_ok(), "the first daemon still answers");
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("already running"),
+        "{second:?}"
+    );
+    assert!(
+        gateway.cli_ok(["show", "version"]).is_ok(),
+        "the first daemon still answers"
+    );
 
-    let link = hub.ip(["-d", "link", "show", "dev", uplink.name()]).unwrap();
-    assert!(String::from_utf8_lossy(&link.stdout).contains("prog/xdp"), "XDP attached while running");
+    let link = hub
+        .ip(["-d", "link", "show", "dev", uplink.name()])
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&link.stdout).contains("prog/xdp"),
+        "XDP attached while running"
+    );
 
     gateway.process().signal(libc::SIGINT).unwrap();
-    let status = gateway.process().wait_timeout(Duration::from_secs(15)).unwrap();
-    assert!(status.success(), "exit status after SIGINT: {status}\n{}", gateway.process().stderr_text());
+    let status = gateway
+        .process()
+        .wait_timeout(Duration::from_secs(15))
+        .unwrap();
+    assert!(
+        status.success(),
+        "exit status after SIGINT: {status}\n{}",
+        gateway.process().stderr_text()
+    );
     let log = gateway.process().stderr_text();
-    assert!(log.contains("XDP uplink filter attached") && log.contains("XDP detached"), "{log}");
-    let link = hub.ip(["-d", "link", "show", "dev", uplink.name()]).unwrap();
-    assert!(!String::from_utf8_lossy(&link.stdout).contains("prog/xdp"), "XDP left attached after exit");
+    assert!(
+        log.contains("XDP uplink filter attached") && log.contains("XDP detached"),
+        "{log}"
+    );
+    let link = hub
+        .ip(["-d", "link", "show", "dev", uplink.name()])
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("prog/xdp"),
+        "XDP left attached after exit"
+    );
     assert!(!socket.exists(), "control socket removed on exit");
 }
 
@@ -92,12 +152,36 @@ fn an_interface_that_already_has_xdp_is_not_taken_over() {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("hub.toml"), hub_config(uplink_a.name(), dir)).unwrap();
     }
-    let first = Gateway::start(&a, &bin, &dir_one.join("hub.toml"), &dir_one.join("gw.sock")).unwrap();
-    let second = a.exec_unchecked([bin.to_str().unwrap(), "run", "--config", dir_two.join("hub.toml").to_str().unwrap()]).unwrap();
+    let first = Gateway::start(
+        &a,
+        &bin,
+        &dir_one.join("hub.toml"),
+        &dir_one.join("gw.sock"),
+    )
+    .unwrap();
+    let second = a
+        .exec_unchecked([
+            bin.to_str().unwrap(),
+            "run",
+            "--config",
+            dir_two.join("hub.toml").to_str().unwrap(),
+        ])
+        .unwrap();
     assert!(!second.status.success());
     let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(stderr.contains("already has an XDP program") && stderr.contains(uplink_a.name()), "{stderr}");
-    assert!(!dir_two.join("gw.sock").exists(), "the refused daemon removed its socket");
-    assert!(first.cli_ok(["show", "xdp"]).unwrap().contains("native mode"));
+    assert!(
+        stderr.contains("already has an XDP program") && stderr.contains(uplink_a.name()),
+        "{stderr}"
+    );
+    assert!(
+        !dir_two.join("gw.sock").exists(),
+        "the refused daemon removed its socket"
+    );
+    assert!(
+        first
+            .cli_ok(["show", "xdp"])
+            .unwrap()
+            .contains("native mode")
+    );
     drop(uplink_b);
 }

@@ -24,7 +24,11 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         lab.hub.name(),
         lab.uplink,
         lab.hub_address,
-        lab.spokes.iter().map(|s| format!("{} = {}", s.netns.name(), s.address)).collect::<Vec<_>>().join(", ")
+        lab.spokes
+            .iter()
+            .map(|s| format!("{} = {}", s.netns.name(), s.address))
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
 
     let step = Step::new("lab", "send traffic from the spokes");
@@ -43,8 +47,17 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
 
     if args.keep {
         println!("\nlab: running until Ctrl-C. Try, in another shell:");
-        println!("  ip netns exec {} {} --socket {} show xdp", lab.hub.name(), gateway.display(), lab.socket.display());
-        println!("  ip netns exec {} ping -c3 {}", lab.spokes[0].netns.name(), lab.hub_address);
+        println!(
+            "  ip netns exec {} {} --socket {} show xdp",
+            lab.hub.name(),
+            gateway.display(),
+            lab.socket.display()
+        );
+        println!(
+            "  ip netns exec {} ping -c3 {}",
+            lab.spokes[0].netns.name(),
+            lab.hub_address
+        );
         integration::wait_for_interrupt(None)?;
     }
     let status = lab.stop()?;
@@ -56,11 +69,16 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
 fn build_gateway() -> anyhow::Result<std::path::PathBuf> {
     let step = Step::new("lab", "build the gateway");
     util::run(util::command("cargo").args(["build", "--package", "gateway", "--bin", "gateway"]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| util::workspace_root().join("target"), std::path::PathBuf::from);
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || util::workspace_root().join("target"),
+        std::path::PathBuf::from,
+    );
     let binary = target.join("debug").join("gateway");
-    anyhow::ensure!(binary.is_file(), "built the gateway but {} is not there", binary.display());
+    anyhow::ensure!(
+        binary.is_file(),
+        "built the gateway but {} is not there",
+        binary.display()
+    );
     step.say(format!("{} ready", binary.display()));
     Ok(binary)
 }
-

@@ -46,12 +46,16 @@ impl Response {
     pub fn ok<T: Serialize>(body: &T) -> Self {
         match serde_json::to_value(body) {
             Ok(body) => Response::Ok { body },
-            Err(e) => Response::Error { message: format!("encoding the response: {e}") },
+            Err(e) => Response::Error {
+                message: format!("encoding the response: {e}"),
+            },
         }
     }
 
     pub fn error(message: impl std::fmt::Display) -> Self {
-        Response::Error { message: message.to_string() }
+        Response::Error {
+            message: message.to_string(),
+        }
     }
 }
 
@@ -71,7 +75,9 @@ pub enum ControlError {
         #[source]
         source: io::Error,
     },
-    #[error("no gateway is answering on {path} ({source}); is `gateway run` started, and is this the socket from its config (`hub.control_socket`)?")]
+    #[error(
+        "no gateway is answering on {path} ({source}); is `gateway run` started, and is this the socket from its config (`hub.control_socket`)?"
+    )]
     NotRunning {
         path: PathBuf,
         #[source]
@@ -95,24 +101,34 @@ impl ControlSocket {
     /// Binds `path`, creating its directory. A stale socket file left by a
     /// daemon that died is replaced; a live daemon's socket is not.
     pub async fn bind(path: &Path) -> Result<Self, ControlError> {
-        let io_err = |what, source| ControlError::Io { path: path.to_owned(), what, source };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.exists() {
-                std::fs::create_dir_all(dir).map_err(|e| io_err("creating its directory", e))?;
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))
-                    .map_err(|e| io_err("setting its directory's mode", e))?;
-            }
+        let io_err = |what, source| ControlError::Io {
+            path: path.to_owned(),
+            what,
+            source,
+        };
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
+            std::fs::create_dir_all(dir).map_err(|e| io_err("creating its directory", e))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))
+                .map_err(|e| io_err("setting its directory's mode", e))?;
         }
         if path.exists() {
             if UnixStream::connect(path).await.is_ok() {
-                return Err(ControlError::InUse { path: path.to_owned() });
+                return Err(ControlError::InUse {
+                    path: path.to_owned(),
+                });
             }
             std::fs::remove_file(path).map_err(|e| io_err("removing a stale socket", e))?;
         }
         let listener = UnixListener::bind(path).map_err(|e| io_err("binding", e))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
             .map_err(|e| io_err("setting its mode", e))?;
-        Ok(ControlSocket { listener, path: path.to_owned() })
+        Ok(ControlSocket {
+            listener,
+            path: path.to_owned(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -153,7 +169,10 @@ async fn serve_connection<H: Handler + ?Sized>(stream: UnixStream, handler: &H) 
     let mut line = String::new();
     loop {
         line.clear();
-        let n = (&mut reader).take(MAX_REQUEST as u64 + 1).read_line(&mut line).await?;
+        let n = (&mut reader)
+            .take(MAX_REQUEST as u64 + 1)
+            .read_line(&mut line)
+            .await?;
         if n == 0 {
             return Ok(());
         }
@@ -177,22 +196,37 @@ async fn serve_connection<H: Handler + ?Sized>(stream: UnixStream, handler: &H) 
 /// One request, one response (the CLI's side).
 pub async fn call(path: &Path, request: &Request) -> Result<Response, ControlError> {
     let exchange = async {
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|source| ControlError::NotRunning { path: path.to_owned(), source })?;
-        let io_err = |source| ControlError::Io { path: path.to_owned(), what: "talking to the daemon", source };
+        let stream =
+            UnixStream::connect(path)
+                .await
+                .map_err(|source| ControlError::NotRunning {
+                    path: path.to_owned(),
+                    source,
+                })?;
+        let io_err = |source| ControlError::Io {
+            path: path.to_owned(),
+            what: "talking to the daemon",
+            source,
+        };
         let (read, mut write) = stream.into_split();
         let mut out = serde_json::to_vec(request).expect("requests always encode");
         out.push(b'\n');
         write.write_all(&out).await.map_err(io_err)?;
         let mut line = String::new();
-        BufReader::new(read).read_line(&mut line).await.map_err(io_err)?;
-        serde_json::from_str::<Response>(&line)
-            .map_err(|e| ControlError::BadResponse { path: path.to_owned(), detail: e.to_string() })
+        BufReader::new(read)
+            .read_line(&mut line)
+            .await
+            .map_err(io_err)?;
+        serde_json::from_str::<Response>(&line).map_err(|e| ControlError::BadResponse {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })
     };
     tokio::time::timeout(TIMEOUT, exchange)
         .await
-        .map_err(|_| ControlError::Timeout { path: path.to_owned() })?
+        .map_err(|_| ControlError::Timeout {
+            path: path.to_owned(),
+        })?
 }
 
 #[cfg(test)]
@@ -218,12 +252,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/gw.sock");
         let socket = ControlSocket::bind(&path).await.unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o660);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o660
+        );
         let server = tokio::spawn(async move { socket.serve(Arc::new(Echo)).await });
         let ok = call(&path, &Request::SaAdd { spi: 5 }).await.unwrap();
-        assert_eq!(ok, Response::Ok { body: serde_json::json!({ "added": 5 }) });
+        assert_eq!(
+            ok,
+            Response::Ok {
+                body: serde_json::json!({ "added": 5 })
+            }
+        );
         let err = call(&path, &Request::SaRemove { spi: 6 }).await.unwrap();
-        assert_eq!(err, Response::Error { message: "SPI 6 is not installed".into() });
+        assert_eq!(
+            err,
+            Response::Error {
+                message: "SPI 6 is not installed".into()
+            }
+        );
         server.abort();
     }
 
@@ -237,15 +284,25 @@ mod tests {
         let (read, mut write) = stream.into_split();
         let mut read = BufReader::new(read);
         let mut line = String::new();
-        for bad in ["not json\n", "{\"request\":\"sa-add\"}\n", "{\"request\":\"launch-missiles\"}\n"] {
+        for bad in [
+            "not json\n",
+            "{\"request\":\"sa-add\"}\n",
+            "{\"request\":\"launch-missiles\"}\n",
+        ] {
             write.write_all(bad.as_bytes()).await.unwrap();
             line.clear();
             read.read_line(&mut line).await.unwrap();
             let response: Response = serde_json::from_str(&line).unwrap();
-            assert!(matches!(response, Response::Error { ref message } if message.starts_with("bad request")), "{bad}: {response:?}");
+            assert!(
+                matches!(response, Response::Error { ref message } if message.starts_with("bad request")),
+                "{bad}: {response:?}"
+            );
         }
         // The connection still works after errors.
-        write.write_all(b"{\"request\":\"version\"}\n").await.unwrap();
+        write
+            .write_all(b"{\"request\":\"version\"}\n")
+            .await
+            .unwrap();
         line.clear();
         read.read_line(&mut line).await.unwrap();
         assert!(line.contains("\"ok\""), "{line}");
@@ -257,7 +314,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gw.sock");
         let first = ControlSocket::bind(&path).await.unwrap();
-        assert!(matches!(ControlSocket::bind(&path).await, Err(ControlError::InUse { .. })));
+        assert!(matches!(
+            ControlSocket::bind(&path).await,
+            Err(ControlError::InUse { .. })
+        ));
         drop(first);
         assert!(!path.exists(), "socket file removed on drop");
         // A socket file nobody listens on (a crashed daemon's) is replaced.
@@ -270,8 +330,13 @@ mod tests {
     #[tokio::test]
     async fn calling_a_missing_daemon_says_what_to_check() {
         let dir = tempfile::tempdir().unwrap();
-        let err = call(&dir.path().join("none.sock"), &Request::Version).await.unwrap_err();
+        let err = call(&dir.path().join("none.sock"), &Request::Version)
+            .await
+            .unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("no gateway is answering") && text.contains("none.sock"), "{text}");
+        assert!(
+            text.contains("no gateway is answering") && text.contains("none.sock"),
+            "{text}"
+        );
     }
 }

@@ -114,7 +114,10 @@ pub struct XdpReport {
 impl XdpReport {
     /// Packets counted under `verdict` (0 when absent).
     pub fn packets(&self, verdict: Verdict) -> u64 {
-        self.verdicts.iter().find(|v| v.verdict == verdict.name()).map_or(0, |v| v.packets)
+        self.verdicts
+            .iter()
+            .find(|v| v.verdict == verdict.name())
+            .map_or(0, |v| v.packets)
     }
 
     /// The SA report of `spi`, if installed.
@@ -150,7 +153,8 @@ impl XdpFilter {
         let verdicts = take_map(&mut ebpf, maps::VERDICTS)?;
         let config_map = take_map(&mut ebpf, maps::CONFIG)?;
         let ike_buckets = take_map(&mut ebpf, maps::IKE_BUCKETS)?;
-        let cpus = aya::util::nr_cpus().map_err(|(what, e)| XdpError::Cpus(format!("{what}: {e}")))?;
+        let cpus =
+            aya::util::nr_cpus().map_err(|(what, e)| XdpError::Cpus(format!("{what}: {e}")))?;
         let mut filter = XdpFilter {
             ebpf,
             inbound_sa,
@@ -169,7 +173,10 @@ impl XdpFilter {
     pub fn set_config(&mut self, config: XdpConfig) -> Result<(), XdpError> {
         self.config_map
             .set(0, config, 0)
-            .map_err(|source| XdpError::Map { map: maps::CONFIG, source })?;
+            .map_err(|source| XdpError::Map {
+                map: maps::CONFIG,
+                source,
+            })?;
         self.config = config;
         Ok(())
     }
@@ -187,17 +194,26 @@ impl XdpFilter {
         for &(xdp_mode, name) in attempts {
             match program.attach(interface, xdp_mode) {
                 Ok(link) => {
-                    let attachment = Attachment { interface: interface.to_owned(), mode: name.to_owned() };
+                    let attachment = Attachment {
+                        interface: interface.to_owned(),
+                        mode: name.to_owned(),
+                    };
                     return Ok(&self.attached.insert((attachment, link)).0);
                 }
                 Err(e) if is_eexist(&e) => {
-                    return Err(XdpError::AlreadyAttached { interface: interface.to_owned() });
+                    return Err(XdpError::AlreadyAttached {
+                        interface: interface.to_owned(),
+                    });
                 }
                 Err(e) => {
                     if mode == AttachMode::Auto && name == "native" {
                         tracing::info!(interface, error = %e, "native XDP refused, trying generic (skb) mode");
                     }
-                    last_error = Some(XdpError::Attach { interface: interface.to_owned(), mode: name, source: e });
+                    last_error = Some(XdpError::Attach {
+                        interface: interface.to_owned(),
+                        mode: name,
+                        source: e,
+                    });
                 }
             }
         }
@@ -229,16 +245,25 @@ impl XdpFilter {
         if spi == 0 {
             return Err(XdpError::SpiZero);
         }
-        let zero = PerCpuValues::try_from(vec![SaCounters::default(); self.cpus])
-            .map_err(|source| XdpError::Map { map: maps::INBOUND_SA, source: source.into() })?;
+        let zero =
+            PerCpuValues::try_from(vec![SaCounters::default(); self.cpus]).map_err(|source| {
+                XdpError::Map {
+                    map: maps::INBOUND_SA,
+                    source: source.into(),
+                }
+            })?;
         // BPF_NOEXIST: an SPI names one SA; a second install is a bug upstream.
-        const BPF_NOEXIST: u64 = 1;
         match self.inbound_sa.insert(spi, zero, BPF_NOEXIST) {
             Ok(()) => Ok(()),
-            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::EEXIST) =>
+            {
                 Err(XdpError::SpiExists { spi })
             }
-            Err(source) => Err(XdpError::Map { map: maps::INBOUND_SA, source }),
+            Err(source) => Err(XdpError::Map {
+                map: maps::INBOUND_SA,
+                source,
+            }),
         }
     }
 
@@ -247,10 +272,15 @@ impl XdpFilter {
         match self.inbound_sa.remove(&spi) {
             Ok(()) => Ok(()),
             Err(aya::maps::MapError::KeyNotFound) => Err(XdpError::SpiUnknown { spi }),
-            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
                 Err(XdpError::SpiUnknown { spi })
             }
-            Err(source) => Err(XdpError::Map { map: maps::INBOUND_SA, source }),
+            Err(source) => Err(XdpError::Map {
+                map: maps::INBOUND_SA,
+                source,
+            }),
         }
     }
 
@@ -268,10 +298,13 @@ impl XdpFilter {
     pub fn report(&self) -> Result<XdpReport, XdpError> {
         let mut verdicts = Vec::with_capacity(Verdict::ALL.len());
         for verdict in Verdict::ALL {
-            let per_cpu = self
-                .verdicts
-                .get(&(verdict as u32), 0)
-                .map_err(|source| XdpError::Map { map: maps::VERDICTS, source })?;
+            let per_cpu =
+                self.verdicts
+                    .get(&(verdict as u32), 0)
+                    .map_err(|source| XdpError::Map {
+                        map: maps::VERDICTS,
+                        source,
+                    })?;
             verdicts.push(VerdictReport {
                 verdict: verdict.name().to_owned(),
                 drop: verdict.is_drop(),
@@ -281,8 +314,11 @@ impl XdpFilter {
         }
         let now = monotonic_now_ns();
         let mut sas = Vec::new();
-        for entry in self.inbound_sa.iter() {
-            let (spi, per_cpu) = entry.map_err(|source| XdpError::Map { map: maps::INBOUND_SA, source })?;
+        for entry in &self.inbound_sa {
+            let (spi, per_cpu) = entry.map_err(|source| XdpError::Map {
+                map: maps::INBOUND_SA,
+                source,
+            })?;
             let last_seen = per_cpu.iter().map(|c| c.last_seen_ns).max().unwrap_or(0);
             sas.push(SaReport {
                 spi,
@@ -311,10 +347,17 @@ impl XdpFilter {
         let mut out = vec![0u8; frame.len() + 256];
         let result = self
             .program()?
-            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::new() })
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::new()
+            })
             .map_err(XdpError::Program)?;
         out.truncate(result.data_size_out as usize);
-        Ok(TestRunOutcome { action: result.return_value, frame: out })
+        Ok(TestRunOutcome {
+            action: result.return_value,
+            frame: out,
+        })
     }
 }
 
@@ -322,13 +365,19 @@ impl XdpFilter {
 fn is_eexist(error: &aya::programs::ProgramError) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
-        if e.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error) == Some(libc::EEXIST) {
+        if e.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            == Some(libc::EEXIST)
+        {
             return true;
         }
         source = e.source();
     }
     false
 }
+
+/// Map update flag: fail if the key exists.
+const BPF_NOEXIST: u64 = 1;
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, XdpError>
 where
@@ -340,7 +389,10 @@ where
 
 /// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` reads.
 pub fn monotonic_now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
@@ -349,7 +401,10 @@ pub fn monotonic_now_ns() -> u64 {
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so loading
 /// does not fail there. Newer kernels account to the memory cgroup.
 fn raise_memlock_limit() {
-    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: valid pointer to an rlimit.
     let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) };
     if rc != 0 {

@@ -36,7 +36,10 @@ fn ike_header() -> Vec<u8> {
 fn run(filter: &mut XdpFilter, frame: &[u8], action: u32) {
     let outcome = filter.test_run(frame).expect("test run");
     assert_eq!(outcome.action, action, "XDP action for frame {frame:02x?}");
-    assert_eq!(outcome.frame, frame, "the filter must never rewrite a frame");
+    assert_eq!(
+        outcome.frame, frame,
+        "the filter must never rewrite a frame"
+    );
 }
 
 fn count(filter: &XdpFilter, verdict: Verdict) -> u64 {
@@ -45,19 +48,32 @@ fn count(filter: &XdpFilter, verdict: Verdict) -> u64 {
 
 #[test]
 fn ike_on_port_500_passes_and_is_counted() {
-    let Some(mut f) = filter(no_limit()) else { return };
+    let Some(mut f) = filter(no_limit()) else {
+        return;
+    };
     let frame = frame::ethernet_ipv4_udp(SPOKE, HUB, 500, 500, &ike_header());
     run(&mut f, &frame, XDP_PASS);
     let report = f.report().unwrap();
     assert_eq!(report.packets(Verdict::PassIke), 1);
-    let bytes = report.verdicts.iter().find(|v| v.verdict == "pass_ike").unwrap().bytes;
+    let bytes = report
+        .verdicts
+        .iter()
+        .find(|v| v.verdict == "pass_ike")
+        .unwrap()
+        .bytes;
     assert_eq!(bytes, frame.len() as u64);
-    assert_eq!(report.verdicts.iter().map(|v| v.packets).sum::<u64>(), 1, "counted once, in one slot");
+    assert_eq!(
+        report.verdicts.iter().map(|v| v.packets).sum::<u64>(),
+        1,
+        "counted once, in one slot"
+    );
 }
 
 #[test]
 fn ike_behind_non_esp_marker_on_4500_passes() {
-    let Some(mut f) = filter(no_limit()) else { return };
+    let Some(mut f) = filter(no_limit()) else {
+        return;
+    };
     let payload = integration::packets::non_esp_marker(&ike_header());
     let frame = frame::ethernet_ipv4_udp(SPOKE, HUB, 4500, 4500, &payload);
     run(&mut f, &frame, XDP_PASS);
@@ -68,7 +84,9 @@ fn ike_behind_non_esp_marker_on_4500_passes() {
 fn ike_over_the_source_bucket_is_dropped() {
     // One packet a second, burst 3: of 10 back-to-back packets from one
     // source, 3 pass and 7 are dropped; another source has its own bucket.
-    let Some(mut f) = filter(XdpConfig::ike_limit(1, 3)) else { return };
+    let Some(mut f) = filter(XdpConfig::ike_limit(1, 3)) else {
+        return;
+    };
     let frame = frame::ethernet_ipv4_udp(SPOKE, HUB, 500, 500, &ike_header());
     for i in 0..10 {
         let expected = if i < 3 { XDP_PASS } else { XDP_DROP };
@@ -80,7 +98,13 @@ fn ike_over_the_source_bucket_is_dropped() {
     let other = frame::ethernet_ipv4_udp(OTHER_SPOKE, HUB, 500, 500, &ike_header());
     run(&mut f, &other, XDP_PASS);
     // IKE on 4500 shares the source's bucket with port 500.
-    let natt = frame::ethernet_ipv4_udp(SPOKE, HUB, 4500, 4500, &integration::packets::non_esp_marker(&ike_header()));
+    let natt = frame::ethernet_ipv4_udp(
+        SPOKE,
+        HUB,
+        4500,
+        4500,
+        &integration::packets::non_esp_marker(&ike_header()),
+    );
     run(&mut f, &natt, XDP_DROP);
 
     // Clearing the buckets gives the source a full bucket again.
@@ -90,7 +114,9 @@ fn ike_over_the_source_bucket_is_dropped() {
 
 #[test]
 fn ike_limit_off_passes_everything() {
-    let Some(mut f) = filter(XdpConfig::ike_limit(0, 0)) else { return };
+    let Some(mut f) = filter(XdpConfig::ike_limit(0, 0)) else {
+        return;
+    };
     let frame = frame::ethernet_ipv4_udp(SPOKE, HUB, 500, 500, &ike_header());
     for _ in 0..50 {
         run(&mut f, &frame, XDP_PASS);
@@ -100,7 +126,9 @@ fn ike_limit_off_passes_everything() {
 
 #[test]
 fn esp_in_udp_with_known_spi_passes_and_counts_on_the_sa() {
-    let Some(mut f) = filter(no_limit()) else { return };
+    let Some(mut f) = filter(no_limit()) else {
+        return;
+    };
     f.add_sa(0xc0ff_ee01).unwrap();
     let esp = integration::packets::esp(0xc0ff_ee01, 1, 64);
     let frame = frame::ethernet_ipv4_udp(SPOKE, HUB, 4500, 4500, &esp);
@@ -112,26 +140,53 @@ fn esp_in_udp_with_known_spi_passes_and_counts_on_the_sa() {
     assert_eq!(sa.packets, 2);
     // Per-SA bytes are IPv4 bytes: 20 IP + 8 UDP + ESP.
     assert_eq!(sa.bytes, 2 * (20 + 8 + esp.len() as u64));
-    assert!(sa.last_seen_ms_ago.is_some_and(|ms| ms < 60_000), "last seen set: {sa:?}");
+    assert!(
+        sa.last_seen_ms_ago.is_some_and(|ms| ms < 60_000),
+        "last seen set: {sa:?}"
+    );
 }
 
 #[test]
 fn esp_in_udp_with_unknown_spi_is_dropped() {
-    let Some(mut f) = filter(no_limit()) else { return };
+    let Some(mut f) = filter(no_limit()) else {
+        return;
+    };
     f.add_sa(0xc0ff_ee01).unwrap();
-    let frame = frame::ethernet_ipv4_udp(SPOKE, HUB, 4500, 4500, &integration::packets::esp(0xdead_beef, 1, 64));
+    let frame = frame::ethernet_ipv4_udp(
+        SPOKE,
+        HUB,
+        4500,
+        4500,
+        &integration::packets::esp(0xdead_beef, 1, 64),
+    );
     run(&mut f, &frame, XDP_DROP);
     let report = f.report().unwrap();
     assert_eq!(report.packets(Verdict::DropEspInUdpUnknownSpi), 1);
-    assert_eq!(report.sa(0xc0ff_ee01).unwrap().packets, 0, "another SA is not charged");
+    assert_eq!(
+        report.sa(0xc0ff_ee01).unwrap().packets,
+        0,
+        "another SA is not charged"
+    );
 }
 
 #[test]
 fn raw_esp_known_passes_unknown_drops() {
-    let Some(mut f) = filter(no_limit()) else { return };
+    let Some(mut f) = filter(no_limit()) else {
+        return;
+    };
     f.add_sa(0x0000_1001).unwrap();
-    let known = frame::ethernet_ipv4(SPOKE, HUB, 50, &integration::packets::esp(0x0000_1001, 7, 100));
-    let unknown = frame::ethernet_ipv4(SPOKE, HUB, 50, &integration::packets::esp(0x0000_1002, 7, 100));
+    let known = frame::ethernet_ipv4(
+        SPOKE,
+        HUB,
+        50,
+        &integration::packets::esp(0x0000_1001, 7, 100),
+    );
+    let unknown = frame::ethernet_ipv4(
+        SPOKE,
+        HUB,
+        50,
+        &integration::packets::esp(0x0000_1002, 7, 100),
+    );
     run(&mut f, &known, XDP_PASS);
     run(&mut f, &unknown, XDP_DROP);
     let report = f.report().unwrap();
@@ -142,7 +197,9 @@ fn raw_esp_known_passes_unknown_drops() {
 
 #[test]
 fn removed_sa_is_dropped_again() {
-    let Some(mut f) = filter(no_limit()) else { return };
+    let Some(mut f) = filter(no_limit()) else {
+        return;
+    };
     f.add_sa(42).unwrap();
     let frame = frame::ethernet_ipv4(SPOKE, HUB, 50, &integration::packets::esp(42, 1, 32));
     run(&mut f, &frame, XDP_PASS);
@@ -153,16 +210,23 @@ fn removed_sa_is_dropped_again() {
 
 #[test]
 fn sa_install_errors_are_explicit() {
-    let Some(mut f) = filter(no_limit()) else { return };
+    let Some(mut f) = filter(no_limit()) else {
+        return;
+    };
     f.add_sa(7).unwrap();
     assert!(matches!(f.add_sa(7), Err(XdpError::SpiExists { spi: 7 })));
     assert!(matches!(f.add_sa(0), Err(XdpError::SpiZero)));
-    assert!(matches!(f.remove_sa(8), Err(XdpError::SpiUnknown { spi: 8 })));
+    assert!(matches!(
+        f.remove_sa(8),
+        Err(XdpError::SpiUnknown { spi: 8 })
+    ));
 }
 
 #[test]
 fn natt_keepalive_passes_even_in_a_padded_frame() {
-    let Some(mut f) = filter(no_limit()) else { return };
+    let Some(mut f) = filter(no_limit()) else {
+        return;
+    };
     let mut frame = frame::ethernet_ipv4_udp(SPOKE, HUB, 4500, 4500, &[0xff]);
     run(&mut f, &frame, XDP_PASS);
     // Ethernet pads short frames to 60 bytes; the UDP length still says 1.
@@ -173,17 +237,30 @@ fn natt_keepalive_passes_even_in_a_padded_frame() {
 
 #[test]
 fn non_first_fragments_pass_to_the_kernel() {
-    let Some(mut f) = filter(no_limit()) else { return };
+    let Some(mut f) = filter(no_limit()) else {
+        return;
+    };
     // A non-first fragment of ESP-in-UDP: no UDP header to look at.
-    let frame = frame::Ipv4Frame::new(SPOKE, HUB, 17).fragment_offset(185).payload(&[0xab; 40]).build();
+    let frame = frame::Ipv4Frame::new(SPOKE, HUB, 17)
+        .fragment_offset(185)
+        .payload(&[0xab; 40])
+        .build();
     run(&mut f, &frame, XDP_PASS);
     assert_eq!(count(&f, Verdict::PassFragment), 1);
 }
 
 #[test]
 fn malformed_headers_pass_and_are_counted() {
-    let Some(mut f) = filter(no_limit()) else { return };
-    let good = frame::ethernet_ipv4_udp(SPOKE, HUB, 4500, 4500, &integration::packets::esp(99, 1, 16));
+    let Some(mut f) = filter(no_limit()) else {
+        return;
+    };
+    let good = frame::ethernet_ipv4_udp(
+        SPOKE,
+        HUB,
+        4500,
+        4500,
+        &integration::packets::esp(99, 1, 16),
+    );
     let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
     // IPv4 header cut short.
     cases.push(("truncated ipv4", good[..14 + 10].to_vec()));
@@ -202,16 +279,31 @@ fn malformed_headers_pass_and_are_counted() {
     bad_udp_len[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&4u16.to_be_bytes());
     cases.push(("udp length < 8", bad_udp_len));
     // Two bytes on 4500: neither a keepalive nor a marker nor an SPI.
-    cases.push(("2-byte payload on 4500", frame::ethernet_ipv4_udp(SPOKE, HUB, 4500, 4500, &[1, 2])));
+    cases.push((
+        "2-byte payload on 4500",
+        frame::ethernet_ipv4_udp(SPOKE, HUB, 4500, 4500, &[1, 2]),
+    ));
     // SPI present but no sequence number.
-    cases.push(("esp-in-udp without sequence number", frame::ethernet_ipv4_udp(SPOKE, HUB, 4500, 4500, &[0, 0, 0, 99, 0])));
+    cases.push((
+        "esp-in-udp without sequence number",
+        frame::ethernet_ipv4_udp(SPOKE, HUB, 4500, 4500, &[0, 0, 0, 99, 0]),
+    ));
     // Raw ESP with only 4 bytes.
-    cases.push(("raw esp of 4 bytes", frame::ethernet_ipv4(SPOKE, HUB, 50, &[0, 0, 0, 99])));
+    cases.push((
+        "raw esp of 4 bytes",
+        frame::ethernet_ipv4(SPOKE, HUB, 50, &[0, 0, 0, 99]),
+    ));
     // A one-byte payload on 4500 that is not 0xff.
-    cases.push(("1-byte non-keepalive", frame::ethernet_ipv4_udp(SPOKE, HUB, 4500, 4500, &[0x00])));
+    cases.push((
+        "1-byte non-keepalive",
+        frame::ethernet_ipv4_udp(SPOKE, HUB, 4500, 4500, &[0x00]),
+    ));
     for (name, frame) in &cases {
         let outcome = f.test_run(frame).unwrap();
-        assert_eq!(outcome.action, XDP_PASS, "{name}: malformed frames go to the kernel");
+        assert_eq!(
+            outcome.action, XDP_PASS,
+            "{name}: malformed frames go to the kernel"
+        );
         assert_eq!(&outcome.frame, frame, "{name}: untouched");
     }
     assert_eq!(count(&f, Verdict::PassMalformed), cases.len() as u64);
@@ -219,7 +311,9 @@ fn malformed_headers_pass_and_are_counted() {
 
 #[test]
 fn everything_else_passes_untouched() {
-    let Some(mut f) = filter(XdpConfig::ike_limit(1, 1)) else { return };
+    let Some(mut f) = filter(XdpConfig::ike_limit(1, 1)) else {
+        return;
+    };
     // ARP and IPv6 are not IPv4.
     let mut arp = vec![0xff; 6];
     arp.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x08, 0x06]);
@@ -243,10 +337,18 @@ fn everything_else_passes_untouched() {
 
 #[test]
 fn ip_options_are_skipped_before_the_transport_header() {
-    let Some(mut f) = filter(no_limit()) else { return };
+    let Some(mut f) = filter(no_limit()) else {
+        return;
+    };
     f.add_sa(0x5151).unwrap();
     // IHL 6: four bytes of options (NOP x4) between the IPv4 and UDP headers.
-    let plain = frame::ethernet_ipv4_udp(SPOKE, HUB, 4500, 4500, &integration::packets::esp(0x5151, 1, 16));
+    let plain = frame::ethernet_ipv4_udp(
+        SPOKE,
+        HUB,
+        4500,
+        4500,
+        &integration::packets::esp(0x5151, 1, 16),
+    );
     let mut frame = plain[..14 + 20].to_vec();
     frame.extend_from_slice(&[1, 1, 1, 1]);
     frame.extend_from_slice(&plain[14 + 20..]);
