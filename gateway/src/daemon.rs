@@ -48,6 +48,18 @@ impl Daemon {
         };
         f(filter).map_err(|e| format!("{e:#}"))
     }
+
+    /// Adds or removes an inbound SPI in the filter, and logs it.
+    fn change_sa(
+        &self,
+        spi: u32,
+        what: &str,
+        change: fn(&mut XdpFilter, u32) -> Result<(), crate::xdp::XdpError>,
+    ) -> Result<Response, String> {
+        self.with_xdp(|filter| Ok(change(filter, spi)?))?;
+        tracing::info!(spi = format_args!("{spi:#010x}"), "inbound SPI {what} XDP");
+        Ok(Response::ok(&serde_json::json!({ "spi": spi })))
+    }
 }
 
 impl Handler for Daemon {
@@ -61,24 +73,8 @@ impl Handler for Daemon {
                 });
             }
             Request::ShowXdp => self.with_xdp(|f| Ok(f.report()?)).map(|r| Response::ok(&r)),
-            Request::SaAdd { spi } => self
-                .with_xdp(|f| Ok(f.add_sa(spi)?))
-                .inspect(|()| {
-                    tracing::info!(
-                        spi = format_args!("{spi:#010x}"),
-                        "inbound SPI installed in XDP"
-                    );
-                })
-                .map(|()| Response::ok(&serde_json::json!({ "spi": spi }))),
-            Request::SaRemove { spi } => self
-                .with_xdp(|f| Ok(f.remove_sa(spi)?))
-                .inspect(|()| {
-                    tracing::info!(
-                        spi = format_args!("{spi:#010x}"),
-                        "inbound SPI removed from XDP"
-                    );
-                })
-                .map(|()| Response::ok(&serde_json::json!({ "spi": spi }))),
+            Request::SaAdd { spi } => self.change_sa(spi, "installed in", XdpFilter::add_sa),
+            Request::SaRemove { spi } => self.change_sa(spi, "removed from", XdpFilter::remove_sa),
         };
         result.unwrap_or_else(Response::error)
     }

@@ -233,10 +233,13 @@ impl XdpLab {
         Err(last_error.expect("at least one check"))
     }
 
-    /// Stops the gateway (SIGTERM) and checks that XDP left the uplink.
-    pub fn stop(mut self) -> Result<ExitStatus> {
+    /// Stops the gateway (SIGTERM), checks that XDP left the uplink, and
+    /// returns the exit status and the daemon's log.
+    pub fn stop(mut self) -> Result<(ExitStatus, String)> {
         let gateway = self.gateway.take().expect("gateway runs until stop()");
+        let log = gateway.process().stderr_path().to_owned();
         let status = gateway.stop()?;
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
         let link = self.hub.ip(["-d", "link", "show", "dev", &self.uplink])?;
         let link = String::from_utf8_lossy(&link.stdout);
         ensure!(
@@ -244,7 +247,7 @@ impl XdpLab {
             "XDP still attached to {} after the gateway stopped:\n{link}",
             self.uplink
         );
-        Ok(status)
+        Ok((status, log))
     }
 }
 

@@ -84,10 +84,14 @@ fn xdp_filter_on_a_native_veth_counts_and_drops_real_packets() {
         "{twice:?}"
     );
 
-    let status = lab.stop().unwrap();
+    let (status, log) = lab.stop().unwrap();
     assert!(
         status.success(),
-        "gateway exit status after SIGTERM: {status}"
+        "gateway exit status after SIGTERM: {status}\n{log}"
+    );
+    assert!(
+        log.contains("inbound SPI removed from XDP"),
+        "SA changes are logged:\n{log}"
     );
 }
 

@@ -60,8 +60,9 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
         );
         integration::wait_for_interrupt(None)?;
     }
-    let status = lab.stop()?;
-    println!("lab: gateway stopped ({status}); XDP detached, namespaces removed");
+    let (status, log) = lab.stop()?;
+    println!("\nlab: the gateway's log:\n{}", log.trim_end());
+    println!("\nlab: gateway stopped ({status}); XDP detached, namespaces removed");
     Ok(())
 }
 

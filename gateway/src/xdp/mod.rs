@@ -9,12 +9,10 @@ use std::time::Duration;
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{Array, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
     programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
-use gateway_common::{
-    IkeBucket, SaCounters, Verdict, VerdictCounter, XDP_PROGRAM, XdpConfig, maps,
-};
+use gateway_common::{SaCounters, Verdict, VerdictCounter, XDP_PROGRAM, XdpConfig, maps};
 use serde::{Deserialize, Serialize};
 
 /// How to attach (`xdp.mode`): native runs in the driver (veth and real
@@ -38,6 +36,8 @@ pub enum XdpError {
     },
     #[error("XDP map `{0}` missing from the object")]
     MissingMap(&'static str),
+    #[error("XDP program `{XDP_PROGRAM}` missing from the object")]
+    MissingProgram,
     #[error("attaching XDP to `{interface}` ({mode}): {source}")]
     Attach {
         interface: String,
@@ -66,8 +66,6 @@ pub struct XdpFilter {
     inbound_sa: PerCpuHashMap<MapData, u32, SaCounters>,
     verdicts: PerCpuArray<MapData, VerdictCounter>,
     config_map: Array<MapData, XdpConfig>,
-    /// aya's `HashMap` also drives LRU hash maps.
-    ike_buckets: HashMap<MapData, u32, IkeBucket>,
     config: XdpConfig,
     attached: Option<(Attachment, XdpLinkId)>,
     cpus: usize,
@@ -145,14 +143,13 @@ impl XdpFilter {
         let mut ebpf = Ebpf::load(EBPF_OBJECT).map_err(XdpError::Load)?;
         let program: &mut Xdp = ebpf
             .program_mut(XDP_PROGRAM)
-            .ok_or(XdpError::MissingMap(XDP_PROGRAM))?
+            .ok_or(XdpError::MissingProgram)?
             .try_into()
             .map_err(XdpError::Program)?;
         program.load().map_err(XdpError::Program)?;
         let inbound_sa = take_map(&mut ebpf, maps::INBOUND_SA)?;
         let verdicts = take_map(&mut ebpf, maps::VERDICTS)?;
         let config_map = take_map(&mut ebpf, maps::CONFIG)?;
-        let ike_buckets = take_map(&mut ebpf, maps::IKE_BUCKETS)?;
         let cpus =
             aya::util::nr_cpus().map_err(|(what, e)| XdpError::Cpus(format!("{what}: {e}")))?;
         let mut filter = XdpFilter {
@@ -160,7 +157,6 @@ impl XdpFilter {
             inbound_sa,
             verdicts,
             config_map,
-            ike_buckets,
             config,
             attached: None,
             cpus,
@@ -235,7 +231,7 @@ impl XdpFilter {
     fn program(&mut self) -> Result<&mut Xdp, XdpError> {
         self.ebpf
             .program_mut(XDP_PROGRAM)
-            .ok_or(XdpError::MissingMap(XDP_PROGRAM))?
+            .ok_or(XdpError::MissingProgram)?
             .try_into()
             .map_err(XdpError::Program)
     }
@@ -282,16 +278,6 @@ impl XdpFilter {
                 source,
             }),
         }
-    }
-
-    /// Forgets every IKE source's bucket (e.g. after the limit changed).
-    pub fn clear_ike_buckets(&mut self) -> Result<(), XdpError> {
-        let keys: Vec<u32> = self.ike_buckets.keys().filter_map(Result::ok).collect();
-        for key in keys {
-            // A key evicted meanwhile is fine: the goal is an empty map.
-            let _ = self.ike_buckets.remove(&key);
-        }
-        Ok(())
     }
 
     /// Verdict and per-SA counters, summed over CPUs.
@@ -378,6 +364,23 @@ fn is_eexist(error: &aya::programs::ProgramError) -> bool {
 
 /// Map update flag: fail if the key exists.
 const BPF_NOEXIST: u64 = 1;
+
+impl XdpFilter {
+    /// Runs the program `repeat` times on `frame` inside the kernel and
+    /// returns the kernel's average time per run: the per-packet cost of the
+    /// verdict path without syscall overhead. For benchmarks.
+    pub fn time_verdict(&mut self, frame: &[u8], repeat: u32) -> Result<Duration, XdpError> {
+        let result = self
+            .program()?
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: repeat.max(1),
+                ..TestRunOptions::new()
+            })
+            .map_err(XdpError::Program)?;
+        Ok(result.duration)
+    }
+}
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, XdpError>
 where
