@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
@@ -316,16 +317,40 @@ fn stale_namespaces_of_dead_runs_are_removed() {
             .unwrap();
         assert!(ok.success());
     }
-    // Something left running inside it, as after a SIGKILLed test.
-    let mut orphan = Command::new("ip")
-        .args(["netns", "exec", &stale, "sleep", &secs(1006)])
-        .spawn()
-        .unwrap();
-    // (A parallel test's Lab::new may clean the namespace up at any moment,
-    // even before `sleep` starts: then `ip netns exec` just fails.)
-    wait_until(SHORT, Duration::from_millis(20), || {
-        any_process_with(&secs(1006)) || !matches!(orphan.try_wait(), Ok(None))
-    });
+    // Something left running inside it, as after a SIGKILLed test. A
+    // parallel test's Lab::new may remove the namespace between `ip netns
+    // exec` opening it and entering it: the `sleep` then runs in a detached
+    // namespace no cleanup can find. Only a `sleep` confirmed inside the
+    // namespace (same inode) makes the scenario; otherwise set it up again.
+    let mut orphan = None;
+    for _ in 0..5 {
+        if !Path::new("/run/netns").join(&stale).exists() {
+            let ok = Command::new("ip")
+                .args(["netns", "add", &stale])
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let netns_inode = std::fs::metadata(Path::new("/run/netns").join(&stale)).map(|m| m.ino());
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &stale, "sleep", &secs(1006)])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let inside = wait_until(SHORT, Duration::from_millis(20), || {
+            let ns = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            matches!((&ns, &netns_inode), (Some(ns), Ok(ino)) if ns.to_string_lossy() == format!("net:[{ino}]"))
+                && cmdline.starts_with(b"sleep")
+        });
+        if inside {
+            orphan = Some(child);
+            break;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let mut orphan = orphan.expect("could not start a process inside the stale namespace");
 
     let stale_dir = std::env::temp_dir().join(format!("gw-lab-stale-{dead}-Xy12ab"));
     std::fs::create_dir_all(stale_dir.join("sub")).unwrap();
