@@ -120,12 +120,10 @@ fn classify(ctx: &XdpContext) -> Verdict {
     let l4 = ETH_HLEN + ihl;
     match ip[9] {
         IPPROTO_ESP => {
-            let Some(spi) = read_be32(ctx, l4) else {
+            let Some(esp) = read::<[u8; ESP_HLEN]>(ctx, l4) else {
                 return Verdict::PassMalformed;
             };
-            if ptr_at::<[u8; ESP_HLEN]>(ctx, l4).is_none() {
-                return Verdict::PassMalformed;
-            }
+            let spi = u32::from_be_bytes([esp[0], esp[1], esp[2], esp[3]]);
             if count_sa(spi, ip_total_len) {
                 Verdict::PassEsp
             } else {
