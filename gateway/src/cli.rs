@@ -11,6 +11,8 @@ use crate::{
     config,
     control::{self, DEFAULT_SOCKET, Request, Response},
     daemon::VersionInfo,
+    ike::engine::SaReport,
+    pool::PoolReport,
     xdp::XdpReport,
 };
 
@@ -59,6 +61,48 @@ pub enum Show {
     Xdp(JsonFlag),
     /// Version, pid and uptime of the running daemon.
     Version(JsonFlag),
+    /// Crypto state: `show crypto ikev2 sa`, `show crypto session`.
+    Crypto {
+        #[command(subcommand)]
+        what: ShowCrypto,
+    },
+    /// IP state: `show ip local pool`.
+    Ip {
+        #[command(subcommand)]
+        what: ShowIp,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShowCrypto {
+    /// IKEv2 SAs.
+    Ikev2 {
+        #[command(subcommand)]
+        what: ShowIkev2,
+    },
+    /// Sessions: peer, identity, assigned address, CHILD_SAs.
+    Session(JsonFlag),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShowIkev2 {
+    /// IKEv2 SAs in the IOS layout.
+    Sa(JsonFlag),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShowIp {
+    /// Local address pools.
+    Local {
+        #[command(subcommand)]
+        what: ShowIpLocal,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShowIpLocal {
+    /// Pools, their use and their leases.
+    Pool(JsonFlag),
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +187,24 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 v.version, v.pid, v.uptime_s
             ))
         }),
+        Command::Show { what: Show::Crypto { what: ShowCrypto::Ikev2 { what: ShowIkev2::Sa(flag) } } } => {
+            ask(&socket, &Request::ShowCryptoIkev2Sa, flag.json, |body| {
+                let rows: Vec<SaReport> = serde_json::from_value(body).context("decoding the IKEv2 SAs")?;
+                Ok(render_ikev2_sa(&rows))
+            })
+        }
+        Command::Show { what: Show::Crypto { what: ShowCrypto::Session(flag) } } => {
+            ask(&socket, &Request::ShowCryptoSession, flag.json, |body| {
+                let rows: Vec<SaReport> = serde_json::from_value(body).context("decoding the sessions")?;
+                Ok(render_crypto_session(&rows))
+            })
+        }
+        Command::Show { what: Show::Ip { what: ShowIp::Local { what: ShowIpLocal::Pool(flag) } } } => {
+            ask(&socket, &Request::ShowIpLocalPool, flag.json, |body| {
+                let pools: Vec<PoolReport> = serde_json::from_value(body).context("decoding the pools")?;
+                Ok(crate::pool::render_pools(&pools))
+            })
+        }
         Command::Sa {
             action: SaCommand::AddSpi { spi },
         } => ask(&socket, &Request::SaAdd { spi }, false, |_| {
@@ -246,6 +308,67 @@ pub fn render_xdp(report: &XdpReport) -> String {
                 sa.bytes
             );
         }
+    }
+    out
+}
+
+/// `show crypto ikev2 sa`, in the IOS layout (fvrf/ivrf dropped).
+pub fn render_ikev2_sa(rows: &[SaReport]) -> String {
+    let mut out = String::from(" IPv4 Crypto IKEv2  SA\n\n");
+    let _ = writeln!(out, "Tunnel-id Local                 Remote                Status");
+    for sa in rows {
+        let _ = writeln!(out, "{:<9} {:<21} {:<21} {}", sa.tunnel_id, sa.local, sa.remote, sa.status);
+        let hash = sa.hash.as_deref().unwrap_or("None");
+        let _ = writeln!(
+            out,
+            "      Encr: {}, PRF: {}, Hash: {}, DH Grp:{}, Auth sign: {}, Auth verify: {}",
+            sa.encryption,
+            sa.prf,
+            hash,
+            sa.dh_group,
+            sa.auth_sign.as_deref().unwrap_or("-"),
+            sa.auth_verify.as_deref().unwrap_or("-")
+        );
+        let _ = writeln!(out, "      Life/Active Time: {}/{} sec", sa.lifetime_s, sa.active_time_s);
+        if let Some(address) = sa.assigned_address {
+            let _ = writeln!(out, "      Assigned host addr: {address}");
+        }
+        if let Some(identity) = &sa.identity {
+            let _ = writeln!(out, "      Remote id: {identity}, profile: {}", sa.profile.as_deref().unwrap_or("-"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `show crypto session`, in the IOS layout.
+pub fn render_crypto_session(rows: &[SaReport]) -> String {
+    let mut out = String::from("Crypto session current status\n\n");
+    for sa in rows {
+        let _ = writeln!(out, "Profile: {}", sa.profile.as_deref().unwrap_or("-"));
+        let state = if sa.status == "READY" { "UP-ACTIVE" } else { "UP-NEGOTIATING" };
+        let _ = writeln!(out, "Session status: {state}");
+        let _ = writeln!(out, "Peer: {}", sa.remote);
+        if let Some(identity) = &sa.identity {
+            let _ = writeln!(out, "      Phase1_id: {identity}");
+        }
+        if let Some(address) = sa.assigned_address {
+            let _ = writeln!(out, "      Assigned address: {address}");
+        }
+        let _ = writeln!(out, "  Session ID: {}", sa.tunnel_id);
+        let _ = writeln!(out, "  IKEv2 SA: local {} remote {} Active", sa.local, sa.remote);
+        for child in &sa.children {
+            let _ = writeln!(
+                out,
+                "  IPSEC FLOW: {} <-> {} ({:?}) Active SAs: 2, in SPI {} out SPI {}",
+                child.local_ts.join(","),
+                child.remote_ts.join(","),
+                child.mode,
+                child.spi_in,
+                child.spi_out
+            );
+        }
+        out.push('\n');
     }
     out
 }

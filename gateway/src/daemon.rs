@@ -15,6 +15,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     config::{self, Config},
     control::{ControlSocket, Handler, Request, Response},
+    ike::{
+        crypto::SystemRng,
+        engine::Engine,
+        policy::Policy,
+        task::{self as ike_task, IkeShared, IkeSockets},
+    },
+    pool::Pools,
     xdp::XdpFilter,
 };
 
@@ -29,7 +36,9 @@ pub struct VersionInfo {
 /// State the control socket reads and changes.
 pub struct Daemon {
     started: Instant,
-    xdp: Mutex<Option<XdpFilter>>,
+    xdp: Arc<Mutex<Option<XdpFilter>>>,
+    /// IKE, when the config has IKEv2 profiles.
+    ike: Option<Arc<IkeShared>>,
 }
 
 impl Daemon {
@@ -47,6 +56,13 @@ impl Daemon {
             );
         };
         f(filter).map_err(|e| format!("{e:#}"))
+    }
+
+    fn with_ike(&self, f: impl FnOnce(&IkeShared) -> Result<Response, String>) -> Result<Response, String> {
+        match &self.ike {
+            Some(ike) => f(ike),
+            None => Err("IKEv2 is not configured on this gateway (no [ikev2.profile.*])".into()),
+        }
     }
 
     /// Adds or removes an inbound SPI in the filter, and logs it.
@@ -73,6 +89,10 @@ impl Handler for Daemon {
                 });
             }
             Request::ShowXdp => self.with_xdp(|f| Ok(f.report()?)).map(|r| Response::ok(&r)),
+            Request::ShowCryptoIkev2Sa | Request::ShowCryptoSession => self
+                .with_ike(|ike| Ok(Response::ok(&ike.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner).report(Instant::now())))),
+            Request::ShowIpLocalPool => self
+                .with_ike(|ike| Ok(Response::ok(&ike.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner).report()))),
             Request::SaAdd { spi } => self.change_sa(spi, "installed in", XdpFilter::add_sa),
             Request::SaRemove { spi } => self.change_sa(spi, "removed from", XdpFilter::remove_sa),
         };
@@ -91,10 +111,14 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let xdp = attach_xdp(&config, config_path)?;
     tracing::info!(socket = %socket_path.display(), "control socket ready");
 
+    let xdp = Arc::new(Mutex::new(xdp));
+    let ike = start_ike(&config, config_path, &xdp).await?;
     let daemon = Arc::new(Daemon {
         started: Instant::now(),
-        xdp: Mutex::new(xdp),
+        xdp: xdp.clone(),
+        ike: ike.as_ref().map(|(shared, _)| shared.clone()),
     });
+    let ike_task = ike.as_ref().map(|(shared, sockets)| tokio::spawn(ike_task::run(shared.clone(), sockets.clone())));
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let signal_name = tokio::select! {
@@ -104,6 +128,12 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     };
     tracing::info!(signal = signal_name, "shutting down");
     drop(socket);
+    if let Some(task) = ike_task {
+        task.abort();
+    }
+    if let Some((shared, sockets)) = &ike {
+        ike_task::shutdown(shared, sockets).await;
+    }
     let filter = daemon
         .xdp
         .lock()
@@ -118,6 +148,29 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     }
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Binds IKE and loads the pools when the config has IKEv2 profiles.
+async fn start_ike(
+    config: &Config,
+    config_path: &Path,
+    xdp: &Arc<Mutex<Option<XdpFilter>>>,
+) -> anyhow::Result<Option<(Arc<IkeShared>, Arc<IkeSockets>)>> {
+    if config.ikev2.profile.is_empty() {
+        tracing::info!("no IKEv2 profiles configured: IKE not started");
+        return Ok(None);
+    }
+    let policy = Policy::from_config(config).with_context(|| format!("{}", config_path.display()))?;
+    let pools = Pools::open(&config.hub.state_dir, &config.pool)
+        .with_context(|| format!("{}: hub.state_dir: loading the address pools", config_path.display()))?;
+    let sockets = IkeSockets::bind(config.hub.local_address).await?;
+    tracing::info!(address = %config.hub.local_address, profiles = policy.profiles.len(), "IKEv2 listening on UDP 500 and 4500");
+    let shared = IkeShared {
+        engine: Mutex::new(Engine::new(policy, Box::new(SystemRng))),
+        pools: Mutex::new(pools),
+        xdp: xdp.clone(),
+    };
+    Ok(Some((Arc::new(shared), Arc::new(sockets))))
 }
 
 fn attach_xdp(config: &Config, config_path: &Path) -> anyhow::Result<Option<XdpFilter>> {

@@ -8,4 +8,6 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod ike;
+pub mod pool;
 pub mod xdp;

@@ -29,6 +29,12 @@ pub enum Request {
     Version,
     /// XDP verdict and per-SA counters.
     ShowXdp,
+    /// IKEv2 SAs (IOS `show crypto ikev2 sa`).
+    ShowCryptoIkev2Sa,
+    /// Sessions with their CHILD_SAs (IOS `show crypto session`).
+    ShowCryptoSession,
+    /// Address pools and leases (IOS `show ip local pool`).
+    ShowIpLocalPool,
     /// Install an inbound SPI in the XDP filter (until IKE does it).
     SaAdd { spi: u32 },
     /// Remove an inbound SPI from the XDP filter.

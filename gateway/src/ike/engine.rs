@@ -1,0 +1,898 @@
+//! The IKEv2 exchanges, responder side (RFC 7296): datagrams, time and
+//! events in; datagrams to send and session events out. No sockets, no
+//! clocks, no files: the socket task (`ike::task`) owns those, and tests
+//! drive the engine directly.
+//!
+//! One `IkeSa` per spoke, keyed by our (responder) SPI. The message-ID
+//! window is 1 (RFC 7296 section 2.3): a retransmitted request gets the
+//! cached response, bytes for bytes.
+
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, SocketAddrV4},
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    config::{AuthMethod, Identity},
+    ike::{
+        crypto::{self, ChildKeys, IkeKeys, Rng, SkCipher},
+        policy::Policy,
+        proposal::{self, EspChoice, IkeChoice},
+        wire::{
+            self, Auth, AuthMethod as WireAuth, CfgType, Config as CpPayload, ConfigAttribute, ConfigAttributeType,
+            Delete, ExchangeType, Header, HeaderFlags, IdType, Identification, KeyExchange, Message, Notify,
+            NotifyType, Payload, PayloadType, ProtocolId, TrafficSelector,
+        },
+    },
+};
+
+/// Half-open SAs (IKE_SA_INIT answered, no IKE_AUTH yet) are dropped after this.
+const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// IP protocol number of GRE: a selector for it means an IOS-style GRE tunnel.
+const IPPROTO_GRE: u8 = 47;
+const NONCE_LEN: usize = 32;
+pub const IKE_PORT: u16 = 500;
+pub const NATT_PORT: u16 = 4500;
+
+/// Where the spoke's addresses come from (the real one is `pool::Pools`).
+pub trait AddressPools {
+    fn acquire(&mut self, pool: &str, identity: &str) -> Result<Ipv4Addr, String>;
+    fn release(&mut self, pool: &str, address: Ipv4Addr);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Tunnel,
+    Transport,
+}
+
+/// A CHILD_SA for the datapath and the XDP filter.
+#[derive(Clone, Debug)]
+pub struct ChildSaParams {
+    pub ike_spi: u64,
+    pub spi_in: u32,
+    pub spi_out: u32,
+    pub mode: Mode,
+    /// UDP encapsulation ports (local, remote) when ESP goes in UDP 4500.
+    pub encap: Option<(u16, u16)>,
+    pub local: Ipv4Addr,
+    pub remote: Ipv4Addr,
+    pub esp: EspChoice,
+    /// Keys for packets we receive (the initiator's) and send (ours).
+    pub keys_in: (Vec<u8>, Option<Vec<u8>>),
+    pub keys_out: (Vec<u8>, Option<Vec<u8>>),
+    pub ts_local: Vec<TrafficSelector>,
+    pub ts_remote: Vec<TrafficSelector>,
+}
+
+/// What happened to a spoke's session, for the log and the other modules.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Send `packet` (an IKE message; the task adds the non-ESP marker on 4500).
+    Send { local: SocketAddrV4, remote: SocketAddrV4, packet: Vec<u8> },
+    ChildUp(ChildSaParams),
+    ChildDown { ike_spi: u64, spi_in: u32, spi_out: u32 },
+    SessionUp { tunnel_id: u32, peer: SocketAddrV4, identity: String, profile: String, address: Option<Ipv4Addr> },
+    SessionDown { tunnel_id: u32, peer: SocketAddrV4, identity: Option<String>, reason: String },
+    /// An exchange failed in a way the operator should see (auth failure,
+    /// no proposal chosen ...), with the peer it concerns.
+    Refused { peer: SocketAddrV4, reason: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SaState {
+    /// IKE_SA_INIT answered; waiting for IKE_AUTH.
+    HalfOpen,
+    /// IKE_AUTH done: READY in IOS terms.
+    Ready,
+}
+
+struct ChildSa {
+    params: ChildSaParams,
+}
+
+struct IkeSa {
+    tunnel_id: u32,
+    spi_i: u64,
+    spi_r: u64,
+    local: SocketAddrV4,
+    remote: SocketAddrV4,
+    state: SaState,
+    choice: IkeChoice,
+    keys: IkeKeys,
+    /// Protects what the initiator sends (SK_ei/SK_ai) and what we send.
+    rx: SkCipher,
+    tx: SkCipher,
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+    init_request: Vec<u8>,
+    init_response: Vec<u8>,
+    /// NAT between us and the peer (RFC 7296 section 2.23): ESP goes in UDP.
+    nat: bool,
+    next_request_id: u32,
+    last_response: Option<(u32, Vec<u8>)>,
+    created: Instant,
+    established: Option<Instant>,
+    identity: Option<Identity>,
+    profile: Option<String>,
+    auth_remote: Option<AuthMethod>,
+    auth_local: Option<AuthMethod>,
+    lease: Option<(String, Ipv4Addr)>,
+    children: Vec<ChildSa>,
+}
+
+/// `show crypto ikev2 sa` and `show crypto session`, one row per IKE SA.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaReport {
+    pub tunnel_id: u32,
+    pub local: String,
+    pub remote: String,
+    pub status: String,
+    pub encryption: String,
+    pub prf: String,
+    pub hash: Option<String>,
+    pub dh_group: u16,
+    pub auth_sign: Option<String>,
+    pub auth_verify: Option<String>,
+    pub lifetime_s: u64,
+    pub active_time_s: u64,
+    pub spi_i: String,
+    pub spi_r: String,
+    pub identity: Option<String>,
+    pub profile: Option<String>,
+    pub assigned_address: Option<Ipv4Addr>,
+    pub nat_t: bool,
+    pub children: Vec<ChildReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildReport {
+    pub spi_in: String,
+    pub spi_out: String,
+    pub mode: Mode,
+    pub encryption: String,
+    pub integrity: Option<String>,
+    pub local_ts: Vec<String>,
+    pub remote_ts: Vec<String>,
+}
+
+/// IKE SA lifetime we report (IOS default 86400 s); rekeying comes later.
+const IKE_LIFETIME_S: u64 = 86_400;
+
+pub struct Engine {
+    policy: Policy,
+    sas: HashMap<u64, IkeSa>,
+    /// (peer, SPIi) -> our SPI: recognises a retransmitted IKE_SA_INIT.
+    by_initiator: HashMap<(SocketAddrV4, u64), u64>,
+    rng: Box<dyn Rng + Send>,
+    next_tunnel_id: u32,
+}
+
+/// Why an incoming datagram produced nothing: counted by the task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    Malformed,
+    UnknownSpi,
+    BadMessageId,
+    Integrity,
+    NotARequest,
+}
+
+impl Engine {
+    pub fn new(policy: Policy, rng: Box<dyn Rng + Send>) -> Self {
+        Engine { policy, sas: HashMap::new(), by_initiator: HashMap::new(), rng, next_tunnel_id: 1 }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Handles one IKE message (without the non-ESP marker) that arrived on
+    /// `local` from `remote`.
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        datagram: &[u8],
+        pools: &mut dyn AddressPools,
+    ) -> Result<Vec<Action>, Dropped> {
+        let message = Message::parse(datagram).map_err(|_| Dropped::Malformed)?;
+        let header = &message.header;
+        if header.flags.response {
+            // We only answer; responses would be to requests we never sent.
+            return Err(Dropped::NotARequest);
+        }
+        match header.exchange {
+            ExchangeType::IkeSaInit => Ok(self.sa_init(now, local, remote, datagram, &message)),
+            _ => self.protected(now, local, remote, datagram, &message, pools),
+        }
+    }
+
+    /// Expires half-open SAs.
+    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        let expired: Vec<u64> = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| sa.state == SaState::HalfOpen && now.duration_since(sa.created) > HALF_OPEN_TIMEOUT)
+            .map(|(spi, _)| *spi)
+            .collect();
+        for spi in &expired {
+            if let Some(sa) = self.sas.remove(spi) {
+                self.by_initiator.remove(&(sa.remote, sa.spi_i));
+                tracing::debug!(peer = %sa.remote, "half-open IKE SA expired without IKE_AUTH");
+            }
+        }
+        Vec::new()
+    }
+
+    /// Rows for `show crypto ikev2 sa`.
+    pub fn report(&self, now: Instant) -> Vec<SaReport> {
+        let mut rows: Vec<SaReport> = self.sas.values().map(|sa| sa.report(now)).collect();
+        rows.sort_by_key(|r| r.tunnel_id);
+        rows
+    }
+
+    /// Tears down every SA (hub shutting down): DELETE to each peer.
+    pub fn shutdown(&mut self, pools: &mut dyn AddressPools) -> Vec<Action> {
+        let spis: Vec<u64> = self.sas.keys().copied().collect();
+        let mut actions = Vec::new();
+        for spi in spis {
+            if let Some(mut sa) = self.sas.remove(&spi) {
+                if sa.state == SaState::Ready {
+                    let delete = Payload::Delete(Delete { protocol: ProtocolId::Ike, spi_size: 0, spis: vec![] });
+                    let id = sa.next_request_id;
+                    sa.next_request_id += 1;
+                    let packet = seal(&mut *self.rng, &sa, ExchangeType::Informational, id, false, &[delete]);
+                    actions.push(Action::Send { local: sa.local, remote: sa.remote, packet });
+                }
+                actions.extend(self.teardown(sa, "hub shutting down", pools));
+            }
+        }
+        actions
+    }
+
+    fn new_spi(&mut self) -> u64 {
+        loop {
+            let mut b = [0u8; 8];
+            self.rng.fill(&mut b);
+            let spi = u64::from_be_bytes(b);
+            if spi != 0 && !self.sas.contains_key(&spi) {
+                return spi;
+            }
+        }
+    }
+
+    fn new_child_spi(&mut self) -> u32 {
+        loop {
+            let mut b = [0u8; 4];
+            self.rng.fill(&mut b);
+            let spi = u32::from_be_bytes(b);
+            // SPIs 1-255 are reserved by IANA (RFC 4303 section 2.1).
+            let taken = self.sas.values().flat_map(|sa| &sa.children).any(|c| c.params.spi_in == spi);
+            if spi > 255 && !taken {
+                return spi;
+            }
+        }
+    }
+
+    // ----- IKE_SA_INIT (RFC 7296 section 1.2) -----
+
+    fn sa_init(
+        &mut self,
+        now: Instant,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        datagram: &[u8],
+        message: &Message,
+    ) -> Vec<Action> {
+        let header = &message.header;
+        if header.message_id != 0 || header.spi_r != 0 {
+            return vec![];
+        }
+        // A retransmission: the same answer again.
+        if let Some(sa) = self.by_initiator.get(&(remote, header.spi_i)).and_then(|spi| self.sas.get(spi)) {
+            if sa.init_request == datagram {
+                return vec![Action::Send { local, remote, packet: sa.init_response.clone() }];
+            }
+            return vec![];
+        }
+        let refuse = |kind: NotifyType, data: Vec<u8>, reason: String| {
+            let reply = Message {
+                header: response_header(header.spi_i, 0, ExchangeType::IkeSaInit, 0),
+                payloads: vec![Payload::Notify(Notify { protocol: ProtocolId::Ike, spi: vec![], kind, data })],
+            };
+            vec![
+                Action::Send { local, remote, packet: reply.emit() },
+                Action::Refused { peer: remote, reason },
+            ]
+        };
+        if let Some(kind) = message.unsupported_critical() {
+            return refuse(
+                NotifyType::UnsupportedCriticalPayload,
+                vec![kind],
+                format!("IKE_SA_INIT with unsupported critical payload {kind}"),
+            );
+        }
+        let mut proposals = None;
+        let mut ke = None;
+        let mut ni = None;
+        let mut nat_src = Vec::new();
+        let mut nat_dst = None;
+        for p in &message.payloads {
+            match p {
+                Payload::Sa(list) => proposals = Some(list),
+                Payload::Ke(k) => ke = Some(k),
+                Payload::Nonce(n) => ni = Some(n),
+                Payload::Notify(n) if n.kind == NotifyType::NatDetectionSourceIp => nat_src.push(n.data.clone()),
+                Payload::Notify(n) if n.kind == NotifyType::NatDetectionDestinationIp => nat_dst = Some(n.data.clone()),
+                _ => {}
+            }
+        }
+        let (Some(proposals), Some(ke), Some(ni)) = (proposals, ke, ni) else {
+            return refuse(NotifyType::InvalidSyntax, vec![], "IKE_SA_INIT without SA, KE or nonce".into());
+        };
+        if !(16..=256).contains(&ni.len()) {
+            return refuse(NotifyType::InvalidSyntax, vec![], format!("nonce of {} bytes", ni.len()));
+        }
+        let Some((choice, number)) = proposal::choose_ike(&self.policy.ike_proposals, proposals, Some(ke.group)) else {
+            return refuse(
+                NotifyType::NoProposalChosen,
+                vec![],
+                format!("no acceptable IKE proposal; peer offered {}", proposal::describe_offer(proposals)),
+            );
+        };
+        if ke.group != choice.dh.iana() {
+            // RFC 7296 section 1.2: tell the initiator which group to use.
+            return refuse(
+                NotifyType::InvalidKePayload,
+                choice.dh.iana().to_be_bytes().to_vec(),
+                format!("KE for DH group {} but group {} chosen; asked for a new KE", ke.group, choice.dh.iana()),
+            );
+        }
+        let dh = match choice.dh.generate(&mut *self.rng) {
+            Ok(dh) => dh,
+            Err(e) => return refuse(NotifyType::NoProposalChosen, vec![], format!("DH key generation failed: {e}")),
+        };
+        let shared = match dh.shared_secret(&ke.data) {
+            Ok(s) => s,
+            Err(e) => return refuse(NotifyType::InvalidSyntax, vec![], format!("peer's KE is not valid: {e}")),
+        };
+        let spi_r = self.new_spi();
+        let mut nr = vec![0u8; NONCE_LEN];
+        self.rng.fill(&mut nr);
+
+        // NAT detection: compare the peer's hashes with what we see.
+        let peer_natted = !nat_src.is_empty() && !nat_src.iter().any(|h| *h == nat_hash(header.spi_i, 0, remote));
+        let we_natted = nat_dst.as_ref().is_some_and(|h| *h != nat_hash(header.spi_i, 0, local));
+        let frag = message.notify(NotifyType::Ikev2FragmentationSupported).is_some();
+
+        let keys = IkeKeys::derive(choice.prf, choice.encr, choice.integ, ni, &nr, &shared, header.spi_i, spi_r);
+        let (rx, tx) = match (
+            SkCipher::new(choice.encr, choice.integ, &keys.sk_ei, choice.integ.map(|_| keys.sk_ai.as_slice())),
+            SkCipher::new(choice.encr, choice.integ, &keys.sk_er, choice.integ.map(|_| keys.sk_ar.as_slice())),
+        ) {
+            (Ok(rx), Ok(tx)) => (rx, tx),
+            (Err(e), _) | (_, Err(e)) => {
+                return refuse(NotifyType::NoProposalChosen, vec![], format!("cipher setup failed: {e}"));
+            }
+        };
+
+        let mut payloads = vec![
+            Payload::Sa(vec![choice.to_proposal(number)]),
+            Payload::Ke(KeyExchange { group: choice.dh.iana(), data: dh.public_key().to_vec() }),
+            Payload::Nonce(nr.clone()),
+            notify(NotifyType::NatDetectionSourceIp, nat_hash(header.spi_i, spi_r, local)),
+            notify(NotifyType::NatDetectionDestinationIp, nat_hash(header.spi_i, spi_r, remote)),
+        ];
+        if frag {
+            payloads.push(notify(NotifyType::Ikev2FragmentationSupported, vec![]));
+        }
+        let reply = Message { header: response_header(header.spi_i, spi_r, ExchangeType::IkeSaInit, 0), payloads };
+        let packet = reply.emit();
+        let tunnel_id = self.next_tunnel_id;
+        self.next_tunnel_id = self.next_tunnel_id.wrapping_add(1).max(1);
+        self.sas.insert(
+            spi_r,
+            IkeSa {
+                tunnel_id,
+                spi_i: header.spi_i,
+                spi_r,
+                local,
+                remote,
+                state: SaState::HalfOpen,
+                choice,
+                keys,
+                rx,
+                tx,
+                ni: ni.clone(),
+                nr,
+                init_request: datagram.to_vec(),
+                init_response: packet.clone(),
+                nat: peer_natted || we_natted,
+                next_request_id: 0,
+                last_response: None,
+                created: now,
+                established: None,
+                identity: None,
+                profile: None,
+                auth_remote: None,
+                auth_local: None,
+                lease: None,
+                children: Vec::new(),
+            },
+        );
+        self.by_initiator.insert((remote, header.spi_i), spi_r);
+        tracing::debug!(peer = %remote, %choice, nat = peer_natted || we_natted, "IKE_SA_INIT answered");
+        vec![Action::Send { local, remote, packet }]
+    }
+
+    // ----- encrypted exchanges -----
+
+    fn protected(
+        &mut self,
+        now: Instant,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        datagram: &[u8],
+        message: &Message,
+        pools: &mut dyn AddressPools,
+    ) -> Result<Vec<Action>, Dropped> {
+        let header = &message.header;
+        let Some(sa) = self.sas.get_mut(&header.spi_r) else {
+            return Err(Dropped::UnknownSpi);
+        };
+        if sa.spi_i != header.spi_i {
+            return Err(Dropped::UnknownSpi);
+        }
+        // Window of one: the next request, or the last one again.
+        if let Some((id, packet)) = &sa.last_response {
+            if header.message_id == *id {
+                return Ok(vec![Action::Send { local, remote, packet: packet.clone() }]);
+            }
+        }
+        let expected = sa.last_response.as_ref().map_or(1, |(id, _)| id + 1);
+        if header.message_id != expected {
+            return Err(Dropped::BadMessageId);
+        }
+        let Some(Payload::Encrypted(sk)) = message.payloads.last() else {
+            return Err(Dropped::Malformed);
+        };
+        let aad = &datagram[..datagram.len() - sk.body.len()];
+        let plaintext = sa.rx.open(aad, &sk.body).map_err(|_| Dropped::Integrity)?;
+        let inner = wire::parse_payloads(sk.first_inner, &plaintext).map_err(|_| Dropped::Malformed)?;
+        // The peer may float to 4500 (RFC 7296 section 2.23).
+        sa.local = local;
+        sa.remote = remote;
+        let id = header.message_id;
+        let (exchange, mut actions, reply, delete_sa) = match (header.exchange, sa.state) {
+            (ExchangeType::IkeAuth, SaState::HalfOpen) => {
+                let (reply, actions, ok) = self.ike_auth(now, header.spi_r, &inner, pools);
+                (ExchangeType::IkeAuth, actions, reply, !ok)
+            }
+            (ExchangeType::Informational, SaState::Ready) => {
+                let (reply, actions, delete) = self.informational(header.spi_r, &inner);
+                (ExchangeType::Informational, actions, reply, delete)
+            }
+            (ExchangeType::CreateChildSa, SaState::Ready) => {
+                // Rekeying and extra CHILD_SAs come with a later issue.
+                (ExchangeType::CreateChildSa, vec![], vec![notify(NotifyType::NoAdditionalSas, vec![])], false)
+            }
+            _ => return Err(Dropped::BadMessageId),
+        };
+        let sa = self.sas.get_mut(&header.spi_r).expect("checked above");
+        let packet = seal(&mut *self.rng, sa, exchange, id, true, &reply);
+        sa.last_response = Some((id, packet.clone()));
+        actions.insert(0, Action::Send { local, remote, packet });
+        if delete_sa {
+            if let Some(sa) = self.sas.remove(&header.spi_r) {
+                let reason = if exchange == ExchangeType::IkeAuth { "IKE_AUTH failed" } else { "deleted by peer" };
+                actions.extend(self.teardown(sa, reason, pools));
+            }
+        }
+        Ok(actions)
+    }
+
+    /// Removes an SA's children, releases its address, reports it down.
+    fn teardown(&mut self, sa: IkeSa, reason: &str, pools: &mut dyn AddressPools) -> Vec<Action> {
+        self.by_initiator.remove(&(sa.remote, sa.spi_i));
+        let mut actions: Vec<Action> = sa
+            .children
+            .iter()
+            .map(|c| Action::ChildDown { ike_spi: sa.spi_r, spi_in: c.params.spi_in, spi_out: c.params.spi_out })
+            .collect();
+        if let Some((pool, address)) = &sa.lease {
+            pools.release(pool, *address);
+        }
+        if sa.state == SaState::Ready {
+            actions.push(Action::SessionDown {
+                tunnel_id: sa.tunnel_id,
+                peer: sa.remote,
+                identity: sa.identity.as_ref().map(ToString::to_string),
+                reason: reason.to_owned(),
+            });
+        }
+        actions
+    }
+
+    // ----- IKE_AUTH (RFC 7296 sections 1.2, 2.15, 2.19, 3.15) -----
+
+    /// Returns the reply payloads, the actions, and whether the SA lives on.
+    fn ike_auth(
+        &mut self,
+        now: Instant,
+        spi: u64,
+        inner: &[Payload],
+        pools: &mut dyn AddressPools,
+    ) -> (Vec<Payload>, Vec<Action>, bool) {
+        let sa = self.sas.get(&spi).expect("caller checked");
+        let remote = sa.remote;
+        let fail = |kind: NotifyType, reason: String| {
+            (vec![notify(kind, vec![])], vec![Action::Refused { peer: remote, reason }], false)
+        };
+        let mut id_i = None;
+        let mut auth = None;
+        let mut cp_request = None;
+        let mut sa_proposals = None;
+        let mut ts_i = None;
+        let mut ts_r = None;
+        let mut transport = false;
+        for p in inner {
+            match p {
+                Payload::IdI(id) => id_i = Some(id),
+                Payload::Auth(a) => auth = Some(a),
+                Payload::Cp(cp) if cp.cfg_type == CfgType::Request => cp_request = Some(cp),
+                Payload::Sa(list) => sa_proposals = Some(list),
+                Payload::TsI(ts) => ts_i = Some(ts),
+                Payload::TsR(ts) => ts_r = Some(ts),
+                Payload::Notify(n) if n.kind == NotifyType::UseTransportMode => transport = true,
+                _ => {}
+            }
+        }
+        let (Some(id_i), Some(auth)) = (id_i, auth) else {
+            return fail(NotifyType::InvalidSyntax, "IKE_AUTH without IDi or AUTH (EAP is not supported)".into());
+        };
+        let Some(identity) = identity_of(id_i) else {
+            return fail(NotifyType::AuthenticationFailed, format!("unsupported identity type {:?}", id_i.id_type));
+        };
+        let Some(profile) = self.policy.profile_for(&identity).cloned() else {
+            return fail(NotifyType::AuthenticationFailed, format!("identity {identity} matches no IKEv2 profile"));
+        };
+        // PSK authentication (certificates come with a later issue).
+        if profile.auth_remote != AuthMethod::PreShare || auth.method != WireAuth::SharedKeyMic {
+            return fail(
+                NotifyType::AuthenticationFailed,
+                format!("identity {identity}: profile {} expects {:?}, peer used {:?}", profile.name, profile.auth_remote, auth.method),
+            );
+        }
+        let Some(entry) = profile.keyring_entry(&identity, *remote.ip()) else {
+            return fail(NotifyType::AuthenticationFailed, format!("identity {identity}: no keyring peer in profile {}", profile.name));
+        };
+        let (Some(psk_remote), Some(psk_local)) = (entry.psk_remote.clone(), entry.psk_local.clone()) else {
+            return fail(NotifyType::AuthenticationFailed, format!("keyring peer {} has no pre-shared key", entry.name));
+        };
+        let octets = crypto::signed_octets(&sa.init_request, &sa.nr, sa.choice.prf, &sa.keys.sk_pi, &id_i.body_bytes());
+        if !crypto::psk_auth_verify(sa.choice.prf, &psk_remote, &octets, &auth.data) {
+            return fail(
+                NotifyType::AuthenticationFailed,
+                format!("identity {identity}: pre-shared key does not match (keyring peer {})", entry.name),
+            );
+        }
+
+        // Our side of AUTH.
+        let id_r = identification_of(&profile.local_identity);
+        let our_octets = crypto::signed_octets(&sa.init_response, &sa.ni, sa.choice.prf, &sa.keys.sk_pr, &id_r.body_bytes());
+        let our_auth = crypto::psk_auth(sa.choice.prf, &psk_local, &our_octets);
+        let mut reply = vec![Payload::IdR(id_r), Payload::Auth(Auth { method: WireAuth::SharedKeyMic, data: our_auth })];
+        let mut actions = Vec::new();
+
+        // Configuration payload: an address from the profile's pool.
+        let mut lease = None;
+        if let Some(cp) = cp_request {
+            let wants_address = cp.attributes.iter().any(|a| a.kind == ConfigAttributeType::InternalIp4Address);
+            if wants_address {
+                match &profile.pool {
+                    Some(pool) => match pools.acquire(pool, &identity.to_string()) {
+                        Ok(address) => {
+                            lease = Some((pool.clone(), address));
+                            reply.push(Payload::Cp(CpPayload {
+                                cfg_type: CfgType::Reply,
+                                attributes: vec![ConfigAttribute {
+                                    kind: ConfigAttributeType::InternalIp4Address,
+                                    value: address.octets().to_vec(),
+                                }],
+                            }));
+                        }
+                        Err(e) => {
+                            actions.push(Action::Refused {
+                                peer: remote,
+                                reason: format!("identity {identity}: no address from pool {pool}: {e}"),
+                            });
+                            reply.push(notify(NotifyType::InternalAddressFailure, vec![]));
+                        }
+                    },
+                    None => {
+                        actions.push(Action::Refused {
+                            peer: remote,
+                            reason: format!("identity {identity} asked for an address; profile {} has no pool", profile.name),
+                        });
+                        reply.push(notify(NotifyType::InternalAddressFailure, vec![]));
+                    }
+                }
+            }
+        }
+        let address_failed = cp_request.is_some() && lease.is_none();
+
+        // The CHILD_SA created with IKE_AUTH (RFC 7296 section 1.2).
+        let mut child = None;
+        if let (Some(proposals), Some(ts_i), Some(ts_r), false) = (sa_proposals, ts_i, ts_r, address_failed) {
+            match proposal::choose_esp(&profile.esp_proposals, proposals) {
+                None => {
+                    actions.push(Action::Refused {
+                        peer: remote,
+                        reason: format!("identity {identity}: no acceptable ESP proposal; peer offered {}", proposal::describe_offer(proposals)),
+                    });
+                    reply.push(notify(NotifyType::NoProposalChosen, vec![]));
+                }
+                Some((esp, number, spi_out)) => {
+                    match narrow(ts_i, ts_r, transport, *sa.remote.ip(), *sa.local.ip(), lease.as_ref().map(|l| l.1)) {
+                        None => {
+                            actions.push(Action::Refused {
+                                peer: remote,
+                                reason: format!("identity {identity}: traffic selectors not acceptable"),
+                            });
+                            reply.push(notify(NotifyType::TsUnacceptable, vec![]));
+                        }
+                        Some((mode, tsi, tsr)) => child = Some((esp, number, spi_out, mode, tsi, tsr)),
+                    }
+                }
+            }
+        }
+
+        let spi_in = if child.is_some() { self.new_child_spi() } else { 0 };
+        let sa = self.sas.get_mut(&spi).expect("caller checked");
+        if let Some((esp, number, spi_out, mode, tsi, tsr)) = child {
+            let len = esp.encr.key_len() * 2 + esp.integ.map_or(0, |i| i.key_len()) * 2;
+            let keymat = crypto::child_keymat(sa.choice.prf, &sa.keys.sk_d, &sa.ni, &sa.nr, None, len);
+            let keys = ChildKeys::split(&keymat, esp.encr, esp.integ);
+            if mode == Mode::Transport {
+                reply.push(notify(NotifyType::UseTransportMode, vec![]));
+            }
+            reply.push(Payload::Sa(vec![esp.to_proposal(number, spi_in)]));
+            reply.push(Payload::TsI(tsi.clone()));
+            reply.push(Payload::TsR(tsr.clone()));
+            let encap = (sa.nat || sa.local.port() == NATT_PORT).then(|| (sa.local.port(), sa.remote.port()));
+            let params = ChildSaParams {
+                ike_spi: spi,
+                spi_in,
+                spi_out,
+                mode,
+                encap,
+                local: *sa.local.ip(),
+                remote: *sa.remote.ip(),
+                esp,
+                keys_in: (keys.encr_i.clone(), keys.integ_i.clone()),
+                keys_out: (keys.encr_r.clone(), keys.integ_r.clone()),
+                ts_local: tsr,
+                ts_remote: tsi,
+            };
+            actions.push(Action::ChildUp(params.clone()));
+            sa.children.push(ChildSa { params });
+        }
+        sa.state = SaState::Ready;
+        sa.established = Some(now);
+        sa.identity = Some(identity.clone());
+        sa.profile = Some(profile.name.clone());
+        sa.auth_remote = Some(profile.auth_remote);
+        sa.auth_local = Some(profile.auth_local);
+        sa.lease = lease.clone();
+        sa.next_request_id = 0;
+        actions.insert(
+            0,
+            Action::SessionUp {
+                tunnel_id: sa.tunnel_id,
+                peer: sa.remote,
+                identity: identity.to_string(),
+                profile: profile.name.clone(),
+                address: lease.map(|l| l.1),
+            },
+        );
+        (reply, actions, true)
+    }
+
+    // ----- INFORMATIONAL (RFC 7296 section 1.4) -----
+
+    fn informational(&mut self, spi: u64, inner: &[Payload]) -> (Vec<Payload>, Vec<Action>, bool) {
+        let sa = self.sas.get_mut(&spi).expect("caller checked");
+        let mut reply = Vec::new();
+        let mut actions = Vec::new();
+        for p in inner {
+            let Payload::Delete(d) = p else { continue };
+            match d.protocol {
+                // Deleting the IKE SA deletes its children too (section 1.4.1).
+                ProtocolId::Ike => return (vec![], actions, true),
+                ProtocolId::Esp | ProtocolId::Ah => {
+                    let mut ours = Vec::new();
+                    for peer_spi in &d.spis {
+                        let Ok(bytes) = <[u8; 4]>::try_from(peer_spi.as_slice()) else { continue };
+                        let spi_out = u32::from_be_bytes(bytes);
+                        if let Some(pos) = sa.children.iter().position(|c| c.params.spi_out == spi_out) {
+                            let child = sa.children.remove(pos);
+                            ours.push(child.params.spi_in.to_be_bytes().to_vec());
+                            actions.push(Action::ChildDown { ike_spi: spi, spi_in: child.params.spi_in, spi_out });
+                        }
+                    }
+                    if !ours.is_empty() {
+                        reply.push(Payload::Delete(Delete { protocol: d.protocol, spi_size: 4, spis: ours }));
+                    }
+                }
+                ProtocolId::Unknown(_) => {}
+            }
+        }
+        // An empty request is a liveness check (DPD): the empty reply is the answer.
+        (reply, actions, false)
+    }
+}
+
+impl IkeSa {
+    fn report(&self, now: Instant) -> SaReport {
+        let hex = |v: u64| format!("{v:016x}");
+        SaReport {
+            tunnel_id: self.tunnel_id,
+            local: format!("{}/{}", self.local.ip(), self.local.port()),
+            remote: format!("{}/{}", self.remote.ip(), self.remote.port()),
+            status: match self.state {
+                SaState::HalfOpen => "IN-NEG".into(),
+                SaState::Ready => "READY".into(),
+            },
+            encryption: self.choice.encr.to_string(),
+            prf: format!("{:?}", self.choice.prf),
+            hash: self.choice.integ.map(|i| format!("{i:?}")),
+            dh_group: self.choice.dh.iana(),
+            auth_sign: self.auth_local.map(|a| a.as_str().to_owned()),
+            auth_verify: self.auth_remote.map(|a| a.as_str().to_owned()),
+            lifetime_s: IKE_LIFETIME_S,
+            active_time_s: self.established.map_or(0, |t| now.duration_since(t).as_secs()),
+            spi_i: hex(self.spi_i),
+            spi_r: hex(self.spi_r),
+            identity: self.identity.as_ref().map(ToString::to_string),
+            profile: self.profile.clone(),
+            assigned_address: self.lease.as_ref().map(|l| l.1),
+            nat_t: self.nat,
+            children: self
+                .children
+                .iter()
+                .map(|c| ChildReport {
+                    spi_in: format!("{:#010x}", c.params.spi_in),
+                    spi_out: format!("{:#010x}", c.params.spi_out),
+                    mode: c.params.mode,
+                    encryption: c.params.esp.encr.to_string(),
+                    integrity: c.params.esp.integ.map(|i| format!("{i:?}")),
+                    local_ts: c.params.ts_local.iter().map(describe_ts).collect(),
+                    remote_ts: c.params.ts_remote.iter().map(describe_ts).collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn describe_ts(ts: &TrafficSelector) -> String {
+    match ts.as_ipv4() {
+        Some((a, b)) if a == b => format!("{a}/32 proto {}", ts.ip_protocol),
+        Some((a, b)) => format!("{a}-{b} proto {}", ts.ip_protocol),
+        None => format!("{:?}", ts.ts_type),
+    }
+}
+
+/// Chooses the mode and narrows the selectors (RFC 7296 section 2.9).
+/// Transport mode when the peer asks for it and the selectors cover GRE
+/// between the two outer addresses (an IOS spoke's Tunnel1, `CISCO-GRE-MODE`);
+/// otherwise tunnel mode, with the peer's side narrowed to its pool address.
+fn narrow(
+    ts_i: &[TrafficSelector],
+    ts_r: &[TrafficSelector],
+    transport: bool,
+    peer: Ipv4Addr,
+    local: Ipv4Addr,
+    lease: Option<Ipv4Addr>,
+) -> Option<(Mode, Vec<TrafficSelector>, Vec<TrafficSelector>)> {
+    let covers = |list: &[TrafficSelector], addr: Ipv4Addr, proto: u8| {
+        list.iter().any(|t| {
+            t.as_ipv4().is_some_and(|(a, b)| a <= addr && addr <= b) && (t.ip_protocol == 0 || t.ip_protocol == proto)
+        })
+    };
+    if transport && covers(ts_i, peer, IPPROTO_GRE) && covers(ts_r, local, IPPROTO_GRE) {
+        return Some((
+            Mode::Transport,
+            vec![TrafficSelector::ipv4(IPPROTO_GRE, (0, 65535), peer, peer)],
+            vec![TrafficSelector::ipv4(IPPROTO_GRE, (0, 65535), local, local)],
+        ));
+    }
+    let first_v4 = |list: &[TrafficSelector]| list.iter().find(|t| t.as_ipv4().is_some()).cloned();
+    let tsi = match lease {
+        Some(address) => {
+            if !covers(ts_i, address, 0) && !ts_i.iter().any(|t| t.as_ipv4().is_some_and(|(a, b)| a <= address && address <= b)) {
+                return None;
+            }
+            TrafficSelector::ipv4(0, (0, 65535), address, address)
+        }
+        None => first_v4(ts_i)?,
+    };
+    let tsr: Vec<TrafficSelector> = ts_r.iter().filter(|t| t.as_ipv4().is_some()).cloned().collect();
+    if tsr.is_empty() {
+        return None;
+    }
+    Some((Mode::Tunnel, vec![tsi], tsr))
+}
+
+fn notify(kind: NotifyType, data: Vec<u8>) -> Payload {
+    Payload::Notify(Notify { protocol: ProtocolId::Unknown(0), spi: vec![], kind, data })
+}
+
+fn response_header(spi_i: u64, spi_r: u64, exchange: ExchangeType, message_id: u32) -> Header {
+    Header {
+        spi_i,
+        spi_r,
+        next_payload: PayloadType::None,
+        major_version: 2,
+        minor_version: 0,
+        exchange,
+        flags: HeaderFlags { initiator: false, response: true, version: false },
+        message_id,
+        length: 0,
+    }
+}
+
+/// Builds an encrypted message (RFC 7296 section 3.14): header and SK
+/// header with their final lengths first, since they are authenticated.
+fn seal(rng: &mut dyn Rng, sa: &IkeSa, exchange: ExchangeType, message_id: u32, response: bool, payloads: &[Payload]) -> Vec<u8> {
+    let (first, plaintext) = wire::emit_payloads(payloads);
+    let body_len = sa.tx.sealed_len(plaintext.len());
+    let total = wire::HEADER_LEN + 4 + body_len;
+    let mut header = response_header(sa.spi_i, sa.spi_r, exchange, message_id);
+    header.flags.response = response;
+    header.next_payload = PayloadType::Encrypted;
+    header.length = u32::try_from(total).expect("IKE messages are far below 4 GiB");
+    let mut packet = vec![0u8; wire::HEADER_LEN + 4];
+    header.emit(&mut packet[..wire::HEADER_LEN]);
+    packet[wire::HEADER_LEN] = u8::from(first);
+    let sk_len = u16::try_from(4 + body_len).expect("SK payload below 64 KiB");
+    packet[wire::HEADER_LEN + 2..wire::HEADER_LEN + 4].copy_from_slice(&sk_len.to_be_bytes());
+    let body = sa.tx.seal(&packet, &plaintext, rng);
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// RFC 7296 section 2.23: SHA-1(SPIi | SPIr | IP | port).
+fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddrV4) -> Vec<u8> {
+    let mut data = Vec::with_capacity(8 + 8 + 4 + 2);
+    data.extend_from_slice(&spi_i.to_be_bytes());
+    data.extend_from_slice(&spi_r.to_be_bytes());
+    data.extend_from_slice(&addr.ip().octets());
+    data.extend_from_slice(&addr.port().to_be_bytes());
+    crypto::sha1(&data)
+}
+
+fn identity_of(id: &Identification) -> Option<Identity> {
+    let text = || String::from_utf8(id.data.clone()).ok();
+    match id.id_type {
+        IdType::Fqdn => text().map(Identity::Fqdn),
+        IdType::Rfc822Addr => text().map(Identity::Email),
+        IdType::KeyId => text().map(Identity::KeyId),
+        IdType::Ipv4Addr => <[u8; 4]>::try_from(id.data.as_slice()).ok().map(|o| Identity::Address(Ipv4Addr::from(o))),
+        _ => None,
+    }
+}
+
+fn identification_of(identity: &Identity) -> Identification {
+    match identity {
+        Identity::Fqdn(n) => Identification { id_type: IdType::Fqdn, data: n.as_bytes().to_vec() },
+        Identity::Email(e) => Identification { id_type: IdType::Rfc822Addr, data: e.as_bytes().to_vec() },
+        Identity::KeyId(k) => Identification { id_type: IdType::KeyId, data: k.as_bytes().to_vec() },
+        Identity::Address(a) => Identification { id_type: IdType::Ipv4Addr, data: a.octets().to_vec() },
+    }
+}

@@ -1,0 +1,10 @@
+//! IKEv2 (RFC 7296): the wire codec (`wire`), the cryptography (`crypto`),
+//! what the hub accepts (`proposal`, `policy`), the exchanges as a state
+//! machine without I/O (`engine`), and the socket task (`task`).
+
+pub mod crypto;
+pub mod engine;
+pub mod policy;
+pub mod proposal;
+pub mod task;
+pub mod wire;

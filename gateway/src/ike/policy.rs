@@ -1,0 +1,161 @@
+//! The hub's IKE policy, built once from the config: profiles with their
+//! identity matches, keyrings, pools and proposals. Pure data plus the
+//! lookups the exchanges need (IOS `match identity remote`, keyring peers).
+
+use std::net::Ipv4Addr;
+
+use crate::{
+    config::{AuthMethod, Config, Identity, IdentityMatch, Ipv4Prefix},
+    ike::proposal::{EspProposal, IkeProposal, ProposalError},
+};
+
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub local_address: Ipv4Addr,
+    pub profiles: Vec<ProfilePolicy>,
+    /// Union of the profiles' IKE proposals, in profile order: IKE_SA_INIT
+    /// is answered before the peer's identity (and so its profile) is known.
+    pub ike_proposals: Vec<IkeProposal>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProfilePolicy {
+    pub name: String,
+    pub matches: Vec<IdentityMatch>,
+    pub local_identity: Identity,
+    pub auth_local: AuthMethod,
+    pub auth_remote: AuthMethod,
+    pub keyring: Vec<KeyringEntry>,
+    pub pool: Option<String>,
+    pub virtual_template: Option<u16>,
+    pub ike_proposals: Vec<IkeProposal>,
+    pub esp_proposals: Vec<EspProposal>,
+}
+
+#[derive(Clone, Debug)]
+pub struct KeyringEntry {
+    pub name: String,
+    pub address: Option<Ipv4Prefix>,
+    pub identity: Option<Identity>,
+    pub psk_local: Option<Vec<u8>>,
+    pub psk_remote: Option<Vec<u8>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("ikev2.profile.{profile}.{key}: {source}")]
+    Proposal {
+        profile: String,
+        key: &'static str,
+        #[source]
+        source: ProposalError,
+    },
+}
+
+impl Policy {
+    pub fn from_config(config: &Config) -> Result<Self, PolicyError> {
+        let mut profiles = Vec::new();
+        let mut ike_proposals: Vec<IkeProposal> = Vec::new();
+        for (name, profile) in &config.ikev2.profile {
+            let ike = match &profile.proposals {
+                Some(list) => list
+                    .iter()
+                    .map(|t| IkeProposal::parse(t))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|source| PolicyError::Proposal { profile: name.clone(), key: "proposals", source })?,
+                None => IkeProposal::defaults(),
+            };
+            let esp = match &profile.esp_proposals {
+                Some(list) => list
+                    .iter()
+                    .map(|t| EspProposal::parse(t))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|source| PolicyError::Proposal { profile: name.clone(), key: "esp_proposals", source })?,
+                None => EspProposal::defaults(),
+            };
+            for p in &ike {
+                if !ike_proposals.contains(p) {
+                    ike_proposals.push(p.clone());
+                }
+            }
+            let keyring = profile
+                .keyring
+                .as_ref()
+                .and_then(|k| config.ikev2.keyring.get(k))
+                .map(|k| {
+                    k.peer
+                        .iter()
+                        .map(|(peer, p)| KeyringEntry {
+                            name: peer.clone(),
+                            address: p.address,
+                            identity: p.identity.clone(),
+                            psk_local: p.pre_shared_key_local.as_ref().map(|s| s.expose().as_bytes().to_vec()),
+                            psk_remote: p.pre_shared_key_remote.as_ref().map(|s| s.expose().as_bytes().to_vec()),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            profiles.push(ProfilePolicy {
+                name: name.clone(),
+                matches: profile.match_identity_remote.clone(),
+                local_identity: profile
+                    .local_identity
+                    .clone()
+                    .unwrap_or(Identity::Address(config.hub.local_address)),
+                auth_local: profile.authentication_local,
+                auth_remote: profile.authentication_remote,
+                keyring,
+                pool: profile.pool.clone(),
+                virtual_template: profile.virtual_template,
+                ike_proposals: ike,
+                esp_proposals: esp,
+            });
+        }
+        Ok(Policy { local_address: config.hub.local_address, profiles, ike_proposals })
+    }
+
+    /// The profile for a peer identity (IOS: the first profile whose
+    /// `match identity remote` accepts it; here in name order, most specific
+    /// match first).
+    pub fn profile_for(&self, peer: &Identity) -> Option<&ProfilePolicy> {
+        self.profiles
+            .iter()
+            .filter_map(|p| p.matches.iter().filter_map(|m| match_rank(m, peer)).max().map(|rank| (rank, p)))
+            .max_by_key(|(rank, _)| *rank)
+            .map(|(_, p)| p)
+    }
+}
+
+/// How specifically `m` matches `id` (higher = more specific), or `None`.
+fn match_rank(m: &IdentityMatch, id: &Identity) -> Option<u32> {
+    match (m, id) {
+        (IdentityMatch::Any, _) => Some(0),
+        (IdentityMatch::Fqdn(want), Identity::Fqdn(name)) => want.eq_ignore_ascii_case(name).then_some(1000),
+        (IdentityMatch::FqdnDomain(domain), Identity::Fqdn(name)) => {
+            let name = name.to_ascii_lowercase();
+            let domain = domain.to_ascii_lowercase();
+            (name == domain || name.ends_with(&format!(".{domain}"))).then(|| 100 + domain.len() as u32)
+        }
+        (IdentityMatch::Address(prefix), Identity::Address(a)) => prefix.contains(*a).then(|| 10 + u32::from(prefix.len)),
+        (IdentityMatch::Email(want), Identity::Email(e)) => want.eq_ignore_ascii_case(e).then_some(1000),
+        (IdentityMatch::EmailDomain(domain), Identity::Email(e)) => e
+            .rsplit_once('@')
+            .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
+            .then(|| 100 + domain.len() as u32),
+        (IdentityMatch::KeyId(want), Identity::KeyId(k)) => (want == k).then_some(1000),
+        _ => None,
+    }
+}
+
+impl ProfilePolicy {
+    /// The keyring entry for a peer: one configured for its identity, else
+    /// the longest address range holding its address (IOS keyring lookup).
+    pub fn keyring_entry(&self, peer_id: &Identity, peer_address: Ipv4Addr) -> Option<&KeyringEntry> {
+        self.keyring.iter().find(|k| k.identity.as_ref() == Some(peer_id)).or_else(|| {
+            self.keyring
+                .iter()
+                .filter(|k| k.address.is_some_and(|p| p.contains(peer_address)))
+                .max_by_key(|k| k.address.map_or(0, |p| p.len))
+        })
+    }
+}
