@@ -38,6 +38,9 @@ mod payload;
 mod sa;
 mod ts;
 
+#[cfg(test)]
+mod tests;
+
 pub use auth::{Auth, AuthMethod};
 pub use cert::{Cert, cert_encoding};
 pub use cp::{CfgType, Config, ConfigAttribute, ConfigAttributeType};
