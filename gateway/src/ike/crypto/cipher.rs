@@ -1,0 +1,353 @@
+//! Encryption algorithms (IKEv2 transform type 1) and the protection of one
+//! direction of the Encrypted (SK) payload: AES-CBC with a separate ICV
+//! (RFC 7296 §3.14, RFC 3602) and AES-GCM with a 16-byte ICV (RFC 5282).
+
+use std::fmt;
+
+use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::cipher::{
+    self, DecryptingKey, DecryptionContext, EncryptingKey, EncryptionContext, UnboundCipherKey,
+};
+use aws_lc_rs::iv::FixedLength;
+
+use super::{CryptoError, Integ, Rng, Secret};
+
+const AES_BLOCK: usize = 16;
+const GCM_SALT_LEN: usize = 4;
+const GCM_IV_LEN: usize = 8;
+const GCM_ICV_LEN: usize = 16;
+
+/// An encryption algorithm with its key length, for the IKE SA and ESP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encr {
+    /// ENCR_AES_CBC (12, RFC 3602), key of 128, 192 or 256 bits.
+    AesCbc {
+        /// Key length in bits (the Key Length attribute).
+        key_bits: u16,
+    },
+    /// ENCR_AES_GCM_16 (20, RFC 4106 / RFC 5282), 16-byte ICV, key of 128,
+    /// 192 or 256 bits plus a 4-byte salt.
+    AesGcm16 {
+        /// Key length in bits (the Key Length attribute), without the salt.
+        key_bits: u16,
+    },
+}
+
+impl Encr {
+    /// The algorithm for this IANA transform ID and Key Length attribute.
+    /// AES needs the attribute (RFC 7296 §3.3.5); 128, 192 and 256 bits are
+    /// accepted.
+    pub const fn from_iana(id: u16, key_length: Option<u16>) -> Option<Self> {
+        let Some(key_bits) = key_length else {
+            return None;
+        };
+        if !matches!(key_bits, 128 | 192 | 256) {
+            return None;
+        }
+        match id {
+            12 => Some(Self::AesCbc { key_bits }),
+            20 => Some(Self::AesGcm16 { key_bits }),
+            _ => None,
+        }
+    }
+
+    /// The IANA transform ID.
+    pub const fn iana(self) -> u16 {
+        match self {
+            Self::AesCbc { .. } => 12,
+            Self::AesGcm16 { .. } => 20,
+        }
+    }
+
+    /// The Key Length attribute, in bits.
+    pub const fn key_bits(self) -> u16 {
+        match self {
+            Self::AesCbc { key_bits } | Self::AesGcm16 { key_bits } => key_bits,
+        }
+    }
+
+    /// Length of the keying material taken from prf+ (SK_e, ESP keys): the
+    /// AES key, and for GCM the 4-byte salt after it (RFC 5282 §7.1,
+    /// RFC 4106 §8.1).
+    pub const fn key_len(self) -> usize {
+        match self {
+            Self::AesCbc { key_bits } => key_bits as usize / 8,
+            Self::AesGcm16 { key_bits } => key_bits as usize / 8 + GCM_SALT_LEN,
+        }
+    }
+
+    /// Whether the algorithm is an AEAD (then no integrity transform).
+    pub const fn is_aead(self) -> bool {
+        matches!(self, Self::AesGcm16 { .. })
+    }
+
+    /// Length of the IV sent in front of the ciphertext.
+    pub const fn iv_len(self) -> usize {
+        match self {
+            Self::AesCbc { .. } => AES_BLOCK,
+            Self::AesGcm16 { .. } => GCM_IV_LEN,
+        }
+    }
+
+    /// The block size padding aligns to (1 for GCM, RFC 5282 §3).
+    pub const fn block_len(self) -> usize {
+        match self {
+            Self::AesCbc { .. } => AES_BLOCK,
+            Self::AesGcm16 { .. } => 1,
+        }
+    }
+}
+
+enum Mode {
+    Cbc {
+        encrypt: EncryptingKey,
+        decrypt: DecryptingKey,
+        integ: Integ,
+        sk_a: Secret,
+    },
+    Gcm {
+        key: LessSafeKey,
+        salt: [u8; GCM_SALT_LEN],
+    },
+}
+
+/// Protection of one direction of the SK payload (SK_ei/SK_ai for what the
+/// initiator sends, SK_er/SK_ar for what the responder sends).
+///
+/// The SK payload body is `IV || ciphertext || ICV`; the ciphertext covers
+/// the inner payloads, padding and the pad-length byte. `aad` is every byte
+/// of the message before the IV: the IKE header, any unencrypted payloads
+/// and the 4-byte generic header of the SK payload, with their final
+/// lengths (see [`SkCipher::sealed_len`]).
+pub struct SkCipher {
+    encr: Encr,
+    mode: Mode,
+}
+
+impl fmt::Debug for SkCipher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let integ = match &self.mode {
+            Mode::Cbc { integ, .. } => Some(*integ),
+            Mode::Gcm { .. } => None,
+        };
+        f.debug_struct("SkCipher")
+            .field("encr", &self.encr)
+            .field("integ", &integ)
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_len(what: &'static str, key: &[u8], expected: usize) -> Result<(), CryptoError> {
+    if key.len() == expected {
+        Ok(())
+    } else {
+        Err(CryptoError::KeyLength {
+            what,
+            expected,
+            got: key.len(),
+        })
+    }
+}
+
+impl SkCipher {
+    /// A cipher for one direction. AES-CBC needs an integrity algorithm and
+    /// its key; AES-GCM takes none (`sk_a` may be `None` or empty).
+    pub fn new(
+        encr: Encr,
+        integ: Option<Integ>,
+        sk_e: &[u8],
+        sk_a: Option<&[u8]>,
+    ) -> Result<Self, CryptoError> {
+        check_len("SK_e", sk_e, encr.key_len())?;
+        let mode = match encr {
+            Encr::AesCbc { key_bits } => {
+                let Some(integ) = integ else {
+                    return Err(CryptoError::Unsupported(
+                        "AES-CBC needs an integrity algorithm",
+                    ));
+                };
+                let sk_a = sk_a.unwrap_or_default();
+                check_len("SK_a", sk_a, integ.key_len())?;
+                let alg = match key_bits {
+                    128 => &cipher::AES_128,
+                    192 => &cipher::AES_192,
+                    256 => &cipher::AES_256,
+                    _ => return Err(CryptoError::Unsupported("AES key length")),
+                };
+                let backend = |_| CryptoError::Backend("AES-CBC key setup");
+                let encrypt =
+                    EncryptingKey::cbc(UnboundCipherKey::new(alg, sk_e).map_err(backend)?)
+                        .map_err(backend)?;
+                let decrypt =
+                    DecryptingKey::cbc(UnboundCipherKey::new(alg, sk_e).map_err(backend)?)
+                        .map_err(backend)?;
+                Mode::Cbc {
+                    encrypt,
+                    decrypt,
+                    integ,
+                    sk_a: Secret::new(sk_a.to_vec()),
+                }
+            }
+            Encr::AesGcm16 { key_bits } => {
+                if integ.is_some() {
+                    return Err(CryptoError::Unsupported(
+                        "an AEAD cipher takes no integrity algorithm",
+                    ));
+                }
+                if sk_a.is_some_and(|k| !k.is_empty()) {
+                    return Err(CryptoError::Unsupported(
+                        "an AEAD cipher takes no integrity key",
+                    ));
+                }
+                let alg = match key_bits {
+                    128 => &aead::AES_128_GCM,
+                    192 => &aead::AES_192_GCM,
+                    256 => &aead::AES_256_GCM,
+                    _ => return Err(CryptoError::Unsupported("AES key length")),
+                };
+                let (key, salt) = sk_e.split_at(sk_e.len() - GCM_SALT_LEN);
+                let key = UnboundKey::new(alg, key)
+                    .map_err(|_| CryptoError::Backend("AES-GCM key setup"))?;
+                let mut s = [0u8; GCM_SALT_LEN];
+                s.copy_from_slice(salt);
+                Mode::Gcm {
+                    key: LessSafeKey::new(key),
+                    salt: s,
+                }
+            }
+        };
+        Ok(Self { encr, mode })
+    }
+
+    /// The encryption algorithm.
+    pub fn encr(&self) -> Encr {
+        self.encr
+    }
+
+    fn icv_len(&self) -> usize {
+        match &self.mode {
+            Mode::Cbc { integ, .. } => integ.icv_len(),
+            Mode::Gcm { .. } => GCM_ICV_LEN,
+        }
+    }
+
+    /// Padding bytes (without the pad-length byte) for `plaintext_len`.
+    fn pad_len(&self, plaintext_len: usize) -> usize {
+        let block = self.encr.block_len();
+        (block - (plaintext_len + 1) % block) % block
+    }
+
+    /// Length of the SK payload body [`SkCipher::seal`] returns for
+    /// `plaintext_len` bytes of inner payloads: IV, ciphertext (with padding
+    /// and the pad-length byte) and ICV. Lets the caller write the final
+    /// lengths into the IKE header and the SK payload header before sealing.
+    pub fn sealed_len(&self, plaintext_len: usize) -> usize {
+        self.encr.iv_len() + plaintext_len + self.pad_len(plaintext_len) + 1 + self.icv_len()
+    }
+
+    /// Encrypt and protect `plaintext` (the inner payloads). Returns the SK
+    /// payload body `IV || ciphertext || ICV`, exactly
+    /// [`SkCipher::sealed_len`] bytes. The IV comes from `rng`: random for
+    /// CBC (RFC 7296 §3.14 wants it unpredictable); for GCM, 8 random bytes,
+    /// which stay unique per key with overwhelming probability for the
+    /// number of messages an IKE SA carries between rekeys, even if two
+    /// `SkCipher`s are built from the same keys.
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8], rng: &mut dyn Rng) -> Vec<u8> {
+        let pad = self.pad_len(plaintext.len());
+        let iv_len = self.encr.iv_len();
+        let mut out = Vec::with_capacity(self.sealed_len(plaintext.len()));
+        out.resize(iv_len, 0);
+        rng.fill(&mut out[..iv_len]);
+        out.extend_from_slice(plaintext);
+        out.resize(iv_len + plaintext.len() + pad, 0);
+        #[allow(clippy::cast_possible_truncation)] // pad < 16
+        out.push(pad as u8);
+        let (iv, body) = out.split_at_mut(iv_len);
+        match &self.mode {
+            Mode::Cbc {
+                encrypt,
+                integ,
+                sk_a,
+                ..
+            } => {
+                let mut iv16 = [0u8; AES_BLOCK];
+                iv16.copy_from_slice(iv);
+                encrypt
+                    .less_safe_encrypt(body, EncryptionContext::Iv128(FixedLength::from(iv16)))
+                    .expect("AES-CBC of whole blocks with a 16-byte IV cannot fail");
+                let icv = integ.compute_parts(sk_a, &[aad, &out]);
+                out.extend_from_slice(&icv);
+            }
+            Mode::Gcm { key, salt } => {
+                let tag = key
+                    .seal_in_place_separate_tag(gcm_nonce(salt, iv), Aad::from(aad), body)
+                    .expect("AES-GCM sealing of an IKE message cannot fail");
+                out.extend_from_slice(tag.as_ref());
+            }
+        }
+        debug_assert_eq!(out.len(), self.sealed_len(plaintext.len()));
+        out
+    }
+
+    /// Verify and decrypt an SK payload body (`IV || ciphertext || ICV`);
+    /// returns the inner payloads with padding and pad-length byte removed.
+    /// Integrity is checked before anything is decrypted.
+    pub fn open(&self, aad: &[u8], body: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let iv_len = self.encr.iv_len();
+        let icv_len = self.icv_len();
+        // At least the pad-length byte (one block for CBC).
+        let min = iv_len + self.encr.block_len() + icv_len;
+        if body.len() < min {
+            return Err(CryptoError::Malformed("encrypted payload too short"));
+        }
+        let (iv, rest) = body.split_at(iv_len);
+        let (ciphertext, icv) = rest.split_at(rest.len() - icv_len);
+        let mut plain = match &self.mode {
+            Mode::Cbc {
+                decrypt,
+                integ,
+                sk_a,
+                ..
+            } => {
+                if ciphertext.len() % AES_BLOCK != 0 {
+                    return Err(CryptoError::Malformed(
+                        "ciphertext is not a whole number of blocks",
+                    ));
+                }
+                if !integ.verify_parts(sk_a, &[aad, iv, ciphertext], icv) {
+                    return Err(CryptoError::Integrity);
+                }
+                let mut iv16 = [0u8; AES_BLOCK];
+                iv16.copy_from_slice(iv);
+                let mut buf = ciphertext.to_vec();
+                decrypt
+                    .decrypt(&mut buf, DecryptionContext::Iv128(FixedLength::from(iv16)))
+                    .map_err(|_| CryptoError::Backend("AES-CBC decryption"))?;
+                buf
+            }
+            Mode::Gcm { key, salt } => {
+                let mut buf = rest.to_vec();
+                let len = key
+                    .open_in_place(gcm_nonce(salt, iv), Aad::from(aad), &mut buf)
+                    .map_err(|_| CryptoError::Integrity)?
+                    .len();
+                buf.truncate(len);
+                buf
+            }
+        };
+        let pad = usize::from(*plain.last().ok_or(CryptoError::Padding)?);
+        if pad + 1 > plain.len() {
+            return Err(CryptoError::Padding);
+        }
+        plain.truncate(plain.len() - pad - 1);
+        Ok(plain)
+    }
+}
+
+/// RFC 5282 §4 (as RFC 4106 §4): nonce = salt (4) || explicit IV (8).
+fn gcm_nonce(salt: &[u8; GCM_SALT_LEN], iv: &[u8]) -> Nonce {
+    let mut nonce = [0u8; GCM_SALT_LEN + GCM_IV_LEN];
+    nonce[..GCM_SALT_LEN].copy_from_slice(salt);
+    nonce[GCM_SALT_LEN..].copy_from_slice(iv);
+    Nonce::assume_unique_for_key(nonce)
+}

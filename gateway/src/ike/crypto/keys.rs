@@ -1,0 +1,216 @@
+//! Key schedules: the IKE SA's SKEYSEED and SK_* keys (RFC 7296 §2.14, and
+//! §2.18 when rekeying) and CHILD_SA keying material (§2.17).
+
+use std::fmt;
+
+use super::{CryptoError, Encr, Integ, Prf, Secret, SkCipher};
+
+/// The keys of an IKE SA. `sk_ai`/`sk_ar` are empty with an AEAD cipher.
+/// `sk_ei`/`sk_er` include the 4-byte salt with AES-GCM.
+pub struct IkeKeys {
+    /// Key for deriving CHILD_SA keys and rekeyed IKE SAs.
+    pub sk_d: Secret,
+    /// Integrity key for messages from the initiator.
+    pub sk_ai: Secret,
+    /// Integrity key for messages from the responder.
+    pub sk_ar: Secret,
+    /// Encryption key for messages from the initiator.
+    pub sk_ei: Secret,
+    /// Encryption key for messages from the responder.
+    pub sk_er: Secret,
+    /// Key for the initiator's AUTH payload.
+    pub sk_pi: Secret,
+    /// Key for the responder's AUTH payload.
+    pub sk_pr: Secret,
+}
+
+impl fmt::Debug for IkeKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IkeKeys").finish_non_exhaustive()
+    }
+}
+
+impl IkeKeys {
+    /// `SKEYSEED = prf(Ni | Nr, g^ir)` (RFC 7296 §2.14). With the HMAC PRFs
+    /// the whole of `Ni | Nr` is the key.
+    pub fn skeyseed(prf: Prf, ni: &[u8], nr: &[u8], shared: &[u8]) -> Secret {
+        let key = Secret::new([ni, nr].concat());
+        Secret::new(prf.prf_parts(&key, &[shared]).as_ref().to_vec())
+    }
+
+    /// `SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr)` for an IKE SA
+    /// rekeyed with CREATE_CHILD_SA (RFC 7296 §2.18). `prf` is the old SA's.
+    pub fn skeyseed_rekey(
+        prf: Prf,
+        old_sk_d: &[u8],
+        shared: &[u8],
+        ni: &[u8],
+        nr: &[u8],
+    ) -> Secret {
+        Secret::new(prf.prf_parts(old_sk_d, &[shared, ni, nr]).as_ref().to_vec())
+    }
+
+    /// Derive all keys of a new IKE SA from the IKE_SA_INIT exchange.
+    /// `integ` is `None` with an AEAD cipher.
+    #[allow(clippy::too_many_arguments)]
+    pub fn derive(
+        prf: Prf,
+        encr: Encr,
+        integ: Option<Integ>,
+        ni: &[u8],
+        nr: &[u8],
+        shared: &[u8],
+        spi_i: u64,
+        spi_r: u64,
+    ) -> IkeKeys {
+        let skeyseed = Self::skeyseed(prf, ni, nr, shared);
+        Self::from_skeyseed(prf, encr, integ, &skeyseed, ni, nr, spi_i, spi_r)
+    }
+
+    /// `{SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr} =
+    /// prf+(SKEYSEED, Ni | Nr | SPIi | SPIr)` (RFC 7296 §2.14). Also for
+    /// a rekeyed IKE SA with [`IkeKeys::skeyseed_rekey`], the new SA's
+    /// transforms and SPIs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_skeyseed(
+        prf: Prf,
+        encr: Encr,
+        integ: Option<Integ>,
+        skeyseed: &[u8],
+        ni: &[u8],
+        nr: &[u8],
+        spi_i: u64,
+        spi_r: u64,
+    ) -> IkeKeys {
+        let prf_len = prf.output_len();
+        let a_len = integ.map_or(0, Integ::key_len);
+        let e_len = encr.key_len();
+        let seed = [ni, nr, &spi_i.to_be_bytes(), &spi_r.to_be_bytes()].concat();
+        let keymat = prf.prf_plus(skeyseed, &seed, 3 * prf_len + 2 * a_len + 2 * e_len);
+        let mut rest: &[u8] = &keymat;
+        let mut take = |n: usize| {
+            let (head, tail) = rest.split_at(n);
+            rest = tail;
+            Secret::new(head.to_vec())
+        };
+        IkeKeys {
+            sk_d: take(prf_len),
+            sk_ai: take(a_len),
+            sk_ar: take(a_len),
+            sk_ei: take(e_len),
+            sk_er: take(e_len),
+            sk_pi: take(prf_len),
+            sk_pr: take(prf_len),
+        }
+    }
+
+    /// The SK payload cipher for messages the initiator sends (SK_ei, SK_ai).
+    pub fn initiator_cipher(
+        &self,
+        encr: Encr,
+        integ: Option<Integ>,
+    ) -> Result<SkCipher, CryptoError> {
+        SkCipher::new(encr, integ, &self.sk_ei, Some(&self.sk_ai))
+    }
+
+    /// The SK payload cipher for messages the responder sends (SK_er, SK_ar).
+    pub fn responder_cipher(
+        &self,
+        encr: Encr,
+        integ: Option<Integ>,
+    ) -> Result<SkCipher, CryptoError> {
+        SkCipher::new(encr, integ, &self.sk_er, Some(&self.sk_ar))
+    }
+}
+
+/// CHILD_SA keying material, `KEYMAT = prf+(SK_d, Ni | Nr)`, or with a
+/// (PFS) Diffie-Hellman in CREATE_CHILD_SA `prf+(SK_d, g^ir (new) | Ni | Nr)`
+/// (RFC 7296 §2.17).
+pub fn child_keymat(
+    prf: Prf,
+    sk_d: &[u8],
+    ni: &[u8],
+    nr: &[u8],
+    shared: Option<&[u8]>,
+    len: usize,
+) -> Secret {
+    let seed = Secret::new([shared.unwrap_or_default(), ni, nr].concat());
+    prf.prf_plus(sk_d, &seed, len)
+}
+
+/// The keys of one CHILD_SA, in the order RFC 7296 §2.17 takes them from
+/// KEYMAT: initiator-to-responder encryption then integrity, then
+/// responder-to-initiator. Integrity keys are empty with an AEAD; AES-GCM
+/// encryption keys include the 4-byte salt (RFC 4106 §8.1).
+pub struct ChildKeys {
+    /// Encryption key of the SA carrying initiator-to-responder traffic.
+    pub encr_i: Secret,
+    /// Integrity key of the SA carrying initiator-to-responder traffic.
+    pub integ_i: Secret,
+    /// Encryption key of the SA carrying responder-to-initiator traffic.
+    pub encr_r: Secret,
+    /// Integrity key of the SA carrying responder-to-initiator traffic.
+    pub integ_r: Secret,
+}
+
+impl fmt::Debug for ChildKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChildKeys").finish_non_exhaustive()
+    }
+}
+
+impl ChildKeys {
+    /// Length of KEYMAT needed for these ESP transforms.
+    pub fn keymat_len(esp_encr: Encr, esp_integ: Option<Integ>) -> usize {
+        2 * (esp_encr.key_len() + esp_integ.map_or(0, Integ::key_len))
+    }
+
+    /// Split KEYMAT into the four keys.
+    pub fn split(
+        keymat: &[u8],
+        esp_encr: Encr,
+        esp_integ: Option<Integ>,
+    ) -> Result<ChildKeys, CryptoError> {
+        let need = Self::keymat_len(esp_encr, esp_integ);
+        if keymat.len() < need {
+            return Err(CryptoError::KeyLength {
+                what: "CHILD_SA KEYMAT",
+                expected: need,
+                got: keymat.len(),
+            });
+        }
+        let e_len = esp_encr.key_len();
+        let a_len = esp_integ.map_or(0, Integ::key_len);
+        let mut rest = keymat;
+        let mut take = |n: usize| {
+            let (head, tail) = rest.split_at(n);
+            rest = tail;
+            Secret::new(head.to_vec())
+        };
+        Ok(ChildKeys {
+            encr_i: take(e_len),
+            integ_i: take(a_len),
+            encr_r: take(e_len),
+            integ_r: take(a_len),
+        })
+    }
+
+    /// Derive a CHILD_SA's keys: [`child_keymat`] then [`ChildKeys::split`].
+    pub fn derive(
+        prf: Prf,
+        sk_d: &[u8],
+        ni: &[u8],
+        nr: &[u8],
+        shared: Option<&[u8]>,
+        esp_encr: Encr,
+        esp_integ: Option<Integ>,
+    ) -> ChildKeys {
+        let len = Self::keymat_len(esp_encr, esp_integ);
+        let keymat = child_keymat(prf, sk_d, ni, nr, shared, len);
+        // KEYMAT has exactly the length split needs.
+        match Self::split(&keymat, esp_encr, esp_integ) {
+            Ok(keys) => keys,
+            Err(e) => unreachable!("{e}"),
+        }
+    }
+}
