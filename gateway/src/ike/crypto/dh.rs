@@ -94,10 +94,9 @@ impl DhGroup {
     pub const fn shared_len(self) -> usize {
         match self {
             Self::Modp2048 => MODP_LEN,
-            Self::Ecp256 => 32,
+            Self::Ecp256 | Self::Curve25519 => 32,
             Self::Ecp384 => 48,
             Self::Ecp521 => 66,
-            Self::Curve25519 => 32,
         }
     }
 
@@ -127,7 +126,7 @@ impl DhGroup {
         let mut bytes = Zeroizing::new(vec![0u8; self.private_len()]);
         for _ in 0..MAX_DRAWS {
             rng.fill(&mut bytes);
-            if let Some(private) = self.from_private_bytes(&mut bytes) {
+            if let Some(private) = self.private_from_bytes(&mut bytes) {
                 return Ok(private);
             }
         }
@@ -138,7 +137,7 @@ impl DhGroup {
 
     /// A private key from raw bytes, or `None` if they are not a valid
     /// private value for the group.
-    fn from_private_bytes(self, bytes: &mut [u8]) -> Option<DhPrivate> {
+    fn private_from_bytes(self, bytes: &mut [u8]) -> Option<DhPrivate> {
         match self.agreement_algorithm() {
             None => {
                 let x = Zeroizing::new(ModpExponent::from_be_slice(bytes));
@@ -281,6 +280,14 @@ mod tests {
         DhGroup::Curve25519,
     ];
 
+    struct Zeros;
+
+    impl Rng for Zeros {
+        fn fill(&mut self, buf: &mut [u8]) {
+            buf.fill(0);
+        }
+    }
+
     fn invalid(group: DhGroup, result: Result<Secret, CryptoError>) {
         assert!(
             matches!(result, Err(CryptoError::InvalidPeerPublic { group: g, .. }) if g == group),
@@ -371,12 +378,6 @@ mod tests {
         let i = DhGroup::Ecp256.generate(&mut FixedRng(bytes)).unwrap();
         assert_eq!(i.public_key(), [hex(P256_GIX), hex(P256_GIY)].concat());
         // A source that never yields a valid key is an error, not a hang.
-        struct Zeros;
-        impl Rng for Zeros {
-            fn fill(&mut self, buf: &mut [u8]) {
-                buf.fill(0);
-            }
-        }
         for group in [DhGroup::Ecp256, DhGroup::Ecp521, DhGroup::Modp2048] {
             assert!(matches!(
                 group.generate(&mut Zeros),

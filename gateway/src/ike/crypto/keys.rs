@@ -214,3 +214,96 @@ impl ChildKeys {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::ike::crypto::tests::TestRng;
+    use crate::ike::crypto::{Prf, Rng};
+
+    const NI: &[u8] = &[0x11; 32];
+    const NR: &[u8] = &[0x22; 32];
+    const SHARED: &[u8] = &[0x33; 32];
+
+    #[test]
+    fn key_lengths_and_order_follow_rfc_7296() {
+        for prf in [
+            Prf::HmacSha1,
+            Prf::HmacSha256,
+            Prf::HmacSha384,
+            Prf::HmacSha512,
+        ] {
+            for (encr, integ) in [
+                (Encr::AesCbc { key_bits: 128 }, Some(Integ::HmacSha1_96)),
+                (Encr::AesCbc { key_bits: 256 }, Some(Integ::HmacSha512_256)),
+                (Encr::AesGcm16 { key_bits: 256 }, None),
+            ] {
+                let keys = IkeKeys::derive(prf, encr, integ, NI, NR, SHARED, 1, 2);
+                let a_len = integ.map_or(0, Integ::key_len);
+                let skeyseed = IkeKeys::skeyseed(prf, NI, NR, SHARED);
+                assert_eq!(*skeyseed, prf.prf(&[NI, NR].concat(), SHARED));
+                let seed = [NI, NR, &1u64.to_be_bytes(), &2u64.to_be_bytes()].concat();
+                let n = prf.output_len();
+                let e = encr.key_len();
+                let stream = prf.prf_plus(&skeyseed, &seed, 3 * n + 2 * a_len + 2 * e);
+                let want = [
+                    &keys.sk_d[..],
+                    &keys.sk_ai,
+                    &keys.sk_ar,
+                    &keys.sk_ei,
+                    &keys.sk_er,
+                    &keys.sk_pi,
+                    &keys.sk_pr,
+                ]
+                .concat();
+                assert_eq!(*stream, want);
+                assert_eq!(keys.sk_d.len(), n);
+                assert_eq!(keys.sk_pi.len(), n);
+                assert_eq!(keys.sk_ai.len(), a_len);
+                assert_eq!(keys.sk_ei.len(), e);
+                // The two directions are distinct and each opens only its own.
+                let i = keys.initiator_cipher(encr, integ).unwrap();
+                let r = keys.responder_cipher(encr, integ).unwrap();
+                let sealed = i.seal(b"header", b"payloads", &mut TestRng(1));
+                assert_eq!(i.open(b"header", &sealed).unwrap(), b"payloads");
+                assert_eq!(r.open(b"header", &sealed), Err(CryptoError::Integrity));
+            }
+        }
+    }
+
+    #[test]
+    fn rekey_skeyseed() {
+        let prf = Prf::HmacSha256;
+        let old_sk_d = [0x44; 32];
+        assert_eq!(
+            *IkeKeys::skeyseed_rekey(prf, &old_sk_d, SHARED, NI, NR),
+            prf.prf(&old_sk_d, &[SHARED, NI, NR].concat())
+        );
+    }
+
+    #[test]
+    fn child_keys_split_in_rfc_order() {
+        let prf = Prf::HmacSha384;
+        let mut sk_d = vec![0; prf.output_len()];
+        TestRng(8).fill(&mut sk_d);
+        let esp = Encr::AesCbc { key_bits: 128 };
+        let integ = Some(Integ::HmacSha1_96);
+        assert_eq!(ChildKeys::keymat_len(esp, integ), 2 * (16 + 20));
+        for shared in [None, Some(SHARED)] {
+            let keymat = child_keymat(prf, &sk_d, NI, NR, shared, 72);
+            let seed = [shared.unwrap_or_default(), NI, NR].concat();
+            assert_eq!(*keymat, *prf.prf_plus(&sk_d, &seed, 72));
+            let keys = ChildKeys::derive(prf, &sk_d, NI, NR, shared, esp, integ);
+            assert_eq!(*keys.encr_i, keymat[..16]);
+            assert_eq!(*keys.integ_i, keymat[16..36]);
+            assert_eq!(*keys.encr_r, keymat[36..52]);
+            assert_eq!(*keys.integ_r, keymat[52..72]);
+        }
+        assert!(matches!(
+            ChildKeys::split(&[0; 71], esp, integ),
+            Err(CryptoError::KeyLength { .. })
+        ));
+    }
+}
