@@ -62,9 +62,9 @@ pub struct ChildSaParams {
     pub local: Ipv4Addr,
     pub remote: Ipv4Addr,
     pub esp: EspChoice,
-    /// Keys for packets we receive (the initiator's) and send (ours).
-    pub keys_in: (Vec<u8>, Option<Vec<u8>>),
-    pub keys_out: (Vec<u8>, Option<Vec<u8>>),
+    /// ESP keys (RFC 7296 section 2.17). We are the responder: `encr_i` /
+    /// `integ_i` protect what we receive, `encr_r` / `integ_r` what we send.
+    pub keys: ChildKeys,
     pub ts_local: Vec<TrafficSelector>,
     pub ts_remote: Vec<TrafficSelector>,
 }
@@ -658,7 +658,9 @@ impl Engine {
         if let Some((esp, number, spi_out, mode, tsi, tsr)) = child {
             let len = esp.encr.key_len() * 2 + esp.integ.map_or(0, |i| i.key_len()) * 2;
             let keymat = crypto::child_keymat(sa.choice.prf, &sa.keys.sk_d, &sa.ni, &sa.nr, None, len);
-            let keys = ChildKeys::split(&keymat, esp.encr, esp.integ);
+            let Ok(keys) = ChildKeys::split(&keymat, esp.encr, esp.integ) else {
+                unreachable!("KEYMAT is derived at exactly the length the split needs")
+            };
             if mode == Mode::Transport {
                 reply.push(notify(NotifyType::UseTransportMode, vec![]));
             }
@@ -675,8 +677,7 @@ impl Engine {
                 local: *sa.local.ip(),
                 remote: *sa.remote.ip(),
                 esp,
-                keys_in: (keys.encr_i.clone(), keys.integ_i.clone()),
-                keys_out: (keys.encr_r.clone(), keys.integ_r.clone()),
+                keys,
                 ts_local: tsr,
                 ts_remote: tsi,
             };
@@ -730,7 +731,7 @@ impl Engine {
                         reply.push(Payload::Delete(Delete { protocol: d.protocol, spi_size: 4, spis: ours }));
                     }
                 }
-                ProtocolId::Unknown(_) => {}
+                ProtocolId::None | ProtocolId::Unknown(_) => {}
             }
         }
         // An empty request is a liveness check (DPD): the empty reply is the answer.
@@ -808,8 +809,8 @@ fn narrow(
     if transport && covers(ts_i, peer, IPPROTO_GRE) && covers(ts_r, local, IPPROTO_GRE) {
         return Some((
             Mode::Transport,
-            vec![TrafficSelector::ipv4(IPPROTO_GRE, (0, 65535), peer, peer)],
-            vec![TrafficSelector::ipv4(IPPROTO_GRE, (0, 65535), local, local)],
+            vec![TrafficSelector::ipv4(IPPROTO_GRE, 0..=65535, peer, peer)],
+            vec![TrafficSelector::ipv4(IPPROTO_GRE, 0..=65535, local, local)],
         ));
     }
     let first_v4 = |list: &[TrafficSelector]| list.iter().find(|t| t.as_ipv4().is_some()).cloned();
@@ -818,7 +819,7 @@ fn narrow(
             if !covers(ts_i, address, 0) && !ts_i.iter().any(|t| t.as_ipv4().is_some_and(|(a, b)| a <= address && address <= b)) {
                 return None;
             }
-            TrafficSelector::ipv4(0, (0, 65535), address, address)
+            TrafficSelector::ipv4(0, 0..=65535, address, address)
         }
         None => first_v4(ts_i)?,
     };
@@ -830,7 +831,7 @@ fn narrow(
 }
 
 fn notify(kind: NotifyType, data: Vec<u8>) -> Payload {
-    Payload::Notify(Notify { protocol: ProtocolId::Unknown(0), spi: vec![], kind, data })
+    Payload::Notify(Notify { protocol: ProtocolId::None, spi: vec![], kind, data })
 }
 
 fn response_header(spi_i: u64, spi_r: u64, exchange: ExchangeType, message_id: u32) -> Header {

@@ -612,3 +612,13 @@ mod tests {
         assert!(SkCipher::new(gcm, None, &k36, Some(&[])).is_ok());
     }
 }
+
+impl std::fmt::Display for Encr {
+    /// The IOS spelling: `AES-CBC, keysize: 256`, `AES-GCM, keysize: 128`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Encr::AesCbc { key_bits } => write!(f, "AES-CBC, keysize: {key_bits}"),
+            Encr::AesGcm16 { key_bits } => write!(f, "AES-GCM, keysize: {key_bits}"),
+        }
+    }
+}

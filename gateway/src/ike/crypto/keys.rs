@@ -142,6 +142,7 @@ pub fn child_keymat(
 /// KEYMAT: initiator-to-responder encryption then integrity, then
 /// responder-to-initiator. Integrity keys are empty with an AEAD; AES-GCM
 /// encryption keys include the 4-byte salt (RFC 4106 §8.1).
+#[derive(Clone)]
 pub struct ChildKeys {
     /// Encryption key of the SA carrying initiator-to-responder traffic.
     pub encr_i: Secret,
