@@ -45,6 +45,7 @@ mod config;
 mod parse;
 
 use std::ffi::OsStr;
+use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output};
@@ -222,17 +223,14 @@ impl Charon {
         let mut out = String::new();
         let stderr = self.proc.stderr_text();
         if !stderr.trim().is_empty() {
-            out.push_str(&format!(
-                "charon stderr: {}\n",
-                tail(stderr.trim_end(), 2000)
-            ));
+            let _ = writeln!(out, "charon stderr: {}", tail(stderr.trim_end(), 2000));
         }
-        let log = self.log_text();
-        out.push_str(&format!(
+        let _ = write!(
+            out,
             "----- {} (tail) -----\n{}\n----- end -----",
             self.log_path().display(),
-            tail(log.trim_end(), LOG_TAIL)
-        ));
+            tail(self.log_text().trim_end(), LOG_TAIL)
+        );
         out
     }
 

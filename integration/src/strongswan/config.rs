@@ -298,7 +298,7 @@ impl SpokeParams {
     pub fn gre_transport(mut self) -> Self {
         self.mode = Mode::Transport;
         self.local_ts = Some("dynamic[gre]".to_owned());
-        self.remote_ts = "dynamic[gre]".to_owned();
+        "dynamic[gre]".clone_into(&mut self.remote_ts);
         self.vips = None;
         self
     }
@@ -485,8 +485,7 @@ mod tests {
 
     #[test]
     fn spoke_preset_is_the_interop_spoke() {
-        let mut p = SpokeParams::new(Ipv4Addr::new(172, 25, 1, 2), Ipv4Addr::new(172, 25, 1, 1));
-        p.mode = Mode::Tunnel;
+        let p = SpokeParams::new(Ipv4Addr::new(172, 25, 1, 2), Ipv4Addr::new(172, 25, 1, 1));
         let text = swanctl_spoke(&p);
         // shared/interop/strongswan-spoke/swanctl.conf, plus the explicit
         // `mode = tunnel` (swanctl's default).

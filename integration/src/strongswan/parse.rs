@@ -26,6 +26,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use anyhow::{Context as _, Result, anyhow, bail};
 
 /// One IKE_SA as `swanctl --list-sas` shows it.
+#[allow(clippy::struct_excessive_bools)] // swanctl's yes/no fields, as they are
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IkeSa {
     /// The connection name (e.g. `spoke`).
