@@ -31,6 +31,7 @@ pub mod gateway;
 mod lab;
 pub mod packets;
 mod process;
+pub mod strongswan;
 pub mod xdp_lab;
 
 use std::thread;

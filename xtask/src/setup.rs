@@ -37,6 +37,9 @@ pub const APT_PACKAGES: &[&str] = &[
     "charon-systemd",
     "libcharon-extra-plugins",
     "libstrongswan-extra-plugins",
+    // openssl and gcm: AES-GCM (aes256gcm16) for ESP; without them a
+    // strongSwan peer answers NO_PROPOSAL_CHOSEN to a GCM proposal.
+    "libstrongswan-standard-plugins",
     "frr",
 ];
 
