@@ -28,6 +28,7 @@
 mod cmd;
 pub mod frame;
 pub mod gateway;
+pub mod ike_lab;
 mod lab;
 pub mod packets;
 mod process;
