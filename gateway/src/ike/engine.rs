@@ -848,14 +848,30 @@ fn response_header(spi_i: u64, spi_r: u64, exchange: ExchangeType, message_id: u
     }
 }
 
+fn seal(rng: &mut dyn Rng, sa: &IkeSa, exchange: ExchangeType, message_id: u32, response: bool, payloads: &[Payload]) -> Vec<u8> {
+    seal_with(rng, &sa.tx, sa.spi_i, sa.spi_r, exchange, message_id, response, payloads)
+}
+
 /// Builds an encrypted message (RFC 7296 section 3.14): header and SK
 /// header with their final lengths first, since they are authenticated.
-fn seal(rng: &mut dyn Rng, sa: &IkeSa, exchange: ExchangeType, message_id: u32, response: bool, payloads: &[Payload]) -> Vec<u8> {
+/// `response` also decides the initiator flag: only the original initiator
+/// sends requests with it set here (the hub never initiates yet).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn seal_with(
+    rng: &mut dyn Rng,
+    tx: &SkCipher,
+    spi_i: u64,
+    spi_r: u64,
+    exchange: ExchangeType,
+    message_id: u32,
+    response: bool,
+    payloads: &[Payload],
+) -> Vec<u8> {
     let (first, plaintext) = wire::emit_payloads(payloads);
-    let body_len = sa.tx.sealed_len(plaintext.len());
+    let body_len = tx.sealed_len(plaintext.len());
     let total = wire::HEADER_LEN + 4 + body_len;
-    let mut header = response_header(sa.spi_i, sa.spi_r, exchange, message_id);
-    header.flags.response = response;
+    let mut header = response_header(spi_i, spi_r, exchange, message_id);
+    header.flags = HeaderFlags { initiator: !response, response, version: false };
     header.next_payload = PayloadType::Encrypted;
     header.length = u32::try_from(total).expect("IKE messages are far below 4 GiB");
     let mut packet = vec![0u8; wire::HEADER_LEN + 4];
@@ -863,13 +879,13 @@ fn seal(rng: &mut dyn Rng, sa: &IkeSa, exchange: ExchangeType, message_id: u32, 
     packet[wire::HEADER_LEN] = u8::from(first);
     let sk_len = u16::try_from(4 + body_len).expect("SK payload below 64 KiB");
     packet[wire::HEADER_LEN + 2..wire::HEADER_LEN + 4].copy_from_slice(&sk_len.to_be_bytes());
-    let body = sa.tx.seal(&packet, &plaintext, rng);
+    let body = tx.seal(&packet, &plaintext, rng);
     packet.extend_from_slice(&body);
     packet
 }
 
 /// RFC 7296 section 2.23: SHA-1(SPIi | SPIr | IP | port).
-fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddrV4) -> Vec<u8> {
+pub(crate) fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddrV4) -> Vec<u8> {
     let mut data = Vec::with_capacity(8 + 8 + 4 + 2);
     data.extend_from_slice(&spi_i.to_be_bytes());
     data.extend_from_slice(&spi_r.to_be_bytes());
@@ -878,7 +894,7 @@ fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddrV4) -> Vec<u8> {
     crypto::sha1(&data)
 }
 
-fn identity_of(id: &Identification) -> Option<Identity> {
+pub(crate) fn identity_of(id: &Identification) -> Option<Identity> {
     let text = || String::from_utf8(id.data.clone()).ok();
     match id.id_type {
         IdType::Fqdn => text().map(Identity::Fqdn),
@@ -889,7 +905,7 @@ fn identity_of(id: &Identification) -> Option<Identity> {
     }
 }
 
-fn identification_of(identity: &Identity) -> Identification {
+pub(crate) fn identification_of(identity: &Identity) -> Identification {
     match identity {
         Identity::Fqdn(n) => Identification { id_type: IdType::Fqdn, data: n.as_bytes().to_vec() },
         Identity::Email(e) => Identification { id_type: IdType::Rfc822Addr, data: e.as_bytes().to_vec() },

@@ -4,7 +4,10 @@
 
 pub mod crypto;
 pub mod engine;
+pub mod initiator;
 pub mod policy;
 pub mod proposal;
 pub mod task;
+#[cfg(test)]
+pub(crate) mod tests;
 pub mod wire;

@@ -304,6 +304,14 @@ impl IkeChoice {
 }
 
 impl EspChoice {
+    /// For offers we make as an initiator (no ESN).
+    pub fn offer(hub: &EspProposal, number: u8, our_spi: u32) -> Proposal {
+        let mut transforms: Vec<Transform> = hub.encr.iter().map(|e| encr_transform(*e)).collect();
+        transforms.extend(hub.integ.iter().map(|i| plain(TransformType::Integ, i.iana())));
+        transforms.push(plain(TransformType::Esn, 0));
+        Proposal { number, protocol: ProtocolId::Esp, spi: our_spi.to_be_bytes().to_vec(), transforms }
+    }
+
     pub fn to_proposal(&self, number: u8, our_spi: u32) -> Proposal {
         let mut transforms = vec![encr_transform(self.encr)];
         if let Some(i) = self.integ {

@@ -1,0 +1,349 @@
+//! The initiator half of IKE_SA_INIT and IKE_AUTH (RFC 7296 section 1.2):
+//! what a spoke does to dial the hub, asking for an address (CFG_REQUEST)
+//! and one CHILD_SA, GRE in transport mode like an IOS spoke's Tunnel1, or
+//! tunnel mode. No I/O: `start` gives the first datagram, `handle` takes
+//! each response and gives the next datagram or the result.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use crate::{
+    config::Identity,
+    ike::{
+        crypto::{self, ChildKeys, DhPrivate, IkeKeys, Rng, SkCipher},
+        engine::{ChildSaParams, Mode, identification_of, identity_of, nat_hash, seal_with},
+        proposal::{self, EspChoice, EspProposal, IkeChoice, IkeProposal},
+        wire::{
+            self, Auth, AuthMethod as WireAuth, CfgType, Config as CpPayload, ConfigAttribute, ConfigAttributeType,
+            ExchangeType, Header, HeaderFlags, KeyExchange, Message, Notify, NotifyType, Payload, PayloadType,
+            ProtocolId, TrafficSelector,
+        },
+    },
+};
+
+const NONCE_LEN: usize = 32;
+const IPPROTO_GRE: u8 = 47;
+
+#[derive(Clone, Debug)]
+pub struct InitiatorConfig {
+    pub local: SocketAddrV4,
+    pub remote: SocketAddrV4,
+    pub identity: Identity,
+    /// The hub's identity we insist on; `None` accepts what it presents.
+    pub remote_identity: Option<Identity>,
+    pub psk_local: Vec<u8>,
+    pub psk_remote: Vec<u8>,
+    pub ike: Vec<IkeProposal>,
+    pub esp: Vec<EspProposal>,
+    /// Ask for an address from the hub's pool (`ip address negotiated`).
+    pub request_address: bool,
+    /// Transport: GRE between the outer addresses. Tunnel: our address (or
+    /// the one we get) to `ts_remote`.
+    pub mode: Mode,
+    pub ts_remote: Vec<TrafficSelector>,
+}
+
+/// The outcome of a successful dial.
+#[derive(Clone, Debug)]
+pub struct Established {
+    pub spi_i: u64,
+    pub spi_r: u64,
+    pub choice: IkeChoice,
+    pub peer_identity: Identity,
+    pub address: Option<Ipv4Addr>,
+    /// Our view of the CHILD_SA: `keys.encr_i` protects what we send.
+    pub child: Option<ChildSaParams>,
+}
+
+#[derive(Debug)]
+pub enum Step {
+    Send(Vec<u8>),
+    Established(Box<Established>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitiatorError {
+    #[error("malformed response: {0}")]
+    Malformed(String),
+    #[error("the responder refused: {0:?}")]
+    Refused(NotifyType),
+    #[error("the responder's AUTH does not verify")]
+    AuthFailed,
+    #[error("unexpected response (state {0})")]
+    Unexpected(&'static str),
+    #[error("crypto: {0}")]
+    Crypto(#[from] crypto::CryptoError),
+}
+
+enum State {
+    Idle,
+    SentInit { dh: DhPrivate, ni: Vec<u8>, request: Vec<u8>, group: u16 },
+    SentAuth(Box<AuthState>),
+    Done,
+}
+
+struct AuthState {
+    choice: IkeChoice,
+    keys: IkeKeys,
+    rx: SkCipher,
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+    spi_r: u64,
+    child_spi: u32,
+    /// The responder signs its IKE_SA_INIT response (section 2.15).
+    init_response: Vec<u8>,
+}
+
+pub struct Initiator {
+    config: InitiatorConfig,
+    rng: Box<dyn Rng + Send>,
+    spi_i: u64,
+    state: State,
+}
+
+impl Initiator {
+    pub fn new(config: InitiatorConfig, mut rng: Box<dyn Rng + Send>) -> Self {
+        let mut b = [0u8; 8];
+        rng.fill(&mut b);
+        let spi_i = u64::from_be_bytes(b) | 1;
+        Initiator { config, rng, spi_i, state: State::Idle }
+    }
+
+    pub fn spi_i(&self) -> u64 {
+        self.spi_i
+    }
+
+    /// The IKE_SA_INIT request, with a KE for the first group we offer.
+    pub fn start(&mut self) -> Result<Vec<u8>, InitiatorError> {
+        let group = self.config.ike.first().and_then(|p| p.dh.first()).map_or(31, |g| g.iana());
+        self.init_request(group)
+    }
+
+    fn init_request(&mut self, group: u16) -> Result<Vec<u8>, InitiatorError> {
+        let dh_group = crypto::DhGroup::from_iana(group).ok_or(InitiatorError::Unexpected("unknown DH group"))?;
+        let dh = dh_group.generate(&mut *self.rng)?;
+        let mut ni = vec![0u8; NONCE_LEN];
+        self.rng.fill(&mut ni);
+        let proposals = self
+            .config
+            .ike
+            .iter()
+            .enumerate()
+            .map(|(i, p)| IkeChoice::offer(p, u8::try_from(i + 1).unwrap_or(u8::MAX)))
+            .collect();
+        let message = Message {
+            header: request_header(self.spi_i, 0, ExchangeType::IkeSaInit, 0),
+            payloads: vec![
+                Payload::Sa(proposals),
+                Payload::Ke(KeyExchange { group, data: dh.public_key().to_vec() }),
+                Payload::Nonce(ni.clone()),
+                notify(NotifyType::NatDetectionSourceIp, nat_hash(self.spi_i, 0, self.config.local)),
+                notify(NotifyType::NatDetectionDestinationIp, nat_hash(self.spi_i, 0, self.config.remote)),
+                notify(NotifyType::Ikev2FragmentationSupported, vec![]),
+            ],
+        };
+        let request = message.emit();
+        self.state = State::SentInit { dh, ni, request: request.clone(), group };
+        Ok(request)
+    }
+
+    /// Takes a response; returns the next request or the result.
+    pub fn handle(&mut self, datagram: &[u8]) -> Result<Step, InitiatorError> {
+        let message = Message::parse(datagram).map_err(|e| InitiatorError::Malformed(e.to_string()))?;
+        if !message.header.flags.response || message.header.spi_i != self.spi_i {
+            return Err(InitiatorError::Unexpected("not a response to us"));
+        }
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::SentInit { dh, ni, request, group } => self.init_response(&message, datagram, dh, ni, &request, group),
+            State::SentAuth(auth) => self.auth_response(&message, datagram, *auth),
+            State::Idle | State::Done => Err(InitiatorError::Unexpected("no request outstanding")),
+        }
+    }
+
+    fn init_response(
+        &mut self,
+        message: &Message,
+        datagram: &[u8],
+        dh: DhPrivate,
+        ni: Vec<u8>,
+        request: &[u8],
+        group: u16,
+    ) -> Result<Step, InitiatorError> {
+        if let Some(n) = message.payloads.iter().find_map(|p| match p {
+            Payload::Notify(n) if n.kind.is_error() => Some(n),
+            _ => None,
+        }) {
+            // RFC 7296 section 1.2: start over with the group the responder wants.
+            if n.kind == NotifyType::InvalidKePayload && n.data.len() == 2 {
+                let wanted = u16::from_be_bytes([n.data[0], n.data[1]]);
+                if wanted != group {
+                    return self.init_request(wanted).map(Step::Send);
+                }
+            }
+            return Err(InitiatorError::Refused(n.kind));
+        }
+        let (mut sa, mut ke, mut nr) = (None, None, None);
+        for p in &message.payloads {
+            match p {
+                Payload::Sa(list) => sa = list.first(),
+                Payload::Ke(k) => ke = Some(k),
+                Payload::Nonce(n) => nr = Some(n.clone()),
+                _ => {}
+            }
+        }
+        let (Some(sa), Some(ke), Some(nr)) = (sa, ke, nr) else {
+            return Err(InitiatorError::Malformed("IKE_SA_INIT response without SA, KE or nonce".into()));
+        };
+        let (choice, _) = proposal::choose_ike(&self.config.ike, std::slice::from_ref(sa), Some(ke.group))
+            .ok_or(InitiatorError::Unexpected("the responder chose a proposal we did not offer"))?;
+        let shared = dh.shared_secret(&ke.data)?;
+        let spi_r = message.header.spi_r;
+        let keys = IkeKeys::derive(choice.prf, choice.encr, choice.integ, &ni, &nr, &shared, self.spi_i, spi_r);
+        let sk_a = |k: &[u8]| choice.integ.map(|_| k.to_vec());
+        let tx = SkCipher::new(choice.encr, choice.integ, &keys.sk_ei, sk_a(&keys.sk_ai).as_deref())?;
+        let rx = SkCipher::new(choice.encr, choice.integ, &keys.sk_er, sk_a(&keys.sk_ar).as_deref())?;
+
+        // IKE_AUTH: IDi, AUTH, CP, SA, TSi, TSr.
+        let id_i = identification_of(&self.config.identity);
+        let octets = crypto::signed_octets(request, &nr, choice.prf, &keys.sk_pi, &id_i.body_bytes());
+        let auth = crypto::psk_auth(choice.prf, &self.config.psk_local, &octets);
+        let mut payloads = vec![Payload::IdI(id_i)];
+        if let Some(r) = &self.config.remote_identity {
+            payloads.push(Payload::IdR(identification_of(r)));
+        }
+        payloads.push(Payload::Auth(Auth { method: WireAuth::SharedKeyMic, data: auth }));
+        if self.config.request_address {
+            payloads.push(Payload::Cp(CpPayload {
+                cfg_type: CfgType::Request,
+                attributes: vec![ConfigAttribute { kind: ConfigAttributeType::InternalIp4Address, value: vec![] }],
+            }));
+        }
+        let mut b = [0u8; 4];
+        self.rng.fill(&mut b);
+        let child_spi = u32::from_be_bytes(b) | 0x100;
+        let offers = self
+            .config
+            .esp
+            .iter()
+            .enumerate()
+            .map(|(i, p)| EspChoice::offer(p, u8::try_from(i + 1).unwrap_or(u8::MAX), child_spi))
+            .collect();
+        let (ts_i, ts_r) = match self.config.mode {
+            Mode::Transport => {
+                payloads.push(notify(NotifyType::UseTransportMode, vec![]));
+                let me = *self.config.local.ip();
+                let hub = *self.config.remote.ip();
+                (
+                    vec![TrafficSelector::ipv4(IPPROTO_GRE, 0..=65535, me, me)],
+                    vec![TrafficSelector::ipv4(IPPROTO_GRE, 0..=65535, hub, hub)],
+                )
+            }
+            Mode::Tunnel => {
+                let any = TrafficSelector::ipv4(0, 0..=65535, Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST);
+                let me = *self.config.local.ip();
+                let own = if self.config.request_address { any } else { TrafficSelector::ipv4(0, 0..=65535, me, me) };
+                (vec![own], self.config.ts_remote.clone())
+            }
+        };
+        payloads.push(Payload::Sa(offers));
+        payloads.push(Payload::TsI(ts_i));
+        payloads.push(Payload::TsR(ts_r));
+        let packet = seal_with(&mut *self.rng, &tx, self.spi_i, spi_r, ExchangeType::IkeAuth, 1, false, &payloads);
+        let init_response = datagram.to_vec();
+        self.state = State::SentAuth(Box::new(AuthState { choice, keys, rx, ni, nr, spi_r, child_spi, init_response }));
+        Ok(Step::Send(packet))
+    }
+
+    fn auth_response(&mut self, message: &Message, datagram: &[u8], st: AuthState) -> Result<Step, InitiatorError> {
+        let Some(Payload::Encrypted(sk)) = message.payloads.last() else {
+            return Err(InitiatorError::Malformed("IKE_AUTH response without SK".into()));
+        };
+        let aad = &datagram[..datagram.len() - sk.body.len()];
+        let plaintext = st.rx.open(aad, &sk.body)?;
+        let inner = wire::parse_payloads(sk.first_inner, &plaintext).map_err(|e| InitiatorError::Malformed(e.to_string()))?;
+        let (mut id_r, mut auth, mut address, mut sa, mut ts_i, mut ts_r, mut transport) =
+            (None, None, None, None, None, None, false);
+        for p in &inner {
+            match p {
+                Payload::Notify(n) if n.kind.is_error() && n.kind == NotifyType::AuthenticationFailed => {
+                    return Err(InitiatorError::Refused(n.kind));
+                }
+                Payload::Notify(n) if n.kind == NotifyType::UseTransportMode => transport = true,
+                Payload::IdR(id) => id_r = Some(id),
+                Payload::Auth(a) => auth = Some(a),
+                Payload::Cp(cp) if cp.cfg_type == CfgType::Reply => {
+                    address = cp.attributes.iter().find_map(|a| {
+                        (a.kind == ConfigAttributeType::InternalIp4Address)
+                            .then(|| <[u8; 4]>::try_from(a.value.as_slice()).ok().map(Ipv4Addr::from))
+                            .flatten()
+                    });
+                }
+                Payload::Sa(list) => sa = list.first(),
+                Payload::TsI(t) => ts_i = Some(t.clone()),
+                Payload::TsR(t) => ts_r = Some(t.clone()),
+                _ => {}
+            }
+        }
+        let (Some(id_r), Some(auth)) = (id_r, auth) else {
+            return Err(InitiatorError::Malformed("IKE_AUTH response without IDr or AUTH".into()));
+        };
+        let peer_identity = identity_of(id_r).ok_or(InitiatorError::AuthFailed)?;
+        if self.config.remote_identity.as_ref().is_some_and(|want| *want != peer_identity) {
+            return Err(InitiatorError::AuthFailed);
+        }
+        let octets = crypto::signed_octets(&st.init_response, &st.ni, st.choice.prf, &st.keys.sk_pr, &id_r.body_bytes());
+        if auth.method != WireAuth::SharedKeyMic
+            || !crypto::psk_auth_verify(st.choice.prf, &self.config.psk_remote, &octets, &auth.data)
+        {
+            return Err(InitiatorError::AuthFailed);
+        }
+        let child = match (sa, ts_i, ts_r) {
+            (Some(sa), Some(ts_i), Some(ts_r)) => {
+                let (esp, _, spi_out) = proposal::choose_esp(&self.config.esp, std::slice::from_ref(sa))
+                    .ok_or(InitiatorError::Unexpected("the responder chose an ESP proposal we did not offer"))?;
+                let len = ChildKeys::keymat_len(esp.encr, esp.integ);
+                let keymat = crypto::child_keymat(st.choice.prf, &st.keys.sk_d, &st.ni, &st.nr, None, len);
+                let keys = ChildKeys::split(&keymat, esp.encr, esp.integ)?;
+                Some(ChildSaParams {
+                    ike_spi: self.spi_i,
+                    spi_in: st.child_spi,
+                    spi_out,
+                    mode: if transport { Mode::Transport } else { Mode::Tunnel },
+                    encap: None,
+                    local: *self.config.local.ip(),
+                    remote: *self.config.remote.ip(),
+                    esp,
+                    keys,
+                    ts_local: ts_i,
+                    ts_remote: ts_r,
+                })
+            }
+            _ => None,
+        };
+        Ok(Step::Established(Box::new(Established {
+            spi_i: self.spi_i,
+            spi_r: st.spi_r,
+            choice: st.choice,
+            peer_identity,
+            address,
+            child,
+        })))
+    }
+}
+
+fn request_header(spi_i: u64, spi_r: u64, exchange: ExchangeType, message_id: u32) -> Header {
+    Header {
+        spi_i,
+        spi_r,
+        next_payload: PayloadType::None,
+        major_version: 2,
+        minor_version: 0,
+        exchange,
+        flags: HeaderFlags { initiator: true, response: false, version: false },
+        message_id,
+        length: 0,
+    }
+}
+
+fn notify(kind: NotifyType, data: Vec<u8>) -> Payload {
+    Payload::Notify(Notify { protocol: ProtocolId::None, spi: vec![], kind, data })
+}

@@ -1,0 +1,328 @@
+//! The exchanges end to end in one process: our initiator against our
+//! responder through an in-memory wire, with a seeded RNG and a fake clock.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, SocketAddrV4},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    config::{self, Identity},
+    ike::{
+        crypto::Rng,
+        engine::{Action, AddressPools, Dropped, Engine, Mode},
+        initiator::{Established, Initiator, InitiatorConfig, InitiatorError, Step},
+        policy::Policy,
+        proposal::{EspProposal, IkeProposal},
+        wire::{self, ExchangeType, Message, NotifyType, Payload, ProtocolId, Transform, TransformType},
+    },
+};
+
+pub struct SeededRng(u64);
+impl Rng for SeededRng {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            // xorshift64*: deterministic, good enough for keys in tests.
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            *b = (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8;
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct MemPools {
+    next: HashMap<String, u8>,
+    bound: HashMap<String, Ipv4Addr>,
+    pub released: Vec<Ipv4Addr>,
+    pub size: u8,
+}
+impl AddressPools for MemPools {
+    fn acquire(&mut self, pool: &str, identity: &str) -> Result<Ipv4Addr, String> {
+        if let Some(a) = self.bound.get(identity) {
+            return Ok(*a);
+        }
+        let n = self.next.entry(pool.to_owned()).or_insert(0);
+        if *n >= self.size {
+            return Err(format!("pool {pool} exhausted"));
+        }
+        *n += 1;
+        let a = Ipv4Addr::new(10, 1, 1, 99 + *n);
+        self.bound.insert(identity.to_owned(), a);
+        Ok(a)
+    }
+    fn release(&mut self, _: &str, address: Ipv4Addr) {
+        self.released.push(address);
+    }
+}
+
+const HUB: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(172, 25, 1, 1), 500);
+const SPOKE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(172, 25, 1, 2), 500);
+
+pub fn hub_config(extra_profile: &str) -> config::Config {
+    config::parse(
+        &format!(
+            r#"
+[hub]
+local_address = "172.25.1.1"
+uplink = "eth0"
+[ikev2.profile.Flex]
+match_identity_remote = ["fqdn-domain:cisco.com"]
+local_identity = "fqdn:hub.cisco.com"
+authentication_local = "pre-share"
+authentication_remote = "pre-share"
+keyring = "K"
+pool = "FlexSpokes"
+virtual_template = 1
+{extra_profile}
+[ikev2.keyring.K.peer.Spokes]
+address = "0.0.0.0/0"
+pre_shared_key_local = "hub-key"
+pre_shared_key_remote = "spoke-key"
+[pool.FlexSpokes]
+first = "10.1.1.100"
+last = "10.1.1.254"
+[virtual_template.1]
+unnumbered = "10.1.1.1"
+"#
+        ),
+        "test.toml",
+    )
+    .unwrap()
+}
+
+pub fn hub(extra_profile: &str) -> Engine {
+    Engine::new(Policy::from_config(&hub_config(extra_profile)).unwrap(), Box::new(SeededRng(7)))
+}
+
+pub fn spoke(ike: &str, esp: &str, mode: Mode) -> InitiatorConfig {
+    InitiatorConfig {
+        local: SPOKE,
+        remote: HUB,
+        identity: Identity::Fqdn("spoke1.cisco.com".into()),
+        remote_identity: Some(Identity::Fqdn("hub.cisco.com".into())),
+        psk_local: b"spoke-key".to_vec(),
+        psk_remote: b"hub-key".to_vec(),
+        ike: vec![IkeProposal::parse(ike).unwrap()],
+        esp: vec![EspProposal::parse(esp).unwrap()],
+        request_address: mode == Mode::Tunnel,
+        mode,
+        ts_remote: vec![wire::TrafficSelector::ipv4(0, 0..=65535, Ipv4Addr::new(10, 1, 2, 0), Ipv4Addr::new(10, 1, 2, 255))],
+    }
+}
+
+fn sends(actions: &[Action]) -> Vec<Vec<u8>> {
+    actions.iter().filter_map(|a| if let Action::Send { packet, .. } = a { Some(packet.clone()) } else { None }).collect()
+}
+
+/// Runs a dial to completion; returns the result and every hub action.
+pub fn dial(engine: &mut Engine, pools: &mut MemPools, config: InitiatorConfig, seed: u64) -> (Result<Established, InitiatorError>, Vec<Action>) {
+    let mut initiator = Initiator::new(config, Box::new(SeededRng(seed)));
+    let mut request = initiator.start().unwrap();
+    let mut all = Vec::new();
+    let now = Instant::now();
+    for _ in 0..4 {
+        let actions = engine.handle(now, HUB, SPOKE, &request, pools).unwrap();
+        let response = sends(&actions).pop().expect("the hub answers");
+        all.extend(actions);
+        match initiator.handle(&response) {
+            Ok(Step::Send(next)) => request = next,
+            Ok(Step::Established(e)) => return (Ok(*e), all),
+            Err(e) => return (Err(e), all),
+        }
+    }
+    panic!("no result after four exchanges");
+}
+
+#[test]
+fn every_dh_group_and_ike_cipher_establishes_with_matching_keys() {
+    let cases = [
+        ("aes256-sha256-x25519", "aes256gcm16"),
+        ("aes128-sha256-ecp256", "aes128-sha1"),
+        ("aes256-sha384-ecp384", "aes256-sha256"),
+        ("aes256gcm16-prfsha512-ecp521", "aes128gcm16"),
+        ("aes128-sha1-modp2048", "aes128-sha1"),
+        ("aes256gcm16-prfsha256-x25519", "aes256gcm16"),
+    ];
+    for (i, (ike, esp)) in cases.iter().enumerate() {
+        let mut engine = hub("");
+        let mut pools = MemPools { size: 10, ..MemPools::default() };
+        let (result, actions) = dial(&mut engine, &mut pools, spoke(ike, esp, Mode::Tunnel), 100 + i as u64);
+        let est = result.unwrap_or_else(|e| panic!("{ike}/{esp}: {e}"));
+        assert_eq!(est.address, Some(Ipv4Addr::new(10, 1, 1, 100)), "{ike}");
+        assert_eq!(est.peer_identity, Identity::Fqdn("hub.cisco.com".into()));
+        let ours = est.child.expect("CHILD_SA");
+        let hub_child = actions.iter().find_map(|a| if let Action::ChildUp(c) = a { Some(c.clone()) } else { None }).unwrap();
+        // The spoke's outbound SA is the hub's inbound one, with the same keys.
+        assert_eq!(ours.spi_out, hub_child.spi_in, "{ike}");
+        assert_eq!(ours.spi_in, hub_child.spi_out, "{ike}");
+        assert_eq!(*ours.keys.encr_i, *hub_child.keys.encr_i);
+        assert_eq!(*ours.keys.integ_r, *hub_child.keys.integ_r);
+        assert_eq!(hub_child.mode, Mode::Tunnel);
+        assert_eq!(hub_child.ts_remote[0].as_ipv4(), Some((Ipv4Addr::new(10, 1, 1, 100), Ipv4Addr::new(10, 1, 1, 100))), "narrowed to the pool address");
+        let report = engine.report(Instant::now());
+        assert_eq!(report[0].status, "READY");
+        assert_eq!(report[0].assigned_address, Some(Ipv4Addr::new(10, 1, 1, 100)));
+        assert!(actions.iter().any(|a| matches!(a, Action::SessionUp { identity, .. } if identity == "fqdn:spoke1.cisco.com")));
+    }
+}
+
+#[test]
+fn gre_selectors_with_use_transport_mode_give_a_transport_child() {
+    let mut engine = hub("");
+    let mut pools = MemPools { size: 10, ..MemPools::default() };
+    let (result, actions) = dial(&mut engine, &mut pools, spoke("aes256-sha256-ecp256", "aes128-sha1", Mode::Transport), 3);
+    let est = result.unwrap();
+    let child = est.child.unwrap();
+    assert_eq!(child.mode, Mode::Transport, "the hub answered USE_TRANSPORT_MODE");
+    let hub_child = actions.iter().find_map(|a| if let Action::ChildUp(c) = a { Some(c.clone()) } else { None }).unwrap();
+    assert_eq!(hub_child.mode, Mode::Transport);
+    assert_eq!(hub_child.ts_remote[0].ip_protocol, 47);
+    assert_eq!(hub_child.ts_remote[0].as_ipv4(), Some((*SPOKE.ip(), *SPOKE.ip())));
+    assert_eq!(hub_child.ts_local[0].as_ipv4(), Some((*HUB.ip(), *HUB.ip())));
+}
+
+#[test]
+fn a_ke_for_another_group_gets_invalid_ke_payload_and_the_retry_succeeds() {
+    // The hub takes only MODP-2048; the spoke guesses x25519 first.
+    let mut engine = hub("proposals = [\"aes256-sha256-modp2048\"]");
+    let mut pools = MemPools { size: 10, ..MemPools::default() };
+    let (result, actions) = dial(&mut engine, &mut pools, spoke("aes256-sha256-x25519-modp2048", "aes256gcm16", Mode::Tunnel), 5);
+    let est = result.unwrap();
+    assert_eq!(est.choice.dh.iana(), 14);
+    let first = Message::parse(&sends(&actions)[0]).unwrap();
+    let n = first.notify(NotifyType::InvalidKePayload).expect("INVALID_KE_PAYLOAD first");
+    assert_eq!(n.data, 14u16.to_be_bytes());
+}
+
+#[test]
+fn weak_proposals_get_no_proposal_chosen_and_a_log_line() {
+    let mut engine = hub("");
+    let weak = |kind, id| Transform { kind, id, key_length: None, other_attributes: vec![] };
+    let request = Message {
+        header: wire::Header {
+            spi_i: 0x1122_3344_5566_7788,
+            spi_r: 0,
+            next_payload: wire::PayloadType::None,
+            major_version: 2,
+            minor_version: 0,
+            exchange: ExchangeType::IkeSaInit,
+            flags: wire::HeaderFlags { initiator: true, response: false, version: false },
+            message_id: 0,
+            length: 0,
+        },
+        payloads: vec![
+            // 3DES, HMAC-MD5, PRF-MD5, MODP-1024: an old ASA's offer.
+            Payload::Sa(vec![wire::Proposal {
+                number: 1,
+                protocol: ProtocolId::Ike,
+                spi: vec![],
+                transforms: vec![weak(TransformType::Encr, 3), weak(TransformType::Prf, 1), weak(TransformType::Integ, 1), weak(TransformType::Dh, 2)],
+            }]),
+            Payload::Ke(wire::KeyExchange { group: 2, data: vec![7; 128] }),
+            Payload::Nonce(vec![1; 32]),
+        ],
+    }
+    .emit();
+    let mut pools = MemPools::default();
+    let actions = engine.handle(Instant::now(), HUB, SPOKE, &request, &mut pools).unwrap();
+    let reply = Message::parse(&sends(&actions)[0]).unwrap();
+    assert!(reply.notify(NotifyType::NoProposalChosen).is_some());
+    assert!(actions.iter().any(|a| matches!(a, Action::Refused { reason, .. } if reason.contains("no acceptable IKE proposal"))));
+    assert!(engine.report(Instant::now()).is_empty(), "no SA kept");
+}
+
+#[test]
+fn retransmitted_requests_get_the_cached_response_and_stale_ids_are_dropped() {
+    let mut engine = hub("");
+    let mut pools = MemPools { size: 10, ..MemPools::default() };
+    let mut initiator = Initiator::new(spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel), Box::new(SeededRng(9)));
+    let now = Instant::now();
+    let init = initiator.start().unwrap();
+    let r1 = sends(&engine.handle(now, HUB, SPOKE, &init, &mut pools).unwrap());
+    let r2 = sends(&engine.handle(now, HUB, SPOKE, &init, &mut pools).unwrap());
+    assert_eq!(r1, r2, "IKE_SA_INIT retransmission answered with the same bytes");
+    assert_eq!(engine.report(now).len(), 1, "one half-open SA, not two");
+    let Step::Send(auth) = initiator.handle(&r1[0]).unwrap() else { panic!() };
+    let a1 = sends(&engine.handle(now, HUB, SPOKE, &auth, &mut pools).unwrap());
+    let a2 = sends(&engine.handle(now, HUB, SPOKE, &auth, &mut pools).unwrap());
+    assert_eq!(a1, a2, "IKE_AUTH retransmission answered from the cache");
+    assert!(matches!(initiator.handle(&a1[0]).unwrap(), Step::Established(_)));
+    // A request with message ID 5 (window 1, expected 2) is dropped.
+    let mut skipped = auth.clone();
+    skipped[20..24].copy_from_slice(&5u32.to_be_bytes());
+    assert_eq!(engine.handle(now, HUB, SPOKE, &skipped, &mut pools).unwrap_err(), Dropped::BadMessageId);
+    // Garbage and unknown SPIs are dropped, not answered.
+    assert_eq!(engine.handle(now, HUB, SPOKE, &[0u8; 10], &mut pools).unwrap_err(), Dropped::Malformed);
+    let mut unknown = auth;
+    unknown[8..16].copy_from_slice(&[9; 8]);
+    assert_eq!(engine.handle(now, HUB, SPOKE, &unknown, &mut pools).unwrap_err(), Dropped::UnknownSpi);
+}
+
+#[test]
+fn wrong_psk_and_unknown_identities_are_refused() {
+    let mut engine = hub("");
+    let mut pools = MemPools { size: 10, ..MemPools::default() };
+    let mut config = spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel);
+    config.psk_local = b"guess".to_vec();
+    let (result, actions) = dial(&mut engine, &mut pools, config, 11);
+    assert!(matches!(result, Err(InitiatorError::Refused(NotifyType::AuthenticationFailed))), "{result:?}");
+    assert!(actions.iter().any(|a| matches!(a, Action::Refused { reason, .. } if reason.contains("pre-shared key does not match"))));
+    assert!(engine.report(Instant::now()).is_empty());
+
+    let mut config = spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel);
+    config.identity = Identity::Fqdn("spoke.juniper.net".into());
+    let (result, _) = dial(&mut engine, &mut pools, config, 12);
+    assert!(matches!(result, Err(InitiatorError::Refused(NotifyType::AuthenticationFailed))));
+
+    // The hub's AUTH is checked by the initiator too.
+    let mut config = spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel);
+    config.psk_remote = b"not-the-hub".to_vec();
+    let (result, _) = dial(&mut engine, &mut pools, config, 13);
+    assert!(matches!(result, Err(InitiatorError::AuthFailed)), "{result:?}");
+}
+
+#[test]
+fn an_exhausted_pool_gives_internal_address_failure() {
+    let mut engine = hub("");
+    let mut pools = MemPools { size: 0, ..MemPools::default() };
+    let (result, actions) = dial(&mut engine, &mut pools, spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel), 21);
+    let est = result.unwrap();
+    assert_eq!(est.address, None);
+    assert!(est.child.is_none(), "no CHILD_SA without an address");
+    assert!(actions.iter().any(|a| matches!(a, Action::Refused { reason, .. } if reason.contains("FlexSpokes"))));
+    let auth_reply = sends(&actions).pop().unwrap();
+    assert!(Message::parse(&auth_reply).is_ok());
+}
+
+#[test]
+fn half_open_sas_expire() {
+    let mut engine = hub("");
+    let mut pools = MemPools::default();
+    let mut initiator = Initiator::new(spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel), Box::new(SeededRng(31)));
+    let t0 = Instant::now();
+    engine.handle(t0, HUB, SPOKE, &initiator.start().unwrap(), &mut pools).unwrap();
+    assert_eq!(engine.report(t0).len(), 1);
+    engine.tick(t0 + Duration::from_secs(10));
+    assert_eq!(engine.report(t0).len(), 1);
+    engine.tick(t0 + Duration::from_secs(31));
+    assert!(engine.report(t0).is_empty());
+}
+
+#[test]
+fn shutdown_deletes_every_session_and_releases_addresses() {
+    let mut engine = hub("");
+    let mut pools = MemPools { size: 10, ..MemPools::default() };
+    dial(&mut engine, &mut pools, spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel), 41).0.unwrap();
+    let actions = engine.shutdown(&mut pools);
+    let delete = Message::parse(&sends(&actions)[0]).unwrap();
+    assert_eq!(delete.header.exchange, ExchangeType::Informational);
+    assert!(!delete.header.flags.response);
+    assert!(actions.iter().any(|a| matches!(a, Action::ChildDown { .. })));
+    assert!(actions.iter().any(|a| matches!(a, Action::SessionDown { reason, .. } if reason == "hub shutting down")));
+    assert_eq!(pools.released, vec![Ipv4Addr::new(10, 1, 1, 100)]);
+    assert!(engine.report(Instant::now()).is_empty());
+}
