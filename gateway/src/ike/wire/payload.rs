@@ -112,7 +112,7 @@ impl<T: AsRef<[u8]>> PayloadView<T> {
     /// `Ok` when the buffer holds the generic header, and the Payload Length
     /// covers at least that header and at most the buffer.
     pub fn check_len(&self) -> Result<(), WireError> {
-        self.check_len_as(PayloadType::Unknown(0).what(), 0)
+        self.check_len_as("payload", 0)
     }
 
     /// `check_len` with the payload's name and absolute offset for errors.
