@@ -24,6 +24,7 @@
 //! journal.
 
 mod leases;
+mod render;
 mod store;
 
 use std::collections::BTreeMap;
@@ -35,6 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config;
 use leases::{Grant, Lease, LoadProblem, PoolLeases, Released};
+pub use render::render_pools;
 pub use store::LEASE_FILE;
 
 #[derive(Debug, thiserror::Error)]
