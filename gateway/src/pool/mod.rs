@@ -26,6 +26,8 @@
 mod leases;
 mod render;
 mod store;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::io;
