@@ -8,7 +8,7 @@
 //! cached response, bytes for bytes.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::{Ipv4Addr, SocketAddrV4},
     time::{Duration, Instant},
 };
@@ -170,6 +170,8 @@ pub struct Engine {
     by_initiator: HashMap<(SocketAddrV4, u64), u64>,
     rng: Box<dyn Rng + Send>,
     next_tunnel_id: u32,
+    /// Inbound CHILD_SA SPIs in use: a new one must not collide.
+    child_spis: HashSet<u32>,
 }
 
 /// Why an incoming datagram produced nothing: counted by the task.
@@ -184,7 +186,14 @@ pub enum Dropped {
 
 impl Engine {
     pub fn new(policy: Policy, rng: Box<dyn Rng + Send>) -> Self {
-        Engine { policy, sas: HashMap::new(), by_initiator: HashMap::new(), rng, next_tunnel_id: 1 }
+        Engine {
+            policy,
+            sas: HashMap::new(),
+            by_initiator: HashMap::new(),
+            rng,
+            next_tunnel_id: 1,
+            child_spis: HashSet::new(),
+        }
     }
 
     pub fn policy(&self) -> &Policy {
@@ -273,8 +282,7 @@ impl Engine {
             self.rng.fill(&mut b);
             let spi = u32::from_be_bytes(b);
             // SPIs 1-255 are reserved by IANA (RFC 4303 section 2.1).
-            let taken = self.sas.values().flat_map(|sa| &sa.children).any(|c| c.params.spi_in == spi);
-            if spi > 255 && !taken {
+            if spi > 255 && self.child_spis.insert(spi) {
                 return spi;
             }
         }
@@ -500,6 +508,9 @@ impl Engine {
     /// Removes an SA's children, releases its address, reports it down.
     fn teardown(&mut self, sa: IkeSa, reason: &str, pools: &mut dyn AddressPools) -> Vec<Action> {
         self.by_initiator.remove(&(sa.remote, sa.spi_i));
+        for child in &sa.children {
+            self.child_spis.remove(&child.params.spi_in);
+        }
         let mut actions: Vec<Action> = sa
             .children
             .iter()
@@ -723,6 +734,7 @@ impl Engine {
                         let spi_out = u32::from_be_bytes(bytes);
                         if let Some(pos) = sa.children.iter().position(|c| c.params.spi_out == spi_out) {
                             let child = sa.children.remove(pos);
+                            self.child_spis.remove(&child.params.spi_in);
                             ours.push(child.params.spi_in.to_be_bytes().to_vec());
                             actions.push(Action::ChildDown { ike_spi: spi, spi_in: child.params.spi_in, spi_out });
                         }
