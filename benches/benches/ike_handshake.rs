@@ -77,15 +77,28 @@ fn handshake(engine: &mut Engine, pools: &mut Counter, ike: &IkeProposal, esp: &
         esp: vec![esp.clone()],
         request_address: true,
         mode: Mode::Tunnel,
-        ts_remote: vec![TrafficSelector::ipv4(0, 0..=65535, Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST)],
+        ts_remote: vec![TrafficSelector::ipv4(
+            0,
+            0..=65535,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::BROADCAST,
+        )],
     };
     let mut initiator = Initiator::new(config, Box::new(SystemRng));
     let mut request = initiator.start().unwrap();
     loop {
-        let actions = engine.handle(Instant::now(), HUB, SPOKE, &request, pools).unwrap();
+        let actions = engine
+            .handle(Instant::now(), HUB, SPOKE, &request, pools)
+            .unwrap();
         let response = actions
             .into_iter()
-            .find_map(|a| if let Action::Send { packet, .. } = a { Some(packet) } else { None })
+            .find_map(|a| {
+                if let Action::Send { packet, .. } = a {
+                    Some(packet)
+                } else {
+                    None
+                }
+            })
             .unwrap();
         match initiator.handle(&response).unwrap() {
             Step::Send(next) => request = next,
@@ -108,7 +121,9 @@ fn ike_handshakes(c: &mut Criterion) {
         let proposal = IkeProposal::parse(ike).unwrap();
         let mut engine = hub();
         let mut pools = Counter(0);
-        group.bench_function(ike, |b| b.iter(|| handshake(&mut engine, &mut pools, &proposal, &esp)));
+        group.bench_function(ike, |b| {
+            b.iter(|| handshake(&mut engine, &mut pools, &proposal, &esp));
+        });
     }
     group.finish();
 }

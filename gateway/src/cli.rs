@@ -187,24 +187,41 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 v.version, v.pid, v.uptime_s
             ))
         }),
-        Command::Show { what: Show::Crypto { what: ShowCrypto::Ikev2 { what: ShowIkev2::Sa(flag) } } } => {
-            ask(&socket, &Request::ShowCryptoIkev2Sa, flag.json, |body| {
-                let rows: Vec<SaReport> = serde_json::from_value(body).context("decoding the IKEv2 SAs")?;
-                Ok(render_ikev2_sa(&rows))
-            })
-        }
-        Command::Show { what: Show::Crypto { what: ShowCrypto::Session(flag) } } => {
-            ask(&socket, &Request::ShowCryptoSession, flag.json, |body| {
-                let rows: Vec<SaReport> = serde_json::from_value(body).context("decoding the sessions")?;
-                Ok(render_crypto_session(&rows))
-            })
-        }
-        Command::Show { what: Show::Ip { what: ShowIp::Local { what: ShowIpLocal::Pool(flag) } } } => {
-            ask(&socket, &Request::ShowIpLocalPool, flag.json, |body| {
-                let pools: Vec<PoolReport> = serde_json::from_value(body).context("decoding the pools")?;
-                Ok(crate::pool::render_pools(&pools))
-            })
-        }
+        Command::Show {
+            what:
+                Show::Crypto {
+                    what:
+                        ShowCrypto::Ikev2 {
+                            what: ShowIkev2::Sa(flag),
+                        },
+                },
+        } => ask(&socket, &Request::ShowCryptoIkev2Sa, flag.json, |body| {
+            let rows: Vec<SaReport> =
+                serde_json::from_value(body).context("decoding the IKEv2 SAs")?;
+            Ok(render_ikev2_sa(&rows))
+        }),
+        Command::Show {
+            what: Show::Crypto {
+                what: ShowCrypto::Session(flag),
+            },
+        } => ask(&socket, &Request::ShowCryptoSession, flag.json, |body| {
+            let rows: Vec<SaReport> =
+                serde_json::from_value(body).context("decoding the sessions")?;
+            Ok(render_crypto_session(&rows))
+        }),
+        Command::Show {
+            what:
+                Show::Ip {
+                    what:
+                        ShowIp::Local {
+                            what: ShowIpLocal::Pool(flag),
+                        },
+                },
+        } => ask(&socket, &Request::ShowIpLocalPool, flag.json, |body| {
+            let pools: Vec<PoolReport> =
+                serde_json::from_value(body).context("decoding the pools")?;
+            Ok(crate::pool::render_pools(&pools))
+        }),
         Command::Sa {
             action: SaCommand::AddSpi { spi },
         } => ask(&socket, &Request::SaAdd { spi }, false, |_| {
@@ -315,9 +332,16 @@ pub fn render_xdp(report: &XdpReport) -> String {
 /// `show crypto ikev2 sa`, in the IOS layout (fvrf/ivrf dropped).
 pub fn render_ikev2_sa(rows: &[SaReport]) -> String {
     let mut out = String::from(" IPv4 Crypto IKEv2  SA\n\n");
-    let _ = writeln!(out, "Tunnel-id Local                 Remote                Status");
+    let _ = writeln!(
+        out,
+        "Tunnel-id Local                 Remote                Status"
+    );
     for sa in rows {
-        let _ = writeln!(out, "{:<9} {:<21} {:<21} {}", sa.tunnel_id, sa.local, sa.remote, sa.status);
+        let _ = writeln!(
+            out,
+            "{:<9} {:<21} {:<21} {}",
+            sa.tunnel_id, sa.local, sa.remote, sa.status
+        );
         let hash = sa.hash.as_deref().unwrap_or("None");
         let _ = writeln!(
             out,
@@ -329,12 +353,20 @@ pub fn render_ikev2_sa(rows: &[SaReport]) -> String {
             sa.auth_sign.as_deref().unwrap_or("-"),
             sa.auth_verify.as_deref().unwrap_or("-")
         );
-        let _ = writeln!(out, "      Life/Active Time: {}/{} sec", sa.lifetime_s, sa.active_time_s);
+        let _ = writeln!(
+            out,
+            "      Life/Active Time: {}/{} sec",
+            sa.lifetime_s, sa.active_time_s
+        );
         if let Some(address) = sa.assigned_address {
             let _ = writeln!(out, "      Assigned host addr: {address}");
         }
         if let Some(identity) = &sa.identity {
-            let _ = writeln!(out, "      Remote id: {identity}, profile: {}", sa.profile.as_deref().unwrap_or("-"));
+            let _ = writeln!(
+                out,
+                "      Remote id: {identity}, profile: {}",
+                sa.profile.as_deref().unwrap_or("-")
+            );
         }
         out.push('\n');
     }
@@ -346,7 +378,11 @@ pub fn render_crypto_session(rows: &[SaReport]) -> String {
     let mut out = String::from("Crypto session current status\n\n");
     for sa in rows {
         let _ = writeln!(out, "Profile: {}", sa.profile.as_deref().unwrap_or("-"));
-        let state = if sa.status == "READY" { "UP-ACTIVE" } else { "UP-NEGOTIATING" };
+        let state = if sa.status == "READY" {
+            "UP-ACTIVE"
+        } else {
+            "UP-NEGOTIATING"
+        };
         let _ = writeln!(out, "Session status: {state}");
         let _ = writeln!(out, "Peer: {}", sa.remote);
         if let Some(identity) = &sa.identity {
@@ -356,7 +392,11 @@ pub fn render_crypto_session(rows: &[SaReport]) -> String {
             let _ = writeln!(out, "      Assigned address: {address}");
         }
         let _ = writeln!(out, "  Session ID: {}", sa.tunnel_id);
-        let _ = writeln!(out, "  IKEv2 SA: local {} remote {} Active", sa.local, sa.remote);
+        let _ = writeln!(
+            out,
+            "  IKEv2 SA: local {} remote {} Active",
+            sa.local, sa.remote
+        );
         for child in &sa.children {
             let _ = writeln!(
                 out,

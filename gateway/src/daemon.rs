@@ -58,7 +58,10 @@ impl Daemon {
         f(filter).map_err(|e| format!("{e:#}"))
     }
 
-    fn with_ike(&self, f: impl FnOnce(&IkeShared) -> Result<Response, String>) -> Result<Response, String> {
+    fn with_ike(
+        &self,
+        f: impl FnOnce(&IkeShared) -> Result<Response, String>,
+    ) -> Result<Response, String> {
         match &self.ike {
             Some(ike) => f(ike),
             None => Err("IKEv2 is not configured on this gateway (no [ikev2.profile.*])".into()),
@@ -89,10 +92,22 @@ impl Handler for Daemon {
                 });
             }
             Request::ShowXdp => self.with_xdp(|f| Ok(f.report()?)).map(|r| Response::ok(&r)),
-            Request::ShowCryptoIkev2Sa | Request::ShowCryptoSession => self
-                .with_ike(|ike| Ok(Response::ok(&ike.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner).report(Instant::now())))),
-            Request::ShowIpLocalPool => self
-                .with_ike(|ike| Ok(Response::ok(&ike.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner).report()))),
+            Request::ShowCryptoIkev2Sa | Request::ShowCryptoSession => self.with_ike(|ike| {
+                Ok(Response::ok(
+                    &ike.engine
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .report(Instant::now()),
+                ))
+            }),
+            Request::ShowIpLocalPool => self.with_ike(|ike| {
+                Ok(Response::ok(
+                    &ike.pools
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .report(),
+                ))
+            }),
             Request::SaAdd { spi } => self.change_sa(spi, "installed in", XdpFilter::add_sa),
             Request::SaRemove { spi } => self.change_sa(spi, "removed from", XdpFilter::remove_sa),
         };
@@ -118,7 +133,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         xdp: xdp.clone(),
         ike: ike.as_ref().map(|(shared, _)| shared.clone()),
     });
-    let ike_task = ike.as_ref().map(|(shared, sockets)| tokio::spawn(ike_task::run(shared.clone(), sockets.clone())));
+    let ike_task = ike
+        .as_ref()
+        .map(|(shared, sockets)| tokio::spawn(ike_task::run(shared.clone(), sockets.clone())));
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let signal_name = tokio::select! {
@@ -160,9 +177,14 @@ async fn start_ike(
         tracing::info!("no IKEv2 profiles configured: IKE not started");
         return Ok(None);
     }
-    let policy = Policy::from_config(config).with_context(|| format!("{}", config_path.display()))?;
-    let pools = Pools::open(&config.hub.state_dir, &config.pool)
-        .with_context(|| format!("{}: hub.state_dir: loading the address pools", config_path.display()))?;
+    let policy =
+        Policy::from_config(config).with_context(|| format!("{}", config_path.display()))?;
+    let pools = Pools::open(&config.hub.state_dir, &config.pool).with_context(|| {
+        format!(
+            "{}: hub.state_dir: loading the address pools",
+            config_path.display()
+        )
+    })?;
     let sockets = IkeSockets::bind(config.hub.local_address).await?;
     tracing::info!(address = %config.hub.local_address, profiles = policy.profiles.len(), "IKEv2 listening on UDP 500 and 4500");
     let shared = IkeShared {

@@ -81,7 +81,12 @@ impl IkeLab {
     }
 
     pub fn start_gateway(&mut self) -> Result<()> {
-        self.gateway = Some(Gateway::start(&self.hub, &self.gateway_bin, &self.config, &self.socket)?);
+        self.gateway = Some(Gateway::start(
+            &self.hub,
+            &self.gateway_bin,
+            &self.config,
+            &self.socket,
+        )?);
         Ok(())
     }
 
@@ -100,7 +105,10 @@ impl IkeLab {
 
     /// The gateway's log so far.
     pub fn gateway_log(&self) -> String {
-        self.gateway.as_ref().map(|g| g.process().stderr_text()).unwrap_or_default()
+        self.gateway
+            .as_ref()
+            .map(|g| g.process().stderr_text())
+            .unwrap_or_default()
     }
 
     /// Starts strongSwan on spoke `n` (1-based) with `params` adjusted by
@@ -109,10 +117,13 @@ impl IkeLab {
         let (ns, address, slot) = &mut self.spokes[n - 1];
         let mut params = SpokeParams::new(*address, HUB_ADDRESS);
         params.local_id = format!("spoke{n}.example");
-        params.psk = PSK.to_owned();
+        PSK.clone_into(&mut params.psk);
         edit(&mut params);
         *slot = None;
-        let dir = self.lab.temp_dir().join(format!("charon-spoke{n}-{}", next_id()));
+        let dir = self
+            .lab
+            .temp_dir()
+            .join(format!("charon-spoke{n}-{}", next_id()));
         std::fs::create_dir_all(&dir)?;
         let charon = Charon::start(ns, &dir, &CharonConfig::spoke(&params))?;
         charon.load_all()?;
@@ -120,7 +131,10 @@ impl IkeLab {
     }
 
     pub fn spoke_charon(&self, n: usize) -> &Charon {
-        self.spokes[n - 1].2.as_ref().expect("charon started on this spoke")
+        self.spokes[n - 1]
+            .2
+            .as_ref()
+            .expect("charon started on this spoke")
     }
 
     pub fn show_json(&self, what: &[&str]) -> Result<Value> {

@@ -16,8 +16,8 @@ fn dial(tag: &str, proposals: &str, esp: &str) {
     let mut lab = IkeLab::start(&gateway_bin().unwrap(), tag, 1, "").unwrap();
     let charon = lab
         .charon(1, |p| {
-            p.proposals = proposals.to_owned();
-            p.esp_proposals = esp.to_owned();
+            proposals.clone_into(&mut p.proposals);
+            esp.clone_into(&mut p.esp_proposals);
         })
         .unwrap();
     if let Err(e) = charon.initiate("spoke", "hub") {
@@ -39,9 +39,19 @@ fn dial(tag: &str, proposals: &str, esp: &str) {
     // The spoke's outbound SPI is the hub's inbound one, and XDP passes it.
     let xdp = lab.show_json(&["xdp"]).unwrap();
     let spi_in = child.spi_out;
-    assert!(xdp["sas"].as_array().unwrap().iter().any(|s| s["spi"] == spi_in), "SPI {spi_in:#x} not in XDP: {xdp}");
+    assert!(
+        xdp["sas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["spi"] == spi_in),
+        "SPI {spi_in:#x} not in XDP: {xdp}"
+    );
     let log = lab.gateway_log();
-    assert!(log.contains("Crypto tunnel is UP") && log.contains("spoke1.example"), "{log}");
+    assert!(
+        log.contains("Crypto tunnel is UP") && log.contains("spoke1.example"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -76,23 +86,45 @@ fn two_spokes_get_different_addresses_and_a_reconnect_gets_its_own_back_across_a
 
     // Spoke 1 leaves and comes back: the same address.
     lab.spoke_charon(1).terminate_ike("spoke").unwrap();
-    let gone = integration::wait_until(std::time::Duration::from_secs(5), std::time::Duration::from_millis(50), || {
-        lab.show_json(&["crypto", "ikev2", "sa"]).unwrap().as_array().unwrap().len() == 1
-    });
+    let gone = integration::wait_until(
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_millis(50),
+        || {
+            lab.show_json(&["crypto", "ikev2", "sa"])
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len()
+                == 1
+        },
+    );
     assert!(gone, "the hub still lists spoke 1 after its DELETE");
     let pools = lab.show_json(&["ip", "local", "pool"]).unwrap();
-    assert!(pools.to_string().contains("\"idle\"") || pools.to_string().contains("Idle"), "{pools}");
+    assert!(
+        pools.to_string().contains("\"idle\"") || pools.to_string().contains("Idle"),
+        "{pools}"
+    );
     lab.spoke_charon(1).initiate("spoke", "hub").unwrap();
-    assert_eq!(lab.spoke_charon(1).list_sas().unwrap()[0].local_vip_v4(), Some(vips[0]));
+    assert_eq!(
+        lab.spoke_charon(1).list_sas().unwrap()[0].local_vip_v4(),
+        Some(vips[0])
+    );
 
     // The hub restarts: both spokes get their addresses back.
     let log = lab.stop_gateway().unwrap();
-    assert!(log.contains("Crypto tunnel is DOWN"), "sessions reported down at shutdown:\n{log}");
+    assert!(
+        log.contains("Crypto tunnel is DOWN"),
+        "sessions reported down at shutdown:\n{log}"
+    );
     lab.start_gateway().unwrap();
     for (n, vip) in [(2usize, vips[1]), (1, vips[0])] {
         let charon = lab.charon(n, |_| {}).unwrap();
         charon.initiate("spoke", "hub").unwrap();
-        assert_eq!(charon.list_sas().unwrap()[0].local_vip_v4(), Some(vip), "spoke {n} after the hub restart");
+        assert_eq!(
+            charon.list_sas().unwrap()[0].local_vip_v4(),
+            Some(vip),
+            "spoke {n} after the hub restart"
+        );
     }
 }
 
@@ -100,20 +132,40 @@ fn two_spokes_get_different_addresses_and_a_reconnect_gets_its_own_back_across_a
 fn a_wrong_psk_is_refused_with_authentication_failed_and_logged() {
     skip_unless_root!();
     let mut lab = IkeLab::start(&gateway_bin().unwrap(), "ikebadpsk", 1, "").unwrap();
-    let charon = lab.charon(1, |p| p.psk = "not-the-right-key".to_owned()).unwrap();
+    let charon = lab
+        .charon(1, |p| p.psk = "not-the-right-key".to_owned())
+        .unwrap();
     let err = charon.initiate("spoke", "hub").unwrap_err();
-    assert!(format!("{err:#}").contains("AUTHENTICATION_FAILED"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("AUTHENTICATION_FAILED"),
+        "{err:#}"
+    );
     assert!(charon.log_contains("received AUTHENTICATION_FAILED notify error"));
     let log = lab.gateway_log();
-    assert!(log.contains("pre-shared key does not match") && log.contains("spoke1.example"), "{log}");
-    assert!(lab.show_json(&["crypto", "ikev2", "sa"]).unwrap().as_array().unwrap().is_empty());
+    assert!(
+        log.contains("pre-shared key does not match") && log.contains("spoke1.example"),
+        "{log}"
+    );
+    assert!(
+        lab.show_json(&["crypto", "ikev2", "sa"])
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
 fn an_identity_outside_every_profile_is_refused() {
     skip_unless_root!();
     let mut lab = IkeLab::start(&gateway_bin().unwrap(), "ikenoprof", 1, "").unwrap();
-    let charon = lab.charon(1, |p| p.local_id = "intruder.other-domain".to_owned()).unwrap();
+    let charon = lab
+        .charon(1, |p| p.local_id = "intruder.other-domain".to_owned())
+        .unwrap();
     assert!(charon.initiate("spoke", "hub").is_err());
-    assert!(lab.gateway_log().contains("matches no IKEv2 profile"), "{}", lab.gateway_log());
+    assert!(
+        lab.gateway_log().contains("matches no IKEv2 profile"),
+        "{}",
+        lab.gateway_log()
+    );
 }

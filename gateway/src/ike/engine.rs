@@ -22,9 +22,10 @@ use crate::{
         policy::Policy,
         proposal::{self, EspChoice, IkeChoice},
         wire::{
-            self, Auth, AuthMethod as WireAuth, CfgType, Config as CpPayload, ConfigAttribute, ConfigAttributeType,
-            Delete, ExchangeType, Header, HeaderFlags, IdType, Identification, KeyExchange, Message, Notify,
-            NotifyType, Payload, PayloadType, ProtocolId, TrafficSelector,
+            self, Auth, AuthMethod as WireAuth, CfgType, Config as CpPayload, ConfigAttribute,
+            ConfigAttributeType, Delete, ExchangeType, Header, HeaderFlags, IdType, Identification,
+            KeyExchange, Message, Notify, NotifyType, Payload, PayloadType, ProtocolId,
+            TrafficSelector,
         },
     },
 };
@@ -73,14 +74,36 @@ pub struct ChildSaParams {
 #[derive(Clone, Debug)]
 pub enum Action {
     /// Send `packet` (an IKE message; the task adds the non-ESP marker on 4500).
-    Send { local: SocketAddrV4, remote: SocketAddrV4, packet: Vec<u8> },
+    Send {
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        packet: Vec<u8>,
+    },
     ChildUp(ChildSaParams),
-    ChildDown { ike_spi: u64, spi_in: u32, spi_out: u32 },
-    SessionUp { tunnel_id: u32, peer: SocketAddrV4, identity: String, profile: String, address: Option<Ipv4Addr> },
-    SessionDown { tunnel_id: u32, peer: SocketAddrV4, identity: Option<String>, reason: String },
+    ChildDown {
+        ike_spi: u64,
+        spi_in: u32,
+        spi_out: u32,
+    },
+    SessionUp {
+        tunnel_id: u32,
+        peer: SocketAddrV4,
+        identity: String,
+        profile: String,
+        address: Option<Ipv4Addr>,
+    },
+    SessionDown {
+        tunnel_id: u32,
+        peer: SocketAddrV4,
+        identity: Option<String>,
+        reason: String,
+    },
     /// An exchange failed in a way the operator should see (auth failure,
     /// no proposal chosen ...), with the peer it concerns.
-    Refused { peer: SocketAddrV4, reason: String },
+    Refused {
+        peer: SocketAddrV4,
+        reason: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,7 +250,9 @@ impl Engine {
         let expired: Vec<u64> = self
             .sas
             .iter()
-            .filter(|(_, sa)| sa.state == SaState::HalfOpen && now.duration_since(sa.created) > HALF_OPEN_TIMEOUT)
+            .filter(|(_, sa)| {
+                sa.state == SaState::HalfOpen && now.duration_since(sa.created) > HALF_OPEN_TIMEOUT
+            })
             .map(|(spi, _)| *spi)
             .collect();
         for spi in &expired {
@@ -253,13 +278,28 @@ impl Engine {
         for spi in spis {
             if let Some(mut sa) = self.sas.remove(&spi) {
                 if sa.state == SaState::Ready {
-                    let delete = Payload::Delete(Delete { protocol: ProtocolId::Ike, spi_size: 0, spis: vec![] });
+                    let delete = Payload::Delete(Delete {
+                        protocol: ProtocolId::Ike,
+                        spi_size: 0,
+                        spis: vec![],
+                    });
                     let id = sa.next_request_id;
                     sa.next_request_id += 1;
-                    let packet = seal(&mut *self.rng, &sa, ExchangeType::Informational, id, false, &[delete]);
-                    actions.push(Action::Send { local: sa.local, remote: sa.remote, packet });
+                    let packet = seal(
+                        &mut *self.rng,
+                        &sa,
+                        ExchangeType::Informational,
+                        id,
+                        false,
+                        &[delete],
+                    );
+                    actions.push(Action::Send {
+                        local: sa.local,
+                        remote: sa.remote,
+                        packet,
+                    });
                 }
-                actions.extend(self.teardown(sa, "hub shutting down", pools));
+                actions.extend(self.teardown(&sa, "hub shutting down", pools));
             }
         }
         actions
@@ -290,6 +330,10 @@ impl Engine {
 
     // ----- IKE_SA_INIT (RFC 7296 section 1.2) -----
 
+    #[allow(
+        clippy::too_many_lines,
+        reason = "reads top to bottom like RFC 7296 section 1.2"
+    )]
     fn sa_init(
         &mut self,
         now: Instant,
@@ -303,20 +347,40 @@ impl Engine {
             return vec![];
         }
         // A retransmission: the same answer again.
-        if let Some(sa) = self.by_initiator.get(&(remote, header.spi_i)).and_then(|spi| self.sas.get(spi)) {
+        if let Some(sa) = self
+            .by_initiator
+            .get(&(remote, header.spi_i))
+            .and_then(|spi| self.sas.get(spi))
+        {
             if sa.init_request == datagram {
-                return vec![Action::Send { local, remote, packet: sa.init_response.clone() }];
+                return vec![Action::Send {
+                    local,
+                    remote,
+                    packet: sa.init_response.clone(),
+                }];
             }
             return vec![];
         }
         let refuse = |kind: NotifyType, data: Vec<u8>, reason: String| {
             let reply = Message {
                 header: response_header(header.spi_i, 0, ExchangeType::IkeSaInit, 0),
-                payloads: vec![Payload::Notify(Notify { protocol: ProtocolId::Ike, spi: vec![], kind, data })],
+                payloads: vec![Payload::Notify(Notify {
+                    protocol: ProtocolId::Ike,
+                    spi: vec![],
+                    kind,
+                    data,
+                })],
             };
             vec![
-                Action::Send { local, remote, packet: reply.emit() },
-                Action::Refused { peer: remote, reason },
+                Action::Send {
+                    local,
+                    remote,
+                    packet: reply.emit(),
+                },
+                Action::Refused {
+                    peer: remote,
+                    reason,
+                },
             ]
         };
         if let Some(kind) = message.unsupported_critical() {
@@ -336,22 +400,39 @@ impl Engine {
                 Payload::Sa(list) => proposals = Some(list),
                 Payload::Ke(k) => ke = Some(k),
                 Payload::Nonce(n) => ni = Some(n),
-                Payload::Notify(n) if n.kind == NotifyType::NatDetectionSourceIp => nat_src.push(n.data.clone()),
-                Payload::Notify(n) if n.kind == NotifyType::NatDetectionDestinationIp => nat_dst = Some(n.data.clone()),
+                Payload::Notify(n) if n.kind == NotifyType::NatDetectionSourceIp => {
+                    nat_src.push(n.data.clone());
+                }
+                Payload::Notify(n) if n.kind == NotifyType::NatDetectionDestinationIp => {
+                    nat_dst = Some(n.data.clone());
+                }
                 _ => {}
             }
         }
         let (Some(proposals), Some(ke), Some(ni)) = (proposals, ke, ni) else {
-            return refuse(NotifyType::InvalidSyntax, vec![], "IKE_SA_INIT without SA, KE or nonce".into());
+            return refuse(
+                NotifyType::InvalidSyntax,
+                vec![],
+                "IKE_SA_INIT without SA, KE or nonce".into(),
+            );
         };
         if !(16..=256).contains(&ni.len()) {
-            return refuse(NotifyType::InvalidSyntax, vec![], format!("nonce of {} bytes", ni.len()));
+            return refuse(
+                NotifyType::InvalidSyntax,
+                vec![],
+                format!("nonce of {} bytes", ni.len()),
+            );
         }
-        let Some((choice, number)) = proposal::choose_ike(&self.policy.ike_proposals, proposals, Some(ke.group)) else {
+        let Some((choice, number)) =
+            proposal::choose_ike(&self.policy.ike_proposals, proposals, Some(ke.group))
+        else {
             return refuse(
                 NotifyType::NoProposalChosen,
                 vec![],
-                format!("no acceptable IKE proposal; peer offered {}", proposal::describe_offer(proposals)),
+                format!(
+                    "no acceptable IKE proposal; peer offered {}",
+                    proposal::describe_offer(proposals)
+                ),
             );
         };
         if ke.group != choice.dh.iana() {
@@ -359,48 +440,106 @@ impl Engine {
             return refuse(
                 NotifyType::InvalidKePayload,
                 choice.dh.iana().to_be_bytes().to_vec(),
-                format!("KE for DH group {} but group {} chosen; asked for a new KE", ke.group, choice.dh.iana()),
+                format!(
+                    "KE for DH group {} but group {} chosen; asked for a new KE",
+                    ke.group,
+                    choice.dh.iana()
+                ),
             );
         }
         let dh = match choice.dh.generate(&mut *self.rng) {
             Ok(dh) => dh,
-            Err(e) => return refuse(NotifyType::NoProposalChosen, vec![], format!("DH key generation failed: {e}")),
+            Err(e) => {
+                return refuse(
+                    NotifyType::NoProposalChosen,
+                    vec![],
+                    format!("DH key generation failed: {e}"),
+                );
+            }
         };
         let shared = match dh.shared_secret(&ke.data) {
             Ok(s) => s,
-            Err(e) => return refuse(NotifyType::InvalidSyntax, vec![], format!("peer's KE is not valid: {e}")),
+            Err(e) => {
+                return refuse(
+                    NotifyType::InvalidSyntax,
+                    vec![],
+                    format!("peer's KE is not valid: {e}"),
+                );
+            }
         };
         let spi_r = self.new_spi();
         let mut nr = vec![0u8; NONCE_LEN];
         self.rng.fill(&mut nr);
 
         // NAT detection: compare the peer's hashes with what we see.
-        let peer_natted = !nat_src.is_empty() && !nat_src.iter().any(|h| *h == nat_hash(header.spi_i, 0, remote));
-        let we_natted = nat_dst.as_ref().is_some_and(|h| *h != nat_hash(header.spi_i, 0, local));
-        let frag = message.notify(NotifyType::Ikev2FragmentationSupported).is_some();
+        let peer_natted = !nat_src.is_empty()
+            && !nat_src
+                .iter()
+                .any(|h| *h == nat_hash(header.spi_i, 0, remote));
+        let we_natted = nat_dst
+            .as_ref()
+            .is_some_and(|h| *h != nat_hash(header.spi_i, 0, local));
+        let frag = message
+            .notify(NotifyType::Ikev2FragmentationSupported)
+            .is_some();
 
-        let keys = IkeKeys::derive(choice.prf, choice.encr, choice.integ, ni, &nr, &shared, header.spi_i, spi_r);
+        let keys = IkeKeys::derive(
+            choice.prf,
+            choice.encr,
+            choice.integ,
+            ni,
+            &nr,
+            &shared,
+            header.spi_i,
+            spi_r,
+        );
         let (rx, tx) = match (
-            SkCipher::new(choice.encr, choice.integ, &keys.sk_ei, choice.integ.map(|_| keys.sk_ai.as_slice())),
-            SkCipher::new(choice.encr, choice.integ, &keys.sk_er, choice.integ.map(|_| keys.sk_ar.as_slice())),
+            SkCipher::new(
+                choice.encr,
+                choice.integ,
+                &keys.sk_ei,
+                choice.integ.map(|_| keys.sk_ai.as_slice()),
+            ),
+            SkCipher::new(
+                choice.encr,
+                choice.integ,
+                &keys.sk_er,
+                choice.integ.map(|_| keys.sk_ar.as_slice()),
+            ),
         ) {
             (Ok(rx), Ok(tx)) => (rx, tx),
             (Err(e), _) | (_, Err(e)) => {
-                return refuse(NotifyType::NoProposalChosen, vec![], format!("cipher setup failed: {e}"));
+                return refuse(
+                    NotifyType::NoProposalChosen,
+                    vec![],
+                    format!("cipher setup failed: {e}"),
+                );
             }
         };
 
         let mut payloads = vec![
             Payload::Sa(vec![choice.to_proposal(number)]),
-            Payload::Ke(KeyExchange { group: choice.dh.iana(), data: dh.public_key().to_vec() }),
+            Payload::Ke(KeyExchange {
+                group: choice.dh.iana(),
+                data: dh.public_key().to_vec(),
+            }),
             Payload::Nonce(nr.clone()),
-            notify(NotifyType::NatDetectionSourceIp, nat_hash(header.spi_i, spi_r, local)),
-            notify(NotifyType::NatDetectionDestinationIp, nat_hash(header.spi_i, spi_r, remote)),
+            notify(
+                NotifyType::NatDetectionSourceIp,
+                nat_hash(header.spi_i, spi_r, local),
+            ),
+            notify(
+                NotifyType::NatDetectionDestinationIp,
+                nat_hash(header.spi_i, spi_r, remote),
+            ),
         ];
         if frag {
             payloads.push(notify(NotifyType::Ikev2FragmentationSupported, vec![]));
         }
-        let reply = Message { header: response_header(header.spi_i, spi_r, ExchangeType::IkeSaInit, 0), payloads };
+        let reply = Message {
+            header: response_header(header.spi_i, spi_r, ExchangeType::IkeSaInit, 0),
+            payloads,
+        };
         let packet = reply.emit();
         let tunnel_id = self.next_tunnel_id;
         self.next_tunnel_id = self.next_tunnel_id.wrapping_add(1).max(1);
@@ -436,7 +575,11 @@ impl Engine {
         );
         self.by_initiator.insert((remote, header.spi_i), spi_r);
         tracing::debug!(peer = %remote, %choice, nat = peer_natted || we_natted, "IKE_SA_INIT answered");
-        vec![Action::Send { local, remote, packet }]
+        vec![Action::Send {
+            local,
+            remote,
+            packet,
+        }]
     }
 
     // ----- encrypted exchanges -----
@@ -458,10 +601,14 @@ impl Engine {
             return Err(Dropped::UnknownSpi);
         }
         // Window of one: the next request, or the last one again.
-        if let Some((id, packet)) = &sa.last_response {
-            if header.message_id == *id {
-                return Ok(vec![Action::Send { local, remote, packet: packet.clone() }]);
-            }
+        if let Some((id, packet)) = &sa.last_response
+            && header.message_id == *id
+        {
+            return Ok(vec![Action::Send {
+                local,
+                remote,
+                packet: packet.clone(),
+            }]);
         }
         let expected = sa.last_response.as_ref().map_or(1, |(id, _)| id + 1);
         if header.message_id != expected {
@@ -472,7 +619,8 @@ impl Engine {
         };
         let aad = &datagram[..datagram.len() - sk.body.len()];
         let plaintext = sa.rx.open(aad, &sk.body).map_err(|_| Dropped::Integrity)?;
-        let inner = wire::parse_payloads(sk.first_inner, &plaintext).map_err(|_| Dropped::Malformed)?;
+        let inner =
+            wire::parse_payloads(sk.first_inner, &plaintext).map_err(|_| Dropped::Malformed)?;
         // The peer may float to 4500 (RFC 7296 section 2.23).
         sa.local = local;
         sa.remote = remote;
@@ -488,25 +636,39 @@ impl Engine {
             }
             (ExchangeType::CreateChildSa, SaState::Ready) => {
                 // Rekeying and extra CHILD_SAs come with a later issue.
-                (ExchangeType::CreateChildSa, vec![], vec![notify(NotifyType::NoAdditionalSas, vec![])], false)
+                (
+                    ExchangeType::CreateChildSa,
+                    vec![],
+                    vec![notify(NotifyType::NoAdditionalSas, vec![])],
+                    false,
+                )
             }
             _ => return Err(Dropped::BadMessageId),
         };
         let sa = self.sas.get_mut(&header.spi_r).expect("checked above");
         let packet = seal(&mut *self.rng, sa, exchange, id, true, &reply);
         sa.last_response = Some((id, packet.clone()));
-        actions.insert(0, Action::Send { local, remote, packet });
-        if delete_sa {
-            if let Some(sa) = self.sas.remove(&header.spi_r) {
-                let reason = if exchange == ExchangeType::IkeAuth { "IKE_AUTH failed" } else { "deleted by peer" };
-                actions.extend(self.teardown(sa, reason, pools));
-            }
+        actions.insert(
+            0,
+            Action::Send {
+                local,
+                remote,
+                packet,
+            },
+        );
+        if delete_sa && let Some(sa) = self.sas.remove(&header.spi_r) {
+            let reason = if exchange == ExchangeType::IkeAuth {
+                "IKE_AUTH failed"
+            } else {
+                "deleted by peer"
+            };
+            actions.extend(self.teardown(&sa, reason, pools));
         }
         Ok(actions)
     }
 
     /// Removes an SA's children, releases its address, reports it down.
-    fn teardown(&mut self, sa: IkeSa, reason: &str, pools: &mut dyn AddressPools) -> Vec<Action> {
+    fn teardown(&mut self, sa: &IkeSa, reason: &str, pools: &mut dyn AddressPools) -> Vec<Action> {
         self.by_initiator.remove(&(sa.remote, sa.spi_i));
         for child in &sa.children {
             self.child_spis.remove(&child.params.spi_in);
@@ -514,7 +676,11 @@ impl Engine {
         let mut actions: Vec<Action> = sa
             .children
             .iter()
-            .map(|c| Action::ChildDown { ike_spi: sa.spi_r, spi_in: c.params.spi_in, spi_out: c.params.spi_out })
+            .map(|c| Action::ChildDown {
+                ike_spi: sa.spi_r,
+                spi_in: c.params.spi_in,
+                spi_out: c.params.spi_out,
+            })
             .collect();
         if let Some((pool, address)) = &sa.lease {
             pools.release(pool, *address);
@@ -533,6 +699,10 @@ impl Engine {
     // ----- IKE_AUTH (RFC 7296 sections 1.2, 2.15, 2.19, 3.15) -----
 
     /// Returns the reply payloads, the actions, and whether the SA lives on.
+    #[allow(
+        clippy::too_many_lines,
+        reason = "reads top to bottom like RFC 7296 sections 1.2 and 2.15"
+    )]
     fn ike_auth(
         &mut self,
         now: Instant,
@@ -543,7 +713,14 @@ impl Engine {
         let sa = self.sas.get(&spi).expect("caller checked");
         let remote = sa.remote;
         let fail = |kind: NotifyType, reason: String| {
-            (vec![notify(kind, vec![])], vec![Action::Refused { peer: remote, reason }], false)
+            (
+                vec![notify(kind, vec![])],
+                vec![Action::Refused {
+                    peer: remote,
+                    reason,
+                }],
+                false,
+            )
         };
         let mut id_i = None;
         let mut auth = None;
@@ -565,71 +742,121 @@ impl Engine {
             }
         }
         let (Some(id_i), Some(auth)) = (id_i, auth) else {
-            return fail(NotifyType::InvalidSyntax, "IKE_AUTH without IDi or AUTH (EAP is not supported)".into());
+            return fail(
+                NotifyType::InvalidSyntax,
+                "IKE_AUTH without IDi or AUTH (EAP is not supported)".into(),
+            );
         };
         let Some(identity) = identity_of(id_i) else {
-            return fail(NotifyType::AuthenticationFailed, format!("unsupported identity type {:?}", id_i.id_type));
+            return fail(
+                NotifyType::AuthenticationFailed,
+                format!("unsupported identity type {:?}", id_i.id_type),
+            );
         };
         let Some(profile) = self.policy.profile_for(&identity).cloned() else {
-            return fail(NotifyType::AuthenticationFailed, format!("identity {identity} matches no IKEv2 profile"));
+            return fail(
+                NotifyType::AuthenticationFailed,
+                format!("identity {identity} matches no IKEv2 profile"),
+            );
         };
         // PSK authentication (certificates come with a later issue).
         if profile.auth_remote != AuthMethod::PreShare || auth.method != WireAuth::SharedKeyMic {
             return fail(
                 NotifyType::AuthenticationFailed,
-                format!("identity {identity}: profile {} expects {:?}, peer used {:?}", profile.name, profile.auth_remote, auth.method),
+                format!(
+                    "identity {identity}: profile {} expects {:?}, peer used {:?}",
+                    profile.name, profile.auth_remote, auth.method
+                ),
             );
         }
         let Some(entry) = profile.keyring_entry(&identity, *remote.ip()) else {
-            return fail(NotifyType::AuthenticationFailed, format!("identity {identity}: no keyring peer in profile {}", profile.name));
+            return fail(
+                NotifyType::AuthenticationFailed,
+                format!(
+                    "identity {identity}: no keyring peer in profile {}",
+                    profile.name
+                ),
+            );
         };
-        let (Some(psk_remote), Some(psk_local)) = (entry.psk_remote.clone(), entry.psk_local.clone()) else {
-            return fail(NotifyType::AuthenticationFailed, format!("keyring peer {} has no pre-shared key", entry.name));
+        let (Some(psk_remote), Some(psk_local)) =
+            (entry.psk_remote.clone(), entry.psk_local.clone())
+        else {
+            return fail(
+                NotifyType::AuthenticationFailed,
+                format!("keyring peer {} has no pre-shared key", entry.name),
+            );
         };
-        let octets = crypto::signed_octets(&sa.init_request, &sa.nr, sa.choice.prf, &sa.keys.sk_pi, &id_i.body_bytes());
+        let octets = crypto::signed_octets(
+            &sa.init_request,
+            &sa.nr,
+            sa.choice.prf,
+            &sa.keys.sk_pi,
+            &id_i.body_bytes(),
+        );
         if !crypto::psk_auth_verify(sa.choice.prf, &psk_remote, &octets, &auth.data) {
             return fail(
                 NotifyType::AuthenticationFailed,
-                format!("identity {identity}: pre-shared key does not match (keyring peer {})", entry.name),
+                format!(
+                    "identity {identity}: pre-shared key does not match (keyring peer {})",
+                    entry.name
+                ),
             );
         }
 
         // Our side of AUTH.
         let id_r = identification_of(&profile.local_identity);
-        let our_octets = crypto::signed_octets(&sa.init_response, &sa.ni, sa.choice.prf, &sa.keys.sk_pr, &id_r.body_bytes());
+        let our_octets = crypto::signed_octets(
+            &sa.init_response,
+            &sa.ni,
+            sa.choice.prf,
+            &sa.keys.sk_pr,
+            &id_r.body_bytes(),
+        );
         let our_auth = crypto::psk_auth(sa.choice.prf, &psk_local, &our_octets);
-        let mut reply = vec![Payload::IdR(id_r), Payload::Auth(Auth { method: WireAuth::SharedKeyMic, data: our_auth })];
+        let mut reply = vec![
+            Payload::IdR(id_r),
+            Payload::Auth(Auth {
+                method: WireAuth::SharedKeyMic,
+                data: our_auth,
+            }),
+        ];
         let mut actions = Vec::new();
 
         // Configuration payload: an address from the profile's pool.
         let mut lease = None;
         if let Some(cp) = cp_request {
-            let wants_address = cp.attributes.iter().any(|a| a.kind == ConfigAttributeType::InternalIp4Address);
+            let wants_address = cp
+                .attributes
+                .iter()
+                .any(|a| a.kind == ConfigAttributeType::InternalIp4Address);
             if wants_address {
-                match &profile.pool {
-                    Some(pool) => match pools.acquire(pool, &identity.to_string()) {
-                        Ok(address) => {
-                            lease = Some((pool.clone(), address));
-                            reply.push(Payload::Cp(CpPayload {
-                                cfg_type: CfgType::Reply,
-                                attributes: vec![ConfigAttribute {
-                                    kind: ConfigAttributeType::InternalIp4Address,
-                                    value: address.octets().to_vec(),
-                                }],
-                            }));
-                        }
-                        Err(e) => {
-                            actions.push(Action::Refused {
-                                peer: remote,
-                                reason: format!("identity {identity}: no address from pool {pool}: {e}"),
-                            });
-                            reply.push(notify(NotifyType::InternalAddressFailure, vec![]));
-                        }
-                    },
-                    None => {
+                let acquired = match &profile.pool {
+                    Some(pool) => pools
+                        .acquire(pool, &identity.to_string())
+                        .map(|address| (pool.clone(), address))
+                        .map_err(|e| {
+                            format!("identity {identity}: no address from pool {pool}: {e}")
+                        }),
+                    None => Err(format!(
+                        "identity {identity} asked for an address; profile {} has no pool",
+                        profile.name
+                    )),
+                };
+                if let Ok((_, address)) = &acquired {
+                    reply.push(Payload::Cp(CpPayload {
+                        cfg_type: CfgType::Reply,
+                        attributes: vec![ConfigAttribute {
+                            kind: ConfigAttributeType::InternalIp4Address,
+                            value: address.octets().to_vec(),
+                        }],
+                    }));
+                }
+                match acquired {
+                    Ok(l) => lease = Some(l),
+                    Err(reason) => {
                         actions.push(Action::Refused {
                             peer: remote,
-                            reason: format!("identity {identity} asked for an address; profile {} has no pool", profile.name),
+                            reason,
                         });
                         reply.push(notify(NotifyType::InternalAddressFailure, vec![]));
                     }
@@ -640,35 +867,56 @@ impl Engine {
 
         // The CHILD_SA created with IKE_AUTH (RFC 7296 section 1.2).
         let mut child = None;
-        if let (Some(proposals), Some(ts_i), Some(ts_r), false) = (sa_proposals, ts_i, ts_r, address_failed) {
+        if let (Some(proposals), Some(ts_i), Some(ts_r), false) =
+            (sa_proposals, ts_i, ts_r, address_failed)
+        {
             match proposal::choose_esp(&profile.esp_proposals, proposals) {
                 None => {
                     actions.push(Action::Refused {
                         peer: remote,
-                        reason: format!("identity {identity}: no acceptable ESP proposal; peer offered {}", proposal::describe_offer(proposals)),
+                        reason: format!(
+                            "identity {identity}: no acceptable ESP proposal; peer offered {}",
+                            proposal::describe_offer(proposals)
+                        ),
                     });
                     reply.push(notify(NotifyType::NoProposalChosen, vec![]));
                 }
                 Some((esp, number, spi_out)) => {
-                    match narrow(ts_i, ts_r, transport, *sa.remote.ip(), *sa.local.ip(), lease.as_ref().map(|l| l.1)) {
+                    match narrow(
+                        ts_i,
+                        ts_r,
+                        transport,
+                        *sa.remote.ip(),
+                        *sa.local.ip(),
+                        lease.as_ref().map(|l| l.1),
+                    ) {
                         None => {
                             actions.push(Action::Refused {
                                 peer: remote,
-                                reason: format!("identity {identity}: traffic selectors not acceptable"),
+                                reason: format!(
+                                    "identity {identity}: traffic selectors not acceptable"
+                                ),
                             });
                             reply.push(notify(NotifyType::TsUnacceptable, vec![]));
                         }
-                        Some((mode, tsi, tsr)) => child = Some((esp, number, spi_out, mode, tsi, tsr)),
+                        Some((mode, tsi, tsr)) => {
+                            child = Some((esp, number, spi_out, mode, tsi, tsr));
+                        }
                     }
                 }
             }
         }
 
-        let spi_in = if child.is_some() { self.new_child_spi() } else { 0 };
+        let spi_in = if child.is_some() {
+            self.new_child_spi()
+        } else {
+            0
+        };
         let sa = self.sas.get_mut(&spi).expect("caller checked");
         if let Some((esp, number, spi_out, mode, tsi, tsr)) = child {
-            let len = esp.encr.key_len() * 2 + esp.integ.map_or(0, |i| i.key_len()) * 2;
-            let keymat = crypto::child_keymat(sa.choice.prf, &sa.keys.sk_d, &sa.ni, &sa.nr, None, len);
+            let len = ChildKeys::keymat_len(esp.encr, esp.integ);
+            let keymat =
+                crypto::child_keymat(sa.choice.prf, &sa.keys.sk_d, &sa.ni, &sa.nr, None, len);
             let Ok(keys) = ChildKeys::split(&keymat, esp.encr, esp.integ) else {
                 unreachable!("KEYMAT is derived at exactly the length the split needs")
             };
@@ -678,7 +926,8 @@ impl Engine {
             reply.push(Payload::Sa(vec![esp.to_proposal(number, spi_in)]));
             reply.push(Payload::TsI(tsi.clone()));
             reply.push(Payload::TsR(tsr.clone()));
-            let encap = (sa.nat || sa.local.port() == NATT_PORT).then(|| (sa.local.port(), sa.remote.port()));
+            let encap = (sa.nat || sa.local.port() == NATT_PORT)
+                .then(|| (sa.local.port(), sa.remote.port()));
             let params = ChildSaParams {
                 ike_spi: spi,
                 spi_in,
@@ -701,7 +950,7 @@ impl Engine {
         sa.profile = Some(profile.name.clone());
         sa.auth_remote = Some(profile.auth_remote);
         sa.auth_local = Some(profile.auth_local);
-        sa.lease = lease.clone();
+        sa.lease.clone_from(&lease);
         sa.next_request_id = 0;
         actions.insert(
             0,
@@ -730,17 +979,29 @@ impl Engine {
                 ProtocolId::Esp | ProtocolId::Ah => {
                     let mut ours = Vec::new();
                     for peer_spi in &d.spis {
-                        let Ok(bytes) = <[u8; 4]>::try_from(peer_spi.as_slice()) else { continue };
+                        let Ok(bytes) = <[u8; 4]>::try_from(peer_spi.as_slice()) else {
+                            continue;
+                        };
                         let spi_out = u32::from_be_bytes(bytes);
-                        if let Some(pos) = sa.children.iter().position(|c| c.params.spi_out == spi_out) {
+                        if let Some(pos) =
+                            sa.children.iter().position(|c| c.params.spi_out == spi_out)
+                        {
                             let child = sa.children.remove(pos);
                             self.child_spis.remove(&child.params.spi_in);
                             ours.push(child.params.spi_in.to_be_bytes().to_vec());
-                            actions.push(Action::ChildDown { ike_spi: spi, spi_in: child.params.spi_in, spi_out });
+                            actions.push(Action::ChildDown {
+                                ike_spi: spi,
+                                spi_in: child.params.spi_in,
+                                spi_out,
+                            });
                         }
                     }
                     if !ours.is_empty() {
-                        reply.push(Payload::Delete(Delete { protocol: d.protocol, spi_size: 4, spis: ours }));
+                        reply.push(Payload::Delete(Delete {
+                            protocol: d.protocol,
+                            spi_size: 4,
+                            spis: ours,
+                        }));
                     }
                 }
                 ProtocolId::None | ProtocolId::Unknown(_) => {}
@@ -769,7 +1030,9 @@ impl IkeSa {
             auth_sign: self.auth_local.map(|a| a.as_str().to_owned()),
             auth_verify: self.auth_remote.map(|a| a.as_str().to_owned()),
             lifetime_s: IKE_LIFETIME_S,
-            active_time_s: self.established.map_or(0, |t| now.duration_since(t).as_secs()),
+            active_time_s: self
+                .established
+                .map_or(0, |t| now.duration_since(t).as_secs()),
             spi_i: hex(self.spi_i),
             spi_r: hex(self.spi_r),
             identity: self.identity.as_ref().map(ToString::to_string),
@@ -815,7 +1078,8 @@ fn narrow(
 ) -> Option<(Mode, Vec<TrafficSelector>, Vec<TrafficSelector>)> {
     let covers = |list: &[TrafficSelector], addr: Ipv4Addr, proto: u8| {
         list.iter().any(|t| {
-            t.as_ipv4().is_some_and(|(a, b)| a <= addr && addr <= b) && (t.ip_protocol == 0 || t.ip_protocol == proto)
+            t.as_ipv4().is_some_and(|(a, b)| a <= addr && addr <= b)
+                && (t.ip_protocol == 0 || t.ip_protocol == proto)
         })
     };
     if transport && covers(ts_i, peer, IPPROTO_GRE) && covers(ts_r, local, IPPROTO_GRE) {
@@ -828,14 +1092,23 @@ fn narrow(
     let first_v4 = |list: &[TrafficSelector]| list.iter().find(|t| t.as_ipv4().is_some()).cloned();
     let tsi = match lease {
         Some(address) => {
-            if !covers(ts_i, address, 0) && !ts_i.iter().any(|t| t.as_ipv4().is_some_and(|(a, b)| a <= address && address <= b)) {
+            if !covers(ts_i, address, 0)
+                && !ts_i.iter().any(|t| {
+                    t.as_ipv4()
+                        .is_some_and(|(a, b)| a <= address && address <= b)
+                })
+            {
                 return None;
             }
             TrafficSelector::ipv4(0, 0..=65535, address, address)
         }
         None => first_v4(ts_i)?,
     };
-    let tsr: Vec<TrafficSelector> = ts_r.iter().filter(|t| t.as_ipv4().is_some()).cloned().collect();
+    let tsr: Vec<TrafficSelector> = ts_r
+        .iter()
+        .filter(|t| t.as_ipv4().is_some())
+        .cloned()
+        .collect();
     if tsr.is_empty() {
         return None;
     }
@@ -843,7 +1116,12 @@ fn narrow(
 }
 
 fn notify(kind: NotifyType, data: Vec<u8>) -> Payload {
-    Payload::Notify(Notify { protocol: ProtocolId::None, spi: vec![], kind, data })
+    Payload::Notify(Notify {
+        protocol: ProtocolId::None,
+        spi: vec![],
+        kind,
+        data,
+    })
 }
 
 fn response_header(spi_i: u64, spi_r: u64, exchange: ExchangeType, message_id: u32) -> Header {
@@ -854,14 +1132,27 @@ fn response_header(spi_i: u64, spi_r: u64, exchange: ExchangeType, message_id: u
         major_version: 2,
         minor_version: 0,
         exchange,
-        flags: HeaderFlags { initiator: false, response: true, version: false },
+        flags: HeaderFlags {
+            initiator: false,
+            response: true,
+            version: false,
+        },
         message_id,
         length: 0,
     }
 }
 
-fn seal(rng: &mut dyn Rng, sa: &IkeSa, exchange: ExchangeType, message_id: u32, response: bool, payloads: &[Payload]) -> Vec<u8> {
-    seal_with(rng, &sa.tx, sa.spi_i, sa.spi_r, exchange, message_id, response, payloads)
+fn seal(
+    rng: &mut dyn Rng,
+    sa: &IkeSa,
+    exchange: ExchangeType,
+    message_id: u32,
+    response: bool,
+    payloads: &[Payload],
+) -> Vec<u8> {
+    seal_with(
+        rng, &sa.tx, sa.spi_i, sa.spi_r, exchange, message_id, response, payloads,
+    )
 }
 
 /// Builds an encrypted message (RFC 7296 section 3.14): header and SK
@@ -883,7 +1174,11 @@ pub(crate) fn seal_with(
     let body_len = tx.sealed_len(plaintext.len());
     let total = wire::HEADER_LEN + 4 + body_len;
     let mut header = response_header(spi_i, spi_r, exchange, message_id);
-    header.flags = HeaderFlags { initiator: !response, response, version: false };
+    header.flags = HeaderFlags {
+        initiator: !response,
+        response,
+        version: false,
+    };
     header.next_payload = PayloadType::Encrypted;
     header.length = u32::try_from(total).expect("IKE messages are far below 4 GiB");
     let mut packet = vec![0u8; wire::HEADER_LEN + 4];
@@ -912,16 +1207,30 @@ pub(crate) fn identity_of(id: &Identification) -> Option<Identity> {
         IdType::Fqdn => text().map(Identity::Fqdn),
         IdType::Rfc822Addr => text().map(Identity::Email),
         IdType::KeyId => text().map(Identity::KeyId),
-        IdType::Ipv4Addr => <[u8; 4]>::try_from(id.data.as_slice()).ok().map(|o| Identity::Address(Ipv4Addr::from(o))),
+        IdType::Ipv4Addr => <[u8; 4]>::try_from(id.data.as_slice())
+            .ok()
+            .map(|o| Identity::Address(Ipv4Addr::from(o))),
         _ => None,
     }
 }
 
 pub(crate) fn identification_of(identity: &Identity) -> Identification {
     match identity {
-        Identity::Fqdn(n) => Identification { id_type: IdType::Fqdn, data: n.as_bytes().to_vec() },
-        Identity::Email(e) => Identification { id_type: IdType::Rfc822Addr, data: e.as_bytes().to_vec() },
-        Identity::KeyId(k) => Identification { id_type: IdType::KeyId, data: k.as_bytes().to_vec() },
-        Identity::Address(a) => Identification { id_type: IdType::Ipv4Addr, data: a.octets().to_vec() },
+        Identity::Fqdn(n) => Identification {
+            id_type: IdType::Fqdn,
+            data: n.as_bytes().to_vec(),
+        },
+        Identity::Email(e) => Identification {
+            id_type: IdType::Rfc822Addr,
+            data: e.as_bytes().to_vec(),
+        },
+        Identity::KeyId(k) => Identification {
+            id_type: IdType::KeyId,
+            data: k.as_bytes().to_vec(),
+        },
+        Identity::Address(a) => Identification {
+            id_type: IdType::Ipv4Addr,
+            data: a.octets().to_vec(),
+        },
     }
 }

@@ -13,9 +13,9 @@ use crate::{
         engine::{ChildSaParams, Mode, identification_of, identity_of, nat_hash, seal_with},
         proposal::{self, EspChoice, EspProposal, IkeChoice, IkeProposal},
         wire::{
-            self, Auth, AuthMethod as WireAuth, CfgType, Config as CpPayload, ConfigAttribute, ConfigAttributeType,
-            ExchangeType, Header, HeaderFlags, KeyExchange, Message, Notify, NotifyType, Payload, PayloadType,
-            ProtocolId, TrafficSelector,
+            self, Auth, AuthMethod as WireAuth, CfgType, Config as CpPayload, ConfigAttribute,
+            ConfigAttributeType, ExchangeType, Header, HeaderFlags, KeyExchange, Message, Notify,
+            NotifyType, Payload, PayloadType, ProtocolId, TrafficSelector,
         },
     },
 };
@@ -76,7 +76,12 @@ pub enum InitiatorError {
 
 enum State {
     Idle,
-    SentInit { dh: DhPrivate, ni: Vec<u8>, request: Vec<u8>, group: u16 },
+    SentInit {
+        dh: DhPrivate,
+        ni: Vec<u8>,
+        request: Vec<u8>,
+        group: u16,
+    },
     SentAuth(Box<AuthState>),
     Done,
 }
@@ -105,7 +110,12 @@ impl Initiator {
         let mut b = [0u8; 8];
         rng.fill(&mut b);
         let spi_i = u64::from_be_bytes(b) | 1;
-        Initiator { config, rng, spi_i, state: State::Idle }
+        Initiator {
+            config,
+            rng,
+            spi_i,
+            state: State::Idle,
+        }
     }
 
     pub fn spi_i(&self) -> u64 {
@@ -114,12 +124,18 @@ impl Initiator {
 
     /// The IKE_SA_INIT request, with a KE for the first group we offer.
     pub fn start(&mut self) -> Result<Vec<u8>, InitiatorError> {
-        let group = self.config.ike.first().and_then(|p| p.dh.first()).map_or(31, |g| g.iana());
+        let group = self
+            .config
+            .ike
+            .first()
+            .and_then(|p| p.dh.first())
+            .map_or(31, |g| g.iana());
         self.init_request(group)
     }
 
     fn init_request(&mut self, group: u16) -> Result<Vec<u8>, InitiatorError> {
-        let dh_group = crypto::DhGroup::from_iana(group).ok_or(InitiatorError::Unexpected("unknown DH group"))?;
+        let dh_group = crypto::DhGroup::from_iana(group)
+            .ok_or(InitiatorError::Unexpected("unknown DH group"))?;
         let dh = dh_group.generate(&mut *self.rng)?;
         let mut ni = vec![0u8; NONCE_LEN];
         self.rng.fill(&mut ni);
@@ -134,31 +150,59 @@ impl Initiator {
             header: request_header(self.spi_i, 0, ExchangeType::IkeSaInit, 0),
             payloads: vec![
                 Payload::Sa(proposals),
-                Payload::Ke(KeyExchange { group, data: dh.public_key().to_vec() }),
+                Payload::Ke(KeyExchange {
+                    group,
+                    data: dh.public_key().to_vec(),
+                }),
                 Payload::Nonce(ni.clone()),
-                notify(NotifyType::NatDetectionSourceIp, nat_hash(self.spi_i, 0, self.config.local)),
-                notify(NotifyType::NatDetectionDestinationIp, nat_hash(self.spi_i, 0, self.config.remote)),
+                notify(
+                    NotifyType::NatDetectionSourceIp,
+                    nat_hash(self.spi_i, 0, self.config.local),
+                ),
+                notify(
+                    NotifyType::NatDetectionDestinationIp,
+                    nat_hash(self.spi_i, 0, self.config.remote),
+                ),
                 notify(NotifyType::Ikev2FragmentationSupported, vec![]),
             ],
         };
         let request = message.emit();
-        self.state = State::SentInit { dh, ni, request: request.clone(), group };
+        self.state = State::SentInit {
+            dh,
+            ni,
+            request: request.clone(),
+            group,
+        };
         Ok(request)
     }
 
     /// Takes a response; returns the next request or the result.
     pub fn handle(&mut self, datagram: &[u8]) -> Result<Step, InitiatorError> {
-        let message = Message::parse(datagram).map_err(|e| InitiatorError::Malformed(e.to_string()))?;
+        let message =
+            Message::parse(datagram).map_err(|e| InitiatorError::Malformed(e.to_string()))?;
         if !message.header.flags.response || message.header.spi_i != self.spi_i {
             return Err(InitiatorError::Unexpected("not a response to us"));
         }
         match std::mem::replace(&mut self.state, State::Done) {
-            State::SentInit { dh, ni, request, group } => self.init_response(&message, datagram, dh, ni, &request, group),
+            State::SentInit {
+                dh,
+                ni,
+                request,
+                group,
+            } => self.init_response(&message, datagram, dh, ni, &request, group),
             State::SentAuth(auth) => self.auth_response(&message, datagram, *auth),
             State::Idle | State::Done => Err(InitiatorError::Unexpected("no request outstanding")),
         }
     }
 
+    #[allow(
+        clippy::too_many_lines,
+        reason = "reads top to bottom like RFC 7296 section 1.2"
+    )]
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "the DH private key and nonce are consumed with the state"
+    )]
     fn init_response(
         &mut self,
         message: &Message,
@@ -191,30 +235,61 @@ impl Initiator {
             }
         }
         let (Some(sa), Some(ke), Some(nr)) = (sa, ke, nr) else {
-            return Err(InitiatorError::Malformed("IKE_SA_INIT response without SA, KE or nonce".into()));
+            return Err(InitiatorError::Malformed(
+                "IKE_SA_INIT response without SA, KE or nonce".into(),
+            ));
         };
-        let (choice, _) = proposal::choose_ike(&self.config.ike, std::slice::from_ref(sa), Some(ke.group))
-            .ok_or(InitiatorError::Unexpected("the responder chose a proposal we did not offer"))?;
+        let (choice, _) =
+            proposal::choose_ike(&self.config.ike, std::slice::from_ref(sa), Some(ke.group))
+                .ok_or(InitiatorError::Unexpected(
+                    "the responder chose a proposal we did not offer",
+                ))?;
         let shared = dh.shared_secret(&ke.data)?;
         let spi_r = message.header.spi_r;
-        let keys = IkeKeys::derive(choice.prf, choice.encr, choice.integ, &ni, &nr, &shared, self.spi_i, spi_r);
+        let keys = IkeKeys::derive(
+            choice.prf,
+            choice.encr,
+            choice.integ,
+            &ni,
+            &nr,
+            &shared,
+            self.spi_i,
+            spi_r,
+        );
         let sk_a = |k: &[u8]| choice.integ.map(|_| k.to_vec());
-        let tx = SkCipher::new(choice.encr, choice.integ, &keys.sk_ei, sk_a(&keys.sk_ai).as_deref())?;
-        let rx = SkCipher::new(choice.encr, choice.integ, &keys.sk_er, sk_a(&keys.sk_ar).as_deref())?;
+        let tx = SkCipher::new(
+            choice.encr,
+            choice.integ,
+            &keys.sk_ei,
+            sk_a(&keys.sk_ai).as_deref(),
+        )?;
+        let rx = SkCipher::new(
+            choice.encr,
+            choice.integ,
+            &keys.sk_er,
+            sk_a(&keys.sk_ar).as_deref(),
+        )?;
 
         // IKE_AUTH: IDi, AUTH, CP, SA, TSi, TSr.
         let id_i = identification_of(&self.config.identity);
-        let octets = crypto::signed_octets(request, &nr, choice.prf, &keys.sk_pi, &id_i.body_bytes());
+        let octets =
+            crypto::signed_octets(request, &nr, choice.prf, &keys.sk_pi, &id_i.body_bytes());
         let auth = crypto::psk_auth(choice.prf, &self.config.psk_local, &octets);
         let mut payloads = vec![Payload::IdI(id_i)];
         if let Some(r) = &self.config.remote_identity {
             payloads.push(Payload::IdR(identification_of(r)));
         }
-        payloads.push(Payload::Auth(Auth { method: WireAuth::SharedKeyMic, data: auth }));
+        payloads.push(Payload::Auth(Auth {
+            method: WireAuth::SharedKeyMic,
+            data: auth,
+        }));
         if self.config.request_address {
             payloads.push(Payload::Cp(CpPayload {
                 cfg_type: CfgType::Request,
-                attributes: vec![ConfigAttribute { kind: ConfigAttributeType::InternalIp4Address, value: vec![] }],
+                attributes: vec![ConfigAttribute {
+                    kind: ConfigAttributeType::InternalIp4Address,
+                    value: vec![],
+                }],
             }));
         }
         let mut b = [0u8; 4];
@@ -238,33 +313,74 @@ impl Initiator {
                 )
             }
             Mode::Tunnel => {
-                let any = TrafficSelector::ipv4(0, 0..=65535, Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST);
+                let any =
+                    TrafficSelector::ipv4(0, 0..=65535, Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST);
                 let me = *self.config.local.ip();
-                let own = if self.config.request_address { any } else { TrafficSelector::ipv4(0, 0..=65535, me, me) };
+                let own = if self.config.request_address {
+                    any
+                } else {
+                    TrafficSelector::ipv4(0, 0..=65535, me, me)
+                };
                 (vec![own], self.config.ts_remote.clone())
             }
         };
         payloads.push(Payload::Sa(offers));
         payloads.push(Payload::TsI(ts_i));
         payloads.push(Payload::TsR(ts_r));
-        let packet = seal_with(&mut *self.rng, &tx, self.spi_i, spi_r, ExchangeType::IkeAuth, 1, false, &payloads);
+        let packet = seal_with(
+            &mut *self.rng,
+            &tx,
+            self.spi_i,
+            spi_r,
+            ExchangeType::IkeAuth,
+            1,
+            false,
+            &payloads,
+        );
         let init_response = datagram.to_vec();
-        self.state = State::SentAuth(Box::new(AuthState { choice, keys, rx, ni, nr, spi_r, child_spi, init_response }));
+        self.state = State::SentAuth(Box::new(AuthState {
+            choice,
+            keys,
+            rx,
+            ni,
+            nr,
+            spi_r,
+            child_spi,
+            init_response,
+        }));
         Ok(Step::Send(packet))
     }
 
-    fn auth_response(&mut self, message: &Message, datagram: &[u8], st: AuthState) -> Result<Step, InitiatorError> {
+    #[allow(
+        clippy::too_many_lines,
+        reason = "reads top to bottom like RFC 7296 section 1.2"
+    )]
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "the exchange state is consumed"
+    )]
+    fn auth_response(
+        &mut self,
+        message: &Message,
+        datagram: &[u8],
+        st: AuthState,
+    ) -> Result<Step, InitiatorError> {
         let Some(Payload::Encrypted(sk)) = message.payloads.last() else {
-            return Err(InitiatorError::Malformed("IKE_AUTH response without SK".into()));
+            return Err(InitiatorError::Malformed(
+                "IKE_AUTH response without SK".into(),
+            ));
         };
         let aad = &datagram[..datagram.len() - sk.body.len()];
         let plaintext = st.rx.open(aad, &sk.body)?;
-        let inner = wire::parse_payloads(sk.first_inner, &plaintext).map_err(|e| InitiatorError::Malformed(e.to_string()))?;
+        let inner = wire::parse_payloads(sk.first_inner, &plaintext)
+            .map_err(|e| InitiatorError::Malformed(e.to_string()))?;
         let (mut id_r, mut auth, mut address, mut sa, mut ts_i, mut ts_r, mut transport) =
             (None, None, None, None, None, None, false);
         for p in &inner {
             match p {
-                Payload::Notify(n) if n.kind.is_error() && n.kind == NotifyType::AuthenticationFailed => {
+                Payload::Notify(n)
+                    if n.kind.is_error() && n.kind == NotifyType::AuthenticationFailed =>
+                {
                     return Err(InitiatorError::Refused(n.kind));
                 }
                 Payload::Notify(n) if n.kind == NotifyType::UseTransportMode => transport = true,
@@ -273,7 +389,11 @@ impl Initiator {
                 Payload::Cp(cp) if cp.cfg_type == CfgType::Reply => {
                     address = cp.attributes.iter().find_map(|a| {
                         (a.kind == ConfigAttributeType::InternalIp4Address)
-                            .then(|| <[u8; 4]>::try_from(a.value.as_slice()).ok().map(Ipv4Addr::from))
+                            .then(|| {
+                                <[u8; 4]>::try_from(a.value.as_slice())
+                                    .ok()
+                                    .map(Ipv4Addr::from)
+                            })
                             .flatten()
                     });
                 }
@@ -284,13 +404,26 @@ impl Initiator {
             }
         }
         let (Some(id_r), Some(auth)) = (id_r, auth) else {
-            return Err(InitiatorError::Malformed("IKE_AUTH response without IDr or AUTH".into()));
+            return Err(InitiatorError::Malformed(
+                "IKE_AUTH response without IDr or AUTH".into(),
+            ));
         };
         let peer_identity = identity_of(id_r).ok_or(InitiatorError::AuthFailed)?;
-        if self.config.remote_identity.as_ref().is_some_and(|want| *want != peer_identity) {
+        if self
+            .config
+            .remote_identity
+            .as_ref()
+            .is_some_and(|want| *want != peer_identity)
+        {
             return Err(InitiatorError::AuthFailed);
         }
-        let octets = crypto::signed_octets(&st.init_response, &st.ni, st.choice.prf, &st.keys.sk_pr, &id_r.body_bytes());
+        let octets = crypto::signed_octets(
+            &st.init_response,
+            &st.ni,
+            st.choice.prf,
+            &st.keys.sk_pr,
+            &id_r.body_bytes(),
+        );
         if auth.method != WireAuth::SharedKeyMic
             || !crypto::psk_auth_verify(st.choice.prf, &self.config.psk_remote, &octets, &auth.data)
         {
@@ -298,16 +431,25 @@ impl Initiator {
         }
         let child = match (sa, ts_i, ts_r) {
             (Some(sa), Some(ts_i), Some(ts_r)) => {
-                let (esp, _, spi_out) = proposal::choose_esp(&self.config.esp, std::slice::from_ref(sa))
-                    .ok_or(InitiatorError::Unexpected("the responder chose an ESP proposal we did not offer"))?;
+                let (esp, _, spi_out) =
+                    proposal::choose_esp(&self.config.esp, std::slice::from_ref(sa)).ok_or(
+                        InitiatorError::Unexpected(
+                            "the responder chose an ESP proposal we did not offer",
+                        ),
+                    )?;
                 let len = ChildKeys::keymat_len(esp.encr, esp.integ);
-                let keymat = crypto::child_keymat(st.choice.prf, &st.keys.sk_d, &st.ni, &st.nr, None, len);
+                let keymat =
+                    crypto::child_keymat(st.choice.prf, &st.keys.sk_d, &st.ni, &st.nr, None, len);
                 let keys = ChildKeys::split(&keymat, esp.encr, esp.integ)?;
                 Some(ChildSaParams {
                     ike_spi: self.spi_i,
                     spi_in: st.child_spi,
                     spi_out,
-                    mode: if transport { Mode::Transport } else { Mode::Tunnel },
+                    mode: if transport {
+                        Mode::Transport
+                    } else {
+                        Mode::Tunnel
+                    },
                     encap: None,
                     local: *self.config.local.ip(),
                     remote: *self.config.remote.ip(),
@@ -338,12 +480,21 @@ fn request_header(spi_i: u64, spi_r: u64, exchange: ExchangeType, message_id: u3
         major_version: 2,
         minor_version: 0,
         exchange,
-        flags: HeaderFlags { initiator: true, response: false, version: false },
+        flags: HeaderFlags {
+            initiator: true,
+            response: false,
+            version: false,
+        },
         message_id,
         length: 0,
     }
 }
 
 fn notify(kind: NotifyType, data: Vec<u8>) -> Payload {
-    Payload::Notify(Notify { protocol: ProtocolId::None, spi: vec![], kind, data })
+    Payload::Notify(Notify {
+        protocol: ProtocolId::None,
+        spi: vec![],
+        kind,
+        data,
+    })
 }

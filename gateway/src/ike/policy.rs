@@ -62,7 +62,11 @@ impl Policy {
                     .iter()
                     .map(|t| IkeProposal::parse(t))
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|source| PolicyError::Proposal { profile: name.clone(), key: "proposals", source })?,
+                    .map_err(|source| PolicyError::Proposal {
+                        profile: name.clone(),
+                        key: "proposals",
+                        source,
+                    })?,
                 None => IkeProposal::defaults(),
             };
             let esp = match &profile.esp_proposals {
@@ -70,7 +74,11 @@ impl Policy {
                     .iter()
                     .map(|t| EspProposal::parse(t))
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|source| PolicyError::Proposal { profile: name.clone(), key: "esp_proposals", source })?,
+                    .map_err(|source| PolicyError::Proposal {
+                        profile: name.clone(),
+                        key: "esp_proposals",
+                        source,
+                    })?,
                 None => EspProposal::defaults(),
             };
             for p in &ike {
@@ -89,8 +97,14 @@ impl Policy {
                             name: peer.clone(),
                             address: p.address,
                             identity: p.identity.clone(),
-                            psk_local: p.pre_shared_key_local.as_ref().map(|s| s.expose().as_bytes().to_vec()),
-                            psk_remote: p.pre_shared_key_remote.as_ref().map(|s| s.expose().as_bytes().to_vec()),
+                            psk_local: p
+                                .pre_shared_key_local
+                                .as_ref()
+                                .map(|s| s.expose().as_bytes().to_vec()),
+                            psk_remote: p
+                                .pre_shared_key_remote
+                                .as_ref()
+                                .map(|s| s.expose().as_bytes().to_vec()),
                         })
                         .collect()
                 })
@@ -111,7 +125,11 @@ impl Policy {
                 esp_proposals: esp,
             });
         }
-        Ok(Policy { local_address: config.hub.local_address, profiles, ike_proposals })
+        Ok(Policy {
+            local_address: config.hub.local_address,
+            profiles,
+            ike_proposals,
+        })
     }
 
     /// The profile for a peer identity (IOS: the first profile whose
@@ -120,7 +138,13 @@ impl Policy {
     pub fn profile_for(&self, peer: &Identity) -> Option<&ProfilePolicy> {
         self.profiles
             .iter()
-            .filter_map(|p| p.matches.iter().filter_map(|m| match_rank(m, peer)).max().map(|rank| (rank, p)))
+            .filter_map(|p| {
+                p.matches
+                    .iter()
+                    .filter_map(|m| match_rank(m, peer))
+                    .max()
+                    .map(|rank| (rank, p))
+            })
             .max_by_key(|(rank, _)| *rank)
             .map(|(_, p)| p)
     }
@@ -130,18 +154,25 @@ impl Policy {
 fn match_rank(m: &IdentityMatch, id: &Identity) -> Option<u32> {
     match (m, id) {
         (IdentityMatch::Any, _) => Some(0),
-        (IdentityMatch::Fqdn(want), Identity::Fqdn(name)) => want.eq_ignore_ascii_case(name).then_some(1000),
+        (IdentityMatch::Fqdn(want), Identity::Fqdn(name)) => {
+            want.eq_ignore_ascii_case(name).then_some(1000)
+        }
         (IdentityMatch::FqdnDomain(domain), Identity::Fqdn(name)) => {
             let name = name.to_ascii_lowercase();
             let domain = domain.to_ascii_lowercase();
-            (name == domain || name.ends_with(&format!(".{domain}"))).then(|| 100 + domain.len() as u32)
+            (name == domain || name.ends_with(&format!(".{domain}")))
+                .then(|| 100 + u32::try_from(domain.len()).unwrap_or(u32::MAX - 100))
         }
-        (IdentityMatch::Address(prefix), Identity::Address(a)) => prefix.contains(*a).then(|| 10 + u32::from(prefix.len)),
-        (IdentityMatch::Email(want), Identity::Email(e)) => want.eq_ignore_ascii_case(e).then_some(1000),
+        (IdentityMatch::Address(prefix), Identity::Address(a)) => {
+            prefix.contains(*a).then(|| 10 + u32::from(prefix.len))
+        }
+        (IdentityMatch::Email(want), Identity::Email(e)) => {
+            want.eq_ignore_ascii_case(e).then_some(1000)
+        }
         (IdentityMatch::EmailDomain(domain), Identity::Email(e)) => e
             .rsplit_once('@')
             .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
-            .then(|| 100 + domain.len() as u32),
+            .then(|| 100 + u32::try_from(domain.len()).unwrap_or(u32::MAX - 100)),
         (IdentityMatch::KeyId(want), Identity::KeyId(k)) => (want == k).then_some(1000),
         _ => None,
     }
@@ -150,12 +181,19 @@ fn match_rank(m: &IdentityMatch, id: &Identity) -> Option<u32> {
 impl ProfilePolicy {
     /// The keyring entry for a peer: one configured for its identity, else
     /// the longest address range holding its address (IOS keyring lookup).
-    pub fn keyring_entry(&self, peer_id: &Identity, peer_address: Ipv4Addr) -> Option<&KeyringEntry> {
-        self.keyring.iter().find(|k| k.identity.as_ref() == Some(peer_id)).or_else(|| {
-            self.keyring
-                .iter()
-                .filter(|k| k.address.is_some_and(|p| p.contains(peer_address)))
-                .max_by_key(|k| k.address.map_or(0, |p| p.len))
-        })
+    pub fn keyring_entry(
+        &self,
+        peer_id: &Identity,
+        peer_address: Ipv4Addr,
+    ) -> Option<&KeyringEntry> {
+        self.keyring
+            .iter()
+            .find(|k| k.identity.as_ref() == Some(peer_id))
+            .or_else(|| {
+                self.keyring
+                    .iter()
+                    .filter(|k| k.address.is_some_and(|p| p.contains(peer_address)))
+                    .max_by_key(|k| k.address.map_or(0, |p| p.len))
+            })
     }
 }

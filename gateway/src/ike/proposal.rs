@@ -67,9 +67,13 @@ pub enum ProposalError {
          esn noesn)"
     )]
     Unknown { text: String, word: String },
-    #[error("{0:?}: an IKE proposal needs an encryption algorithm, a PRF (or integrity) and a DH group")]
+    #[error(
+        "{0:?}: an IKE proposal needs an encryption algorithm, a PRF (or integrity) and a DH group"
+    )]
     IncompleteIke(String),
-    #[error("{0:?}: an ESP proposal needs an encryption algorithm, and integrity unless it is AES-GCM")]
+    #[error(
+        "{0:?}: an ESP proposal needs an encryption algorithm, and integrity unless it is AES-GCM"
+    )]
     IncompleteEsp(String),
     #[error("{0:?}: AES-GCM already protects integrity; do not mix it with CBC in one proposal")]
     MixedAead(String),
@@ -109,7 +113,12 @@ fn word(text: &str, w: &str) -> Result<Word, ProposalError> {
         "curve25519" | "x25519" => Word::Dh(DhGroup::Curve25519),
         "esn" => Word::Esn(true),
         "noesn" => Word::Esn(false),
-        _ => return Err(ProposalError::Unknown { text: text.to_owned(), word: w.to_owned() }),
+        _ => {
+            return Err(ProposalError::Unknown {
+                text: text.to_owned(),
+                word: w.to_owned(),
+            });
+        }
     })
 }
 
@@ -121,7 +130,12 @@ fn push<T: PartialEq>(list: &mut Vec<T>, item: T) {
 
 impl IkeProposal {
     pub fn parse(text: &str) -> Result<Self, ProposalError> {
-        let mut p = IkeProposal { encr: vec![], integ: vec![], prf: vec![], dh: vec![] };
+        let mut p = IkeProposal {
+            encr: vec![],
+            integ: vec![],
+            prf: vec![],
+            dh: vec![],
+        };
         let mut hash_prfs = Vec::new();
         for w in text.split('-').filter(|w| !w.is_empty()) {
             match word(text, &w.to_ascii_lowercase())? {
@@ -132,7 +146,12 @@ impl IkeProposal {
                 }
                 Word::Prf(prf) => push(&mut p.prf, prf),
                 Word::Dh(g) => push(&mut p.dh, g),
-                Word::Esn(_) => return Err(ProposalError::Unknown { text: text.to_owned(), word: w.to_owned() }),
+                Word::Esn(_) => {
+                    return Err(ProposalError::Unknown {
+                        text: text.to_owned(),
+                        word: w.to_owned(),
+                    });
+                }
             }
         }
         if p.encr.is_empty() && p.integ.is_empty() && p.prf.is_empty() && p.dh.is_empty() {
@@ -149,7 +168,11 @@ impl IkeProposal {
         if aead != 0 {
             p.integ.clear();
         }
-        if p.encr.is_empty() || p.prf.is_empty() || p.dh.is_empty() || (aead == 0 && p.integ.is_empty()) {
+        if p.encr.is_empty()
+            || p.prf.is_empty()
+            || p.dh.is_empty()
+            || (aead == 0 && p.integ.is_empty())
+        {
             return Err(ProposalError::IncompleteIke(text.to_owned()));
         }
         Ok(p)
@@ -170,7 +193,11 @@ impl IkeProposal {
 
 impl EspProposal {
     pub fn parse(text: &str) -> Result<Self, ProposalError> {
-        let mut p = EspProposal { encr: vec![], integ: vec![], esn: false };
+        let mut p = EspProposal {
+            encr: vec![],
+            integ: vec![],
+            esn: false,
+        };
         let mut saw_esn = false;
         for w in text.split('-').filter(|w| !w.is_empty()) {
             match word(text, &w.to_ascii_lowercase())? {
@@ -182,7 +209,10 @@ impl EspProposal {
                 }
                 Word::Prf(_) | Word::Dh(_) => {
                     // DH in an ESP proposal is PFS for rekeying; not yet.
-                    return Err(ProposalError::Unknown { text: text.to_owned(), word: w.to_owned() });
+                    return Err(ProposalError::Unknown {
+                        text: text.to_owned(),
+                        word: w.to_owned(),
+                    });
                 }
             }
         }
@@ -221,23 +251,46 @@ fn encr_of(t: &Transform) -> Option<Encr> {
 /// number (echoed in the response), or `None` (NO_PROPOSAL_CHOSEN).
 /// `ke_group`: prefer a proposal with the group the peer already sent a KE
 /// for, so no INVALID_KE_PAYLOAD round trip is needed.
-pub fn choose_ike(hub: &[IkeProposal], peer: &[Proposal], ke_group: Option<u16>) -> Option<(IkeChoice, u8)> {
+pub fn choose_ike(
+    hub: &[IkeProposal],
+    peer: &[Proposal],
+    ke_group: Option<u16>,
+) -> Option<(IkeChoice, u8)> {
     let pass = |restrict: Option<u16>| {
         hub.iter().find_map(|ours| {
-            peer.iter().filter(|p| p.protocol == ProtocolId::Ike).find_map(|theirs| {
-                let offered = |kind| theirs.transforms.iter().filter(move |t| t.kind == kind);
-                let encr = ours.encr.iter().copied().find(|e| offered(TransformType::Encr).any(|t| encr_of(t) == Some(*e)))?;
-                let prf = ours.prf.iter().copied().find(|p| offered(TransformType::Prf).any(|t| Prf::from_iana(t.id) == Some(*p)))?;
-                let integ = if encr.is_aead() {
-                    None
-                } else {
-                    Some(ours.integ.iter().copied().find(|i| offered(TransformType::Integ).any(|t| Integ::from_iana(t.id) == Some(*i)))?)
-                };
-                let dh = ours.dh.iter().copied().find(|g| {
-                    restrict.is_none_or(|r| r == g.iana()) && offered(TransformType::Dh).any(|t| t.id == g.iana())
-                })?;
-                Some((IkeChoice { encr, integ, prf, dh }, theirs.number))
-            })
+            peer.iter()
+                .filter(|p| p.protocol == ProtocolId::Ike)
+                .find_map(|theirs| {
+                    let offered = |kind| theirs.transforms.iter().filter(move |t| t.kind == kind);
+                    let encr =
+                        ours.encr.iter().copied().find(|e| {
+                            offered(TransformType::Encr).any(|t| encr_of(t) == Some(*e))
+                        })?;
+                    let prf = ours.prf.iter().copied().find(|p| {
+                        offered(TransformType::Prf).any(|t| Prf::from_iana(t.id) == Some(*p))
+                    })?;
+                    let integ = if encr.is_aead() {
+                        None
+                    } else {
+                        Some(ours.integ.iter().copied().find(|i| {
+                            offered(TransformType::Integ)
+                                .any(|t| Integ::from_iana(t.id) == Some(*i))
+                        })?)
+                    };
+                    let dh = ours.dh.iter().copied().find(|g| {
+                        restrict.is_none_or(|r| r == g.iana())
+                            && offered(TransformType::Dh).any(|t| t.id == g.iana())
+                    })?;
+                    Some((
+                        IkeChoice {
+                            encr,
+                            integ,
+                            prf,
+                            dh,
+                        },
+                        theirs.number,
+                    ))
+                })
         })
     };
     ke_group.and_then(|g| pass(Some(g))).or_else(|| pass(None))
@@ -247,26 +300,34 @@ pub fn choose_ike(hub: &[IkeProposal], peer: &[Proposal], ke_group: Option<u16>)
 /// the peer's proposal number and its SPI (our outbound SPI).
 pub fn choose_esp(hub: &[EspProposal], peer: &[Proposal]) -> Option<(EspChoice, u8, u32)> {
     hub.iter().find_map(|ours| {
-        peer.iter().filter(|p| p.protocol == ProtocolId::Esp && p.spi.len() == 4).find_map(|theirs| {
-            let offered = |kind| theirs.transforms.iter().filter(move |t| t.kind == kind);
-            let encr = ours.encr.iter().copied().find(|e| offered(TransformType::Encr).any(|t| encr_of(t) == Some(*e)))?;
-            let integ = if encr.is_aead() {
-                None
-            } else {
-                Some(ours.integ.iter().copied().find(|i| offered(TransformType::Integ).any(|t| Integ::from_iana(t.id) == Some(*i)))?)
-            };
-            // No ESN transform at all means no ESN (RFC 7296 section 3.3.2).
-            let esns: Vec<u16> = offered(TransformType::Esn).map(|t| t.id).collect();
-            let esn = if esns.is_empty() || esns.contains(&0) {
-                false
-            } else if ours.esn && esns.contains(&1) {
-                true
-            } else {
-                return None;
-            };
-            let spi = u32::from_be_bytes(theirs.spi.as_slice().try_into().ok()?);
-            Some((EspChoice { encr, integ, esn }, theirs.number, spi))
-        })
+        peer.iter()
+            .filter(|p| p.protocol == ProtocolId::Esp && p.spi.len() == 4)
+            .find_map(|theirs| {
+                let offered = |kind| theirs.transforms.iter().filter(move |t| t.kind == kind);
+                let encr = ours
+                    .encr
+                    .iter()
+                    .copied()
+                    .find(|e| offered(TransformType::Encr).any(|t| encr_of(t) == Some(*e)))?;
+                let integ = if encr.is_aead() {
+                    None
+                } else {
+                    Some(ours.integ.iter().copied().find(|i| {
+                        offered(TransformType::Integ).any(|t| Integ::from_iana(t.id) == Some(*i))
+                    })?)
+                };
+                // No ESN transform at all means no ESN (RFC 7296 section 3.3.2).
+                let esns: Vec<u16> = offered(TransformType::Esn).map(|t| t.id).collect();
+                let esn = if esns.is_empty() || esns.contains(&0) {
+                    false
+                } else if ours.esn && esns.contains(&1) {
+                    true
+                } else {
+                    return None;
+                };
+                let spi = u32::from_be_bytes(theirs.spi.as_slice().try_into().ok()?);
+                Some((EspChoice { encr, integ, esn }, theirs.number, spi))
+            })
     })
 }
 
@@ -275,31 +336,58 @@ fn encr_transform(e: Encr) -> Transform {
         Encr::AesCbc { key_bits } => (ENCR_AES_CBC, key_bits),
         Encr::AesGcm16 { key_bits } => (ENCR_AES_GCM_16, key_bits),
     };
-    Transform { kind: TransformType::Encr, id, key_length: Some(bits), other_attributes: vec![] }
+    Transform {
+        kind: TransformType::Encr,
+        id,
+        key_length: Some(bits),
+        other_attributes: vec![],
+    }
 }
 
 fn plain(kind: TransformType, id: u16) -> Transform {
-    Transform { kind, id, key_length: None, other_attributes: vec![] }
+    Transform {
+        kind,
+        id,
+        key_length: None,
+        other_attributes: vec![],
+    }
 }
 
 impl IkeChoice {
     /// The SA payload proposal that answers the peer (one transform per type).
     pub fn to_proposal(&self, number: u8) -> Proposal {
-        let mut transforms = vec![encr_transform(self.encr), plain(TransformType::Prf, self.prf.iana())];
+        let mut transforms = vec![
+            encr_transform(self.encr),
+            plain(TransformType::Prf, self.prf.iana()),
+        ];
         if let Some(i) = self.integ {
             transforms.push(plain(TransformType::Integ, i.iana()));
         }
         transforms.push(plain(TransformType::Dh, self.dh.iana()));
-        Proposal { number, protocol: ProtocolId::Ike, spi: vec![], transforms }
+        Proposal {
+            number,
+            protocol: ProtocolId::Ike,
+            spi: vec![],
+            transforms,
+        }
     }
 
     /// For offers we make as an initiator.
     pub fn offer(hub: &IkeProposal, number: u8) -> Proposal {
         let mut transforms: Vec<Transform> = hub.encr.iter().map(|e| encr_transform(*e)).collect();
         transforms.extend(hub.prf.iter().map(|p| plain(TransformType::Prf, p.iana())));
-        transforms.extend(hub.integ.iter().map(|i| plain(TransformType::Integ, i.iana())));
+        transforms.extend(
+            hub.integ
+                .iter()
+                .map(|i| plain(TransformType::Integ, i.iana())),
+        );
         transforms.extend(hub.dh.iter().map(|g| plain(TransformType::Dh, g.iana())));
-        Proposal { number, protocol: ProtocolId::Ike, spi: vec![], transforms }
+        Proposal {
+            number,
+            protocol: ProtocolId::Ike,
+            spi: vec![],
+            transforms,
+        }
     }
 }
 
@@ -307,9 +395,18 @@ impl EspChoice {
     /// For offers we make as an initiator (no ESN).
     pub fn offer(hub: &EspProposal, number: u8, our_spi: u32) -> Proposal {
         let mut transforms: Vec<Transform> = hub.encr.iter().map(|e| encr_transform(*e)).collect();
-        transforms.extend(hub.integ.iter().map(|i| plain(TransformType::Integ, i.iana())));
+        transforms.extend(
+            hub.integ
+                .iter()
+                .map(|i| plain(TransformType::Integ, i.iana())),
+        );
         transforms.push(plain(TransformType::Esn, 0));
-        Proposal { number, protocol: ProtocolId::Esp, spi: our_spi.to_be_bytes().to_vec(), transforms }
+        Proposal {
+            number,
+            protocol: ProtocolId::Esp,
+            spi: our_spi.to_be_bytes().to_vec(),
+            transforms,
+        }
     }
 
     pub fn to_proposal(&self, number: u8, our_spi: u32) -> Proposal {
@@ -318,7 +415,12 @@ impl EspChoice {
             transforms.push(plain(TransformType::Integ, i.iana()));
         }
         transforms.push(plain(TransformType::Esn, u16::from(self.esn)));
-        Proposal { number, protocol: ProtocolId::Esp, spi: our_spi.to_be_bytes().to_vec(), transforms }
+        Proposal {
+            number,
+            protocol: ProtocolId::Esp,
+            spi: our_spi.to_be_bytes().to_vec(),
+            transforms,
+        }
     }
 }
 

@@ -31,7 +31,9 @@ struct PoolsRef<'a>(&'a mut Pools);
 
 impl AddressPools for PoolsRef<'_> {
     fn acquire(&mut self, pool: &str, identity: &str) -> Result<Ipv4Addr, String> {
-        self.0.acquire(pool, identity, unix_now()).map_err(|e| e.to_string())
+        self.0
+            .acquire(pool, identity, unix_now())
+            .map_err(|e| e.to_string())
     }
 
     fn release(&mut self, pool: &str, address: Ipv4Addr) {
@@ -42,7 +44,9 @@ impl AddressPools for PoolsRef<'_> {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -63,7 +67,11 @@ impl IkeSockets {
                 .await
                 .with_context(|| format!("binding IKE on {local}:{port} (hub.local_address)"))
         };
-        Ok(IkeSockets { ike: bind(IKE_PORT).await?, natt: bind(NATT_PORT).await?, local })
+        Ok(IkeSockets {
+            ike: bind(IKE_PORT).await?,
+            natt: bind(NATT_PORT).await?,
+            local,
+        })
     }
 }
 
@@ -104,11 +112,23 @@ pub async fn run(shared: Arc<IkeShared>, sockets: Arc<IkeSockets>) {
     }
 }
 
-async fn handle(shared: &IkeShared, sockets: &IkeSockets, local: SocketAddrV4, peer: SocketAddrV4, datagram: &[u8]) {
+async fn handle(
+    shared: &IkeShared,
+    sockets: &IkeSockets,
+    local: SocketAddrV4,
+    peer: SocketAddrV4,
+    datagram: &[u8],
+) {
     let result = {
         let mut engine = lock(&shared.engine);
         let mut pools = lock(&shared.pools);
-        engine.handle(Instant::now(), local, peer, datagram, &mut PoolsRef(&mut pools))
+        engine.handle(
+            Instant::now(),
+            local,
+            peer,
+            datagram,
+            &mut PoolsRef(&mut pools),
+        )
     };
     match result {
         Ok(actions) => apply(shared, sockets, actions).await,
@@ -120,7 +140,11 @@ async fn handle(shared: &IkeShared, sockets: &IkeSockets, local: SocketAddrV4, p
 pub async fn apply(shared: &IkeShared, sockets: &IkeSockets, actions: Vec<Action>) {
     for action in actions {
         match action {
-            Action::Send { local, remote, packet } => {
+            Action::Send {
+                local,
+                remote,
+                packet,
+            } => {
                 let result = if local.port() == NATT_PORT {
                     let mut framed = Vec::with_capacity(packet.len() + 4);
                     framed.extend_from_slice(&[0, 0, 0, 0]);
@@ -135,10 +159,10 @@ pub async fn apply(shared: &IkeShared, sockets: &IkeSockets, actions: Vec<Action
             }
             Action::ChildUp(child) => {
                 let mut xdp = lock(&shared.xdp);
-                if let Some(filter) = xdp.as_mut() {
-                    if let Err(e) = filter.add_sa(child.spi_in) {
-                        tracing::error!(spi = format_args!("{:#010x}", child.spi_in), error = %e, "XDP: could not install the inbound SPI");
-                    }
+                if let Some(filter) = xdp.as_mut()
+                    && let Err(e) = filter.add_sa(child.spi_in)
+                {
+                    tracing::error!(spi = format_args!("{:#010x}", child.spi_in), error = %e, "XDP: could not install the inbound SPI");
                 }
                 tracing::info!(
                     peer = %child.remote,
@@ -149,20 +173,37 @@ pub async fn apply(shared: &IkeShared, sockets: &IkeSockets, actions: Vec<Action
                     "CHILD_SA installed"
                 );
             }
-            Action::ChildDown { spi_in, spi_out, .. } => {
+            Action::ChildDown {
+                spi_in, spi_out, ..
+            } => {
                 let mut xdp = lock(&shared.xdp);
                 if let Some(filter) = xdp.as_mut() {
                     let _ = filter.remove_sa(spi_in);
                 }
-                tracing::info!(spi_in = format_args!("{spi_in:#010x}"), spi_out = format_args!("{spi_out:#010x}"), "CHILD_SA removed");
+                tracing::info!(
+                    spi_in = format_args!("{spi_in:#010x}"),
+                    spi_out = format_args!("{spi_out:#010x}"),
+                    "CHILD_SA removed"
+                );
             }
-            Action::SessionUp { tunnel_id, peer, identity, profile, address } => {
+            Action::SessionUp {
+                tunnel_id,
+                peer,
+                identity,
+                profile,
+                address,
+            } => {
                 let address = address.map_or_else(|| "none".to_owned(), |a| a.to_string());
                 tracing::info!(
                     "%CRYPTO-5-SESSION_STATUS: Crypto tunnel is UP. Peer {peer} Id: {identity} Profile: {profile} Assigned: {address} Tunnel-id: {tunnel_id}"
                 );
             }
-            Action::SessionDown { tunnel_id, peer, identity, reason } => {
+            Action::SessionDown {
+                tunnel_id,
+                peer,
+                identity,
+                reason,
+            } => {
                 let identity = identity.unwrap_or_else(|| "unknown".to_owned());
                 tracing::info!(
                     "%CRYPTO-5-SESSION_STATUS: Crypto tunnel is DOWN. Peer {peer} Id: {identity} Tunnel-id: {tunnel_id} Reason: {reason}"

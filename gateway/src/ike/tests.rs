@@ -16,7 +16,9 @@ use crate::{
         initiator::{Established, Initiator, InitiatorConfig, InitiatorError, Step},
         policy::Policy,
         proposal::{EspProposal, IkeProposal},
-        wire::{self, ExchangeType, Message, NotifyType, Payload, ProtocolId, Transform, TransformType},
+        wire::{
+            self, ExchangeType, Message, NotifyType, Payload, ProtocolId, Transform, TransformType,
+        },
     },
 };
 
@@ -95,7 +97,10 @@ unnumbered = "10.1.1.1"
 }
 
 pub fn hub(extra_profile: &str) -> Engine {
-    Engine::new(Policy::from_config(&hub_config(extra_profile)).unwrap(), Box::new(SeededRng(7)))
+    Engine::new(
+        Policy::from_config(&hub_config(extra_profile)).unwrap(),
+        Box::new(SeededRng(7)),
+    )
 }
 
 pub fn spoke(ike: &str, esp: &str, mode: Mode) -> InitiatorConfig {
@@ -110,16 +115,35 @@ pub fn spoke(ike: &str, esp: &str, mode: Mode) -> InitiatorConfig {
         esp: vec![EspProposal::parse(esp).unwrap()],
         request_address: mode == Mode::Tunnel,
         mode,
-        ts_remote: vec![wire::TrafficSelector::ipv4(0, 0..=65535, Ipv4Addr::new(10, 1, 2, 0), Ipv4Addr::new(10, 1, 2, 255))],
+        ts_remote: vec![wire::TrafficSelector::ipv4(
+            0,
+            0..=65535,
+            Ipv4Addr::new(10, 1, 2, 0),
+            Ipv4Addr::new(10, 1, 2, 255),
+        )],
     }
 }
 
 fn sends(actions: &[Action]) -> Vec<Vec<u8>> {
-    actions.iter().filter_map(|a| if let Action::Send { packet, .. } = a { Some(packet.clone()) } else { None }).collect()
+    actions
+        .iter()
+        .filter_map(|a| {
+            if let Action::Send { packet, .. } = a {
+                Some(packet.clone())
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 /// Runs a dial to completion; returns the result and every hub action.
-pub fn dial(engine: &mut Engine, pools: &mut MemPools, config: InitiatorConfig, seed: u64) -> (Result<Established, InitiatorError>, Vec<Action>) {
+pub fn dial(
+    engine: &mut Engine,
+    pools: &mut MemPools,
+    config: InitiatorConfig,
+    seed: u64,
+) -> (Result<Established, InitiatorError>, Vec<Action>) {
     let mut initiator = Initiator::new(config, Box::new(SeededRng(seed)));
     let mut request = initiator.start().unwrap();
     let mut all = Vec::new();
@@ -149,23 +173,47 @@ fn every_dh_group_and_ike_cipher_establishes_with_matching_keys() {
     ];
     for (i, (ike, esp)) in cases.iter().enumerate() {
         let mut engine = hub("");
-        let mut pools = MemPools { size: 10, ..MemPools::default() };
-        let (result, actions) = dial(&mut engine, &mut pools, spoke(ike, esp, Mode::Tunnel), 100 + i as u64);
+        let mut pools = MemPools {
+            size: 10,
+            ..MemPools::default()
+        };
+        let (result, actions) = dial(
+            &mut engine,
+            &mut pools,
+            spoke(ike, esp, Mode::Tunnel),
+            100 + i as u64,
+        );
         let est = result.unwrap_or_else(|e| panic!("{ike}/{esp}: {e}"));
         assert_eq!(est.address, Some(Ipv4Addr::new(10, 1, 1, 100)), "{ike}");
         assert_eq!(est.peer_identity, Identity::Fqdn("hub.cisco.com".into()));
         let ours = est.child.expect("CHILD_SA");
-        let hub_child = actions.iter().find_map(|a| if let Action::ChildUp(c) = a { Some(c.clone()) } else { None }).unwrap();
+        let hub_child = actions
+            .iter()
+            .find_map(|a| {
+                if let Action::ChildUp(c) = a {
+                    Some(c.clone())
+                } else {
+                    None
+                }
+            })
+            .unwrap();
         // The spoke's outbound SA is the hub's inbound one, with the same keys.
         assert_eq!(ours.spi_out, hub_child.spi_in, "{ike}");
         assert_eq!(ours.spi_in, hub_child.spi_out, "{ike}");
         assert_eq!(*ours.keys.encr_i, *hub_child.keys.encr_i);
         assert_eq!(*ours.keys.integ_r, *hub_child.keys.integ_r);
         assert_eq!(hub_child.mode, Mode::Tunnel);
-        assert_eq!(hub_child.ts_remote[0].as_ipv4(), Some((Ipv4Addr::new(10, 1, 1, 100), Ipv4Addr::new(10, 1, 1, 100))), "narrowed to the pool address");
+        assert_eq!(
+            hub_child.ts_remote[0].as_ipv4(),
+            Some((Ipv4Addr::new(10, 1, 1, 100), Ipv4Addr::new(10, 1, 1, 100))),
+            "narrowed to the pool address"
+        );
         let report = engine.report(Instant::now());
         assert_eq!(report[0].status, "READY");
-        assert_eq!(report[0].assigned_address, Some(Ipv4Addr::new(10, 1, 1, 100)));
+        assert_eq!(
+            report[0].assigned_address,
+            Some(Ipv4Addr::new(10, 1, 1, 100))
+        );
         assert!(actions.iter().any(|a| matches!(a, Action::SessionUp { identity, .. } if identity == "fqdn:spoke1.cisco.com")));
     }
 }
@@ -173,35 +221,77 @@ fn every_dh_group_and_ike_cipher_establishes_with_matching_keys() {
 #[test]
 fn gre_selectors_with_use_transport_mode_give_a_transport_child() {
     let mut engine = hub("");
-    let mut pools = MemPools { size: 10, ..MemPools::default() };
-    let (result, actions) = dial(&mut engine, &mut pools, spoke("aes256-sha256-ecp256", "aes128-sha1", Mode::Transport), 3);
+    let mut pools = MemPools {
+        size: 10,
+        ..MemPools::default()
+    };
+    let (result, actions) = dial(
+        &mut engine,
+        &mut pools,
+        spoke("aes256-sha256-ecp256", "aes128-sha1", Mode::Transport),
+        3,
+    );
     let est = result.unwrap();
     let child = est.child.unwrap();
-    assert_eq!(child.mode, Mode::Transport, "the hub answered USE_TRANSPORT_MODE");
-    let hub_child = actions.iter().find_map(|a| if let Action::ChildUp(c) = a { Some(c.clone()) } else { None }).unwrap();
+    assert_eq!(
+        child.mode,
+        Mode::Transport,
+        "the hub answered USE_TRANSPORT_MODE"
+    );
+    let hub_child = actions
+        .iter()
+        .find_map(|a| {
+            if let Action::ChildUp(c) = a {
+                Some(c.clone())
+            } else {
+                None
+            }
+        })
+        .unwrap();
     assert_eq!(hub_child.mode, Mode::Transport);
     assert_eq!(hub_child.ts_remote[0].ip_protocol, 47);
-    assert_eq!(hub_child.ts_remote[0].as_ipv4(), Some((*SPOKE.ip(), *SPOKE.ip())));
-    assert_eq!(hub_child.ts_local[0].as_ipv4(), Some((*HUB.ip(), *HUB.ip())));
+    assert_eq!(
+        hub_child.ts_remote[0].as_ipv4(),
+        Some((*SPOKE.ip(), *SPOKE.ip()))
+    );
+    assert_eq!(
+        hub_child.ts_local[0].as_ipv4(),
+        Some((*HUB.ip(), *HUB.ip()))
+    );
 }
 
 #[test]
 fn a_ke_for_another_group_gets_invalid_ke_payload_and_the_retry_succeeds() {
     // The hub takes only MODP-2048; the spoke guesses x25519 first.
     let mut engine = hub("proposals = [\"aes256-sha256-modp2048\"]");
-    let mut pools = MemPools { size: 10, ..MemPools::default() };
-    let (result, actions) = dial(&mut engine, &mut pools, spoke("aes256-sha256-x25519-modp2048", "aes256gcm16", Mode::Tunnel), 5);
+    let mut pools = MemPools {
+        size: 10,
+        ..MemPools::default()
+    };
+    let (result, actions) = dial(
+        &mut engine,
+        &mut pools,
+        spoke("aes256-sha256-x25519-modp2048", "aes256gcm16", Mode::Tunnel),
+        5,
+    );
     let est = result.unwrap();
     assert_eq!(est.choice.dh.iana(), 14);
     let first = Message::parse(&sends(&actions)[0]).unwrap();
-    let n = first.notify(NotifyType::InvalidKePayload).expect("INVALID_KE_PAYLOAD first");
+    let n = first
+        .notify(NotifyType::InvalidKePayload)
+        .expect("INVALID_KE_PAYLOAD first");
     assert_eq!(n.data, 14u16.to_be_bytes());
 }
 
 #[test]
 fn weak_proposals_get_no_proposal_chosen_and_a_log_line() {
     let mut engine = hub("");
-    let weak = |kind, id| Transform { kind, id, key_length: None, other_attributes: vec![] };
+    let weak = |kind, id| Transform {
+        kind,
+        id,
+        key_length: None,
+        other_attributes: vec![],
+    };
     let request = Message {
         header: wire::Header {
             spi_i: 0x1122_3344_5566_7788,
@@ -210,7 +300,11 @@ fn weak_proposals_get_no_proposal_chosen_and_a_log_line() {
             major_version: 2,
             minor_version: 0,
             exchange: ExchangeType::IkeSaInit,
-            flags: wire::HeaderFlags { initiator: true, response: false, version: false },
+            flags: wire::HeaderFlags {
+                initiator: true,
+                response: false,
+                version: false,
+            },
             message_id: 0,
             length: 0,
         },
@@ -220,15 +314,25 @@ fn weak_proposals_get_no_proposal_chosen_and_a_log_line() {
                 number: 1,
                 protocol: ProtocolId::Ike,
                 spi: vec![],
-                transforms: vec![weak(TransformType::Encr, 3), weak(TransformType::Prf, 1), weak(TransformType::Integ, 1), weak(TransformType::Dh, 2)],
+                transforms: vec![
+                    weak(TransformType::Encr, 3),
+                    weak(TransformType::Prf, 1),
+                    weak(TransformType::Integ, 1),
+                    weak(TransformType::Dh, 2),
+                ],
             }]),
-            Payload::Ke(wire::KeyExchange { group: 2, data: vec![7; 128] }),
+            Payload::Ke(wire::KeyExchange {
+                group: 2,
+                data: vec![7; 128],
+            }),
             Payload::Nonce(vec![1; 32]),
         ],
     }
     .emit();
     let mut pools = MemPools::default();
-    let actions = engine.handle(Instant::now(), HUB, SPOKE, &request, &mut pools).unwrap();
+    let actions = engine
+        .handle(Instant::now(), HUB, SPOKE, &request, &mut pools)
+        .unwrap();
     let reply = Message::parse(&sends(&actions)[0]).unwrap();
     assert!(reply.notify(NotifyType::NoProposalChosen).is_some());
     assert!(actions.iter().any(|a| matches!(a, Action::Refused { reason, .. } if reason.contains("no acceptable IKE proposal"))));
@@ -238,62 +342,118 @@ fn weak_proposals_get_no_proposal_chosen_and_a_log_line() {
 #[test]
 fn retransmitted_requests_get_the_cached_response_and_stale_ids_are_dropped() {
     let mut engine = hub("");
-    let mut pools = MemPools { size: 10, ..MemPools::default() };
-    let mut initiator = Initiator::new(spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel), Box::new(SeededRng(9)));
+    let mut pools = MemPools {
+        size: 10,
+        ..MemPools::default()
+    };
+    let mut initiator = Initiator::new(
+        spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel),
+        Box::new(SeededRng(9)),
+    );
     let now = Instant::now();
     let init = initiator.start().unwrap();
     let r1 = sends(&engine.handle(now, HUB, SPOKE, &init, &mut pools).unwrap());
     let r2 = sends(&engine.handle(now, HUB, SPOKE, &init, &mut pools).unwrap());
-    assert_eq!(r1, r2, "IKE_SA_INIT retransmission answered with the same bytes");
+    assert_eq!(
+        r1, r2,
+        "IKE_SA_INIT retransmission answered with the same bytes"
+    );
     assert_eq!(engine.report(now).len(), 1, "one half-open SA, not two");
-    let Step::Send(auth) = initiator.handle(&r1[0]).unwrap() else { panic!() };
+    let Step::Send(auth) = initiator.handle(&r1[0]).unwrap() else {
+        panic!()
+    };
     let a1 = sends(&engine.handle(now, HUB, SPOKE, &auth, &mut pools).unwrap());
     let a2 = sends(&engine.handle(now, HUB, SPOKE, &auth, &mut pools).unwrap());
     assert_eq!(a1, a2, "IKE_AUTH retransmission answered from the cache");
-    assert!(matches!(initiator.handle(&a1[0]).unwrap(), Step::Established(_)));
+    assert!(matches!(
+        initiator.handle(&a1[0]).unwrap(),
+        Step::Established(_)
+    ));
     // A request with message ID 5 (window 1, expected 2) is dropped.
     let mut skipped = auth.clone();
     skipped[20..24].copy_from_slice(&5u32.to_be_bytes());
-    assert_eq!(engine.handle(now, HUB, SPOKE, &skipped, &mut pools).unwrap_err(), Dropped::BadMessageId);
+    assert_eq!(
+        engine
+            .handle(now, HUB, SPOKE, &skipped, &mut pools)
+            .unwrap_err(),
+        Dropped::BadMessageId
+    );
     // Garbage and unknown SPIs are dropped, not answered.
-    assert_eq!(engine.handle(now, HUB, SPOKE, &[0u8; 10], &mut pools).unwrap_err(), Dropped::Malformed);
+    assert_eq!(
+        engine
+            .handle(now, HUB, SPOKE, &[0u8; 10], &mut pools)
+            .unwrap_err(),
+        Dropped::Malformed
+    );
     let mut unknown = auth;
     unknown[8..16].copy_from_slice(&[9; 8]);
-    assert_eq!(engine.handle(now, HUB, SPOKE, &unknown, &mut pools).unwrap_err(), Dropped::UnknownSpi);
+    assert_eq!(
+        engine
+            .handle(now, HUB, SPOKE, &unknown, &mut pools)
+            .unwrap_err(),
+        Dropped::UnknownSpi
+    );
 }
 
 #[test]
 fn wrong_psk_and_unknown_identities_are_refused() {
     let mut engine = hub("");
-    let mut pools = MemPools { size: 10, ..MemPools::default() };
+    let mut pools = MemPools {
+        size: 10,
+        ..MemPools::default()
+    };
     let mut config = spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel);
     config.psk_local = b"guess".to_vec();
     let (result, actions) = dial(&mut engine, &mut pools, config, 11);
-    assert!(matches!(result, Err(InitiatorError::Refused(NotifyType::AuthenticationFailed))), "{result:?}");
+    assert!(
+        matches!(
+            result,
+            Err(InitiatorError::Refused(NotifyType::AuthenticationFailed))
+        ),
+        "{result:?}"
+    );
     assert!(actions.iter().any(|a| matches!(a, Action::Refused { reason, .. } if reason.contains("pre-shared key does not match"))));
     assert!(engine.report(Instant::now()).is_empty());
 
     let mut config = spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel);
     config.identity = Identity::Fqdn("spoke.juniper.net".into());
     let (result, _) = dial(&mut engine, &mut pools, config, 12);
-    assert!(matches!(result, Err(InitiatorError::Refused(NotifyType::AuthenticationFailed))));
+    assert!(matches!(
+        result,
+        Err(InitiatorError::Refused(NotifyType::AuthenticationFailed))
+    ));
 
     // The hub's AUTH is checked by the initiator too.
     let mut config = spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel);
     config.psk_remote = b"not-the-hub".to_vec();
     let (result, _) = dial(&mut engine, &mut pools, config, 13);
-    assert!(matches!(result, Err(InitiatorError::AuthFailed)), "{result:?}");
+    assert!(
+        matches!(result, Err(InitiatorError::AuthFailed)),
+        "{result:?}"
+    );
 }
 
 #[test]
 fn an_exhausted_pool_gives_internal_address_failure() {
     let mut engine = hub("");
-    let mut pools = MemPools { size: 0, ..MemPools::default() };
-    let (result, actions) = dial(&mut engine, &mut pools, spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel), 21);
+    let mut pools = MemPools {
+        size: 0,
+        ..MemPools::default()
+    };
+    let (result, actions) = dial(
+        &mut engine,
+        &mut pools,
+        spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel),
+        21,
+    );
     let est = result.unwrap();
     assert_eq!(est.address, None);
     assert!(est.child.is_none(), "no CHILD_SA without an address");
-    assert!(actions.iter().any(|a| matches!(a, Action::Refused { reason, .. } if reason.contains("FlexSpokes"))));
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Refused { reason, .. } if reason.contains("FlexSpokes")))
+    );
     let auth_reply = sends(&actions).pop().unwrap();
     assert!(Message::parse(&auth_reply).is_ok());
 }
@@ -302,9 +462,14 @@ fn an_exhausted_pool_gives_internal_address_failure() {
 fn half_open_sas_expire() {
     let mut engine = hub("");
     let mut pools = MemPools::default();
-    let mut initiator = Initiator::new(spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel), Box::new(SeededRng(31)));
+    let mut initiator = Initiator::new(
+        spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel),
+        Box::new(SeededRng(31)),
+    );
     let t0 = Instant::now();
-    engine.handle(t0, HUB, SPOKE, &initiator.start().unwrap(), &mut pools).unwrap();
+    engine
+        .handle(t0, HUB, SPOKE, &initiator.start().unwrap(), &mut pools)
+        .unwrap();
     assert_eq!(engine.report(t0).len(), 1);
     engine.tick(t0 + Duration::from_secs(10));
     assert_eq!(engine.report(t0).len(), 1);
@@ -315,14 +480,32 @@ fn half_open_sas_expire() {
 #[test]
 fn shutdown_deletes_every_session_and_releases_addresses() {
     let mut engine = hub("");
-    let mut pools = MemPools { size: 10, ..MemPools::default() };
-    dial(&mut engine, &mut pools, spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel), 41).0.unwrap();
+    let mut pools = MemPools {
+        size: 10,
+        ..MemPools::default()
+    };
+    dial(
+        &mut engine,
+        &mut pools,
+        spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel),
+        41,
+    )
+    .0
+    .unwrap();
     let actions = engine.shutdown(&mut pools);
     let delete = Message::parse(&sends(&actions)[0]).unwrap();
     assert_eq!(delete.header.exchange, ExchangeType::Informational);
     assert!(!delete.header.flags.response);
-    assert!(actions.iter().any(|a| matches!(a, Action::ChildDown { .. })));
-    assert!(actions.iter().any(|a| matches!(a, Action::SessionDown { reason, .. } if reason == "hub shutting down")));
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::ChildDown { .. }))
+    );
+    assert!(
+        actions.iter().any(
+            |a| matches!(a, Action::SessionDown { reason, .. } if reason == "hub shutting down")
+        )
+    );
     assert_eq!(pools.released, vec![Ipv4Addr::new(10, 1, 1, 100)]);
     assert!(engine.report(Instant::now()).is_empty());
 }

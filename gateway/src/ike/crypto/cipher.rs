@@ -357,6 +357,16 @@ fn gcm_nonce(salt: [u8; GCM_SALT_LEN], iv: &[u8]) -> Nonce {
     Nonce::assume_unique_for_key(nonce)
 }
 
+impl std::fmt::Display for Encr {
+    /// The IOS spelling: `AES-CBC, keysize: 256`, `AES-GCM, keysize: 128`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Encr::AesCbc { key_bits } => write!(f, "AES-CBC, keysize: {key_bits}"),
+            Encr::AesGcm16 { key_bits } => write!(f, "AES-GCM, keysize: {key_bits}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -610,15 +620,5 @@ mod tests {
             Err(CryptoError::Unsupported(_))
         ));
         assert!(SkCipher::new(gcm, None, &k36, Some(&[])).is_ok());
-    }
-}
-
-impl std::fmt::Display for Encr {
-    /// The IOS spelling: `AES-CBC, keysize: 256`, `AES-GCM, keysize: 128`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Encr::AesCbc { key_bits } => write!(f, "AES-CBC, keysize: {key_bits}"),
-            Encr::AesGcm16 { key_bits } => write!(f, "AES-GCM, keysize: {key_bits}"),
-        }
     }
 }

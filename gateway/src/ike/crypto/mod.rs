@@ -31,7 +31,9 @@ pub use prf::Prf;
 /// SHA-1, for the NAT detection hashes only (RFC 7296 section 2.23 fixes
 /// the algorithm; it is not used for any security property here).
 pub fn sha1(data: &[u8]) -> Vec<u8> {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, data).as_ref().to_vec()
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, data)
+        .as_ref()
+        .to_vec()
 }
 
 /// Secret bytes (key material, DH results): zeroed when dropped.
