@@ -77,6 +77,7 @@ fn handshake(engine: &mut Engine, pools: &mut Counter, ike: &IkeProposal, esp: &
         esp: vec![esp.clone()],
         request_address: true,
         mode: Mode::Tunnel,
+        fragment_len: None,
         ts_remote: vec![TrafficSelector::ipv4(
             0,
             0..=65535,
@@ -102,6 +103,7 @@ fn handshake(engine: &mut Engine, pools: &mut Counter, ike: &IkeProposal, esp: &
             .unwrap();
         match initiator.handle(&response).unwrap() {
             Step::Send(next) => request = next,
+            Step::SendAll(_) => unreachable!("no fragmentation configured"),
             Step::Established(_) => return,
         }
     }

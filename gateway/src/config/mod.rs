@@ -155,6 +155,11 @@ pub struct Profile {
     /// ESP proposals (`aes256gcm16`); absent: the defaults.
     #[serde(default)]
     pub esp_proposals: Option<Vec<String>>,
+    /// IOS `route set access-list` / `route set interface`: prefixes pushed
+    /// to the spoke in the configuration payload (INTERNAL_IP4_SUBNET), such
+    /// as the hub's summary `192.168.0.0/16`.
+    #[serde(default)]
+    pub route_set: Vec<Ipv4Prefix>,
 }
 
 /// IOS `dpd 30 5 on-demand`.

@@ -146,6 +146,53 @@ struct IkeSa {
     auth_local: Option<AuthMethod>,
     lease: Option<(String, Ipv4Addr)>,
     children: Vec<ChildSa>,
+    fragments: Reassembly,
+}
+
+/// Most fragments one message may come in (RFC 7383 leaves the limit to
+/// the receiver; 64 x 1280 bytes is far above any IKE_AUTH with certificates).
+const MAX_FRAGMENTS: u16 = 64;
+
+/// Decrypted fragments of the request being reassembled (RFC 7383 section 2.6).
+#[derive(Default)]
+struct Reassembly {
+    message_id: u32,
+    first_inner: Option<PayloadType>,
+    parts: Vec<Option<Vec<u8>>>,
+}
+
+impl Reassembly {
+    /// Adds a decrypted fragment; returns the whole plaintext when complete.
+    fn add(
+        &mut self,
+        message_id: u32,
+        f: &wire::EncryptedFragment,
+        part: Vec<u8>,
+    ) -> Option<(PayloadType, Vec<u8>)> {
+        if f.total == 0 || f.total > MAX_FRAGMENTS || f.number == 0 || f.number > f.total {
+            return None;
+        }
+        // A new message, or the peer re-fragmented with another total
+        // (section 2.6.1): start over.
+        if self.message_id != message_id || self.parts.len() != usize::from(f.total) {
+            *self = Reassembly {
+                message_id,
+                first_inner: None,
+                parts: vec![None; usize::from(f.total)],
+            };
+        }
+        if f.number == 1 {
+            self.first_inner = Some(f.first_inner);
+        }
+        self.parts[usize::from(f.number) - 1] = Some(part);
+        if self.parts.iter().any(Option::is_none) {
+            return None;
+        }
+        let first = self.first_inner?;
+        let whole = self.parts.drain(..).flatten().flatten().collect();
+        *self = Reassembly::default();
+        Some((first, whole))
+    }
 }
 
 /// `show crypto ikev2 sa` and `show crypto session`, one row per IKE SA.
@@ -571,6 +618,7 @@ impl Engine {
                 auth_local: None,
                 lease: None,
                 children: Vec::new(),
+                fragments: Reassembly::default(),
             },
         );
         self.by_initiator.insert((remote, header.spi_i), spi_r);
@@ -604,6 +652,12 @@ impl Engine {
         if let Some((id, packet)) = &sa.last_response
             && header.message_id == *id
         {
+            // A retransmitted fragmented request is answered once, on its
+            // first fragment (RFC 7383 section 2.6.1).
+            if matches!(message.payloads.last(), Some(Payload::EncryptedFragment(f)) if f.number != 1)
+            {
+                return Ok(Vec::new());
+            }
             return Ok(vec![Action::Send {
                 local,
                 remote,
@@ -614,13 +668,28 @@ impl Engine {
         if header.message_id != expected {
             return Err(Dropped::BadMessageId);
         }
-        let Some(Payload::Encrypted(sk)) = message.payloads.last() else {
-            return Err(Dropped::Malformed);
+        let (first_inner, plaintext) = match message.payloads.last() {
+            Some(Payload::Encrypted(sk)) => {
+                let aad = &datagram[..datagram.len() - sk.body.len()];
+                (
+                    sk.first_inner,
+                    sa.rx.open(aad, &sk.body).map_err(|_| Dropped::Integrity)?,
+                )
+            }
+            // RFC 7383 section 2.6: each fragment is protected on its own;
+            // the message is whole when every fragment has arrived.
+            Some(Payload::EncryptedFragment(f)) => {
+                let aad = &datagram[..datagram.len() - f.body.len()];
+                let part = sa.rx.open(aad, &f.body).map_err(|_| Dropped::Integrity)?;
+                match sa.fragments.add(header.message_id, f, part) {
+                    Some(whole) => whole,
+                    None => return Ok(Vec::new()),
+                }
+            }
+            _ => return Err(Dropped::Malformed),
         };
-        let aad = &datagram[..datagram.len() - sk.body.len()];
-        let plaintext = sa.rx.open(aad, &sk.body).map_err(|_| Dropped::Integrity)?;
         let inner =
-            wire::parse_payloads(sk.first_inner, &plaintext).map_err(|_| Dropped::Malformed)?;
+            wire::parse_payloads(first_inner, &plaintext).map_err(|_| Dropped::Malformed)?;
         // The peer may float to 4500 (RFC 7296 section 2.23).
         sa.local = local;
         sa.remote = remote;
@@ -843,12 +912,18 @@ impl Engine {
                     )),
                 };
                 if let Ok((_, address)) = &acquired {
+                    let mut attributes = vec![ConfigAttribute {
+                        kind: ConfigAttributeType::InternalIp4Address,
+                        value: address.octets().to_vec(),
+                    }];
+                    // RFC 7296 section 3.15.1: address then netmask, 8 octets.
+                    attributes.extend(profile.route_set.iter().map(|prefix| ConfigAttribute {
+                        kind: ConfigAttributeType::InternalIp4Subnet,
+                        value: [prefix.addr.octets(), prefix.netmask().octets()].concat(),
+                    }));
                     reply.push(Payload::Cp(CpPayload {
                         cfg_type: CfgType::Reply,
-                        attributes: vec![ConfigAttribute {
-                            kind: ConfigAttributeType::InternalIp4Address,
-                            value: address.octets().to_vec(),
-                        }],
+                        attributes,
                     }));
                 }
                 match acquired {
@@ -1189,6 +1264,58 @@ pub(crate) fn seal_with(
     let body = tx.seal(&packet, &plaintext, rng);
     packet.extend_from_slice(&body);
     packet
+}
+
+/// Builds an encrypted message as SKF fragments of at most `fragment_len`
+/// plaintext bytes each (RFC 7383 section 2.5): every fragment carries its
+/// own header, SKF header and protection; only the first names the first
+/// inner payload.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn seal_fragments(
+    rng: &mut dyn Rng,
+    tx: &SkCipher,
+    spi_i: u64,
+    spi_r: u64,
+    exchange: ExchangeType,
+    message_id: u32,
+    response: bool,
+    payloads: &[Payload],
+    fragment_len: usize,
+) -> Vec<Vec<u8>> {
+    const SKF_HEADER_LEN: usize = 8;
+    let (first, plaintext) = wire::emit_payloads(payloads);
+    let chunks: Vec<&[u8]> = plaintext.chunks(fragment_len.max(1)).collect();
+    let total = u16::try_from(chunks.len()).expect("fragment count fits in 16 bits");
+    chunks
+        .iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let number = u16::try_from(i + 1).expect("fragment count fits in 16 bits");
+            let body_len = tx.sealed_len(chunk.len());
+            let mut header = response_header(spi_i, spi_r, exchange, message_id);
+            header.flags = HeaderFlags {
+                initiator: !response,
+                response,
+                version: false,
+            };
+            header.next_payload = PayloadType::EncryptedFragment;
+            header.length =
+                u32::try_from(wire::HEADER_LEN + SKF_HEADER_LEN + body_len).expect("small");
+            let mut packet = vec![0u8; wire::HEADER_LEN + SKF_HEADER_LEN];
+            header.emit(&mut packet[..wire::HEADER_LEN]);
+            packet[wire::HEADER_LEN] = if number == 1 { u8::from(first) } else { 0 };
+            let skf_len = u16::try_from(SKF_HEADER_LEN + body_len).expect("fragment below 64 KiB");
+            packet[wire::HEADER_LEN + 2..wire::HEADER_LEN + 4]
+                .copy_from_slice(&skf_len.to_be_bytes());
+            packet[wire::HEADER_LEN + 4..wire::HEADER_LEN + 6]
+                .copy_from_slice(&number.to_be_bytes());
+            packet[wire::HEADER_LEN + 6..wire::HEADER_LEN + 8]
+                .copy_from_slice(&total.to_be_bytes());
+            let body = tx.seal(&packet, chunk, rng);
+            packet.extend_from_slice(&body);
+            packet
+        })
+        .collect()
 }
 
 /// RFC 7296 section 2.23: SHA-1(SPIi | SPIr | IP | port).

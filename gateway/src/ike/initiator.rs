@@ -10,7 +10,10 @@ use crate::{
     config::Identity,
     ike::{
         crypto::{self, ChildKeys, DhPrivate, IkeKeys, Rng, SkCipher},
-        engine::{ChildSaParams, Mode, identification_of, identity_of, nat_hash, seal_with},
+        engine::{
+            ChildSaParams, Mode, identification_of, identity_of, nat_hash, seal_fragments,
+            seal_with,
+        },
         proposal::{self, EspChoice, EspProposal, IkeChoice, IkeProposal},
         wire::{
             self, Auth, AuthMethod as WireAuth, CfgType, Config as CpPayload, ConfigAttribute,
@@ -40,6 +43,9 @@ pub struct InitiatorConfig {
     /// the one we get) to `ts_remote`.
     pub mode: Mode,
     pub ts_remote: Vec<TrafficSelector>,
+    /// Send IKE_AUTH as SKF fragments of this much plaintext (RFC 7383),
+    /// when the responder said it supports fragmentation.
+    pub fragment_len: Option<usize>,
 }
 
 /// The outcome of a successful dial.
@@ -50,6 +56,8 @@ pub struct Established {
     pub choice: IkeChoice,
     pub peer_identity: Identity,
     pub address: Option<Ipv4Addr>,
+    /// Prefixes the hub pushed (INTERNAL_IP4_SUBNET): route them to it.
+    pub routes: Vec<(Ipv4Addr, Ipv4Addr)>,
     /// Our view of the CHILD_SA: `keys.encr_i` protects what we send.
     pub child: Option<ChildSaParams>,
 }
@@ -57,6 +65,8 @@ pub struct Established {
 #[derive(Debug)]
 pub enum Step {
     Send(Vec<u8>),
+    /// One request sent as several datagrams (fragments).
+    SendAll(Vec<Vec<u8>>),
     Established(Box<Established>),
 }
 
@@ -327,16 +337,35 @@ impl Initiator {
         payloads.push(Payload::Sa(offers));
         payloads.push(Payload::TsI(ts_i));
         payloads.push(Payload::TsR(ts_r));
-        let packet = seal_with(
-            &mut *self.rng,
-            &tx,
-            self.spi_i,
-            spi_r,
-            ExchangeType::IkeAuth,
-            1,
-            false,
-            &payloads,
-        );
+        let fragmenting = self.config.fragment_len.filter(|_| {
+            message
+                .notify(NotifyType::Ikev2FragmentationSupported)
+                .is_some()
+        });
+        let (spi_i, rng) = (self.spi_i, &mut *self.rng);
+        let step = match fragmenting {
+            Some(len) => Step::SendAll(seal_fragments(
+                rng,
+                &tx,
+                spi_i,
+                spi_r,
+                ExchangeType::IkeAuth,
+                1,
+                false,
+                &payloads,
+                len,
+            )),
+            None => Step::Send(seal_with(
+                rng,
+                &tx,
+                spi_i,
+                spi_r,
+                ExchangeType::IkeAuth,
+                1,
+                false,
+                &payloads,
+            )),
+        };
         let init_response = datagram.to_vec();
         self.state = State::SentAuth(Box::new(AuthState {
             choice,
@@ -348,7 +377,7 @@ impl Initiator {
             child_spi,
             init_response,
         }));
-        Ok(Step::Send(packet))
+        Ok(step)
     }
 
     #[allow(
@@ -376,6 +405,7 @@ impl Initiator {
             .map_err(|e| InitiatorError::Malformed(e.to_string()))?;
         let (mut id_r, mut auth, mut address, mut sa, mut ts_i, mut ts_r, mut transport) =
             (None, None, None, None, None, None, false);
+        let mut routes = Vec::new();
         for p in &inner {
             match p {
                 Payload::Notify(n)
@@ -387,6 +417,20 @@ impl Initiator {
                 Payload::IdR(id) => id_r = Some(id),
                 Payload::Auth(a) => auth = Some(a),
                 Payload::Cp(cp) if cp.cfg_type == CfgType::Reply => {
+                    routes = cp
+                        .attributes
+                        .iter()
+                        .filter(|a| {
+                            a.kind == ConfigAttributeType::InternalIp4Subnet && a.value.len() == 8
+                        })
+                        .map(|a| {
+                            let addr =
+                                Ipv4Addr::new(a.value[0], a.value[1], a.value[2], a.value[3]);
+                            let mask =
+                                Ipv4Addr::new(a.value[4], a.value[5], a.value[6], a.value[7]);
+                            (addr, mask)
+                        })
+                        .collect();
                     address = cp.attributes.iter().find_map(|a| {
                         (a.kind == ConfigAttributeType::InternalIp4Address)
                             .then(|| {
@@ -467,6 +511,7 @@ impl Initiator {
             choice: st.choice,
             peer_identity,
             address,
+            routes,
             child,
         })))
     }

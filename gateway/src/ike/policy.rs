@@ -30,6 +30,8 @@ pub struct ProfilePolicy {
     pub virtual_template: Option<u16>,
     pub ike_proposals: Vec<IkeProposal>,
     pub esp_proposals: Vec<EspProposal>,
+    /// Pushed as INTERNAL_IP4_SUBNET with the address.
+    pub route_set: Vec<Ipv4Prefix>,
 }
 
 #[derive(Clone, Debug)]
@@ -123,6 +125,7 @@ impl Policy {
                 virtual_template: profile.virtual_template,
                 ike_proposals: ike,
                 esp_proposals: esp,
+                route_set: profile.route_set.clone(),
             });
         }
         Ok(Policy {

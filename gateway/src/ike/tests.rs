@@ -115,6 +115,7 @@ pub fn spoke(ike: &str, esp: &str, mode: Mode) -> InitiatorConfig {
         esp: vec![EspProposal::parse(esp).unwrap()],
         request_address: mode == Mode::Tunnel,
         mode,
+        fragment_len: None,
         ts_remote: vec![wire::TrafficSelector::ipv4(
             0,
             0..=65535,
@@ -145,15 +146,20 @@ pub fn dial(
     seed: u64,
 ) -> (Result<Established, InitiatorError>, Vec<Action>) {
     let mut initiator = Initiator::new(config, Box::new(SeededRng(seed)));
-    let mut request = initiator.start().unwrap();
+    let mut requests = vec![initiator.start().unwrap()];
     let mut all = Vec::new();
     let now = Instant::now();
     for _ in 0..4 {
-        let actions = engine.handle(now, HUB, SPOKE, &request, pools).unwrap();
-        let response = sends(&actions).pop().expect("the hub answers");
-        all.extend(actions);
+        let mut responses = Vec::new();
+        for request in &requests {
+            let actions = engine.handle(now, HUB, SPOKE, request, pools).unwrap();
+            responses.extend(sends(&actions));
+            all.extend(actions);
+        }
+        let response = responses.pop().expect("the hub answers");
         match initiator.handle(&response) {
-            Ok(Step::Send(next)) => request = next,
+            Ok(Step::Send(next)) => requests = vec![next],
+            Ok(Step::SendAll(fragments)) => requests = fragments,
             Ok(Step::Established(e)) => return (Ok(*e), all),
             Err(e) => return (Err(e), all),
         }
@@ -216,6 +222,99 @@ fn every_dh_group_and_ike_cipher_establishes_with_matching_keys() {
         );
         assert!(actions.iter().any(|a| matches!(a, Action::SessionUp { identity, .. } if identity == "fqdn:spoke1.cisco.com")));
     }
+}
+
+#[test]
+fn a_fragmented_ike_auth_is_reassembled_in_any_order() {
+    // In order, through the usual dial.
+    let mut engine = hub("");
+    let mut pools = MemPools {
+        size: 10,
+        ..MemPools::default()
+    };
+    let mut config = spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel);
+    config.fragment_len = Some(64);
+    let (result, _) = dial(&mut engine, &mut pools, config.clone(), 61);
+    assert_eq!(result.unwrap().address, Some(Ipv4Addr::new(10, 1, 1, 100)));
+
+    // Reversed, with one fragment duplicated: answered once, when whole.
+    let mut engine = hub("");
+    let mut initiator = Initiator::new(config, Box::new(SeededRng(62)));
+    let now = Instant::now();
+    let init = sends(
+        &engine
+            .handle(now, HUB, SPOKE, &initiator.start().unwrap(), &mut pools)
+            .unwrap(),
+    );
+    let Step::SendAll(mut fragments) = initiator.handle(&init[0]).unwrap() else {
+        panic!("fragments expected")
+    };
+    assert!(fragments.len() >= 3, "{} fragments", fragments.len());
+    let first = Message::parse(&fragments[0]).unwrap();
+    assert!(
+        first
+            .encrypted_fragment()
+            .is_some_and(|f| f.number == 1 && usize::from(f.total) == fragments.len())
+    );
+    fragments.reverse();
+    let dup = fragments[0].clone();
+    fragments.insert(1, dup);
+    let mut answers = Vec::new();
+    for f in &fragments {
+        answers.extend(sends(
+            &engine.handle(now, HUB, SPOKE, f, &mut pools).unwrap(),
+        ));
+    }
+    assert_eq!(answers.len(), 1, "one response, after the last fragment");
+    assert!(matches!(
+        initiator.handle(&answers[0]).unwrap(),
+        Step::Established(_)
+    ));
+
+    // A tampered fragment fails its own integrity check.
+    let mut engine = hub("");
+    let mut config = spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel);
+    config.fragment_len = Some(64);
+    let mut initiator = Initiator::new(config, Box::new(SeededRng(63)));
+    let init = sends(
+        &engine
+            .handle(now, HUB, SPOKE, &initiator.start().unwrap(), &mut pools)
+            .unwrap(),
+    );
+    let Step::SendAll(mut fragments) = initiator.handle(&init[0]).unwrap() else {
+        panic!()
+    };
+    let last = fragments[1].len() - 1;
+    fragments[1][last] ^= 1;
+    assert_eq!(
+        engine
+            .handle(now, HUB, SPOKE, &fragments[1], &mut pools)
+            .unwrap_err(),
+        Dropped::Integrity
+    );
+}
+
+#[test]
+fn route_set_prefixes_go_to_the_spoke_as_internal_ip4_subnet() {
+    let mut engine = hub("route_set = [\"192.168.0.0/16\", \"10.1.2.0/24\"]");
+    let mut pools = MemPools {
+        size: 10,
+        ..MemPools::default()
+    };
+    let (result, _) = dial(
+        &mut engine,
+        &mut pools,
+        spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel),
+        51,
+    );
+    let est = result.unwrap();
+    assert_eq!(
+        est.routes,
+        vec![
+            (Ipv4Addr::new(192, 168, 0, 0), Ipv4Addr::new(255, 255, 0, 0)),
+            (Ipv4Addr::new(10, 1, 2, 0), Ipv4Addr::new(255, 255, 255, 0)),
+        ]
+    );
 }
 
 #[test]
