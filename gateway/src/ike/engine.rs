@@ -317,7 +317,8 @@ impl Engine {
         let refuse = |kind: NotifyType, data: Vec<u8>, reason: String| {
             let reply = Message {
                 header: response_header(header.spi_i, 0, ExchangeType::IkeSaInit, 0),
-                payloads: vec![Payload::Notify(Notify { protocol: ProtocolId::Ike, spi: vec![], kind, data })],
+                // No SPI: Protocol ID zero (RFC 7296 section 3.10).
+                payloads: vec![notify(kind, data)],
             };
             vec![
                 Action::Send { local, remote, packet: reply.emit() },
@@ -1029,6 +1030,50 @@ mod tests {
             "192.0.2.1:500".parse().unwrap(),
             "198.51.100.7:500".parse().unwrap(),
         )
+    }
+
+    /// RFC 7296 section 3.10: a notify without SPI has Protocol ID 0 (tshark
+    /// showed "Protocol ID: IKE (1)" with "SPI Size: 0" in these refusals).
+    #[test]
+    fn sa_init_refusals_carry_a_notify_with_protocol_id_zero() {
+        let (local, remote) = addrs();
+        let mut engine = engine();
+        // 3DES (3) is not accepted: NO_PROPOSAL_CHOSEN.
+        let actions = engine
+            .handle(
+                Instant::now(),
+                local,
+                remote,
+                &sa_init(1, 3, 31),
+                &mut NoPools,
+            )
+            .unwrap();
+        let reply = only_send(&actions);
+        let Payload::Notify(n) = &reply.payloads[0] else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(
+            (n.kind, n.protocol, n.spi.len()),
+            (NotifyType::NoProposalChosen, ProtocolId::None, 0)
+        );
+        // A KE for MODP-1024 (2) while Curve25519 is chosen: INVALID_KE_PAYLOAD.
+        let actions = engine
+            .handle(
+                Instant::now(),
+                local,
+                remote,
+                &sa_init(2, 12, 2),
+                &mut NoPools,
+            )
+            .unwrap();
+        let reply = only_send(&actions);
+        let Payload::Notify(n) = &reply.payloads[0] else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(
+            (n.kind, n.protocol, n.data.as_slice()),
+            (NotifyType::InvalidKePayload, ProtocolId::None, &[0, 31][..])
+        );
     }
 
     #[test]
