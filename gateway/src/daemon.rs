@@ -18,6 +18,7 @@ use crate::{
     ike::{
         crypto::SystemRng,
         engine::Engine,
+        keylog::{self, KeyLog},
         policy::Policy,
         task::{self as ike_task, IkeShared, IkeSockets},
     },
@@ -187,12 +188,41 @@ async fn start_ike(
     })?;
     let sockets = IkeSockets::bind(config.hub.local_address).await?;
     tracing::info!(address = %config.hub.local_address, profiles = policy.profiles.len(), "IKEv2 listening on UDP 500 and 4500");
+    let keylog_path = std::env::var_os(keylog::KEYLOG_ENV);
+    let keylog = open_keylog(keylog_path.as_deref().map(Path::new))?;
     let shared = IkeShared {
-        engine: Mutex::new(Engine::new(policy, Box::new(SystemRng))),
+        engine: Mutex::new(Engine::new(policy, Box::new(SystemRng)).with_keylog(keylog)),
         pools: Mutex::new(pools),
         xdp: xdp.clone(),
     };
     Ok(Some((Arc::new(shared), Arc::new(sockets))))
+}
+
+/// The IKE key log when `GATEWAY_IKE_KEYLOG` names a file (unset or empty:
+/// off). Failing to open it stops the start-up: the operator asked for it.
+fn open_keylog(path: Option<&Path>) -> anyhow::Result<Option<KeyLog>> {
+    let Some(path) = path.filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(None);
+    };
+    let log = KeyLog::open(path).with_context(|| {
+        format!(
+            "{}={}: cannot open the IKE key log",
+            keylog::KEYLOG_ENV,
+            path.display()
+        )
+    })?;
+    tracing::warn!(
+        "IKE key log enabled: secrets written to {} and {}; for debugging only",
+        path.display(),
+        KeyLog::esp_path_for(path).display()
+    );
+    if log.readable_by_others() {
+        tracing::warn!(
+            "IKE key log {} is readable by other users (mode is not 0600)",
+            path.display()
+        );
+    }
+    Ok(Some(log))
 }
 
 fn attach_xdp(config: &Config, config_path: &Path) -> anyhow::Result<Option<XdpFilter>> {

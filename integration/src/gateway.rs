@@ -2,6 +2,7 @@
 //! through its CLI the way an operator would.
 
 use std::{
+    ffi::OsStr,
     path::{Path, PathBuf},
     process::{Command, ExitStatus, Output},
     time::Duration,
@@ -51,11 +52,36 @@ impl Gateway {
     /// Starts `gateway run --config CONFIG` in `netns` and waits until its
     /// control socket (`socket`, as written in the config) answers.
     pub fn start(netns: &Netns, bin: &Path, config: &Path, socket: &Path) -> Result<Self> {
+        Self::start_with_env(
+            netns,
+            bin,
+            config,
+            socket,
+            std::iter::empty::<(&str, &str)>(),
+        )
+    }
+
+    /// [`Gateway::start`] with extra environment variables for the daemon
+    /// (e.g. `GATEWAY_IKE_KEYLOG`), set after `RUST_LOG=info` so that they
+    /// may also override it.
+    pub fn start_with_env<I, K, V>(
+        netns: &Netns,
+        bin: &Path,
+        config: &Path,
+        socket: &Path,
+        env: I,
+    ) -> Result<Self>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
         let mut command = Command::new(bin);
         command
             .args(["run", "--config"])
             .arg(config)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            .envs(env);
         let proc = netns.spawn(&command)?;
         let gateway = Gateway {
             bin: bin.to_owned(),
@@ -90,7 +116,7 @@ impl Gateway {
     pub fn cli<I, S>(&self, args: I) -> Result<Output>
     where
         I: IntoIterator<Item = S>,
-        S: AsRef<std::ffi::OsStr>,
+        S: AsRef<OsStr>,
     {
         let mut command = Command::new("ip");
         command
@@ -106,7 +132,7 @@ impl Gateway {
     pub fn cli_ok<I, S>(&self, args: I) -> Result<String>
     where
         I: IntoIterator<Item = S>,
-        S: AsRef<std::ffi::OsStr>,
+        S: AsRef<OsStr>,
     {
         let args: Vec<std::ffi::OsString> =
             args.into_iter().map(|a| a.as_ref().to_owned()).collect();

@@ -3,6 +3,7 @@
 //! namespace, as the hub's uplink would see a WAN.
 
 use std::{
+    ffi::OsString,
     net::Ipv4Addr,
     path::{Path, PathBuf},
 };
@@ -21,6 +22,15 @@ pub const POOL_FIRST: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 100);
 pub const POOL_LAST: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 254);
 pub const PSK: &str = "test-psk-0123456789";
 
+/// The files of the daemon's key log (see [`IkeLab::enable_ike_keylog`]).
+#[derive(Clone, Debug)]
+pub struct IkeKeyLog {
+    /// One Wireshark `ikev2_decryption_table` line per IKE SA.
+    pub ike: PathBuf,
+    /// Two Wireshark `esp_sa` lines (inbound, outbound) per CHILD_SA.
+    pub esp: PathBuf,
+}
+
 pub struct IkeLab {
     // Drop order: spokes and the daemon before the namespaces.
     pub spokes: Vec<(Netns, Ipv4Addr, Option<Charon>)>,
@@ -31,6 +41,8 @@ pub struct IkeLab {
     pub config: PathBuf,
     pub socket: PathBuf,
     gateway_bin: PathBuf,
+    /// Extra environment of the daemon, for every (re)start.
+    gateway_env: Vec<(OsString, OsString)>,
     lab: Lab,
 }
 
@@ -39,6 +51,15 @@ impl IkeLab {
     /// the hub's config written (`extra` is appended to it); the gateway is
     /// started.
     pub fn start(gateway_bin: &Path, tag: &str, spokes: u8, extra: &str) -> Result<Self> {
+        let mut ike_lab = Self::new(gateway_bin, tag, spokes, extra)?;
+        ike_lab.start_gateway()?;
+        Ok(ike_lab)
+    }
+
+    /// Like [`IkeLab::start`], but the gateway is not started yet: set its
+    /// environment ([`IkeLab::set_gateway_env`], [`IkeLab::enable_ike_keylog`]),
+    /// start captures, then call [`IkeLab::start_gateway`].
+    pub fn new(gateway_bin: &Path, tag: &str, spokes: u8, extra: &str) -> Result<Self> {
         let lab = Lab::new(tag)?;
         let wan = lab.netns("wan")?;
         wan.ip(["link", "add", "br0", "type", "bridge"])?;
@@ -61,7 +82,7 @@ impl IkeLab {
         let config = dir.join("hub.toml");
         std::fs::write(&config, hub_config(uplink.name(), &dir, &socket) + extra)
             .with_context(|| format!("writing {}", config.display()))?;
-        let mut ike_lab = IkeLab {
+        let ike_lab = IkeLab {
             spokes: list,
             gateway: None,
             hub,
@@ -70,10 +91,28 @@ impl IkeLab {
             config,
             socket,
             gateway_bin: gateway_bin.to_owned(),
+            gateway_env: Vec::new(),
             lab,
         };
-        ike_lab.start_gateway()?;
         Ok(ike_lab)
+    }
+
+    /// Sets an environment variable for the gateway's next start (and every
+    /// restart after it).
+    pub fn set_gateway_env(&mut self, key: impl Into<OsString>, value: impl Into<OsString>) {
+        let key = key.into();
+        self.gateway_env.retain(|(k, _)| *k != key);
+        self.gateway_env.push((key, value.into()));
+    }
+
+    /// Turns the daemon's IKE key log on (`GATEWAY_IKE_KEYLOG`, from the next
+    /// start), with its files in the lab's directory.
+    pub fn enable_ike_keylog(&mut self) -> IkeKeyLog {
+        let ike = self.lab.temp_dir().join("ike-keys");
+        self.set_gateway_env("GATEWAY_IKE_KEYLOG", &ike);
+        // The daemon's convention (gateway::ike::keylog): ESP keys in PATH.esp_sa.
+        let esp = self.lab.temp_dir().join("ike-keys.esp_sa");
+        IkeKeyLog { ike, esp }
     }
 
     pub fn lab(&self) -> &Lab {
@@ -81,11 +120,12 @@ impl IkeLab {
     }
 
     pub fn start_gateway(&mut self) -> Result<()> {
-        self.gateway = Some(Gateway::start(
+        self.gateway = Some(Gateway::start_with_env(
             &self.hub,
             &self.gateway_bin,
             &self.config,
             &self.socket,
+            self.gateway_env.iter().map(|(k, v)| (k, v)),
         )?);
         Ok(())
     }

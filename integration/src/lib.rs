@@ -25,6 +25,7 @@
 //!
 //! Traffic made with this crate stays inside the namespaces a lab creates.
 
+pub mod capture;
 mod cmd;
 pub mod frame;
 pub mod gateway;

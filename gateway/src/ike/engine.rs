@@ -19,6 +19,7 @@ use crate::{
     config::{AuthMethod, Identity},
     ike::{
         crypto::{self, ChildKeys, IkeKeys, Rng, SkCipher},
+        keylog::KeyLog,
         policy::Policy,
         proposal::{self, EspChoice, IkeChoice},
         wire::{
@@ -242,6 +243,8 @@ pub struct Engine {
     next_tunnel_id: u32,
     /// Inbound CHILD_SA SPIs in use: a new one must not collide.
     child_spis: HashSet<u32>,
+    /// Debugging only: where each IKE SA's keys go (`ike::keylog`).
+    keylog: Option<KeyLog>,
 }
 
 /// Why an incoming datagram produced nothing: counted by the task.
@@ -263,7 +266,18 @@ impl Engine {
             rng,
             next_tunnel_id: 1,
             child_spis: HashSet::new(),
+            keylog: None,
         }
+    }
+
+    /// Writes each new IKE SA's keys (and its CHILD_SAs' ESP keys) to
+    /// `keylog`, in the formats of Wireshark's decryption tables, as soon as
+    /// they are derived. For debugging and tests only: whoever reads the
+    /// log can decrypt the SAs.
+    #[must_use]
+    pub fn with_keylog(mut self, keylog: Option<KeyLog>) -> Self {
+        self.keylog = keylog;
+        self
     }
 
     pub fn policy(&self) -> &Policy {
@@ -411,12 +425,8 @@ impl Engine {
         let refuse = |kind: NotifyType, data: Vec<u8>, reason: String| {
             let reply = Message {
                 header: response_header(header.spi_i, 0, ExchangeType::IkeSaInit, 0),
-                payloads: vec![Payload::Notify(Notify {
-                    protocol: ProtocolId::Ike,
-                    spi: vec![],
-                    kind,
-                    data,
-                })],
+                // No SPI: Protocol ID zero (RFC 7296 section 3.10).
+                payloads: vec![notify(kind, data)],
             };
             vec![
                 Action::Send {
@@ -563,6 +573,9 @@ impl Engine {
                 );
             }
         };
+        if let Some(keylog) = &mut self.keylog {
+            keylog.record(header.spi_i, spi_r, &choice, &keys);
+        }
 
         let mut payloads = vec![
             Payload::Sa(vec![choice.to_proposal(number)]),
@@ -1016,6 +1029,9 @@ impl Engine {
                 ts_local: tsr,
                 ts_remote: tsi,
             };
+            if let Some(keylog) = &mut self.keylog {
+                keylog.record_child(&params);
+            }
             actions.push(Action::ChildUp(params.clone()));
             sa.children.push(ChildSa { params });
         }
@@ -1359,5 +1375,211 @@ pub(crate) fn identification_of(identity: &Identity) -> Identification {
             id_type: IdType::Ipv4Addr,
             data: a.octets().to_vec(),
         },
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::{
+        io::{self, Write},
+        sync::{Arc, Mutex},
+    };
+
+    use super::*;
+    use crate::ike::{
+        crypto::{DhGroup, SystemRng},
+        wire::{Proposal, Transform, TransformType},
+    };
+
+    const HUB: &str = include_str!("../../../examples/hub.toml");
+
+    struct NoPools;
+
+    impl AddressPools for NoPools {
+        fn acquire(&mut self, _: &str, _: &str) -> Result<Ipv4Addr, String> {
+            Err("no pools in this test".into())
+        }
+        fn release(&mut self, _: &str, _: Ipv4Addr) {}
+    }
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn engine() -> Engine {
+        let config = crate::config::parse(HUB, "hub.toml").unwrap();
+        Engine::new(Policy::from_config(&config).unwrap(), Box::new(SystemRng))
+    }
+
+    fn transform(kind: TransformType, id: u16, key_length: Option<u16>) -> Transform {
+        Transform {
+            kind,
+            id,
+            key_length,
+            other_attributes: vec![],
+        }
+    }
+
+    /// An IKE_SA_INIT request offering `encr_id` (AES-CBC-256 is 12) with
+    /// SHA-256 and Curve25519, and a KE for `ke_group`.
+    fn sa_init(spi_i: u64, encr_id: u16, ke_group: u16) -> Vec<u8> {
+        let proposal = Proposal {
+            number: 1,
+            protocol: ProtocolId::Ike,
+            spi: vec![],
+            transforms: vec![
+                transform(TransformType::Encr, encr_id, Some(256)),
+                transform(TransformType::Prf, 5, None),
+                transform(TransformType::Integ, 12, None),
+                transform(TransformType::Dh, 31, None),
+            ],
+        };
+        let ke = DhGroup::Curve25519.generate(&mut SystemRng).unwrap();
+        Message {
+            header: Header {
+                spi_i,
+                spi_r: 0,
+                next_payload: PayloadType::None,
+                major_version: 2,
+                minor_version: 0,
+                exchange: ExchangeType::IkeSaInit,
+                flags: HeaderFlags {
+                    initiator: true,
+                    response: false,
+                    version: false,
+                },
+                message_id: 0,
+                length: 0,
+            },
+            payloads: vec![
+                Payload::Sa(vec![proposal]),
+                Payload::Ke(KeyExchange {
+                    group: ke_group,
+                    data: ke.public_key().to_vec(),
+                }),
+                Payload::Nonce(vec![7; 32]),
+            ],
+        }
+        .emit()
+    }
+
+    fn only_send(actions: &[Action]) -> Message {
+        let packets: Vec<&Vec<u8>> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { packet, .. } => Some(packet),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(packets.len(), 1, "{actions:?}");
+        Message::parse(packets[0]).unwrap()
+    }
+
+    fn addrs() -> (SocketAddrV4, SocketAddrV4) {
+        (
+            "192.0.2.1:500".parse().unwrap(),
+            "198.51.100.7:500".parse().unwrap(),
+        )
+    }
+
+    /// RFC 7296 section 3.10: a notify without SPI has Protocol ID 0 (tshark
+    /// showed "Protocol ID: IKE (1)" with "SPI Size: 0" in these refusals).
+    #[test]
+    fn sa_init_refusals_carry_a_notify_with_protocol_id_zero() {
+        let (local, remote) = addrs();
+        let mut engine = engine();
+        // 3DES (3) is not accepted: NO_PROPOSAL_CHOSEN.
+        let actions = engine
+            .handle(
+                Instant::now(),
+                local,
+                remote,
+                &sa_init(1, 3, 31),
+                &mut NoPools,
+            )
+            .unwrap();
+        let reply = only_send(&actions);
+        let Payload::Notify(n) = &reply.payloads[0] else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(
+            (n.kind, n.protocol, n.spi.len()),
+            (NotifyType::NoProposalChosen, ProtocolId::None, 0)
+        );
+        // A KE for MODP-1024 (2) while Curve25519 is chosen: INVALID_KE_PAYLOAD.
+        let actions = engine
+            .handle(
+                Instant::now(),
+                local,
+                remote,
+                &sa_init(2, 12, 2),
+                &mut NoPools,
+            )
+            .unwrap();
+        let reply = only_send(&actions);
+        let Payload::Notify(n) = &reply.payloads[0] else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(
+            (n.kind, n.protocol, n.data.as_slice()),
+            (NotifyType::InvalidKePayload, ProtocolId::None, &[0, 31][..])
+        );
+    }
+
+    #[test]
+    fn sa_init_writes_one_key_line_per_new_sa_when_the_key_log_is_on() {
+        let (local, remote) = addrs();
+        let out = Shared::default();
+        let mut engine = engine().with_keylog(Some(KeyLog::to_writers(
+            "mem",
+            Box::new(out.clone()),
+            Box::new(io::sink()),
+        )));
+        let request = sa_init(0x1111, 12, 31);
+        let reply = only_send(
+            &engine
+                .handle(Instant::now(), local, remote, &request, &mut NoPools)
+                .unwrap(),
+        );
+        // A retransmission gets the same answer and no second line.
+        engine
+            .handle(Instant::now(), local, remote, &request, &mut NoPools)
+            .unwrap();
+        // A refused one creates no SA and no line.
+        engine
+            .handle(
+                Instant::now(),
+                local,
+                remote,
+                &sa_init(0x2222, 3, 31),
+                &mut NoPools,
+            )
+            .unwrap();
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let fields: Vec<&str> = lines[0].split(',').collect();
+        assert_eq!(fields.len(), 8, "{text}");
+        assert_eq!(fields[0], "0000000000001111");
+        assert_eq!(fields[1], format!("{:016x}", reply.header.spi_r));
+        assert_eq!((fields[2].len(), fields[3].len()), (64, 64));
+        assert_eq!(fields[4], "\"AES-CBC-256 [RFC3602]\"");
+        assert_eq!((fields[5].len(), fields[6].len()), (64, 64));
+        assert_eq!(fields[7], "\"HMAC_SHA2_256_128 [RFC4868]\"");
+        let sa = &engine.sas[&reply.header.spi_r];
+        assert_eq!(
+            lines[0],
+            crate::ike::keylog::uat_line(sa.spi_i, sa.spi_r, &sa.choice, &sa.keys)
+        );
     }
 }
