@@ -1241,15 +1241,21 @@ fn seal(
     response: bool,
     payloads: &[Payload],
 ) -> Vec<u8> {
+    // The hub is the original responder of every SA it holds: I clear
+    // (RFC 7296 section 3.1), R set on responses only.
+    let flags = HeaderFlags {
+        initiator: false,
+        response,
+        version: false,
+    };
     seal_with(
-        rng, &sa.tx, sa.spi_i, sa.spi_r, exchange, message_id, response, payloads,
+        rng, &sa.tx, sa.spi_i, sa.spi_r, exchange, message_id, flags, payloads,
     )
 }
 
 /// Builds an encrypted message (RFC 7296 section 3.14): header and SK
 /// header with their final lengths first, since they are authenticated.
-/// `response` also decides the initiator flag: only the original initiator
-/// sends requests with it set here (the hub never initiates yet).
+/// `flags`: I for the original initiator of the SA, R for responses.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn seal_with(
     rng: &mut dyn Rng,
@@ -1258,18 +1264,14 @@ pub(crate) fn seal_with(
     spi_r: u64,
     exchange: ExchangeType,
     message_id: u32,
-    response: bool,
+    flags: HeaderFlags,
     payloads: &[Payload],
 ) -> Vec<u8> {
     let (first, plaintext) = wire::emit_payloads(payloads);
     let body_len = tx.sealed_len(plaintext.len());
     let total = wire::HEADER_LEN + 4 + body_len;
     let mut header = response_header(spi_i, spi_r, exchange, message_id);
-    header.flags = HeaderFlags {
-        initiator: !response,
-        response,
-        version: false,
-    };
+    header.flags = flags;
     header.next_payload = PayloadType::Encrypted;
     header.length = u32::try_from(total).expect("IKE messages are far below 4 GiB");
     let mut packet = vec![0u8; wire::HEADER_LEN + 4];
@@ -1294,7 +1296,7 @@ pub(crate) fn seal_fragments(
     spi_r: u64,
     exchange: ExchangeType,
     message_id: u32,
-    response: bool,
+    flags: HeaderFlags,
     payloads: &[Payload],
     fragment_len: usize,
 ) -> Vec<Vec<u8>> {
@@ -1309,11 +1311,7 @@ pub(crate) fn seal_fragments(
             let number = u16::try_from(i + 1).expect("fragment count fits in 16 bits");
             let body_len = tx.sealed_len(chunk.len());
             let mut header = response_header(spi_i, spi_r, exchange, message_id);
-            header.flags = HeaderFlags {
-                initiator: !response,
-                response,
-                version: false,
-            };
+            header.flags = flags;
             header.next_payload = PayloadType::EncryptedFragment;
             header.length =
                 u32::try_from(wire::HEADER_LEN + SKF_HEADER_LEN + body_len).expect("small");

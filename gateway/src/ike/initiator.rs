@@ -24,6 +24,12 @@ use crate::{
 };
 
 const NONCE_LEN: usize = 32;
+/// Requests from the original initiator: I set, R clear (RFC 7296 section 3.1).
+const INITIATOR_REQUEST: HeaderFlags = HeaderFlags {
+    initiator: true,
+    response: false,
+    version: false,
+};
 const IPPROTO_GRE: u8 = 47;
 
 #[derive(Clone, Debug)]
@@ -351,7 +357,7 @@ impl Initiator {
                 spi_r,
                 ExchangeType::IkeAuth,
                 1,
-                false,
+                INITIATOR_REQUEST,
                 &payloads,
                 len,
             )),
@@ -362,7 +368,7 @@ impl Initiator {
                 spi_r,
                 ExchangeType::IkeAuth,
                 1,
-                false,
+                INITIATOR_REQUEST,
                 &payloads,
             )),
         };

@@ -596,6 +596,10 @@ fn shutdown_deletes_every_session_and_releases_addresses() {
     assert_eq!(delete.header.exchange, ExchangeType::Informational);
     assert!(!delete.header.flags.response);
     assert!(
+        !delete.header.flags.initiator,
+        "the hub is the SA's original responder: I clear"
+    );
+    assert!(
         actions
             .iter()
             .any(|a| matches!(a, Action::ChildDown { .. }))
