@@ -55,3 +55,80 @@ fn a_bad_spi_is_refused_before_anything_is_sent() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an SPI"));
 }
+
+/// The IKEv2 hub's own bad configurations are refused by `gateway run`
+/// before anything starts, naming the file and the key.
+#[test]
+fn run_refuses_an_unknown_pool_an_empty_keyring_and_overlapping_pools() {
+    let dir = std::env::temp_dir().join(format!("gw-cli-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = format!(
+        r#"[hub]
+local_address = "172.25.9.1"
+uplink = "eth0"
+state_dir = "{state}"
+control_socket = "{socket}"
+[ikev2.profile.Flex]
+match_identity_remote = ["fqdn-domain:cisco.com"]
+authentication_local = "pre-share"
+authentication_remote = "pre-share"
+keyring = "K"
+pool = "FlexSpokes"
+virtual_template = 1
+[ikev2.keyring.K.peer.Spokes]
+address = "0.0.0.0/0"
+pre_shared_key_local = "a"
+pre_shared_key_remote = "b"
+[pool.FlexSpokes]
+first = "10.1.1.100"
+last = "10.1.1.254"
+[virtual_template.1]
+unnumbered = "10.1.1.1"
+"#,
+        state = dir.join("state").display(),
+        socket = dir.join("gw.sock").display()
+    );
+    let peer_start = base.find("[ikev2.keyring.K.peer.Spokes]").unwrap();
+    let pool_start = base.find("[pool.FlexSpokes]").unwrap();
+    let cases = [
+        (
+            "unknown-pool",
+            base.replace("pool = \"FlexSpokes\"", "pool = \"FlexSpoke\""),
+            "ikev2.profile.Flex.pool: refers to pool \"FlexSpoke\", which is not defined",
+        ),
+        (
+            "empty-keyring",
+            format!(
+                "{}[ikev2.keyring.K]\n{}",
+                &base[..peer_start],
+                &base[pool_start..]
+            ),
+            "ikev2.keyring.K: has no peers",
+        ),
+        (
+            "overlapping-pools",
+            format!("{base}[pool.Other]\nfirst = \"10.1.1.200\"\nlast = \"10.1.2.10\"\n"),
+            "overlaps pool \"FlexSpokes\"",
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = gateway()
+            .args(["run", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{name}: started anyway");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{name}.toml")) && stderr.contains(expected),
+            "{name}: {stderr}"
+        );
+        assert!(
+            !dir.join("state").exists(),
+            "{name}: nothing created before the config was accepted"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

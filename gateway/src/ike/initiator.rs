@@ -99,12 +99,22 @@ enum State {
         group: u16,
     },
     SentAuth(Box<AuthState>),
+    /// The IKE SA is up: INFORMATIONAL requests (DPD, DELETE) can be sent.
+    Up(Box<UpState>),
     Done,
+}
+
+struct UpState {
+    tx: SkCipher,
+    rx: SkCipher,
+    spi_r: u64,
+    next_message_id: u32,
 }
 
 struct AuthState {
     choice: IkeChoice,
     keys: IkeKeys,
+    tx: SkCipher,
     rx: SkCipher,
     ni: Vec<u8>,
     nr: Vec<u8>,
@@ -207,6 +217,12 @@ impl Initiator {
                 group,
             } => self.init_response(&message, datagram, dh, ni, &request, group),
             State::SentAuth(auth) => self.auth_response(&message, datagram, *auth),
+            State::Up(up) => {
+                self.state = State::Up(up);
+                Err(InitiatorError::Unexpected(
+                    "use informational_response for an established SA",
+                ))
+            }
             State::Idle | State::Done => Err(InitiatorError::Unexpected("no request outstanding")),
         }
     }
@@ -376,6 +392,7 @@ impl Initiator {
         self.state = State::SentAuth(Box::new(AuthState {
             choice,
             keys,
+            tx,
             rx,
             ni,
             nr,
@@ -511,6 +528,12 @@ impl Initiator {
             }
             _ => None,
         };
+        self.state = State::Up(Box::new(UpState {
+            tx: st.tx,
+            rx: st.rx,
+            spi_r: st.spi_r,
+            next_message_id: 2,
+        }));
         Ok(Step::Established(Box::new(Established {
             spi_i: self.spi_i,
             spi_r: st.spi_r,
@@ -548,4 +571,49 @@ fn notify(kind: NotifyType, data: Vec<u8>) -> Payload {
         kind,
         data,
     })
+}
+
+impl Initiator {
+    /// An INFORMATIONAL request on the established SA: empty for a liveness
+    /// check (DPD, RFC 7296 section 1.4), or with Delete payloads.
+    pub fn informational(&mut self, payloads: &[Payload]) -> Result<Vec<u8>, InitiatorError> {
+        let State::Up(up) = &mut self.state else {
+            return Err(InitiatorError::Unexpected("the IKE SA is not established"));
+        };
+        let id = up.next_message_id;
+        up.next_message_id += 1;
+        Ok(seal_with(
+            &mut *self.rng,
+            &up.tx,
+            self.spi_i,
+            up.spi_r,
+            ExchangeType::Informational,
+            id,
+            INITIATOR_REQUEST,
+            payloads,
+        ))
+    }
+
+    /// The payloads of the response to an INFORMATIONAL request.
+    pub fn informational_response(
+        &mut self,
+        datagram: &[u8],
+    ) -> Result<Vec<Payload>, InitiatorError> {
+        let State::Up(up) = &self.state else {
+            return Err(InitiatorError::Unexpected("the IKE SA is not established"));
+        };
+        let message =
+            Message::parse(datagram).map_err(|e| InitiatorError::Malformed(e.to_string()))?;
+        if !message.header.flags.response || message.header.exchange != ExchangeType::Informational
+        {
+            return Err(InitiatorError::Unexpected("not an INFORMATIONAL response"));
+        }
+        let Some(Payload::Encrypted(sk)) = message.payloads.last() else {
+            return Err(InitiatorError::Malformed("INFORMATIONAL without SK".into()));
+        };
+        let aad = &datagram[..datagram.len() - sk.body.len()];
+        let plaintext = up.rx.open(aad, &sk.body)?;
+        wire::parse_payloads(sk.first_inner, &plaintext)
+            .map_err(|e| InitiatorError::Malformed(e.to_string()))
+    }
 }

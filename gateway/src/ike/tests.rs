@@ -558,6 +558,108 @@ fn an_exhausted_pool_gives_internal_address_failure() {
 }
 
 #[test]
+fn liveness_checks_are_answered_and_a_peer_delete_tears_the_session_down() {
+    let mut engine = hub("");
+    let mut pools = MemPools {
+        size: 10,
+        ..MemPools::default()
+    };
+    let mut initiator = Initiator::new(
+        spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel),
+        Box::new(SeededRng(71)),
+    );
+    let now = Instant::now();
+    let mut request = initiator.start().unwrap();
+    let established = loop {
+        let response = sends(
+            &engine
+                .handle(now, HUB, SPOKE, &request, &mut pools)
+                .unwrap(),
+        )
+        .pop()
+        .unwrap();
+        match initiator.handle(&response).unwrap() {
+            Step::Send(next) => request = next,
+            Step::Established(e) => break e,
+            Step::SendAll(_) => unreachable!(),
+        }
+    };
+    let child = established.child.unwrap();
+
+    // DPD: an empty request gets an empty response, twice (message IDs 2, 3).
+    for _ in 0..2 {
+        let dpd = initiator.informational(&[]).unwrap();
+        let actions = engine.handle(now, HUB, SPOKE, &dpd, &mut pools).unwrap();
+        assert_eq!(actions.len(), 1, "only the answer: {actions:?}");
+        assert!(
+            initiator
+                .informational_response(&sends(&actions)[0])
+                .unwrap()
+                .is_empty()
+        );
+    }
+    assert_eq!(engine.report(now).len(), 1, "still up");
+
+    // Deleting the CHILD_SA: the hub answers with its own inbound SPI.
+    let delete_child = Payload::Delete(wire::Delete {
+        protocol: ProtocolId::Esp,
+        spi_size: 4,
+        spis: vec![child.spi_in.to_be_bytes().to_vec()],
+    });
+    let actions = engine
+        .handle(
+            now,
+            HUB,
+            SPOKE,
+            &initiator.informational(&[delete_child]).unwrap(),
+            &mut pools,
+        )
+        .unwrap();
+    let reply = initiator
+        .informational_response(&sends(&actions)[0])
+        .unwrap();
+    assert!(
+        matches!(&reply[..], [Payload::Delete(d)] if d.spis == vec![child.spi_out.to_be_bytes().to_vec()]),
+        "{reply:?}"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::ChildDown { spi_in, .. } if *spi_in == child.spi_out))
+    );
+    assert!(engine.report(now)[0].children.is_empty());
+
+    // Deleting the IKE SA: session down, address released (kept for the identity).
+    let delete_ike = Payload::Delete(wire::Delete {
+        protocol: ProtocolId::Ike,
+        spi_size: 0,
+        spis: vec![],
+    });
+    let actions = engine
+        .handle(
+            now,
+            HUB,
+            SPOKE,
+            &initiator.informational(&[delete_ike]).unwrap(),
+            &mut pools,
+        )
+        .unwrap();
+    assert!(
+        initiator
+            .informational_response(&sends(&actions)[0])
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        actions.iter().any(
+            |a| matches!(a, Action::SessionDown { reason, .. } if reason == "deleted by peer")
+        )
+    );
+    assert_eq!(pools.released, vec![Ipv4Addr::new(10, 1, 1, 100)]);
+    assert!(engine.report(now).is_empty());
+}
+
+#[test]
 fn half_open_sas_expire() {
     let mut engine = hub("");
     let mut pools = MemPools::default();
