@@ -6,7 +6,7 @@
 //! into the full hub-and-spokes demo (IKEv2, tunnels, BGP, NHRP).
 
 use anyhow::Context as _;
-use integration::xdp_lab::XdpLab;
+use integration::{ike_lab::IkeLab, xdp_lab::XdpLab};
 
 use crate::{
     LabArgs, setup,
@@ -63,6 +63,67 @@ pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     let (status, log) = lab.stop()?;
     println!("\nlab: the gateway's log:\n{}", log.trim_end());
     println!("\nlab: gateway stopped ({status}); XDP detached, namespaces removed");
+
+    ike_part(&gateway, args.keep)
+}
+
+/// Part two: strongSwan spokes dial the hub with IKEv2 and get addresses.
+fn ike_part(gateway: &std::path::Path, keep: bool) -> anyhow::Result<()> {
+    let step = Step::new("lab", "IKEv2: a hub and two strongSwan spokes");
+    let mut lab = IkeLab::start(gateway, "labike", 2, "").context("starting the IKEv2 lab")?;
+    step.say(format!(
+        "hub {} runs `gateway run --config {}`",
+        lab.hub.name(),
+        lab.config.display()
+    ));
+    let proposals = [
+        ("aes256-sha256-x25519", "aes256gcm16"),
+        ("aes128-sha256-modp2048", "aes128-sha1"),
+    ];
+    for (n, (ike, esp)) in proposals.iter().enumerate() {
+        let charon = lab.charon(n + 1, |p| {
+            (*ike).clone_into(&mut p.proposals);
+            (*esp).clone_into(&mut p.esp_proposals);
+        })?;
+        charon.initiate("spoke", "hub")?;
+        let sa = charon
+            .list_sas()?
+            .into_iter()
+            .next()
+            .context("no SA on the spoke")?;
+        step.say(format!(
+            "spoke{} ({ike} / {esp}): IKE {} , CHILD {}, address {}",
+            n + 1,
+            sa.state,
+            sa.children.first().map_or("-", |c| c.state.as_str()),
+            sa.local_vip_v4()
+                .map_or_else(|| "none".to_owned(), |a| a.to_string()),
+        ));
+    }
+    for what in [
+        &["crypto", "ikev2", "sa"][..],
+        &["crypto", "session"],
+        &["ip", "local", "pool"],
+        &["xdp"],
+    ] {
+        println!("\n$ gateway show {}\n", what.join(" "));
+        let mut args = vec!["show"];
+        args.extend_from_slice(what);
+        print!("{}", lab.gateway().cli_ok(&args)?);
+    }
+    if keep {
+        println!("\nlab: running until Ctrl-C. Try, in another shell:");
+        println!(
+            "  ip netns exec {} {} --socket {} show crypto ikev2 sa",
+            lab.hub.name(),
+            gateway.display(),
+            lab.socket.display()
+        );
+        integration::wait_for_interrupt(None)?;
+    }
+    let log = lab.stop_gateway()?;
+    println!("\nlab: the gateway's log:\n{}", log.trim_end());
+    println!("\nlab: done; namespaces removed");
     Ok(())
 }
 

@@ -1115,8 +1115,8 @@ impl IkeSa {
                 SaState::Ready => "READY".into(),
             },
             encryption: self.choice.encr.to_string(),
-            prf: format!("{:?}", self.choice.prf),
-            hash: self.choice.integ.map(|i| format!("{i:?}")),
+            prf: prf_name(self.choice.prf).to_owned(),
+            hash: self.choice.integ.map(|i| integ_name(i).to_owned()),
             dh_group: self.choice.dh.iana(),
             auth_sign: self.auth_local.map(|a| a.as_str().to_owned()),
             auth_verify: self.auth_remote.map(|a| a.as_str().to_owned()),
@@ -1138,12 +1138,31 @@ impl IkeSa {
                     spi_out: format!("{:#010x}", c.params.spi_out),
                     mode: c.params.mode,
                     encryption: c.params.esp.encr.to_string(),
-                    integrity: c.params.esp.integ.map(|i| format!("{i:?}")),
+                    integrity: c.params.esp.integ.map(|i| integ_name(i).to_owned()),
                     local_ts: c.params.ts_local.iter().map(describe_ts).collect(),
                     remote_ts: c.params.ts_remote.iter().map(describe_ts).collect(),
                 })
                 .collect(),
         }
+    }
+}
+
+/// IOS spells algorithms `SHA256`, `SHA96` ... in `show crypto ikev2 sa`.
+fn prf_name(prf: crypto::Prf) -> &'static str {
+    match prf {
+        crypto::Prf::HmacSha1 => "SHA1",
+        crypto::Prf::HmacSha256 => "SHA256",
+        crypto::Prf::HmacSha384 => "SHA384",
+        crypto::Prf::HmacSha512 => "SHA512",
+    }
+}
+
+fn integ_name(integ: crypto::Integ) -> &'static str {
+    match integ {
+        crypto::Integ::HmacSha1_96 => "SHA96",
+        crypto::Integ::HmacSha256_128 => "SHA256",
+        crypto::Integ::HmacSha384_192 => "SHA384",
+        crypto::Integ::HmacSha512_256 => "SHA512",
     }
 }
 
