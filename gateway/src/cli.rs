@@ -506,4 +506,64 @@ mod tests {
                 .any(|l| l.starts_with("0x00000007") && l.ends_with("never"))
         );
     }
+
+    #[test]
+    fn ikev2_sa_and_session_tables_show_the_operator_fields() {
+        use crate::ike::engine::{ChildReport, Mode, SaReport};
+        let row = SaReport {
+            tunnel_id: 7,
+            local: "172.25.1.1/4500".into(),
+            remote: "172.25.1.2/4500".into(),
+            status: "READY".into(),
+            encryption: "AES-CBC, keysize: 256".into(),
+            prf: "SHA256".into(),
+            hash: Some("SHA256".into()),
+            dh_group: 19,
+            auth_sign: Some("pre-share".into()),
+            auth_verify: Some("pre-share".into()),
+            lifetime_s: 86_400,
+            active_time_s: 42,
+            spi_i: "0102030405060708".into(),
+            spi_r: "1112131415161718".into(),
+            identity: Some("fqdn:spoke1.cisco.com".into()),
+            profile: Some("Flex".into()),
+            assigned_address: Some(std::net::Ipv4Addr::new(10, 1, 1, 100)),
+            nat_t: true,
+            children: vec![ChildReport {
+                spi_in: "0x0000c001".into(),
+                spi_out: "0x0000d002".into(),
+                mode: Mode::Tunnel,
+                encryption: "AES-GCM, keysize: 256".into(),
+                integrity: None,
+                local_ts: vec!["10.1.2.0-10.1.2.255 proto 0".into()],
+                remote_ts: vec!["10.1.1.100/32 proto 0".into()],
+            }],
+        };
+        let sa = render_ikev2_sa(std::slice::from_ref(&row));
+        assert!(
+            sa.lines().any(|l| l.starts_with("7 ")
+                && l.contains("172.25.1.2/4500")
+                && l.ends_with("READY")),
+            "{sa}"
+        );
+        assert!(
+            sa.contains("Encr: AES-CBC, keysize: 256, PRF: SHA256, Hash: SHA256, DH Grp:19"),
+            "{sa}"
+        );
+        assert!(
+            sa.contains("Life/Active Time: 86400/42 sec")
+                && sa.contains("Assigned host addr: 10.1.1.100"),
+            "{sa}"
+        );
+        let session = render_crypto_session(&[row]);
+        assert!(
+            session.contains("Session status: UP-ACTIVE")
+                && session.contains("Phase1_id: fqdn:spoke1.cisco.com"),
+            "{session}"
+        );
+        assert!(
+            session.contains("in SPI 0x0000c001 out SPI 0x0000d002"),
+            "{session}"
+        );
+    }
 }
