@@ -707,16 +707,35 @@ impl Engine {
         sa.local = local;
         sa.remote = remote;
         let id = header.message_id;
-        let (exchange, mut actions, reply, delete_sa) = match (header.exchange, sa.state) {
-            (ExchangeType::IkeAuth, SaState::HalfOpen) => {
+        // RFC 7296 section 2.5: an unknown payload marked critical rejects
+        // the whole request (and an IKE_AUTH with it, the SA).
+        let critical = inner.iter().find_map(|p| match p {
+            Payload::Unknown {
+                kind,
+                critical: true,
+                ..
+            } => Some(*kind),
+            _ => None,
+        });
+        let (exchange, mut actions, reply, delete_sa) = match (header.exchange, sa.state, critical)
+        {
+            (exchange, state, Some(kind)) => {
+                let refused = Action::Refused {
+                    peer: remote,
+                    reason: format!("unsupported critical payload {kind}"),
+                };
+                let reply = vec![notify(NotifyType::UnsupportedCriticalPayload, vec![kind])];
+                (exchange, vec![refused], reply, state == SaState::HalfOpen)
+            }
+            (ExchangeType::IkeAuth, SaState::HalfOpen, None) => {
                 let (reply, actions, ok) = self.ike_auth(now, header.spi_r, &inner, pools);
                 (ExchangeType::IkeAuth, actions, reply, !ok)
             }
-            (ExchangeType::Informational, SaState::Ready) => {
+            (ExchangeType::Informational, SaState::Ready, None) => {
                 let (reply, actions, delete) = self.informational(header.spi_r, &inner);
                 (ExchangeType::Informational, actions, reply, delete)
             }
-            (ExchangeType::CreateChildSa, SaState::Ready) => {
+            (ExchangeType::CreateChildSa, SaState::Ready, None) => {
                 // Rekeying and extra CHILD_SAs come with a later issue.
                 (
                     ExchangeType::CreateChildSa,

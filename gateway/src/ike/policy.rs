@@ -45,6 +45,14 @@ pub struct KeyringEntry {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
+    #[error(
+        "ikev2.profile.{profile}.{key} = \"{method}\": certificate authentication is not implemented yet; use \"pre-share\""
+    )]
+    Unsupported {
+        profile: String,
+        key: &'static str,
+        method: String,
+    },
     #[error("ikev2.profile.{profile}.{key}: {source}")]
     Proposal {
         profile: String,
@@ -59,6 +67,18 @@ impl Policy {
         let mut profiles = Vec::new();
         let mut ike_proposals: Vec<IkeProposal> = Vec::new();
         for (name, profile) in &config.ikev2.profile {
+            for (key, method) in [
+                ("authentication_local", profile.authentication_local),
+                ("authentication_remote", profile.authentication_remote),
+            ] {
+                if method != AuthMethod::PreShare {
+                    return Err(PolicyError::Unsupported {
+                        profile: name.clone(),
+                        key,
+                        method: method.as_str().to_owned(),
+                    });
+                }
+            }
             let ike = match &profile.proposals {
                 Some(list) => list
                     .iter()

@@ -629,6 +629,30 @@ fn liveness_checks_are_answered_and_a_peer_delete_tears_the_session_down() {
     );
     assert!(engine.report(now)[0].children.is_empty());
 
+    // An unknown payload marked critical is refused (RFC 7296 section 2.5).
+    let odd = Payload::Unknown {
+        kind: 200,
+        critical: true,
+        data: vec![1, 2, 3],
+    };
+    let actions = engine
+        .handle(
+            now,
+            HUB,
+            SPOKE,
+            &initiator.informational(&[odd]).unwrap(),
+            &mut pools,
+        )
+        .unwrap();
+    let reply = initiator
+        .informational_response(&sends(&actions)[0])
+        .unwrap();
+    assert!(
+        matches!(&reply[..], [Payload::Notify(n)] if n.kind == NotifyType::UnsupportedCriticalPayload && n.data == [200]),
+        "{reply:?}"
+    );
+    assert_eq!(engine.report(now).len(), 1, "an established SA survives it");
+
     // Deleting the IKE SA: session down, address released (kept for the identity).
     let delete_ike = Payload::Delete(wire::Delete {
         protocol: ProtocolId::Ike,
@@ -657,6 +681,22 @@ fn liveness_checks_are_answered_and_a_peer_delete_tears_the_session_down() {
     );
     assert_eq!(pools.released, vec![Ipv4Addr::new(10, 1, 1, 100)]);
     assert!(engine.report(now).is_empty());
+}
+
+#[test]
+fn certificate_profiles_are_refused_at_start_until_supported() {
+    let mut config = hub_config("");
+    config
+        .ikev2
+        .profile
+        .get_mut("Flex")
+        .unwrap()
+        .authentication_remote = config::AuthMethod::RsaSig;
+    let err = Policy::from_config(&config).unwrap_err().to_string();
+    assert!(
+        err.contains("ikev2.profile.Flex.authentication_remote") && err.contains("not implemented"),
+        "{err}"
+    );
 }
 
 #[test]
