@@ -681,25 +681,9 @@ impl Engine {
         if header.message_id != expected {
             return Err(Dropped::BadMessageId);
         }
-        let (first_inner, plaintext) = match message.payloads.last() {
-            Some(Payload::Encrypted(sk)) => {
-                let aad = &datagram[..datagram.len() - sk.body.len()];
-                (
-                    sk.first_inner,
-                    sa.rx.open(aad, &sk.body).map_err(|_| Dropped::Integrity)?,
-                )
-            }
-            // RFC 7383 section 2.6: each fragment is protected on its own;
-            // the message is whole when every fragment has arrived.
-            Some(Payload::EncryptedFragment(f)) => {
-                let aad = &datagram[..datagram.len() - f.body.len()];
-                let part = sa.rx.open(aad, &f.body).map_err(|_| Dropped::Integrity)?;
-                match sa.fragments.add(header.message_id, f, part) {
-                    Some(whole) => whole,
-                    None => return Ok(Vec::new()),
-                }
-            }
-            _ => return Err(Dropped::Malformed),
+        let Some((first_inner, plaintext)) = open_request(sa, message, datagram)? else {
+            // A fragment: the rest of the message is still to come.
+            return Ok(Vec::new());
         };
         let inner =
             wire::parse_payloads(first_inner, &plaintext).map_err(|_| Dropped::Malformed)?;
@@ -1190,6 +1174,30 @@ fn describe_ts(ts: &TrafficSelector) -> String {
         Some((a, b)) if a == b => format!("{a}/32 proto {}", ts.ip_protocol),
         Some((a, b)) => format!("{a}-{b} proto {}", ts.ip_protocol),
         None => format!("{:?}", ts.ts_type),
+    }
+}
+
+/// Decrypts a request's SK payload, or adds an SKF fragment to the SA's
+/// reassembly (RFC 7383 section 2.6: each fragment is protected on its own;
+/// the message is whole when every fragment has arrived). `None`: waiting
+/// for more fragments.
+fn open_request(
+    sa: &mut IkeSa,
+    message: &Message,
+    datagram: &[u8],
+) -> Result<Option<(PayloadType, Vec<u8>)>, Dropped> {
+    match message.payloads.last() {
+        Some(Payload::Encrypted(sk)) => {
+            let aad = &datagram[..datagram.len() - sk.body.len()];
+            let plaintext = sa.rx.open(aad, &sk.body).map_err(|_| Dropped::Integrity)?;
+            Ok(Some((sk.first_inner, plaintext)))
+        }
+        Some(Payload::EncryptedFragment(f)) => {
+            let aad = &datagram[..datagram.len() - f.body.len()];
+            let part = sa.rx.open(aad, &f.body).map_err(|_| Dropped::Integrity)?;
+            Ok(sa.fragments.add(message.header.message_id, f, part))
+        }
+        _ => Err(Dropped::Malformed),
     }
 }
 
