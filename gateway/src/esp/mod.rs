@@ -1,4 +1,5 @@
-//! ESP (RFC 4303) for the userspace datapath: the anti-replay window now;
-//! the packet codec and in-place protection come with the datapath issue.
+//! ESP (RFC 4303) for the userspace datapath: the anti-replay window and
+//! in-place packet protection.
 
 pub mod replay;
+pub mod sa;
