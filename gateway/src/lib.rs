@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod datapath;
 pub mod esp;
 pub mod ike;
 pub mod pool;
