@@ -6,6 +6,8 @@
 //! `open` checks the replay window, verifies, decrypts in place and returns
 //! the inner packet as a slice of the same buffer.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use aws_lc_rs::{
     aead::{Aad, LessSafeKey, Nonce, UnboundKey},
     cipher::{
@@ -195,12 +197,13 @@ fn icv(key: &hmac::Key, parts: &[&[u8]]) -> hmac::Tag {
     ctx.sign()
 }
 
-/// Our outbound half of a CHILD_SA.
+/// Our outbound half of a CHILD_SA. Shared by the datapath workers: the
+/// sequence number is an atomic counter, so sealing takes `&self`.
 pub struct OutboundSa {
     spi: u32,
     cipher: EspCipher,
-    /// Last sequence number sent; the first packet carries 1.
-    seq: u64,
+    /// Last sequence number handed out; the first packet carries 1.
+    seq: AtomicU64,
 }
 
 impl OutboundSa {
@@ -208,8 +211,18 @@ impl OutboundSa {
         OutboundSa {
             spi,
             cipher,
-            seq: 0,
+            seq: AtomicU64::new(0),
         }
+    }
+
+    pub fn spi(&self) -> u32 {
+        self.spi
+    }
+
+    /// Sequence numbers used so far (packets sealed, plus any refused for
+    /// exhaustion).
+    pub fn sequence(&self) -> u64 {
+        self.seq.load(Ordering::Relaxed)
     }
 
     pub fn cipher(&self) -> &EspCipher {
@@ -221,7 +234,7 @@ impl OutboundSa {
     /// AES-CBC IV (it must be unpredictable); AES-GCM uses the sequence
     /// number as its IV (unique per key, RFC 4106 section 3.1).
     pub fn seal(
-        &mut self,
+        &self,
         buf: &mut [u8],
         payload_len: usize,
         next_header: u8,
@@ -234,12 +247,10 @@ impl OutboundSa {
         if buf.len() < total {
             return Err(EspError::NoRoom);
         }
-        // Without ESN the 32-bit counter must not wrap (RFC 4303 section 3.3.3).
-        if self.seq >= u64::from(u32::MAX) {
-            return Err(EspError::SequenceExhausted);
-        }
-        self.seq += 1;
-        let seq32 = u32::try_from(self.seq).map_err(|_| EspError::SequenceExhausted)?;
+        // Without ESN the 32-bit counter must not wrap (RFC 4303 section
+        // 3.3.3); once past it, every later call fails too.
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let seq32 = u32::try_from(seq).map_err(|_| EspError::SequenceExhausted)?;
         buf[..4].copy_from_slice(&self.spi.to_be_bytes());
         buf[4..8].copy_from_slice(&seq32.to_be_bytes());
         // Padding 1, 2, 3 ... (RFC 4303 section 2.4), pad length, next header.
@@ -254,7 +265,7 @@ impl OutboundSa {
         buf[start + padded - 1] = next_header;
         match &self.cipher.protection {
             Protection::Gcm { key, salt } => {
-                let iv = self.seq.to_be_bytes();
+                let iv = seq.to_be_bytes();
                 buf[ESP_HEADER_LEN..start].copy_from_slice(&iv);
                 let (head, rest) = buf.split_at_mut(start);
                 let (body, tail) = rest.split_at_mut(padded);
@@ -574,7 +585,7 @@ mod tests {
     fn the_32_bit_sequence_space_ends_in_an_error_not_a_wrap() {
         let (encr, integ, ek, ik) = pairs().remove(0);
         let mut out = OutboundSa::new(9, EspCipher::new(encr, integ, &ek, &ik).unwrap());
-        out.seq = u64::from(u32::MAX) - 1;
+        out.seq = AtomicU64::new(u64::from(u32::MAX) - 1);
         let mut buf = vec![0u8; 64];
         assert!(out.seal(&mut buf, 4, 4, &mut Counter(0)).is_ok());
         assert_eq!(
