@@ -10,8 +10,10 @@
 //! of a payload already in place), and any input, however malformed, is an
 //! error and never a panic.
 
+pub mod gre;
 pub mod ipv4;
 
+pub use gre::{GreError, GrePacket, GreRepr, decap};
 pub use ipv4::{Ipv4Error, Ipv4Packet, Ipv4Repr, checksum, checksum_update};
 
 /// Helpers for the per-file tests.
