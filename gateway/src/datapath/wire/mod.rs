@@ -12,9 +12,11 @@
 
 pub mod gre;
 pub mod ipv4;
+pub mod tcp_mss;
 
 pub use gre::{GreError, GrePacket, GreRepr, decap};
 pub use ipv4::{Ipv4Error, Ipv4Packet, Ipv4Repr, checksum, checksum_update};
+pub use tcp_mss::{MssError, clamp_mss};
 
 /// Helpers for the per-file tests.
 #[cfg(test)]
