@@ -11,10 +11,12 @@
 //! error and never a panic.
 
 pub mod gre;
+pub mod icmp;
 pub mod ipv4;
 pub mod tcp_mss;
 
 pub use gre::{GreError, GrePacket, GreRepr, decap};
+pub use icmp::{frag_needed, is_icmp_error};
 pub use ipv4::{Ipv4Error, Ipv4Packet, Ipv4Repr, checksum, checksum_update};
 pub use tcp_mss::{MssError, clamp_mss};
 
