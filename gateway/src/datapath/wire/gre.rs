@@ -358,7 +358,7 @@ mod tests {
         0x05,
     ];
 
-    /// C only: checksum 0x77ff over this header and `INNER`.
+    /// C only: checksum 0x77ff over this header and `INNER` (tshark agrees).
     const CHECKSUMMED: [u8; 8] = [0x80, 0x00, 0x08, 0x00, 0x77, 0xff, 0x00, 0x00];
 
     fn with_inner(header: &[u8]) -> Vec<u8> {
