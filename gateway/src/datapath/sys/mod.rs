@@ -1,6 +1,6 @@
 //! The operating-system side of the userspace datapath: multi-queue TUN
 //! devices ([`tun`]), batched UDP sockets ([`udp`]), waiting on descriptors
-//! ([`poll`]) and rtnetlink for links, addresses and routes (`netlink`).
+//! ([`poll`]) and rtnetlink for links, addresses and routes ([`netlink`]).
 //!
 //! Everything here is synchronous and thin: the datapath workers run on their
 //! own threads, one per queue, and never enter an async runtime. The hot-path
@@ -13,7 +13,9 @@
 //! kind is the kind of the underlying OS error, and [`raw_os_error`] finds its
 //! errno through the added context.
 
+pub mod netlink;
 pub mod poll;
+pub mod tun;
 pub mod udp;
 
 use std::{error::Error, fmt, io};
