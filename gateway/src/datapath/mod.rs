@@ -18,6 +18,7 @@
 
 pub mod fake;
 pub mod fib;
+pub mod sys;
 pub mod wire;
 
 use std::{

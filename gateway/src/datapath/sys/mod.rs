@@ -1,0 +1,136 @@
+//! The operating-system side of the userspace datapath: multi-queue TUN
+//! devices ([`tun`]), batched UDP sockets ([`udp`]), waiting on descriptors
+//! ([`poll`]) and rtnetlink for links, addresses and routes ([`netlink`]).
+//!
+//! Everything here is synchronous and thin: the datapath workers run on their
+//! own threads, one per queue, and never enter an async runtime. The hot-path
+//! calls ([`tun::TunQueue::read`], [`udp::RecvBatch::recv`],
+//! [`udp::SendBatch::flush`], [`poll::poll_readable`]) allocate nothing.
+//!
+//! Errors are `std::io::Error`s whose message says what was being done, e.g.
+//! "adding route 10.1.1.100/32 dev gwtun0: File exists (os error 17)",
+//! followed by "; kernel says: ..." when netlink sent an explanation; the
+//! kind is the kind of the underlying OS error, and [`raw_os_error`] finds its
+//! errno through the added context.
+
+pub mod netlink;
+pub mod poll;
+pub mod tun;
+pub mod udp;
+
+use std::{error::Error, fmt, io};
+
+/// An OS error and what was being done when it happened.
+#[derive(Debug)]
+struct Context {
+    what: String,
+    source: io::Error,
+    /// More from whoever refused (the kernel's extended-ack text).
+    detail: Option<String>,
+}
+
+impl fmt::Display for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.source)?;
+        if let Some(detail) = &self.detail {
+            write!(f, "; kernel says: {detail}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Error for Context {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Wraps `err` with what was being done; the kind stays the same.
+pub(crate) fn context(err: io::Error, what: impl Into<String>) -> io::Error {
+    context_detail(err, what, None)
+}
+
+/// [`context`] with the refusing side's own explanation appended.
+pub(crate) fn context_detail(
+    err: io::Error,
+    what: impl Into<String>,
+    detail: Option<String>,
+) -> io::Error {
+    io::Error::new(
+        err.kind(),
+        Context {
+            what: what.into(),
+            source: err,
+            detail,
+        },
+    )
+}
+
+/// The last OS error (errno), wrapped with what was being done.
+pub(crate) fn os_error(what: impl Into<String>) -> io::Error {
+    context(io::Error::last_os_error(), what)
+}
+
+/// The errno behind `err`, also when it was wrapped by this module with
+/// context (where [`io::Error::raw_os_error`] gives `None`).
+pub fn raw_os_error(err: &io::Error) -> Option<i32> {
+    if let Some(code) = err.raw_os_error() {
+        return Some(code);
+    }
+    let mut inner: &(dyn Error + 'static) = err.get_ref()?;
+    loop {
+        if let Some(io) = inner.downcast_ref::<io::Error>()
+            && let Some(code) = io.raw_os_error()
+        {
+            return Some(code);
+        }
+        inner = inner.source()?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// Runs `f` on a thread inside a fresh network namespace of a new lab
+    /// (removed afterwards), so that nothing touches the host's links or
+    /// routes. Needs root.
+    pub(crate) fn in_netns<T: Send>(tag: &str, f: impl FnOnce() -> T + Send) -> T {
+        in_netns_with(tag, |_| f())
+    }
+
+    /// [`in_netns`], with the namespace handed to `f` (for `ip -n ...`).
+    pub(crate) fn in_netns_with<T: Send>(
+        tag: &str,
+        f: impl FnOnce(&integration::Netns) -> T + Send,
+    ) -> T {
+        let lab = integration::Lab::new(tag).unwrap();
+        let ns = lab.netns("dp").unwrap();
+        let inside = ns.clone();
+        ns.run_in(move || f(&inside)).unwrap()
+    }
+
+    #[test]
+    fn context_keeps_kind_and_errno() {
+        let err = context(
+            io::Error::from_raw_os_error(libc::EEXIST),
+            "adding route 10.1.1.100/32 dev gwtun0",
+        );
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(raw_os_error(&err), Some(libc::EEXIST));
+        assert!(
+            err.to_string()
+                .starts_with("adding route 10.1.1.100/32 dev gwtun0: File exists"),
+            "{err}"
+        );
+        let twice = context(err, "outer");
+        assert_eq!(raw_os_error(&twice), Some(libc::EEXIST));
+        assert_eq!(
+            raw_os_error(&io::Error::other("no errno")),
+            None,
+            "plain errors have none"
+        );
+    }
+}

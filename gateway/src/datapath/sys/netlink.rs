@@ -1,0 +1,981 @@
+//! A small, blocking rtnetlink client: links up/down and MTU, IPv4
+//! addresses, IPv4 routes in the main table.
+//!
+//! One request at a time, each acknowledged by the kernel (or answered with
+//! NLMSG_DONE for dumps) before the call returns; sequence numbers are
+//! checked, and answers to an earlier request that timed out are skipped.
+//! Kernel errors become `io::Error`s that name the operation and carry the
+//! kernel's extended-ack message when it sends one, e.g. "adding route
+//! 10.1.1.100/32 dev gwtun0: File exists (os error 17)", or "adding address
+//! 10.1.1.1 peer 10.1.1.100/32 dev gwtun0: File exists (os error 17); kernel
+//! says: ipv4: Address already assigned". The socket has a
+//! receive timeout ([`Netlink::TIMEOUT`]) so that no call can hang.
+//!
+//! Messages are built and parsed with `netlink-packet-route`; the socket is
+//! `netlink-sys`'s blocking one. The netlink header, ACKs, errors and
+//! extended acks are handled here.
+//!
+//! Routes this module installs carry the protocol [`RTPROT_GATEWAY`] (66,
+//! shown by `ip route` as `proto 66`), so that an operator and the
+//! gateway itself can tell them from the kernel's and other daemons'.
+
+use std::{
+    fmt,
+    io::{self, ErrorKind},
+    net::{IpAddr, Ipv4Addr},
+    os::fd::AsRawFd,
+    time::Duration,
+};
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL,
+    NLM_F_REPLACE, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN,
+    NetlinkDeserializable, NetlinkHeader, NetlinkSerializable,
+};
+use netlink_packet_route::{
+    AddressFamily, RouteNetlinkMessage,
+    address::{AddressAttribute, AddressMessage, AddressScope},
+    link::{LinkAttribute, LinkFlags, LinkMessage},
+    route::{
+        RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+        RouteType,
+    },
+};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+/// The route protocol (`rtm_protocol`) of the routes this gateway installs:
+/// 66 (0x42), unused by the kernel and by the routing daemons listed in
+/// iproute2's `rt_protos`. `ip route show proto 66` lists them; an operator
+/// may name it in `/etc/iproute2/rt_protos.d/`.
+pub const RTPROT_GATEWAY: u8 = 0x42;
+
+/// The main routing table.
+const RT_TABLE_MAIN: u8 = RouteHeader::RT_TABLE_MAIN;
+
+/// The size of a `timeval` socket option.
+#[allow(clippy::cast_possible_truncation)] // 16 bytes
+const TIMEVAL_LEN: libc::socklen_t = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+
+/// The netlink header's size.
+const HEADER_LEN: usize = 16;
+
+/// `NLMSGERR_ATTR_MSG`: the extended-ack attribute with the error text.
+const NLMSGERR_ATTR_MSG: u16 = 1;
+
+/// A route of the main table, as [`Netlink::route_entries`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteEntry {
+    /// Destination prefix.
+    pub dst: Ipv4Addr,
+    /// Its length.
+    pub prefix_len: u8,
+    /// The next hop, if any (none for on-link routes).
+    pub gateway: Option<Ipv4Addr>,
+    /// The preferred source address, if set.
+    pub src: Option<Ipv4Addr>,
+    /// `rtm_protocol`: [`RTPROT_GATEWAY`] for ours, 2 (kernel) for the
+    /// routes the kernel adds with addresses, ...
+    pub protocol: u8,
+    /// `rtm_scope`: 253 (link) or 0 (universe).
+    pub scope: u8,
+}
+
+/// A blocking NETLINK_ROUTE socket in the network namespace of the thread
+/// that opened it (it stays there, whichever thread uses it later).
+pub struct Netlink {
+    socket: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl fmt::Debug for Netlink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Netlink")
+            .field("fd", &self.socket.as_raw_fd())
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What came back for one request.
+enum Answer {
+    /// An ACK or the end of a dump, with the messages before it.
+    Done(Vec<RouteNetlinkMessage>),
+    /// A dump that the kernel says was interrupted by a change: retry.
+    Interrupted,
+}
+
+impl Netlink {
+    /// How long one request waits for the kernel's answer.
+    pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Opens a NETLINK_ROUTE socket, bound to a port the kernel picks, with
+    /// extended acks asked for.
+    pub fn open() -> io::Result<Netlink> {
+        let what = "opening a NETLINK_ROUTE socket";
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| super::context(e, what))?;
+        socket.bind_auto().map_err(|e| super::context(e, what))?;
+        socket
+            .connect(&SocketAddr::new(0, 0))
+            .map_err(|e| super::context(e, what))?;
+        // Both are optional: older kernels answer without the error text.
+        let _ = socket.set_ext_ack(true);
+        let _ = socket.set_cap_ack(true);
+        let tv = libc::timeval {
+            tv_sec: libc::time_t::try_from(Self::TIMEOUT.as_secs()).unwrap_or(5),
+            tv_usec: 0,
+        };
+        // SAFETY: passes a live timeval and its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&raw const tv).cast::<libc::c_void>(),
+                TIMEVAL_LEN,
+            )
+        };
+        if rc < 0 {
+            return Err(super::os_error(format!("{what}: setting SO_RCVTIMEO")));
+        }
+        Ok(Netlink {
+            socket,
+            seq: 0,
+            buf: vec![0; 32 * 1024],
+        })
+    }
+
+    /// The index of link `name`; ENODEV (see [`super::raw_os_error`]) when
+    /// there is none.
+    pub fn link_index(&mut self, name: &str) -> io::Result<u32> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        let what = || format!("looking up link {name}");
+        let answers = self.request(&RouteNetlinkMessage::GetLink(msg), 0, &what)?;
+        answers
+            .into_iter()
+            .find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(link) => Some(link.header.index),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!("{}: no link in the kernel's answer", what()),
+                )
+            })
+    }
+
+    /// The name of link `ifindex`.
+    pub fn link_name(&mut self, ifindex: u32) -> io::Result<String> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = ifindex;
+        let what = || format!("looking up link {ifindex}");
+        let answers = self.request(&RouteNetlinkMessage::GetLink(msg), 0, &what)?;
+        answers
+            .into_iter()
+            .find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(link) => {
+                    link.attributes.into_iter().find_map(|a| match a {
+                        LinkAttribute::IfName(name) => Some(name),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .ok_or_else(|| {
+                io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!("{}: no name in the kernel's answer", what()),
+                )
+            })
+    }
+
+    /// Sets the link administratively up (`ip link set dev X up`).
+    pub fn set_link_up(&mut self, ifindex: u32) -> io::Result<()> {
+        self.set_up_flag(ifindex, true)
+    }
+
+    /// Sets the link administratively down.
+    pub fn set_link_down(&mut self, ifindex: u32) -> io::Result<()> {
+        self.set_up_flag(ifindex, false)
+    }
+
+    fn set_up_flag(&mut self, ifindex: u32, up: bool) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = ifindex;
+        msg.header.flags = if up {
+            LinkFlags::Up
+        } else {
+            LinkFlags::empty()
+        };
+        msg.header.change_mask = LinkFlags::Up;
+        let state = if up { "up" } else { "down" };
+        let what = |nl: &mut Netlink| format!("setting {} {state}", nl.dev_label(ifindex));
+        self.request_with(&RouteNetlinkMessage::SetLink(msg), 0, what)
+            .map(drop)
+    }
+
+    /// Sets the link's MTU.
+    pub fn set_mtu(&mut self, ifindex: u32, mtu: u32) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = ifindex;
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+        let what =
+            |nl: &mut Netlink| format!("setting the MTU of {} to {mtu}", nl.dev_label(ifindex));
+        self.request_with(&RouteNetlinkMessage::SetLink(msg), 0, what)
+            .map(drop)
+    }
+
+    /// Adds an IPv4 address (`ip addr add ADDR/LEN dev X`), or with `peer`
+    /// a point-to-point one (`ip addr add ADDR peer PEER/LEN dev X`: the
+    /// kernel then routes PEER/LEN to the device). Adding an address that
+    /// is there already fails with EEXIST.
+    pub fn add_address(
+        &mut self,
+        ifindex: u32,
+        addr: Ipv4Addr,
+        prefix_len: u8,
+        peer: Option<Ipv4Addr>,
+    ) -> io::Result<()> {
+        let msg = address_message(ifindex, addr, prefix_len, peer)?;
+        let what = |nl: &mut Netlink| {
+            format!(
+                "adding address {} dev {}",
+                describe_address(addr, prefix_len, peer),
+                nl.dev_name(ifindex)
+            )
+        };
+        self.request_with(
+            &RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+            what,
+        )
+        .map(drop)
+    }
+
+    /// Removes an address added by [`add_address`](Self::add_address)
+    /// (the same arguments).
+    pub fn del_address(
+        &mut self,
+        ifindex: u32,
+        addr: Ipv4Addr,
+        prefix_len: u8,
+        peer: Option<Ipv4Addr>,
+    ) -> io::Result<()> {
+        let msg = address_message(ifindex, addr, prefix_len, peer)?;
+        let what = |nl: &mut Netlink| {
+            format!(
+                "removing address {} dev {}",
+                describe_address(addr, prefix_len, peer),
+                nl.dev_name(ifindex)
+            )
+        };
+        self.request_with(&RouteNetlinkMessage::DelAddress(msg), 0, what)
+            .map(drop)
+    }
+
+    /// Adds a route to `dst/prefix_len` in the main table, out of `ifindex`,
+    /// via `gateway` (scope universe) or on-link (scope link), with an
+    /// optional preferred source, protocol [`RTPROT_GATEWAY`]. A route to
+    /// the same prefix that exists already fails with EEXIST.
+    pub fn add_route(
+        &mut self,
+        dst: Ipv4Addr,
+        prefix_len: u8,
+        ifindex: u32,
+        gateway: Option<Ipv4Addr>,
+        src: Option<Ipv4Addr>,
+    ) -> io::Result<()> {
+        self.modify_route(dst, prefix_len, ifindex, gateway, src, false)
+    }
+
+    /// Like [`add_route`](Self::add_route), but replaces a route to the
+    /// same prefix (same table, TOS and priority) if there is one
+    /// (`ip route replace`).
+    pub fn replace_route(
+        &mut self,
+        dst: Ipv4Addr,
+        prefix_len: u8,
+        ifindex: u32,
+        gateway: Option<Ipv4Addr>,
+        src: Option<Ipv4Addr>,
+    ) -> io::Result<()> {
+        self.modify_route(dst, prefix_len, ifindex, gateway, src, true)
+    }
+
+    fn modify_route(
+        &mut self,
+        dst: Ipv4Addr,
+        prefix_len: u8,
+        ifindex: u32,
+        gateway: Option<Ipv4Addr>,
+        src: Option<Ipv4Addr>,
+        replace: bool,
+    ) -> io::Result<()> {
+        let verb = if replace { "replacing" } else { "adding" };
+        let what = |nl: &mut Netlink| {
+            let via = gateway.map(|gw| format!(" via {gw}")).unwrap_or_default();
+            let from = src.map(|src| format!(" src {src}")).unwrap_or_default();
+            format!(
+                "{verb} route {dst}/{prefix_len}{via} dev {}{from}",
+                nl.dev_name(ifindex)
+            )
+        };
+        check_prefix_len(prefix_len, || format!("{verb} route {dst}/{prefix_len}"))?;
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.destination_prefix_length = prefix_len;
+        msg.header.table = RT_TABLE_MAIN;
+        msg.header.protocol = RouteProtocol::from(RTPROT_GATEWAY);
+        msg.header.scope = if gateway.is_some() {
+            RouteScope::Universe
+        } else {
+            RouteScope::Link
+        };
+        msg.header.kind = RouteType::Unicast;
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+        msg.attributes.push(RouteAttribute::Oif(ifindex));
+        if let Some(gw) = gateway {
+            msg.attributes
+                .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
+        }
+        if let Some(src) = src {
+            msg.attributes
+                .push(RouteAttribute::PrefSource(RouteAddress::Inet(src)));
+        }
+        let flags = NLM_F_CREATE | if replace { NLM_F_REPLACE } else { NLM_F_EXCL };
+        self.request_with(&RouteNetlinkMessage::NewRoute(msg), flags, what)
+            .map(drop)
+    }
+
+    /// Removes the main-table route to `dst/prefix_len` out of `ifindex`,
+    /// whatever its protocol and next hop. ESRCH (No such process) when
+    /// there is none.
+    pub fn del_route(&mut self, dst: Ipv4Addr, prefix_len: u8, ifindex: u32) -> io::Result<()> {
+        let what = |nl: &mut Netlink| {
+            format!(
+                "removing route {dst}/{prefix_len} dev {}",
+                nl.dev_name(ifindex)
+            )
+        };
+        check_prefix_len(prefix_len, || format!("removing route {dst}/{prefix_len}"))?;
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.destination_prefix_length = prefix_len;
+        msg.header.table = RT_TABLE_MAIN;
+        // Unspecified protocol and type, scope "nowhere": match any.
+        msg.header.scope = RouteScope::NoWhere;
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+        msg.attributes.push(RouteAttribute::Oif(ifindex));
+        self.request_with(&RouteNetlinkMessage::DelRoute(msg), 0, what)
+            .map(drop)
+    }
+
+    /// The destinations of the main-table IPv4 routes out of `ifindex`
+    /// (whoever installed them).
+    pub fn routes(&mut self, ifindex: u32) -> io::Result<Vec<(Ipv4Addr, u8)>> {
+        Ok(self
+            .route_entries(ifindex)?
+            .into_iter()
+            .map(|r| (r.dst, r.prefix_len))
+            .collect())
+    }
+
+    /// The main-table IPv4 routes out of `ifindex`, with next hop, source,
+    /// protocol and scope.
+    pub fn route_entries(&mut self, ifindex: u32) -> io::Result<Vec<RouteEntry>> {
+        let what = || format!("listing the routes of link {ifindex}");
+        let mut tries = 0;
+        let answers = loop {
+            let mut msg = RouteMessage::default();
+            msg.header.address_family = AddressFamily::Inet;
+            let request = RouteNetlinkMessage::GetRoute(msg);
+            match self.exchange(&request, NLM_F_DUMP)? {
+                Ok(Answer::Done(answers)) => break answers,
+                Ok(Answer::Interrupted) if tries < 3 => tries += 1,
+                Ok(Answer::Interrupted) => {
+                    return Err(io::Error::new(
+                        ErrorKind::Interrupted,
+                        format!("{}: the dump was interrupted by changes 4 times", what()),
+                    ));
+                }
+                Err(kernel) => return Err(kernel.into_io(what())),
+            }
+        };
+        let mut out = Vec::new();
+        for answer in answers {
+            let RouteNetlinkMessage::NewRoute(route) = answer else {
+                continue;
+            };
+            if route.header.address_family != AddressFamily::Inet {
+                continue;
+            }
+            let mut entry = RouteEntry {
+                dst: Ipv4Addr::UNSPECIFIED,
+                prefix_len: route.header.destination_prefix_length,
+                gateway: None,
+                src: None,
+                protocol: route.header.protocol.into(),
+                scope: route.header.scope.into(),
+            };
+            let mut table = u32::from(route.header.table);
+            let mut oif = None;
+            for attr in route.attributes {
+                match attr {
+                    RouteAttribute::Destination(RouteAddress::Inet(a)) => entry.dst = a,
+                    RouteAttribute::Gateway(RouteAddress::Inet(a)) => entry.gateway = Some(a),
+                    RouteAttribute::PrefSource(RouteAddress::Inet(a)) => entry.src = Some(a),
+                    RouteAttribute::Oif(i) => oif = Some(i),
+                    RouteAttribute::Table(t) => table = t,
+                    _ => {}
+                }
+            }
+            if table == u32::from(RT_TABLE_MAIN) && oif == Some(ifindex) {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+
+    /// "gwtun0", or "ifindex 7" when the name cannot be had (for messages).
+    fn dev_name(&mut self, ifindex: u32) -> String {
+        self.link_name(ifindex)
+            .unwrap_or_else(|_| format!("ifindex {ifindex}"))
+    }
+
+    /// "link gwtun0", or "link 7" (for messages).
+    fn dev_label(&mut self, ifindex: u32) -> String {
+        match self.link_name(ifindex) {
+            Ok(name) => format!("link {name}"),
+            Err(_) => format!("link {ifindex}"),
+        }
+    }
+
+    /// One request whose error message is cheap to make.
+    fn request(
+        &mut self,
+        msg: &RouteNetlinkMessage,
+        flags: u16,
+        what: &dyn Fn() -> String,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        self.request_with(msg, flags, |_| what())
+    }
+
+    /// One request; `what` makes the error message, and may ask the kernel
+    /// for a link's name (only on failure, after the request is over).
+    fn request_with(
+        &mut self,
+        msg: &RouteNetlinkMessage,
+        flags: u16,
+        what: impl FnOnce(&mut Netlink) -> String,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        match self.exchange(msg, flags) {
+            Ok(Ok(Answer::Done(answers))) => Ok(answers),
+            Ok(Ok(Answer::Interrupted)) => {
+                let what = what(self);
+                Err(io::Error::new(
+                    ErrorKind::Interrupted,
+                    format!("{what}: interrupted by changes"),
+                ))
+            }
+            Ok(Err(kernel)) => {
+                let what = what(self);
+                Err(kernel.into_io(what))
+            }
+            Err(local) => {
+                let what = what(self);
+                Err(super::context(local, what))
+            }
+        }
+    }
+
+    /// Sends `msg` and collects the answer. The outer error is a local one
+    /// (socket, timeout, undecodable answer); the inner one is the kernel's.
+    fn exchange(
+        &mut self,
+        msg: &RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Result<Answer, KernelError>> {
+        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        self.seq = self.seq.wrapping_add(1).max(1);
+        let seq = self.seq;
+        let flags = NLM_F_REQUEST | flags | if dump { 0 } else { NLM_F_ACK };
+        let len = HEADER_LEN + msg.buffer_len();
+        let mut packet = vec![0u8; len];
+        let total = u32::try_from(len)
+            .map_err(|_| io::Error::new(ErrorKind::InvalidInput, "netlink request too large"))?;
+        packet[0..4].copy_from_slice(&total.to_ne_bytes());
+        packet[4..6].copy_from_slice(&msg.message_type().to_ne_bytes());
+        packet[6..8].copy_from_slice(&flags.to_ne_bytes());
+        packet[8..12].copy_from_slice(&seq.to_ne_bytes());
+        // Port 0 in requests: the kernel fills in ours.
+        msg.serialize(&mut packet[HEADER_LEN..]);
+        self.socket
+            .send(&packet, 0)
+            .map_err(|e| super::context(e, "sending a netlink request"))?;
+
+        let mut collected = Vec::new();
+        let mut interrupted = false;
+        loop {
+            let n = self.recv_datagram()?;
+            let mut off = 0;
+            while off + HEADER_LEN <= n {
+                let data = &self.buf[off..n];
+                let header = parse_header(data);
+                let msg_len = header.length as usize;
+                if msg_len < HEADER_LEN || msg_len > data.len() {
+                    return Err(io::Error::new(
+                        ErrorKind::InvalidData,
+                        format!(
+                            "malformed netlink answer: message of {msg_len} bytes in {} left",
+                            data.len()
+                        ),
+                    ));
+                }
+                let payload = &data[HEADER_LEN..msg_len];
+                off += msg_len.next_multiple_of(4);
+                if header.sequence_number != seq {
+                    // An answer to an earlier request that timed out.
+                    continue;
+                }
+                match header.message_type {
+                    NLMSG_ERROR => {
+                        let code = read_i32(payload);
+                        if code == 0 {
+                            return Ok(Ok(Answer::Done(collected)));
+                        }
+                        return Ok(Err(KernelError::new(code, payload, header.flags, true)));
+                    }
+                    NLMSG_DONE => {
+                        let code = read_i32(payload);
+                        if code != 0 {
+                            return Ok(Err(KernelError::new(code, payload, header.flags, false)));
+                        }
+                        if interrupted {
+                            return Ok(Ok(Answer::Interrupted));
+                        }
+                        return Ok(Ok(Answer::Done(collected)));
+                    }
+                    NLMSG_NOOP => {}
+                    NLMSG_OVERRUN => {
+                        return Err(io::Error::other("netlink answer overrun"));
+                    }
+                    _ => {
+                        if header.flags & NLM_F_DUMP_INTR != 0 {
+                            interrupted = true;
+                        }
+                        let parsed =
+                            RouteNetlinkMessage::deserialize(&header, payload).map_err(|e| {
+                                io::Error::new(
+                                    ErrorKind::InvalidData,
+                                    format!(
+                                        "decoding a netlink answer of type {}: {e}",
+                                        header.message_type
+                                    ),
+                                )
+                            })?;
+                        collected.push(parsed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Receives one datagram into `self.buf` (grown to fit) and returns its
+    /// length.
+    fn recv_datagram(&mut self) -> io::Result<usize> {
+        loop {
+            let peeked = {
+                let mut slice: &mut [u8] = &mut self.buf[..];
+                self.socket
+                    .recv(&mut slice, libc::MSG_PEEK | libc::MSG_TRUNC)
+            };
+            let size = match peeked {
+                Ok(size) => size,
+                Err(e) => return Err(recv_error(e)),
+            };
+            if size > self.buf.len() {
+                self.buf.resize(size.next_multiple_of(4096), 0);
+            }
+            let mut slice: &mut [u8] = &mut self.buf[..];
+            match self.socket.recv(&mut slice, 0) {
+                Ok(n) => return Ok(n.min(self.buf.len())),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(recv_error(e)),
+            }
+        }
+    }
+}
+
+fn recv_error(e: io::Error) -> io::Error {
+    if e.kind() == ErrorKind::WouldBlock {
+        io::Error::new(
+            ErrorKind::TimedOut,
+            format!("no answer from the kernel within {:?}", Netlink::TIMEOUT),
+        )
+    } else {
+        super::context(e, "receiving a netlink answer")
+    }
+}
+
+fn parse_header(data: &[u8]) -> NetlinkHeader {
+    let mut h = NetlinkHeader::default();
+    h.length = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]);
+    h.message_type = u16::from_ne_bytes([data[4], data[5]]);
+    h.flags = u16::from_ne_bytes([data[6], data[7]]);
+    h.sequence_number = u32::from_ne_bytes([data[8], data[9], data[10], data[11]]);
+    h.port_number = u32::from_ne_bytes([data[12], data[13], data[14], data[15]]);
+    h
+}
+
+fn read_i32(payload: &[u8]) -> i32 {
+    match payload.get(..4) {
+        Some(b) => i32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+        // A truncated error message: call it an I/O error, never an ACK.
+        None => -libc::EIO,
+    }
+}
+
+/// The kernel's refusal: a negative errno and the extended-ack text.
+#[derive(Debug)]
+struct KernelError {
+    errno: i32,
+    message: Option<String>,
+}
+
+impl KernelError {
+    /// From an NLMSG_ERROR or NLMSG_DONE payload: the code, then for
+    /// NLMSG_ERROR the echoed request (only its header when the kernel
+    /// says NLM_F_CAPPED, which we ask for), then with NLM_F_ACK_TLVS the
+    /// extended-ack attributes.
+    fn new(code: i32, payload: &[u8], flags: u16, is_error: bool) -> KernelError {
+        let errno = code.checked_neg().unwrap_or(libc::EIO).max(1);
+        let message = if flags & NLM_F_ACK_TLVS == 0 {
+            None
+        } else {
+            let off = if !is_error {
+                4
+            } else if flags & NLM_F_CAPPED != 0 {
+                4 + HEADER_LEN
+            } else {
+                let echoed = payload
+                    .get(4..8)
+                    .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize);
+                4 + echoed.next_multiple_of(4)
+            };
+            find_ext_ack_message(payload.get(off..).unwrap_or_default())
+        };
+        KernelError { errno, message }
+    }
+
+    fn into_io(self, what: String) -> io::Error {
+        super::context_detail(io::Error::from_raw_os_error(self.errno), what, self.message)
+    }
+}
+
+/// The text of `NLMSGERR_ATTR_MSG` in a run of netlink attributes.
+fn find_ext_ack_message(mut attrs: &[u8]) -> Option<String> {
+    while attrs.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
+        if len < 4 || len > attrs.len() {
+            return None;
+        }
+        if kind == NLMSGERR_ATTR_MSG {
+            let text = &attrs[4..len];
+            let text = text.split(|&b| b == 0).next().unwrap_or_default();
+            return Some(String::from_utf8_lossy(text).into_owned());
+        }
+        attrs = attrs.get(len.next_multiple_of(4)..).unwrap_or_default();
+    }
+    None
+}
+
+fn check_prefix_len(prefix_len: u8, what: impl FnOnce() -> String) -> io::Result<()> {
+    if prefix_len > 32 {
+        return Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            format!("{}: an IPv4 prefix length is at most 32", what()),
+        ));
+    }
+    Ok(())
+}
+
+fn describe_address(addr: Ipv4Addr, prefix_len: u8, peer: Option<Ipv4Addr>) -> String {
+    match peer {
+        Some(peer) => format!("{addr} peer {peer}/{prefix_len}"),
+        None => format!("{addr}/{prefix_len}"),
+    }
+}
+
+fn address_message(
+    ifindex: u32,
+    addr: Ipv4Addr,
+    prefix_len: u8,
+    peer: Option<Ipv4Addr>,
+) -> io::Result<AddressMessage> {
+    check_prefix_len(prefix_len, || {
+        format!("address {}", describe_address(addr, prefix_len, peer))
+    })?;
+    let mut msg = AddressMessage::default();
+    msg.header.family = AddressFamily::Inet;
+    msg.header.prefix_len = prefix_len;
+    msg.header.scope = AddressScope::Universe;
+    msg.header.index = ifindex;
+    // IFA_LOCAL is the address itself; IFA_ADDRESS the peer's on a
+    // point-to-point link, the same address otherwise (as iproute2 does).
+    msg.attributes
+        .push(AddressAttribute::Local(IpAddr::V4(addr)));
+    msg.attributes
+        .push(AddressAttribute::Address(IpAddr::V4(peer.unwrap_or(addr))));
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::datapath::sys::{
+        raw_os_error,
+        tests::{in_netns, in_netns_with},
+        tun::Tun,
+    };
+
+    const HUB: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 1);
+    const SPOKE: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 100);
+
+    fn ip_routes(ns: &integration::Netns) -> String {
+        String::from_utf8(ns.ip(["route", "show", "table", "main"]).unwrap().stdout).unwrap()
+    }
+
+    #[test]
+    fn routes_add_replace_dump_delete() {
+        in_netns_with("nlroute", |ns| {
+            let tun = Tun::create("gwtun0", 1).unwrap();
+            let mut nl = Netlink::open().unwrap();
+            let idx = tun.ifindex();
+            nl.add_address(idx, HUB, 32, Some(SPOKE)).unwrap();
+            nl.set_link_up(idx).unwrap();
+
+            let net = Ipv4Addr::new(10, 2, 0, 0);
+            nl.add_route(net, 16, idx, None, None).unwrap();
+            let shown = ip_routes(ns);
+            assert!(
+                shown.contains("10.2.0.0/16 dev gwtun0 proto 66 scope link"),
+                "{shown}"
+            );
+            assert!(nl.routes(idx).unwrap().contains(&(net, 16)));
+
+            // Twice: a clear error.
+            let err = nl.add_route(net, 16, idx, None, None).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+            assert_eq!(raw_os_error(&err), Some(libc::EEXIST));
+            assert!(
+                err.to_string()
+                    .starts_with("adding route 10.2.0.0/16 dev gwtun0: File exists"),
+                "{err}"
+            );
+
+            // Replace: now with a source address.
+            nl.replace_route(net, 16, idx, None, Some(HUB)).unwrap();
+            let shown = ip_routes(ns);
+            assert!(
+                shown.contains("10.2.0.0/16 dev gwtun0 proto 66 scope link src 10.1.1.1"),
+                "{shown}"
+            );
+            // And via a gateway.
+            let other = Ipv4Addr::new(10, 3, 0, 0);
+            nl.replace_route(other, 16, idx, Some(SPOKE), None).unwrap();
+            let shown = ip_routes(ns);
+            assert!(
+                shown.contains("10.3.0.0/16 via 10.1.1.100 dev gwtun0 proto 66"),
+                "{shown}"
+            );
+
+            let mut entries = nl.route_entries(idx).unwrap();
+            entries.sort_by_key(|e| (e.dst, e.prefix_len));
+            assert_eq!(
+                entries,
+                vec![
+                    RouteEntry {
+                        dst: SPOKE,
+                        prefix_len: 32,
+                        gateway: None,
+                        src: Some(HUB),
+                        protocol: 2, // the kernel's, for the peer address
+                        scope: 253,
+                    },
+                    RouteEntry {
+                        dst: net,
+                        prefix_len: 16,
+                        gateway: None,
+                        src: Some(HUB),
+                        protocol: RTPROT_GATEWAY,
+                        scope: 253,
+                    },
+                    RouteEntry {
+                        dst: other,
+                        prefix_len: 16,
+                        gateway: Some(SPOKE),
+                        src: None,
+                        protocol: RTPROT_GATEWAY,
+                        scope: 0,
+                    },
+                ]
+            );
+
+            nl.del_route(net, 16, idx).unwrap();
+            nl.del_route(other, 16, idx).unwrap();
+            let shown = ip_routes(ns);
+            assert!(
+                !shown.contains("10.2.0.0") && !shown.contains("10.3.0.0"),
+                "{shown}"
+            );
+            assert_eq!(nl.routes(idx).unwrap(), vec![(SPOKE, 32)]);
+
+            let err = nl.del_route(net, 16, idx).unwrap_err();
+            assert_eq!(raw_os_error(&err), Some(libc::ESRCH));
+            assert!(
+                err.to_string()
+                    .starts_with("removing route 10.2.0.0/16 dev gwtun0: "),
+                "{err}"
+            );
+        });
+    }
+
+    #[test]
+    fn kernel_error_text_is_kept() {
+        in_netns("nlextack", || {
+            let tun = Tun::create("gwtun0", 1).unwrap();
+            let mut nl = Netlink::open().unwrap();
+            let idx = tun.ifindex();
+            nl.set_link_up(idx).unwrap();
+            // Host bits set under the prefix length: EINVAL, and the kernel
+            // says why.
+            let err = nl
+                .add_route(Ipv4Addr::new(10, 2, 0, 1), 16, idx, None, None)
+                .unwrap_err();
+            assert_eq!(raw_os_error(&err), Some(libc::EINVAL));
+            let text = err.to_string();
+            assert!(
+                text.starts_with("adding route 10.2.0.1/16 dev gwtun0"),
+                "{text}"
+            );
+            assert!(
+                text.contains(": Invalid argument (os error 22); kernel says: "),
+                "{text}"
+            );
+            assert!(text.contains("prefix"), "{text}");
+
+            let err = nl
+                .add_route(Ipv4Addr::new(10, 2, 0, 0), 33, idx, None, None)
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        });
+    }
+
+    #[test]
+    fn links_and_addresses() {
+        in_netns_with("nllink", |ns| {
+            let tun = Tun::create("gwtun0", 1).unwrap();
+            let mut nl = Netlink::open().unwrap();
+            let idx = nl.link_index("gwtun0").unwrap();
+            assert_eq!(idx, tun.ifindex());
+            assert_eq!(nl.link_name(idx).unwrap(), "gwtun0");
+            assert_eq!(nl.link_index("lo").unwrap(), 1);
+
+            let err = nl.link_index("nosuchlink").unwrap_err();
+            assert_eq!(raw_os_error(&err), Some(libc::ENODEV));
+            assert!(
+                err.to_string().starts_with("looking up link nosuchlink: "),
+                "{err}"
+            );
+
+            let show = |ns: &integration::Netns| {
+                String::from_utf8(
+                    ns.ip(["-o", "addr", "show", "dev", "gwtun0"])
+                        .unwrap()
+                        .stdout,
+                )
+                .unwrap()
+            };
+            let link = |ns: &integration::Netns| {
+                String::from_utf8(
+                    ns.ip(["-o", "link", "show", "dev", "gwtun0"])
+                        .unwrap()
+                        .stdout,
+                )
+                .unwrap()
+            };
+            nl.set_mtu(idx, 1400).unwrap();
+            nl.set_link_up(idx).unwrap();
+            let l = link(ns);
+            assert!(
+                l.contains("mtu 1400") && l.contains("<POINTOPOINT,MULTICAST,NOARP,UP"),
+                "{l}"
+            );
+            nl.set_link_down(idx).unwrap();
+            assert!(!link(ns).contains(",UP"), "{}", link(ns));
+
+            nl.add_address(idx, HUB, 32, Some(SPOKE)).unwrap();
+            nl.add_address(idx, Ipv4Addr::new(10, 9, 0, 1), 24, None)
+                .unwrap();
+            let a = show(ns);
+            assert!(a.contains("inet 10.1.1.1 peer 10.1.1.100/32"), "{a}");
+            assert!(a.contains("inet 10.9.0.1/24"), "{a}");
+            let err = nl.add_address(idx, HUB, 32, Some(SPOKE)).unwrap_err();
+            assert_eq!(raw_os_error(&err), Some(libc::EEXIST));
+            assert!(
+                err.to_string().starts_with(
+                    "adding address 10.1.1.1 peer 10.1.1.100/32 dev gwtun0: File exists"
+                ),
+                "{err}"
+            );
+            nl.del_address(idx, HUB, 32, Some(SPOKE)).unwrap();
+            nl.del_address(idx, Ipv4Addr::new(10, 9, 0, 1), 24, None)
+                .unwrap();
+            assert!(!show(ns).contains("inet "), "{}", show(ns));
+            let err = nl.del_address(idx, HUB, 32, Some(SPOKE)).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("removing address 10.1.1.1 peer"),
+                "{err}"
+            );
+
+            let err = nl.set_mtu(idx, 10).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("setting the MTU of link gwtun0 to 10: "),
+                "{err}"
+            );
+            let err = nl.set_link_up(999).unwrap_err();
+            assert!(
+                err.to_string().starts_with("setting link 999 up: "),
+                "{err}"
+            );
+        });
+    }
+
+    #[test]
+    fn ext_ack_attributes_are_found() {
+        let mut attrs = Vec::new();
+        // An unrelated attribute first (type 2, 8 bytes), then the message.
+        attrs.extend_from_slice(&8u16.to_ne_bytes());
+        attrs.extend_from_slice(&2u16.to_ne_bytes());
+        attrs.extend_from_slice(&[0; 4]);
+        let text = b"Invalid prefix\0";
+        attrs.extend_from_slice(&u16::try_from(4 + text.len()).unwrap().to_ne_bytes());
+        attrs.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
+        attrs.extend_from_slice(text);
+        assert_eq!(
+            find_ext_ack_message(&attrs).as_deref(),
+            Some("Invalid prefix")
+        );
+        assert_eq!(find_ext_ack_message(&attrs[..10]), None);
+        assert_eq!(find_ext_ack_message(&[]), None);
+    }
+}
