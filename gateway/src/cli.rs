@@ -11,6 +11,7 @@ use crate::{
     config,
     control::{self, DEFAULT_SOCKET, Request, Response},
     daemon::VersionInfo,
+    datapath::DatapathReport,
     ike::engine::SaReport,
     pool::PoolReport,
     xdp::XdpReport,
@@ -71,6 +72,18 @@ pub enum Show {
         #[command(subcommand)]
         what: ShowIp,
     },
+    /// Interfaces: `show interfaces virtual-access`.
+    Interfaces {
+        #[command(subcommand)]
+        what: ShowInterfaces,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShowInterfaces {
+    /// Per-spoke virtual-access interfaces, their SAs and the datapath's
+    /// drop counters.
+    VirtualAccess(JsonFlag),
 }
 
 #[derive(Debug, Subcommand)]
@@ -222,6 +235,21 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 serde_json::from_value(body).context("decoding the pools")?;
             Ok(crate::pool::render_pools(&pools))
         }),
+        Command::Show {
+            what:
+                Show::Interfaces {
+                    what: ShowInterfaces::VirtualAccess(flag),
+                },
+        } => ask(
+            &socket,
+            &Request::ShowInterfacesVirtualAccess,
+            flag.json,
+            |body| {
+                let report: DatapathReport =
+                    serde_json::from_value(body).context("decoding the interfaces")?;
+                Ok(crate::datapath::render::render_interfaces(&report))
+            },
+        ),
         Command::Sa {
             action: SaCommand::AddSpi { spi },
         } => ask(&socket, &Request::SaAdd { spi }, false, |_| {

@@ -15,6 +15,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     config::{self, Config},
     control::{ControlSocket, Handler, Request, Response},
+    datapath::Datapath,
     ike::{
         crypto::SystemRng,
         engine::Engine,
@@ -40,6 +41,7 @@ pub struct Daemon {
     xdp: Arc<Mutex<Option<XdpFilter>>>,
     /// IKE, when the config has IKEv2 profiles.
     ike: Option<Arc<IkeShared>>,
+    datapath: Option<Arc<dyn Datapath>>,
 }
 
 impl Daemon {
@@ -109,6 +111,12 @@ impl Handler for Daemon {
                         .report(),
                 ))
             }),
+            Request::ShowInterfacesVirtualAccess => match &self.datapath {
+                Some(dp) => Ok(Response::ok(&dp.report())),
+                None => {
+                    Err("no datapath runs on this gateway (no IKEv2 profiles configured)".into())
+                }
+            },
             Request::SaAdd { spi } => self.change_sa(spi, "installed in", XdpFilter::add_sa),
             Request::SaRemove { spi } => self.change_sa(spi, "removed from", XdpFilter::remove_sa),
         };
@@ -133,6 +141,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         started: Instant::now(),
         xdp: xdp.clone(),
         ike: ike.as_ref().map(|(shared, _)| shared.clone()),
+        datapath: None,
     });
     let ike_task = ike
         .as_ref()

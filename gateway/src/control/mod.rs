@@ -35,6 +35,9 @@ pub enum Request {
     ShowCryptoSession,
     /// Address pools and leases (IOS `show ip local pool`).
     ShowIpLocalPool,
+    /// Virtual-access interfaces and their counters (IOS `show interfaces
+    /// virtual-access`), with the SA and datapath-wide counters.
+    ShowInterfacesVirtualAccess,
     /// Install an inbound SPI in the XDP filter (until IKE does it).
     SaAdd { spi: u32 },
     /// Remove an inbound SPI from the XDP filter.

@@ -18,7 +18,11 @@
 
 pub mod fake;
 pub mod fib;
+pub mod render;
+pub mod select;
+// pub mod session;
 pub mod sys;
+pub mod userspace;
 pub mod wire;
 
 use std::{
@@ -174,8 +178,20 @@ pub struct Hairpin {
     pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
     /// The start of the inner packet (IP header and the first bytes after
-    /// it), which a Traffic Indication carries back.
-    pub head: Vec<u8>,
+    /// it), which a Traffic Indication carries back. A fixed array: events
+    /// are made on the per-packet path, which does not allocate.
+    pub head: [u8; HAIRPIN_HEAD_LEN],
+    pub head_len: u8,
+}
+
+/// How much of a hairpinned packet an event keeps: a 20-byte IPv4 header
+/// with options and the first 8 bytes beyond it (RFC 792 quoting).
+pub const HAIRPIN_HEAD_LEN: usize = 68;
+
+impl Hairpin {
+    pub fn head(&self) -> &[u8] {
+        &self.head[..usize::from(self.head_len).min(HAIRPIN_HEAD_LEN)]
+    }
 }
 
 /// What the datapath hands to the control plane.

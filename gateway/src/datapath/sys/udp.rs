@@ -393,6 +393,8 @@ pub struct SendBatch {
     buf_size: usize,
     bufs: Box<[u8]>,
     lens: Box<[usize]>,
+    /// Where each queued datagram starts inside its buffer.
+    offsets: Box<[usize]>,
     dests: Box<[libc::sockaddr_in]>,
     iovecs: Box<[libc::iovec]>,
     hdrs: Box<[libc::mmsghdr]>,
@@ -428,6 +430,7 @@ impl SendBatch {
             buf_size,
             bufs: vec![0u8; count * buf_size].into_boxed_slice(),
             lens: vec![0; count].into_boxed_slice(),
+            offsets: vec![0; count].into_boxed_slice(),
             dests: vec![zeroed_sockaddr(); count].into_boxed_slice(),
             iovecs: vec![empty_iovec(); count].into_boxed_slice(),
             hdrs: (0..count).map(|_| empty_mmsghdr()).collect(),
@@ -488,7 +491,14 @@ impl SendBatch {
     /// `dest`. Fails (queuing nothing) when the batch is full or `len` is
     /// larger than a buffer.
     pub fn commit(&mut self, len: usize, dest: SocketAddrV4) -> io::Result<()> {
-        if self.is_full() || len > self.buf_size {
+        self.commit_at(0, len, dest)
+    }
+
+    /// Queues `len` bytes starting `offset` bytes into the current
+    /// [`slot`](Self::slot): a packet encapsulated in place, whose headers
+    /// went in front of where it was read.
+    pub fn commit_at(&mut self, offset: usize, len: usize, dest: SocketAddrV4) -> io::Result<()> {
+        if self.is_full() || offset.saturating_add(len) > self.buf_size {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
@@ -502,6 +512,7 @@ impl SendBatch {
             ));
         }
         self.lens[self.queued] = len;
+        self.offsets[self.queued] = offset;
         self.dests[self.queued] = to_sockaddr(dest);
         self.queued += 1;
         Ok(())
@@ -534,8 +545,10 @@ impl SendBatch {
         let base = self.bufs.as_mut_ptr();
         for i in 0..queued {
             self.iovecs[i] = libc::iovec {
-                // SAFETY: i * buf_size + lens[i] <= bufs.len().
-                iov_base: unsafe { base.add(i * self.buf_size) }.cast::<libc::c_void>(),
+                // SAFETY: i * buf_size + offsets[i] + lens[i] <= bufs.len()
+                // (commit_at checked offset + len <= buf_size).
+                iov_base: unsafe { base.add(i * self.buf_size + self.offsets[i]) }
+                    .cast::<libc::c_void>(),
                 iov_len: self.lens[i],
             };
             let hdr = &mut self.hdrs[i];

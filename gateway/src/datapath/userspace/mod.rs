@@ -1,0 +1,339 @@
+//! The userspace datapath: ESP-in-UDP (RFC 3948) on port 4500, GRE
+//! (RFC 2784) inside transport-mode SAs, and a TUN device towards the
+//! host's own stack and LAN. For kernels without esp4/ip_gre (and for
+//! tests): the same behaviour as the kernel datapath, in one process.
+//!
+//! Layout: one worker thread per core, each with its own UDP socket
+//! (SO_REUSEPORT on the same address, so the kernel spreads peers over the
+//! workers by 4-tuple) and its own TUN queue (IFF_MULTI_QUEUE). Workers read
+//! an immutable snapshot of interfaces, routes and SAs (`tables`); the
+//! control plane changes the master copy and publishes a new snapshot.
+//! IKE messages on 4500 (behind the non-ESP marker) go to the IKE task over
+//! a channel, and IKE sends through a clone of a worker's socket.
+
+pub mod process;
+pub mod tables;
+#[cfg(test)]
+mod tests;
+mod worker;
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+};
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+
+use self::{
+    process::{Encap, GlobalStats, HEADROOM, Processor, TAILROOM},
+    tables::{Master, Tables},
+};
+use super::{
+    Datapath, DatapathError, DatapathEvent, DatapathReport, Route, SaPair, VaId, VirtualAccessSpec,
+    sys::{netlink::Netlink, poll::Waker, tun::Tun, udp},
+};
+
+/// IKE datagrams that arrived on UDP 4500 (marker removed), and the socket
+/// to answer on (the caller adds the marker).
+pub struct IkeOn4500 {
+    pub rx: mpsc::Receiver<(SocketAddrV4, Vec<u8>)>,
+    pub tx: std::net::UdpSocket,
+}
+
+#[derive(Clone, Debug)]
+pub struct UserspaceConfig {
+    /// The address ESP-in-UDP and IKE use (the tunnel source).
+    pub local: Ipv4Addr,
+    pub port: u16,
+    /// The TUN device towards this host's stack (`gw-va` on a hub).
+    pub tun_name: String,
+    /// The largest interface MTU of the templates and tunnels.
+    pub tun_mtu: u16,
+    /// Addresses this box owns on the tunnels (the templates' unnumbered
+    /// addresses): put on the TUN device as /32s so the host answers them.
+    pub tun_addresses: Vec<Ipv4Addr>,
+    pub workers: usize,
+    /// Per-socket buffer size (SO_RCVBUFFORCE).
+    pub socket_buffer: usize,
+}
+
+impl UserspaceConfig {
+    pub fn new(local: Ipv4Addr, tun_name: &str) -> Self {
+        UserspaceConfig {
+            local,
+            port: crate::ike::engine::NATT_PORT,
+            tun_name: tun_name.to_owned(),
+            tun_mtu: 1400,
+            tun_addresses: Vec::new(),
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 16)),
+            socket_buffer: 4 << 20,
+        }
+    }
+}
+
+/// Bytes per packet buffer: the largest inner packet plus room for the
+/// encapsulation on both sides.
+fn buffer_size(mtu: u16) -> usize {
+    (usize::from(mtu) + HEADROOM + TAILROOM).max(2048)
+}
+
+pub struct UserspaceDatapath {
+    tables: Arc<ArcSwap<Tables>>,
+    master: Mutex<Master>,
+    netlink: Mutex<Netlink>,
+    tun_ifindex: u32,
+    tun_name: String,
+    global: Arc<GlobalStats>,
+    stop: Arc<AtomicBool>,
+    wakers: Vec<Arc<Waker>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    /// For packets the control plane sends itself (NHRP).
+    control: Mutex<(Processor, std::net::UdpSocket)>,
+    buffer_size: usize,
+}
+
+impl UserspaceDatapath {
+    /// Binds the sockets, creates the TUN device with its addresses and
+    /// starts the workers.
+    pub fn start(
+        config: &UserspaceConfig,
+        events: Option<&mpsc::Sender<DatapathEvent>>,
+    ) -> anyhow::Result<(Arc<Self>, IkeOn4500)> {
+        use anyhow::Context as _;
+        let workers = config.workers.max(1);
+        let bind = SocketAddrV4::new(config.local, config.port);
+        let sockets = (0..workers)
+            .map(|_| udp::bind_reuseport(bind, config.socket_buffer))
+            .collect::<std::io::Result<Vec<_>>>()
+            .with_context(|| format!("binding ESP-in-UDP and IKE on {bind}"))?;
+        let tun = Tun::create(&config.tun_name, workers)
+            .with_context(|| format!("creating TUN device {}", config.tun_name))?;
+        let mut netlink = Netlink::open().context("opening a netlink socket")?;
+        let ifindex = tun.ifindex();
+        netlink
+            .set_mtu(ifindex, u32::from(config.tun_mtu))
+            .with_context(|| format!("setting the MTU of {}", config.tun_name))?;
+        for a in &config.tun_addresses {
+            netlink
+                .add_address(ifindex, *a, 32, None)
+                .with_context(|| format!("adding {a}/32 to {}", config.tun_name))?;
+        }
+        netlink
+            .set_link_up(ifindex)
+            .with_context(|| format!("bringing {} up", config.tun_name))?;
+
+        let (ike_tx, ike_rx) = mpsc::channel(1024);
+        let ike_socket = sockets[0]
+            .try_clone()
+            .context("duplicating the UDP 4500 socket for IKE")?;
+        let control_socket = sockets[0]
+            .try_clone()
+            .context("duplicating the UDP 4500 socket")?;
+        let global = Arc::new(GlobalStats::default());
+        let tables = Arc::new(ArcSwap::from_pointee(Tables::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let size = buffer_size(config.tun_mtu);
+        let mut handles = Vec::new();
+        let mut wakers = Vec::new();
+        for (i, (socket, queue)) in sockets.into_iter().zip(tun.into_queues()).enumerate() {
+            let waker = Arc::new(Waker::new().context("creating an eventfd")?);
+            wakers.push(waker.clone());
+            let worker = worker::Worker {
+                index: i,
+                socket,
+                tun: queue,
+                waker,
+                tables: tables.clone(),
+                stop: stop.clone(),
+                processor: Processor::new(global.clone(), events.cloned()),
+                ike: ike_tx.clone(),
+                buffer_size: size,
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("datapath-{i}"))
+                .spawn(move || worker.run())
+                .context("starting a datapath worker")?;
+            handles.push(handle);
+        }
+        tracing::info!(
+            tun = %config.tun_name,
+            address = %bind,
+            workers,
+            mtu = config.tun_mtu,
+            "userspace datapath started (ESP-in-UDP, GRE, TUN)"
+        );
+        let dp = Arc::new(UserspaceDatapath {
+            tables,
+            master: Mutex::new(Master::default()),
+            netlink: Mutex::new(netlink),
+            tun_ifindex: ifindex,
+            tun_name: config.tun_name.clone(),
+            global: global.clone(),
+            stop,
+            wakers,
+            workers: Mutex::new(handles),
+            control: Mutex::new((Processor::new(global, None), control_socket)),
+            buffer_size: size,
+        });
+        Ok((
+            dp,
+            IkeOn4500 {
+                rx: ike_rx,
+                tx: ike_socket,
+            },
+        ))
+    }
+
+    pub fn tun_name(&self) -> &str {
+        &self.tun_name
+    }
+
+    fn master(&self) -> std::sync::MutexGuard<'_, Master> {
+        self.master.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(&self, master: &mut Master) {
+        self.tables.store(Arc::new(master.snapshot()));
+    }
+
+    fn kernel_route(
+        &self,
+        prefix: crate::config::Ipv4Prefix,
+        add: bool,
+    ) -> Result<(), DatapathError> {
+        let mut nl = self.netlink.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = if add {
+            nl.replace_route(prefix.addr, prefix.len, self.tun_ifindex, None, None)
+        } else {
+            nl.del_route(prefix.addr, prefix.len, self.tun_ifindex)
+        };
+        result.map_err(|source| DatapathError::Os {
+            what: format!(
+                "{} kernel route {prefix} dev {}",
+                if add { "adding" } else { "removing" },
+                self.tun_name
+            ),
+            source,
+        })
+    }
+
+    /// Stops the workers and removes the TUN device (its routes go with it).
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for w in &self.wakers {
+            let _ = w.wake();
+        }
+        let handles =
+            std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for UserspaceDatapath {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Datapath for UserspaceDatapath {
+    fn kind(&self) -> &'static str {
+        "userspace"
+    }
+
+    fn create_virtual_access(&self, spec: &VirtualAccessSpec) -> Result<(), DatapathError> {
+        let mut m = self.master();
+        m.create_va(spec)?;
+        self.publish(&mut m);
+        Ok(())
+    }
+
+    fn remove_virtual_access(&self, id: VaId) -> Result<(), DatapathError> {
+        let mut m = self.master();
+        let routes = m.remove_va(id)?;
+        self.publish(&mut m);
+        drop(m);
+        for r in routes {
+            let _ = self.kernel_route(r.prefix, false);
+        }
+        Ok(())
+    }
+
+    fn install_sa(&self, sa: &SaPair) -> Result<(), DatapathError> {
+        let mut m = self.master();
+        m.install_sa(sa)?;
+        self.publish(&mut m);
+        Ok(())
+    }
+
+    fn remove_sa(&self, va: VaId, spi_in: u32) -> Result<(), DatapathError> {
+        let mut m = self.master();
+        m.remove_sa(va, spi_in)?;
+        self.publish(&mut m);
+        Ok(())
+    }
+
+    fn add_route(&self, route: &Route) -> Result<(), DatapathError> {
+        let mut m = self.master();
+        m.add_route(route)?;
+        self.publish(&mut m);
+        drop(m);
+        // The host's stack and LAN reach the spoke through the TUN device.
+        self.kernel_route(route.prefix, true)
+    }
+
+    fn remove_route(&self, route: &Route) -> Result<(), DatapathError> {
+        let mut m = self.master();
+        m.remove_route(route)?;
+        let still = m.routes().any(|r| r.prefix == route.prefix);
+        self.publish(&mut m);
+        drop(m);
+        if still {
+            return Ok(());
+        }
+        self.kernel_route(route.prefix, false)
+    }
+
+    fn send_nhrp(&self, va: VaId, packet: &[u8]) -> Result<(), DatapathError> {
+        let tables = self.tables.load();
+        let to = tables
+            .vas
+            .get(&va)
+            .ok_or(DatapathError::NoSuchInterface(va))?;
+        let mut buf = vec![0u8; self.buffer_size.max(packet.len() + HEADROOM + TAILROOM)];
+        buf[HEADROOM..HEADROOM + packet.len()].copy_from_slice(packet);
+        let mut control = self.control.lock().unwrap_or_else(PoisonError::into_inner);
+        let (processor, socket) = &mut *control;
+        match processor.encapsulate_nhrp(to, &mut buf, packet.len()) {
+            Encap::Send { packet, dest } => {
+                socket
+                    .send_to(&buf[packet], dest)
+                    .map(|_| ())
+                    .map_err(|source| DatapathError::Os {
+                        what: format!("sending NHRP to {dest}"),
+                        source,
+                    })
+            }
+            _ => Err(DatapathError::Unsupported(format!(
+                "{va} has no transport-mode (GRE) SA to carry NHRP"
+            ))),
+        }
+    }
+
+    fn report(&self) -> DatapathReport {
+        let (virtual_access, sas) = self.master().counters();
+        DatapathReport {
+            kind: self.kind().to_owned(),
+            workers: self.wakers.len(),
+            virtual_access,
+            sas,
+            global: self.global.report(),
+        }
+    }
+}

@@ -1,0 +1,507 @@
+//! The per-packet work of one userspace datapath worker, without I/O: the
+//! worker hands in buffers and gets told where their bytes go. Nothing here
+//! allocates or locks; the snapshot is read through a plain reference.
+//!
+//! Buffers are laid out with `HEADROOM` bytes before an inner packet and
+//! `TAILROOM` after it, so that GRE, the ESP header and IV go in front and
+//! the ESP trailer and ICV behind, in place.
+
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, SocketAddrV4},
+    ops::Range,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::sync::mpsc;
+
+use super::tables::{InboundSpec, Tables, Va, bump};
+use crate::{
+    datapath::{
+        DatapathEvent, GlobalCounters, HAIRPIN_HEAD_LEN, Hairpin, VaId,
+        wire::{gre, icmp, tcp_mss},
+    },
+    esp::{
+        replay::ReplayError,
+        sa::{EspError, InboundSa},
+    },
+    ike::{crypto::SystemRng, engine::Mode},
+};
+
+/// Room in front of an inner packet: ESP header (8) + IV (at most 16) +
+/// GRE (4), rounded up.
+pub const HEADROOM: usize = 64;
+/// Room behind it: padding (at most 15) + pad length + next header + ICV
+/// (at most 32), rounded up.
+pub const TAILROOM: usize = 64;
+
+const NEXT_HEADER_IPV4: u8 = 4;
+const NEXT_HEADER_GRE: u8 = 47;
+/// RFC 4303 section 2.6: a dummy packet, to be dropped silently.
+const NEXT_HEADER_NONE: u8 = 59;
+const IPV4_MIN_HEADER: usize = 20;
+/// The same spoke pair is reported at most this often per worker; NHRP
+/// rate-limits redirects itself, this only keeps the channel quiet.
+const HAIRPIN_REPORT_INTERVAL: Duration = Duration::from_millis(500);
+const HAIRPIN_SLOTS: usize = 256;
+
+#[derive(Debug, Default)]
+pub struct GlobalStats {
+    pub unknown_spi: AtomicU64,
+    pub malformed: AtomicU64,
+    pub no_route: AtomicU64,
+    pub wrong_endpoint: AtomicU64,
+    pub nhrp_to_control: AtomicU64,
+    pub hairpin_events: AtomicU64,
+    pub hairpin_events_lost: AtomicU64,
+    pub ttl_expired: AtomicU64,
+    pub loops: AtomicU64,
+}
+
+impl GlobalStats {
+    pub fn report(&self) -> GlobalCounters {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        GlobalCounters {
+            unknown_spi: r(&self.unknown_spi),
+            malformed: r(&self.malformed),
+            no_route: r(&self.no_route),
+            wrong_endpoint: r(&self.wrong_endpoint),
+            nhrp_to_control: r(&self.nhrp_to_control),
+            hairpin_events: r(&self.hairpin_events),
+            hairpin_events_lost: r(&self.hairpin_events_lost),
+        }
+    }
+}
+
+/// What became of a datagram from UDP 4500.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FromNet {
+    /// An IKE message (after the non-ESP marker), for the IKE task.
+    Ike(Range<usize>),
+    /// Dropped, counted, or handed to the control plane: nothing to send.
+    Done,
+    /// The inner packet, for the TUN device.
+    ToTun(Range<usize>),
+    /// The inner packet leaves through another virtual-access.
+    Hairpin {
+        from: VaId,
+        to: VaId,
+        inner: Range<usize>,
+    },
+}
+
+/// An encapsulated packet, ready to send.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Encap {
+    Send {
+        packet: Range<usize>,
+        dest: SocketAddrV4,
+    },
+    /// Over the interface MTU with DF set: an ICMP "fragmentation needed"
+    /// of this length was written to the scratch buffer, for the sender.
+    TooBig {
+        icmp_len: usize,
+    },
+    Dropped,
+}
+
+struct InboundState {
+    spec: Arc<InboundSpec>,
+    sa: InboundSa,
+}
+
+pub struct Processor {
+    inbound: HashMap<u32, InboundState>,
+    generation: u64,
+    rng: SystemRng,
+    global: Arc<GlobalStats>,
+    events: Option<mpsc::Sender<DatapathEvent>>,
+    /// Direct-mapped: hash(src, dst) -> (src, dst, last report).
+    hairpin_seen: Box<[(u32, u32, Option<Instant>); HAIRPIN_SLOTS]>,
+}
+
+fn ipv4_src(p: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::new(p[12], p[13], p[14], p[15])
+}
+
+fn ipv4_dst(p: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::new(p[16], p[17], p[18], p[19])
+}
+
+fn dont_fragment(p: &[u8]) -> bool {
+    p[6] & 0x40 != 0
+}
+
+/// The IPv4 packet's own length, if the buffer holds a plausible one.
+fn ipv4_len(p: &[u8]) -> Option<usize> {
+    if p.len() < IPV4_MIN_HEADER || p[0] >> 4 != 4 || usize::from(p[0] & 0x0f) * 4 < 20 {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+    (total >= usize::from(p[0] & 0x0f) * 4 && total <= p.len()).then_some(total)
+}
+
+/// Decrements the TTL with an incremental checksum update (RFC 1624
+/// eqn. 3); false when the packet must not be forwarded (RFC 1812 5.3.1).
+fn decrement_ttl(p: &mut [u8]) -> bool {
+    if p[8] <= 1 {
+        return false;
+    }
+    let old = u16::from_be_bytes([p[8], p[9]]);
+    p[8] -= 1;
+    let new = u16::from_be_bytes([p[8], p[9]]);
+    let sum = u16::from_be_bytes([p[10], p[11]]);
+    let mut acc = u32::from(!sum) + u32::from(!old) + u32::from(new);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    let csum = !u16::try_from(acc).unwrap_or(u16::MAX);
+    p[10..12].copy_from_slice(&csum.to_be_bytes());
+    true
+}
+
+impl Processor {
+    pub fn new(global: Arc<GlobalStats>, events: Option<mpsc::Sender<DatapathEvent>>) -> Self {
+        Processor {
+            inbound: HashMap::new(),
+            generation: 0,
+            rng: SystemRng,
+            global,
+            events,
+            hairpin_seen: Box::new([(0, 0, None); HAIRPIN_SLOTS]),
+        }
+    }
+
+    /// Brings this worker's inbound SAs (and replay windows) in line with
+    /// the snapshot; cheap when nothing changed.
+    pub fn sync(&mut self, tables: &Tables) {
+        if tables.generation == self.generation {
+            return;
+        }
+        self.generation = tables.generation;
+        self.inbound.retain(|spi, ours| {
+            tables
+                .inbound
+                .get(spi)
+                .is_some_and(|spec| Arc::ptr_eq(spec, &ours.spec))
+        });
+        for (spi, spec) in &tables.inbound {
+            if self.inbound.contains_key(spi) {
+                continue;
+            }
+            match spec.build() {
+                Ok(sa) => {
+                    self.inbound.insert(
+                        *spi,
+                        InboundState {
+                            spec: spec.clone(),
+                            sa,
+                        },
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(spi = format_args!("{spi:#010x}"), error = %e, "inbound SA not usable");
+                }
+            }
+        }
+    }
+
+    /// Handles one UDP 4500 payload in place (RFC 3948 section 2.2 demux).
+    #[allow(
+        clippy::too_many_lines,
+        reason = "one packet's way in, read top to bottom"
+    )]
+    pub fn from_network(&mut self, tables: &Tables, src: SocketAddrV4, pkt: &mut [u8]) -> FromNet {
+        if pkt == [0xff] {
+            // NAT-keepalive (RFC 3948 section 2.3).
+            return FromNet::Done;
+        }
+        if pkt.len() >= 4 && pkt[..4] == [0, 0, 0, 0] {
+            return FromNet::Ike(4..pkt.len());
+        }
+        if pkt.len() < 8 {
+            bump(&self.global.malformed, 1);
+            return FromNet::Done;
+        }
+        let spi = u32::from_be_bytes([pkt[0], pkt[1], pkt[2], pkt[3]]);
+        let Some(inbound) = self.inbound.get_mut(&spi) else {
+            bump(&self.global.unknown_spi, 1);
+            return FromNet::Done;
+        };
+        if inbound.spec.peer != src {
+            bump(&self.global.wrong_endpoint, 1);
+            return FromNet::Done;
+        }
+        let stats = inbound.spec.stats.clone();
+        let from_id = inbound.spec.va;
+        let esp_len = pkt.len();
+        let base = pkt.as_ptr() as usize;
+        let (next_header, payload) = match inbound.sa.open(pkt) {
+            Ok(opened) => {
+                let start = opened.payload.as_ptr() as usize - base;
+                (opened.next_header, start..start + opened.payload.len())
+            }
+            Err(EspError::Replay(ReplayError::Replayed(_) | ReplayError::TooOld { .. })) => {
+                bump(&stats.replayed, 1);
+                return FromNet::Done;
+            }
+            Err(EspError::Integrity) => {
+                bump(&stats.auth_failed, 1);
+                return FromNet::Done;
+            }
+            Err(_) => {
+                bump(&self.global.malformed, 1);
+                return FromNet::Done;
+            }
+        };
+        bump(&stats.rx_packets, 1);
+        bump(&stats.rx_bytes, esp_len as u64);
+        let Some(from) = tables.vas.get(&from_id) else {
+            bump(&self.global.no_route, 1);
+            return FromNet::Done;
+        };
+        let inner = match (next_header, inbound_mode(&inbound.spec)) {
+            (NEXT_HEADER_GRE, _) => match gre::decap(&pkt[payload.clone()]) {
+                Ok((gre::PROTO_IPV4, offset)) => payload.start + offset..payload.end,
+                Ok((gre::PROTO_NHRP, offset)) => {
+                    self.to_control(from_id, &pkt[payload.start + offset..payload.end]);
+                    return FromNet::Done;
+                }
+                _ => {
+                    bump(&self.global.malformed, 1);
+                    return FromNet::Done;
+                }
+            },
+            (NEXT_HEADER_IPV4, _) => payload,
+            (NEXT_HEADER_NONE, _) => return FromNet::Done,
+            _ => {
+                bump(&self.global.malformed, 1);
+                return FromNet::Done;
+            }
+        };
+        let Some(len) = ipv4_len(&pkt[inner.clone()]) else {
+            bump(&self.global.malformed, 1);
+            return FromNet::Done;
+        };
+        let inner = inner.start..inner.start + len;
+        let packet = &mut pkt[inner.clone()];
+        // Anti-spoofing, strict reverse path (RFC 3704 section 2.2): the
+        // source must be routed back through the interface it came in on,
+        // which holds the spoke's pool address and the prefixes behind it.
+        let src_ok = tables
+            .fib
+            .lookup(ipv4_src(packet))
+            .is_some_and(|(_, va)| va.spec.id == from_id);
+        if !src_ok {
+            bump(&from.stats.rx_spoofed, 1);
+            return FromNet::Done;
+        }
+        bump(&from.stats.rx_packets, 1);
+        bump(&from.stats.rx_bytes, len as u64);
+        if let Some(mss) = from.spec.tcp_adjust_mss {
+            let _ = tcp_mss::clamp_mss(packet, mss);
+        }
+        match tables.fib.lookup(ipv4_dst(packet)) {
+            None => FromNet::ToTun(inner),
+            Some((_, to)) if to.spec.id == from_id => {
+                // Back out where it came from: a routing loop at the spoke.
+                bump(&self.global.loops, 1);
+                FromNet::Done
+            }
+            Some((_, to)) => {
+                if !decrement_ttl(packet) {
+                    bump(&self.global.ttl_expired, 1);
+                    return FromNet::Done;
+                }
+                bump(&from.stats.hairpinned, 1);
+                if from.spec.nhrp_network_id.is_some()
+                    && from.spec.nhrp_network_id == to.spec.nhrp_network_id
+                {
+                    self.report_hairpin(from, to, packet);
+                }
+                FromNet::Hairpin {
+                    from: from_id,
+                    to: to.spec.id,
+                    inner,
+                }
+            }
+        }
+    }
+
+    fn to_control(&self, va: VaId, packet: &[u8]) {
+        bump(&self.global.nhrp_to_control, 1);
+        if let Some(events) = &self.events
+            && events
+                .try_send(DatapathEvent::Nhrp {
+                    va,
+                    packet: packet.to_vec(),
+                })
+                .is_err()
+        {
+            bump(&self.global.hairpin_events_lost, 1);
+        }
+    }
+
+    fn report_hairpin(&mut self, from: &Va, to: &Va, packet: &[u8]) {
+        let (src, dst) = (ipv4_src(packet), ipv4_dst(packet));
+        let (s, d) = (u32::from(src), u32::from(dst));
+        let slot =
+            (s.wrapping_mul(0x9e37_79b1) ^ d.wrapping_mul(0x85eb_ca6b)) as usize % HAIRPIN_SLOTS;
+        let now = Instant::now();
+        let entry = &mut self.hairpin_seen[slot];
+        if entry.0 == s
+            && entry.1 == d
+            && entry
+                .2
+                .is_some_and(|t| now.duration_since(t) < HAIRPIN_REPORT_INTERVAL)
+        {
+            return;
+        }
+        *entry = (s, d, Some(now));
+        let Some(events) = &self.events else { return };
+        let mut head = [0u8; HAIRPIN_HEAD_LEN];
+        let n = packet.len().min(HAIRPIN_HEAD_LEN);
+        head[..n].copy_from_slice(&packet[..n]);
+        let event = DatapathEvent::Hairpin(Hairpin {
+            from: from.spec.id,
+            to: to.spec.id,
+            src,
+            dst,
+            head,
+            head_len: u8::try_from(n).unwrap_or(0),
+        });
+        if events.try_send(event).is_ok() {
+            bump(&self.global.hairpin_events, 1);
+        } else {
+            bump(&self.global.hairpin_events_lost, 1);
+        }
+    }
+
+    /// Where a packet from the TUN device goes: the virtual-access its
+    /// destination is routed to.
+    pub fn route<'t>(&self, tables: &'t Tables, packet: &[u8]) -> Option<&'t Arc<Va>> {
+        if ipv4_len(packet).is_none() {
+            bump(&self.global.malformed, 1);
+            return None;
+        }
+        let found = tables.fib.lookup(ipv4_dst(packet)).map(|(_, va)| va);
+        if found.is_none() {
+            bump(&self.global.no_route, 1);
+        }
+        found
+    }
+
+    /// Encapsulates the IPv4 packet at `buf[inner]` for `to`: MSS clamp,
+    /// MTU check, GRE (transport mode), ESP; in place. `scratch` receives
+    /// the ICMP error when the packet is too big and may not be fragmented.
+    pub fn encapsulate(
+        &mut self,
+        to: &Va,
+        buf: &mut [u8],
+        inner: Range<usize>,
+        scratch: &mut [u8],
+    ) -> Encap {
+        let Some(out) = &to.out else {
+            bump(&self.global.no_route, 1);
+            return Encap::Dropped;
+        };
+        let Some(len) = ipv4_len(&buf[inner.clone()]) else {
+            bump(&self.global.malformed, 1);
+            return Encap::Dropped;
+        };
+        let inner = inner.start..inner.start + len;
+        if let Some(mss) = to.spec.tcp_adjust_mss {
+            let _ = tcp_mss::clamp_mss(&mut buf[inner.clone()], mss);
+        }
+        // Without DF an oversized packet goes anyway: the outer packet may
+        // be fragmented and the peer reassembles it before decryption
+        // (RFC 4303 section 3.4.1).
+        if len > usize::from(to.spec.mtu) && dont_fragment(&buf[inner.clone()]) {
+            {
+                // RFC 1191 section 4: tell the sender the tunnel's MTU.
+                bump(&to.stats.tx_too_big, 1);
+                return match icmp::frag_needed(
+                    &buf[inner.clone()],
+                    to.spec.unnumbered,
+                    to.spec.mtu,
+                    scratch,
+                ) {
+                    Some(icmp_len) => Encap::TooBig { icmp_len },
+                    None => Encap::Dropped,
+                };
+            }
+        }
+        let (payload_start, next_header) = match out.mode {
+            Mode::Transport => {
+                let g = inner.start - gre::BASE_HEADER_LEN;
+                buf[g..inner.start].copy_from_slice(&[0, 0, 0x08, 0x00]);
+                (g, NEXT_HEADER_GRE)
+            }
+            Mode::Tunnel => (inner.start, NEXT_HEADER_IPV4),
+        };
+        let offset = out.sa.cipher().payload_offset();
+        let Some(start) = payload_start.checked_sub(offset) else {
+            bump(&self.global.malformed, 1);
+            return Encap::Dropped;
+        };
+        let payload_len = inner.end - payload_start;
+        match out
+            .sa
+            .seal(&mut buf[start..], payload_len, next_header, &mut self.rng)
+        {
+            Ok(n) => {
+                bump(&to.stats.tx_packets, 1);
+                bump(&to.stats.tx_bytes, len as u64);
+                bump(&out.stats.tx_packets, 1);
+                bump(&out.stats.tx_bytes, n as u64);
+                Encap::Send {
+                    packet: start..start + n,
+                    dest: out.dest,
+                }
+            }
+            Err(e) => {
+                tracing::debug!(spi = format_args!("{:#010x}", out.sa.spi()), error = %e, "ESP seal failed");
+                bump(&self.global.malformed, 1);
+                Encap::Dropped
+            }
+        }
+    }
+
+    /// Puts a control packet (NHRP, GRE protocol 0x2001) at `buf[HEADROOM..]`
+    /// into GRE and ESP for `to`. Only transport-mode SAs carry GRE.
+    pub fn encapsulate_nhrp(&mut self, to: &Va, buf: &mut [u8], len: usize) -> Encap {
+        let Some(out) = &to.out else {
+            return Encap::Dropped;
+        };
+        if out.mode != Mode::Transport {
+            return Encap::Dropped;
+        }
+        let g = HEADROOM - gre::BASE_HEADER_LEN;
+        buf[g..HEADROOM].copy_from_slice(&[0, 0, 0x20, 0x01]);
+        let offset = out.sa.cipher().payload_offset();
+        let start = g - offset;
+        match out.sa.seal(
+            &mut buf[start..],
+            len + gre::BASE_HEADER_LEN,
+            NEXT_HEADER_GRE,
+            &mut self.rng,
+        ) {
+            Ok(n) => Encap::Send {
+                packet: start..start + n,
+                dest: out.dest,
+            },
+            Err(_) => Encap::Dropped,
+        }
+    }
+
+    pub fn global(&self) -> &GlobalStats {
+        &self.global
+    }
+}
+
+fn inbound_mode(spec: &InboundSpec) -> Mode {
+    spec.mode
+}

@@ -1,0 +1,522 @@
+//! The per-packet path without sockets: a hub's tables with two spokes,
+//! packets sealed by the spokes' side of the SAs, and what the processor
+//! makes of them.
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    sync::{Arc, atomic::Ordering},
+};
+
+use tokio::sync::mpsc;
+
+use super::{
+    process::{Encap, FromNet, GlobalStats, HEADROOM, Processor, TAILROOM},
+    tables::{Master, Tables},
+};
+use crate::{
+    config::Ipv4Prefix,
+    datapath::{
+        DatapathEvent, Route, SaKeys, SaPair, VaId, VirtualAccessSpec,
+        wire::{gre, ipv4},
+    },
+    esp::sa::{EspCipher, InboundSa, OutboundSa},
+    ike::{
+        crypto::{Encr, Integ, SystemRng},
+        engine::Mode,
+    },
+};
+
+const HUB: Ipv4Addr = Ipv4Addr::new(172, 25, 1, 1);
+const GCM: Encr = Encr::AesGcm16 { key_bits: 128 };
+
+fn key(len: usize, seed: u8) -> zeroize::Zeroizing<Vec<u8>> {
+    zeroize::Zeroizing::new(
+        (0..len)
+            .map(|i| seed.wrapping_add(u8::try_from(i % 251).unwrap()))
+            .collect(),
+    )
+}
+
+/// One spoke: its outer address, pool address, LAN and the keys.
+struct Spoke {
+    va: VaId,
+    outer: SocketAddrV4,
+    inner: Ipv4Addr,
+    lan: Ipv4Prefix,
+    spi_in: u32,
+    spi_out: u32,
+    mode: Mode,
+    encr: Encr,
+    integ: Option<Integ>,
+    /// Spoke -> hub and hub -> spoke keys.
+    up: SaKeys,
+    down: SaKeys,
+}
+
+impl Spoke {
+    fn new(n: u8, mode: Mode, encr: Encr, integ: Option<Integ>) -> Self {
+        let elen = usize::from(encr.key_bits() / 8) + if integ.is_none() { 4 } else { 0 };
+        let ilen = integ.map_or(0, Integ::key_len);
+        Spoke {
+            va: VaId(u32::from(n)),
+            outer: SocketAddrV4::new(Ipv4Addr::new(172, 25, 1, 10 + n), 4500),
+            inner: Ipv4Addr::new(10, 1, 1, 100 + n),
+            lan: Ipv4Prefix::new(Ipv4Addr::new(192, 168, n, 0), 24).unwrap(),
+            spi_in: 0xc000_0000 | u32::from(n),
+            spi_out: 0x5000_0000 | u32::from(n),
+            mode,
+            encr,
+            integ,
+            up: SaKeys {
+                encr: key(elen, n),
+                integ: key(ilen, n + 50),
+            },
+            down: SaKeys {
+                encr: key(elen, n + 100),
+                integ: key(ilen, n + 150),
+            },
+        }
+    }
+
+    fn install(&self, m: &mut Master) {
+        m.create_va(&VirtualAccessSpec {
+            id: self.va,
+            name: self.va.to_string(),
+            template: Some(1),
+            unnumbered: Ipv4Addr::new(10, 1, 1, 1),
+            mtu: 1400,
+            tcp_adjust_mss: Some(1360),
+            nhrp_network_id: Some(2),
+            peer_inner: Some(self.inner),
+            local_outer: SocketAddrV4::new(HUB, 4500),
+            remote_outer: self.outer,
+        })
+        .unwrap();
+        m.install_sa(&SaPair {
+            va: self.va,
+            spi_in: self.spi_in,
+            spi_out: self.spi_out,
+            encr: self.encr,
+            integ: self.integ,
+            inbound: self.up.clone(),
+            outbound: self.down.clone(),
+            mode: self.mode,
+            encap: Some((4500, 4500)),
+            local: HUB,
+            remote: *self.outer.ip(),
+        })
+        .unwrap();
+        for prefix in [Ipv4Prefix::new(self.inner, 32).unwrap(), self.lan] {
+            m.add_route(&Route {
+                prefix,
+                va: self.va,
+                next_hop: None,
+            })
+            .unwrap();
+        }
+    }
+
+    /// What the spoke sends: `inner` in GRE (transport) or bare (tunnel), in ESP.
+    fn seal(&self, sender: &OutboundSa, inner: &[u8]) -> Vec<u8> {
+        let gre_len = if self.mode == Mode::Transport { 4 } else { 0 };
+        let at = sender.cipher().payload_offset();
+        let payload_len = gre_len + inner.len();
+        let mut buf = vec![0u8; at + payload_len + sender.cipher().overhead_after(payload_len)];
+        if gre_len > 0 {
+            buf[at..at + 4].copy_from_slice(&[0, 0, 0x08, 0x00]);
+        }
+        buf[at + gre_len..at + payload_len].copy_from_slice(inner);
+        let nh = if gre_len > 0 { 47 } else { 4 };
+        let n = sender
+            .seal(&mut buf, payload_len, nh, &mut SystemRng)
+            .unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    fn uplink(&self) -> OutboundSa {
+        OutboundSa::new(
+            self.spi_in,
+            EspCipher::new(self.encr, self.integ, &self.up.encr, &self.up.integ).unwrap(),
+        )
+    }
+
+    fn downlink(&self) -> InboundSa {
+        InboundSa::new(
+            self.spi_out,
+            EspCipher::new(self.encr, self.integ, &self.down.encr, &self.down.integ).unwrap(),
+        )
+    }
+}
+
+/// An IPv4/ICMP echo request (or any protocol with `payload`).
+fn ip_packet(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, df: bool, payload: &[u8]) -> Vec<u8> {
+    let total = 20 + payload.len();
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&u16::try_from(total).unwrap().to_be_bytes());
+    if df {
+        p[6] = 0x40;
+    }
+    p[8] = 64;
+    p[9] = proto;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    let sum = ipv4::checksum(&p[..20]);
+    p[10..12].copy_from_slice(&sum.to_be_bytes());
+    p[20..].copy_from_slice(payload);
+    p
+}
+
+fn icmp_echo(src: Ipv4Addr, dst: Ipv4Addr, size: usize) -> Vec<u8> {
+    let mut body = vec![0u8; size.max(8)];
+    body[0] = 8;
+    ip_packet(src, dst, 1, true, &body)
+}
+
+/// A TCP SYN with an MSS option of 1460 and a valid checksum.
+fn tcp_syn(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let mut tcp = vec![0u8; 24];
+    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&5201u16.to_be_bytes());
+    tcp[12] = 6 << 4;
+    tcp[13] = 0x02;
+    tcp[14..16].copy_from_slice(&65535u16.to_be_bytes());
+    tcp[20..24].copy_from_slice(&[2, 4, 0x05, 0xb4]);
+    let mut p = ip_packet(src, dst, 6, true, &tcp);
+    let sum = tcp_checksum(&p);
+    p[36..38].copy_from_slice(&sum.to_be_bytes());
+    p
+}
+
+fn tcp_checksum(p: &[u8]) -> u16 {
+    let seg = &p[20..];
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&p[12..20]);
+    pseudo.extend_from_slice(&[0, 6]);
+    pseudo.extend_from_slice(&u16::try_from(seg.len()).unwrap().to_be_bytes());
+    let mut s = seg.to_vec();
+    s[16] = 0;
+    s[17] = 0;
+    pseudo.extend_from_slice(&s);
+    ipv4::checksum(&pseudo)
+}
+
+struct Hub {
+    tables: Tables,
+    processor: Processor,
+    global: Arc<GlobalStats>,
+    events: mpsc::Receiver<DatapathEvent>,
+}
+
+fn hub(spokes: &[&Spoke]) -> Hub {
+    let mut m = Master::default();
+    for s in spokes {
+        s.install(&mut m);
+    }
+    let global = Arc::new(GlobalStats::default());
+    let (tx, rx) = mpsc::channel(16);
+    let mut processor = Processor::new(global.clone(), Some(tx));
+    let tables = m.snapshot();
+    processor.sync(&tables);
+    Hub {
+        tables,
+        processor,
+        global,
+        events: rx,
+    }
+}
+
+fn from(h: &mut Hub, spoke: &Spoke, pkt: &mut [u8]) -> FromNet {
+    h.processor.from_network(&h.tables, spoke.outer, pkt)
+}
+
+#[test]
+fn transport_and_tunnel_mode_packets_reach_the_tun_device_and_are_counted() {
+    for (mode, encr, integ) in [
+        (Mode::Transport, GCM, None),
+        (Mode::Tunnel, GCM, None),
+        (
+            Mode::Transport,
+            Encr::AesCbc { key_bits: 128 },
+            Some(Integ::HmacSha1_96),
+        ),
+    ] {
+        let s1 = Spoke::new(1, mode, encr, integ);
+        let mut h = hub(&[&s1]);
+        let ping = icmp_echo(
+            Ipv4Addr::new(192, 168, 1, 10),
+            Ipv4Addr::new(192, 168, 0, 10),
+            56,
+        );
+        let mut wire = s1.seal(&s1.uplink(), &ping);
+        let FromNet::ToTun(r) = from(&mut h, &s1, &mut wire) else {
+            panic!("{mode:?}: not delivered");
+        };
+        assert_eq!(&wire[r], &ping[..], "{mode:?}");
+        let va = &h.tables.vas[&s1.va];
+        assert_eq!(va.stats.rx_packets.load(Ordering::Relaxed), 1);
+        assert_eq!(va.stats.rx_bytes.load(Ordering::Relaxed), ping.len() as u64);
+    }
+}
+
+#[test]
+fn replays_forgeries_unknown_spis_and_wrong_endpoints_are_dropped_and_counted() {
+    let s1 = Spoke::new(1, Mode::Transport, GCM, None);
+    let mut h = hub(&[&s1]);
+    let up = s1.uplink();
+    let ping = icmp_echo(s1.inner, Ipv4Addr::new(192, 168, 0, 10), 20);
+    let sealed = s1.seal(&up, &ping);
+    assert!(matches!(
+        from(&mut h, &s1, &mut sealed.clone()),
+        FromNet::ToTun(_)
+    ));
+    assert_eq!(from(&mut h, &s1, &mut sealed.clone()), FromNet::Done);
+    let out = h.tables.vas[&s1.va].out.clone().unwrap();
+    assert_eq!(out.stats.replayed.load(Ordering::Relaxed), 1);
+
+    let mut forged = s1.seal(&up, &ping);
+    let last = forged.len() - 1;
+    forged[last] ^= 0x80;
+    assert_eq!(from(&mut h, &s1, &mut forged), FromNet::Done);
+    assert_eq!(out.stats.auth_failed.load(Ordering::Relaxed), 1);
+
+    let mut unknown = s1.seal(&up, &ping);
+    unknown[0] ^= 0xff;
+    assert_eq!(from(&mut h, &s1, &mut unknown), FromNet::Done);
+    assert_eq!(h.global.unknown_spi.load(Ordering::Relaxed), 1);
+
+    let mut moved = s1.seal(&up, &ping);
+    let elsewhere = SocketAddrV4::new(Ipv4Addr::new(172, 25, 1, 99), 4500);
+    assert_eq!(
+        h.processor.from_network(&h.tables, elsewhere, &mut moved),
+        FromNet::Done
+    );
+    assert_eq!(h.global.wrong_endpoint.load(Ordering::Relaxed), 1);
+
+    // IKE behind the marker and keepalives are told apart from ESP.
+    let mut ike = vec![0, 0, 0, 0, 1, 2, 3];
+    assert_eq!(from(&mut h, &s1, &mut ike), FromNet::Ike(4..7));
+    assert_eq!(from(&mut h, &s1, &mut [0xff]), FromNet::Done);
+}
+
+#[test]
+fn a_source_the_spoke_does_not_own_is_dropped_and_counted() {
+    let s1 = Spoke::new(1, Mode::Transport, GCM, None);
+    let s2 = Spoke::new(2, Mode::Transport, GCM, None);
+    let mut h = hub(&[&s1, &s2]);
+    let up = s1.uplink();
+    for forged_src in [
+        Ipv4Addr::new(192, 168, 77, 1),
+        s2.inner,
+        Ipv4Addr::new(192, 168, 2, 10),
+    ] {
+        let mut wire = s1.seal(
+            &up,
+            &icmp_echo(forged_src, Ipv4Addr::new(192, 168, 0, 10), 8),
+        );
+        assert_eq!(from(&mut h, &s1, &mut wire), FromNet::Done, "{forged_src}");
+    }
+    let va = &h.tables.vas[&s1.va];
+    assert_eq!(va.stats.rx_spoofed.load(Ordering::Relaxed), 3);
+    assert_eq!(va.stats.rx_packets.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn spoke_to_spoke_hairpins_with_ttl_decremented_and_one_event_per_pair() {
+    let s1 = Spoke::new(1, Mode::Transport, GCM, None);
+    let s2 = Spoke::new(2, Mode::Transport, GCM, None);
+    let mut h = hub(&[&s1, &s2]);
+    let up = s1.uplink();
+    let ping = icmp_echo(
+        Ipv4Addr::new(192, 168, 1, 10),
+        Ipv4Addr::new(192, 168, 2, 10),
+        100,
+    );
+    let mut wire = s1.seal(&up, &ping);
+    let FromNet::Hairpin { from: f, to, inner } = from(&mut h, &s1, &mut wire) else {
+        panic!("not hairpinned");
+    };
+    assert_eq!((f, to), (s1.va, s2.va));
+    let forwarded = wire[inner].to_vec();
+    assert_eq!(forwarded[8], 63, "TTL decremented");
+    assert_eq!(
+        ipv4::checksum(&forwarded[..20]),
+        0,
+        "header checksum still valid"
+    );
+
+    // Re-encapsulated for spoke 2, which opens it.
+    let mut buf = vec![0u8; HEADROOM + forwarded.len() + TAILROOM];
+    buf[HEADROOM..HEADROOM + forwarded.len()].copy_from_slice(&forwarded);
+    let mut scratch = vec![0u8; 2048];
+    let to_va = h.tables.vas[&s2.va].clone();
+    let Encap::Send { packet, dest } = h.processor.encapsulate(
+        &to_va,
+        &mut buf,
+        HEADROOM..HEADROOM + forwarded.len(),
+        &mut scratch,
+    ) else {
+        panic!("not encapsulated");
+    };
+    assert_eq!(dest, s2.outer);
+    let mut down = s2.downlink();
+    let opened = down.open(&mut buf[packet]).unwrap();
+    assert_eq!(opened.next_header, 47);
+    assert_eq!(gre::decap(opened.payload).unwrap(), (gre::PROTO_IPV4, 4));
+    assert_eq!(&opened.payload[4..], &forwarded[..]);
+
+    // One hairpin event for the pair, not one per packet.
+    let Ok(DatapathEvent::Hairpin(event)) = h.events.try_recv() else {
+        panic!("no hairpin event");
+    };
+    assert_eq!((event.from, event.to), (s1.va, s2.va));
+    assert_eq!(event.head(), &forwarded[..event.head().len()][..]);
+    assert_eq!(event.src, Ipv4Addr::new(192, 168, 1, 10));
+    let mut again = s1.seal(&up, &ping);
+    assert!(matches!(
+        from(&mut h, &s1, &mut again),
+        FromNet::Hairpin { .. }
+    ));
+    assert!(
+        h.events.try_recv().is_err(),
+        "second packet of the pair reported again"
+    );
+    assert_eq!(
+        h.tables.vas[&s1.va]
+            .stats
+            .hairpinned
+            .load(Ordering::Relaxed),
+        2
+    );
+}
+
+#[test]
+fn nhrp_in_gre_goes_to_the_control_plane() {
+    let s1 = Spoke::new(1, Mode::Transport, GCM, None);
+    let mut h = hub(&[&s1]);
+    let up = s1.uplink();
+    let at = up.cipher().payload_offset();
+    let nhrp = [0u8, 1, 8, 0, 0, 0, 0, 0, 0, 0];
+    let mut buf = vec![0u8; 200];
+    buf[at..at + 4].copy_from_slice(&[0, 0, 0x20, 0x01]);
+    buf[at + 4..at + 4 + nhrp.len()].copy_from_slice(&nhrp);
+    let n = up
+        .seal(&mut buf, 4 + nhrp.len(), 47, &mut SystemRng)
+        .unwrap();
+    assert_eq!(from(&mut h, &s1, &mut buf[..n]), FromNet::Done);
+    let Ok(DatapathEvent::Nhrp { va, packet }) = h.events.try_recv() else {
+        panic!("no NHRP event");
+    };
+    assert_eq!((va, packet.as_slice()), (s1.va, &nhrp[..]));
+}
+
+#[test]
+fn from_the_tun_device_syns_are_clamped_and_big_df_packets_get_icmp() {
+    let s1 = Spoke::new(1, Mode::Transport, GCM, None);
+    let mut h = hub(&[&s1]);
+    let mut scratch = vec![0u8; 2048];
+    let syn = tcp_syn(
+        Ipv4Addr::new(192, 168, 0, 10),
+        Ipv4Addr::new(192, 168, 1, 10),
+    );
+    let mut buf = vec![0u8; 2048 + HEADROOM + TAILROOM];
+    buf[HEADROOM..HEADROOM + syn.len()].copy_from_slice(&syn);
+    let to = h
+        .processor
+        .route(&h.tables, &buf[HEADROOM..HEADROOM + syn.len()])
+        .unwrap()
+        .clone();
+    assert_eq!(to.spec.id, s1.va);
+    let Encap::Send { packet, .. } =
+        h.processor
+            .encapsulate(&to, &mut buf, HEADROOM..HEADROOM + syn.len(), &mut scratch)
+    else {
+        panic!("SYN not sent");
+    };
+    let mut down = s1.downlink();
+    let opened = down.open(&mut buf[packet]).unwrap();
+    let inner = &opened.payload[4..];
+    assert_eq!(&inner[40..44], &[2, 4, 0x05, 0x50], "MSS 1460 -> 1360");
+    assert_eq!(
+        tcp_checksum(inner),
+        u16::from_be_bytes([inner[36], inner[37]])
+    );
+
+    // 1450 bytes with DF over a 1400-byte tunnel: ICMP type 3 code 4, MTU 1400.
+    let big = icmp_echo(
+        Ipv4Addr::new(192, 168, 0, 10),
+        Ipv4Addr::new(192, 168, 1, 10),
+        1430,
+    );
+    buf[HEADROOM..HEADROOM + big.len()].copy_from_slice(&big);
+    let Encap::TooBig { icmp_len } =
+        h.processor
+            .encapsulate(&to, &mut buf, HEADROOM..HEADROOM + big.len(), &mut scratch)
+    else {
+        panic!("not refused");
+    };
+    let icmp = &scratch[..icmp_len];
+    assert_eq!(&icmp[16..20], &[192, 168, 0, 10], "back to the sender");
+    assert_eq!(&icmp[12..16], &[10, 1, 1, 1], "from the unnumbered address");
+    assert_eq!((icmp[20], icmp[21]), (3, 4));
+    assert_eq!(u16::from_be_bytes([icmp[26], icmp[27]]), 1400);
+    assert_eq!(
+        h.tables.vas[&s1.va]
+            .stats
+            .tx_too_big
+            .load(Ordering::Relaxed),
+        1
+    );
+
+    // Without DF it goes (the outer packet may be fragmented).
+    let mut no_df = big.clone();
+    no_df[6] = 0;
+    let sum = {
+        no_df[10] = 0;
+        no_df[11] = 0;
+        ipv4::checksum(&no_df[..20])
+    };
+    no_df[10..12].copy_from_slice(&sum.to_be_bytes());
+    buf[HEADROOM..HEADROOM + no_df.len()].copy_from_slice(&no_df);
+    assert!(matches!(
+        h.processor.encapsulate(
+            &to,
+            &mut buf,
+            HEADROOM..HEADROOM + no_df.len(),
+            &mut scratch
+        ),
+        Encap::Send { .. }
+    ));
+
+    // No route: counted, nothing sent.
+    let stray = icmp_echo(Ipv4Addr::new(192, 168, 0, 10), Ipv4Addr::new(8, 8, 8, 8), 8);
+    assert!(h.processor.route(&h.tables, &stray).is_none());
+    assert_eq!(h.global.no_route.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn workers_rebuild_their_inbound_sas_when_the_tables_change() {
+    let s1 = Spoke::new(1, Mode::Transport, GCM, None);
+    let mut m = Master::default();
+    s1.install(&mut m);
+    let global = Arc::new(GlobalStats::default());
+    let mut p = Processor::new(global.clone(), None);
+    let t1 = m.snapshot();
+    p.sync(&t1);
+    let up = s1.uplink();
+    let ping = icmp_echo(s1.inner, Ipv4Addr::new(192, 168, 0, 10), 8);
+    assert!(matches!(
+        p.from_network(&t1, s1.outer, &mut s1.seal(&up, &ping)),
+        FromNet::ToTun(_)
+    ));
+    m.remove_va(s1.va).unwrap();
+    let t2 = m.snapshot();
+    p.sync(&t2);
+    assert_eq!(
+        p.from_network(&t2, s1.outer, &mut s1.seal(&up, &ping)),
+        FromNet::Done
+    );
+    assert_eq!(global.unknown_spi.load(Ordering::Relaxed), 1);
+}
