@@ -1027,6 +1027,67 @@ mod tests {
         });
     }
 
+    /// Moves `total` 1400-byte datagrams from `a` to `b` (content not
+    /// checked) and returns datagrams per second.
+    fn blast(a: &UdpSocket, b: &UdpSocket, gso: bool, recv_buf: usize, total: u64) -> f64 {
+        let dest = local_addr(b);
+        let mut send = SendBatch::new(64, 1500).unwrap();
+        send.set_gso(gso);
+        send.set_max_wait(Duration::from_millis(50));
+        let mut recv = RecvBatch::new(64, recv_buf).unwrap();
+        let mut got = 0u64;
+        let mut queued = 0u64;
+        let start = Instant::now();
+        let deadline = start + Duration::from_mins(1);
+        while got < total && Instant::now() < deadline {
+            while queued < total {
+                let Some(buf) = send.slot() else { break };
+                buf[..8].copy_from_slice(&queued.to_be_bytes());
+                send.commit(1400, dest).unwrap();
+                queued += 1;
+            }
+            send.flush(a).unwrap();
+            let mut idle = 0;
+            loop {
+                match recv.recv(b) {
+                    Ok(n) => got += n as u64,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        idle += 1;
+                        if idle > 1 || queued < total {
+                            break;
+                        }
+                        poll_readable(&[b.as_fd()], Some(Duration::from_millis(100))).unwrap();
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        let stats = send.stats();
+        let lost = total - got;
+        #[allow(clippy::cast_precision_loss)] // at most 200000
+        let rate = got as f64 / start.elapsed().as_secs_f64();
+        eprintln!(
+            "gso={gso} recv_buf={recv_buf}: {got}/{total} datagrams of 1400 bytes, \
+             {rate:.0}/s = {:.2} Gbit/s payload (lost {lost}, {stats:?})",
+            rate * 1400.0 * 8.0 / 1e9
+        );
+        rate
+    }
+
+    #[test]
+    #[ignore = "information only: cargo test -p gateway --lib udp_throughput -- --ignored --nocapture"]
+    fn udp_throughput() {
+        in_netns("udprate", || {
+            let a = bind_reuseport(SocketAddrV4::new(LOCALHOST, 0), 16 << 20).unwrap();
+            let plain = bind_reuseport(SocketAddrV4::new(LOCALHOST, 0), 16 << 20).unwrap();
+            let gro = bind_reuseport(SocketAddrV4::new(LOCALHOST, 0), 16 << 20).unwrap();
+            enable_gro(&gro).unwrap();
+            blast(&a, &plain, false, 1500, 200_000);
+            blast(&a, &plain, true, 1500, 200_000);
+            blast(&a, &gro, true, 65535, 200_000);
+        });
+    }
+
     #[test]
     fn reuseport_sockets_share_a_port_and_others_do_not() {
         in_netns("udpreuse", || {
