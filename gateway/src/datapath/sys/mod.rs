@@ -113,6 +113,20 @@ mod tests {
     }
 
     #[test]
+    fn handles_move_to_worker_threads() {
+        fn send<T: Send>() {}
+        fn sync<T: Sync>() {}
+        send::<tun::Tun>();
+        send::<tun::TunQueue>();
+        sync::<tun::TunQueue>();
+        send::<udp::RecvBatch>();
+        send::<udp::SendBatch>();
+        send::<poll::Waker>();
+        sync::<poll::Waker>();
+        send::<netlink::Netlink>();
+    }
+
+    #[test]
     fn context_keeps_kind_and_errno() {
         let err = context(
             io::Error::from_raw_os_error(libc::EEXIST),

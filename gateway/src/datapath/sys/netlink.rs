@@ -86,6 +86,9 @@ pub struct Netlink {
     socket: Socket,
     seq: u32,
     buf: Vec<u8>,
+    /// Set while an error message is made after a local failure (e.g. a
+    /// timeout): no link-name lookups then, so that they cannot wait too.
+    no_lookups: bool,
 }
 
 impl fmt::Debug for Netlink {
@@ -142,6 +145,7 @@ impl Netlink {
             socket,
             seq: 0,
             buf: vec![0; 32 * 1024],
+            no_lookups: false,
         })
     }
 
@@ -442,12 +446,18 @@ impl Netlink {
 
     /// "gwtun0", or "ifindex 7" when the name cannot be had (for messages).
     fn dev_name(&mut self, ifindex: u32) -> String {
+        if self.no_lookups {
+            return format!("ifindex {ifindex}");
+        }
         self.link_name(ifindex)
             .unwrap_or_else(|_| format!("ifindex {ifindex}"))
     }
 
     /// "link gwtun0", or "link 7" (for messages).
     fn dev_label(&mut self, ifindex: u32) -> String {
+        if self.no_lookups {
+            return format!("link {ifindex}");
+        }
         match self.link_name(ifindex) {
             Ok(name) => format!("link {name}"),
             Err(_) => format!("link {ifindex}"),
@@ -486,7 +496,9 @@ impl Netlink {
                 Err(kernel.into_io(what))
             }
             Err(local) => {
+                self.no_lookups = true;
                 let what = what(self);
+                self.no_lookups = false;
                 Err(super::context(local, what))
             }
         }
