@@ -92,6 +92,9 @@ pub struct UserspaceDatapath {
     stop: Arc<AtomicBool>,
     wakers: Vec<Arc<Waker>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// Addresses on the TUN device and how many interfaces use each; the
+    /// ones from the config are never removed.
+    tun_addresses: Mutex<std::collections::HashMap<Ipv4Addr, usize>>,
     /// For packets the control plane sends itself (NHRP).
     control: Mutex<(Processor, std::net::UdpSocket)>,
     buffer_size: usize,
@@ -177,6 +180,13 @@ impl UserspaceDatapath {
             stop,
             wakers,
             workers: Mutex::new(handles),
+            tun_addresses: Mutex::new(
+                config
+                    .tun_addresses
+                    .iter()
+                    .map(|a| (*a, usize::MAX / 2))
+                    .collect(),
+            ),
             control: Mutex::new((Processor::new(global, None), control_socket)),
             buffer_size: size,
         });
@@ -222,6 +232,38 @@ impl UserspaceDatapath {
         })
     }
 
+    /// The interface's own address goes on the TUN device (a spoke's
+    /// negotiated Tunnel1 address), once, while some interface uses it.
+    fn hold_address(&self, address: Ipv4Addr, hold: bool) -> Result<(), DatapathError> {
+        let mut held = self
+            .tun_addresses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let count = held.entry(address).or_insert(0);
+        let mut nl = self.netlink.lock().unwrap_or_else(PoisonError::into_inner);
+        if hold {
+            *count += 1;
+            if *count == 1 {
+                nl.add_address(self.tun_ifindex, address, 32, None)
+                    .map_err(|source| DatapathError::Os {
+                        what: format!("adding {address}/32 to {}", self.tun_name),
+                        source,
+                    })?;
+            }
+        } else {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                held.remove(&address);
+                nl.del_address(self.tun_ifindex, address, 32, None)
+                    .map_err(|source| DatapathError::Os {
+                        what: format!("removing {address}/32 from {}", self.tun_name),
+                        source,
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Stops the workers and removes the TUN device (its routes go with it).
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -250,17 +292,31 @@ impl Datapath for UserspaceDatapath {
     fn create_virtual_access(&self, spec: &VirtualAccessSpec) -> Result<(), DatapathError> {
         let mut m = self.master();
         m.create_va(spec)?;
+        if let Err(e) = self.hold_address(spec.unnumbered, true) {
+            let _ = m.remove_va(spec.id);
+            return Err(e);
+        }
         self.publish(&mut m);
         Ok(())
     }
 
     fn remove_virtual_access(&self, id: VaId) -> Result<(), DatapathError> {
         let mut m = self.master();
+        let address = m.spec(id).map(|s| s.unnumbered);
         let routes = m.remove_va(id)?;
+        let still_routed: Vec<bool> = routes
+            .iter()
+            .map(|r| m.routes().any(|o| o.prefix == r.prefix))
+            .collect();
         self.publish(&mut m);
         drop(m);
-        for r in routes {
-            let _ = self.kernel_route(r.prefix, false);
+        for (r, still) in routes.iter().zip(still_routed) {
+            if !still {
+                let _ = self.kernel_route(r.prefix, false);
+            }
+        }
+        if let Some(a) = address {
+            self.hold_address(a, false)?;
         }
         Ok(())
     }

@@ -22,7 +22,7 @@ use super::{
 use crate::datapath::sys::{
     poll::{Waker, poll_readable},
     tun::TunQueue,
-    udp::{RecvBatch, SendBatch},
+    udp::{self, RecvBatch, SendBatch},
 };
 
 /// Datagrams per recvmmsg/sendmmsg call.
@@ -116,6 +116,8 @@ impl Worker {
                 return;
             }
         };
+        // Runs of same-size datagrams to one spoke leave as one send.
+        send.set_gso(udp::gso_supported(&socket));
         let mut scratch = vec![0u8; buffer_size];
         tracing::debug!(worker = index, "datapath worker running");
         while !stop.load(Ordering::Relaxed) {
