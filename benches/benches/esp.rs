@@ -46,7 +46,7 @@ fn esp(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("esp/{name}"));
         for size in [64usize, 512, 1400] {
             group.throughput(Throughput::Bytes(size as u64));
-            let mut out = OutboundSa::new(0x100, EspCipher::new(encr, integ, &ek, &ik).unwrap());
+            let out = OutboundSa::new(0x100, EspCipher::new(encr, integ, &ek, &ik).unwrap());
             let at = out.cipher().payload_offset();
             let len = at + size + out.cipher().overhead_after(size);
             let mut buf = vec![0u8; len];
@@ -56,7 +56,7 @@ fn esp(c: &mut Criterion) {
             });
             // Open: one inbound SA, fed freshly sealed packets in sequence
             // order (the replay window refuses a packet opened twice).
-            let mut sealer = OutboundSa::new(0x200, EspCipher::new(encr, integ, &ek, &ik).unwrap());
+            let sealer = OutboundSa::new(0x200, EspCipher::new(encr, integ, &ek, &ik).unwrap());
             let mut inb = InboundSa::new(0x200, EspCipher::new(encr, integ, &ek, &ik).unwrap());
             group.bench_with_input(BenchmarkId::new("open", size), &size, |b, &size| {
                 b.iter_batched_ref(

@@ -516,8 +516,7 @@ mod tests {
     #[test]
     fn seal_then_open_for_every_cipher_and_size_in_place() {
         for (encr, integ, ek, ik) in pairs() {
-            let mut out =
-                OutboundSa::new(0x1234_5678, EspCipher::new(encr, integ, &ek, &ik).unwrap());
+            let out = OutboundSa::new(0x1234_5678, EspCipher::new(encr, integ, &ek, &ik).unwrap());
             let mut inb =
                 InboundSa::new(0x1234_5678, EspCipher::new(encr, integ, &ek, &ik).unwrap());
             for (n, size) in [0usize, 1, 63, 64, 512, 1400].into_iter().enumerate() {
@@ -548,7 +547,7 @@ mod tests {
     #[test]
     fn every_single_bit_flip_is_refused() {
         for (encr, integ, ek, ik) in pairs() {
-            let mut out = OutboundSa::new(42, EspCipher::new(encr, integ, &ek, &ik).unwrap());
+            let out = OutboundSa::new(42, EspCipher::new(encr, integ, &ek, &ik).unwrap());
             let at = out.cipher().payload_offset();
             let mut sealed = vec![0u8; at + 40 + out.cipher().overhead_after(40)];
             let len = out.seal(&mut sealed, 40, 4, &mut Counter(3)).unwrap();
@@ -567,7 +566,7 @@ mod tests {
     #[test]
     fn short_buffers_and_packets_are_errors_not_panics() {
         let (encr, integ, ek, ik) = pairs().remove(1);
-        let mut out = OutboundSa::new(9, EspCipher::new(encr, integ, &ek, &ik).unwrap());
+        let out = OutboundSa::new(9, EspCipher::new(encr, integ, &ek, &ik).unwrap());
         let mut small = vec![0u8; 20];
         assert_eq!(
             out.seal(&mut small, 10, 4, &mut Counter(0)),
