@@ -36,6 +36,8 @@ const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// IP protocol number of GRE: a selector for it means an IOS-style GRE tunnel.
 const IPPROTO_GRE: u8 = 47;
 const NONCE_LEN: usize = 32;
+/// Length of a NAT_DETECTION hash (SHA-1, RFC 7296 section 3.10.1).
+const NAT_HASH_LEN: usize = 20;
 pub const IKE_PORT: u16 = 500;
 pub const NATT_PORT: u16 = 4500;
 
@@ -59,7 +61,8 @@ pub struct ChildSaParams {
     pub spi_in: u32,
     pub spi_out: u32,
     pub mode: Mode,
-    /// UDP encapsulation ports (local, remote) when ESP goes in UDP 4500.
+    /// UDP encapsulation ports (local, remote) when ESP goes in UDP 4500
+    /// (RFC 3948): NAT between the peers, or encapsulation forced.
     pub encap: Option<(u16, u16)>,
     pub local: Ipv4Addr,
     pub remote: Ipv4Addr,
@@ -245,6 +248,9 @@ pub struct Engine {
     child_spis: HashSet<u32>,
     /// Debugging only: where each IKE SA's keys go (`ike::keylog`).
     keylog: Option<KeyLog>,
+    /// Pretend the peer is behind NAT so ESP goes in UDP 4500 (see
+    /// `with_forced_encapsulation`).
+    forced_encapsulation: bool,
 }
 
 /// Why an incoming datagram produced nothing: counted by the task.
@@ -267,7 +273,22 @@ impl Engine {
             next_tunnel_id: 1,
             child_spis: HashSet::new(),
             keylog: None,
+            forced_encapsulation: false,
         }
+    }
+
+    /// Forces UDP encapsulation of ESP (RFC 3948, port 4500) even when no
+    /// NAT is between the hub and a peer, as strongSwan's `encap = yes`
+    /// does: the IKE_SA_INIT response carries a NAT_DETECTION_SOURCE_IP
+    /// that matches no address, so the peer believes the hub is behind NAT
+    /// and floats to 4500 (RFC 7296 section 2.23), and the hub marks the SA
+    /// as NATed. For a datapath that carries ESP only inside UDP. Applies to
+    /// peers that do NAT-T (that sent NAT_DETECTION notifies); off by
+    /// default.
+    #[must_use]
+    pub fn with_forced_encapsulation(mut self, on: bool) -> Self {
+        self.forced_encapsulation = on;
+        self
     }
 
     /// Writes each new IKE SA's keys (and its CHILD_SAs' ESP keys) to
@@ -536,6 +557,15 @@ impl Engine {
         let we_natted = nat_dst
             .as_ref()
             .is_some_and(|h| *h != nat_hash(header.spi_i, 0, local));
+        // Forcing takes a peer that does NAT-T at all (it sent both
+        // notifies), as strongSwan's COND_NAT_FAKE does: one that does not
+        // would never float to 4500 nor encapsulate.
+        let peer_does_natt = !nat_src.is_empty() && nat_dst.is_some();
+        let forced = self.forced_encapsulation && peer_does_natt;
+        if self.forced_encapsulation && !peer_does_natt {
+            tracing::warn!(peer = %remote, "UDP encapsulation is forced but the peer sent no NAT_DETECTION notifies (no NAT-T): its ESP will not be in UDP");
+        }
+        let nat = peer_natted || we_natted || forced;
         let frag = message
             .notify(NotifyType::Ikev2FragmentationSupported)
             .is_some();
@@ -586,7 +616,11 @@ impl Engine {
             Payload::Nonce(nr.clone()),
             notify(
                 NotifyType::NatDetectionSourceIp,
-                nat_hash(header.spi_i, spi_r, local),
+                if self.forced_encapsulation {
+                    fake_nat_hash(&mut *self.rng)
+                } else {
+                    nat_hash(header.spi_i, spi_r, local)
+                },
             ),
             notify(
                 NotifyType::NatDetectionDestinationIp,
@@ -620,7 +654,7 @@ impl Engine {
                 nr,
                 init_request: datagram.to_vec(),
                 init_response: packet.clone(),
-                nat: peer_natted || we_natted,
+                nat,
                 next_request_id: 0,
                 last_response: None,
                 created: now,
@@ -635,7 +669,7 @@ impl Engine {
             },
         );
         self.by_initiator.insert((remote, header.spi_i), spi_r);
-        tracing::debug!(peer = %remote, %choice, nat = peer_natted || we_natted, "IKE_SA_INIT answered");
+        tracing::debug!(peer = %remote, %choice, nat, forced, "IKE_SA_INIT answered");
         vec![Action::Send {
             local,
             remote,
@@ -1017,8 +1051,10 @@ impl Engine {
             reply.push(Payload::Sa(vec![esp.to_proposal(number, spi_in)]));
             reply.push(Payload::TsI(tsi.clone()));
             reply.push(Payload::TsR(tsr.clone()));
-            let encap = (sa.nat || sa.local.port() == NATT_PORT)
-                .then(|| (sa.local.port(), sa.remote.port()));
+            // ESP in UDP (RFC 3948) from our 4500 to wherever the peer's
+            // IKE now comes from: its 4500, or what a NAT made of it.
+            let encap =
+                (sa.nat || sa.local.port() == NATT_PORT).then(|| (NATT_PORT, sa.remote.port()));
             let params = ChildSaParams {
                 ike_spi: spi,
                 spi_in,
@@ -1378,6 +1414,20 @@ pub(crate) fn seal_fragments(
         .collect()
 }
 
+/// A NAT_DETECTION_SOURCE_IP that matches no address, to force UDP
+/// encapsulation: SHA-1-sized random bytes, as strongSwan's `encap = yes`
+/// sends (`generate_natd_hash_faked`). Random rather than the hash of
+/// 0.0.0.0:0 because the point is to look like a real NAT to every peer:
+/// a fixed fake is recognisable by anyone who computes it (and a peer that
+/// special-cased it would defeat the forcing), while random bytes are what
+/// any NAT's rewritten address hashes to, and cannot match a real endpoint
+/// (one chance in 2^160).
+pub(crate) fn fake_nat_hash(rng: &mut dyn Rng) -> Vec<u8> {
+    let mut hash = vec![0u8; NAT_HASH_LEN];
+    rng.fill(&mut hash);
+    hash
+}
+
 /// RFC 7296 section 2.23: SHA-1(SPIi | SPIr | IP | port).
 pub(crate) fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddrV4) -> Vec<u8> {
     let mut data = Vec::with_capacity(8 + 8 + 4 + 2);
@@ -1625,5 +1675,25 @@ mod tests {
             lines[0],
             crate::ike::keylog::uat_line(sa.spi_i, sa.spi_r, &sa.choice, &sa.keys)
         );
+    }
+
+    #[test]
+    fn forcing_needs_a_peer_that_does_nat_t() {
+        // The request of `sa_init` has no NAT_DETECTION notifies.
+        let (local, remote) = addrs();
+        let mut engine = engine().with_forced_encapsulation(true);
+        let reply = only_send(
+            &engine
+                .handle(
+                    Instant::now(),
+                    local,
+                    remote,
+                    &sa_init(0x3333, 12, 31),
+                    &mut NoPools,
+                )
+                .unwrap(),
+        );
+        assert!(reply.notify(NotifyType::NatDetectionSourceIp).is_some());
+        assert!(!engine.report(Instant::now())[0].nat_t);
     }
 }
