@@ -7,12 +7,12 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::{
-    config::Identity,
+    config::{Identity, Ipv4Prefix},
     ike::{
         crypto::{self, ChildKeys, DhPrivate, IkeKeys, Rng, SkCipher},
         engine::{
             ChildSaParams, Mode, identification_of, identity_of, nat_hash, seal_fragments,
-            seal_with,
+            seal_with, subnet_attribute,
         },
         proposal::{self, EspChoice, EspProposal, IkeChoice, IkeProposal},
         wire::{
@@ -52,6 +52,20 @@ pub struct InitiatorConfig {
     /// Send IKE_AUTH as SKF fragments of this much plaintext (RFC 7383),
     /// when the responder said it supports fragmentation.
     pub fragment_len: Option<usize>,
+    /// IOS `route set` on the spoke: prefixes behind us, sent as
+    /// INTERNAL_IP4_SUBNET in the CFG_REQUEST (after the INTERNAL_IP4_ADDRESS
+    /// request), for a hub with `route accept any` to route to us.
+    pub route_set: Vec<Ipv4Prefix>,
+    /// Copied into `ChildSaParams::tunnel_id`: the spoke's `[tunnel.N]`
+    /// number, or whatever handle the caller keeps the tunnel under.
+    pub tunnel_id: u32,
+    /// Copied into `ChildSaParams::profile`: the `[ikev2.profile.NAME]`
+    /// this dial uses.
+    pub profile: String,
+    /// Copied into `ChildSaParams::virtual_template`: `None` for the static
+    /// tunnel to the hub (`[tunnel.N]`), the profile's template for a
+    /// tunnel cloned from one (spoke-to-spoke shortcuts).
+    pub virtual_template: Option<u16>,
 }
 
 /// The outcome of a successful dial.
@@ -62,8 +76,9 @@ pub struct Established {
     pub choice: IkeChoice,
     pub peer_identity: Identity,
     pub address: Option<Ipv4Addr>,
-    /// Prefixes the hub pushed (INTERNAL_IP4_SUBNET): route them to it.
-    pub routes: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// Prefixes the hub pushed (INTERNAL_IP4_SUBNET, `route set`): route
+    /// them to it. Malformed ones are left out, with a log line.
+    pub routes: Vec<Ipv4Prefix>,
     /// Our view of the CHILD_SA: `keys.encr_i` protects what we send.
     pub child: Option<ChildSaParams>,
 }
@@ -315,13 +330,19 @@ impl Initiator {
             method: WireAuth::SharedKeyMic,
             data: auth,
         }));
-        if self.config.request_address {
+        if self.config.request_address || !self.config.route_set.is_empty() {
+            let address = self.config.request_address.then(|| ConfigAttribute {
+                kind: ConfigAttributeType::InternalIp4Address,
+                value: vec![],
+            });
+            // RFC 7296 section 3.15.1: address then netmask, 8 octets.
+            let subnets = self.config.route_set.iter().map(|prefix| ConfigAttribute {
+                kind: ConfigAttributeType::InternalIp4Subnet,
+                value: [prefix.addr.octets(), prefix.netmask().octets()].concat(),
+            });
             payloads.push(Payload::Cp(CpPayload {
                 cfg_type: CfgType::Request,
-                attributes: vec![ConfigAttribute {
-                    kind: ConfigAttributeType::InternalIp4Address,
-                    value: vec![],
-                }],
+                attributes: address.into_iter().chain(subnets).collect(),
             }));
         }
         let mut b = [0u8; 4];
@@ -440,20 +461,23 @@ impl Initiator {
                 Payload::IdR(id) => id_r = Some(id),
                 Payload::Auth(a) => auth = Some(a),
                 Payload::Cp(cp) if cp.cfg_type == CfgType::Reply => {
-                    routes = cp
-                        .attributes
-                        .iter()
-                        .filter(|a| {
-                            a.kind == ConfigAttributeType::InternalIp4Subnet && a.value.len() == 8
-                        })
-                        .map(|a| {
-                            let addr =
-                                Ipv4Addr::new(a.value[0], a.value[1], a.value[2], a.value[3]);
-                            let mask =
-                                Ipv4Addr::new(a.value[4], a.value[5], a.value[6], a.value[7]);
-                            (addr, mask)
-                        })
-                        .collect();
+                    // The hub's `route set`. A default route is fine here
+                    // (the hub may take all our traffic); a malformed one
+                    // is left out rather than guessed at.
+                    routes = Vec::new();
+                    for a in &cp.attributes {
+                        if a.kind != ConfigAttributeType::InternalIp4Subnet {
+                            continue;
+                        }
+                        match subnet_attribute(&a.value) {
+                            Ok(prefix) if !routes.contains(&prefix) => routes.push(prefix),
+                            Ok(_) => {}
+                            Err(why) => tracing::warn!(
+                                remote = %self.config.remote,
+                                "INTERNAL_IP4_SUBNET in the CFG_REPLY left out: {why}"
+                            ),
+                        }
+                    }
                     address = cp.attributes.iter().find_map(|a| {
                         (a.kind == ConfigAttributeType::InternalIp4Address)
                             .then(|| {
@@ -510,6 +534,11 @@ impl Initiator {
                 let keys = ChildKeys::split(&keymat, esp.encr, esp.integ)?;
                 Some(ChildSaParams {
                     ike_spi: self.spi_i,
+                    tunnel_id: self.config.tunnel_id,
+                    profile: self.config.profile.clone(),
+                    virtual_template: self.config.virtual_template,
+                    peer_inner: None,
+                    peer_routes: routes.clone(),
                     spi_in: st.child_spi,
                     spi_out,
                     mode: if transport {

@@ -9,10 +9,10 @@ use std::{
 };
 
 use crate::{
-    config::{self, Identity},
+    config::{self, Identity, Ipv4Prefix},
     ike::{
         crypto::Rng,
-        engine::{Action, AddressPools, Dropped, Engine, Mode},
+        engine::{Action, AddressPools, ChildSaParams, Dropped, Engine, Mode},
         initiator::{Established, Initiator, InitiatorConfig, InitiatorError, Step},
         policy::Policy,
         proposal::{EspProposal, IkeProposal},
@@ -116,6 +116,10 @@ pub fn spoke(ike: &str, esp: &str, mode: Mode) -> InitiatorConfig {
         request_address: mode == Mode::Tunnel,
         mode,
         fragment_len: None,
+        route_set: vec![],
+        tunnel_id: 1,
+        profile: "Flex_IKEv2".into(),
+        virtual_template: None,
         ts_remote: vec![wire::TrafficSelector::ipv4(
             0,
             0..=65535,
@@ -165,6 +169,18 @@ pub fn dial(
         }
     }
     panic!("no result after four exchanges");
+}
+
+fn child_up(actions: &[Action]) -> ChildSaParams {
+    let ups: Vec<&ChildSaParams> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ChildUp(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ups.len(), 1, "{actions:?}");
+    ups[0].clone()
 }
 
 #[test]
@@ -301,20 +317,22 @@ fn route_set_prefixes_go_to_the_spoke_as_internal_ip4_subnet() {
         size: 10,
         ..MemPools::default()
     };
-    let (result, _) = dial(
+    let (result, actions) = dial(
         &mut engine,
         &mut pools,
         spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel),
         51,
     );
     let est = result.unwrap();
-    assert_eq!(
-        est.routes,
-        vec![
-            (Ipv4Addr::new(192, 168, 0, 0), Ipv4Addr::new(255, 255, 0, 0)),
-            (Ipv4Addr::new(10, 1, 2, 0), Ipv4Addr::new(255, 255, 255, 0)),
-        ]
-    );
+    let pushed = vec![prefix("192.168.0.0/16"), prefix("10.1.2.0/24")];
+    assert_eq!(est.routes, pushed);
+    // The spoke routes them via its tunnel; the hub has nothing from the spoke.
+    assert_eq!(est.child.unwrap().peer_routes, pushed);
+    assert!(child_up(&actions).peer_routes.is_empty());
+}
+
+fn prefix(s: &str) -> Ipv4Prefix {
+    s.parse().unwrap()
 }
 
 #[test]
@@ -753,4 +771,96 @@ fn shutdown_deletes_every_session_and_releases_addresses() {
     );
     assert_eq!(pools.released, vec![Ipv4Addr::new(10, 1, 1, 100)]);
     assert!(engine.report(Instant::now()).is_empty());
+}
+
+// ----- `route set` / `route accept any` (INTERNAL_IP4_SUBNET) -----
+
+/// The hub's tunnel id of its one session.
+fn session_tunnel_id(actions: &[Action]) -> u32 {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::SessionUp { tunnel_id, .. } => Some(*tunnel_id),
+            _ => None,
+        })
+        .expect("SessionUp")
+}
+
+#[test]
+fn route_accept_installs_the_spokes_subnets_and_refuses_the_dangerous_ones() {
+    let mut engine = hub("route_accept = true");
+    let mut pools = MemPools {
+        size: 10,
+        ..MemPools::default()
+    };
+    let mut config = spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Transport);
+    config.request_address = true;
+    config.route_set = [
+        "192.168.101.0/24",
+        "0.0.0.0/0",        // a default route
+        "10.1.0.0/16",      // holds the pool 10.1.1.100-254
+        "10.1.1.254/32",    // in the pool
+        "172.25.0.0/16",    // holds the hub's and the spoke's outer addresses
+        "192.168.101.0/24", // again
+        "192.168.102.128/25",
+    ]
+    .iter()
+    .map(|p| prefix(p))
+    .collect();
+    let (result, actions) = dial(&mut engine, &mut pools, config, 91);
+    let est = result.unwrap();
+    assert_eq!(est.address, Some(Ipv4Addr::new(10, 1, 1, 100)));
+    let child = child_up(&actions);
+    assert_eq!(
+        child.peer_routes,
+        [prefix("192.168.101.0/24"), prefix("192.168.102.128/25")]
+    );
+    // What the datapath builds the virtual-access from.
+    assert_eq!(child.peer_inner, Some(Ipv4Addr::new(10, 1, 1, 100)));
+    assert_eq!(child.tunnel_id, session_tunnel_id(&actions));
+    assert_eq!(child.profile, "Flex");
+    assert_eq!(child.virtual_template, Some(1));
+    // The spoke's own view: no inner address for the hub, what it pushed.
+    let ours = est.child.unwrap();
+    assert_eq!(
+        (ours.peer_inner, ours.tunnel_id, ours.profile.as_str()),
+        (None, 1, "Flex_IKEv2")
+    );
+    assert!(ours.peer_routes.is_empty());
+}
+
+#[test]
+fn without_route_accept_the_spokes_subnets_are_ignored() {
+    let mut engine = hub("");
+    let mut pools = MemPools {
+        size: 10,
+        ..MemPools::default()
+    };
+    let mut config = spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel);
+    config.route_set = vec![prefix("192.168.101.0/24")];
+    let (result, actions) = dial(&mut engine, &mut pools, config, 92);
+    assert_eq!(result.unwrap().address, Some(Ipv4Addr::new(10, 1, 1, 100)));
+    assert!(child_up(&actions).peer_routes.is_empty());
+}
+
+#[test]
+fn a_cfg_request_with_subnets_only_asks_for_no_address() {
+    let mut engine = hub("route_accept = true");
+    let mut pools = MemPools {
+        size: 10,
+        ..MemPools::default()
+    };
+    let mut config = spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel);
+    config.request_address = false;
+    config.route_set = vec![prefix("192.168.101.0/24")];
+    let (result, actions) = dial(&mut engine, &mut pools, config, 93);
+    let est = result.unwrap();
+    assert_eq!(est.address, None);
+    assert!(est.child.is_some(), "no INTERNAL_ADDRESS_FAILURE");
+    let child = child_up(&actions);
+    assert_eq!(child.peer_inner, None);
+    assert_eq!(child.peer_routes, [prefix("192.168.101.0/24")]);
+    assert!(
+        pools.released.is_empty() && !actions.iter().any(|a| matches!(a, Action::Refused { .. }))
+    );
 }
