@@ -78,6 +78,7 @@ fn handshake(engine: &mut Engine, pools: &mut Counter, ike: &IkeProposal, esp: &
         request_address: true,
         mode: Mode::Tunnel,
         fragment_len: None,
+        force_encapsulation: false,
         route_set: vec![],
         tunnel_id: 1,
         profile: "Flex".into(),
