@@ -814,9 +814,12 @@ impl Engine {
         for child in &sa.children {
             self.child_spis.remove(&child.params.spi_in);
         }
+        // The reverse of the setup (SessionUp, then each ChildUp): the
+        // children go first, last one first, then the session.
         let mut actions: Vec<Action> = sa
             .children
             .iter()
+            .rev()
             .map(|c| Action::ChildDown {
                 ike_spi: sa.spi_r,
                 spi_in: c.params.spi_in,

@@ -1019,3 +1019,92 @@ fn a_cfg_request_with_subnets_only_asks_for_no_address() {
         pools.released.is_empty() && !actions.iter().any(|a| matches!(a, Action::Refused { .. }))
     );
 }
+
+// ----- the end of an IKE SA: the reverse of its setup -----
+
+/// Every ChildDown of `ike_spi` comes before the one SessionDown, which
+/// comes last; returns how many children went down.
+#[track_caller]
+fn children_then_session(actions: &[Action]) -> usize {
+    let downs: Vec<usize> = actions
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| matches!(a, Action::ChildDown { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    let sessions: Vec<usize> = actions
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| matches!(a, Action::SessionDown { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(sessions.len(), 1, "{actions:?}");
+    assert_eq!(sessions[0], actions.len() - 1, "{actions:?}");
+    assert!(downs.iter().all(|i| *i < sessions[0]), "{actions:?}");
+    downs.len()
+}
+
+#[test]
+fn an_ending_ike_sa_takes_its_children_down_before_the_session() {
+    let setup = |seed| {
+        let mut engine = hub("");
+        let mut pools = MemPools {
+            size: 10,
+            ..MemPools::default()
+        };
+        let mut initiator = Initiator::new(
+            spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel),
+            Box::new(SeededRng(seed)),
+        );
+        let now = Instant::now();
+        let mut request = initiator.start().unwrap();
+        loop {
+            let actions = engine
+                .handle(now, HUB, SPOKE, &request, &mut pools)
+                .unwrap();
+            let up = actions
+                .iter()
+                .position(|a| matches!(a, Action::SessionUp { .. }));
+            if let Some(up) = up {
+                // Setup order: the session, then its CHILD_SA.
+                let child = actions
+                    .iter()
+                    .position(|a| matches!(a, Action::ChildUp(_)))
+                    .unwrap();
+                assert!(up < child, "{actions:?}");
+            }
+            match initiator.handle(&sends(&actions)[0]).unwrap() {
+                Step::Send(next) => request = next,
+                Step::Established(_) => break,
+                Step::SendAll(_) => unreachable!(),
+            }
+        }
+        (engine, pools, initiator)
+    };
+
+    // The peer deletes the IKE SA.
+    let (mut engine, mut pools, mut initiator) = setup(101);
+    let delete = Payload::Delete(wire::Delete {
+        protocol: ProtocolId::Ike,
+        spi_size: 0,
+        spis: vec![],
+    });
+    let request = initiator.informational(&[delete]).unwrap();
+    let actions = engine
+        .handle(Instant::now(), HUB, SPOKE, &request, &mut pools)
+        .unwrap();
+    assert!(
+        matches!(actions[0], Action::Send { .. }),
+        "the answer first"
+    );
+    assert_eq!(children_then_session(&actions), 1);
+
+    // The hub shuts down.
+    let (mut engine, mut pools, _) = setup(102);
+    let actions = engine.shutdown(&mut pools);
+    assert!(
+        matches!(actions[0], Action::Send { .. }),
+        "the DELETE first"
+    );
+    assert_eq!(children_then_session(&actions), 1);
+}
