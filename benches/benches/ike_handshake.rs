@@ -78,6 +78,11 @@ fn handshake(engine: &mut Engine, pools: &mut Counter, ike: &IkeProposal, esp: &
         request_address: true,
         mode: Mode::Tunnel,
         fragment_len: None,
+        force_encapsulation: false,
+        route_set: vec![],
+        tunnel_id: 1,
+        profile: "Flex".into(),
+        virtual_template: None,
         ts_remote: vec![TrafficSelector::ipv4(
             0,
             0..=65535,

@@ -136,7 +136,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     tracing::info!(socket = %socket_path.display(), "control socket ready");
 
     let xdp = Arc::new(Mutex::new(xdp));
-    let ike = start_ike(&config, config_path, &xdp).await?;
+    // Off until the userspace datapath (ESP only inside UDP 4500) is wired
+    // in: then pass true when it is the datapath in use, so that every
+    // peer's ESP comes in UDP even without NAT.
+    let force_encapsulation = false;
+    let ike = start_ike(&config, config_path, &xdp, force_encapsulation).await?;
     let daemon = Arc::new(Daemon {
         started: Instant::now(),
         xdp: xdp.clone(),
@@ -178,10 +182,14 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 }
 
 /// Binds IKE and loads the pools when the config has IKEv2 profiles.
+/// `force_encapsulation`: make every peer put its ESP in UDP 4500 even
+/// without NAT (`Engine::with_forced_encapsulation`), for a datapath that
+/// has no raw ESP socket.
 async fn start_ike(
     config: &Config,
     config_path: &Path,
     xdp: &Arc<Mutex<Option<XdpFilter>>>,
+    force_encapsulation: bool,
 ) -> anyhow::Result<Option<(Arc<IkeShared>, Arc<IkeSockets>)>> {
     if config.ikev2.profile.is_empty() {
         tracing::info!("no IKEv2 profiles configured: IKE not started");
@@ -199,8 +207,14 @@ async fn start_ike(
     tracing::info!(address = %config.hub.local_address, profiles = policy.profiles.len(), "IKEv2 listening on UDP 500 and 4500");
     let keylog_path = std::env::var_os(keylog::KEYLOG_ENV);
     let keylog = open_keylog(keylog_path.as_deref().map(Path::new))?;
+    if force_encapsulation {
+        tracing::info!("UDP encapsulation of ESP forced for every peer (NAT or not)");
+    }
+    let engine = Engine::new(policy, Box::new(SystemRng))
+        .with_keylog(keylog)
+        .with_forced_encapsulation(force_encapsulation);
     let shared = IkeShared {
-        engine: Mutex::new(Engine::new(policy, Box::new(SystemRng)).with_keylog(keylog)),
+        engine: Mutex::new(engine),
         pools: Mutex::new(pools),
         xdp: xdp.clone(),
     };

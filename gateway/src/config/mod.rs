@@ -160,6 +160,11 @@ pub struct Profile {
     /// as the hub's summary `192.168.0.0/16`.
     #[serde(default)]
     pub route_set: Vec<Ipv4Prefix>,
+    /// IOS `route accept any` in the authorization policy: install the
+    /// prefixes the peer sends in its configuration request
+    /// (INTERNAL_IP4_SUBNET) via its virtual-access.
+    #[serde(default)]
+    pub route_accept: bool,
 }
 
 /// IOS `dpd 30 5 on-demand`.

@@ -117,6 +117,10 @@ fn hub_example_parses() {
     assert_eq!(p.keyring.as_deref(), Some("Flex_key"));
     assert_eq!(p.pool.as_deref(), Some("FlexSpokes"));
     assert_eq!(p.virtual_template, Some(1));
+    assert!(
+        p.route_set.is_empty() && !p.route_accept,
+        "both commented out"
+    );
     let dpd = p.dpd.as_ref().unwrap();
     assert_eq!(
         (dpd.interval, dpd.retry, dpd.mode),
@@ -571,6 +575,23 @@ fn profile_references_must_exist() {
         &no_pools,
         "ikev2.profile.Flex_IKEv2.pool",
         "no pools are defined",
+    );
+}
+
+#[test]
+fn route_accept_is_a_profile_flag() {
+    // The example's commented line, switched on.
+    let text = hub_with("# route_accept = true", "route_accept = true");
+    let c = parse(&text, ORIGIN).unwrap();
+    assert!(c.ikev2.profile["Flex_IKEv2"].route_accept);
+    let again = parse(&toml::to_string(&c).unwrap(), "running-config").unwrap();
+    assert!(again.ikev2.profile["Flex_IKEv2"].route_accept);
+    // A boolean, named by its key when it is not one.
+    let s = syntax(&hub_with("# route_accept = true", "route_accept = \"any\""));
+    assert_eq!(
+        s.key, "ikev2.profile.Flex_IKEv2.route_accept",
+        "{}",
+        s.message
     );
 }
 

@@ -16,11 +16,11 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::{AuthMethod, Identity},
+    config::{AuthMethod, Identity, Ipv4Prefix},
     ike::{
         crypto::{self, ChildKeys, IkeKeys, Rng, SkCipher},
         keylog::KeyLog,
-        policy::Policy,
+        policy::{Policy, ProfilePolicy},
         proposal::{self, EspChoice, IkeChoice},
         wire::{
             self, Auth, AuthMethod as WireAuth, CfgType, Config as CpPayload, ConfigAttribute,
@@ -36,6 +36,12 @@ const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// IP protocol number of GRE: a selector for it means an IOS-style GRE tunnel.
 const IPPROTO_GRE: u8 = 47;
 const NONCE_LEN: usize = 32;
+/// Length of a NAT_DETECTION hash (SHA-1, RFC 7296 section 3.10.1).
+const NAT_HASH_LEN: usize = 20;
+/// Most prefixes `route_accept` installs for one peer: a spoke announces its
+/// LANs, a handful; a CFG_REQUEST of thousands would be a routing table
+/// filled by one peer.
+const MAX_PEER_ROUTES: usize = 256;
 pub const IKE_PORT: u16 = 500;
 pub const NATT_PORT: u16 = 4500;
 
@@ -52,14 +58,33 @@ pub enum Mode {
     Transport,
 }
 
-/// A CHILD_SA for the datapath and the XDP filter.
+/// A CHILD_SA for the datapath and the XDP filter: everything needed to
+/// build the peer's virtual-access and install the SA pair on it.
 #[derive(Clone, Debug)]
 pub struct ChildSaParams {
     pub ike_spi: u64,
+    /// The IKE SA's tunnel id, as in `Action::SessionUp` (on the initiator:
+    /// `InitiatorConfig::tunnel_id`).
+    pub tunnel_id: u32,
+    /// The `[ikev2.profile.NAME]` that accepted the peer (on the initiator:
+    /// `InitiatorConfig::profile`).
+    pub profile: String,
+    /// The `[virtual_template.N]` the peer's virtual-access is cloned from.
+    pub virtual_template: Option<u16>,
+    /// The peer's address inside the tunnel: the pool address leased to it in
+    /// this IKE_AUTH, routed /32 via its virtual-access. `None` on the
+    /// initiator (the hub's inner address is not negotiated).
+    pub peer_inner: Option<Ipv4Addr>,
+    /// Prefixes behind the peer, routed via its virtual-access. On the hub:
+    /// the INTERNAL_IP4_SUBNETs of the peer's CFG_REQUEST that the profile's
+    /// `route_accept` let through; on the initiator: those the hub pushed in
+    /// its CFG_REPLY (`route set`).
+    pub peer_routes: Vec<Ipv4Prefix>,
     pub spi_in: u32,
     pub spi_out: u32,
     pub mode: Mode,
-    /// UDP encapsulation ports (local, remote) when ESP goes in UDP 4500.
+    /// UDP encapsulation ports (local, remote) when ESP goes in UDP 4500
+    /// (RFC 3948): NAT between the peers, or encapsulation forced.
     pub encap: Option<(u16, u16)>,
     pub local: Ipv4Addr,
     pub remote: Ipv4Addr,
@@ -245,6 +270,9 @@ pub struct Engine {
     child_spis: HashSet<u32>,
     /// Debugging only: where each IKE SA's keys go (`ike::keylog`).
     keylog: Option<KeyLog>,
+    /// Pretend the peer is behind NAT so ESP goes in UDP 4500 (see
+    /// `with_forced_encapsulation`).
+    forced_encapsulation: bool,
 }
 
 /// Why an incoming datagram produced nothing: counted by the task.
@@ -267,7 +295,22 @@ impl Engine {
             next_tunnel_id: 1,
             child_spis: HashSet::new(),
             keylog: None,
+            forced_encapsulation: false,
         }
+    }
+
+    /// Forces UDP encapsulation of ESP (RFC 3948, port 4500) even when no
+    /// NAT is between the hub and a peer, as strongSwan's `encap = yes`
+    /// does: the IKE_SA_INIT response carries a NAT_DETECTION_SOURCE_IP
+    /// that matches no address, so the peer believes the hub is behind NAT
+    /// and floats to 4500 (RFC 7296 section 2.23), and the hub marks the SA
+    /// as NATed. For a datapath that carries ESP only inside UDP. Applies to
+    /// peers that do NAT-T (that sent NAT_DETECTION notifies); off by
+    /// default.
+    #[must_use]
+    pub fn with_forced_encapsulation(mut self, on: bool) -> Self {
+        self.forced_encapsulation = on;
+        self
     }
 
     /// Writes each new IKE SA's keys (and its CHILD_SAs' ESP keys) to
@@ -536,6 +579,15 @@ impl Engine {
         let we_natted = nat_dst
             .as_ref()
             .is_some_and(|h| *h != nat_hash(header.spi_i, 0, local));
+        // Forcing takes a peer that does NAT-T at all (it sent both
+        // notifies), as strongSwan's COND_NAT_FAKE does: one that does not
+        // would never float to 4500 nor encapsulate.
+        let peer_does_natt = !nat_src.is_empty() && nat_dst.is_some();
+        let forced = self.forced_encapsulation && peer_does_natt;
+        if self.forced_encapsulation && !peer_does_natt {
+            tracing::warn!(peer = %remote, "UDP encapsulation is forced but the peer sent no NAT_DETECTION notifies (no NAT-T): its ESP will not be in UDP");
+        }
+        let nat = peer_natted || we_natted || forced;
         let frag = message
             .notify(NotifyType::Ikev2FragmentationSupported)
             .is_some();
@@ -586,7 +638,11 @@ impl Engine {
             Payload::Nonce(nr.clone()),
             notify(
                 NotifyType::NatDetectionSourceIp,
-                nat_hash(header.spi_i, spi_r, local),
+                if self.forced_encapsulation {
+                    fake_nat_hash(&mut *self.rng)
+                } else {
+                    nat_hash(header.spi_i, spi_r, local)
+                },
             ),
             notify(
                 NotifyType::NatDetectionDestinationIp,
@@ -620,7 +676,7 @@ impl Engine {
                 nr,
                 init_request: datagram.to_vec(),
                 init_response: packet.clone(),
-                nat: peer_natted || we_natted,
+                nat,
                 next_request_id: 0,
                 last_response: None,
                 created: now,
@@ -635,7 +691,7 @@ impl Engine {
             },
         );
         self.by_initiator.insert((remote, header.spi_i), spi_r);
-        tracing::debug!(peer = %remote, %choice, nat = peer_natted || we_natted, "IKE_SA_INIT answered");
+        tracing::debug!(peer = %remote, %choice, nat, forced, "IKE_SA_INIT answered");
         vec![Action::Send {
             local,
             remote,
@@ -758,9 +814,12 @@ impl Engine {
         for child in &sa.children {
             self.child_spis.remove(&child.params.spi_in);
         }
+        // The reverse of the setup (SessionUp, then each ChildUp): the
+        // children go first, last one first, then the session.
         let mut actions: Vec<Action> = sa
             .children
             .iter()
+            .rev()
             .map(|c| Action::ChildDown {
                 ike_spi: sa.spi_r,
                 spi_in: c.params.spi_in,
@@ -907,10 +966,15 @@ impl Engine {
         ];
         let mut actions = Vec::new();
 
-        // Configuration payload: an address from the profile's pool.
+        // Configuration payload: an address from the profile's pool, and
+        // the prefixes behind the peer (`route accept any`).
         let mut lease = None;
+        let mut wants_address = false;
+        let mut peer_routes = Vec::new();
         if let Some(cp) = cp_request {
-            let wants_address = cp
+            peer_routes =
+                accepted_routes(&profile, *sa.local.ip(), remote, &identity, &cp.attributes);
+            wants_address = cp
                 .attributes
                 .iter()
                 .any(|a| a.kind == ConfigAttributeType::InternalIp4Address);
@@ -954,7 +1018,8 @@ impl Engine {
                 }
             }
         }
-        let address_failed = cp_request.is_some() && lease.is_none();
+        // A CFG_REQUEST with only subnets in it asks for no address.
+        let address_failed = wants_address && lease.is_none();
 
         // The CHILD_SA created with IKE_AUTH (RFC 7296 section 1.2).
         let mut child = None;
@@ -1017,10 +1082,17 @@ impl Engine {
             reply.push(Payload::Sa(vec![esp.to_proposal(number, spi_in)]));
             reply.push(Payload::TsI(tsi.clone()));
             reply.push(Payload::TsR(tsr.clone()));
-            let encap = (sa.nat || sa.local.port() == NATT_PORT)
-                .then(|| (sa.local.port(), sa.remote.port()));
+            // ESP in UDP (RFC 3948) from our 4500 to wherever the peer's
+            // IKE now comes from: its 4500, or what a NAT made of it.
+            let encap =
+                (sa.nat || sa.local.port() == NATT_PORT).then(|| (NATT_PORT, sa.remote.port()));
             let params = ChildSaParams {
                 ike_spi: spi,
+                tunnel_id: sa.tunnel_id,
+                profile: profile.name.clone(),
+                virtual_template: profile.virtual_template,
+                peer_inner: lease.as_ref().map(|l| l.1),
+                peer_routes,
                 spi_in,
                 spi_out,
                 mode,
@@ -1201,6 +1273,108 @@ fn open_request(
     }
 }
 
+/// An INTERNAL_IP4_SUBNET value as a prefix: address then netmask, 8
+/// octets (RFC 7296 section 3.15.1); the netmask must be contiguous and the
+/// address must have no bits beyond it.
+pub(crate) fn subnet_attribute(value: &[u8]) -> Result<Ipv4Prefix, String> {
+    let Ok(v) = <[u8; 8]>::try_from(value) else {
+        return Err(format!("{} octets instead of 8", value.len()));
+    };
+    let addr = Ipv4Addr::new(v[0], v[1], v[2], v[3]);
+    let mask = Ipv4Addr::new(v[4], v[5], v[6], v[7]);
+    let bits = u32::from(mask);
+    let len = bits.leading_ones();
+    if bits.checked_shl(len).unwrap_or(0) != 0 {
+        return Err(format!("{addr} mask {mask}: the netmask is not contiguous"));
+    }
+    let len = u8::try_from(len).expect("at most 32");
+    Ipv4Prefix::new(addr, len)
+        .ok_or_else(|| format!("{addr}/{len} has host bits set (the address is not the network's)"))
+}
+
+/// The prefixes of a CFG_REQUEST's INTERNAL_IP4_SUBNETs that the profile's
+/// `route_accept` (IOS `route accept any`) installs via the peer's
+/// virtual-access; each one left out gets a log line saying why:
+///
+/// - a zero-length value asks us for our subnets (RFC 7296 section 3.15.1
+///   lets a request leave values empty); it is not a route, and is
+///   skipped without a log line;
+/// - a value that is not 8 octets, a netmask with holes, or an address with
+///   host bits set: refused, not repaired. Whether `10.1.1.1/24` means the
+///   host or its network is a guess, and a hub routing for thousands of
+///   spokes should not install guesses;
+/// - 0.0.0.0/0: refused. One spoke would take every destination the hub has
+///   no better route for (the other spokes' LANs while their sessions are
+///   down, the Internet); a default route via a spoke is for a static
+///   route, not for what a peer claims;
+/// - a prefix overlapping the profile's pool: refused. Those addresses are
+///   the spokes' own tunnel addresses, each routed /32 via its spoke's
+///   virtual-access (and what `bgp listen range` accepts sessions from);
+///   one spoke claiming them would catch the traffic of spokes not up yet;
+/// - a prefix holding the hub's tunnel source or the peer's outer address:
+///   refused, it would route the tunnel's own ESP into the tunnel;
+/// - duplicates are dropped, and at most `MAX_PEER_ROUTES` are taken.
+fn accepted_routes(
+    profile: &ProfilePolicy,
+    hub: Ipv4Addr,
+    peer: SocketAddrV4,
+    identity: &Identity,
+    attributes: &[ConfigAttribute],
+) -> Vec<Ipv4Prefix> {
+    let subnets: Vec<&ConfigAttribute> = attributes
+        .iter()
+        .filter(|a| a.kind == ConfigAttributeType::InternalIp4Subnet && !a.value.is_empty())
+        .collect();
+    if subnets.is_empty() {
+        return Vec::new();
+    }
+    if !profile.route_accept {
+        tracing::debug!(%peer, %identity, profile = %profile.name, count = subnets.len(), "INTERNAL_IP4_SUBNET in the CFG_REQUEST ignored: the profile has no route_accept");
+        return Vec::new();
+    }
+    let mut routes: Vec<Ipv4Prefix> = Vec::new();
+    for attribute in subnets {
+        let refused = match subnet_attribute(&attribute.value) {
+            Err(why) => Err(why),
+            Ok(prefix) if prefix.len == 0 => Err(format!("{prefix}: a default route")),
+            Ok(prefix)
+                if profile.pool_range.is_some_and(|(first, last)| {
+                    let (a, b) = prefix.range();
+                    a <= last && first <= b
+                }) =>
+            {
+                Err(format!(
+                    "{prefix} overlaps the pool of profile {}",
+                    profile.name
+                ))
+            }
+            Ok(prefix) if prefix.contains(hub) => {
+                Err(format!("{prefix} holds the hub's tunnel source {hub}"))
+            }
+            Ok(prefix) if prefix.contains(*peer.ip()) => Err(format!(
+                "{prefix} holds the peer's own outer address {}",
+                peer.ip()
+            )),
+            Ok(prefix) if routes.contains(&prefix) => continue,
+            Ok(_) if routes.len() >= MAX_PEER_ROUTES => {
+                Err(format!("more than {MAX_PEER_ROUTES} prefixes"))
+            }
+            Ok(prefix) => Ok(prefix),
+        };
+        match refused {
+            Ok(prefix) => routes.push(prefix),
+            Err(why) => tracing::warn!(
+                %peer, %identity, profile = %profile.name,
+                "route accept: INTERNAL_IP4_SUBNET refused: {why}"
+            ),
+        }
+    }
+    if !routes.is_empty() {
+        tracing::info!(%peer, %identity, profile = %profile.name, routes = ?routes.iter().map(ToString::to_string).collect::<Vec<_>>(), "route accept: prefixes from the peer's CFG_REQUEST");
+    }
+    routes
+}
+
 /// Chooses the mode and narrows the selectors (RFC 7296 section 2.9).
 /// Transport mode when the peer asks for it and the selectors cover GRE
 /// between the two outer addresses (an IOS spoke's Tunnel1, `CISCO-GRE-MODE`);
@@ -1376,6 +1550,20 @@ pub(crate) fn seal_fragments(
             packet
         })
         .collect()
+}
+
+/// A NAT_DETECTION_SOURCE_IP that matches no address, to force UDP
+/// encapsulation: SHA-1-sized random bytes, as strongSwan's `encap = yes`
+/// sends (`generate_natd_hash_faked`). Random rather than the hash of
+/// 0.0.0.0:0 because the point is to look like a real NAT to every peer:
+/// a fixed fake is recognisable by anyone who computes it (and a peer that
+/// special-cased it would defeat the forcing), while random bytes are what
+/// any NAT's rewritten address hashes to, and cannot match a real endpoint
+/// (one chance in 2^160).
+pub(crate) fn fake_nat_hash(rng: &mut dyn Rng) -> Vec<u8> {
+    let mut hash = vec![0u8; NAT_HASH_LEN];
+    rng.fill(&mut hash);
+    hash
 }
 
 /// RFC 7296 section 2.23: SHA-1(SPIi | SPIr | IP | port).
@@ -1625,5 +1813,102 @@ mod tests {
             lines[0],
             crate::ike::keylog::uat_line(sa.spi_i, sa.spi_r, &sa.choice, &sa.keys)
         );
+    }
+
+    #[test]
+    fn subnet_attributes_are_address_and_contiguous_mask() {
+        let v = |a: [u8; 4], m: [u8; 4]| [a, m].concat();
+        let ok = |value: &[u8]| subnet_attribute(value).unwrap().to_string();
+        assert_eq!(
+            ok(&v([192, 168, 1, 0], [255, 255, 255, 0])),
+            "192.168.1.0/24"
+        );
+        assert_eq!(ok(&v([10, 0, 0, 1], [255; 4])), "10.0.0.1/32");
+        assert_eq!(ok(&v([0; 4], [0; 4])), "0.0.0.0/0");
+        let err = |value: &[u8]| subnet_attribute(value).unwrap_err();
+        for len in [0, 1, 4, 7, 9, 17] {
+            assert!(
+                err(&vec![255; len]).contains("octets instead of 8"),
+                "{len}"
+            );
+        }
+        assert!(err(&v([10, 0, 0, 0], [255, 0, 255, 0])).contains("not contiguous"));
+        assert!(err(&v([10, 0, 0, 0], [0, 0, 0, 255])).contains("not contiguous"));
+        assert!(err(&v([10, 1, 1, 1], [255, 255, 255, 0])).contains("host bits"));
+    }
+
+    #[test]
+    fn route_accept_takes_only_well_formed_safe_prefixes() {
+        let attribute = |value: Vec<u8>| ConfigAttribute {
+            kind: ConfigAttributeType::InternalIp4Subnet,
+            value,
+        };
+        let subnet = |p: &str| {
+            let p: Ipv4Prefix = p.parse().unwrap();
+            attribute([p.addr.octets(), p.netmask().octets()].concat())
+        };
+        let mut profile = engine().policy.profiles[0].clone();
+        assert_eq!(
+            profile.pool_range,
+            Some((Ipv4Addr::new(10, 1, 1, 100), Ipv4Addr::new(10, 1, 1, 254)))
+        );
+        let (hub, peer) = addrs();
+        let id = Identity::Fqdn("spoke1.cisco.com".into());
+        let mut attributes = vec![
+            ConfigAttribute {
+                kind: ConfigAttributeType::InternalIp4Address,
+                value: vec![],
+            },
+            attribute(vec![]),                 // a question, not a route
+            attribute(vec![10, 9, 0, 0, 255]), // short
+            attribute(vec![1; 300]),           // long
+            attribute(vec![10, 9, 0, 0, 255, 0, 255, 0]),
+            attribute(vec![10, 9, 0, 1, 255, 255, 0, 0]),
+            subnet("0.0.0.0/0"),
+            subnet("10.1.1.128/25"),   // inside the pool
+            subnet("10.0.0.0/8"),      // around it
+            subnet("192.0.2.0/24"),    // holds the hub's address
+            subnet("198.51.100.7/32"), // the peer's outer address
+            subnet("192.168.101.0/24"),
+            subnet("10.1.1.0/26"),      // below the pool: 10.1.1.0-63
+            subnet("192.168.101.0/24"), // twice
+        ];
+        assert!(
+            accepted_routes(&profile, *hub.ip(), peer, &id, &attributes).is_empty(),
+            "route_accept is off in the example"
+        );
+        profile.route_accept = true;
+        let routes = accepted_routes(&profile, *hub.ip(), peer, &id, &attributes);
+        let shown: Vec<String> = routes.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["192.168.101.0/24", "10.1.1.0/26"]);
+        // A flood is cut at MAX_PEER_ROUTES.
+        attributes = (0..1000u32)
+            .map(|i| {
+                let a = Ipv4Addr::from(0xac10_0000 + (i << 8));
+                attribute([a.octets(), [255, 255, 255, 0]].concat())
+            })
+            .collect();
+        let routes = accepted_routes(&profile, *hub.ip(), peer, &id, &attributes);
+        assert_eq!(routes.len(), MAX_PEER_ROUTES);
+    }
+
+    #[test]
+    fn forcing_needs_a_peer_that_does_nat_t() {
+        // The request of `sa_init` has no NAT_DETECTION notifies.
+        let (local, remote) = addrs();
+        let mut engine = engine().with_forced_encapsulation(true);
+        let reply = only_send(
+            &engine
+                .handle(
+                    Instant::now(),
+                    local,
+                    remote,
+                    &sa_init(0x3333, 12, 31),
+                    &mut NoPools,
+                )
+                .unwrap(),
+        );
+        assert!(reply.notify(NotifyType::NatDetectionSourceIp).is_some());
+        assert!(!engine.report(Instant::now())[0].nat_t);
     }
 }

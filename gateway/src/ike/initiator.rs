@@ -2,17 +2,18 @@
 //! what a spoke does to dial the hub, asking for an address (CFG_REQUEST)
 //! and one CHILD_SA, GRE in transport mode like an IOS spoke's Tunnel1, or
 //! tunnel mode. No I/O: `start` gives the first datagram, `handle` takes
-//! each response and gives the next datagram or the result.
+//! each response and gives the next datagram or the result, and `endpoints`
+//! says where each datagram goes (UDP 500, or 4500 once NAT-T is in use).
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::{
-    config::Identity,
+    config::{Identity, Ipv4Prefix},
     ike::{
         crypto::{self, ChildKeys, DhPrivate, IkeKeys, Rng, SkCipher},
         engine::{
-            ChildSaParams, Mode, identification_of, identity_of, nat_hash, seal_fragments,
-            seal_with,
+            ChildSaParams, Mode, NATT_PORT, fake_nat_hash, identification_of, identity_of,
+            nat_hash, seal_fragments, seal_with, subnet_attribute,
         },
         proposal::{self, EspChoice, EspProposal, IkeChoice, IkeProposal},
         wire::{
@@ -52,6 +53,25 @@ pub struct InitiatorConfig {
     /// Send IKE_AUTH as SKF fragments of this much plaintext (RFC 7383),
     /// when the responder said it supports fragmentation.
     pub fragment_len: Option<usize>,
+    /// Put ESP in UDP 4500 even without NAT (strongSwan's `encap = yes`):
+    /// the IKE_SA_INIT request's NAT_DETECTION_SOURCE_IP matches no address,
+    /// so the responder believes we are behind NAT, and we float to 4500 as
+    /// if we were (RFC 7296 section 2.23).
+    pub force_encapsulation: bool,
+    /// IOS `route set` on the spoke: prefixes behind us, sent as
+    /// INTERNAL_IP4_SUBNET in the CFG_REQUEST (after the INTERNAL_IP4_ADDRESS
+    /// request), for a hub with `route accept any` to route to us.
+    pub route_set: Vec<Ipv4Prefix>,
+    /// Copied into `ChildSaParams::tunnel_id`: the spoke's `[tunnel.N]`
+    /// number, or whatever handle the caller keeps the tunnel under.
+    pub tunnel_id: u32,
+    /// Copied into `ChildSaParams::profile`: the `[ikev2.profile.NAME]`
+    /// this dial uses.
+    pub profile: String,
+    /// Copied into `ChildSaParams::virtual_template`: `None` for the static
+    /// tunnel to the hub (`[tunnel.N]`), the profile's template for a
+    /// tunnel cloned from one (spoke-to-spoke shortcuts).
+    pub virtual_template: Option<u16>,
 }
 
 /// The outcome of a successful dial.
@@ -62,12 +82,16 @@ pub struct Established {
     pub choice: IkeChoice,
     pub peer_identity: Identity,
     pub address: Option<Ipv4Addr>,
-    /// Prefixes the hub pushed (INTERNAL_IP4_SUBNET): route them to it.
-    pub routes: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// Prefixes the hub pushed (INTERNAL_IP4_SUBNET, `route set`): route
+    /// them to it. Malformed ones are left out, with a log line.
+    pub routes: Vec<Ipv4Prefix>,
     /// Our view of the CHILD_SA: `keys.encr_i` protects what we send.
     pub child: Option<ChildSaParams>,
 }
 
+/// What to do after a response. Datagrams go from and to
+/// `Initiator::endpoints()`, read after each `handle`: the IKE_SA_INIT
+/// response may move the SA to UDP 4500.
 #[derive(Debug)]
 pub enum Step {
     Send(Vec<u8>),
@@ -129,6 +153,9 @@ pub struct Initiator {
     rng: Box<dyn Rng + Send>,
     spi_i: u64,
     state: State,
+    /// NAT-T in use (RFC 7296 section 2.23): requests after IKE_SA_INIT go
+    /// on UDP 4500 and ESP in UDP.
+    nat: bool,
 }
 
 impl Initiator {
@@ -141,11 +168,38 @@ impl Initiator {
             rng,
             spi_i,
             state: State::Idle,
+            nat: false,
         }
     }
 
     pub fn spi_i(&self) -> u64 {
         self.spi_i
+    }
+
+    /// Whether NAT-T is in use, known from the IKE_SA_INIT response: a
+    /// NAT_DETECTION hash of the responder's did not match what we see
+    /// (a NAT on either side, or the responder forcing encapsulation), or we
+    /// forced it, and the responder does NAT-T (it sent both notifies).
+    pub fn nat_detected(&self) -> bool {
+        self.nat
+    }
+
+    /// Where the next request goes: (our end, the responder's end). The
+    /// configured addresses until the IKE_SA_INIT response; with NAT-T, from
+    /// our port 4500 to the responder's port 4500 after it (RFC 7296 section
+    /// 2.23), where the socket layer puts the four-byte non-ESP marker in
+    /// front of each message and strips it from responses (RFC 3948 section
+    /// 2.2, as `ike::task` does), and ESP goes in UDP between the same ports.
+    pub fn endpoints(&self) -> (SocketAddrV4, SocketAddrV4) {
+        let (local, remote) = (self.config.local, self.config.remote);
+        if self.nat {
+            (
+                SocketAddrV4::new(*local.ip(), NATT_PORT),
+                SocketAddrV4::new(*remote.ip(), NATT_PORT),
+            )
+        } else {
+            (local, remote)
+        }
     }
 
     /// The IKE_SA_INIT request, with a KE for the first group we offer.
@@ -183,7 +237,13 @@ impl Initiator {
                 Payload::Nonce(ni.clone()),
                 notify(
                     NotifyType::NatDetectionSourceIp,
-                    nat_hash(self.spi_i, 0, self.config.local),
+                    // A hash that matches no address: the responder sees
+                    // us behind NAT (`engine::fake_nat_hash` says why random).
+                    if self.config.force_encapsulation {
+                        fake_nat_hash(&mut *self.rng)
+                    } else {
+                        nat_hash(self.spi_i, 0, self.config.local)
+                    },
                 ),
                 notify(
                     NotifyType::NatDetectionDestinationIp,
@@ -258,11 +318,18 @@ impl Initiator {
             return Err(InitiatorError::Refused(n.kind));
         }
         let (mut sa, mut ke, mut nr) = (None, None, None);
+        let (mut nat_src, mut nat_dst) = (Vec::new(), None);
         for p in &message.payloads {
             match p {
                 Payload::Sa(list) => sa = list.first(),
                 Payload::Ke(k) => ke = Some(k),
                 Payload::Nonce(n) => nr = Some(n.clone()),
+                Payload::Notify(n) if n.kind == NotifyType::NatDetectionSourceIp => {
+                    nat_src.push(&n.data);
+                }
+                Payload::Notify(n) if n.kind == NotifyType::NatDetectionDestinationIp => {
+                    nat_dst = Some(&n.data);
+                }
                 _ => {}
             }
         }
@@ -278,6 +345,18 @@ impl Initiator {
                 ))?;
         let shared = dh.shared_secret(&ke.data)?;
         let spi_r = message.header.spi_r;
+        // NAT detection (RFC 7296 section 2.23), with the responder's SPI
+        // now known. Without I/O we take the response to come from where we
+        // sent the request, and our address to be the configured one.
+        let they_natted = !nat_src.is_empty()
+            && !nat_src
+                .iter()
+                .any(|h| **h == nat_hash(self.spi_i, spi_r, self.config.remote));
+        let we_natted =
+            nat_dst.is_some_and(|h| *h != nat_hash(self.spi_i, spi_r, self.config.local));
+        let responder_does_natt = !nat_src.is_empty() && nat_dst.is_some();
+        let nat =
+            responder_does_natt && (they_natted || we_natted || self.config.force_encapsulation);
         let keys = IkeKeys::derive(
             choice.prf,
             choice.encr,
@@ -315,13 +394,19 @@ impl Initiator {
             method: WireAuth::SharedKeyMic,
             data: auth,
         }));
-        if self.config.request_address {
+        if self.config.request_address || !self.config.route_set.is_empty() {
+            let address = self.config.request_address.then(|| ConfigAttribute {
+                kind: ConfigAttributeType::InternalIp4Address,
+                value: vec![],
+            });
+            // RFC 7296 section 3.15.1: address then netmask, 8 octets.
+            let subnets = self.config.route_set.iter().map(|prefix| ConfigAttribute {
+                kind: ConfigAttributeType::InternalIp4Subnet,
+                value: [prefix.addr.octets(), prefix.netmask().octets()].concat(),
+            });
             payloads.push(Payload::Cp(CpPayload {
                 cfg_type: CfgType::Request,
-                attributes: vec![ConfigAttribute {
-                    kind: ConfigAttributeType::InternalIp4Address,
-                    value: vec![],
-                }],
+                attributes: address.into_iter().chain(subnets).collect(),
             }));
         }
         let mut b = [0u8; 4];
@@ -389,6 +474,10 @@ impl Initiator {
             )),
         };
         let init_response = datagram.to_vec();
+        self.nat = nat;
+        if nat {
+            tracing::debug!(remote = %self.config.remote, they_natted, we_natted, forced = self.config.force_encapsulation, "NAT-T: IKE moves to UDP 4500, ESP goes in UDP");
+        }
         self.state = State::SentAuth(Box::new(AuthState {
             choice,
             keys,
@@ -440,20 +529,23 @@ impl Initiator {
                 Payload::IdR(id) => id_r = Some(id),
                 Payload::Auth(a) => auth = Some(a),
                 Payload::Cp(cp) if cp.cfg_type == CfgType::Reply => {
-                    routes = cp
-                        .attributes
-                        .iter()
-                        .filter(|a| {
-                            a.kind == ConfigAttributeType::InternalIp4Subnet && a.value.len() == 8
-                        })
-                        .map(|a| {
-                            let addr =
-                                Ipv4Addr::new(a.value[0], a.value[1], a.value[2], a.value[3]);
-                            let mask =
-                                Ipv4Addr::new(a.value[4], a.value[5], a.value[6], a.value[7]);
-                            (addr, mask)
-                        })
-                        .collect();
+                    // The hub's `route set`. A default route is fine here
+                    // (the hub may take all our traffic); a malformed one
+                    // is left out rather than guessed at.
+                    routes = Vec::new();
+                    for a in &cp.attributes {
+                        if a.kind != ConfigAttributeType::InternalIp4Subnet {
+                            continue;
+                        }
+                        match subnet_attribute(&a.value) {
+                            Ok(prefix) if !routes.contains(&prefix) => routes.push(prefix),
+                            Ok(_) => {}
+                            Err(why) => tracing::warn!(
+                                remote = %self.config.remote,
+                                "INTERNAL_IP4_SUBNET in the CFG_REPLY left out: {why}"
+                            ),
+                        }
+                    }
                     address = cp.attributes.iter().find_map(|a| {
                         (a.kind == ConfigAttributeType::InternalIp4Address)
                             .then(|| {
@@ -510,6 +602,11 @@ impl Initiator {
                 let keys = ChildKeys::split(&keymat, esp.encr, esp.integ)?;
                 Some(ChildSaParams {
                     ike_spi: self.spi_i,
+                    tunnel_id: self.config.tunnel_id,
+                    profile: self.config.profile.clone(),
+                    virtual_template: self.config.virtual_template,
+                    peer_inner: None,
+                    peer_routes: routes.clone(),
                     spi_in: st.child_spi,
                     spi_out,
                     mode: if transport {
@@ -517,7 +614,7 @@ impl Initiator {
                     } else {
                         Mode::Tunnel
                     },
-                    encap: None,
+                    encap: self.nat.then_some((NATT_PORT, NATT_PORT)),
                     local: *self.config.local.ip(),
                     remote: *self.config.remote.ip(),
                     esp,

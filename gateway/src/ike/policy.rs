@@ -27,11 +27,16 @@ pub struct ProfilePolicy {
     pub auth_remote: AuthMethod,
     pub keyring: Vec<KeyringEntry>,
     pub pool: Option<String>,
+    /// First and last address of `pool`: the prefixes a peer may not claim.
+    pub pool_range: Option<(Ipv4Addr, Ipv4Addr)>,
     pub virtual_template: Option<u16>,
     pub ike_proposals: Vec<IkeProposal>,
     pub esp_proposals: Vec<EspProposal>,
     /// Pushed as INTERNAL_IP4_SUBNET with the address.
     pub route_set: Vec<Ipv4Prefix>,
+    /// IOS `route accept any`: the INTERNAL_IP4_SUBNETs of the peer's
+    /// CFG_REQUEST become routes via its virtual-access.
+    pub route_accept: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -142,10 +147,16 @@ impl Policy {
                 auth_remote: profile.authentication_remote,
                 keyring,
                 pool: profile.pool.clone(),
+                pool_range: profile
+                    .pool
+                    .as_ref()
+                    .and_then(|p| config.pool.get(p))
+                    .map(|p| (p.first, p.last)),
                 virtual_template: profile.virtual_template,
                 ike_proposals: ike,
                 esp_proposals: esp,
                 route_set: profile.route_set.clone(),
+                route_accept: profile.route_accept,
             });
         }
         Ok(Policy {

@@ -9,10 +9,10 @@ use std::{
 };
 
 use crate::{
-    config::{self, Identity},
+    config::{self, Identity, Ipv4Prefix},
     ike::{
         crypto::Rng,
-        engine::{Action, AddressPools, Dropped, Engine, Mode},
+        engine::{Action, AddressPools, ChildSaParams, Dropped, Engine, Mode, nat_hash},
         initiator::{Established, Initiator, InitiatorConfig, InitiatorError, Step},
         policy::Policy,
         proposal::{EspProposal, IkeProposal},
@@ -116,6 +116,11 @@ pub fn spoke(ike: &str, esp: &str, mode: Mode) -> InitiatorConfig {
         request_address: mode == Mode::Tunnel,
         mode,
         fragment_len: None,
+        force_encapsulation: false,
+        route_set: vec![],
+        tunnel_id: 1,
+        profile: "Flex_IKEv2".into(),
+        virtual_template: None,
         ts_remote: vec![wire::TrafficSelector::ipv4(
             0,
             0..=65535,
@@ -145,26 +150,61 @@ pub fn dial(
     config: InitiatorConfig,
     seed: u64,
 ) -> (Result<Established, InitiatorError>, Vec<Action>) {
+    let (result, actions, _) = dial_through(engine, pools, config, seed, |a| a);
+    (result, actions)
+}
+
+/// Runs a dial to completion, each request going from and to the
+/// initiator's `endpoints()` (UDP 500, or 4500 after a NAT-T float), the
+/// spoke's end rewritten by `nat` on its way to the hub (a NAT in front of
+/// the spoke; `|a| a` for none). Checks that the hub answers from where the
+/// request went to where it came from. Returns the initiator as well.
+pub fn dial_through(
+    engine: &mut Engine,
+    pools: &mut MemPools,
+    config: InitiatorConfig,
+    seed: u64,
+    nat: impl Fn(SocketAddrV4) -> SocketAddrV4,
+) -> (Result<Established, InitiatorError>, Vec<Action>, Initiator) {
     let mut initiator = Initiator::new(config, Box::new(SeededRng(seed)));
     let mut requests = vec![initiator.start().unwrap()];
     let mut all = Vec::new();
     let now = Instant::now();
     for _ in 0..4 {
+        let (from, to) = initiator.endpoints();
         let mut responses = Vec::new();
         for request in &requests {
-            let actions = engine.handle(now, HUB, SPOKE, request, pools).unwrap();
+            let actions = engine.handle(now, to, nat(from), request, pools).unwrap();
+            for a in &actions {
+                if let Action::Send { local, remote, .. } = a {
+                    assert_eq!((*local, *remote), (to, nat(from)), "answered where asked");
+                }
+            }
             responses.extend(sends(&actions));
             all.extend(actions);
         }
         let response = responses.pop().expect("the hub answers");
-        match initiator.handle(&response) {
-            Ok(Step::Send(next)) => requests = vec![next],
-            Ok(Step::SendAll(fragments)) => requests = fragments,
-            Ok(Step::Established(e)) => return (Ok(*e), all),
-            Err(e) => return (Err(e), all),
-        }
+        let step = match initiator.handle(&response) {
+            Ok(Step::Send(next)) => vec![next],
+            Ok(Step::SendAll(fragments)) => fragments,
+            Ok(Step::Established(e)) => return (Ok(*e), all, initiator),
+            Err(e) => return (Err(e), all, initiator),
+        };
+        requests = step;
     }
     panic!("no result after four exchanges");
+}
+
+fn child_up(actions: &[Action]) -> ChildSaParams {
+    let ups: Vec<&ChildSaParams> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ChildUp(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ups.len(), 1, "{actions:?}");
+    ups[0].clone()
 }
 
 #[test]
@@ -301,20 +341,22 @@ fn route_set_prefixes_go_to_the_spoke_as_internal_ip4_subnet() {
         size: 10,
         ..MemPools::default()
     };
-    let (result, _) = dial(
+    let (result, actions) = dial(
         &mut engine,
         &mut pools,
         spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel),
         51,
     );
     let est = result.unwrap();
-    assert_eq!(
-        est.routes,
-        vec![
-            (Ipv4Addr::new(192, 168, 0, 0), Ipv4Addr::new(255, 255, 0, 0)),
-            (Ipv4Addr::new(10, 1, 2, 0), Ipv4Addr::new(255, 255, 255, 0)),
-        ]
-    );
+    let pushed = vec![prefix("192.168.0.0/16"), prefix("10.1.2.0/24")];
+    assert_eq!(est.routes, pushed);
+    // The spoke routes them via its tunnel; the hub has nothing from the spoke.
+    assert_eq!(est.child.unwrap().peer_routes, pushed);
+    assert!(child_up(&actions).peer_routes.is_empty());
+}
+
+fn prefix(s: &str) -> Ipv4Prefix {
+    s.parse().unwrap()
 }
 
 #[test]
@@ -753,4 +795,316 @@ fn shutdown_deletes_every_session_and_releases_addresses() {
     );
     assert_eq!(pools.released, vec![Ipv4Addr::new(10, 1, 1, 100)]);
     assert!(engine.report(Instant::now()).is_empty());
+}
+
+// ----- UDP encapsulation (RFC 7296 section 2.23, RFC 3948) -----
+
+#[test]
+fn forced_encapsulation_on_either_side_puts_esp_in_udp_on_both() {
+    for (hub_forces, spoke_forces) in [(true, false), (false, true), (true, true)] {
+        let case = format!("hub forces: {hub_forces}, spoke forces: {spoke_forces}");
+        let mut engine = hub("").with_forced_encapsulation(hub_forces);
+        let mut pools = MemPools {
+            size: 10,
+            ..MemPools::default()
+        };
+        let mut config = spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel);
+        config.force_encapsulation = spoke_forces;
+        let (result, actions, initiator) = dial_through(&mut engine, &mut pools, config, 81, |a| a);
+        let est = result.unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert!(initiator.nat_detected(), "{case}");
+        assert_eq!(
+            initiator.endpoints(),
+            (
+                SocketAddrV4::new(*SPOKE.ip(), 4500),
+                SocketAddrV4::new(*HUB.ip(), 4500)
+            ),
+            "{case}"
+        );
+        // IKE_SA_INIT on 500, IKE_AUTH answered on 4500 (checked to be
+        // where the request went by dial_through).
+        let ports: Vec<u16> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { local, .. } => Some(local.port()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ports, [500, 4500], "{case}");
+        assert_eq!(
+            est.child.unwrap().encap,
+            Some((4500, 4500)),
+            "spoke: {case}"
+        );
+        assert_eq!(child_up(&actions).encap, Some((4500, 4500)), "hub: {case}");
+        assert!(engine.report(Instant::now())[0].nat_t, "{case}");
+    }
+}
+
+#[test]
+fn without_nat_or_forcing_esp_is_not_encapsulated() {
+    let mut engine = hub("");
+    let mut pools = MemPools {
+        size: 10,
+        ..MemPools::default()
+    };
+    let (result, actions, initiator) = dial_through(
+        &mut engine,
+        &mut pools,
+        spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel),
+        82,
+        |a| a,
+    );
+    let est = result.unwrap();
+    assert!(!initiator.nat_detected());
+    assert_eq!(initiator.endpoints(), (SPOKE, HUB));
+    assert_eq!(est.child.unwrap().encap, None);
+    assert_eq!(child_up(&actions).encap, None);
+    assert!(!engine.report(Instant::now())[0].nat_t);
+}
+
+#[test]
+fn a_nat_in_front_of_the_spoke_is_seen_by_both_ends() {
+    let mut engine = hub("");
+    let mut pools = MemPools {
+        size: 10,
+        ..MemPools::default()
+    };
+    // The spoke's 500 and 4500 come out of the NAT as 40500 and 44500.
+    let outside = Ipv4Addr::new(203, 0, 113, 9);
+    let (result, actions, initiator) = dial_through(
+        &mut engine,
+        &mut pools,
+        spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel),
+        83,
+        |a| SocketAddrV4::new(outside, a.port() + 40_000),
+    );
+    let est = result.unwrap();
+    assert!(initiator.nat_detected(), "our address was rewritten");
+    assert_eq!(est.child.unwrap().encap, Some((4500, 4500)));
+    let hub_child = child_up(&actions);
+    assert_eq!(hub_child.encap, Some((4500, 44_500)), "to the NAT's port");
+    assert_eq!(hub_child.remote, outside);
+}
+
+#[test]
+fn the_forced_hub_lies_only_in_its_source_hash() {
+    let mut engine = hub("").with_forced_encapsulation(true);
+    let mut pools = MemPools::default();
+    let mut initiator = Initiator::new(
+        spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel),
+        Box::new(SeededRng(84)),
+    );
+    let request = initiator.start().unwrap();
+    let now = Instant::now();
+    let response = Message::parse(
+        &sends(
+            &engine
+                .handle(now, HUB, SPOKE, &request, &mut pools)
+                .unwrap(),
+        )[0],
+    )
+    .unwrap();
+    let (spi_i, spi_r) = (response.header.spi_i, response.header.spi_r);
+    let src = &response
+        .notify(NotifyType::NatDetectionSourceIp)
+        .unwrap()
+        .data;
+    let dst = &response
+        .notify(NotifyType::NatDetectionDestinationIp)
+        .unwrap()
+        .data;
+    assert_eq!(src.len(), 20, "SHA-1 sized");
+    assert_ne!(
+        *src,
+        nat_hash(spi_i, spi_r, HUB),
+        "the source hash is wrong"
+    );
+    assert_eq!(
+        *dst,
+        nat_hash(spi_i, spi_r, SPOKE),
+        "the destination one is true"
+    );
+    assert!(engine.report(now)[0].nat_t, "marked NATed already");
+}
+
+// ----- `route set` / `route accept any` (INTERNAL_IP4_SUBNET) -----
+
+/// The hub's tunnel id of its one session.
+fn session_tunnel_id(actions: &[Action]) -> u32 {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::SessionUp { tunnel_id, .. } => Some(*tunnel_id),
+            _ => None,
+        })
+        .expect("SessionUp")
+}
+
+#[test]
+fn route_accept_installs_the_spokes_subnets_and_refuses_the_dangerous_ones() {
+    let mut engine = hub("route_accept = true");
+    let mut pools = MemPools {
+        size: 10,
+        ..MemPools::default()
+    };
+    let mut config = spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Transport);
+    config.request_address = true;
+    config.route_set = [
+        "192.168.101.0/24",
+        "0.0.0.0/0",        // a default route
+        "10.1.0.0/16",      // holds the pool 10.1.1.100-254
+        "10.1.1.254/32",    // in the pool
+        "172.25.0.0/16",    // holds the hub's and the spoke's outer addresses
+        "192.168.101.0/24", // again
+        "192.168.102.128/25",
+    ]
+    .iter()
+    .map(|p| prefix(p))
+    .collect();
+    let (result, actions) = dial(&mut engine, &mut pools, config, 91);
+    let est = result.unwrap();
+    assert_eq!(est.address, Some(Ipv4Addr::new(10, 1, 1, 100)));
+    let child = child_up(&actions);
+    assert_eq!(
+        child.peer_routes,
+        [prefix("192.168.101.0/24"), prefix("192.168.102.128/25")]
+    );
+    // What the datapath builds the virtual-access from.
+    assert_eq!(child.peer_inner, Some(Ipv4Addr::new(10, 1, 1, 100)));
+    assert_eq!(child.tunnel_id, session_tunnel_id(&actions));
+    assert_eq!(child.profile, "Flex");
+    assert_eq!(child.virtual_template, Some(1));
+    // The spoke's own view: no inner address for the hub, what it pushed.
+    let ours = est.child.unwrap();
+    assert_eq!(
+        (ours.peer_inner, ours.tunnel_id, ours.profile.as_str()),
+        (None, 1, "Flex_IKEv2")
+    );
+    assert!(ours.peer_routes.is_empty());
+}
+
+#[test]
+fn without_route_accept_the_spokes_subnets_are_ignored() {
+    let mut engine = hub("");
+    let mut pools = MemPools {
+        size: 10,
+        ..MemPools::default()
+    };
+    let mut config = spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel);
+    config.route_set = vec![prefix("192.168.101.0/24")];
+    let (result, actions) = dial(&mut engine, &mut pools, config, 92);
+    assert_eq!(result.unwrap().address, Some(Ipv4Addr::new(10, 1, 1, 100)));
+    assert!(child_up(&actions).peer_routes.is_empty());
+}
+
+#[test]
+fn a_cfg_request_with_subnets_only_asks_for_no_address() {
+    let mut engine = hub("route_accept = true");
+    let mut pools = MemPools {
+        size: 10,
+        ..MemPools::default()
+    };
+    let mut config = spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel);
+    config.request_address = false;
+    config.route_set = vec![prefix("192.168.101.0/24")];
+    let (result, actions) = dial(&mut engine, &mut pools, config, 93);
+    let est = result.unwrap();
+    assert_eq!(est.address, None);
+    assert!(est.child.is_some(), "no INTERNAL_ADDRESS_FAILURE");
+    let child = child_up(&actions);
+    assert_eq!(child.peer_inner, None);
+    assert_eq!(child.peer_routes, [prefix("192.168.101.0/24")]);
+    assert!(
+        pools.released.is_empty() && !actions.iter().any(|a| matches!(a, Action::Refused { .. }))
+    );
+}
+
+// ----- the end of an IKE SA: the reverse of its setup -----
+
+/// Every ChildDown of `ike_spi` comes before the one SessionDown, which
+/// comes last; returns how many children went down.
+#[track_caller]
+fn children_then_session(actions: &[Action]) -> usize {
+    let downs: Vec<usize> = actions
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| matches!(a, Action::ChildDown { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    let sessions: Vec<usize> = actions
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| matches!(a, Action::SessionDown { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(sessions.len(), 1, "{actions:?}");
+    assert_eq!(sessions[0], actions.len() - 1, "{actions:?}");
+    assert!(downs.iter().all(|i| *i < sessions[0]), "{actions:?}");
+    downs.len()
+}
+
+#[test]
+fn an_ending_ike_sa_takes_its_children_down_before_the_session() {
+    let setup = |seed| {
+        let mut engine = hub("");
+        let mut pools = MemPools {
+            size: 10,
+            ..MemPools::default()
+        };
+        let mut initiator = Initiator::new(
+            spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel),
+            Box::new(SeededRng(seed)),
+        );
+        let now = Instant::now();
+        let mut request = initiator.start().unwrap();
+        loop {
+            let actions = engine
+                .handle(now, HUB, SPOKE, &request, &mut pools)
+                .unwrap();
+            let up = actions
+                .iter()
+                .position(|a| matches!(a, Action::SessionUp { .. }));
+            if let Some(up) = up {
+                // Setup order: the session, then its CHILD_SA.
+                let child = actions
+                    .iter()
+                    .position(|a| matches!(a, Action::ChildUp(_)))
+                    .unwrap();
+                assert!(up < child, "{actions:?}");
+            }
+            match initiator.handle(&sends(&actions)[0]).unwrap() {
+                Step::Send(next) => request = next,
+                Step::Established(_) => break,
+                Step::SendAll(_) => unreachable!(),
+            }
+        }
+        (engine, pools, initiator)
+    };
+
+    // The peer deletes the IKE SA.
+    let (mut engine, mut pools, mut initiator) = setup(101);
+    let delete = Payload::Delete(wire::Delete {
+        protocol: ProtocolId::Ike,
+        spi_size: 0,
+        spis: vec![],
+    });
+    let request = initiator.informational(&[delete]).unwrap();
+    let actions = engine
+        .handle(Instant::now(), HUB, SPOKE, &request, &mut pools)
+        .unwrap();
+    assert!(
+        matches!(actions[0], Action::Send { .. }),
+        "the answer first"
+    );
+    assert_eq!(children_then_session(&actions), 1);
+
+    // The hub shuts down.
+    let (mut engine, mut pools, _) = setup(102);
+    let actions = engine.shutdown(&mut pools);
+    assert!(
+        matches!(actions[0], Action::Send { .. }),
+        "the DELETE first"
+    );
+    assert_eq!(children_then_session(&actions), 1);
 }
