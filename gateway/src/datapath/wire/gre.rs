@@ -29,7 +29,8 @@ use super::ipv4::{fold, sum_words};
 
 /// EtherType of an IPv4 payload.
 pub const PROTO_IPV4: u16 = 0x0800;
-/// NHRP over GRE (RFC 2332 section 5: protocol type 0x2001).
+/// NHRP over GRE, as IOS and FRR's nhrpd send it (RFC 2332 defines no
+/// GRE protocol type; 0x2001 is the de facto one).
 pub const PROTO_NHRP: u16 = 0x2001;
 /// The header without optional fields.
 pub const BASE_HEADER_LEN: usize = 4;
@@ -201,7 +202,7 @@ impl<T: AsRef<[u8]>> GrePacket<T> {
         })
     }
 
-    /// Reserved1, present with the checksum (RFC 2784 section 2.5: sent as
+    /// Reserved1, present with the checksum (RFC 2784 section 2.6: sent as
     /// zero).
     pub fn reserved1(&self) -> Option<u16> {
         self.checksum_present().then(|| {

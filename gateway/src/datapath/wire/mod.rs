@@ -42,8 +42,10 @@ mod testing {
             self.0
         }
 
+        /// In `0..bound` (0 when `bound` is 0).
         pub fn below(&mut self, bound: usize) -> usize {
-            usize::try_from(self.next() % u64::try_from(bound).unwrap_or(1)).unwrap_or(0)
+            let bound = u64::try_from(bound.max(1)).unwrap_or(u64::MAX);
+            usize::try_from(self.next() % bound).unwrap_or(0)
         }
 
         pub fn byte(&mut self) -> u8 {

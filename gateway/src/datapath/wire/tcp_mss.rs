@@ -89,7 +89,8 @@ pub fn clamp_mss(ip_packet: &mut [u8], max_mss: u16) -> Result<bool, MssError> {
         at += len;
     }
 
-    // Second pass: clamp every MSS option (a receiver takes the last one).
+    // Second pass: clamp every MSS option (RFC 9293 does not say which of
+    // several a receiver uses).
     let sum = &segment[field::CHECKSUM];
     let mut sum = u16::from_be_bytes([sum[0], sum[1]]);
     let mut changed = false;
