@@ -10,12 +10,21 @@ use std::{
 use anyhow::Context as _;
 use gateway_common::XdpConfig;
 use serde::{Deserialize, Serialize};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
 
 use crate::{
     config::{self, Config},
+    config::{Role, Unnumbered},
     control::{ControlSocket, Handler, Request, Response},
-    datapath::Datapath,
+    datapath::{
+        Datapath, DatapathEvent,
+        select::{self, KernelFeatures, Selected},
+        session::Sessions,
+        userspace::{IkeOn4500, UserspaceConfig, UserspaceDatapath},
+    },
     ike::{
         crypto::SystemRng,
         engine::Engine,
@@ -24,6 +33,7 @@ use crate::{
         task::{self as ike_task, IkeShared, IkeSockets},
     },
     pool::Pools,
+    spoke::{SpokeRunner, SpokeTunnel},
     xdp::XdpFilter,
 };
 
@@ -136,20 +146,47 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     tracing::info!(socket = %socket_path.display(), "control socket ready");
 
     let xdp = Arc::new(Mutex::new(xdp));
-    // Off until the userspace datapath (ESP only inside UDP 4500) is wired
-    // in: then pass true when it is the datapath in use, so that every
-    // peer's ESP comes in UDP even without NAT.
-    let force_encapsulation = false;
-    let ike = start_ike(&config, config_path, &xdp, force_encapsulation).await?;
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let datapath = start_datapath(&config, config_path, &events_tx)?;
+    let ike = start_ike(&config, config_path, &xdp, datapath.as_ref()).await?;
     let daemon = Arc::new(Daemon {
         started: Instant::now(),
         xdp: xdp.clone(),
         ike: ike.as_ref().map(|(shared, _)| shared.clone()),
-        datapath: None,
+        datapath: datapath
+            .as_ref()
+            .map(|(dp, _)| dp.clone() as Arc<dyn Datapath>),
     });
+    let events_task = tokio::spawn(log_events(events_rx));
     let ike_task = ike
         .as_ref()
         .map(|(shared, sockets)| tokio::spawn(ike_task::run(shared.clone(), sockets.clone())));
+    let (stop_spokes, spokes_stopped) = tokio::sync::watch::channel(false);
+    let mut spoke_tasks = Vec::new();
+    if let (Some((shared, sockets)), Some((dp, _)), Role::Spoke) =
+        (&ike, &datapath, config.hub.role)
+    {
+        let policy =
+            Policy::from_config(&config).with_context(|| format!("{}", config_path.display()))?;
+        let tunnels = SpokeTunnel::from_config(&config, &policy)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
+        for tunnel in tunnels {
+            tracing::info!(
+                tunnel = tunnel.tunnel.destination.to_string(),
+                "spoke: dialling the hub for Tunnel{}",
+                tunnel.number
+            );
+            let runner = SpokeRunner {
+                tunnel,
+                datapath: dp.clone(),
+                ike: shared.clone(),
+                sockets: sockets.clone(),
+                status: Arc::default(),
+                shutdown: spokes_stopped.clone(),
+            };
+            spoke_tasks.push(tokio::spawn(runner.run()));
+        }
+    }
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let signal_name = tokio::select! {
@@ -159,11 +196,27 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     };
     tracing::info!(signal = signal_name, "shutting down");
     drop(socket);
+    // Spokes say goodbye to their hub (DELETE) while IKE still runs.
+    let _ = stop_spokes.send(true);
+    for task in spoke_tasks {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), task).await;
+    }
     if let Some(task) = ike_task {
         task.abort();
     }
     if let Some((shared, sockets)) = &ike {
         ike_task::shutdown(shared, sockets).await;
+        if let Some(sessions) = &shared.sessions {
+            sessions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clear();
+        }
+    }
+    events_task.abort();
+    if let Some((dp, _)) = &datapath {
+        dp.shutdown();
+        tracing::info!(tun = dp.tun_name(), "userspace datapath stopped");
     }
     let filter = daemon
         .xdp
@@ -189,8 +242,11 @@ async fn start_ike(
     config: &Config,
     config_path: &Path,
     xdp: &Arc<Mutex<Option<XdpFilter>>>,
-    force_encapsulation: bool,
+    datapath: Option<&RunningDatapath>,
 ) -> anyhow::Result<Option<(Arc<IkeShared>, Arc<IkeSockets>)>> {
+    // The userspace datapath has no raw ESP socket: every peer's ESP must
+    // come in UDP 4500, NAT or not.
+    let force_encapsulation = datapath.is_some();
     if config.ikev2.profile.is_empty() {
         tracing::info!("no IKEv2 profiles configured: IKE not started");
         return Ok(None);
@@ -203,7 +259,15 @@ async fn start_ike(
             config_path.display()
         )
     })?;
-    let sockets = IkeSockets::bind(config.hub.local_address).await?;
+    let on_4500 = datapath.and_then(|(_, on)| {
+        on.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    });
+    let sockets = match on_4500 {
+        Some(on_4500) => IkeSockets::with_datapath(config.hub.local_address, on_4500).await?,
+        None => IkeSockets::bind(config.hub.local_address).await?,
+    };
     tracing::info!(address = %config.hub.local_address, profiles = policy.profiles.len(), "IKEv2 listening on UDP 500 and 4500");
     let keylog_path = std::env::var_os(keylog::KEYLOG_ENV);
     let keylog = open_keylog(keylog_path.as_deref().map(Path::new))?;
@@ -213,12 +277,88 @@ async fn start_ike(
     let engine = Engine::new(policy, Box::new(SystemRng))
         .with_keylog(keylog)
         .with_forced_encapsulation(force_encapsulation);
+    let sessions = datapath.map(|(dp, _)| {
+        Mutex::new(Sessions::new(
+            dp.clone(),
+            config.virtual_template.clone(),
+            config.hub.local_address,
+        ))
+    });
     let shared = IkeShared {
         engine: Mutex::new(engine),
         pools: Mutex::new(pools),
         xdp: xdp.clone(),
+        sessions,
+        initiators: Mutex::default(),
     };
     Ok(Some((Arc::new(shared), Arc::new(sockets))))
+}
+
+/// The datapath, and its IKE side of UDP 4500 until IKE takes it.
+type RunningDatapath = (Arc<UserspaceDatapath>, Mutex<Option<IkeOn4500>>);
+
+/// Hairpin and NHRP events from the datapath are queued this deep.
+const EVENT_QUEUE: usize = 4096;
+
+/// Starts the userspace datapath when there is IKE to carry; the kernel one
+/// is refused with the reason (`select`).
+fn start_datapath(
+    config: &Config,
+    config_path: &Path,
+    events: &mpsc::Sender<DatapathEvent>,
+) -> anyhow::Result<Option<RunningDatapath>> {
+    if config.ikev2.profile.is_empty() {
+        return Ok(None);
+    }
+    let kernel = KernelFeatures::detect();
+    let reason = match select::select(config.hub.datapath, &kernel) {
+        Ok(Selected::Userspace { reason }) => reason,
+        Ok(Selected::Kernel) => anyhow::bail!(
+            "{}: the kernel datapath is not part of this version",
+            config_path.display()
+        ),
+        Err(why) => anyhow::bail!("{}: {why}", config_path.display()),
+    };
+    tracing::info!("datapath: userspace ({reason})");
+    let mut dp_config = UserspaceConfig::new(config.hub.local_address, TUN_NAME);
+    let mtus = config
+        .virtual_template
+        .values()
+        .map(|t| t.mtu)
+        .chain(config.tunnel.values().map(|t| t.mtu));
+    dp_config.tun_mtu = mtus.max().unwrap_or(1400);
+    dp_config.tun_addresses = config
+        .virtual_template
+        .values()
+        .filter_map(|t| match t.unnumbered {
+            Unnumbered::Address(a) => Some(a),
+            Unnumbered::Tunnel(_) => None,
+        })
+        .collect();
+    dp_config.tun_addresses.sort();
+    dp_config.tun_addresses.dedup();
+    let (dp, on_4500) = UserspaceDatapath::start(&dp_config, Some(events))
+        .with_context(|| format!("{}: starting the userspace datapath", config_path.display()))?;
+    Ok(Some((dp, Mutex::new(Some(on_4500)))))
+}
+
+/// The TUN device of the userspace datapath.
+const TUN_NAME: &str = "gw-tun0";
+
+/// What the datapath reports, until NHRP (which will consume it) exists.
+async fn log_events(mut events: mpsc::Receiver<DatapathEvent>) {
+    while let Some(event) = events.recv().await {
+        match event {
+            DatapathEvent::Hairpin(h) => tracing::debug!(
+                from = %h.from, to = %h.to, src = %h.src, dst = %h.dst,
+                "hairpin: spoke-to-spoke traffic through the hub"
+            ),
+            DatapathEvent::Nhrp { va, packet } => tracing::debug!(
+                interface = %va, len = packet.len(),
+                "NHRP packet received; NHRP is not enabled on this gateway"
+            ),
+        }
+    }
 }
 
 /// The IKE key log when `GATEWAY_IKE_KEYLOG` names a file (unset or empty:

@@ -12,5 +12,5 @@ pub mod datapath;
 pub mod esp;
 pub mod ike;
 pub mod pool;
-// pub mod spoke;
+pub mod spoke;
 pub mod xdp;

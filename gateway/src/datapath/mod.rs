@@ -20,7 +20,7 @@ pub mod fake;
 pub mod fib;
 pub mod render;
 pub mod select;
-// pub mod session;
+pub mod session;
 pub mod sys;
 pub mod userspace;
 pub mod wire;

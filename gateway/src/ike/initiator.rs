@@ -133,6 +133,8 @@ struct UpState {
     rx: SkCipher,
     spi_r: u64,
     next_message_id: u32,
+    /// Our inbound SPI of the CHILD_SA, if one was created.
+    child_spi: Option<u32>,
 }
 
 struct AuthState {
@@ -630,6 +632,7 @@ impl Initiator {
             rx: st.rx,
             spi_r: st.spi_r,
             next_message_id: 2,
+            child_spi: child.as_ref().map(|c| c.spi_in),
         }));
         Ok(Step::Established(Box::new(Established {
             spi_i: self.spi_i,
@@ -689,6 +692,63 @@ impl Initiator {
             INITIATOR_REQUEST,
             payloads,
         ))
+    }
+
+    /// Answers an INFORMATIONAL request from the responder (its liveness
+    /// check, or a Delete when the hub goes away: RFC 7296 section 1.4):
+    /// returns our response and the request's payloads. A Delete of the IKE
+    /// SA is acknowledged with an empty response (section 1.4.1).
+    pub fn respond(&mut self, datagram: &[u8]) -> Result<(Vec<u8>, Vec<Payload>), InitiatorError> {
+        let State::Up(up) = &self.state else {
+            return Err(InitiatorError::Unexpected("the IKE SA is not established"));
+        };
+        let message =
+            Message::parse(datagram).map_err(|e| InitiatorError::Malformed(e.to_string()))?;
+        if message.header.flags.response
+            || message.header.exchange != ExchangeType::Informational
+            || message.header.spi_i != self.spi_i
+        {
+            return Err(InitiatorError::Unexpected(
+                "not an INFORMATIONAL request for us",
+            ));
+        }
+        let Some(Payload::Encrypted(sk)) = message.payloads.last() else {
+            return Err(InitiatorError::Malformed("INFORMATIONAL without SK".into()));
+        };
+        let aad = &datagram[..datagram.len() - sk.body.len()];
+        let plaintext = up.rx.open(aad, &sk.body)?;
+        let payloads = wire::parse_payloads(sk.first_inner, &plaintext)
+            .map_err(|e| InitiatorError::Malformed(e.to_string()))?;
+        // Deleted CHILD_SAs are answered with ours (section 1.4.1); the
+        // caller tears the tunnel down either way.
+        let reply: Vec<Payload> = payloads
+            .iter()
+            .filter_map(|p| match p {
+                Payload::Delete(d) if d.protocol == ProtocolId::Esp => up.child_spi.map(|spi| {
+                    Payload::Delete(wire::Delete {
+                        protocol: ProtocolId::Esp,
+                        spi_size: 4,
+                        spis: vec![spi.to_be_bytes().to_vec()],
+                    })
+                }),
+                _ => None,
+            })
+            .collect();
+        let response = seal_with(
+            &mut *self.rng,
+            &up.tx,
+            self.spi_i,
+            up.spi_r,
+            ExchangeType::Informational,
+            message.header.message_id,
+            HeaderFlags {
+                initiator: true,
+                response: true,
+                version: false,
+            },
+            &reply,
+        );
+        Ok((response, payloads))
     }
 
     /// The payloads of the response to an INFORMATIONAL request.

@@ -3,19 +3,33 @@
 //! filter, session log lines in the spirit of IOS `crypto logging session`).
 
 use std::{
+    collections::HashMap,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
-use tokio::net::UdpSocket;
+use tokio::{net::UdpSocket, sync::mpsc};
 
 use crate::{
+    datapath::{
+        session::Sessions,
+        userspace::{IkeDatagrams, IkeOn4500},
+    },
     ike::engine::{Action, AddressPools, Engine, IKE_PORT, NATT_PORT},
     pool::Pools,
     xdp::XdpFilter,
 };
+
+/// An IKE datagram for an SA this gateway initiated (spoke mode): the
+/// responder engine never sees those.
+#[derive(Debug)]
+pub struct Inbound {
+    pub local_port: u16,
+    pub peer: SocketAddrV4,
+    pub datagram: Vec<u8>,
+}
 
 /// Largest IKE datagram we read; bigger ones need fragmentation (RFC 7383).
 const MAX_DATAGRAM: usize = 65_535;
@@ -25,6 +39,41 @@ pub struct IkeShared {
     pub engine: Mutex<Engine>,
     pub pools: Mutex<Pools>,
     pub xdp: Arc<Mutex<Option<XdpFilter>>>,
+    /// Virtual-access interfaces for the sessions, when a datapath runs.
+    pub sessions: Option<Mutex<Sessions>>,
+    /// Initiator SPIs of our own outgoing IKE SAs, and who handles them.
+    pub initiators: Mutex<HashMap<u64, mpsc::Sender<Inbound>>>,
+}
+
+impl IkeShared {
+    pub fn register_initiator(&self, spi_i: u64, to: mpsc::Sender<Inbound>) {
+        lock(&self.initiators).insert(spi_i, to);
+    }
+
+    pub fn unregister_initiator(&self, spi_i: u64) {
+        lock(&self.initiators).remove(&spi_i);
+    }
+
+    /// Hands the datagram to the initiator that owns its SA, if any.
+    fn to_initiator(&self, inbound: Inbound) -> Option<Inbound> {
+        let Some(spi) = inbound.datagram.get(..8) else {
+            return Some(inbound);
+        };
+        let spi_i = u64::from_be_bytes(spi.try_into().unwrap_or_default());
+        let owner = lock(&self.initiators).get(&spi_i).cloned();
+        match owner {
+            Some(tx) => {
+                if tx.try_send(inbound).is_err() {
+                    tracing::debug!(
+                        spi_i = format_args!("{spi_i:016x}"),
+                        "initiator busy: IKE datagram dropped"
+                    );
+                }
+                None
+            }
+            None => Some(inbound),
+        }
+    }
 }
 
 struct PoolsRef<'a>(&'a mut Pools);
@@ -53,25 +102,97 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// UDP 4500: our own socket, or the userspace datapath's (which owns the
+/// port for ESP-in-UDP and passes IKE on).
+enum Natt {
+    Own(UdpSocket),
+    Datapath {
+        tx: UdpSocket,
+        rx: Mutex<Option<IkeDatagrams>>,
+    },
+}
+
 /// The bound sockets; binding happens before the daemon reports ready.
 pub struct IkeSockets {
     ike: UdpSocket,
-    natt: UdpSocket,
+    natt: Natt,
     local: Ipv4Addr,
+}
+
+async fn bind_ike(local: Ipv4Addr, port: u16) -> anyhow::Result<UdpSocket> {
+    UdpSocket::bind(SocketAddrV4::new(local, port))
+        .await
+        .with_context(|| format!("binding IKE on {local}:{port} (hub.local_address)"))
 }
 
 impl IkeSockets {
     pub async fn bind(local: Ipv4Addr) -> anyhow::Result<Self> {
-        let bind = |port| async move {
-            UdpSocket::bind(SocketAddrV4::new(local, port))
-                .await
-                .with_context(|| format!("binding IKE on {local}:{port} (hub.local_address)"))
-        };
         Ok(IkeSockets {
-            ike: bind(IKE_PORT).await?,
-            natt: bind(NATT_PORT).await?,
+            ike: bind_ike(local, IKE_PORT).await?,
+            natt: Natt::Own(bind_ike(local, NATT_PORT).await?),
             local,
         })
+    }
+
+    /// UDP 500 of our own; 4500 through the userspace datapath.
+    pub async fn with_datapath(local: Ipv4Addr, on_4500: IkeOn4500) -> anyhow::Result<Self> {
+        on_4500
+            .tx
+            .set_nonblocking(true)
+            .context("UDP 4500 socket for IKE")?;
+        Ok(IkeSockets {
+            ike: bind_ike(local, IKE_PORT).await?,
+            natt: Natt::Datapath {
+                tx: UdpSocket::from_std(on_4500.tx).context("UDP 4500 socket for IKE")?,
+                rx: Mutex::new(Some(on_4500.rx)),
+            },
+            local,
+        })
+    }
+
+    /// Sends an IKE message from our port `local_port`; on 4500 with the
+    /// non-ESP marker (RFC 3948 section 2.2).
+    pub async fn send(
+        &self,
+        local_port: u16,
+        remote: SocketAddrV4,
+        packet: &[u8],
+    ) -> std::io::Result<usize> {
+        if local_port != NATT_PORT {
+            return self.ike.send_to(packet, remote).await;
+        }
+        let mut framed = Vec::with_capacity(packet.len() + 4);
+        framed.extend_from_slice(&[0, 0, 0, 0]);
+        framed.extend_from_slice(packet);
+        match &self.natt {
+            Natt::Own(s) | Natt::Datapath { tx: s, .. } => s.send_to(&framed, remote).await,
+        }
+    }
+}
+
+/// The next IKE datagram on 4500 (marker removed), whichever way it comes.
+async fn recv_natt(
+    natt: &Natt,
+    own_buf: &mut [u8],
+    from_datapath: &mut Option<IkeDatagrams>,
+) -> Option<(SocketAddrV4, Vec<u8>)> {
+    match natt {
+        Natt::Own(socket) => loop {
+            match socket.recv_from(own_buf).await {
+                // RFC 3948 section 2.2: four zero bytes mark IKE; one 0xFF
+                // byte is a NAT keepalive; anything else is ESP, which only
+                // the userspace datapath handles.
+                Ok((n, SocketAddr::V4(peer))) if n > 4 && own_buf[..4] == [0, 0, 0, 0] => {
+                    return Some((peer, own_buf[4..n].to_vec()));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "IKE socket (4500) receive failed"),
+            }
+        },
+        Natt::Datapath { .. } => match from_datapath {
+            Some(rx) => rx.recv().await,
+            None => std::future::pending().await,
+        },
     }
 }
 
@@ -79,35 +200,43 @@ impl IkeSockets {
 pub async fn run(shared: Arc<IkeShared>, sockets: Arc<IkeSockets>) {
     let mut buf_500 = vec![0u8; MAX_DATAGRAM];
     let mut buf_4500 = vec![0u8; MAX_DATAGRAM];
+    let mut from_datapath = match &sockets.natt {
+        Natt::Datapath { rx, .. } => lock(rx).take(),
+        Natt::Own(_) => None,
+    };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        tokio::select! {
+        let (local_port, peer, datagram) = tokio::select! {
             r = sockets.ike.recv_from(&mut buf_500) => match r {
-                Ok((n, SocketAddr::V4(peer))) => {
-                    let local = SocketAddrV4::new(sockets.local, IKE_PORT);
-                    handle(&shared, &sockets, local, peer, &buf_500[..n]).await;
+                Ok((n, SocketAddr::V4(peer))) => (IKE_PORT, peer, buf_500[..n].to_vec()),
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "IKE socket (500) receive failed");
+                    continue;
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "IKE socket (500) receive failed"),
             },
-            r = sockets.natt.recv_from(&mut buf_4500) => match r {
-                Ok((n, SocketAddr::V4(peer))) => {
-                    let local = SocketAddrV4::new(sockets.local, NATT_PORT);
-                    let datagram = &buf_4500[..n];
-                    // RFC 3948 section 2.2: four zero bytes mark IKE; one 0xFF
-                    // byte is a NAT keepalive; anything else is ESP, which the
-                    // datapath (a later issue) takes.
-                    if datagram.len() > 4 && datagram[..4] == [0, 0, 0, 0] {
-                        handle(&shared, &sockets, local, peer, &datagram[4..]).await;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "IKE socket (4500) receive failed"),
-            },
+            got = recv_natt(&sockets.natt, &mut buf_4500, &mut from_datapath) => {
+                let Some((peer, datagram)) = got else {
+                    tracing::error!("the datapath stopped passing IKE on UDP 4500");
+                    from_datapath = None;
+                    continue;
+                };
+                (NATT_PORT, peer, datagram)
+            }
             _ = tick.tick() => {
                 let actions = lock(&shared.engine).tick(Instant::now());
                 apply(&shared, &sockets, actions).await;
+                continue;
             }
+        };
+        let inbound = Inbound {
+            local_port,
+            peer,
+            datagram,
+        };
+        if let Some(inbound) = shared.to_initiator(inbound) {
+            let local = SocketAddrV4::new(sockets.local, inbound.local_port);
+            handle(&shared, &sockets, local, inbound.peer, &inbound.datagram).await;
         }
     }
 }
@@ -145,15 +274,7 @@ pub async fn apply(shared: &IkeShared, sockets: &IkeSockets, actions: Vec<Action
                 remote,
                 packet,
             } => {
-                let result = if local.port() == NATT_PORT {
-                    let mut framed = Vec::with_capacity(packet.len() + 4);
-                    framed.extend_from_slice(&[0, 0, 0, 0]);
-                    framed.extend_from_slice(&packet);
-                    sockets.natt.send_to(&framed, remote).await
-                } else {
-                    sockets.ike.send_to(&packet, remote).await
-                };
-                if let Err(e) = result {
+                if let Err(e) = sockets.send(local.port(), remote, &packet).await {
                     tracing::warn!(%remote, error = %e, "sending an IKE message failed");
                 }
             }
@@ -172,10 +293,19 @@ pub async fn apply(shared: &IkeShared, sockets: &IkeSockets, actions: Vec<Action
                     encap = child.encap.is_some(),
                     "CHILD_SA installed"
                 );
+                drop(xdp);
+                if let Some(sessions) = &shared.sessions
+                    && let Err(e) = lock(sessions).child_up(&child)
+                {
+                    tracing::error!(peer = %child.remote, error = %e, "no virtual-access for the session: its traffic cannot flow");
+                }
             }
             Action::ChildDown {
                 spi_in, spi_out, ..
             } => {
+                if let Some(sessions) = &shared.sessions {
+                    lock(sessions).child_down(spi_in);
+                }
                 let mut xdp = lock(&shared.xdp);
                 if let Some(filter) = xdp.as_mut() {
                     let _ = filter.remove_sa(spi_in);
@@ -204,6 +334,9 @@ pub async fn apply(shared: &IkeShared, sockets: &IkeSockets, actions: Vec<Action
                 identity,
                 reason,
             } => {
+                if let Some(sessions) = &shared.sessions {
+                    lock(sessions).session_down(tunnel_id);
+                }
                 let identity = identity.unwrap_or_else(|| "unknown".to_owned());
                 tracing::info!(
                     "%CRYPTO-5-SESSION_STATUS: Crypto tunnel is DOWN. Peer {peer} Id: {identity} Tunnel-id: {tunnel_id} Reason: {reason}"

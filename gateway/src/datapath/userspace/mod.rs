@@ -38,10 +38,13 @@ use super::{
     sys::{netlink::Netlink, poll::Waker, tun::Tun, udp},
 };
 
+/// IKE datagrams from UDP 4500 (marker removed), with their source.
+pub type IkeDatagrams = mpsc::Receiver<(SocketAddrV4, Vec<u8>)>;
+
 /// IKE datagrams that arrived on UDP 4500 (marker removed), and the socket
 /// to answer on (the caller adds the marker).
 pub struct IkeOn4500 {
-    pub rx: mpsc::Receiver<(SocketAddrV4, Vec<u8>)>,
+    pub rx: IkeDatagrams,
     pub tx: std::net::UdpSocket,
 }
 
@@ -126,6 +129,12 @@ impl UserspaceDatapath {
                 .add_address(ifindex, *a, 32, None)
                 .with_context(|| format!("adding {a}/32 to {}", config.tun_name))?;
         }
+        // IPv4 only: without this the host sends router solicitations into
+        // the tunnels.
+        let ipv6_off = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", config.tun_name);
+        if let Err(e) = std::fs::write(&ipv6_off, "1") {
+            tracing::debug!(path = ipv6_off, error = %e, "could not turn IPv6 off on the TUN device");
+        }
         netlink
             .set_link_up(ifindex)
             .with_context(|| format!("bringing {} up", config.tun_name))?;
@@ -172,7 +181,11 @@ impl UserspaceDatapath {
         );
         let dp = Arc::new(UserspaceDatapath {
             tables,
-            master: Mutex::new(Master::default()),
+            master: Mutex::new({
+                let mut m = Master::default();
+                m.set_local(&config.tun_addresses);
+                m
+            }),
             netlink: Mutex::new(netlink),
             tun_ifindex: ifindex,
             tun_name: config.tun_name.clone(),

@@ -59,7 +59,6 @@ pub struct GlobalStats {
     pub hairpin_events: AtomicU64,
     pub hairpin_events_lost: AtomicU64,
     pub ttl_expired: AtomicU64,
-    pub loops: AtomicU64,
 }
 
 impl GlobalStats {
@@ -304,13 +303,16 @@ impl Processor {
         if let Some(mss) = from.spec.tcp_adjust_mss {
             let _ = tcp_mss::clamp_mss(packet, mss);
         }
-        match tables.fib.lookup(ipv4_dst(packet)) {
+        let dst = ipv4_dst(packet);
+        if tables.local.contains(&dst) {
+            return FromNet::ToTun(inner);
+        }
+        match tables.fib.lookup(dst) {
             None => FromNet::ToTun(inner),
-            Some((_, to)) if to.spec.id == from_id => {
-                // Back out where it came from: a routing loop at the spoke.
-                bump(&self.global.loops, 1);
-                FromNet::Done
-            }
+            // Routed back where it came from: the host decides. On a spoke
+            // the hub's summary covers the spoke's own LAN, which only the
+            // host's connected route knows about.
+            Some((_, to)) if to.spec.id == from_id => FromNet::ToTun(inner),
             Some((_, to)) => {
                 if !decrement_ttl(packet) {
                     bump(&self.global.ttl_expired, 1);

@@ -4,8 +4,8 @@
 //! Counters live in `Arc`ed atomics that survive snapshot replacement.
 
 use std::{
-    collections::{BTreeMap, HashMap},
-    net::SocketAddrV4,
+    collections::{BTreeMap, HashMap, HashSet},
+    net::{Ipv4Addr, SocketAddrV4},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -102,6 +102,9 @@ pub struct Tables {
     pub vas: HashMap<VaId, Arc<Va>>,
     pub fib: Fib<Arc<Va>>,
     pub inbound: HashMap<u32, Arc<InboundSpec>>,
+    /// This box's own addresses on the tunnels: packets for them go to the
+    /// host even when a route (a spoke's summary via the hub) covers them.
+    pub local: HashSet<Ipv4Addr>,
 }
 
 struct VaEntry {
@@ -118,9 +121,15 @@ pub struct Master {
     vas: BTreeMap<VaId, VaEntry>,
     routes: BTreeMap<Ipv4Prefix, Route>,
     inbound: HashMap<u32, Arc<InboundSpec>>,
+    /// Addresses of the host on the TUN device from the config.
+    local: HashSet<Ipv4Addr>,
 }
 
 impl Master {
+    pub fn set_local(&mut self, addresses: &[Ipv4Addr]) {
+        self.local = addresses.iter().copied().collect();
+    }
+
     pub fn create_va(&mut self, spec: &VirtualAccessSpec) -> Result<(), DatapathError> {
         if self.vas.contains_key(&spec.id) {
             return Err(DatapathError::InterfaceExists(spec.id));
@@ -266,11 +275,14 @@ impl Master {
                 fib.insert(r.prefix, va.clone());
             }
         }
+        let mut local = self.local.clone();
+        local.extend(self.vas.values().map(|e| e.spec.unnumbered));
         Tables {
             generation: self.generation,
             vas,
             fib,
             inbound: self.inbound.clone(),
+            local,
         }
     }
 

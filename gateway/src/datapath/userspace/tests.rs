@@ -520,3 +520,53 @@ fn workers_rebuild_their_inbound_sas_when_the_tables_change() {
     );
     assert_eq!(global.unknown_spi.load(Ordering::Relaxed), 1);
 }
+
+/// On a spoke the hub's pushed 10.1.1.0/24 covers the spoke's own
+/// negotiated address: packets for it still go to the host.
+#[test]
+fn packets_for_our_own_tunnel_address_go_to_the_host_despite_a_covering_route() {
+    let hub_side = Spoke::new(1, Mode::Transport, GCM, None);
+    let mut m = Master::default();
+    m.create_va(&VirtualAccessSpec {
+        id: hub_side.va,
+        name: "Tunnel1".into(),
+        template: None,
+        unnumbered: Ipv4Addr::new(10, 1, 1, 100),
+        mtu: 1400,
+        tcp_adjust_mss: None,
+        nhrp_network_id: None,
+        peer_inner: None,
+        local_outer: SocketAddrV4::new(HUB, 4500),
+        remote_outer: hub_side.outer,
+    })
+    .unwrap();
+    m.install_sa(&SaPair {
+        va: hub_side.va,
+        spi_in: hub_side.spi_in,
+        spi_out: hub_side.spi_out,
+        encr: GCM,
+        integ: None,
+        inbound: hub_side.up.clone(),
+        outbound: hub_side.down.clone(),
+        mode: Mode::Transport,
+        encap: Some((4500, 4500)),
+        local: HUB,
+        remote: *hub_side.outer.ip(),
+    })
+    .unwrap();
+    m.add_route(&Route {
+        prefix: "10.1.1.0/24".parse().unwrap(),
+        va: hub_side.va,
+        next_hop: None,
+    })
+    .unwrap();
+    let tables = m.snapshot();
+    let mut p = Processor::new(Arc::new(GlobalStats::default()), None);
+    p.sync(&tables);
+    let reply = icmp_echo(Ipv4Addr::new(10, 1, 1, 1), Ipv4Addr::new(10, 1, 1, 100), 8);
+    let mut wire = hub_side.seal(&hub_side.uplink(), &reply);
+    assert!(matches!(
+        p.from_network(&tables, hub_side.outer, &mut wire),
+        FromNet::ToTun(_)
+    ));
+}

@@ -1,0 +1,474 @@
+//! Spoke mode: this gateway as a FlexVPN spoke, like the IOS spoke of the
+//! seed configs (`interface Tunnel1`, `ip address negotiated`, `tunnel
+//! destination <hub>`, `tunnel protection ipsec profile`). It dials the hub
+//! with IKEv2, takes its Tunnel1 address from the hub's pool, carries GRE
+//! over ESP transport mode through the same datapath as the hub, routes
+//! what the hub pushes (its summary) into the tunnel and announces its own
+//! LAN (`route_set`). When the hub goes away it dials again with backoff.
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::{
+    config::{Config, Tunnel},
+    datapath::{Datapath, Route, SaKeys, SaPair, VaId, VirtualAccessSpec},
+    ike::{
+        crypto::SystemRng,
+        engine::{IKE_PORT, Mode},
+        initiator::{Established, Initiator, InitiatorConfig, Step},
+        policy::Policy,
+        task::{IkeShared, IkeSockets, Inbound},
+        wire::{Delete, Payload, ProtocolId},
+    },
+};
+
+/// Tunnel interfaces share the handle space of virtual-access interfaces;
+/// they are numbered from here so the two never meet.
+pub const TUNNEL_VA_BASE: u32 = 0x8000_0000;
+/// First wait before dialling again; doubles up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// IKE request retransmissions (RFC 7296 section 2.1): every
+/// `RETRANSMIT` for `ATTEMPTS` tries.
+const RETRANSMIT: Duration = Duration::from_secs(2);
+const ATTEMPTS: u32 = 5;
+/// Liveness checks when the profile has no `dpd`.
+const DEFAULT_DPD: (u16, u16) = (10, 2);
+
+/// What `show crypto session` says about a spoke's tunnel.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelStatus {
+    pub tunnel: String,
+    pub hub: String,
+    /// `down`, `connecting` or `up`.
+    pub state: String,
+    pub address: Option<Ipv4Addr>,
+    pub routes: Vec<String>,
+    pub spi_in: Option<u32>,
+    pub spi_out: Option<u32>,
+    pub up_seconds: u64,
+    pub connects: u32,
+    pub last_error: Option<String>,
+}
+
+/// One `[tunnel.N]`, resolved against its profile and keyring.
+#[derive(Clone, Debug)]
+pub struct SpokeTunnel {
+    pub number: u16,
+    pub tunnel: Tunnel,
+    pub initiator: InitiatorConfig,
+    pub dpd_interval: Duration,
+    pub dpd_retry: Duration,
+}
+
+impl SpokeTunnel {
+    /// Every `[tunnel.N]` of a spoke's config.
+    pub fn from_config(config: &Config, policy: &Policy) -> Result<Vec<Self>, String> {
+        let mut out = Vec::new();
+        for (n, t) in &config.tunnel {
+            let profile = policy
+                .profiles
+                .iter()
+                .find(|p| p.name == t.ikev2_profile)
+                .ok_or_else(|| {
+                    format!(
+                        "tunnel.{n}: ikev2_profile {:?} is not defined",
+                        t.ikev2_profile
+                    )
+                })?;
+            let key = profile
+                .keyring
+                .iter()
+                .filter(|k| k.address.is_some_and(|a| a.contains(t.destination)))
+                .max_by_key(|k| k.address.map_or(0, |a| a.len))
+                .ok_or_else(|| {
+                    format!(
+                        "tunnel.{n}: no keyring peer of profile {} covers the hub {}",
+                        profile.name, t.destination
+                    )
+                })?;
+            let (Some(psk_local), Some(psk_remote)) = (&key.psk_local, &key.psk_remote) else {
+                return Err(format!(
+                    "tunnel.{n}: keyring peer {} needs pre_shared_key_local and _remote",
+                    key.name
+                ));
+            };
+            let (interval, retry) = config
+                .ikev2
+                .profile
+                .get(&profile.name)
+                .and_then(|p| p.dpd.as_ref())
+                .map_or(DEFAULT_DPD, |d| (d.interval, d.retry));
+            out.push(SpokeTunnel {
+                number: *n,
+                tunnel: t.clone(),
+                initiator: InitiatorConfig {
+                    local: SocketAddrV4::new(config.hub.local_address, IKE_PORT),
+                    remote: SocketAddrV4::new(t.destination, IKE_PORT),
+                    identity: profile.local_identity.clone(),
+                    remote_identity: None,
+                    psk_local: psk_local.clone(),
+                    psk_remote: psk_remote.clone(),
+                    ike: profile.ike_proposals.clone(),
+                    esp: profile.esp_proposals.clone(),
+                    request_address: true,
+                    mode: Mode::Transport,
+                    ts_remote: Vec::new(),
+                    fragment_len: None,
+                    // The userspace datapath carries ESP in UDP only.
+                    force_encapsulation: true,
+                    route_set: profile.route_set.clone(),
+                    tunnel_id: u32::from(*n),
+                    profile: profile.name.clone(),
+                    virtual_template: profile.virtual_template,
+                },
+                dpd_interval: Duration::from_secs(u64::from(interval.max(1))),
+                dpd_retry: Duration::from_secs(u64::from(retry.max(1))),
+            });
+        }
+        Ok(out)
+    }
+
+    fn name(&self) -> String {
+        format!("Tunnel{}", self.number)
+    }
+
+    fn va(&self) -> VaId {
+        VaId(TUNNEL_VA_BASE + u32::from(self.number))
+    }
+}
+
+/// Why a session ended.
+enum Ended {
+    Shutdown,
+    Lost(String),
+}
+
+pub struct SpokeRunner {
+    pub tunnel: SpokeTunnel,
+    pub datapath: Arc<dyn Datapath>,
+    pub ike: Arc<IkeShared>,
+    pub sockets: Arc<IkeSockets>,
+    pub status: Arc<Mutex<TunnelStatus>>,
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl SpokeRunner {
+    fn set_status(&self, f: impl FnOnce(&mut TunnelStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// Dials, serves, and dials again until shutdown.
+    pub async fn run(mut self) {
+        let mut backoff = FIRST_BACKOFF;
+        self.set_status(|s| {
+            s.tunnel = self.tunnel.name();
+            s.hub = self.tunnel.tunnel.destination.to_string();
+            s.state = "down".into();
+        });
+        loop {
+            if *self.shutdown.borrow() {
+                return;
+            }
+            self.set_status(|s| {
+                s.state = "connecting".into();
+                s.connects += 1;
+            });
+            let started = Instant::now();
+            let ended = self.session().await;
+            self.set_status(|s| {
+                s.state = "down".into();
+                s.address = None;
+                s.routes.clear();
+                s.spi_in = None;
+                s.spi_out = None;
+            });
+            match ended {
+                Ended::Shutdown => return,
+                Ended::Lost(reason) => {
+                    tracing::warn!(
+                        tunnel = %self.tunnel.name(),
+                        hub = %self.tunnel.tunnel.destination,
+                        "%CRYPTO-5-SESSION_STATUS: Crypto tunnel is DOWN. Peer {}:500 Reason: {reason}; dialling again in {}s",
+                        self.tunnel.tunnel.destination,
+                        backoff.as_secs()
+                    );
+                    self.set_status(|s| s.last_error = Some(reason));
+                }
+            }
+            // A session that lasted resets the backoff.
+            if started.elapsed() > MAX_BACKOFF * 2 {
+                backoff = FIRST_BACKOFF;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = self.shutdown.changed() => return,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// One session: dial, bring the tunnel up, keep it alive, take it down.
+    async fn session(&mut self) -> Ended {
+        let mut initiator = Initiator::new(self.tunnel.initiator.clone(), Box::new(SystemRng));
+        let (tx, mut rx) = mpsc::channel(64);
+        let spi_i = initiator.spi_i();
+        self.ike.register_initiator(spi_i, tx);
+        let result = self.dial(&mut initiator, &mut rx).await;
+        let established = match result {
+            Ok(e) => e,
+            Err(ended) => {
+                self.ike.unregister_initiator(spi_i);
+                return ended;
+            }
+        };
+        let ended = match self.bring_up(&established) {
+            Ok(routes) => {
+                let ended = self.keep_alive(&mut initiator, &mut rx).await;
+                self.take_down(&routes);
+                ended
+            }
+            Err(e) => Ended::Lost(format!("the datapath refused the tunnel: {e}")),
+        };
+        if matches!(ended, Ended::Shutdown) {
+            // Tell the hub (RFC 7296 section 1.4.1), and wait briefly.
+            let delete = Payload::Delete(Delete {
+                protocol: ProtocolId::Ike,
+                spi_size: 0,
+                spis: vec![],
+            });
+            if let Ok(request) = initiator.informational(&[delete]) {
+                self.send(initiator.endpoints(), &request).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
+            }
+        }
+        self.ike.unregister_initiator(spi_i);
+        ended
+    }
+
+    /// Sends to the hub from where the initiator says (port 4500 once
+    /// NAT-T is in use, RFC 7296 section 2.23).
+    async fn send(&self, endpoints: (SocketAddrV4, SocketAddrV4), packet: &[u8]) {
+        let (local, remote) = endpoints;
+        if let Err(e) = self.sockets.send(local.port(), remote, packet).await {
+            tracing::debug!(%remote, error = %e, "IKE send failed");
+        }
+    }
+
+    /// IKE_SA_INIT and IKE_AUTH, with retransmissions.
+    async fn dial(
+        &mut self,
+        initiator: &mut Initiator,
+        rx: &mut mpsc::Receiver<Inbound>,
+    ) -> Result<Established, Ended> {
+        let first = initiator
+            .start()
+            .map_err(|e| Ended::Lost(format!("IKE_SA_INIT: {e}")))?;
+        let mut request = vec![first];
+        let mut endpoints = initiator.endpoints();
+        loop {
+            let mut answer = None;
+            for _ in 0..ATTEMPTS {
+                for part in &request {
+                    self.send(endpoints, part).await;
+                }
+                tokio::select! {
+                    got = tokio::time::timeout(RETRANSMIT, rx.recv()) => match got {
+                        Ok(Some(inbound)) => { answer = Some(inbound); break; }
+                        Ok(None) => return Err(Ended::Shutdown),
+                        Err(_) => {}
+                    },
+                    _ = self.shutdown.changed() => return Err(Ended::Shutdown),
+                }
+            }
+            let Some(inbound) = answer else {
+                return Err(Ended::Lost(format!(
+                    "no answer from the hub after {ATTEMPTS} tries"
+                )));
+            };
+            match initiator.handle(&inbound.datagram) {
+                Ok(Step::Send(next)) => request = vec![next],
+                Ok(Step::SendAll(parts)) => request = parts,
+                Ok(Step::Established(e)) => return Ok(*e),
+                Err(e) => return Err(Ended::Lost(format!("the hub's answer: {e}"))),
+            }
+            endpoints = initiator.endpoints();
+        }
+    }
+
+    /// The tunnel interface, its SAs and routes.
+    fn bring_up(&self, e: &Established) -> Result<Vec<Route>, String> {
+        let child = e.child.as_ref().ok_or("the hub created no CHILD_SA")?;
+        let address = e
+            .address
+            .ok_or("the hub gave no address (is a pool set in its profile?)")?;
+        let t = &self.tunnel.tunnel;
+        let (local_port, remote_port) = child.encap.ok_or(
+            "the hub did not agree to UDP encapsulation, which the userspace datapath needs",
+        )?;
+        let va = self.tunnel.va();
+        let spec = VirtualAccessSpec {
+            id: va,
+            name: self.tunnel.name(),
+            template: None,
+            unnumbered: address,
+            mtu: t.mtu,
+            tcp_adjust_mss: t.tcp_adjust_mss,
+            nhrp_network_id: t.nhrp_network_id,
+            peer_inner: None,
+            local_outer: SocketAddrV4::new(child.local, local_port),
+            remote_outer: SocketAddrV4::new(child.remote, remote_port),
+        };
+        self.datapath
+            .create_virtual_access(&spec)
+            .map_err(|e| e.to_string())?;
+        // We initiated: the initiator's keys protect what we send.
+        let sa = SaPair {
+            va,
+            spi_in: child.spi_in,
+            spi_out: child.spi_out,
+            encr: child.esp.encr,
+            integ: child.esp.integ,
+            inbound: SaKeys {
+                encr: child.keys.encr_r.clone(),
+                integ: child.keys.integ_r.clone(),
+            },
+            outbound: SaKeys {
+                encr: child.keys.encr_i.clone(),
+                integ: child.keys.integ_i.clone(),
+            },
+            mode: child.mode,
+            encap: child.encap,
+            local: child.local,
+            remote: child.remote,
+        };
+        if let Err(e) = self.datapath.install_sa(&sa) {
+            let _ = self.datapath.remove_virtual_access(va);
+            return Err(e.to_string());
+        }
+        let mut routes = Vec::new();
+        for prefix in &e.routes {
+            let route = Route {
+                prefix: *prefix,
+                va,
+                next_hop: None,
+            };
+            match self.datapath.add_route(&route) {
+                Ok(()) => routes.push(route),
+                Err(err) => {
+                    tracing::warn!(prefix = %prefix, error = %err, "route from the hub not installed");
+                }
+            }
+        }
+        tracing::info!(
+            "%CRYPTO-5-SESSION_STATUS: Crypto tunnel is UP. Peer {}:{} Id: {} Assigned: {address} Interface: {}",
+            child.remote,
+            remote_port,
+            e.peer_identity,
+            self.tunnel.name()
+        );
+        tracing::info!(
+            "%LINEPROTO-5-UPDOWN: Line protocol on Interface {}, changed state to up (address {address} negotiated, routes {})",
+            self.tunnel.name(),
+            routes
+                .iter()
+                .map(|r| r.prefix.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let route_names = routes.iter().map(|r| r.prefix.to_string()).collect();
+        self.set_status(|s| {
+            s.state = "up".into();
+            s.address = Some(address);
+            s.routes = route_names;
+            s.spi_in = Some(child.spi_in);
+            s.spi_out = Some(child.spi_out);
+            s.last_error = None;
+        });
+        Ok(routes)
+    }
+
+    fn take_down(&self, routes: &[Route]) {
+        let va = self.tunnel.va();
+        for r in routes.iter().rev() {
+            let _ = self.datapath.remove_route(r);
+        }
+        let _ = self.datapath.remove_virtual_access(va);
+        tracing::info!(
+            "%LINEPROTO-5-UPDOWN: Line protocol on Interface {}, changed state to down",
+            self.tunnel.name()
+        );
+    }
+
+    /// Liveness checks (RFC 7296 section 2.4) and requests from the hub,
+    /// until the hub is gone, deletes us, or we stop.
+    async fn keep_alive(
+        &mut self,
+        initiator: &mut Initiator,
+        rx: &mut mpsc::Receiver<Inbound>,
+    ) -> Ended {
+        let up = Instant::now();
+        let mut next_check = tokio::time::Instant::now() + self.tunnel.dpd_interval;
+        let mut outstanding: Option<(Vec<u8>, u32, tokio::time::Instant)> = None;
+        let endpoints = initiator.endpoints();
+        loop {
+            let deadline = outstanding.as_ref().map_or(next_check, |o| o.2);
+            tokio::select! {
+                _ = self.shutdown.changed() => return Ended::Shutdown,
+                () = tokio::time::sleep_until(deadline) => {
+                    match &mut outstanding {
+                        None => match initiator.informational(&[]) {
+                            Ok(request) => {
+                                self.send(endpoints, &request).await;
+                                outstanding = Some((request, 1, tokio::time::Instant::now() + self.tunnel.dpd_retry));
+                            }
+                            Err(e) => return Ended::Lost(format!("liveness check: {e}")),
+                        },
+                        Some((request, tries, at)) => {
+                            if *tries >= ATTEMPTS {
+                                return Ended::Lost(format!(
+                                    "the hub did not answer {ATTEMPTS} liveness checks (DPD)"
+                                ));
+                            }
+                            self.send(endpoints, request).await;
+                            *tries += 1;
+                            *at = tokio::time::Instant::now() + self.tunnel.dpd_retry;
+                        }
+                    }
+                }
+                got = rx.recv() => {
+                    let Some(inbound) = got else { return Ended::Shutdown };
+                    if is_response(&inbound.datagram) {
+                        if initiator.informational_response(&inbound.datagram).is_ok() {
+                            outstanding = None;
+                            next_check = tokio::time::Instant::now() + self.tunnel.dpd_interval;
+                            self.set_status(|s| s.up_seconds = up.elapsed().as_secs());
+                        }
+                        continue;
+                    }
+                    match initiator.respond(&inbound.datagram) {
+                        Ok((response, payloads)) => {
+                            self.send(endpoints, &response).await;
+                            let deleted = payloads.iter().any(|p| matches!(p, Payload::Delete(d) if d.protocol == ProtocolId::Ike || d.protocol == ProtocolId::Esp));
+                            if deleted {
+                                return Ended::Lost("the hub deleted the session".into());
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = %e, "request from the hub not understood"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The R flag of an IKE header (RFC 7296 section 3.1).
+fn is_response(datagram: &[u8]) -> bool {
+    datagram.get(19).is_some_and(|f| f & 0x20 != 0)
+}
