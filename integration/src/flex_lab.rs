@@ -996,7 +996,7 @@ impl PingResult {
 const PING_INTERVAL: &str = "0.2";
 
 /// `ping -c COUNT` from `from` to `to` (0.2 s apart, 1 s for the last
-/// answer, and a deadline so it never hangs); lost echoes are not an error.
+/// answer, bounded in time); lost echoes are not an error.
 pub fn ping(from: &Netns, to: Ipv4Addr, count: u32) -> Result<PingResult> {
     ping_with(from, None, to, count)
 }
@@ -1013,18 +1013,21 @@ fn ping_with(
     count: u32,
 ) -> Result<PingResult> {
     let count = count.max(1);
-    // 0.2 s per echo, then 2 s for the last answer.
-    let deadline = count.div_ceil(5) + 2;
+    // No `-w`: with a deadline, iputils ping keeps sending until COUNT
+    // answers came back, so a lost echo would change what was sent. Without
+    // it, it sends COUNT echoes 0.2 s apart and waits `-W` (1 s) for the
+    // last answer: done in about COUNT / 5 + 1 s; the bound below is for a
+    // ping that misbehaves.
+    let bound = Duration::from_secs(u64::from(count.div_ceil(5)) + 10);
     let mut command = Command::new("ip");
     command.args(["netns", "exec", from.name(), "ping", "-n", "-q"]);
     command.args(["-c", &count.to_string(), "-i", PING_INTERVAL, "-W", "1"]);
-    command.args(["-w", &deadline.to_string()]);
     if let Some(source) = source {
         command.args(["-I", &source.to_string()]);
     }
     command.arg(to.to_string());
     let line = cmd::command_line(&command);
-    let output = cmd::run_unchecked(&mut command, Duration::from_secs(u64::from(deadline) + 10))?;
+    let output = cmd::run_unchecked(&mut command, bound)?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     parse_ping(&stdout).with_context(|| {
         format!(
