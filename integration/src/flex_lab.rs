@@ -462,6 +462,12 @@ impl FlexLab {
         &self.hub.uplink
     }
 
+    /// The bridge side of the hub's uplink veth, in [`FlexLab::wan`]: where
+    /// to watch the hub's wire ([`FlexLab::capture_hub_uplink`]).
+    pub fn hub_uplink_port(&self) -> &Link {
+        &self.hub_port
+    }
+
     /// The namespace of the host on the hub's LAN ([`HUB_LAN_HOST`]).
     pub fn hub_lan(&self) -> &Netns {
         &self.hub.lan
@@ -662,6 +668,41 @@ impl FlexLab {
     pub fn capture_hub_uplink(&self, name: &str) -> Result<Capture> {
         let path = self.lab.temp_dir().join(format!("{name}.pcap"));
         Capture::start(&self.wan, self.hub_port.name(), "", &path)
+    }
+
+    /// The reference to compare our gateways with: strongSwan (charon with
+    /// kernel-libipsec, userspace ESP-in-UDP like ours) as the hub, in the
+    /// hub's namespace, and as spoke k, in spoke k's, carrying spoke k's LAN
+    /// to the hub's LAN (tunnel mode, 192.168.k.0/24 <-> 192.168.0.0/24,
+    /// aes256gcm16; recipe: shared/interop/strongswan-hub). The hub's and
+    /// spoke k's gateways must be stopped first ([`FlexLab::stop_hub`],
+    /// [`FlexLab::stop_spoke`]): the addresses and UDP ports are the same.
+    /// Returns (hub, spoke) with the CHILD_SA installed; drop them before
+    /// the lab.
+    pub fn start_strongswan_reference(&self, k: usize) -> Result<(Charon, Charon)> {
+        let spoke = self.try_spoke_box(k)?;
+        ensure!(
+            self.hub.gateway.is_none() && spoke.gateway.is_none(),
+            "stop the hub's and spoke {k}'s gateways first"
+        );
+        let dir = self.lab.temp_dir();
+        let hub = Charon::start(
+            &self.hub.netns,
+            &dir.join("reference-hub"),
+            &CharonConfig::new(swanctl_reference_hub(k)),
+        )
+        .context("starting the strongSwan reference hub")?;
+        hub.load_all()?;
+        let params = reference_spoke_params(k);
+        let charon = Charon::start(
+            &spoke.netns,
+            &dir.join(format!("reference-spoke{k}")),
+            &CharonConfig::spoke(&params),
+        )
+        .context("starting the strongSwan reference spoke")?;
+        charon.load_all()?;
+        charon.initiate(&params.name, &params.child)?;
+        Ok((hub, charon))
     }
 
     fn spoke_box(&self, k: usize) -> &GatewayBox {
@@ -940,6 +981,57 @@ pub fn strongswan_spoke_params() -> SpokeParams {
     p
 }
 
+/// The strongSwan reference hub's swanctl.conf: any spoke identity with
+/// [`PSK`], tunnel mode from the hub's LAN to spoke k's, aes256gcm16.
+pub fn swanctl_reference_hub(k: usize) -> String {
+    format!(
+        r#"# strongSwan as the hub, the reference (integration::flex_lab).
+connections {{
+    hub {{
+        version = 2
+        local_addrs = {HUB_ADDRESS}
+        encap = yes
+        proposals = aes256-sha256-x25519
+        local {{
+            auth = psk
+            id = "{HUB_IDENTITY}"
+        }}
+        remote {{
+            auth = psk
+            # any spoke id
+        }}
+        children {{
+            lans {{
+                local_ts = 192.168.0.0/24
+                remote_ts = {lan}
+                esp_proposals = aes256gcm16
+            }}
+        }}
+    }}
+}}
+secrets {{
+    ike-hub {{
+        secret = "{PSK}"
+    }}
+}}
+"#,
+        lan = spoke_lan_prefix(k),
+    )
+}
+
+/// The strongSwan reference spoke k: its LAN to the hub's, no virtual IP.
+pub fn reference_spoke_params(k: usize) -> SpokeParams {
+    let mut p = SpokeParams::new(spoke_address(k), HUB_ADDRESS);
+    p.local_id = spoke_identity(k);
+    HUB_IDENTITY.clone_into(&mut p.remote_id);
+    PSK.clone_into(&mut p.psk);
+    "aes256gcm16".clone_into(&mut p.esp_proposals);
+    p.vips = None;
+    p.local_ts = Some(spoke_lan_prefix(k));
+    "192.168.0.0/24".clone_into(&mut p.remote_ts);
+    p
+}
+
 /// Tools the lab needs that are not installed: `ping`, `tcpdump`,
 /// `iperf3`, and with `strongswan` charon and swanctl. Empty: all there.
 pub fn missing_tools(strongswan: bool) -> Vec<&'static str> {
@@ -1214,7 +1306,8 @@ pub struct UplinkSummary {
     pub nat_keepalives: usize,
     /// Non-first fragments of UDP between outer addresses.
     pub udp_fragments: usize,
-    /// ARP and IPv6 neighbour discovery / MLD on link-local addresses.
+    /// ARP, IGMP to 224.0.0.0/24, and IPv6 neighbour discovery / MLD on
+    /// link-local addresses.
     pub link_control: usize,
     /// What should not be there, one line per packet (packet number first).
     pub violations: Vec<String>,
@@ -1225,7 +1318,7 @@ impl std::fmt::Display for UplinkSummary {
         write!(
             f,
             "{} packets: {} IKE, {} ESP-in-UDP, {} NAT-T keepalives, {} UDP fragments, \
-             {} ARP/ND, {} not allowed",
+             {} ARP/IGMP/ND, {} not allowed",
             self.packets,
             self.ike,
             self.esp_in_udp,
@@ -1239,7 +1332,7 @@ impl std::fmt::Display for UplinkSummary {
 
 /// Reads a capture of the hub's uplink ([`FlexLab::capture_hub_uplink`])
 /// and fails unless it holds only IKE and ESP-in-UDP (plus NAT-T
-/// keepalives, ARP and IPv6 link-local control): no ICMP, TCP or other UDP,
+/// keepalives, ARP, IGMP and IPv6 link-local control): no ICMP, TCP or other UDP,
 /// no raw ESP, no IP header with an inner address ([`INNER_PREFIXES`]) and
 /// no ESP payload that looks like a cleartext inner IPv4 header. Returns
 /// the summary; check `esp_in_udp > 0` to know traffic was there at all.
@@ -1331,6 +1424,12 @@ fn classify_ipv4(s: &mut UplinkSummary, n: usize, ip: &[u8], inner: &[(Ipv4Addr,
         return;
     }
     let payload = &ip[ihl..total];
+    // IGMP to the link-local multicast block: what an interface says by
+    // itself when it comes up.
+    if protocol == 2 && dst.octets()[..3] == [224, 0, 0] {
+        s.link_control += 1;
+        return;
+    }
     match protocol {
         17 if fragment_offset != 0 => s.udp_fragments += 1,
         17 => classify_udp(s, &what, payload, inner),
@@ -1453,7 +1552,11 @@ mod tests {
         let mut arp = vec![0xff; 12];
         arp.extend_from_slice(&ETHERTYPE_ARP.to_be_bytes());
         arp.extend_from_slice(&[0; 28]);
+        let igmp = Ipv4Frame::new(Ipv4Addr::UNSPECIFIED, Ipv4Addr::new(224, 0, 0, 22), 2)
+            .payload(&[0x22; 16])
+            .build();
         let s = classify(&[
+            igmp,
             ike500,
             ike4500,
             esp(0x1234, &[0x5a; 100]),
@@ -1470,7 +1573,7 @@ mod tests {
                 s.udp_fragments,
                 s.link_control
             ),
-            (2, 1, 1, 1, 1),
+            (2, 1, 1, 1, 2),
             "{s}"
         );
     }

@@ -408,3 +408,47 @@ fn a_forged_inner_source_is_dropped_and_counted_by_the_hub() {
         "lan1 -> hub LAN after",
     );
 }
+
+/// The harness against a known-good VPN: strongSwan as hub and as spoke 1
+/// (the reference of `cargo xtask bench-throughput`) carries spoke 1's LAN
+/// to the hub's LAN, pings and TCP both ways, and the capture check finds
+/// only IKE and ESP-in-UDP on the hub's wire. No gateway runs.
+#[test]
+fn strongswan_reference_carries_lan_to_lan_and_the_uplink_check_passes() {
+    let Some(bin) = ready(true) else { return };
+    let lab = FlexLab::new(&bin, "dpref", &LabSpec::new(1, false)).unwrap();
+    let capture = lab.capture_hub_uplink("reference").unwrap();
+    let (_hub, _spoke) = lab
+        .start_strongswan_reference(1)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    ping_ok(
+        &lab,
+        lab.spoke_lan(1),
+        HUB_LAN_HOST,
+        "reference: lan1 -> hub LAN",
+    );
+    ping_ok(
+        &lab,
+        lab.hub_lan(),
+        spoke_lan_host(1),
+        "reference: hub LAN -> lan1",
+    );
+    tcp_ok(
+        &lab,
+        lab.hub_lan(),
+        HUB_LAN_HOST,
+        lab.spoke_lan(1),
+        "reference: lan1 -> hub LAN",
+    );
+    tcp_ok(
+        &lab,
+        lab.spoke_lan(1),
+        spoke_lan_host(1),
+        lab.hub_lan(),
+        "reference: hub LAN -> lan1",
+    );
+    let pcap = capture.stop().unwrap();
+    let summary = flex_lab::check_uplink_capture(&pcap).unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!("hub uplink: {summary}");
+    assert!(summary.esp_in_udp >= 20 && summary.ike >= 2, "{summary}");
+}
