@@ -269,8 +269,8 @@ impl VirtualAccess {
     }
 }
 
-/// How long a gateway gets for `show` and the like is [`Gateway`]'s; this
-/// is how long [`FlexLab::start_daemons`] waits for the strongSwan spoke.
+/// How often [`FlexLab::start_strongswan`] lets the strongSwan spoke try
+/// to connect (each attempt is bounded by `swanctl --initiate --timeout`).
 const SWAN_INITIATE_ATTEMPTS: u32 = 3;
 
 impl FlexLab {

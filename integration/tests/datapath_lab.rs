@@ -283,9 +283,9 @@ fn a_spoke_that_stops_loses_its_routes_and_gets_them_back_when_it_returns() {
     assert!(lab.spoke_virtual_access(1).unwrap().is_some());
 
     lab.stop_spoke(1).unwrap();
-    // With a DELETE from the spoke this is immediate; without one, DPD
-    // (10 s, 2 retries in the hub's profile) finds out.
-    let gone = integration::wait_until(Duration::from_secs(30), Duration::from_millis(250), || {
+    // With a DELETE from the spoke this is immediate; without one, the
+    // hub's periodic DPD (every 10 s, retries 2 s apart) finds out.
+    let gone = integration::wait_until(Duration::from_secs(40), Duration::from_millis(250), || {
         !lab.hub_has_route(&host_route).unwrap_or(true)
             && !lab.hub_has_route(&lan_route).unwrap_or(true)
             && lab.spoke_virtual_access(1).is_ok_and(|va| va.is_none())
