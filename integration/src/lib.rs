@@ -27,6 +27,7 @@
 
 pub mod capture;
 mod cmd;
+pub mod flex_lab;
 pub mod frame;
 pub mod gateway;
 pub mod ike_lab;

@@ -1,9 +1,10 @@
-//! `cargo xtask lab`: the hub's main job as a lab in network namespaces.
+//! `cargo xtask lab`: the XDP and IKE lab in network namespaces.
 //!
-//! Today (foundation): a hub and two spokes on a bridge, `gateway run` on the
-//! hub with the XDP uplink filter attached natively to its veth, real traffic
-//! from the spokes, and `gateway show xdp` printed. Later issues grow this
-//! into the full hub-and-spokes demo (IKEv2, tunnels, BGP, NHRP).
+//! Part one: a hub and two spokes on a bridge, `gateway run` on the hub with
+//! the XDP uplink filter attached natively to its veth, real traffic from
+//! the spokes, and `gateway show xdp` printed. Part two: strongSwan spokes
+//! dial the hub with IKEv2 and get addresses. The full hub-and-spokes demo
+//! with traffic through the datapath is `cargo xtask demo` (`demo.rs`).
 
 use anyhow::Context as _;
 use integration::{ike_lab::IkeLab, xdp_lab::XdpLab};
@@ -15,7 +16,7 @@ use crate::{
 
 pub fn run(args: &LabArgs) -> anyhow::Result<()> {
     setup::run()?;
-    let gateway = build_gateway()?;
+    let gateway = util::build_gateway(false)?;
 
     let step = Step::new("lab", "start hub and spokes in network namespaces");
     let lab = XdpLab::start(&gateway, "lab").context("starting the lab")?;
@@ -125,22 +126,4 @@ fn ike_part(gateway: &std::path::Path, keep: bool) -> anyhow::Result<()> {
     println!("\nlab: the gateway's log:\n{}", log.trim_end());
     println!("\nlab: done; namespaces removed");
     Ok(())
-}
-
-/// Builds the gateway binary and returns its path.
-fn build_gateway() -> anyhow::Result<std::path::PathBuf> {
-    let step = Step::new("lab", "build the gateway");
-    util::run(util::command("cargo").args(["build", "--package", "gateway", "--bin", "gateway"]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || util::workspace_root().join("target"),
-        std::path::PathBuf::from,
-    );
-    let binary = target.join("debug").join("gateway");
-    anyhow::ensure!(
-        binary.is_file(),
-        "built the gateway but {} is not there",
-        binary.display()
-    );
-    step.say(format!("{} ready", binary.display()));
-    Ok(binary)
 }

@@ -2,8 +2,13 @@
 //!
 //! - `setup`: install (idempotently) what the build and the tests need.
 //! - `test`: every check and test, as CI runs them.
-//! - `lab`: the demo lab (hub and spokes in network namespaces).
+//! - `demo`: the FlexVPN lab end to end (hub, own spokes, a strongSwan
+//!   spoke, traffic through the userspace datapath).
+//! - `lab`: the XDP and IKE lab (hub and spokes in network namespaces).
+//! - `bench-throughput`: TCP through our hub and spoke vs strongSwan's.
 
+mod bench;
+mod demo;
 mod lab;
 mod setup;
 mod test;
@@ -31,8 +36,15 @@ enum Task {
     Setup,
     /// Run everything CI runs: setup, rustfmt, clippy, build, cargo test.
     Test(test::TestArgs),
-    /// Start the demo lab: the hub and spokes in network namespaces.
+    /// The FlexVPN lab end to end: a hub, two own spokes and a strongSwan
+    /// spoke in network namespaces, traffic between their LANs.
+    Demo(demo::DemoArgs),
+    /// The XDP and IKE lab: the hub's uplink filter and strongSwan spokes
+    /// dialling in.
     Lab(LabArgs),
+    /// TCP throughput spoke LAN -> hub LAN through our gateways and through
+    /// strongSwan, in one lab run (for BENCHMARKS.md).
+    BenchThroughput(bench::BenchArgs),
 }
 
 /// Options of `cargo xtask lab` (run by `lab::run`).
@@ -48,7 +60,9 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Task::Setup => setup::run(),
         Task::Test(args) => test::run(args),
+        Task::Demo(args) => demo::run(args),
         Task::Lab(args) => lab::run(args),
+        Task::BenchThroughput(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -89,6 +103,21 @@ mod tests {
         assert_eq!(args.passthrough, ["ike::", "--", "--nocapture"]);
         // Without `--`, a stray word is an error rather than a silent filter.
         assert!(Cli::try_parse_from(["xtask", "test", "ike::"]).is_err());
+    }
+
+    #[test]
+    fn demo_and_bench_options() {
+        let cli = Cli::try_parse_from(["xtask", "demo", "--keep"]).expect("valid command line");
+        let Task::Demo(args) = cli.command else {
+            panic!("not the demo task: {cli:?}");
+        };
+        assert!(args.keep && !args.release);
+        let cli = Cli::try_parse_from(["xtask", "bench-throughput", "--seconds", "5"])
+            .expect("valid command line");
+        let Task::BenchThroughput(args) = cli.command else {
+            panic!("not the bench task: {cli:?}");
+        };
+        assert_eq!((args.seconds, args.streams, args.debug), (5, 1, false));
     }
 
     #[test]

@@ -136,6 +136,38 @@ pub fn probe(cmd: &mut Command) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Builds the gateway binary (`cargo build -p gateway`, with `--release`
+/// if `release`) and returns its path in the target directory
+/// (`$CARGO_TARGET_DIR` if set).
+pub fn build_gateway(release: bool) -> anyhow::Result<PathBuf> {
+    let step = Step::new(
+        "build",
+        if release {
+            "the gateway (release)"
+        } else {
+            "the gateway"
+        },
+    );
+    let mut cmd = command("cargo");
+    cmd.args(["build", "--package", "gateway", "--bin", "gateway"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)?;
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from);
+    let binary = target
+        .join(if release { "release" } else { "debug" })
+        .join("gateway");
+    anyhow::ensure!(
+        binary.is_file(),
+        "built the gateway but {} is not there",
+        binary.display()
+    );
+    step.say(format_args!("{} ready", binary.display()));
+    Ok(binary)
+}
+
 /// A timed step of a subcommand; prints `<prefix>: <name>...` lines.
 pub struct Step {
     prefix: &'static str,

@@ -1,0 +1,359 @@
+//! `cargo xtask demo`: the hub's main job, end to end, in network
+//! namespaces (`integration::flex_lab`): a hub with a LAN, two of our own
+//! spokes with LANs behind them and a strongSwan spoke dial in with IKEv2,
+//! get their tunnel addresses from the hub's pool and their routes, and
+//! traffic flows through the userspace datapath: LAN to LAN through the
+//! hub, spoke to spoke hairpinned at the hub, the strongSwan spoke's
+//! virtual IP to the LANs. Prints what an operator would look at on the hub
+//! and a summary table; `--keep` leaves it all up until Ctrl-C.
+//!
+//! The gateway is a debug build by default: the one `cargo xtask test` and
+//! `cargo xtask lab` build, so the demo starts without a second multi-minute
+//! build. The demo shows behaviour; its TCP rate is only a sign of life
+//! (`--release` for a faster datapath; figures come from `cargo xtask
+//! bench-throughput`).
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use integration::{
+    Netns,
+    flex_lab::{
+        self, FlexLab, HUB_LAN_HOST, LabSpec, Which, human_rate, spoke_lan_host, wait_ping,
+    },
+};
+
+use crate::{
+    setup,
+    util::{self, Step},
+};
+
+/// Options of `cargo xtask demo`.
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Leave the lab running until Ctrl-C, to explore it.
+    #[arg(long)]
+    pub keep: bool,
+    /// Build and run the gateway with `--release` (a faster datapath; the
+    /// first release build takes several minutes).
+    #[arg(long)]
+    pub release: bool,
+}
+
+/// How long the three spokes get to be up on the hub.
+const SESSIONS_UP: Duration = Duration::from_mins(1);
+/// How long a path gets to start working.
+const PATH_UP: Duration = Duration::from_secs(10);
+const PINGS: u32 = 5;
+const IPERF_SECONDS: u32 = 3;
+
+/// One line of the summary.
+struct Row {
+    path: String,
+    ok: bool,
+    result: String,
+    detail: String,
+}
+
+pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
+    setup::run()?;
+    let gateway = util::build_gateway(args.release)?;
+
+    let step = Step::new("demo", "start the hub, two spokes and a strongSwan spoke");
+    let mut lab = FlexLab::new(&gateway, "demo", &LabSpec::new(2, true))
+        .context("creating the lab's namespaces")?;
+    describe(&lab);
+    let started = lab.start_daemons();
+    let sessions = started.and_then(|()| lab.wait_sessions(3, SESSIONS_UP));
+    let rows = match sessions {
+        Ok(sessions) => {
+            step.say(format_args!(
+                "{} sessions up in {}",
+                sessions.len(),
+                util::human(step.elapsed())
+            ));
+            for s in &sessions {
+                step.say(format_args!(
+                    "  {} from {} -> {}",
+                    s.identity.as_deref().unwrap_or("?"),
+                    s.remote,
+                    s.assigned_address
+                        .map_or_else(|| "no address".to_owned(), |a| a.to_string())
+                ));
+            }
+            show(&lab, &["crypto", "session"]);
+            show(&lab, &["interfaces", "virtual-access"]);
+            traffic(&lab)
+        }
+        Err(e) => {
+            eprintln!("demo: the spokes did not all come up: {e:#}");
+            Vec::new()
+        }
+    };
+
+    if !rows.is_empty() {
+        show(&lab, &["interfaces", "virtual-access"]);
+        print_table(&rows);
+    }
+    let failed = rows.iter().any(|r| !r.ok);
+
+    if args.keep {
+        explore(&lab)?;
+        integration::wait_for_interrupt(None)?;
+    }
+    // Stop the spokes, then the hub, so that the log shows them leaving.
+    for k in 1..=lab.spoke_count() {
+        let _ = lab.stop_spoke(k);
+    }
+    if let Ok(log) = lab.stop_hub() {
+        println!(
+            "\ndemo: the hub's log (last lines):\n{}",
+            last_lines(&log, 25)
+        );
+    }
+    println!("\ndemo: done; namespaces removed");
+    if rows.is_empty() {
+        bail!("the lab did not come up (see above)");
+    }
+    if failed {
+        bail!("some paths did not work (see the table above)");
+    }
+    Ok(())
+}
+
+fn describe(lab: &FlexLab) {
+    println!("\ndemo: the lab (network namespaces)");
+    println!(
+        "  {:<28} hub: uplink {} on the WAN bridge, LAN {}/24",
+        lab.hub().name(),
+        flex_lab::HUB_ADDRESS,
+        flex_lab::HUB_LAN_GATEWAY
+    );
+    println!("  {:<28} hub LAN host {HUB_LAN_HOST}", lab.hub_lan().name());
+    for k in 1..=lab.spoke_count() {
+        println!(
+            "  {:<28} spoke {k} (our gateway, role = \"spoke\"): uplink {}, LAN {}",
+            lab.spoke(k).name(),
+            flex_lab::spoke_address(k),
+            flex_lab::spoke_lan_prefix(k)
+        );
+        println!(
+            "  {:<28} spoke {k} LAN host {}",
+            lab.spoke_lan(k).name(),
+            spoke_lan_host(k)
+        );
+    }
+    if let Some(ns) = lab.strongswan_netns() {
+        println!(
+            "  {:<28} strongSwan spoke: uplink {}, virtual IP from the hub's pool",
+            ns.name(),
+            flex_lab::STRONGSWAN_ADDRESS
+        );
+    }
+    println!(
+        "  {:<28} the WAN: bridge br0 joining the uplinks",
+        lab.wan().name()
+    );
+    println!("  configs and logs in {}\n", lab.lab().temp_dir().display());
+}
+
+fn show(lab: &FlexLab, what: &[&str]) {
+    println!("\n$ gateway show {}    (on the hub)\n", what.join(" "));
+    match lab.show(Which::Hub, what) {
+        Ok(text) => print!("{text}"),
+        Err(e) => println!("(failed: {e:#})"),
+    }
+}
+
+/// Every path of the demo, as summary rows.
+fn traffic(lab: &FlexLab) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let hub_lan = lab.hub_lan();
+    for k in 1..=lab.spoke_count() {
+        let lan = lab.spoke_lan(k);
+        rows.push(ping_row(
+            hub_lan,
+            spoke_lan_host(k),
+            &format!("hub LAN -> spoke {k} LAN"),
+        ));
+        rows.push(ping_row(
+            lan,
+            HUB_LAN_HOST,
+            &format!("spoke {k} LAN -> hub LAN"),
+        ));
+    }
+    if lab.spoke_count() >= 2 {
+        rows.push(ping_row(
+            lab.spoke_lan(1),
+            spoke_lan_host(2),
+            "spoke 1 LAN -> spoke 2 LAN (via the hub)",
+        ));
+        rows.push(ping_row(
+            lab.spoke_lan(2),
+            spoke_lan_host(1),
+            "spoke 2 LAN -> spoke 1 LAN (via the hub)",
+        ));
+    }
+    if let Some(swan) = lab.strongswan_netns() {
+        match lab.strongswan_vip() {
+            Ok(vip) => {
+                rows.push(ping_row(
+                    swan,
+                    HUB_LAN_HOST,
+                    &format!("strongSwan {vip} -> hub LAN"),
+                ));
+                rows.push(ping_row(
+                    swan,
+                    spoke_lan_host(1),
+                    &format!("strongSwan {vip} -> spoke 1 LAN"),
+                ));
+                rows.push(ping_row(
+                    hub_lan,
+                    vip,
+                    &format!("hub LAN -> strongSwan {vip}"),
+                ));
+            }
+            Err(e) => rows.push(Row {
+                path: "strongSwan spoke".to_owned(),
+                ok: false,
+                result: "FAILED".to_owned(),
+                detail: format!("{e:#}"),
+            }),
+        }
+    }
+    if lab.spoke_count() >= 1 {
+        let path = format!("TCP spoke 1 LAN -> hub LAN, {IPERF_SECONDS} s");
+        let row = match flex_lab::iperf3(hub_lan, HUB_LAN_HOST, lab.spoke_lan(1), IPERF_SECONDS) {
+            Ok(bps) => Row {
+                path,
+                ok: bps > 0.0,
+                result: "ok".to_owned(),
+                detail: human_rate(bps),
+            },
+            Err(e) => Row {
+                path,
+                ok: false,
+                result: "FAILED".to_owned(),
+                detail: first_line(&format!("{e:#}")),
+            },
+        };
+        rows.push(row);
+    }
+    if lab.spoke_count() >= 2
+        && let Ok(Some(va)) = lab.spoke_virtual_access(1)
+    {
+        rows.push(Row {
+            path: format!("hairpinned at the hub ({})", va.name),
+            ok: va.hairpinned > 0,
+            result: if va.hairpinned > 0 { "ok" } else { "none" }.to_owned(),
+            detail: format!("{} packets", va.hairpinned),
+        });
+    }
+    rows
+}
+
+fn ping_row(from: &Netns, to: Ipv4Addr, path: &str) -> Row {
+    // Give the path a moment (routes, SAs, ARP), then measure.
+    let _ = wait_ping(from, to, PATH_UP);
+    match flex_lab::ping(from, to, PINGS) {
+        Ok(r) => Row {
+            path: path.to_owned(),
+            ok: r.all_received(),
+            result: format!(
+                "{} {}/{}",
+                if r.all_received() { "ok" } else { "FAILED" },
+                r.received,
+                r.transmitted
+            ),
+            detail: r
+                .rtt
+                .map_or_else(|| "-".to_owned(), |rtt| format!("rtt {:.2} ms", rtt.avg)),
+        },
+        Err(e) => Row {
+            path: path.to_owned(),
+            ok: false,
+            result: "FAILED".to_owned(),
+            detail: first_line(&format!("{e:#}")),
+        },
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    let width = rows.iter().map(|r| r.path.len()).max().unwrap_or(0).max(4);
+    println!("\ndemo: summary\n");
+    println!("  {:<width$}  {:<10}  rtt / rate", "path", "result");
+    println!(
+        "  {}  {}  {}",
+        "-".repeat(width),
+        "-".repeat(10),
+        "-".repeat(16)
+    );
+    for r in rows {
+        println!("  {:<width$}  {:<10}  {}", r.path, r.result, r.detail);
+    }
+    println!();
+}
+
+fn explore(lab: &FlexLab) -> anyhow::Result<()> {
+    let bin = lab.gateway_bin().display().to_string();
+    let hub = lab.hub().name();
+    let hub_socket = lab.socket(Which::Hub)?.display().to_string();
+    println!("demo: running until Ctrl-C. Look around from another shell:\n");
+    println!("  # the hub, as an operator sees it");
+    for what in [
+        "crypto session",
+        "crypto ikev2 sa",
+        "interfaces virtual-access",
+        "ip local pool",
+        "xdp",
+    ] {
+        println!("  ip netns exec {hub} {bin} --socket {hub_socket} show {what}");
+    }
+    println!("  ip netns exec {hub} ip route");
+    for k in 1..=lab.spoke_count() {
+        println!("  # spoke {k}");
+        println!(
+            "  ip netns exec {} {bin} --socket {} show crypto ikev2 sa",
+            lab.spoke(k).name(),
+            lab.socket(Which::Spoke(k))?.display()
+        );
+        println!("  ip netns exec {} ip route", lab.spoke(k).name());
+    }
+    println!("  # traffic");
+    println!(
+        "  ip netns exec {} ping {HUB_LAN_HOST}",
+        lab.spoke_lan(1).name()
+    );
+    if lab.spoke_count() >= 2 {
+        println!(
+            "  ip netns exec {} ping {}",
+            lab.spoke_lan(1).name(),
+            spoke_lan_host(2)
+        );
+    }
+    println!(
+        "  ip netns exec {} tcpdump -ni {}    # the hub's wire, as the WAN sees it",
+        lab.wan().name(),
+        lab.hub_uplink_port().name()
+    );
+    if let Some(charon) = lab.strongswan() {
+        println!("  # the strongSwan spoke");
+        println!(
+            "  ip netns exec {} swanctl --list-sas --uri {}",
+            charon.netns().name(),
+            charon.vici_uri()
+        );
+    }
+    println!("\n  configs and logs: {}\n", lab.lab().temp_dir().display());
+    Ok(())
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
