@@ -299,3 +299,162 @@ fn ts_prefix(start: Ipv4Addr, end: Ipv4Addr) -> Option<Ipv4Prefix> {
     let len = 32 - u8::try_from(size.trailing_zeros()).ok()?;
     Ipv4Prefix::new(start, len)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::{
+        datapath::fake::{Call, RecordingDatapath},
+        ike::{
+            engine::Action,
+            tests::{MemPools, dial, hub, hub_config, spoke},
+        },
+    };
+
+    /// A real ChildUp from the hub engine: spoke 1 in GRE transport mode,
+    /// asking for an address and announcing its LAN.
+    fn child_from_hub() -> ChildSaParams {
+        let mut engine = hub("route_accept = true").with_forced_encapsulation(true);
+        let mut pools = MemPools::default();
+        pools.size = 10;
+        let mut config = spoke("aes256-sha256-x25519", "aes256gcm16", Mode::Transport);
+        config.request_address = true;
+        config.route_set = vec!["192.168.1.0/24".parse().unwrap()];
+        let (result, actions) = dial(&mut engine, &mut pools, config, 5);
+        result.unwrap();
+        actions
+            .into_iter()
+            .find_map(|a| match a {
+                Action::ChildUp(c) => Some(c),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    fn sessions(dp: &Arc<RecordingDatapath>) -> Sessions {
+        let config = hub_config("");
+        Sessions::new(
+            dp.clone(),
+            config.virtual_template.clone(),
+            config.hub.local_address,
+        )
+    }
+
+    #[test]
+    fn a_session_clones_a_virtual_access_installs_its_sas_and_routes_and_undoes_them_in_reverse() {
+        let dp = Arc::new(RecordingDatapath::new());
+        let mut s = sessions(&dp);
+        let child = child_from_hub();
+        let va = s.child_up(&child).unwrap();
+        assert_eq!(va, VaId(1));
+        assert_eq!(
+            dp.take_calls(),
+            vec![
+                Call::CreateVa(VaId(1)),
+                Call::InstallSa {
+                    va: VaId(1),
+                    spi_in: child.spi_in,
+                    spi_out: child.spi_out
+                },
+                Call::AddRoute("10.1.1.100/32 Virtual-Access1".into()),
+                Call::AddRoute("192.168.1.0/24 Virtual-Access1".into()),
+            ]
+        );
+        let spec = &dp.interfaces()[0];
+        assert_eq!(spec.name, "Virtual-Access1");
+        assert_eq!(
+            spec.unnumbered,
+            Ipv4Addr::new(10, 1, 1, 1),
+            "the template's"
+        );
+        assert_eq!(spec.mtu, 1400);
+        assert_eq!(spec.peer_inner, Some(Ipv4Addr::new(10, 1, 1, 100)));
+        assert_eq!(spec.remote_outer.port(), 4500, "ESP in UDP");
+        // The hub is the responder: it receives with the initiator's keys.
+        let sa = dp.sa(child.spi_in).unwrap();
+        assert_eq!(*sa.inbound.encr, *child.keys.encr_i);
+        assert_eq!(*sa.outbound.encr, *child.keys.encr_r);
+
+        s.child_down(child.spi_in);
+        assert_eq!(
+            dp.take_calls(),
+            vec![
+                Call::RemoveRoute("192.168.1.0/24 Virtual-Access1".into()),
+                Call::RemoveRoute("10.1.1.100/32 Virtual-Access1".into()),
+                Call::RemoveSa {
+                    va: VaId(1),
+                    spi_in: child.spi_in
+                },
+                Call::RemoveVa(VaId(1)),
+            ]
+        );
+        assert!(s.is_empty() && dp.routes().is_empty());
+    }
+
+    #[test]
+    fn numbers_are_reused_lowest_first_and_a_session_end_removes_what_is_left() {
+        let dp = Arc::new(RecordingDatapath::new());
+        let mut s = sessions(&dp);
+        let mut children = Vec::new();
+        for n in 0..3u32 {
+            let mut c = child_from_hub();
+            c.tunnel_id = 10 + n;
+            c.spi_in = 0x1000 + n;
+            c.peer_inner = Some(Ipv4Addr::new(10, 1, 1, 100 + u8::try_from(n).unwrap()));
+            c.peer_routes.clear();
+            assert_eq!(s.child_up(&c).unwrap(), VaId(n + 1));
+            children.push(c);
+        }
+        s.session_down(children[0].tunnel_id);
+        assert_eq!(s.interface_of_tunnel(children[0].tunnel_id), None);
+        let mut c = child_from_hub();
+        c.tunnel_id = 99;
+        c.spi_in = 0x2000;
+        c.peer_inner = Some(Ipv4Addr::new(10, 1, 1, 120));
+        c.peer_routes.clear();
+        assert_eq!(
+            s.child_up(&c).unwrap(),
+            VaId(1),
+            "IOS reuses the lowest free number"
+        );
+        s.clear();
+        assert!(dp.interfaces().is_empty());
+    }
+
+    #[test]
+    fn a_refused_sa_leaves_no_interface_behind() {
+        let dp = Arc::new(RecordingDatapath::new());
+        let mut s = sessions(&dp);
+        let child = child_from_hub();
+        s.child_up(&child).unwrap();
+        let mut second = child.clone();
+        second.tunnel_id += 1;
+        // The same inbound SPI twice: the datapath refuses the SA.
+        let err = s.child_up(&second).unwrap_err();
+        assert!(matches!(err, DatapathError::SpiInUse(_)), "{err}");
+        assert_eq!(dp.interfaces().len(), 1);
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn traffic_selectors_give_exact_prefixes_only() {
+        assert_eq!(
+            ts_prefix(Ipv4Addr::new(10, 1, 2, 0), Ipv4Addr::new(10, 1, 2, 255)),
+            Some("10.1.2.0/24".parse().unwrap())
+        );
+        assert_eq!(
+            ts_prefix(Ipv4Addr::new(10, 1, 2, 7), Ipv4Addr::new(10, 1, 2, 7)),
+            Some("10.1.2.7/32".parse().unwrap())
+        );
+        assert_eq!(
+            ts_prefix(Ipv4Addr::new(10, 1, 2, 1), Ipv4Addr::new(10, 1, 2, 3)),
+            None
+        );
+        assert_eq!(
+            ts_prefix(Ipv4Addr::new(10, 1, 2, 9), Ipv4Addr::new(10, 1, 2, 1)),
+            None
+        );
+    }
+}

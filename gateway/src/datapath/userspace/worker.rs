@@ -170,7 +170,10 @@ impl Ctx {
                 match self.processor.from_network(tables, source, packet) {
                     FromNet::Done => {}
                     FromNet::Ike(r) => {
-                        if self.ike.try_send((source, packet[r].to_vec())).is_err() {
+                        // A closed queue means IKE has stopped (shutdown).
+                        if let Err(mpsc::error::TrySendError::Full(_)) =
+                            self.ike.try_send((source, packet[r].to_vec()))
+                        {
                             tracing::warn!(%source, "IKE queue full: message dropped");
                         }
                     }
