@@ -325,6 +325,55 @@ fn a_spoke_that_stops_loses_its_routes_and_gets_them_back_when_it_returns() {
     assert!(lab.hub_has_route(&lan_route).unwrap());
 }
 
+/// The hub goes away (it deletes the sessions as it stops) and comes back:
+/// the own spokes dial again by themselves, with backoff, and get their
+/// tunnels, addresses and routes back.
+#[test]
+fn spokes_dial_again_when_the_hub_comes_back() {
+    let Some(bin) = ready(false) else { return };
+    let mut lab = start(&bin, "dphubback", &LabSpec::new(2, false), 2);
+    let before: Vec<Ipv4Addr> = (1..=2)
+        .map(|k| lab.spoke_pool_address(k).unwrap())
+        .collect();
+    ping_ok(
+        &lab,
+        lab.spoke_lan(1),
+        HUB_LAN_HOST,
+        "before: lan1 -> hub LAN",
+    );
+
+    let hub_log = lab.stop_hub().unwrap();
+    assert!(hub_log.contains("hub shutting down"), "{hub_log}");
+    // The spokes noticed (the hub's DELETE) and are dialling a dead hub.
+    std::thread::sleep(Duration::from_secs(3));
+    lab.start_hub().unwrap();
+    lab.wait_sessions(2, SESSIONS_UP).unwrap();
+    let after: Vec<Ipv4Addr> = (1..=2)
+        .map(|k| lab.spoke_pool_address(k).unwrap())
+        .collect();
+    assert_eq!(
+        before, after,
+        "the pool kept each spoke's lease across the restart"
+    );
+    ping_ok(
+        &lab,
+        lab.spoke_lan(1),
+        HUB_LAN_HOST,
+        "after: lan1 -> hub LAN",
+    );
+    ping_ok(
+        &lab,
+        lab.spoke_lan(2),
+        spoke_lan_host(1),
+        "after: lan2 -> lan1",
+    );
+    let spoke_log = lab.stop_spoke(1).unwrap();
+    assert!(
+        spoke_log.contains("Crypto tunnel is DOWN") && spoke_log.contains("dialling again"),
+        "{spoke_log}"
+    );
+}
+
 /// A packet from spoke 1 whose inner source is neither its pool address
 /// nor its LAN is dropped by the hub and counted as `rx_spoofed` on spoke
 /// 1's virtual-access; the hub's LAN never sees it.
