@@ -458,6 +458,113 @@ fn a_forged_inner_source_is_dropped_and_counted_by_the_hub() {
     );
 }
 
+/// `ip tcp adjust-mss 1360` and `ip mtu 1400` as a host sees them: a TCP
+/// SYN from spoke 1's LAN (MSS 1460 on its Ethernet) reaches the hub's LAN
+/// with MSS 1360, and path MTU discovery through the tunnel works (a
+/// 1400-byte packet with DF passes, a bigger one is answered with
+/// "fragmentation needed, mtu 1400").
+#[test]
+fn syns_are_clamped_and_path_mtu_discovery_works_through_the_tunnel() {
+    let Some(bin) = ready(false) else { return };
+    let lab = start(&bin, "dpmss", &LabSpec::new(1, false), 1);
+    ping_ok(&lab, lab.spoke_lan(1), HUB_LAN_HOST, "lan1 -> hub LAN");
+
+    let pcap = lab.lab().temp_dir().join("hublan-syn.pcap");
+    let capture = Capture::start(
+        lab.hub_lan(),
+        lab.hub_lan_host_link().name(),
+        "tcp[tcpflags] & tcp-syn != 0",
+        &pcap,
+    )
+    .unwrap();
+    tcp_ok(
+        &lab,
+        lab.hub_lan(),
+        HUB_LAN_HOST,
+        lab.spoke_lan(1),
+        "lan1 -> hub LAN",
+    );
+    let syns = read_pcap(&capture.stop().unwrap()).unwrap();
+    let mss: Vec<u16> = syns.iter().filter_map(|p| syn_mss(&p.data)).collect();
+    assert!(
+        !mss.is_empty(),
+        "no SYN with an MSS option seen on the hub LAN"
+    );
+    // The client's SYN arrives clamped; the server's SYN-ACK (1460, from
+    // the hub LAN) is clamped on its way out, which the LAN does not see.
+    assert!(
+        mss.contains(&1360),
+        "MSS values seen on the hub LAN: {mss:?}"
+    );
+    assert!(!mss.iter().any(|m| *m > 1360 && *m != 1460), "{mss:?}");
+
+    // 1372 bytes of ICMP data + 28 of headers = 1400: fits.
+    let fits = lab
+        .spoke_lan(1)
+        .exec_unchecked([
+            "ping",
+            "-c1",
+            "-W2",
+            "-M",
+            "do",
+            "-s",
+            "1372",
+            &HUB_LAN_HOST.to_string(),
+        ])
+        .unwrap();
+    assert!(
+        fits.status.success(),
+        "a 1400-byte packet with DF did not pass: {}",
+        String::from_utf8_lossy(&fits.stdout)
+    );
+    // iputils learns the path MTU from the ICMP error on the first try and
+    // reports it ("mtu = 1400" or "Frag needed and DF set (mtu = 1400)").
+    let too_big = lab
+        .spoke_lan(1)
+        .exec_unchecked([
+            "ping",
+            "-c2",
+            "-W2",
+            "-M",
+            "do",
+            "-s",
+            "1400",
+            &HUB_LAN_HOST.to_string(),
+        ])
+        .unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&too_big.stdout),
+        String::from_utf8_lossy(&too_big.stderr)
+    );
+    assert!(
+        !too_big.status.success(),
+        "1428 bytes with DF passed a 1400-byte tunnel: {out}"
+    );
+    assert!(
+        out.contains("mtu = 1400") || out.contains("mtu=1400"),
+        "{out}"
+    );
+}
+
+/// The MSS option of a TCP SYN in an Ethernet frame, if it has one.
+fn syn_mss(frame: &[u8]) -> Option<u16> {
+    let ip = frame.get(14..)?;
+    let ihl = usize::from(ip.first()? & 0x0f) * 4;
+    let tcp = ip.get(ihl..)?;
+    let data_offset = usize::from(tcp.get(12)? >> 4) * 4;
+    let mut options = tcp.get(20..data_offset)?;
+    while let [kind, rest @ ..] = options {
+        match kind {
+            0 => return None,
+            1 => options = rest,
+            2 => return Some(u16::from_be_bytes([*rest.get(1)?, *rest.get(2)?])),
+            _ => options = options.get(usize::from(*rest.first()?)..)?,
+        }
+    }
+    None
+}
+
 /// The harness against a known-good VPN: strongSwan as hub and as spoke 1
 /// (the reference of `cargo xtask bench-throughput`) carries spoke 1's LAN
 /// to the hub's LAN, pings and TCP both ways, and the capture check finds
