@@ -14,6 +14,7 @@ use crate::{
     datapath::DatapathReport,
     ike::engine::SaReport,
     pool::PoolReport,
+    spoke::TunnelStatus,
     xdp::XdpReport,
 };
 
@@ -84,6 +85,8 @@ pub enum ShowInterfaces {
     /// Per-spoke virtual-access interfaces, their SAs and the datapath's
     /// drop counters.
     VirtualAccess(JsonFlag),
+    /// A spoke's tunnels to its hub: state, negotiated address, routes.
+    Tunnel(JsonFlag),
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,20 +239,8 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(crate::pool::render_pools(&pools))
         }),
         Command::Show {
-            what:
-                Show::Interfaces {
-                    what: ShowInterfaces::VirtualAccess(flag),
-                },
-        } => ask(
-            &socket,
-            &Request::ShowInterfacesVirtualAccess,
-            flag.json,
-            |body| {
-                let report: DatapathReport =
-                    serde_json::from_value(body).context("decoding the interfaces")?;
-                Ok(crate::datapath::render::render_interfaces(&report))
-            },
-        ),
+            what: Show::Interfaces { what },
+        } => show_interfaces(&socket, &what),
         Command::Sa {
             action: SaCommand::AddSpi { spi },
         } => ask(&socket, &Request::SaAdd { spi }, false, |_| {
@@ -260,6 +251,29 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => ask(&socket, &Request::SaRemove { spi }, false, |_| {
             Ok(format!("SPI {spi:#010x} removed\n"))
         }),
+    }
+}
+
+/// `show interfaces virtual-access|tunnel`.
+fn show_interfaces(socket: &std::path::Path, what: &ShowInterfaces) -> anyhow::Result<ExitCode> {
+    match what {
+        ShowInterfaces::VirtualAccess(flag) => ask(
+            socket,
+            &Request::ShowInterfacesVirtualAccess,
+            flag.json,
+            |body| {
+                let report: DatapathReport =
+                    serde_json::from_value(body).context("decoding the interfaces")?;
+                Ok(crate::datapath::render::render_interfaces(&report))
+            },
+        ),
+        ShowInterfaces::Tunnel(flag) => {
+            ask(socket, &Request::ShowInterfacesTunnel, flag.json, |body| {
+                let tunnels: Vec<TunnelStatus> =
+                    serde_json::from_value(body).context("decoding the tunnels")?;
+                Ok(crate::spoke::render_tunnels(&tunnels))
+            })
+        }
     }
 }
 

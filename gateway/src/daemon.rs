@@ -33,7 +33,7 @@ use crate::{
         task::{self as ike_task, IkeShared, IkeSockets},
     },
     pool::Pools,
-    spoke::{SpokeRunner, SpokeTunnel},
+    spoke::{SpokeRunner, SpokeTunnel, TunnelStatus},
     xdp::XdpFilter,
 };
 
@@ -52,6 +52,8 @@ pub struct Daemon {
     /// IKE, when the config has IKEv2 profiles.
     ike: Option<Arc<IkeShared>>,
     datapath: Option<Arc<dyn Datapath>>,
+    /// A spoke's tunnels to its hubs.
+    tunnels: Mutex<Vec<Arc<Mutex<TunnelStatus>>>>,
 }
 
 impl Daemon {
@@ -127,6 +129,21 @@ impl Handler for Daemon {
                     Err("no datapath runs on this gateway (no IKEv2 profiles configured)".into())
                 }
             },
+            Request::ShowInterfacesTunnel => {
+                let tunnels = self
+                    .tunnels
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let list: Vec<TunnelStatus> = tunnels
+                    .iter()
+                    .map(|t| {
+                        t.lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .clone()
+                    })
+                    .collect();
+                Ok(Response::ok(&list))
+            }
             Request::SaAdd { spi } => self.change_sa(spi, "installed in", XdpFilter::add_sa),
             Request::SaRemove { spi } => self.change_sa(spi, "removed from", XdpFilter::remove_sa),
         };
@@ -156,37 +173,21 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         datapath: datapath
             .as_ref()
             .map(|(dp, _)| dp.clone() as Arc<dyn Datapath>),
+        tunnels: Mutex::default(),
     });
     let events_task = tokio::spawn(log_events(events_rx));
     let ike_task = ike
         .as_ref()
         .map(|(shared, sockets)| tokio::spawn(ike_task::run(shared.clone(), sockets.clone())));
     let (stop_spokes, spokes_stopped) = tokio::sync::watch::channel(false);
-    let mut spoke_tasks = Vec::new();
-    if let (Some((shared, sockets)), Some((dp, _)), Role::Spoke) =
-        (&ike, &datapath, config.hub.role)
-    {
-        let policy =
-            Policy::from_config(&config).with_context(|| format!("{}", config_path.display()))?;
-        let tunnels = SpokeTunnel::from_config(&config, &policy)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
-        for tunnel in tunnels {
-            tracing::info!(
-                tunnel = tunnel.tunnel.destination.to_string(),
-                "spoke: dialling the hub for Tunnel{}",
-                tunnel.number
-            );
-            let runner = SpokeRunner {
-                tunnel,
-                datapath: dp.clone(),
-                ike: shared.clone(),
-                sockets: sockets.clone(),
-                status: Arc::default(),
-                shutdown: spokes_stopped.clone(),
-            };
-            spoke_tasks.push(tokio::spawn(runner.run()));
-        }
-    }
+    let spoke_tasks = start_spokes(
+        &config,
+        config_path,
+        &daemon,
+        ike.as_ref(),
+        datapath.as_ref(),
+        &spokes_stopped,
+    )?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let signal_name = tokio::select! {
@@ -232,6 +233,49 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     }
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Spoke mode: one task per `[tunnel.N]`, dialling its hub.
+fn start_spokes(
+    config: &Config,
+    config_path: &Path,
+    daemon: &Daemon,
+    ike: Option<&(Arc<IkeShared>, Arc<IkeSockets>)>,
+    datapath: Option<&RunningDatapath>,
+    spokes_stopped: &tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut spoke_tasks = Vec::new();
+    let (Some((shared, sockets)), Some((dp, _)), Role::Spoke) = (ike, datapath, config.hub.role)
+    else {
+        return Ok(spoke_tasks);
+    };
+    let policy =
+        Policy::from_config(config).with_context(|| format!("{}", config_path.display()))?;
+    let tunnels = SpokeTunnel::from_config(config, &policy)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?;
+    for tunnel in tunnels {
+        tracing::info!(
+            hub = %tunnel.tunnel.destination,
+            "spoke: dialling the hub for Tunnel{}",
+            tunnel.number
+        );
+        let status = Arc::new(Mutex::new(TunnelStatus::default()));
+        daemon
+            .tunnels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(status.clone());
+        let runner = SpokeRunner {
+            tunnel,
+            datapath: dp.clone(),
+            ike: shared.clone(),
+            sockets: sockets.clone(),
+            status,
+            shutdown: spokes_stopped.clone(),
+        };
+        spoke_tasks.push(tokio::spawn(runner.run()));
+    }
+    Ok(spoke_tasks)
 }
 
 /// Binds IKE and loads the pools when the config has IKEv2 profiles.

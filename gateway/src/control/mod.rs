@@ -38,6 +38,8 @@ pub enum Request {
     /// Virtual-access interfaces and their counters (IOS `show interfaces
     /// virtual-access`), with the SA and datapath-wide counters.
     ShowInterfacesVirtualAccess,
+    /// A spoke's static tunnels to its hubs (IOS `show interfaces Tunnel1`).
+    ShowInterfacesTunnel,
     /// Install an inbound SPI in the XDP filter (until IKE does it).
     SaAdd { spi: u32 },
     /// Remove an inbound SPI from the XDP filter.
