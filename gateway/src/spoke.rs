@@ -231,7 +231,8 @@ impl SpokeRunner {
         let ended = match self.bring_up(&established) {
             Ok(routes) => {
                 let ended = self.keep_alive(&mut initiator, &mut rx).await;
-                self.take_down(&routes);
+                let spi_in = established.child.as_ref().map(|c| c.spi_in);
+                self.take_down(&routes, spi_in);
                 ended
             }
             Err(e) => Ended::Lost(format!("the datapath refused the tunnel: {e}")),
@@ -352,6 +353,17 @@ impl SpokeRunner {
             let _ = self.datapath.remove_virtual_access(va);
             return Err(e.to_string());
         }
+        // The uplink filter drops ESP it has no SPI for: ours goes in.
+        if let Some(filter) = self
+            .ike
+            .xdp
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+            && let Err(e) = filter.add_sa(child.spi_in)
+        {
+            tracing::error!(spi = format_args!("{:#010x}", child.spi_in), error = %e, "XDP: could not install the inbound SPI");
+        }
         let mut routes = Vec::new();
         for prefix in &e.routes {
             let route = Route {
@@ -394,8 +406,18 @@ impl SpokeRunner {
         Ok(routes)
     }
 
-    fn take_down(&self, routes: &[Route]) {
+    fn take_down(&self, routes: &[Route], spi_in: Option<u32>) {
         let va = self.tunnel.va();
+        if let (Some(spi), Some(filter)) = (
+            spi_in,
+            self.ike
+                .xdp
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_mut(),
+        ) {
+            let _ = filter.remove_sa(spi);
+        }
         for r in routes.iter().rev() {
             let _ = self.datapath.remove_route(r);
         }

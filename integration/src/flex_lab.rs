@@ -957,9 +957,11 @@ ikev2_profile = "Flex_IKEv2"
 mtu = 1400
 tcp_adjust_mss = 1360
 
-# The lab tests the hub's XDP filter, not a spoke's.
+# The spoke's uplink filter too: it must let the hub's ESP through (spoke
+# mode installs its inbound SPI) and drops anything else.
 [xdp]
-enabled = false
+enabled = true
+mode = "auto"
 "#,
         address = spoke_address(k),
         identity = spoke_identity(k),
