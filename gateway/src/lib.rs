@@ -4,6 +4,7 @@
 //! state machine without I/O and a thin task; `xdp` drives the uplink filter;
 //! `control` is the operator's socket; `daemon` wires them together.
 
+pub mod bgp;
 pub mod cli;
 pub mod config;
 pub mod control;

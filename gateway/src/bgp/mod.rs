@@ -1,0 +1,11 @@
+//! BGP-4 (RFC 4271) for the overlay: iBGP with the spokes as dynamic
+//! neighbors (IOS `bgp listen range`), static neighbors (the inter-hub
+//! session), aggregates and route reflection.
+//!
+//! Layout (DESIGN.md): `wire` (the codec, on netgauze-bgp-pkt, into the
+//! types below), `fsm` (the RFC 4271 section 8 state machine, no I/O),
+//! `rib` (Adj-RIB-In, Loc-RIB with best-path selection, origination and
+//! what each peer is sent), and later the neighbor tasks that own sockets
+//! and timers.
+
+pub mod types;
