@@ -161,6 +161,11 @@ where
     )
 }
 
+/// A path as one `sh` word, single-quoted.
+pub(crate) fn sh_quote(path: &std::path::Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -29,6 +29,7 @@ pub mod capture;
 mod cmd;
 pub mod flex_lab;
 pub mod frame;
+pub mod frr;
 pub mod gateway;
 pub mod ike_lab;
 mod lab;

@@ -59,7 +59,7 @@ pub use config::{
 };
 pub use parse::{ChildSa, IkeSa, parse_list_sas};
 
-use crate::cmd::{self, command_line, tail};
+use crate::cmd::{self, command_line, sh_quote, tail};
 use crate::{Netns, Proc, wait_until};
 
 /// The charon daemon (Debian's path).
@@ -492,10 +492,6 @@ fn swanctl_stderr(output: &Output) -> String {
 }
 
 /// A single-quoted sh word.
-fn sh_quote(path: &Path) -> String {
-    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
