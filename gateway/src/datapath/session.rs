@@ -23,8 +23,11 @@ const DEFAULT_MTU: u16 = 1400;
 struct Session {
     va: VaId,
     tunnel_id: u32,
+    ike_spi: u64,
     spi_in: u32,
     routes: Vec<Route>,
+    /// Inbound ESP packets counted when last looked at.
+    rx_seen: u64,
 }
 
 /// One per gateway; driven by the IKE task.
@@ -218,8 +221,10 @@ impl Sessions {
             Session {
                 va: id,
                 tunnel_id: child.tunnel_id,
+                ike_spi: child.ike_spi,
                 spi_in: child.spi_in,
                 routes,
+                rx_seen: 0,
             },
         );
         Ok(id)
@@ -273,6 +278,23 @@ impl Sessions {
         for id in ids.into_iter().rev() {
             self.remove(id);
         }
+    }
+
+    /// IKE SAs whose peers sent ESP since the last call: alive, so dead
+    /// peer detection need not ask them.
+    pub fn peers_heard(&mut self) -> Vec<u64> {
+        let report = self.datapath.report();
+        let mut heard = Vec::new();
+        for sa in report.sas {
+            if let Some(s) = self.by_va.get_mut(&sa.va)
+                && s.spi_in == sa.spi_in
+                && sa.rx_packets > s.rx_seen
+            {
+                s.rx_seen = sa.rx_packets;
+                heard.push(s.ike_spi);
+            }
+        }
+        heard
     }
 
     pub fn interface_of_tunnel(&self, tunnel_id: u32) -> Option<VaId> {

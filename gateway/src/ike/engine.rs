@@ -164,6 +164,13 @@ struct IkeSa {
     nat: bool,
     next_request_id: u32,
     last_response: Option<(u32, Vec<u8>)>,
+    /// When the peer last proved it is alive: a valid IKE message, or ESP
+    /// the datapath saw on one of its CHILD_SAs (`note_alive`).
+    last_heard: Instant,
+    /// Dead peer detection (RFC 7296 section 2.4): (interval, retry).
+    dpd: Option<(Duration, Duration)>,
+    /// Our outstanding liveness check: message id, packet, tries, next try.
+    probe: Option<(u32, Vec<u8>, u32, Instant)>,
     created: Instant,
     established: Option<Instant>,
     identity: Option<Identity>,
@@ -178,6 +185,9 @@ struct IkeSa {
 /// Most fragments one message may come in (RFC 7383 leaves the limit to
 /// the receiver; 64 x 1280 bytes is far above any IKE_AUTH with certificates).
 const MAX_FRAGMENTS: u16 = 64;
+
+/// Liveness checks sent before a silent peer is declared dead.
+const DPD_TRIES: u32 = 5;
 
 /// Decrypted fragments of the request being reassembled (RFC 7383 section 2.6).
 #[derive(Default)]
@@ -340,8 +350,8 @@ impl Engine {
         let message = Message::parse(datagram).map_err(|_| Dropped::Malformed)?;
         let header = &message.header;
         if header.flags.response {
-            // We only answer; responses would be to requests we never sent.
-            return Err(Dropped::NotARequest);
+            // The only requests the hub sends are liveness checks.
+            return self.probe_answered(now, datagram, &message);
         }
         match header.exchange {
             ExchangeType::IkeSaInit => Ok(self.sa_init(now, local, remote, datagram, &message)),
@@ -350,7 +360,7 @@ impl Engine {
     }
 
     /// Expires half-open SAs.
-    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+    pub fn tick(&mut self, now: Instant, pools: &mut dyn AddressPools) -> Vec<Action> {
         let expired: Vec<u64> = self
             .sas
             .iter()
@@ -365,7 +375,101 @@ impl Engine {
                 tracing::debug!(peer = %sa.remote, "half-open IKE SA expired without IKE_AUTH");
             }
         }
-        Vec::new()
+        self.dead_peer_detection(now, pools)
+    }
+
+    /// RFC 7296 section 2.4: a peer silent for the profile's DPD interval
+    /// (no IKE message, no ESP) gets an empty INFORMATIONAL request, resent
+    /// every retry interval; after `DPD_TRIES` unanswered the SA is
+    /// deleted, as IOS does with `dpd INTERVAL RETRY`.
+    fn dead_peer_detection(&mut self, now: Instant, pools: &mut dyn AddressPools) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let mut dead = Vec::new();
+        for (spi, sa) in &mut self.sas {
+            let Some((interval, retry)) = sa.dpd.filter(|_| sa.state == SaState::Ready) else {
+                continue;
+            };
+            match &mut sa.probe {
+                None if now.duration_since(sa.last_heard) >= interval => {
+                    let id = sa.next_request_id;
+                    sa.next_request_id += 1;
+                    let packet = seal(
+                        &mut *self.rng,
+                        sa,
+                        ExchangeType::Informational,
+                        id,
+                        false,
+                        &[],
+                    );
+                    actions.push(Action::Send {
+                        local: sa.local,
+                        remote: sa.remote,
+                        packet: packet.clone(),
+                    });
+                    sa.probe = Some((id, packet, 1, now + retry));
+                }
+                Some((_, packet, tries, next)) if now >= *next => {
+                    if *tries >= DPD_TRIES {
+                        dead.push(*spi);
+                        continue;
+                    }
+                    *tries += 1;
+                    *next = now + retry;
+                    actions.push(Action::Send {
+                        local: sa.local,
+                        remote: sa.remote,
+                        packet: packet.clone(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        for spi in dead {
+            if let Some(sa) = self.sas.remove(&spi) {
+                tracing::info!(peer = %sa.remote, tries = DPD_TRIES, "DPD: the peer did not answer; deleting its SA");
+                actions.extend(self.teardown(&sa, "DPD: peer not responding", pools));
+            }
+        }
+        actions
+    }
+
+    /// The peer answered our liveness check.
+    fn probe_answered(
+        &mut self,
+        now: Instant,
+        datagram: &[u8],
+        message: &Message,
+    ) -> Result<Vec<Action>, Dropped> {
+        let header = &message.header;
+        let sa = self
+            .sas
+            .get_mut(&header.spi_r)
+            .filter(|sa| sa.spi_i == header.spi_i)
+            .ok_or(Dropped::UnknownSpi)?;
+        if header.exchange != ExchangeType::Informational
+            || sa
+                .probe
+                .as_ref()
+                .is_none_or(|(id, ..)| *id != header.message_id)
+        {
+            return Err(Dropped::NotARequest);
+        }
+        let Some(Payload::Encrypted(sk)) = message.payloads.last() else {
+            return Err(Dropped::Malformed);
+        };
+        let aad = &datagram[..datagram.len() - sk.body.len()];
+        sa.rx.open(aad, &sk.body).map_err(|_| Dropped::Integrity)?;
+        sa.probe = None;
+        sa.last_heard = now;
+        Ok(Vec::new())
+    }
+
+    /// The datapath saw ESP from the peer of IKE SA `spi_r`: it is alive,
+    /// no liveness check is needed (IOS `on-demand`, strongSwan `dpd_delay`).
+    pub fn note_alive(&mut self, spi_r: u64, now: Instant) {
+        if let Some(sa) = self.sas.get_mut(&spi_r) {
+            sa.last_heard = now;
+        }
     }
 
     /// Rows for `show crypto ikev2 sa`.
@@ -679,6 +783,9 @@ impl Engine {
                 nat,
                 next_request_id: 0,
                 last_response: None,
+                last_heard: now,
+                dpd: None,
+                probe: None,
                 created: now,
                 established: None,
                 identity: None,
@@ -743,6 +850,7 @@ impl Engine {
         };
         let inner =
             wire::parse_payloads(first_inner, &plaintext).map_err(|_| Dropped::Malformed)?;
+        sa.last_heard = now;
         // The peer may float to 4500 (RFC 7296 section 2.23).
         sa.local = local;
         sa.remote = remote;
@@ -1114,6 +1222,12 @@ impl Engine {
         sa.established = Some(now);
         sa.identity = Some(identity.clone());
         sa.profile = Some(profile.name.clone());
+        sa.dpd = profile.dpd.map(|(interval, retry)| {
+            (
+                Duration::from_secs(u64::from(interval)),
+                Duration::from_secs(u64::from(retry)),
+            )
+        });
         sa.auth_remote = Some(profile.auth_remote);
         sa.auth_local = Some(profile.auth_local);
         sa.lease.clone_from(&lease);

@@ -37,6 +37,8 @@ pub struct ProfilePolicy {
     /// IOS `route accept any`: the INTERNAL_IP4_SUBNETs of the peer's
     /// CFG_REQUEST become routes via its virtual-access.
     pub route_accept: bool,
+    /// IOS `dpd INTERVAL RETRY MODE`: (interval, retry) in seconds.
+    pub dpd: Option<(u16, u16)>,
 }
 
 #[derive(Clone, Debug)]
@@ -157,6 +159,7 @@ impl Policy {
                 esp_proposals: esp,
                 route_set: profile.route_set.clone(),
                 route_accept: profile.route_accept,
+                dpd: profile.dpd.as_ref().map(|d| (d.interval, d.retry)),
             });
         }
         Ok(Policy {

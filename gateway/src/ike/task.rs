@@ -224,7 +224,20 @@ pub async fn run(shared: Arc<IkeShared>, sockets: Arc<IkeSockets>) {
                 (NATT_PORT, peer, datagram)
             }
             _ = tick.tick() => {
-                let actions = lock(&shared.engine).tick(Instant::now());
+                let now = Instant::now();
+                let heard = shared
+                    .sessions
+                    .as_ref()
+                    .map(|s| lock(s).peers_heard())
+                    .unwrap_or_default();
+                let actions = {
+                    let mut engine = lock(&shared.engine);
+                    for spi in heard {
+                        engine.note_alive(spi, now);
+                    }
+                    let mut pools = lock(&shared.pools);
+                    engine.tick(now, &mut PoolsRef(&mut pools))
+                };
                 apply(&shared, &sockets, actions).await;
                 continue;
             }

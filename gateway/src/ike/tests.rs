@@ -754,9 +754,9 @@ fn half_open_sas_expire() {
         .handle(t0, HUB, SPOKE, &initiator.start().unwrap(), &mut pools)
         .unwrap();
     assert_eq!(engine.report(t0).len(), 1);
-    engine.tick(t0 + Duration::from_secs(10));
+    engine.tick(t0 + Duration::from_secs(10), &mut pools);
     assert_eq!(engine.report(t0).len(), 1);
-    engine.tick(t0 + Duration::from_secs(31));
+    engine.tick(t0 + Duration::from_secs(31), &mut pools);
     assert!(engine.report(t0).is_empty());
 }
 
@@ -1107,4 +1107,93 @@ fn an_ending_ike_sa_takes_its_children_down_before_the_session() {
         "the DELETE first"
     );
     assert_eq!(children_then_session(&actions), 1);
+}
+
+/// A hub with `dpd = 10 s, retry 2 s` and one established spoke.
+fn dpd_setup() -> (Engine, MemPools, Initiator, Instant) {
+    let mut engine = hub("dpd = { interval = 10, retry = 2 }");
+    let mut pools = MemPools {
+        size: 10,
+        ..MemPools::default()
+    };
+    let (result, _, initiator) = dial_through(
+        &mut engine,
+        &mut pools,
+        spoke("aes256-sha256-x25519", "aes256gcm16", Mode::Tunnel),
+        41,
+        |a| a,
+    );
+    result.unwrap();
+    (engine, pools, initiator, Instant::now())
+}
+
+#[test]
+fn dead_peer_detection_asks_a_silent_peer_and_an_answer_keeps_it() {
+    let (mut engine, mut pools, mut initiator, t0) = dpd_setup();
+    assert!(sends(&engine.tick(t0 + Duration::from_secs(5), &mut pools)).is_empty());
+    let probe = sends(&engine.tick(t0 + Duration::from_secs(11), &mut pools));
+    assert_eq!(probe.len(), 1, "one liveness check after the interval");
+    // The spoke answers (an empty INFORMATIONAL response).
+    let (answer, payloads) = initiator.respond(&probe[0]).unwrap();
+    assert!(
+        payloads.is_empty(),
+        "a liveness check is empty: {payloads:?}"
+    );
+    let t1 = t0 + Duration::from_secs(12);
+    assert!(
+        engine
+            .handle(t1, HUB, SPOKE, &answer, &mut pools)
+            .unwrap()
+            .is_empty()
+    );
+    // Answered: no retry, the session stays, the next check one interval on.
+    assert!(sends(&engine.tick(t1 + Duration::from_secs(5), &mut pools)).is_empty());
+    assert_eq!(engine.report(t1)[0].status, "READY");
+    assert_eq!(
+        sends(&engine.tick(t1 + Duration::from_secs(10), &mut pools)).len(),
+        1
+    );
+    // A forged answer is refused.
+    let mut forged = answer.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    assert!(engine.handle(t1, HUB, SPOKE, &forged, &mut pools).is_err());
+}
+
+#[test]
+fn dead_peer_detection_deletes_a_peer_that_never_answers() {
+    let (mut engine, mut pools, _initiator, t0) = dpd_setup();
+    let mut sent = 0;
+    let mut down = Vec::new();
+    for s in 10..=30 {
+        let actions = engine.tick(t0 + Duration::from_secs(s), &mut pools);
+        sent += sends(&actions).len();
+        down.extend(
+            actions
+                .into_iter()
+                .filter(|a| matches!(a, Action::ChildDown { .. } | Action::SessionDown { .. })),
+        );
+    }
+    assert_eq!(sent, 5, "the check and four retries");
+    assert!(
+        matches!(down.last(), Some(Action::SessionDown { reason, .. }) if reason.contains("DPD")),
+        "{down:?}"
+    );
+    assert!(
+        matches!(down[0], Action::ChildDown { .. }),
+        "children first"
+    );
+    assert!(engine.report(t0).is_empty());
+    assert_eq!(pools.released.len(), 1, "the lease goes back to the pool");
+}
+
+#[test]
+fn traffic_from_the_peer_makes_the_check_unnecessary() {
+    let (mut engine, mut pools, _initiator, t0) = dpd_setup();
+    let spi_r = u64::from_str_radix(&engine.report(t0)[0].spi_r, 16).unwrap();
+    for s in (5..=40).step_by(5) {
+        let now = t0 + Duration::from_secs(s);
+        engine.note_alive(spi_r, now);
+        assert!(sends(&engine.tick(now, &mut pools)).is_empty(), "at {s} s");
+    }
 }
