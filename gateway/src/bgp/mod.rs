@@ -8,5 +8,6 @@
 //! what each peer is sent), and later the neighbor tasks that own sockets
 //! and timers.
 
+pub mod fsm;
 pub mod types;
 pub mod wire;
