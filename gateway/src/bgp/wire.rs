@@ -30,7 +30,8 @@
 //! says which NOTIFICATION to send (`WireError::notification`).
 //!
 //! Canonical encoding, which captured FRR messages re-encode to byte for
-//! byte: all capabilities in one Capabilities optional parameter; path
+//! byte: all capabilities in one Capabilities optional parameter (RFC
+//! 9072's extended format only when they need more than 253 bytes); path
 //! attributes in ascending type-code order, the ones this speaker
 //! interprets first and `PathAttributes::other` after them in their order,
 //! each with a one-byte length unless its value needs two (or a raw
@@ -516,10 +517,7 @@ pub fn decode(buf: &[u8]) -> Result<Message, WireError> {
 pub fn encoded_len(msg: &Message) -> usize {
     HEADER_LEN
         + match msg {
-            Message::Open(open) => {
-                let caps = capabilities_len(&open.capabilities);
-                10 + if caps == 0 { 0 } else { 2 + caps }
-            }
+            Message::Open(open) => 10 + optional_parameters_len(&open.capabilities),
             Message::Update(update) => update_body_len(update),
             Message::Notification(n) => 2 + n.data.len(),
             Message::Keepalive => 0,
@@ -735,6 +733,17 @@ fn capabilities_len(capabilities: &[Capability]) -> usize {
         .sum()
 }
 
+/// The Optional Parameters Length octet excluded: one Capabilities
+/// parameter, in the RFC 9072 extended format when it needs two-byte
+/// lengths.
+fn optional_parameters_len(capabilities: &[Capability]) -> usize {
+    match capabilities_len(capabilities) {
+        0 => 0,
+        caps if caps + 2 <= 255 => 2 + caps,
+        caps => 6 + caps,
+    }
+}
+
 fn emit_open(open: &Open, out: &mut Vec<u8>) -> Result<(), WireError> {
     out.push(BGP_VERSION);
     out.extend_from_slice(&open.my_as.to_be_bytes());
@@ -743,14 +752,18 @@ fn emit_open(open: &Open, out: &mut Vec<u8>) -> Result<(), WireError> {
     let caps = capabilities_len(&open.capabilities);
     if caps == 0 {
         out.push(0);
-        return Ok(());
+    } else if caps + 2 <= 255 {
+        // One Capabilities parameter.
+        put8(out, caps + 2, "OPEN Optional Parameters Length")?;
+        out.push(PARAM_CAPABILITIES);
+        put8(out, caps, "OPEN Capabilities parameter length")?;
+    } else {
+        // RFC 9072, only when the capabilities need it.
+        out.extend_from_slice(&[255, 255]);
+        put16(out, caps + 3, "OPEN Extended Optional Parameters Length")?;
+        out.push(PARAM_CAPABILITIES);
+        put16(out, caps, "OPEN Capabilities parameter length")?;
     }
-    // One Capabilities parameter: its length is one octet, and so is the
-    // Optional Parameters Length (the extended format is never needed for
-    // the handful of capabilities this speaker sends).
-    put8(out, caps + 2, "OPEN Optional Parameters Length")?;
-    out.push(PARAM_CAPABILITIES);
-    put8(out, caps, "OPEN Capabilities parameter length")?;
     for capability in &open.capabilities {
         match capability {
             Capability::Multiprotocol { afi, safi } => {

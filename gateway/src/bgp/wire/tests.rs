@@ -453,6 +453,23 @@ fn extended_optional_parameters_are_read() {
 }
 
 #[test]
+fn many_capabilities_use_the_extended_format() {
+    let msg = Message::Open(Open {
+        my_as: 65001,
+        hold_time: 180,
+        router_id: ip("10.0.0.1"),
+        capabilities: (0..3)
+            .map(|i| Capability::Other {
+                code: 200 + i,
+                value: vec![i; 100],
+            })
+            .collect(),
+    });
+    let bytes = round_trip(&msg);
+    assert_eq!(&bytes[28..34], &[255, 255, 1, 53, 2, 1]);
+}
+
+#[test]
 fn trailing_prefix_bits_are_ignored() {
     // 10.1.2.255/23: the bits past /23 are padding.
     let bytes = message(
