@@ -2,11 +2,13 @@
 //! neighbors (IOS `bgp listen range`), static neighbors (the inter-hub
 //! session), aggregates and route reflection.
 //!
-//! Layout (DESIGN.md): `wire` (the codec, on netgauze-bgp-pkt, into the
-//! types below), `fsm` (the RFC 4271 section 8 state machine, no I/O),
+//! Layout (DESIGN.md): `wire` (the codec, written by hand, into the types
+//! below), `fsm` (the RFC 4271 section 8 state machine, no I/O),
 //! `rib` (Adj-RIB-In, Loc-RIB with best-path selection, origination and
 //! what each peer is sent), and later the neighbor tasks that own sockets
 //! and timers.
 
+pub mod fsm;
 pub mod neighbors;
 pub mod types;
+pub mod wire;
