@@ -8,4 +8,5 @@
 //! what each peer is sent), and later the neighbor tasks that own sockets
 //! and timers.
 
+pub mod rib;
 pub mod types;
