@@ -7,6 +7,7 @@
 //! the FIB as told equals `installed_routes`.
 
 mod best_path;
+mod seed;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
