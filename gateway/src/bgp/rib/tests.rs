@@ -7,6 +7,8 @@
 //! the FIB as told equals `installed_routes`.
 
 mod best_path;
+mod inbound;
+mod outbound;
 mod seed;
 
 use std::collections::{BTreeMap, HashMap};
