@@ -9,6 +9,7 @@
 mod best_path;
 mod inbound;
 mod outbound;
+mod scale;
 mod seed;
 
 use std::collections::{BTreeMap, HashMap};
