@@ -10,5 +10,6 @@
 
 pub mod fsm;
 pub mod neighbors;
+pub mod rib;
 pub mod types;
 pub mod wire;
