@@ -1,6 +1,6 @@
 //! The routing information bases (RFC 4271 section 3.2): per peer the
 //! routes it sent (Adj-RIB-In), the chosen routes (Loc-RIB, best-path
-//! selection in [`best`]), the routes this router originates (`network`,
+//! selection in `rib/best.rs`), the routes this router originates (`network`,
 //! `aggregate-address`, `redistribute`), and what each peer is sent
 //! (Adj-RIB-Out) as UPDATEs to encode once and send to many peers.
 //!
@@ -66,7 +66,7 @@
 //!   the summary to Null0), so traffic to a part of the aggregate no spoke
 //!   has is dropped, not sent back out.
 //!
-//! # What peers are sent ([`policy`])
+//! # What peers are sent (`rib/policy.rs`)
 //!
 //! iBGP split horizon with route reflection (RFC 4456: from a client to
 //! clients and non-clients, from a non-client to clients only; reflected
@@ -82,7 +82,7 @@
 //!
 //! Let n be the prefixes in the Loc-RIB, k the paths of one prefix, A the
 //! configured aggregates, G the update groups (distinct outbound policies,
-//! [`policy::GroupKey`]: in the seed config 2, the spokes and the inter-hub
+//! [`GroupKey`]: in the seed config 2, the spokes and the inter-hub
 //! neighbor), m the members of a group, P the peers.
 //!
 //! - Loc-RIB: a `BTreeMap<Ipv4Prefix, Dest>`, each `Dest` holding the paths
@@ -109,7 +109,7 @@
 //!   the same round (their UPDATEs are shared too). A peer going down:
 //!   O(r x (log n + k + A)) for its r routes.
 //! - `take_changes` groups the prefixes of a group by identical attributes
-//!   and packs them into UPDATEs that fit the 4096-byte limit ([`pack`]);
+//!   and packs them into UPDATEs that fit the 4096-byte limit (`rib/pack.rs`);
 //!   each [`Outbound`] is one `Arc<Update>` for many peers. N clients each
 //!   reflecting one prefix to the others is N UPDATEs encoded once each,
 //!   not N x N.

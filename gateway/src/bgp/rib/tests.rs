@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used, dead_code)]
+#![allow(clippy::unwrap_used)]
 
 //! The harness: every test drives a [`Rib`], replays what `take_changes`
 //! returns into per-peer tables ([`Wire`], what each peer would hold), and
@@ -11,6 +11,7 @@ mod inbound;
 mod outbound;
 mod scale;
 mod seed;
+mod show;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
