@@ -23,7 +23,7 @@ use super::tables::{InboundSpec, Tables, Va, bump};
 use crate::{
     datapath::{
         DatapathEvent, GlobalCounters, HAIRPIN_HEAD_LEN, Hairpin, VaId,
-        wire::{gre, icmp, tcp_mss},
+        wire::{Ipv4Packet, gre, icmp, tcp_mss},
     },
     esp::{
         replay::ReplayError,
@@ -43,7 +43,6 @@ const NEXT_HEADER_IPV4: u8 = 4;
 const NEXT_HEADER_GRE: u8 = 47;
 /// RFC 4303 section 2.6: a dummy packet, to be dropped silently.
 const NEXT_HEADER_NONE: u8 = 59;
-const IPV4_MIN_HEADER: usize = 20;
 /// The same spoke pair is reported at most this often per worker; NHRP
 /// rate-limits redirects itself, this only keeps the channel quiet.
 const HAIRPIN_REPORT_INTERVAL: Duration = Duration::from_millis(500);
@@ -123,43 +122,31 @@ pub struct Processor {
     hairpin_seen: Box<[(u32, u32, Option<Instant>); HAIRPIN_SLOTS]>,
 }
 
+// The accessors below run on packets that passed `ipv4_len` (the wire
+// view's length checks); they only read the fixed header.
 fn ipv4_src(p: &[u8]) -> Ipv4Addr {
-    Ipv4Addr::new(p[12], p[13], p[14], p[15])
+    Ipv4Packet::new_unchecked(p).src()
 }
 
 fn ipv4_dst(p: &[u8]) -> Ipv4Addr {
-    Ipv4Addr::new(p[16], p[17], p[18], p[19])
+    Ipv4Packet::new_unchecked(p).dst()
 }
 
 fn dont_fragment(p: &[u8]) -> bool {
-    p[6] & 0x40 != 0
+    Ipv4Packet::new_unchecked(p).dont_frag()
 }
 
 /// The IPv4 packet's own length, if the buffer holds a plausible one.
 fn ipv4_len(p: &[u8]) -> Option<usize> {
-    if p.len() < IPV4_MIN_HEADER || p[0] >> 4 != 4 || usize::from(p[0] & 0x0f) * 4 < 20 {
-        return None;
-    }
-    let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
-    (total >= usize::from(p[0] & 0x0f) * 4 && total <= p.len()).then_some(total)
+    Ipv4Packet::new_checked(p)
+        .ok()
+        .map(|v| usize::from(v.total_len()))
 }
 
-/// Decrements the TTL with an incremental checksum update (RFC 1624
-/// eqn. 3); false when the packet must not be forwarded (RFC 1812 5.3.1).
+/// Decrements the TTL (incremental checksum, RFC 1624); false when the
+/// packet must not be forwarded (RFC 1812 section 5.3.1).
 fn decrement_ttl(p: &mut [u8]) -> bool {
-    if p[8] <= 1 {
-        return false;
-    }
-    let old = u16::from_be_bytes([p[8], p[9]]);
-    p[8] -= 1;
-    let new = u16::from_be_bytes([p[8], p[9]]);
-    let sum = u16::from_be_bytes([p[10], p[11]]);
-    let mut acc = u32::from(!sum) + u32::from(!old) + u32::from(new);
-    acc = (acc & 0xffff) + (acc >> 16);
-    acc = (acc & 0xffff) + (acc >> 16);
-    let csum = !u16::try_from(acc).unwrap_or(u16::MAX);
-    p[10..12].copy_from_slice(&csum.to_be_bytes());
-    true
+    Ipv4Packet::new_unchecked(p).decrement_ttl().is_ok()
 }
 
 impl Processor {
