@@ -1,5 +1,7 @@
 //! A small, blocking rtnetlink client: links up/down and MTU, IPv4
-//! addresses, IPv4 routes in the main table.
+//! addresses, IPv4 routes in the main table (per link for the tunnels, and
+//! the whole table for a routing daemon: dump, gateway and blackhole
+//! routes, removal of our own only).
 //!
 //! One request at a time, each acknowledged by the kernel (or answered with
 //! NLMSG_DONE for dumps) before the call returns; sequence numbers are
@@ -43,11 +45,32 @@ use netlink_packet_route::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
+use crate::config::Ipv4Prefix;
+
 /// The route protocol (`rtm_protocol`) of the routes this gateway installs:
 /// 66 (0x42), unused by the kernel and by the routing daemons listed in
 /// iproute2's `rt_protos`. `ip route show proto 66` lists them; an operator
 /// may name it in `/etc/iproute2/rt_protos.d/`.
 pub const RTPROT_GATEWAY: u8 = 0x42;
+
+/// `RTPROT_KERNEL`: routes the kernel adds itself, e.g. the connected
+/// route of an address.
+pub const RTPROT_KERNEL: u8 = 2;
+
+/// `RTPROT_BOOT`: what `ip route add` gives a route when no `proto` is
+/// named, i.e. the operator's static routes.
+pub const RTPROT_BOOT: u8 = 3;
+
+/// `RTPROT_STATIC`: static routes that say so (`ip route add ... proto
+/// static`, networkd and other managers).
+pub const RTPROT_STATIC: u8 = 4;
+
+/// `RT_SCOPE_UNIVERSE`: a route via a gateway, or one that does not
+/// forward at all (blackhole, unreachable, prohibit).
+pub const RT_SCOPE_UNIVERSE: u8 = 0;
+
+/// `RT_SCOPE_LINK`: a destination directly on the link.
+pub const RT_SCOPE_LINK: u8 = 253;
 
 /// The main routing table.
 const RT_TABLE_MAIN: u8 = RouteHeader::RT_TABLE_MAIN;
@@ -78,6 +101,91 @@ pub struct RouteEntry {
     pub protocol: u8,
     /// `rtm_scope`: 253 (link) or 0 (universe).
     pub scope: u8,
+}
+
+/// An IPv4 route of the main table, as [`Netlink::dump_routes`] reports
+/// it: what a routing daemon needs to redistribute the kernel's routes and
+/// to tell its own ([`RTPROT_GATEWAY`]) from the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelRoute {
+    /// The destination (`0.0.0.0/0` for a default route).
+    pub prefix: Ipv4Prefix,
+    /// `rtm_protocol`: who installed it ([`RTPROT_KERNEL`],
+    /// [`RTPROT_BOOT`], [`RTPROT_STATIC`], [`RTPROT_GATEWAY`], a routing
+    /// daemon's, ...).
+    pub protocol: u8,
+    /// `rtm_scope`: [`RT_SCOPE_LINK`], [`RT_SCOPE_UNIVERSE`], ...
+    pub scope: u8,
+    /// `rtm_type`.
+    pub kind: KernelRouteKind,
+    /// The output interface, if the route has exactly one (none for
+    /// blackhole-like and multipath routes).
+    pub oif: Option<u32>,
+    /// The next hop, if the route has exactly one (none for on-link and
+    /// multipath routes).
+    pub gateway: Option<Ipv4Addr>,
+}
+
+impl KernelRoute {
+    /// A connected route: the one the kernel adds for an address on an
+    /// interface (protocol kernel, scope link).
+    pub fn is_connected(&self) -> bool {
+        self.protocol == RTPROT_KERNEL && self.scope == RT_SCOPE_LINK
+    }
+
+    /// A static route: installed by the operator or a network manager
+    /// (protocol boot or static), whatever its type.
+    pub fn is_static(&self) -> bool {
+        self.protocol == RTPROT_BOOT || self.protocol == RTPROT_STATIC
+    }
+
+    /// One of this gateway's own routes (protocol [`RTPROT_GATEWAY`]).
+    pub fn is_own(&self) -> bool {
+        self.protocol == RTPROT_GATEWAY
+    }
+}
+
+/// The type of a [`KernelRoute`] (`rtm_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelRouteKind {
+    /// Forwarded, via a gateway or on-link.
+    Unicast,
+    /// Dropped silently.
+    Blackhole,
+    /// Dropped with ICMP host unreachable.
+    Unreachable,
+    /// Dropped with ICMP administratively prohibited.
+    Prohibit,
+    /// Delivered locally.
+    Local,
+    /// Delivered locally as a broadcast.
+    Broadcast,
+    /// Any other `rtm_type` (anycast, multicast, throw, ...), as its number.
+    Other(u8),
+}
+
+impl From<RouteType> for KernelRouteKind {
+    fn from(kind: RouteType) -> Self {
+        match kind {
+            RouteType::Unicast => KernelRouteKind::Unicast,
+            RouteType::BlackHole => KernelRouteKind::Blackhole,
+            RouteType::Unreachable => KernelRouteKind::Unreachable,
+            RouteType::Prohibit => KernelRouteKind::Prohibit,
+            RouteType::Local => KernelRouteKind::Local,
+            RouteType::Broadcast => KernelRouteKind::Broadcast,
+            other => KernelRouteKind::Other(other.into()),
+        }
+    }
+}
+
+/// What [`Netlink::modify_route`] installs.
+struct RouteSpec {
+    dst: Ipv4Addr,
+    prefix_len: u8,
+    kind: RouteType,
+    oif: Option<u32>,
+    gateway: Option<Ipv4Addr>,
+    src: Option<Ipv4Addr>,
 }
 
 /// A blocking NETLINK_ROUTE socket in the network namespace of the thread
@@ -291,7 +399,15 @@ impl Netlink {
         gateway: Option<Ipv4Addr>,
         src: Option<Ipv4Addr>,
     ) -> io::Result<()> {
-        self.modify_route(dst, prefix_len, ifindex, gateway, src, false)
+        let spec = RouteSpec {
+            dst,
+            prefix_len,
+            kind: RouteType::Unicast,
+            oif: Some(ifindex),
+            gateway,
+            src,
+        };
+        self.modify_route(&spec, false)
     }
 
     /// Like [`add_route`](Self::add_route), but replaces a route to the
@@ -305,26 +421,85 @@ impl Netlink {
         gateway: Option<Ipv4Addr>,
         src: Option<Ipv4Addr>,
     ) -> io::Result<()> {
-        self.modify_route(dst, prefix_len, ifindex, gateway, src, true)
+        let spec = RouteSpec {
+            dst,
+            prefix_len,
+            kind: RouteType::Unicast,
+            oif: Some(ifindex),
+            gateway,
+            src,
+        };
+        self.modify_route(&spec, true)
     }
 
-    fn modify_route(
+    /// Installs or replaces the main-table route to `dst/prefix_len` via
+    /// `gateway`, protocol [`RTPROT_GATEWAY`], with no output interface:
+    /// the kernel picks it from the route to `gateway`, which must be
+    /// on-link (`ip route replace P via G`), as for a BGP next hop. The
+    /// kernel refuses a gateway it cannot reach directly (ENETUNREACH).
+    ///
+    /// Like `ip route replace`, this replaces a route to the same prefix
+    /// (same TOS and priority) whoever installed it: callers that must
+    /// leave other routes alone check [`dump_routes`](Self::dump_routes)
+    /// first.
+    pub fn replace_gateway_route(
         &mut self,
         dst: Ipv4Addr,
         prefix_len: u8,
-        ifindex: u32,
-        gateway: Option<Ipv4Addr>,
-        src: Option<Ipv4Addr>,
-        replace: bool,
+        gateway: Ipv4Addr,
     ) -> io::Result<()> {
+        let spec = RouteSpec {
+            dst,
+            prefix_len,
+            kind: RouteType::Unicast,
+            oif: None,
+            gateway: Some(gateway),
+            src: None,
+        };
+        self.modify_route(&spec, true)
+    }
+
+    /// Installs or replaces a main-table blackhole route to
+    /// `dst/prefix_len`, protocol [`RTPROT_GATEWAY`] (`ip route replace
+    /// blackhole P`): what a BGP aggregate or a discard route needs. The
+    /// same caveat as [`replace_gateway_route`](Self::replace_gateway_route)
+    /// applies.
+    pub fn replace_blackhole_route(&mut self, dst: Ipv4Addr, prefix_len: u8) -> io::Result<()> {
+        let spec = RouteSpec {
+            dst,
+            prefix_len,
+            kind: RouteType::BlackHole,
+            oif: None,
+            gateway: None,
+            src: None,
+        };
+        self.modify_route(&spec, true)
+    }
+
+    fn modify_route(&mut self, spec: &RouteSpec, replace: bool) -> io::Result<()> {
+        let RouteSpec {
+            dst,
+            prefix_len,
+            kind,
+            oif,
+            gateway,
+            src,
+        } = *spec;
         let verb = if replace { "replacing" } else { "adding" };
+        // As `ip route` prints it: "blackhole 10.0.0.0/8", "10.2.0.0/16 via
+        // 10.1.1.100 dev gwtun0 src 10.1.1.1".
         let what = |nl: &mut Netlink| {
+            let kind = match kind {
+                RouteType::Unicast => String::new(),
+                RouteType::BlackHole => "blackhole ".to_owned(),
+                other => format!("type {} ", u8::from(other)),
+            };
             let via = gateway.map(|gw| format!(" via {gw}")).unwrap_or_default();
+            let dev = oif
+                .map(|i| format!(" dev {}", nl.dev_name(i)))
+                .unwrap_or_default();
             let from = src.map(|src| format!(" src {src}")).unwrap_or_default();
-            format!(
-                "{verb} route {dst}/{prefix_len}{via} dev {}{from}",
-                nl.dev_name(ifindex)
-            )
+            format!("{verb} route {kind}{dst}/{prefix_len}{via}{dev}{from}")
         };
         check_prefix_len(prefix_len, || format!("{verb} route {dst}/{prefix_len}"))?;
         let mut msg = RouteMessage::default();
@@ -332,15 +507,20 @@ impl Netlink {
         msg.header.destination_prefix_length = prefix_len;
         msg.header.table = RT_TABLE_MAIN;
         msg.header.protocol = RouteProtocol::from(RTPROT_GATEWAY);
-        msg.header.scope = if gateway.is_some() {
-            RouteScope::Universe
-        } else {
+        // iproute2's defaults: link scope for a unicast route straight out
+        // of a device, universe for one via a gateway and for the types
+        // that do not forward (blackhole and the like).
+        msg.header.scope = if kind == RouteType::Unicast && gateway.is_none() {
             RouteScope::Link
+        } else {
+            RouteScope::Universe
         };
-        msg.header.kind = RouteType::Unicast;
+        msg.header.kind = kind;
         msg.attributes
             .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
-        msg.attributes.push(RouteAttribute::Oif(ifindex));
+        if let Some(ifindex) = oif {
+            msg.attributes.push(RouteAttribute::Oif(ifindex));
+        }
         if let Some(gw) = gateway {
             msg.attributes
                 .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
@@ -378,6 +558,29 @@ impl Netlink {
             .map(drop)
     }
 
+    /// Removes the main-table route to `dst/prefix_len` if it is one of
+    /// ours (protocol [`RTPROT_GATEWAY`]), whatever its type, next hop and
+    /// interface; routes of other protocols to the same prefix stay. ESRCH
+    /// (No such process) when there is none of ours.
+    pub fn del_own_route(&mut self, dst: Ipv4Addr, prefix_len: u8) -> io::Result<()> {
+        let what = || format!("removing route {dst}/{prefix_len} proto {RTPROT_GATEWAY}");
+        check_prefix_len(prefix_len, what)?;
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.destination_prefix_length = prefix_len;
+        msg.header.table = RT_TABLE_MAIN;
+        // The kernel matches the protocol when the request names one, so
+        // the choice is made atomically there, not by a dump beforehand
+        // that could race with another daemon. Unspecified type, scope
+        // "nowhere" and no interface: match any of those.
+        msg.header.protocol = RouteProtocol::from(RTPROT_GATEWAY);
+        msg.header.scope = RouteScope::NoWhere;
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+        self.request(&RouteNetlinkMessage::DelRoute(msg), 0, &what)
+            .map(drop)
+    }
+
     /// The destinations of the main-table IPv4 routes out of `ifindex`
     /// (whoever installed them).
     pub fn routes(&mut self, ifindex: u32) -> io::Result<Vec<(Ipv4Addr, u8)>> {
@@ -392,31 +595,8 @@ impl Netlink {
     /// protocol and scope.
     pub fn route_entries(&mut self, ifindex: u32) -> io::Result<Vec<RouteEntry>> {
         let what = || format!("listing the routes of link {ifindex}");
-        let mut tries = 0;
-        let answers = loop {
-            let mut msg = RouteMessage::default();
-            msg.header.address_family = AddressFamily::Inet;
-            let request = RouteNetlinkMessage::GetRoute(msg);
-            match self.exchange(&request, NLM_F_DUMP)? {
-                Ok(Answer::Done(answers)) => break answers,
-                Ok(Answer::Interrupted) if tries < 3 => tries += 1,
-                Ok(Answer::Interrupted) => {
-                    return Err(io::Error::new(
-                        ErrorKind::Interrupted,
-                        format!("{}: the dump was interrupted by changes 4 times", what()),
-                    ));
-                }
-                Err(kernel) => return Err(kernel.into_io(what())),
-            }
-        };
         let mut out = Vec::new();
-        for answer in answers {
-            let RouteNetlinkMessage::NewRoute(route) = answer else {
-                continue;
-            };
-            if route.header.address_family != AddressFamily::Inet {
-                continue;
-            }
+        for route in self.dump_ipv4_routes(&what)? {
             let mut entry = RouteEntry {
                 dst: Ipv4Addr::UNSPECIFIED,
                 prefix_len: route.header.destination_prefix_length,
@@ -442,6 +622,55 @@ impl Netlink {
             }
         }
         Ok(out)
+    }
+
+    /// Every IPv4 route of the main table, whoever installed it and
+    /// whatever its type (`ip route show table main`). Routes of other
+    /// tables, the local table's included, are left out.
+    pub fn dump_routes(&mut self) -> io::Result<Vec<KernelRoute>> {
+        let what = || "listing the IPv4 routes of the main table".to_owned();
+        let mut out = Vec::new();
+        for route in self.dump_ipv4_routes(&what)? {
+            if let Some(route) = kernel_route(route).map_err(|e| super::context(e, what()))? {
+                out.push(route);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every IPv4 route of every table (the kernel ignores a table named in
+    /// a dump request unless strict checking is on), the dump retried when
+    /// a change interrupts it.
+    fn dump_ipv4_routes(&mut self, what: &dyn Fn() -> String) -> io::Result<Vec<RouteMessage>> {
+        let mut tries = 0;
+        let answers = loop {
+            let mut msg = RouteMessage::default();
+            msg.header.address_family = AddressFamily::Inet;
+            let request = RouteNetlinkMessage::GetRoute(msg);
+            match self.exchange(&request, NLM_F_DUMP) {
+                Ok(Ok(Answer::Done(answers))) => break answers,
+                Ok(Ok(Answer::Interrupted)) if tries < 3 => tries += 1,
+                Ok(Ok(Answer::Interrupted)) => {
+                    return Err(io::Error::new(
+                        ErrorKind::Interrupted,
+                        format!("{}: the dump was interrupted by changes 4 times", what()),
+                    ));
+                }
+                Ok(Err(kernel)) => return Err(kernel.into_io(what())),
+                Err(local) => return Err(super::context(local, what())),
+            }
+        };
+        Ok(answers
+            .into_iter()
+            .filter_map(|answer| match answer {
+                RouteNetlinkMessage::NewRoute(route)
+                    if route.header.address_family == AddressFamily::Inet =>
+                {
+                    Some(route)
+                }
+                _ => None,
+            })
+            .collect())
     }
 
     /// "gwtun0", or "ifindex 7" when the name cannot be had (for messages).
@@ -704,6 +933,45 @@ fn find_ext_ack_message(mut attrs: &[u8]) -> Option<String> {
         attrs = attrs.get(len.next_multiple_of(4)..).unwrap_or_default();
     }
     None
+}
+
+/// The [`KernelRoute`] of a dumped IPv4 route, or `None` when it is not in
+/// the main table. The table is `rtm_table` unless an `RTA_TABLE` attribute
+/// says otherwise (`rtm_table` holds only ids below 256).
+fn kernel_route(route: RouteMessage) -> io::Result<Option<KernelRoute>> {
+    let len = route.header.destination_prefix_length;
+    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let mut table = u32::from(route.header.table);
+    let mut oif = None;
+    let mut gateway = None;
+    for attr in route.attributes {
+        match attr {
+            RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = a,
+            RouteAttribute::Gateway(RouteAddress::Inet(a)) => gateway = Some(a),
+            RouteAttribute::Oif(i) => oif = Some(i),
+            RouteAttribute::Table(t) => table = t,
+            _ => {}
+        }
+    }
+    if table != u32::from(RT_TABLE_MAIN) {
+        return Ok(None);
+    }
+    // The kernel refuses IPv4 routes with host bits set, so this is a
+    // decoding problem, not a route to skip.
+    let prefix = Ipv4Prefix::new(dst, len).ok_or_else(|| {
+        io::Error::new(
+            ErrorKind::InvalidData,
+            format!("the kernel reported a route to {dst}/{len}, not a prefix"),
+        )
+    })?;
+    Ok(Some(KernelRoute {
+        prefix,
+        protocol: route.header.protocol.into(),
+        scope: route.header.scope.into(),
+        kind: route.header.kind.into(),
+        oif,
+        gateway,
+    }))
 }
 
 fn check_prefix_len(prefix_len: u8, what: impl FnOnce() -> String) -> io::Result<()> {
@@ -969,6 +1237,362 @@ mod tests {
                 err.to_string().starts_with("setting link 999 up: "),
                 "{err}"
             );
+        });
+    }
+
+    /// A veth pair inside the test's own namespace (so the names cannot
+    /// collide with other tests), both ends up, `nlv0` at 10.20.0.1/24;
+    /// returns `nlv0`'s index. `nlv1` has no address: one would be a second
+    /// connected /24 and a local address, not an on-link next hop.
+    fn veth_lan(ns: &integration::Netns) -> u32 {
+        ns.ip([
+            "link", "add", "nlv0", "type", "veth", "peer", "name", "nlv1",
+        ])
+        .unwrap();
+        ns.add_addr("nlv0", "10.20.0.1/24").unwrap();
+        ns.set_link_up("nlv0").unwrap();
+        ns.set_link_up("nlv1").unwrap();
+        Netlink::open().unwrap().link_index("nlv0").unwrap()
+    }
+
+    fn prefix(s: &str) -> Ipv4Prefix {
+        s.parse().unwrap()
+    }
+
+    /// The one dumped route to `p` in the main table, failing the test if
+    /// there are none or several.
+    fn only_route(routes: &[KernelRoute], p: &str) -> KernelRoute {
+        let found: Vec<_> = routes.iter().filter(|r| r.prefix == prefix(p)).collect();
+        assert_eq!(found.len(), 1, "{p} in {routes:#?}");
+        *found[0]
+    }
+
+    const LAN_PEER: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 2);
+
+    #[test]
+    fn dump_classifies_connected_static_and_kinds() {
+        in_netns_with("nldump", |ns| {
+            let idx = veth_lan(ns);
+            ns.ip([
+                "route",
+                "add",
+                "10.30.0.0/16",
+                "via",
+                "10.20.0.2",
+                "proto",
+                "static",
+            ])
+            .unwrap();
+            // No proto: iproute2 says boot.
+            ns.ip(["route", "add", "default", "via", "10.20.0.2"])
+                .unwrap();
+            ns.ip(["route", "add", "unreachable", "10.50.0.0/16"])
+                .unwrap();
+            ns.ip(["route", "add", "prohibit", "10.51.0.0/16"]).unwrap();
+            ns.ip(["route", "add", "throw", "10.52.0.0/16"]).unwrap();
+            ns.ip([
+                "route",
+                "add",
+                "local",
+                "10.53.0.1",
+                "dev",
+                "nlv0",
+                "table",
+                "main",
+            ])
+            .unwrap();
+            // Other tables: one that fits rtm_table, one only in RTA_TABLE.
+            for table in ["100", "1000"] {
+                ns.ip([
+                    "route",
+                    "add",
+                    "10.60.0.0/16",
+                    "dev",
+                    "nlv0",
+                    "table",
+                    table,
+                ])
+                .unwrap();
+            }
+
+            let routes = Netlink::open().unwrap().dump_routes().unwrap();
+            // Every route of the main table, and only those.
+            let shown = ip_routes(ns);
+            assert_eq!(routes.len(), shown.lines().count(), "{shown}\n{routes:#?}");
+            assert!(
+                routes.iter().all(|r| r.prefix != prefix("10.60.0.0/16")),
+                "{routes:#?}"
+            );
+            // The local table's address route is not the main table's.
+            assert!(
+                routes.iter().all(|r| r.prefix != prefix("10.20.0.1/32")),
+                "{routes:#?}"
+            );
+
+            let connected = only_route(&routes, "10.20.0.0/24");
+            assert_eq!(
+                connected,
+                KernelRoute {
+                    prefix: prefix("10.20.0.0/24"),
+                    protocol: RTPROT_KERNEL,
+                    scope: RT_SCOPE_LINK,
+                    kind: KernelRouteKind::Unicast,
+                    oif: Some(idx),
+                    gateway: None,
+                }
+            );
+            assert!(connected.is_connected() && !connected.is_static() && !connected.is_own());
+
+            let fixed = only_route(&routes, "10.30.0.0/16");
+            assert_eq!(
+                fixed,
+                KernelRoute {
+                    prefix: prefix("10.30.0.0/16"),
+                    protocol: RTPROT_STATIC,
+                    scope: RT_SCOPE_UNIVERSE,
+                    kind: KernelRouteKind::Unicast,
+                    oif: Some(idx),
+                    gateway: Some(LAN_PEER),
+                }
+            );
+            assert!(fixed.is_static() && !fixed.is_connected() && !fixed.is_own());
+
+            let default = only_route(&routes, "0.0.0.0/0");
+            assert_eq!(default.protocol, RTPROT_BOOT);
+            assert_eq!(default.gateway, Some(LAN_PEER));
+            assert!(default.is_static() && !default.is_connected());
+
+            let kind = |p| only_route(&routes, p).kind;
+            assert_eq!(kind("10.50.0.0/16"), KernelRouteKind::Unreachable);
+            assert_eq!(kind("10.51.0.0/16"), KernelRouteKind::Prohibit);
+            assert_eq!(kind("10.52.0.0/16"), KernelRouteKind::Other(9)); // throw
+            assert_eq!(kind("10.53.0.1/32"), KernelRouteKind::Local);
+            let unreachable = only_route(&routes, "10.50.0.0/16");
+            assert_eq!((unreachable.oif, unreachable.gateway), (None, None));
+        });
+    }
+
+    #[test]
+    fn dump_reads_the_table_from_rta_table() {
+        let route = |rtm_table: u8, rta_table: Option<u32>| {
+            let mut msg = RouteMessage::default();
+            msg.header.address_family = AddressFamily::Inet;
+            msg.header.destination_prefix_length = 16;
+            msg.header.table = rtm_table;
+            msg.header.protocol = RouteProtocol::from(RTPROT_GATEWAY);
+            msg.header.kind = RouteType::BlackHole;
+            msg.attributes
+                .push(RouteAttribute::Destination(RouteAddress::Inet(
+                    Ipv4Addr::new(10, 7, 0, 0),
+                )));
+            if let Some(t) = rta_table {
+                msg.attributes.push(RouteAttribute::Table(t));
+            }
+            kernel_route(msg).unwrap()
+        };
+        // RT_TABLE_COMPAT: what rtm_table says for ids above 255.
+        let compat = 252;
+        let main = Some(KernelRoute {
+            prefix: prefix("10.7.0.0/16"),
+            protocol: RTPROT_GATEWAY,
+            scope: RT_SCOPE_UNIVERSE,
+            kind: KernelRouteKind::Blackhole,
+            oif: None,
+            gateway: None,
+        });
+        assert_eq!(route(RT_TABLE_MAIN, None), main);
+        assert_eq!(route(RT_TABLE_MAIN, Some(254)), main);
+        assert_eq!(route(compat, Some(254)), main);
+        // RTA_TABLE wins over rtm_table.
+        assert_eq!(route(RT_TABLE_MAIN, Some(1000)), None);
+        assert_eq!(route(compat, Some(1000)), None);
+        assert_eq!(route(100, None), None);
+
+        // Host bits set: a decoding error, not a silently wrong prefix.
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.destination_prefix_length = 16;
+        msg.header.table = RT_TABLE_MAIN;
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(
+                Ipv4Addr::new(10, 7, 0, 1),
+            )));
+        let err = kernel_route(msg).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn gateway_route_without_interface() {
+        in_netns_with("nlgwroute", |ns| {
+            let idx = veth_lan(ns);
+            let mut nl = Netlink::open().unwrap();
+            let net = Ipv4Addr::new(10, 80, 0, 0);
+            nl.replace_gateway_route(net, 16, LAN_PEER).unwrap();
+            let shown = ip_routes(ns);
+            assert!(
+                shown.contains("10.80.0.0/16 via 10.20.0.2 dev nlv0 proto 66"),
+                "{shown}"
+            );
+            let expected = KernelRoute {
+                prefix: prefix("10.80.0.0/16"),
+                protocol: RTPROT_GATEWAY,
+                scope: RT_SCOPE_UNIVERSE,
+                kind: KernelRouteKind::Unicast,
+                // Resolved by the kernel from the connected route.
+                oif: Some(idx),
+                gateway: Some(LAN_PEER),
+            };
+            let routes = nl.dump_routes().unwrap();
+            let ours = only_route(&routes, "10.80.0.0/16");
+            assert_eq!(ours, expected);
+            assert!(ours.is_own() && !ours.is_static() && !ours.is_connected());
+
+            // Replaced in place: still one route, with the new next hop.
+            let other_peer = Ipv4Addr::new(10, 20, 0, 3);
+            nl.replace_gateway_route(net, 16, other_peer).unwrap();
+            let routes = nl.dump_routes().unwrap();
+            assert_eq!(
+                only_route(&routes, "10.80.0.0/16").gateway,
+                Some(other_peer)
+            );
+
+            // A next hop that is not on-link: the kernel's error, with
+            // what was asked.
+            let err = nl
+                .replace_gateway_route(Ipv4Addr::new(10, 81, 0, 0), 16, Ipv4Addr::new(10, 99, 0, 1))
+                .unwrap_err();
+            assert_eq!(raw_os_error(&err), Some(libc::ENETUNREACH), "{err}");
+            assert!(
+                err.to_string()
+                    .starts_with("replacing route 10.81.0.0/16 via 10.99.0.1: "),
+                "{err}"
+            );
+            let err = nl.replace_gateway_route(net, 33, LAN_PEER).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        });
+    }
+
+    #[test]
+    fn blackhole_route() {
+        in_netns_with("nlblackhole", |ns| {
+            veth_lan(ns);
+            let mut nl = Netlink::open().unwrap();
+            let net = Ipv4Addr::new(10, 90, 0, 0);
+            nl.replace_blackhole_route(net, 16).unwrap();
+            let shown = ip_routes(ns);
+            assert!(shown.contains("blackhole 10.90.0.0/16 proto 66"), "{shown}");
+            let expected = KernelRoute {
+                prefix: prefix("10.90.0.0/16"),
+                protocol: RTPROT_GATEWAY,
+                scope: RT_SCOPE_UNIVERSE,
+                kind: KernelRouteKind::Blackhole,
+                oif: None,
+                gateway: None,
+            };
+            assert_eq!(
+                only_route(&nl.dump_routes().unwrap(), "10.90.0.0/16"),
+                expected
+            );
+            // Twice is fine (replace).
+            nl.replace_blackhole_route(net, 16).unwrap();
+            assert_eq!(
+                only_route(&nl.dump_routes().unwrap(), "10.90.0.0/16"),
+                expected
+            );
+
+            // A gateway route to the same prefix replaces it, and back.
+            nl.replace_gateway_route(net, 16, LAN_PEER).unwrap();
+            let routes = nl.dump_routes().unwrap();
+            assert_eq!(
+                only_route(&routes, "10.90.0.0/16").kind,
+                KernelRouteKind::Unicast
+            );
+            nl.replace_blackhole_route(net, 16).unwrap();
+            assert_eq!(
+                only_route(&nl.dump_routes().unwrap(), "10.90.0.0/16"),
+                expected
+            );
+
+            let err = nl
+                .replace_blackhole_route(Ipv4Addr::new(10, 90, 0, 1), 16)
+                .unwrap_err();
+            assert_eq!(raw_os_error(&err), Some(libc::EINVAL), "{err}");
+            assert!(
+                err.to_string()
+                    .starts_with("replacing route blackhole 10.90.0.1/16: "),
+                "{err}"
+            );
+        });
+    }
+
+    #[test]
+    fn del_own_route_leaves_other_protocols() {
+        in_netns_with("nldelown", |ns| {
+            veth_lan(ns);
+            let mut nl = Netlink::open().unwrap();
+            let gw_net = Ipv4Addr::new(10, 80, 0, 0);
+            let bh_net = Ipv4Addr::new(10, 90, 0, 0);
+            nl.replace_gateway_route(gw_net, 16, LAN_PEER).unwrap();
+            nl.replace_blackhole_route(bh_net, 16).unwrap();
+            // Someone else's route to a prefix of ours (another metric, so
+            // both exist), and one to a prefix we have nothing for.
+            ns.ip([
+                "route",
+                "add",
+                "10.80.0.0/16",
+                "via",
+                "10.20.0.2",
+                "proto",
+                "static",
+                "metric",
+                "100",
+            ])
+            .unwrap();
+            ns.ip([
+                "route",
+                "add",
+                "10.30.0.0/16",
+                "via",
+                "10.20.0.2",
+                "proto",
+                "static",
+            ])
+            .unwrap();
+
+            nl.del_own_route(gw_net, 16).unwrap();
+            nl.del_own_route(bh_net, 16).unwrap();
+            let routes = nl.dump_routes().unwrap();
+            assert!(routes.iter().all(|r| !r.is_own()), "{routes:#?}");
+            assert!(
+                routes.iter().all(|r| r.prefix != prefix("10.90.0.0/16")),
+                "{routes:#?}"
+            );
+            assert!(only_route(&routes, "10.80.0.0/16").is_static());
+
+            // Not ours: refused, and left in place.
+            for (net, p) in [
+                (gw_net, "10.80.0.0/16"),
+                (Ipv4Addr::new(10, 30, 0, 0), "10.30.0.0/16"),
+            ] {
+                let err = nl.del_own_route(net, 16).unwrap_err();
+                assert_eq!(raw_os_error(&err), Some(libc::ESRCH), "{err}");
+                assert!(
+                    err.to_string()
+                        .starts_with(&format!("removing route {p} proto 66: No such process")),
+                    "{err}"
+                );
+                assert!(only_route(&nl.dump_routes().unwrap(), p).is_static());
+            }
+            let shown = ip_routes(ns);
+            assert!(
+                shown.contains("10.80.0.0/16 via 10.20.0.2 dev nlv0 proto static metric 100"),
+                "{shown}"
+            );
+            assert!(
+                shown.contains("10.30.0.0/16 via 10.20.0.2 dev nlv0 proto static"),
+                "{shown}"
+            );
+            assert!(!shown.contains("proto 66"), "{shown}");
         });
     }
 
