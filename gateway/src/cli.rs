@@ -8,6 +8,10 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    bgp::{
+        rib::TableView,
+        summary::{Summary, render_summary},
+    },
     config,
     control::{self, DEFAULT_SOCKET, Request, Response},
     daemon::VersionInfo,
@@ -68,7 +72,9 @@ pub enum Show {
         #[command(subcommand)]
         what: ShowCrypto,
     },
-    /// IP state: `show ip local pool`.
+    /// BGP: `show bgp` (the table), `show bgp summary` (the neighbors).
+    Bgp(ShowBgpArgs),
+    /// IP state: `show ip local pool`, `show ip bgp [summary]`.
     Ip {
         #[command(subcommand)]
         what: ShowIp,
@@ -113,12 +119,40 @@ pub enum ShowIp {
         #[command(subcommand)]
         what: ShowIpLocal,
     },
+    /// The same as `show bgp [summary]` (IOS accepts both).
+    Bgp(ShowBgpArgs),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ShowIpLocal {
     /// Pools, their use and their leases.
     Pool(JsonFlag),
+}
+
+/// `show bgp [summary]`: the table without a subcommand.
+#[derive(Debug, Args)]
+pub struct ShowBgpArgs {
+    #[command(subcommand)]
+    pub what: Option<ShowBgp>,
+    #[command(flatten)]
+    pub flag: JsonFlag,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShowBgp {
+    /// Neighbors with their state and message counts, and the listen ranges.
+    Summary(JsonFlag),
+}
+
+impl ShowBgpArgs {
+    /// The request to send, and whether to print JSON (`--json` may stand
+    /// before or after `summary`).
+    pub fn request(&self) -> (Request, bool) {
+        match &self.what {
+            None => (Request::ShowBgp, self.flag.json),
+            Some(ShowBgp::Summary(flag)) => (Request::ShowBgpSummary, flag.json || self.flag.json),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -241,6 +275,13 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Show {
             what: Show::Interfaces { what },
         } => show_interfaces(&socket, &what),
+        Command::Show {
+            what:
+                Show::Bgp(args)
+                | Show::Ip {
+                    what: ShowIp::Bgp(args),
+                },
+        } => show_bgp(&socket, &args),
         Command::Sa {
             action: SaCommand::AddSpi { spi },
         } => ask(&socket, &Request::SaAdd { spi }, false, |_| {
@@ -274,6 +315,22 @@ fn show_interfaces(socket: &std::path::Path, what: &ShowInterfaces) -> anyhow::R
                 Ok(crate::spoke::render_tunnels(&tunnels))
             })
         }
+    }
+}
+
+/// `show bgp [summary]`.
+fn show_bgp(socket: &std::path::Path, args: &ShowBgpArgs) -> anyhow::Result<ExitCode> {
+    let (request, json) = args.request();
+    match args.what {
+        Some(ShowBgp::Summary(_)) => ask(socket, &request, json, |body| {
+            let summary: Summary =
+                serde_json::from_value(body).context("decoding the BGP summary")?;
+            Ok(render_summary(&summary))
+        }),
+        None => ask(socket, &request, json, |body| {
+            let view: TableView = serde_json::from_value(body).context("decoding the BGP table")?;
+            Ok(view.render())
+        }),
     }
 }
 
@@ -485,6 +542,47 @@ mod tests {
                 what: Show::Xdp(JsonFlag { json: true })
             }
         ));
+    }
+
+    #[test]
+    fn show_bgp_parses_to_its_requests() {
+        let cases: [(&[&str], Request, bool); 7] = [
+            (&["show", "bgp"], Request::ShowBgp, false),
+            (&["show", "bgp", "--json"], Request::ShowBgp, true),
+            (&["show", "bgp", "summary"], Request::ShowBgpSummary, false),
+            (
+                &["show", "bgp", "summary", "--json"],
+                Request::ShowBgpSummary,
+                true,
+            ),
+            (
+                &["show", "bgp", "--json", "summary"],
+                Request::ShowBgpSummary,
+                true,
+            ),
+            (&["show", "ip", "bgp"], Request::ShowBgp, false),
+            (
+                &["show", "ip", "bgp", "summary", "--json"],
+                Request::ShowBgpSummary,
+                true,
+            ),
+        ];
+        for (args, request, json) in cases {
+            let cli = Cli::try_parse_from(std::iter::once("gateway").chain(args.iter().copied()))
+                .unwrap();
+            let Command::Show {
+                what:
+                    Show::Bgp(bgp)
+                    | Show::Ip {
+                        what: ShowIp::Bgp(bgp),
+                    },
+            } = &cli.command
+            else {
+                panic!("{args:?} parsed to {:?}", cli.command);
+            };
+            assert_eq!(bgp.request(), (request, json), "{args:?}");
+        }
+        assert!(Cli::try_parse_from(["gateway", "show", "bgp", "neighbors"]).is_err());
     }
 
     #[test]

@@ -144,6 +144,9 @@ impl Handler for Daemon {
                     .collect();
                 Ok(Response::ok(&list))
             }
+            Request::ShowBgpSummary | Request::ShowBgp => {
+                Err("BGP is not configured on this gateway (no [bgp])".into())
+            }
             Request::SaAdd { spi } => self.change_sa(spi, "installed in", XdpFilter::add_sa),
             Request::SaRemove { spi } => self.change_sa(spi, "removed from", XdpFilter::remove_sa),
         };

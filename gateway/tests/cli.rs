@@ -132,3 +132,106 @@ unnumbered = "10.1.1.1"
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `show bgp summary` and `show ip bgp` against a stand-in daemon: the CLI
+/// decodes what the daemon sends and prints the IOS text, and `--json`
+/// passes the body through.
+#[test]
+fn show_bgp_prints_what_the_daemon_answers() {
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+
+    use gateway::bgp::rib::{ShowPath, Step, TableView};
+    use gateway::bgp::summary::{NeighborSummary, Summary, render_summary};
+    use gateway::control::{ControlSocket, Handler, Request, Response};
+
+    fn summary() -> Summary {
+        Summary {
+            router_id: Ipv4Addr::new(172, 25, 1, 1),
+            asn: 65001,
+            table_version: 3,
+            prefixes: 2,
+            paths: 2,
+            listen_limit: 100,
+            listen_ranges: vec![("10.1.1.0/24".into(), "Spokes".into())],
+            neighbors: vec![NeighborSummary {
+                address: Ipv4Addr::new(10, 1, 1, 100),
+                dynamic: true,
+                peer_group: Some("Spokes".into()),
+                asn: 65001,
+                msg_rcvd: 5,
+                msg_sent: 6,
+                table_version: 3,
+                in_q: 0,
+                out_q: 0,
+                up_down_secs: Some(61),
+                state: "Established".into(),
+                prefixes_received: Some(1),
+            }],
+        }
+    }
+    fn view() -> TableView {
+        TableView {
+            version: 3,
+            router_id: Ipv4Addr::new(172, 25, 1, 1),
+            rows: vec![ShowPath {
+                prefix: "192.168.101.0/24".parse().unwrap(),
+                valid: true,
+                best: true,
+                suppressed: true,
+                internal: true,
+                next_hop: Ipv4Addr::new(10, 1, 1, 100),
+                metric: Some(0),
+                local_pref: Some(100),
+                weight: 0,
+                path: String::new(),
+                origin: 'i',
+                source: "10.1.1.100".into(),
+                peer: None,
+                originator_id: None,
+                cluster_list: vec![],
+                reason: Some(Step::Only),
+            }],
+        }
+    }
+    struct Fake;
+    impl Handler for Fake {
+        fn handle(&self, request: Request) -> Response {
+            match request {
+                Request::ShowBgpSummary => Response::ok(&summary()),
+                Request::ShowBgp => Response::ok(&view()),
+                other => Response::error(format!("unexpected {other:?}")),
+            }
+        }
+    }
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.sock");
+    let socket = runtime.block_on(ControlSocket::bind(&path)).unwrap();
+    runtime.spawn(async move { socket.serve(Arc::new(Fake)).await });
+    let show = |args: &[&str]| {
+        let out = gateway()
+            .args(args)
+            .arg("--socket")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = show(&["show", "bgp", "summary"]);
+    assert_eq!(text, render_summary(&summary()));
+    assert!(text.contains("\n*10.1.1.100 "), "{text}");
+    assert_eq!(show(&["show", "ip", "bgp", "summary"]), text);
+    assert_eq!(show(&["show", "bgp"]), view().render());
+    assert_eq!(show(&["show", "ip", "bgp"]), view().render());
+    let json = show(&["show", "bgp", "summary", "--json"]);
+    assert_eq!(serde_json::from_str::<Summary>(&json).unwrap(), summary());
+    let json = show(&["show", "bgp", "--json"]);
+    assert_eq!(serde_json::from_str::<TableView>(&json).unwrap(), view());
+}

@@ -11,5 +11,6 @@
 pub mod fsm;
 pub mod neighbors;
 pub mod rib;
+pub mod summary;
 pub mod types;
 pub mod wire;

@@ -132,7 +132,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::bgp::types::{Origin, PathAttributes, Update};
 use crate::config::{self, Ipv4Prefix};
@@ -140,11 +140,11 @@ pub use best::{DEFAULT_LOCAL_PREF, LOCAL_WEIGHT, Step, as_path_length};
 pub use pack::MAX_MESSAGE_LEN;
 pub use policy::{Denied, GroupKey, NO_ADVERTISE, NO_EXPORT, NO_EXPORT_SUBCONFED};
 use policy::{Local, check_inbound, export};
-pub use show::{ShowPath, render_table};
+pub use show::{ShowPath, TableView, render_table};
 
 /// A peer (one BGP session) as the RIB knows it; the caller assigns the
 /// numbers and must not reuse one before `remove_peer`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PeerId(pub u32);
 
 impl fmt::Display for PeerId {

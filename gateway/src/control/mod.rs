@@ -40,6 +40,11 @@ pub enum Request {
     ShowInterfacesVirtualAccess,
     /// A spoke's static tunnels to its hubs (IOS `show interfaces Tunnel1`).
     ShowInterfacesTunnel,
+    /// BGP neighbors and table counts (IOS `show bgp summary`), a
+    /// `bgp::summary::Summary`.
+    ShowBgpSummary,
+    /// Every path of the BGP table (IOS `show bgp`), a `bgp::rib::TableView`.
+    ShowBgp,
     /// Install an inbound SPI in the XDP filter (until IKE does it).
     SaAdd { spi: u32 },
     /// Remove an inbound SPI from the XDP filter.

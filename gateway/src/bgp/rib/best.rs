@@ -47,7 +47,7 @@ pub const DEFAULT_LOCAL_PREF: u32 = 100;
 
 /// The step of the selection that picked the best path (see the module
 /// docs for the order).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Step {
     /// There was only one path.

@@ -1,11 +1,11 @@
 //! `show bgp` (IOS `show bgp ipv4 unicast`): every path of every prefix
-//! with its status codes, as data ([`Rib::table`]) and as IOS text
-//! ([`render_table`]).
+//! with its status codes, as data ([`Rib::table`], sent on the control
+//! socket as a [`TableView`]) and as IOS text ([`render_table`]).
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Path, PeerId, Rib, Source, Step};
 use crate::bgp::types::{AsSegment, Origin};
@@ -13,7 +13,7 @@ use crate::config::Ipv4Prefix;
 
 /// One path, one line of `show bgp`. The flags are IOS's status codes.
 #[allow(clippy::struct_excessive_bools)]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShowPath {
     pub prefix: Ipv4Prefix,
     /// `*`: every path in the table passed the inbound checks.
@@ -41,6 +41,22 @@ pub struct ShowPath {
     pub cluster_list: Vec<Ipv4Addr>,
     /// For the best path: the best-path step that chose it.
     pub reason: Option<Step>,
+}
+
+/// What the daemon answers to `show bgp`: the rows and the two numbers of
+/// the header, for [`render_table`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableView {
+    pub version: u64,
+    pub router_id: Ipv4Addr,
+    pub rows: Vec<ShowPath>,
+}
+
+impl TableView {
+    /// The IOS text.
+    pub fn render(&self) -> String {
+        render_table(self.version, self.router_id, &self.rows)
+    }
 }
 
 pub(super) fn as_path_string(path: &[AsSegment]) -> String {
@@ -118,6 +134,15 @@ impl Rib {
             }
         }
         rows
+    }
+
+    /// `show bgp` as the control socket sends it.
+    pub fn view(&self) -> TableView {
+        TableView {
+            version: self.table_version(),
+            router_id: self.router_id(),
+            rows: self.table(),
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use super::*;
 /// The seed hub with two spokes, the inter-hub neighbor sending a DMVPN
 /// route that a spoke also has (a second, not-best path), an eBGP route
 /// with an AS_SET and a long prefix.
-fn table_text() -> String {
+fn table_view() -> TableView {
     let config = RibConfig {
         redistribute: vec![pfx("172.25.100.128/32")],
         ..hub_config()
@@ -42,7 +42,11 @@ fn table_text() -> String {
     rib.update_from(PeerId(6), &announce(&ebgp, &["172.16.0.0/12"]))
         .unwrap();
     round(&mut rib, &mut wire);
-    render_table(rib.table_version(), rib.router_id(), &rib.table())
+    rib.view()
+}
+
+fn table_text() -> String {
+    table_view().render()
 }
 
 #[test]
@@ -85,4 +89,15 @@ fn rows_as_json() {
     assert_eq!(json[1]["source"], "10.1.1.101");
     assert_eq!(json[1]["peer"], 1);
     assert_eq!(json[1]["local_pref"], 100);
+}
+
+/// What the CLI decodes is what the daemon encoded, every field of every
+/// row (best-path step, peer, cluster list included).
+#[test]
+fn view_round_trips_through_json() {
+    let view = table_view();
+    let json = serde_json::to_string(&view).unwrap();
+    let back: TableView = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, view);
+    assert_eq!(back.render(), table_text());
 }
