@@ -16,6 +16,7 @@ use tokio::{
 };
 
 use crate::{
+    bgp::speaker::{Speaker, SpeakerConfig, SpeakerTasks},
     config::{self, Config},
     config::{Role, Unnumbered},
     control::{ControlSocket, Handler, Request, Response},
@@ -54,6 +55,8 @@ pub struct Daemon {
     datapath: Option<Arc<dyn Datapath>>,
     /// A spoke's tunnels to its hubs.
     tunnels: Mutex<Vec<Arc<Mutex<TunnelStatus>>>>,
+    /// The BGP speaker, when the config has `[bgp]`.
+    bgp: Option<Arc<Speaker>>,
 }
 
 impl Daemon {
@@ -71,6 +74,13 @@ impl Daemon {
             );
         };
         f(filter).map_err(|e| format!("{e:#}"))
+    }
+
+    fn with_bgp(&self, f: impl FnOnce(&Speaker) -> Response) -> Result<Response, String> {
+        match &self.bgp {
+            Some(bgp) => Ok(f(bgp)),
+            None => Err("BGP is not configured on this gateway (no [bgp])".into()),
+        }
     }
 
     fn with_ike(
@@ -144,9 +154,8 @@ impl Handler for Daemon {
                     .collect();
                 Ok(Response::ok(&list))
             }
-            Request::ShowBgpSummary | Request::ShowBgp => {
-                Err("BGP is not configured on this gateway (no [bgp])".into())
-            }
+            Request::ShowBgpSummary => self.with_bgp(|bgp| Response::ok(&bgp.summary())),
+            Request::ShowBgp => self.with_bgp(|bgp| Response::ok(&bgp.table())),
             Request::SaAdd { spi } => self.change_sa(spi, "installed in", XdpFilter::add_sa),
             Request::SaRemove { spi } => self.change_sa(spi, "removed from", XdpFilter::remove_sa),
         };
@@ -169,6 +178,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let datapath = start_datapath(&config, config_path, &events_tx)?;
     let ike = start_ike(&config, config_path, &xdp, datapath.as_ref()).await?;
+    let bgp = start_bgp(&config, config_path, datapath.as_ref(), ike.as_ref())?;
     let daemon = Arc::new(Daemon {
         started: Instant::now(),
         xdp: xdp.clone(),
@@ -177,6 +187,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             .as_ref()
             .map(|(dp, _)| dp.clone() as Arc<dyn Datapath>),
         tunnels: Mutex::default(),
+        bgp: bgp.as_ref().map(|(speaker, _)| speaker.clone()),
     });
     let events_task = tokio::spawn(log_events(events_rx));
     let ike_task = ike
@@ -200,6 +211,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     };
     tracing::info!(signal = signal_name, "shutting down");
     drop(socket);
+    // BGP neighbors get a Cease while the tunnels still carry it.
+    if let Some((speaker, tasks)) = bgp {
+        speaker.shutdown(tasks).await;
+    }
     // Spokes say goodbye to their hub (DELETE) while IKE still runs.
     let _ = stop_spokes.send(true);
     for task in spoke_tasks {
@@ -236,6 +251,33 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     }
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// The BGP speaker when the config has `[bgp]`: learned routes go into the
+/// datapath, and the IKE sessions tell it when a neighbor's tunnel comes
+/// or goes.
+fn start_bgp(
+    config: &Config,
+    config_path: &Path,
+    datapath: Option<&RunningDatapath>,
+    ike: Option<&(Arc<IkeShared>, Arc<IkeSockets>)>,
+) -> anyhow::Result<Option<(Arc<Speaker>, SpeakerTasks)>> {
+    let Some(bgp) = &config.bgp else {
+        return Ok(None);
+    };
+    let speaker_config = SpeakerConfig::from_config(bgp, config.hub.local_address);
+    let (speaker, tasks) = Speaker::start(
+        speaker_config,
+        datapath.map(|(dp, _)| dp.clone() as Arc<dyn Datapath>),
+    )
+    .with_context(|| format!("{}: [bgp]", config_path.display()))?;
+    if let Some(sessions) = ike.and_then(|(shared, _)| shared.sessions.as_ref()) {
+        sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .set_route_watch(speaker.clone());
+    }
+    Ok(Some((speaker, tasks)))
 }
 
 /// Spoke mode: one task per `[tunnel.N]`, dialling its hub.
@@ -275,6 +317,10 @@ fn start_spokes(
             sockets: sockets.clone(),
             status,
             shutdown: spokes_stopped.clone(),
+            route_watch: daemon
+                .bgp
+                .clone()
+                .map(|s| s as Arc<dyn crate::datapath::session::RouteWatch>),
         };
         spoke_tasks.push(tokio::spawn(runner.run()));
     }

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     config::{Config, Tunnel},
-    datapath::{Datapath, Route, SaKeys, SaPair, VaId, VirtualAccessSpec},
+    datapath::{Datapath, Route, SaKeys, SaPair, VaId, VirtualAccessSpec, session::RouteWatch},
     ike::{
         crypto::SystemRng,
         engine::{IKE_PORT, Mode},
@@ -157,6 +157,8 @@ pub struct SpokeRunner {
     pub sockets: Arc<IkeSockets>,
     pub status: Arc<Mutex<TunnelStatus>>,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// BGP, told when the routes through the tunnel come and go.
+    pub route_watch: Option<Arc<dyn RouteWatch>>,
 }
 
 impl SpokeRunner {
@@ -394,6 +396,7 @@ impl SpokeRunner {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
+        self.tell_route_watch(&routes, true);
         let route_names = routes.iter().map(|r| r.prefix.to_string()).collect();
         self.set_status(|s| {
             s.state = "up".into();
@@ -406,8 +409,21 @@ impl SpokeRunner {
         Ok(routes)
     }
 
+    fn tell_route_watch(&self, routes: &[Route], added: bool) {
+        let Some(watch) = &self.route_watch else {
+            return;
+        };
+        let prefixes: Vec<_> = routes.iter().map(|r| r.prefix).collect();
+        if added {
+            watch.routes_added(&prefixes);
+        } else {
+            watch.routes_removed(&prefixes);
+        }
+    }
+
     fn take_down(&self, routes: &[Route], spi_in: Option<u32>) {
         let va = self.tunnel.va();
+        self.tell_route_watch(routes, false);
         if let (Some(spi), Some(filter)) = (
             spi_in,
             self.ike

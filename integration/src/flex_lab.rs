@@ -132,6 +132,9 @@ pub struct LabSpec {
     /// `esp_proposals` for the own spokes' profile (e.g. `["aes256gcm16"]`
     /// to compare with strongSwan); `None`: the gateway's defaults.
     pub spoke_esp_proposals: Option<Vec<String>>,
+    /// Routing by iBGP over the tunnels (the seed documents' overlay)
+    /// instead of IKE's route pushing.
+    pub bgp: Option<BgpSpec>,
 }
 
 impl LabSpec {
@@ -140,8 +143,106 @@ impl LabSpec {
             own_spokes,
             strongswan_spoke,
             spoke_esp_proposals: None,
+            bgp: None,
         }
     }
+}
+
+/// The BGP overlay of the seed configs, AS [`BGP_ASN`]: the hub has
+/// `bgp listen range 10.1.1.0/24 peer-group Spokes` (route reflector
+/// clients), `network 192.168.0.0/24` (its LAN) and `aggregate-address
+/// 192.168.0.0/16 summary-only`; IKE pushes only the tunnel addresses
+/// (10.1.1.0/24) and installs nothing the spokes announce.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BgpSpec {
+    /// Own spokes 1..=n run the gateway's BGP client (`neighbor 10.1.1.1`,
+    /// `network` their LAN); the others carry only the tunnel (an FRR
+    /// bgpd can run in their namespace, see [`frr_spoke_config`]).
+    pub own_bgp_spokes: usize,
+    /// A static neighbor on the hub's LAN (the DMVPN hub of the second
+    /// seed document): route reflector client, `unsuppress`, and `set ip
+    /// next-hop` [`HUB_LAN_GATEWAY`].
+    pub lan_neighbor: Option<Ipv4Addr>,
+}
+
+/// The overlay's AS (the seed documents use 65001).
+pub const BGP_ASN: u32 = 65001;
+
+/// The `[bgp]` section of the hub.
+pub fn hub_bgp_section(spec: &BgpSpec) -> String {
+    let mut text = format!(
+        r#"
+# IOS: router bgp 65001 / network 192.168.0.0 / bgp listen range
+# 10.1.1.0/24 peer-group Spokes / aggregate-address 192.168.0.0
+# 255.255.0.0 summary-only / neighbor Spokes route-reflector-client.
+[bgp]
+asn = {BGP_ASN}
+networks = ["192.168.0.0/24"]
+aggregates = [{{ prefix = "192.168.0.0/16", summary_only = true }}]
+# Short timers: a lab, not a WAN.
+timers = {{ keepalive = 5, hold = 15 }}
+
+[[bgp.listen_range]]
+prefix = "10.1.1.0/24"
+peer_group = "Spokes"
+
+[bgp.peer_group.Spokes]
+remote_as = {BGP_ASN}
+route_reflector_client = true
+"#
+    );
+    if let Some(n) = spec.lan_neighbor {
+        let _ = write!(
+            text,
+            r#"
+# The DMVPN hub: neighbor route-reflector-client, unsuppress-map ALL,
+# route-map SET_NEXT_HOP out (set ip next-hop 192.168.0.1).
+[[bgp.neighbor]]
+address = "{n}"
+remote_as = {BGP_ASN}
+route_reflector_client = true
+unsuppress = true
+next_hop = "{HUB_LAN_GATEWAY}"
+"#
+        );
+    }
+    text
+}
+
+/// The `[bgp]` section of own spoke k (IOS: router bgp 65001 / network
+/// 192.168.k.0 / neighbor 10.1.1.1 remote-as 65001).
+pub fn spoke_bgp_section(k: usize) -> String {
+    format!(
+        r#"
+[bgp]
+asn = {BGP_ASN}
+networks = ["{lan}"]
+timers = {{ keepalive = 5, hold = 15 }}
+
+[[bgp.neighbor]]
+address = "{HUB_TUNNEL_ADDRESS}"
+remote_as = {BGP_ASN}
+"#,
+        lan = spoke_lan_prefix(k),
+    )
+}
+
+/// FRR's bgpd as spoke k's BGP speaker (its tunnel is the spoke's
+/// gateway without `[bgp]`): neighbor the hub's tunnel address, its LAN
+/// as a `network`. Without zebra, so `no bgp network import-check`.
+pub fn frr_spoke_config(k: usize) -> String {
+    format!(
+        "hostname spoke{k}-bgpd\nlog file @DIR@/bgpd.log\n!\nrouter bgp {BGP_ASN}\n no bgp ebgp-requires-policy\n no bgp network import-check\n timers bgp 5 15\n neighbor {HUB_TUNNEL_ADDRESS} remote-as {BGP_ASN}\n address-family ipv4 unicast\n  network {lan}\n exit-address-family\n!\n",
+        lan = spoke_lan_prefix(k),
+    )
+}
+
+/// FRR's bgpd as the DMVPN hub on the hub's LAN at `address`: a static
+/// iBGP neighbor of our hub.
+pub fn frr_lan_hub_config(address: Ipv4Addr) -> String {
+    format!(
+        "hostname dmvpn-hub\nlog file @DIR@/bgpd.log\n!\nrouter bgp {BGP_ASN}\n bgp router-id {address}\n no bgp ebgp-requires-policy\n timers bgp 5 15\n neighbor {HUB_LAN_GATEWAY} remote-as {BGP_ASN}\n!\n"
+    )
 }
 
 /// Which box's gateway to talk to.
@@ -303,7 +404,10 @@ impl FlexLab {
             socket: dir.join("hub.sock"),
             ..hub
         };
-        write(&hub.config, &hub_config(hub.uplink.name(), &dir))?;
+        write(
+            &hub.config,
+            &hub_config_with(hub.uplink.name(), &dir, spec.bgp.as_ref()),
+        )?;
 
         let mut spokes = Vec::new();
         for k in 1..=spec.own_spokes {
@@ -322,11 +426,12 @@ impl FlexLab {
             };
             write(
                 &spoke.config,
-                &spoke_config(
+                &spoke_config_with(
                     k,
                     spoke.uplink.name(),
                     &dir,
                     spec.spoke_esp_proposals.as_deref(),
+                    spec.bgp.as_ref().map(|b| k <= b.own_bgp_spokes),
                 ),
             )?;
             spokes.push(spoke);
@@ -852,7 +957,18 @@ fn device_with_address(ip_o_addr: &str, address: Ipv4Addr) -> Option<String> {
 
 /// The hub's config (`dir` holds its state directory and control socket).
 pub fn hub_config(uplink: &str, dir: &Path) -> String {
-    format!(
+    hub_config_with(uplink, dir, None)
+}
+
+/// The hub's config; with `bgp`, routing is by BGP: IKE pushes only the
+/// tunnel addresses and does not install what spokes announce.
+pub fn hub_config_with(uplink: &str, dir: &Path, bgp: Option<&BgpSpec>) -> String {
+    let (route_set, route_accept) = if bgp.is_some() {
+        (r#"["10.1.1.0/24"]"#, "false")
+    } else {
+        (r#"["192.168.0.0/16", "10.1.1.0/24"]"#, "true")
+    };
+    let text = format!(
         r#"# The FlexVPN lab's hub: written by integration::flex_lab.
 [hub]
 role = "hub"
@@ -876,10 +992,10 @@ virtual_template = 1
 dpd = {{ interval = 10, retry = 2, mode = "periodic" }}
 # IOS: route set interface / route set access-list: the hub's LANs and the
 # tunnel addresses, pushed to every spoke as INTERNAL_IP4_SUBNET.
-route_set = ["192.168.0.0/16", "10.1.1.0/24"]
+route_set = {route_set}
 # IOS: route accept any: install what a spoke announces (its LAN) via its
 # virtual-access.
-route_accept = true
+route_accept = {route_accept}
 
 [ikev2.keyring.Flex_key.peer.Any]
 address = "0.0.0.0/0"
@@ -907,7 +1023,11 @@ ike_burst = 100
 "#,
         state = dir.join("hub-state").display(),
         socket = dir.join("hub.sock").display(),
-    )
+    );
+    match bgp {
+        Some(spec) => text + &hub_bgp_section(spec),
+        None => text,
+    }
 }
 
 /// Own spoke k's config (`dir` holds its state directory and control
@@ -918,11 +1038,29 @@ pub fn spoke_config(
     dir: &Path,
     esp_proposals: Option<&[String]>,
 ) -> String {
+    spoke_config_with(k, uplink, dir, esp_proposals, None)
+}
+
+/// Own spoke k's config. `bgp`: `Some(true)` runs the BGP client and
+/// announces the LAN by BGP only; `Some(false)` announces nothing (another
+/// speaker, such as FRR, does it); `None`: the LAN goes in the CFG_REQUEST.
+pub fn spoke_config_with(
+    k: usize,
+    uplink: &str,
+    dir: &Path,
+    esp_proposals: Option<&[String]>,
+    bgp: Option<bool>,
+) -> String {
+    let route_set = if bgp.is_some() {
+        String::new()
+    } else {
+        format!("route_set = [\"{}\"]", spoke_lan_prefix(k))
+    };
     let esp = esp_proposals.map_or_else(String::new, |list| {
         let quoted: Vec<String> = list.iter().map(|p| format!("\"{p}\"")).collect();
         format!("esp_proposals = [{}]\n", quoted.join(", "))
     });
-    format!(
+    let text = format!(
         r#"# The FlexVPN lab's spoke {k}: written by integration::flex_lab.
 [hub]
 role = "spoke"
@@ -943,7 +1081,7 @@ authentication_local = "pre-share"
 authentication_remote = "pre-share"
 keyring = "Flex_key"
 # Announced to the hub in the CFG_REQUEST (the hub has route_accept).
-route_set = ["{lan}"]
+{route_set}
 {esp}
 [ikev2.keyring.Flex_key.peer.Hub]
 address = "0.0.0.0/0"
@@ -965,10 +1103,14 @@ mode = "auto"
 "#,
         address = spoke_address(k),
         identity = spoke_identity(k),
-        lan = spoke_lan_prefix(k),
         state = dir.join(format!("spoke{k}-state")).display(),
         socket = dir.join(format!("spoke{k}.sock")).display(),
-    )
+    );
+    if bgp == Some(true) {
+        text + &spoke_bgp_section(k)
+    } else {
+        text
+    }
 }
 
 /// The strongSwan spoke: PSK, a virtual IP from the hub's pool, tunnel mode

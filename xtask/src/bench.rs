@@ -48,6 +48,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         own_spokes: 1,
         strongswan_spoke: false,
         spoke_esp_proposals: Some(vec!["aes256gcm16".to_owned()]),
+        bgp: None,
     };
     let mut lab = FlexLab::start(&gateway, "bench", &spec).context("starting the lab")?;
     let transfer = format!(

@@ -10,7 +10,7 @@ use std::{
 
 use super::{
     Datapath, DatapathError, DatapathReport, Route, SaCounters, SaPair, VaCounters, VaId,
-    VirtualAccessSpec,
+    VirtualAccessSpec, fib::Fib,
 };
 
 /// One call, in the order it was made.
@@ -31,6 +31,7 @@ struct State {
     vas: BTreeMap<VaId, VirtualAccessSpec>,
     sas: BTreeMap<u32, SaPair>,
     routes: BTreeSet<(String, VaId)>,
+    fib: Fib<Route>,
 }
 
 #[derive(Default)]
@@ -98,6 +99,15 @@ impl Datapath for RecordingDatapath {
         }
         s.sas.retain(|_, sa| sa.va != id);
         s.routes.retain(|(_, va)| *va != id);
+        let gone: Vec<_> = s
+            .fib
+            .iter()
+            .filter(|(_, r)| r.va == id)
+            .map(|(p, _)| p)
+            .collect();
+        for p in gone {
+            s.fib.remove(p);
+        }
         s.calls.push(Call::RemoveVa(id));
         Ok(())
     }
@@ -135,6 +145,7 @@ impl Datapath for RecordingDatapath {
         }
         let key = route_key(route);
         s.routes.insert((key.clone(), route.va));
+        s.fib.insert(route.prefix, *route);
         s.calls.push(Call::AddRoute(key));
         Ok(())
     }
@@ -145,8 +156,15 @@ impl Datapath for RecordingDatapath {
         if !s.routes.remove(&(key.clone(), route.va)) {
             return Err(DatapathError::NoSuchRoute(route.prefix));
         }
+        if s.fib.get(route.prefix).is_some_and(|r| r.va == route.va) {
+            s.fib.remove(route.prefix);
+        }
         s.calls.push(Call::RemoveRoute(key));
         Ok(())
+    }
+
+    fn lookup(&self, addr: std::net::Ipv4Addr) -> Option<Route> {
+        self.state().fib.lookup(addr).map(|(_, r)| *r)
     }
 
     fn send_nhrp(&self, va: VaId, packet: &[u8]) -> Result<(), DatapathError> {

@@ -30,8 +30,17 @@ struct Session {
     rx_seen: u64,
 }
 
+/// Told when routes come and go with the sessions (BGP closes the session
+/// of a neighbor whose tunnel went down at once, and dials a neighbor
+/// whose tunnel came up).
+pub trait RouteWatch: Send + Sync {
+    fn routes_added(&self, prefixes: &[Ipv4Prefix]);
+    fn routes_removed(&self, prefixes: &[Ipv4Prefix]);
+}
+
 /// One per gateway; driven by the IKE task.
 pub struct Sessions {
+    watch: Option<Arc<dyn RouteWatch>>,
     datapath: Arc<dyn Datapath>,
     templates: BTreeMap<u16, VirtualTemplate>,
     /// This box's tunnel source: the unnumbered address when there is no
@@ -54,6 +63,7 @@ impl Sessions {
         local_address: Ipv4Addr,
     ) -> Self {
         Sessions {
+            watch: None,
             datapath,
             templates,
             local_address,
@@ -62,6 +72,10 @@ impl Sessions {
             by_tunnel: HashMap::new(),
             next_number: 1,
         }
+    }
+
+    pub fn set_route_watch(&mut self, watch: Arc<dyn RouteWatch>) {
+        self.watch = Some(watch);
     }
 
     pub fn datapath(&self) -> &Arc<dyn Datapath> {
@@ -215,6 +229,10 @@ impl Sessions {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
+        if let Some(watch) = &self.watch {
+            let prefixes: Vec<Ipv4Prefix> = routes.iter().map(|r| r.prefix).collect();
+            watch.routes_added(&prefixes);
+        }
         self.by_tunnel.insert(child.tunnel_id, id);
         self.by_va.insert(
             id,
@@ -260,6 +278,10 @@ impl Sessions {
             if let Err(e) = self.datapath.remove_route(route) {
                 tracing::warn!(prefix = %route.prefix, interface = %id, error = %e, "route removal failed");
             }
+        }
+        if let Some(watch) = &self.watch {
+            let prefixes: Vec<Ipv4Prefix> = session.routes.iter().map(|r| r.prefix).collect();
+            watch.routes_removed(&prefixes);
         }
         if let Err(e) = self.datapath.remove_sa(id, session.spi_in) {
             tracing::warn!(interface = %id, error = %e, "SA removal failed");

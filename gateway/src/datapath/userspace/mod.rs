@@ -369,6 +369,15 @@ impl Datapath for UserspaceDatapath {
         self.kernel_route(route.prefix, false)
     }
 
+    fn lookup(&self, addr: Ipv4Addr) -> Option<Route> {
+        let tables = self.tables.load();
+        tables.fib.lookup(addr).map(|(prefix, va)| Route {
+            prefix,
+            va: va.spec.id,
+            next_hop: None,
+        })
+    }
+
     fn send_nhrp(&self, va: VaId, packet: &[u8]) -> Result<(), DatapathError> {
         let tables = self.tables.load();
         let to = tables

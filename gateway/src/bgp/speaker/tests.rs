@@ -1,0 +1,222 @@
+//! Two speakers over loopback TCP: a hub with a listen range and a spoke
+//! with the hub as its static neighbor, as in the seed configs, with the
+//! real sockets, FSM, codec and RIB. Each test uses its own 127.x.y.z
+//! addresses and system-chosen ports, so parallel runs do not meet.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use super::{Speaker, SpeakerConfig, SpeakerTasks};
+use crate::config::{self, Ipv4Prefix};
+
+fn prefix(s: &str) -> Ipv4Prefix {
+    Ipv4Prefix::parse_host_or_prefix(s).unwrap()
+}
+
+fn bgp(text: &str) -> config::Bgp {
+    let full = format!("[hub]\nlocal_address = \"172.25.1.1\"\nuplink = \"eth0\"\n{text}");
+    config::parse(&full, "test").unwrap().bgp.unwrap()
+}
+
+fn start(bgp: config::Bgp, listen: Ipv4Addr, peer_port: u16) -> (Arc<Speaker>, SpeakerTasks) {
+    let config = SpeakerConfig {
+        router_id: listen,
+        listen: SocketAddrV4::new(listen, 0),
+        peer_port,
+        scan_kernel_table: false,
+        bgp,
+    };
+    Speaker::start(config, None).unwrap()
+}
+
+/// A loopback network of its own per test: 127.<a>.<b>.0/24 from the pid
+/// and a per-test number.
+fn net(test: u8) -> (u8, u8) {
+    let pid = std::process::id();
+    let byte = |v: u32| u8::try_from(v % 200).unwrap();
+    (byte(pid >> 8) + 20, byte(pid) ^ test)
+}
+
+async fn wait(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn hub_bgp(a: u8, b: u8, limit: u32) -> config::Bgp {
+    let mut bgp = bgp(&format!(
+        r#"
+[bgp]
+asn = 65001
+networks = ["192.168.0.0/24"]
+aggregates = [{{ prefix = "192.168.0.0/16", summary_only = true }}]
+listen_limit = {limit}
+[[bgp.listen_range]]
+prefix = "10.1.1.0/25"
+peer_group = "Spokes"
+[bgp.peer_group.Spokes]
+remote_as = 65001
+route_reflector_client = true
+# Next hop self must be a unicast address (RFC 4271 section 6.3 refuses a
+# loopback one): the hub's tunnel address, as IOS's update-source would.
+update_source = "10.1.1.1"
+"#
+    ));
+    // The config check wants unicast addresses; the test runs on loopback.
+    bgp.listen_range[0].prefix = Ipv4Prefix::new(Ipv4Addr::new(127, a, b, 0), 25).unwrap();
+    bgp
+}
+
+fn spoke_bgp(hub: Ipv4Addr, me: Ipv4Addr, lan: &str) -> config::Bgp {
+    let mut bgp = bgp(&format!(
+        r#"
+[bgp]
+asn = 65001
+networks = ["{lan}"]
+[[bgp.neighbor]]
+address = "10.1.1.1"
+remote_as = 65001
+"#
+    ));
+    bgp.neighbor[0].address = hub;
+    bgp.neighbor[0].update_source = Some(me);
+    // As on the hub: a unicast next hop (the spoke's tunnel address).
+    bgp.neighbor[0].next_hop = Some(Ipv4Addr::new(10, 1, 1, me.octets()[3]));
+    bgp
+}
+
+#[tokio::test]
+async fn spokes_in_the_listen_range_exchange_routes_with_the_hub() {
+    let (a, b) = net(1);
+    let hub_addr = Ipv4Addr::new(127, a, b, 1);
+    let (hub, hub_tasks) = start(hub_bgp(a, b, 10), hub_addr, 0);
+    hub.set_routes_present([prefix("192.168.0.0/24")]);
+    let port = hub.local_addr().port();
+    let mut spokes = Vec::new();
+    for k in 1..=2u8 {
+        let me = Ipv4Addr::new(127, a, b, 10 + k);
+        let lan = format!("192.168.{k}.0/24");
+        let (s, t) = start(spoke_bgp(hub_addr, me, &lan), me, port);
+        s.set_routes_present([prefix(&lan)]);
+        spokes.push((s, t));
+    }
+    wait("both spokes' prefixes at the hub", || {
+        hub.prefix_count() == 4
+    })
+    .await;
+    let summary = hub.summary();
+    assert_eq!(summary.neighbors.len(), 2);
+    for n in &summary.neighbors {
+        assert!(n.dynamic, "{n:?}");
+        assert_eq!(n.state, "Established");
+        assert_eq!(n.prefixes_received, Some(1));
+        assert_eq!(n.peer_group.as_deref(), Some("Spokes"));
+    }
+    // Each spoke gets the summary only: its own LAN and the aggregate.
+    for (s, _) in &spokes {
+        wait("the aggregate at the spoke", || {
+            s.table()
+                .rows
+                .iter()
+                .any(|r| r.prefix == prefix("192.168.0.0/16"))
+        })
+        .await;
+        let prefixes: Vec<String> = s
+            .table()
+            .rows
+            .iter()
+            .map(|r| r.prefix.to_string())
+            .collect();
+        assert_eq!(prefixes.len(), 2, "{prefixes:?}");
+        let spoke_summary = s.summary();
+        assert_eq!(spoke_summary.neighbors[0].address, hub_addr);
+        assert!(!spoke_summary.neighbors[0].dynamic);
+        assert_eq!(spoke_summary.neighbors[0].prefixes_received, Some(1));
+    }
+    // The hub's table marks the more-specifics suppressed.
+    let rows = hub.table().rows;
+    let one = rows
+        .iter()
+        .find(|r| r.prefix == prefix("192.168.1.0/24"))
+        .unwrap();
+    assert!(one.suppressed && one.best, "{one:?}");
+
+    // A spoke's tunnel goes: its session and prefix go at once (no hold
+    // timer), and the dynamic neighbor disappears.
+    let gone = Ipv4Addr::new(127, a, b, 11);
+    hub.routes_removed(&[Ipv4Prefix::new(gone, 32).unwrap()]);
+    assert_eq!(hub.prefix_count(), 3, "withdrawn in the same call");
+    wait("the dynamic neighbor removed", || {
+        hub.summary().neighbors.iter().all(|n| n.address != gone)
+    })
+    .await;
+
+    for (s, t) in spokes {
+        s.shutdown(t).await;
+    }
+    hub.shutdown(hub_tasks).await;
+}
+
+#[tokio::test]
+async fn connections_from_outside_the_ranges_and_over_the_limit_are_refused() {
+    let (a, b) = net(2);
+    let hub_addr = Ipv4Addr::new(127, a, b, 1);
+    let (hub, hub_tasks) = start(hub_bgp(a, b, 1), hub_addr, 0);
+    let port = hub.local_addr().port();
+    // 127.a.b.200 is outside 127.a.b.0/25.
+    let outsider = Ipv4Addr::new(127, a, b, 200);
+    let (o, ot) = start(
+        spoke_bgp(hub_addr, outsider, "192.168.9.0/24"),
+        outsider,
+        port,
+    );
+    let first = Ipv4Addr::new(127, a, b, 11);
+    let (s1, t1) = start(spoke_bgp(hub_addr, first, "192.168.1.0/24"), first, port);
+    wait("the first spoke Established", || {
+        hub.established_count() == 1
+    })
+    .await;
+    let second = Ipv4Addr::new(127, a, b, 12);
+    let (s2, t2) = start(spoke_bgp(hub_addr, second, "192.168.2.0/24"), second, port);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let summary = hub.summary();
+    let addresses: Vec<Ipv4Addr> = summary.neighbors.iter().map(|n| n.address).collect();
+    assert_eq!(addresses, vec![first], "limit 1 and the outsider refused");
+    assert_ne!(s2.summary().neighbors[0].state, "Established");
+    assert_ne!(o.summary().neighbors[0].state, "Established");
+    for (s, t) in [(o, ot), (s1, t1), (s2, t2)] {
+        s.shutdown(t).await;
+    }
+    hub.shutdown(hub_tasks).await;
+}
+
+#[tokio::test]
+async fn a_stopping_hub_sends_cease_and_the_spoke_withdraws_its_routes() {
+    let (a, b) = net(3);
+    let hub_addr = Ipv4Addr::new(127, a, b, 1);
+    let (hub, hub_tasks) = start(hub_bgp(a, b, 10), hub_addr, 0);
+    hub.set_routes_present([prefix("192.168.0.0/24")]);
+    let me = Ipv4Addr::new(127, a, b, 11);
+    let (s, t) = start(
+        spoke_bgp(hub_addr, me, "192.168.1.0/24"),
+        me,
+        hub.local_addr().port(),
+    );
+    s.set_routes_present([prefix("192.168.1.0/24")]);
+    wait("the aggregate at the spoke", || s.prefix_count() == 2).await;
+    hub.shutdown(hub_tasks).await;
+    // The Cease reaches the spoke now, not after its hold time.
+    wait("the hub's routes gone at the spoke", || {
+        s.prefix_count() == 1
+    })
+    .await;
+    assert_ne!(s.summary().neighbors[0].state, "Established");
+    s.shutdown(t).await;
+}
