@@ -229,11 +229,14 @@ remote_as = {BGP_ASN}
 
 /// FRR's bgpd as spoke k's BGP speaker (its tunnel is the spoke's
 /// gateway without `[bgp]`): neighbor the hub's tunnel address, its LAN
-/// as a `network`. Without zebra, so `no bgp network import-check`.
+/// as a `network`. Without zebra, so `no bgp network import-check`, and
+/// an explicit router id (bgpd alone knows no interface address to take
+/// one from).
 pub fn frr_spoke_config(k: usize) -> String {
     format!(
-        "hostname spoke{k}-bgpd\nlog file @DIR@/bgpd.log\n!\nrouter bgp {BGP_ASN}\n no bgp ebgp-requires-policy\n no bgp network import-check\n timers bgp 5 15\n neighbor {HUB_TUNNEL_ADDRESS} remote-as {BGP_ASN}\n address-family ipv4 unicast\n  network {lan}\n exit-address-family\n!\n",
+        "hostname spoke{k}-bgpd\nlog file @DIR@/bgpd.log\n!\nrouter bgp {BGP_ASN}\n bgp router-id {id}\n no bgp ebgp-requires-policy\n no bgp network import-check\n timers bgp 5 15\n neighbor {HUB_TUNNEL_ADDRESS} remote-as {BGP_ASN}\n address-family ipv4 unicast\n  network {lan}\n exit-address-family\n!\n",
         lan = spoke_lan_prefix(k),
+        id = spoke_address(k),
     )
 }
 
