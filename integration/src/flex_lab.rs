@@ -240,11 +240,16 @@ pub fn frr_spoke_config(k: usize) -> String {
     )
 }
 
+/// A DMVPN spoke's LAN that the DMVPN hub announces (inside the /16
+/// aggregate, so the FlexVPN spokes reach it through the summary).
+pub const DMVPN_LAN: &str = "192.168.100.0/24";
+
 /// FRR's bgpd as the DMVPN hub on the hub's LAN at `address`: a static
-/// iBGP neighbor of our hub.
+/// iBGP neighbor of our hub, announcing [`DMVPN_LAN`] (the routes of its
+/// DMVPN spokes during the migration).
 pub fn frr_lan_hub_config(address: Ipv4Addr) -> String {
     format!(
-        "hostname dmvpn-hub\nlog file @DIR@/bgpd.log\n!\nrouter bgp {BGP_ASN}\n bgp router-id {address}\n no bgp ebgp-requires-policy\n timers bgp 5 15\n neighbor {HUB_LAN_GATEWAY} remote-as {BGP_ASN}\n!\n"
+        "hostname dmvpn-hub\nlog file @DIR@/bgpd.log\n!\nrouter bgp {BGP_ASN}\n bgp router-id {address}\n no bgp ebgp-requires-policy\n no bgp network import-check\n timers bgp 5 15\n neighbor {HUB_LAN_GATEWAY} remote-as {BGP_ASN}\n address-family ipv4 unicast\n  network {DMVPN_LAN}\n exit-address-family\n!\n"
     )
 }
 

@@ -11,20 +11,22 @@
 
 use std::{
     collections::BTreeSet,
+    net::Ipv4Addr,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
 use integration::{
     flex_lab::{
-        self, BgpSpec, FlexLab, HUB_LAN_GATEWAY, HUB_LAN_HOST, LabSpec, Which, spoke_lan_host,
-        spoke_lan_prefix,
+        self, BgpSpec, DMVPN_LAN, FlexLab, HUB_LAN_GATEWAY, HUB_LAN_HOST, LabSpec, Which,
+        spoke_lan_host, spoke_lan_prefix,
     },
     frr::{self, Bgpd},
     gateway::gateway_bin,
 };
 
 const SUMMARY: &str = "192.168.0.0/16";
+const DMVPN_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 1);
 
 fn skip_without_tools() -> bool {
     let mut missing = flex_lab::missing_tools(false);
@@ -114,6 +116,10 @@ fn seed_overlay_with_frr_spoke_and_frr_dmvpn_hub() {
     let mut lab = FlexLab::new(&gateway, "bgp", &spec).unwrap();
     let dir = lab.lab().temp_dir().to_owned();
     // The DMVPN hub first: our hub dials it as soon as it starts.
+    // A host of the DMVPN side, behind the DMVPN hub.
+    lab.hub_lan()
+        .ip(["addr", "add", &format!("{DMVPN_HOST}/32"), "dev", "lo"])
+        .unwrap();
     let dmvpn = Bgpd::start(
         lab.hub_lan(),
         &dir.join("frr-dmvpn"),
@@ -241,17 +247,37 @@ fn dmvpn_hub_gets_the_specifics(lab: &FlexLab, dmvpn: &Bgpd) {
                 .then_some(routes))
         },
     );
-    for (prefix, hops) in &routes {
+    for (prefix, hops) in routes.iter().filter(|(p, _)| p.as_str() != DMVPN_LAN) {
         assert_eq!(
             hops,
             &vec![HUB_LAN_GATEWAY.to_string()],
             "{prefix} at the DMVPN hub: next hop not rewritten"
         );
     }
-    // Still only the summary towards the spokes.
+    // Its DMVPN route goes into the hub's kernel via the DMVPN hub (no
+    // virtual-access reaches that next hop), and still only the summary
+    // goes to the spokes: they reach the DMVPN side through it.
+    let route = wait_for(
+        "the DMVPN route in the hub's kernel",
+        Duration::from_secs(20),
+        || {
+            let out = lab.hub().ip(["route", "show", DMVPN_LAN])?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            Ok(text
+                .contains(&format!("via {HUB_LAN_HOST}"))
+                .then_some(text))
+        },
+    );
+    println!("hub: {route}");
     assert_eq!(
         our_prefixes(lab, Which::Spoke(1)).unwrap(),
         set(&[SUMMARY, &spoke_lan_prefix(1)])
+    );
+    let r = flex_lab::ping(lab.spoke_lan(1), DMVPN_HOST, 3).unwrap();
+    assert!(
+        r.received >= 2,
+        "LAN1 -> the DMVPN side: {r:?}\n{}",
+        lab.logs()
     );
 }
 

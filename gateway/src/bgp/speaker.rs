@@ -43,7 +43,10 @@ use super::{
 };
 use crate::{
     config::{self, Ipv4Prefix},
-    datapath::{Datapath, Route, sys::netlink::Netlink},
+    datapath::{
+        Datapath, Route,
+        sys::netlink::{KernelRoute, KernelRouteKind, Netlink},
+    },
 };
 
 /// The BGP port (RFC 4271 section 8.2.1).
@@ -809,14 +812,20 @@ impl Speaker {
     // --- The routing-table scan. ---
 
     async fn scan_loop(self: Arc<Self>) {
-        let mut last: Option<BTreeSet<Ipv4Prefix>> = None;
+        let mut last: Option<TableFacts> = None;
         let mut warned = false;
         loop {
             match self.scan_once() {
-                Ok(present) => {
-                    if last.as_ref() != Some(&present) {
-                        self.set_routes_present(present.iter().copied());
-                        last = Some(present);
+                Ok(facts) => {
+                    if last.as_ref() != Some(&facts) {
+                        let mut inner = self.lock();
+                        inner.rib.set_routes_present(facts.present.iter().copied());
+                        inner
+                            .rib
+                            .set_redistributed_routes(facts.redistributed.iter().copied());
+                        drop(inner);
+                        self.flush.notify_one();
+                        last = Some(facts);
                     }
                 }
                 Err(e) if !warned => {
@@ -829,23 +838,54 @@ impl Speaker {
         }
     }
 
-    /// The prefixes of the kernel's main table, less the routes BGP itself
-    /// installed.
-    fn scan_once(&self) -> std::io::Result<BTreeSet<Ipv4Prefix>> {
+    /// The prefixes of the kernel's main table (less the routes BGP itself
+    /// installed), and of those the ones `redistribute` takes.
+    fn scan_once(&self) -> std::io::Result<TableFacts> {
         let routes = match &self.netlink {
             Some(nl) => nl
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .dump_routes()?,
-            None => return Ok(BTreeSet::new()),
+            None => return Ok(TableFacts::default()),
         };
         let inner = self.lock();
-        Ok(routes
-            .into_iter()
-            .map(|r| r.prefix)
-            .filter(|p| !inner.installed.contains_key(p))
-            .collect())
+        Ok(table_facts(
+            routes
+                .iter()
+                .filter(|r| !inner.installed.contains_key(&r.prefix)),
+            &self.config.bgp.redistribute,
+        ))
     }
+}
+
+/// What the routing table says for origination.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct TableFacts {
+    /// Every prefix with a route (`network` needs an exact match).
+    present: BTreeSet<Ipv4Prefix>,
+    /// The connected and static routes `redistribute` asks for.
+    redistributed: BTreeSet<Ipv4Prefix>,
+}
+
+fn table_facts<'a>(
+    routes: impl Iterator<Item = &'a KernelRoute>,
+    redistribute: &[config::Redistribute],
+) -> TableFacts {
+    let mut facts = TableFacts::default();
+    let connected = redistribute.contains(&config::Redistribute::Connected);
+    let statics = redistribute.contains(&config::Redistribute::Static);
+    for r in routes {
+        // Blackholes and the like back no `network` (IOS: a Null0 route
+        // does, but ours are BGP's own aggregates, filtered out above).
+        if r.kind != KernelRouteKind::Unicast {
+            continue;
+        }
+        facts.present.insert(r.prefix);
+        if (connected && r.is_connected()) || (statics && r.is_static()) {
+            facts.redistributed.insert(r.prefix);
+        }
+    }
+    facts
 }
 
 /// IOS's words for why a session went down.

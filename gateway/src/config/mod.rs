@@ -284,6 +284,11 @@ pub struct Bgp {
     /// IOS `aggregate-address A M [summary-only]`.
     #[serde(default)]
     pub aggregates: Vec<Aggregate>,
+    /// IOS `redistribute connected` / `redistribute static`: the kernel's
+    /// connected routes (protocol kernel, scope link) and static ones
+    /// (protocol static or boot), ORIGIN incomplete, MED 0.
+    #[serde(default)]
+    pub redistribute: Vec<Redistribute>,
     /// IOS `bgp listen limit`, 1..=10000; default 100 as in IOS.
     #[serde(default = "default_listen_limit")]
     pub listen_limit: u32,
@@ -307,6 +312,14 @@ fn yes() -> bool {
 
 fn default_listen_limit() -> u32 {
     100
+}
+
+/// What `redistribute` takes from the kernel's main routing table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Redistribute {
+    Connected,
+    Static,
 }
 
 /// IOS `aggregate-address 192.168.0.0 255.255.0.0 summary-only`.

@@ -1245,3 +1245,21 @@ fn unnumbered_forms() {
         assert!(bad.parse::<Unnumbered>().is_err(), "{bad} accepted");
     }
 }
+
+#[test]
+fn bgp_redistribute_takes_connected_and_static_only() {
+    let ok = parse(
+        &format!("{MINIMAL}[bgp]\nasn = 65001\nredistribute = [\"connected\", \"static\"]\n"),
+        ORIGIN,
+    )
+    .unwrap();
+    assert_eq!(
+        ok.bgp.unwrap().redistribute,
+        vec![Redistribute::Connected, Redistribute::Static]
+    );
+    let text = format!("{MINIMAL}[bgp]\nasn = 65001\nredistribute = [\"ospf\"]\n");
+    let e = syntax(&text);
+    assert_eq!(e.line, line_of(&text, "redistribute"));
+    assert!(e.key.starts_with("bgp.redistribute"), "{}", e.key);
+    assert!(e.message.contains("ospf"), "{}", e.message);
+}

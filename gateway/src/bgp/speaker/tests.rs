@@ -220,3 +220,73 @@ async fn a_stopping_hub_sends_cease_and_the_spoke_withdraws_its_routes() {
     assert_ne!(s.summary().neighbors[0].state, "Established");
     s.shutdown(t).await;
 }
+
+#[test]
+fn the_routing_table_backs_networks_and_feeds_redistribute() {
+    use crate::datapath::sys::netlink::{
+        KernelRoute, KernelRouteKind, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, RTPROT_BOOT,
+        RTPROT_GATEWAY, RTPROT_KERNEL,
+    };
+    let route = |p: &str, protocol, scope, kind| KernelRoute {
+        prefix: prefix(p),
+        protocol,
+        scope,
+        kind,
+        oif: Some(2),
+        gateway: None,
+    };
+    let routes = [
+        route(
+            "192.168.0.0/24",
+            RTPROT_KERNEL,
+            RT_SCOPE_LINK,
+            KernelRouteKind::Unicast,
+        ),
+        route(
+            "172.16.0.0/16",
+            RTPROT_BOOT,
+            RT_SCOPE_UNIVERSE,
+            KernelRouteKind::Unicast,
+        ),
+        route(
+            "10.1.1.100/32",
+            RTPROT_GATEWAY,
+            RT_SCOPE_LINK,
+            KernelRouteKind::Unicast,
+        ),
+        route(
+            "10.9.0.0/16",
+            RTPROT_BOOT,
+            RT_SCOPE_UNIVERSE,
+            KernelRouteKind::Blackhole,
+        ),
+    ];
+    let none = super::table_facts(routes.iter(), &[]);
+    assert_eq!(
+        none.present,
+        ["192.168.0.0/24", "172.16.0.0/16", "10.1.1.100/32"]
+            .map(prefix)
+            .into_iter()
+            .collect()
+    );
+    assert!(none.redistributed.is_empty());
+    let connected = super::table_facts(routes.iter(), &[config::Redistribute::Connected]);
+    assert_eq!(
+        connected.redistributed,
+        [prefix("192.168.0.0/24")].into_iter().collect()
+    );
+    let both = super::table_facts(
+        routes.iter(),
+        &[
+            config::Redistribute::Connected,
+            config::Redistribute::Static,
+        ],
+    );
+    assert_eq!(
+        both.redistributed,
+        ["192.168.0.0/24", "172.16.0.0/16"]
+            .map(prefix)
+            .into_iter()
+            .collect()
+    );
+}
