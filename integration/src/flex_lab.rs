@@ -715,6 +715,36 @@ impl FlexLab {
     }
 
     /// The hub's session of own spoke k, if it has one.
+    /// Waits until the hub has `n` dynamic BGP neighbors (spokes from its
+    /// listen range) Established with one prefix each (their LANs).
+    pub fn wait_bgp_spokes(&self, n: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let summary = self.show_json(Which::Hub, &["bgp", "summary"]);
+            let ready = summary.as_ref().ok().map_or(0, |v| {
+                v["neighbors"].as_array().map_or(0, |list| {
+                    list.iter()
+                        .filter(|n| {
+                            n["dynamic"] == true
+                                && n["state"] == "Established"
+                                && n["prefixes_received"] == 1
+                        })
+                        .count()
+                })
+            });
+            if ready >= n {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{ready} of {n} BGP spokes Established with their prefix after {timeout:?}: {summary:?}\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub fn spoke_session(&self, k: usize) -> Result<Option<Session>> {
         let id = format!("fqdn:{}", spoke_identity(k));
         Ok(self

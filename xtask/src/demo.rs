@@ -1,8 +1,10 @@
 //! `cargo xtask demo`: the hub's main job, end to end, in network
 //! namespaces (`integration::flex_lab`): a hub with a LAN, two of our own
 //! spokes with LANs behind them and a strongSwan spoke dial in with IKEv2,
-//! get their tunnel addresses from the hub's pool and their routes, and
-//! traffic flows through the userspace datapath: LAN to LAN through the
+//! get their tunnel addresses from the hub's pool, our spokes announce their
+//! LANs over iBGP (dynamic neighbors of the hub, which sends them only its
+//! 192.168.0.0/16 summary), and traffic flows through the userspace
+//! datapath: LAN to LAN through the
 //! hub, spoke to spoke hairpinned at the hub, the strongSwan spoke's
 //! virtual IP to the LANs. Prints what an operator would look at on the hub
 //! and a summary table; `--keep` leaves it all up until Ctrl-C.
@@ -20,7 +22,7 @@ use clap::Args;
 use integration::{
     Netns,
     flex_lab::{
-        self, FlexLab, HUB_LAN_HOST, LabSpec, Which, human_rate, spoke_lan_host, wait_ping,
+        self, BgpSpec, FlexLab, HUB_LAN_HOST, LabSpec, Which, human_rate, spoke_lan_host, wait_ping,
     },
 };
 
@@ -43,6 +45,8 @@ pub struct DemoArgs {
 
 /// How long the three spokes get to be up on the hub.
 const SESSIONS_UP: Duration = Duration::from_mins(1);
+/// How long the spokes' BGP sessions get to come up with their prefixes.
+const BGP_UP: Duration = Duration::from_secs(30);
 /// How long a path gets to start working.
 const PATH_UP: Duration = Duration::from_secs(10);
 const PINGS: u32 = 5;
@@ -61,8 +65,16 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let gateway = util::build_gateway(args.release)?;
 
     let step = Step::new("demo", "start the hub, two spokes and a strongSwan spoke");
-    let mut lab = FlexLab::new(&gateway, "demo", &LabSpec::new(2, true))
-        .context("creating the lab's namespaces")?;
+    // Routing as the seed documents recommend: iBGP over the tunnels, the
+    // spokes as dynamic neighbors of the hub, the hub's summary to them.
+    let spec = LabSpec {
+        bgp: Some(BgpSpec {
+            own_bgp_spokes: 2,
+            lan_neighbor: None,
+        }),
+        ..LabSpec::new(2, true)
+    };
+    let mut lab = FlexLab::new(&gateway, "demo", &spec).context("creating the lab's namespaces")?;
     describe(&lab);
     let started = lab.start_daemons();
     let sessions = started.and_then(|()| lab.wait_sessions(3, SESSIONS_UP));
@@ -84,7 +96,25 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             }
             show(&lab, &["crypto", "session"]);
             show(&lab, &["interfaces", "virtual-access"]);
-            traffic(&lab)
+            let bgp = lab.wait_bgp_spokes(2, BGP_UP);
+            show(&lab, &["bgp", "summary"]);
+            show(&lab, &["bgp"]);
+            let mut rows = vec![match bgp {
+                Ok(()) => Row {
+                    path: "BGP: both spokes' LANs learned at the hub".to_owned(),
+                    ok: true,
+                    result: "ok".to_owned(),
+                    detail: "dynamic neighbors, State/PfxRcd 1".to_owned(),
+                },
+                Err(e) => Row {
+                    path: "BGP: both spokes' LANs learned at the hub".to_owned(),
+                    ok: false,
+                    result: "FAILED".to_owned(),
+                    detail: first_line(&format!("{e:#}")),
+                },
+            }];
+            rows.extend(traffic(&lab));
+            rows
         }
         Err(e) => {
             eprintln!("demo: the spokes did not all come up: {e:#}");
