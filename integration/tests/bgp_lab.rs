@@ -203,6 +203,32 @@ fn dynamic_neighbors_and_the_summary(lab: &FlexLab, frr_spoke: &Bgpd) {
     wait_for("the FRR spoke's table", Duration::from_secs(20), || {
         Ok((frr_prefixes(frr_spoke)? == want).then_some(()))
     });
+
+    // Route refresh (RFC 2918): FRR asks, the hub sends its table again.
+    let hub = flex_lab::HUB_TUNNEL_ADDRESS.to_string();
+    let updates = |bgpd: &Bgpd| -> Result<(u64, u64)> {
+        let v = bgpd.json(&format!("show bgp neighbors {hub} json"))?;
+        let stats = &v[&hub]["messageStats"];
+        Ok((
+            stats["routeRefreshSent"]
+                .as_u64()
+                .context("routeRefreshSent")?,
+            stats["updatesRecv"].as_u64().context("updatesRecv")?,
+        ))
+    };
+    let (refreshes, before) = updates(frr_spoke).unwrap();
+    frr_spoke
+        .vtysh(&format!("clear bgp ipv4 unicast {hub} soft in"))
+        .unwrap();
+    wait_for(
+        "the hub's answer to ROUTE-REFRESH",
+        Duration::from_secs(10),
+        || {
+            let (r, after) = updates(frr_spoke)?;
+            Ok((r > refreshes && after > before).then_some(()))
+        },
+    );
+    assert_eq!(frr_prefixes(frr_spoke).unwrap(), want);
 }
 
 /// Spoke LAN <-> spoke LAN over the BGP routes: spoke 1 has only the hub's
