@@ -29,6 +29,10 @@
 //! Errors are detected as RFC 4271 section 6 describes and each `WireError`
 //! says which NOTIFICATION to send (`WireError::notification`).
 //!
+//! `tests/bgp_netgauze.rs` holds this codec to netgauze-bgp-pkt, an
+//! independent implementation: the FRR captures, messages each side
+//! encodes for the other, and random UPDATEs must decode alike.
+//!
 //! Canonical encoding, which captured FRR messages re-encode to byte for
 //! byte: all capabilities in one Capabilities optional parameter (RFC
 //! 9072's extended format only when they need more than 253 bytes); path
@@ -1108,6 +1112,13 @@ fn parse_as_path(mut buf: &[u8]) -> Result<Vec<AsSegment>, WireError> {
                 reason: "a segment header is truncated",
             });
         };
+        // RFC 7606 section 7.2 (updating RFC 4271 section 6.3): a segment
+        // of length zero makes the AS_PATH malformed.
+        if count == 0 {
+            return Err(WireError::MalformedAsPath {
+                reason: "a segment of length zero",
+            });
+        }
         let Some(asns) = buf.get(2..2 + 4 * usize::from(count)) else {
             return Err(WireError::MalformedAsPath {
                 reason: "a segment runs past the end of the attribute",
@@ -1238,6 +1249,13 @@ fn emit_attributes(attrs: &PathAttributes, out: &mut Vec<u8>) -> Result<(), Wire
             AsSegment::Set(asns) => (AS_SET, asns),
             AsSegment::Sequence(asns) => (AS_SEQUENCE, asns),
         };
+        if asns.is_empty() {
+            // What the decoder refuses (RFC 7606 section 7.2).
+            return Err(WireError::Unencodable {
+                what: "AS_PATH segment",
+                reason: "empty",
+            });
+        }
         out.push(seg_type);
         put8(out, asns.len(), "AS_PATH segment length")?;
         for asn in asns {

@@ -692,10 +692,13 @@ fn malformed_lists_and_paths() {
     let bytes = message(msg_type::UPDATE, &update_body(&[0x40, 1, 5, 0], &[]));
     assert_eq!(code_of(&bytes), (3, 5, vec![0x40, 1, 5, 0]));
     // AS_PATH: a segment longer than the attribute, an unknown (confed)
-    // segment type.
+    // segment type, an AS_SEQUENCE and an AS_SET of length zero (RFC 7606
+    // section 7.2; netgauze-bgp-pkt refuses them too).
     for path in [
         &[0x40u8, 2, 6, 2, 2, 0, 0, 0xfd, 0xe8][..],
         &[0x40, 2, 6, 3, 1, 0, 0, 0xfd, 0xe8],
+        &[0x40, 2, 2, 2, 0],
+        &[0x40, 2, 8, 2, 1, 0, 0, 0xfd, 0xe8, 1, 0],
     ] {
         let bytes = update_with(&[ORIGIN_IGP, path, NEXT_HOP]);
         assert_eq!(code_of(&bytes), (3, 11, vec![]));
@@ -755,6 +758,24 @@ fn encode_refuses_what_has_no_encoding() {
         nlri: vec![],
     });
     assert!(encode_to_vec(&msg).is_err());
+
+    // An empty AS_PATH segment: what the decoder refuses (RFC 7606 7.2).
+    for segment in [AsSegment::Sequence(vec![]), AsSegment::Set(vec![])] {
+        let mut attrs = full_attributes();
+        attrs.as_path.push(segment);
+        let msg = Message::Update(Update {
+            withdrawn: vec![],
+            attributes: Some(attrs),
+            nlri: vec![prefix("10.0.0.0/8")],
+        });
+        assert!(matches!(
+            encode_to_vec(&msg),
+            Err(WireError::Unencodable {
+                what: "AS_PATH segment",
+                ..
+            })
+        ));
+    }
 }
 
 // ---------------------------------------------- truncation and random bytes
