@@ -928,6 +928,18 @@ impl Rib {
                 Ok(normalized) => {
                     let attrs = Arc::new(normalized.unwrap_or_else(|| attrs.clone()));
                     for &p in &update.nlri {
+                        // RFC 4271 section 6.3: a multicast or reserved
+                        // (class E) prefix is ignored, not an error.
+                        if !is_unicast_prefix(p) {
+                            tracing::debug!(peer = %peer.info.address, prefix = %p, "BGP: non-unicast prefix ignored");
+                            peer.denied_total += 1;
+                            peer.denied.insert(p);
+                            if peer.accepted.remove(&p) {
+                                self.loc.remove_path(p, source);
+                                dirty.push(p);
+                            }
+                            continue;
+                        }
                         peer.denied.remove(&p);
                         peer.accepted.insert(p);
                         self.loc.set_path(
@@ -1304,4 +1316,10 @@ impl Rib {
     pub fn reset_stats(&mut self) {
         self.loc.stats = WorkStats::default();
     }
+}
+
+/// Whether `p` starts in unicast address space: not in 224.0.0.0/4
+/// (multicast) nor 240.0.0.0/4 (reserved).
+fn is_unicast_prefix(p: Ipv4Prefix) -> bool {
+    p.addr.octets()[0] < 224
 }

@@ -57,15 +57,28 @@ impl std::fmt::Display for Denied {
     }
 }
 
+/// RFC 6793 attribute type codes.
+const ATTR_AS4_PATH: u8 = 17;
+const ATTR_AS4_AGGREGATOR: u8 = 18;
+
 /// The inbound checks. Returns the attributes as stored in the Adj-RIB-In:
 /// for eBGP, with LOCAL_PREF (RFC 4271 5.1.5) and the route reflection
 /// attributes (optional non-transitive, meaningless outside the AS)
-/// removed.
+/// removed; AS4_PATH and AS4_AGGREGATOR removed.
+
 pub fn check_inbound(
     attrs: &PathAttributes,
     peer: &PeerInfo,
     local: &Local,
 ) -> Result<Option<PathAttributes>, Denied> {
+    // RFC 6793 section 4.1: AS4_PATH and AS4_AGGREGATOR between two
+    // 4-octet-AS speakers (every session here) are discarded.
+    let as4 = |a: &RawAttribute| matches!(a.type_code, ATTR_AS4_PATH | ATTR_AS4_AGGREGATOR);
+    if attrs.other.iter().any(as4) {
+        let mut a = attrs.clone();
+        a.other.retain(|a| !as4(a));
+        return Ok(Some(check_inbound(&a, peer, local)?.unwrap_or(a)));
+    }
     if peer.asn == local.asn {
         if attrs.originator_id == Some(local.router_id) {
             return Err(Denied::OriginatorIsUs);

@@ -263,3 +263,46 @@ fn errors() {
         "peer#9 is not in the RIB"
     );
 }
+
+/// RFC 4271 section 6.3: multicast and reserved prefixes are ignored (and
+/// counted), the unicast ones of the same UPDATE taken.
+#[test]
+fn non_unicast_prefixes_are_ignored() {
+    let (mut rib, mut wire) = one_peer(ibgp_peer(1, true));
+    rib.update_from(
+        PeerId(1),
+        &announce(
+            &attrs("10.9.0.1"),
+            &["10.50.0.0/16", "224.1.0.0/16", "240.0.0.0/8"],
+        ),
+    )
+    .unwrap();
+    round(&mut rib, &mut wire);
+    let got: Vec<Ipv4Prefix> = wire.table(PeerId(2)).keys().copied().collect();
+    assert_eq!(got, vec![pfx("10.50.0.0/16")]);
+    let c = rib.counters(PeerId(1)).unwrap();
+    assert_eq!((c.received, c.accepted, c.denied_total), (3, 1, 2));
+}
+
+/// RFC 6793 section 4.1: AS4_PATH and AS4_AGGREGATOR from a 4-octet-AS
+/// speaker are discarded; other unknown attributes are passed on.
+#[test]
+fn as4_attributes_are_discarded() {
+    let (mut rib, mut wire) = one_peer(ibgp_peer(1, true));
+    let raw = |type_code: u8| crate::bgp::types::RawAttribute {
+        flags: 0xc0,
+        type_code,
+        value: vec![2, 1, 0, 0, 0xfd, 0xea],
+    };
+    let with_as4 = PathAttributes {
+        other: vec![raw(17), raw(18), raw(99)],
+        ..attrs("10.9.0.1")
+    };
+    rib.update_from(PeerId(1), &announce(&with_as4, &["10.50.0.0/16"]))
+        .unwrap();
+    round(&mut rib, &mut wire);
+    let table = wire.table(PeerId(2));
+    let sent = &table[&pfx("10.50.0.0/16")];
+    let codes: Vec<u8> = sent.other.iter().map(|a| a.type_code).collect();
+    assert_eq!(codes, vec![99]);
+}
