@@ -120,3 +120,31 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Options of `cargo xtask bench-scale` (passed to the benchmark as
+/// `BGP_SCALE_*` variables).
+#[derive(Args, Debug)]
+pub struct ScaleArgs {
+    /// Numbers of dynamic neighbors, comma-separated.
+    #[arg(long, default_value = "100,1000")]
+    pub n: String,
+    /// Runs per N (min and median are printed).
+    #[arg(long, default_value_t = 3)]
+    pub runs: u32,
+    /// `summary` (spoke prefixes under the hub's aggregate), `reflect`
+    /// (prefixes reflected to every other client), or both.
+    #[arg(long, default_value = "summary,reflect")]
+    pub mode: String,
+}
+
+/// `cargo xtask bench-scale`: `cargo bench -p benches --bench bgp_scale`,
+/// N dynamic neighbors against the hub's BGP speaker over loopback.
+pub fn run_scale(args: &ScaleArgs) -> anyhow::Result<()> {
+    util::run(
+        util::command("cargo")
+            .args(["bench", "-p", "benches", "--bench", "bgp_scale"])
+            .env("BGP_SCALE_N", &args.n)
+            .env("BGP_SCALE_RUNS", args.runs.to_string())
+            .env("BGP_SCALE_MODE", &args.mode),
+    )
+}

@@ -6,6 +6,7 @@
 //!   spoke, traffic through the userspace datapath).
 //! - `lab`: the XDP and IKE lab (hub and spokes in network namespaces).
 //! - `bench-throughput`: TCP through our hub and spoke vs strongSwan's.
+//! - `bench-scale`: N BGP dynamic neighbors against the hub's speaker.
 
 mod bench;
 mod demo;
@@ -45,6 +46,9 @@ enum Task {
     /// TCP throughput spoke LAN -> hub LAN through our gateways and through
     /// strongSwan, in one lab run (for BENCHMARKS.md).
     BenchThroughput(bench::BenchArgs),
+    /// N BGP dynamic neighbors up and one prefix each exchanged with the
+    /// hub's speaker over loopback (for BENCHMARKS.md).
+    BenchScale(bench::ScaleArgs),
 }
 
 /// Options of `cargo xtask lab` (run by `lab::run`).
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         Task::Demo(args) => demo::run(args),
         Task::Lab(args) => lab::run(args),
         Task::BenchThroughput(args) => bench::run(args),
+        Task::BenchScale(args) => bench::run_scale(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -118,6 +123,15 @@ mod tests {
             panic!("not the bench task: {cli:?}");
         };
         assert_eq!((args.seconds, args.streams, args.debug), (5, 1, false));
+        let cli = Cli::try_parse_from(["xtask", "bench-scale", "--n", "1000", "--mode", "summary"])
+            .expect("valid command line");
+        let Task::BenchScale(args) = cli.command else {
+            panic!("not the bench-scale task: {cli:?}");
+        };
+        assert_eq!(
+            (args.n.as_str(), args.runs, args.mode.as_str()),
+            ("1000", 3, "summary")
+        );
     }
 
     #[test]

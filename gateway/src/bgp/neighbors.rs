@@ -4,7 +4,7 @@
 //! `bgp listen limit`. Decided when a TCP connection arrives, before any
 //! BGP message is read; no I/O here.
 
-use std::{collections::HashSet, net::Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use crate::config::{Bgp, BgpTimers, Ipv4Prefix};
 
@@ -105,9 +105,10 @@ impl Neighbors {
         &self.statics
     }
 
-    /// A connection from `peer`; `dynamic` holds the addresses of the
-    /// dynamic neighbors that have a session now.
-    pub fn admit(&self, peer: Ipv4Addr, dynamic: &HashSet<Ipv4Addr>) -> Admission {
+    /// A connection from `peer`; `has_session`: `peer` is a dynamic
+    /// neighbor with a session now; `dynamic_sessions`: how many dynamic
+    /// neighbors have one (counts, not a set: this runs per connection).
+    pub fn admit(&self, peer: Ipv4Addr, has_session: bool, dynamic_sessions: usize) -> Admission {
         // A configured neighbor wins over a range that also covers it, as
         // in IOS.
         if let Some(s) = self.statics.iter().find(|s| s.address == peer) {
@@ -118,7 +119,7 @@ impl Neighbors {
                 "connection from {peer} refused: not a configured neighbor and in no listen range"
             ));
         };
-        if !dynamic.contains(&peer) && dynamic.len() >= self.limit {
+        if !has_session && dynamic_sessions >= self.limit {
             return Admission::Refuse(format!(
                 "connection from {peer} (listen range {range}) refused: bgp listen limit {} reached",
                 self.limit
@@ -181,12 +182,12 @@ next_hop = "192.168.0.2"
     #[test]
     fn the_most_specific_range_gives_its_peer_groups_settings() {
         let n = Neighbors::from_config(&bgp());
-        let s = accept(n.admit("10.1.1.100".parse().unwrap(), &HashSet::new()));
+        let s = accept(n.admit("10.1.1.100".parse().unwrap(), false, 0));
         assert_eq!(s.dynamic.as_deref(), Some("Spokes"));
         assert_eq!((s.remote_as, s.keepalive, s.hold), (65001, 3, 9));
         assert!(s.route_reflector_client);
         assert_eq!(s.address, "10.1.1.100".parse::<Ipv4Addr>().unwrap());
-        let w = accept(n.admit("10.1.9.9".parse().unwrap(), &HashSet::new()));
+        let w = accept(n.admit("10.1.9.9".parse().unwrap(), false, 0));
         assert_eq!(w.dynamic.as_deref(), Some("Wide"));
         assert_eq!(
             (w.remote_as, w.keepalive, w.hold),
@@ -198,7 +199,7 @@ next_hop = "192.168.0.2"
     #[test]
     fn a_static_neighbor_wins_over_a_range_and_keeps_its_options() {
         let n = Neighbors::from_config(&bgp());
-        let s = accept(n.admit("10.1.1.5".parse().unwrap(), &HashSet::new()));
+        let s = accept(n.admit("10.1.1.5".parse().unwrap(), false, 0));
         assert_eq!(s.dynamic, None);
         assert!(s.unsuppress && s.route_reflector_client);
         assert_eq!(s.next_hop, Some("192.168.0.2".parse().unwrap()));
@@ -207,22 +208,18 @@ next_hop = "192.168.0.2"
     #[test]
     fn outside_every_range_and_over_the_limit_are_refused_with_the_reason() {
         let n = Neighbors::from_config(&bgp());
-        let Admission::Refuse(why) = n.admit("172.16.0.1".parse().unwrap(), &HashSet::new()) else {
+        let Admission::Refuse(why) = n.admit("172.16.0.1".parse().unwrap(), false, 0) else {
             panic!("accepted a peer outside every range");
         };
         assert!(
             why.contains("172.16.0.1") && why.contains("no listen range"),
             "{why}"
         );
-        let full: HashSet<Ipv4Addr> = ["10.1.1.100", "10.1.1.101"]
-            .iter()
-            .map(|a| a.parse().unwrap())
-            .collect();
-        let Admission::Refuse(why) = n.admit("10.1.1.102".parse().unwrap(), &full) else {
+        let Admission::Refuse(why) = n.admit("10.1.1.102".parse().unwrap(), false, 2) else {
             panic!("accepted over the listen limit");
         };
         assert!(why.contains("listen limit 2"), "{why}");
         // A neighbor that already has a session may reconnect.
-        accept(n.admit("10.1.1.101".parse().unwrap(), &full));
+        accept(n.admit("10.1.1.101".parse().unwrap(), true, 2));
     }
 }

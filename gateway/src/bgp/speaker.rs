@@ -18,7 +18,7 @@
 //! the summary to Null0).
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
@@ -113,6 +113,8 @@ struct Inner {
     peers: BTreeMap<Ipv4Addr, Peer>,
     by_id: HashMap<PeerId, Ipv4Addr>,
     next_id: u32,
+    /// How many of `peers` are dynamic (kept, not counted per connection).
+    dynamic_sessions: usize,
     /// Prefixes the flush task installed: not "in the routing table" for
     /// `network` (IOS: BGP's own routes do not back a `network`).
     installed: HashMap<Ipv4Prefix, Installed>,
@@ -163,8 +165,12 @@ impl Speaker {
         socket
             .bind(SocketAddr::V4(config.listen))
             .with_context(|| format!("BGP: binding TCP {}", config.listen))?;
+        // Room for every dynamic neighbor connecting at once (a hub that
+        // restarts): past the backlog, SYNs are dropped and each costs the
+        // spoke a 1 s retransmission. The kernel caps it at somaxconn.
+        let backlog = config.bgp.listen_limit.max(1024);
         let listener = socket
-            .listen(1024)
+            .listen(backlog)
             .with_context(|| format!("BGP: listening on TCP {}", config.listen))?;
         let bound = match listener.local_addr() {
             Ok(SocketAddr::V4(a)) => a,
@@ -178,6 +184,7 @@ impl Speaker {
                 peers: BTreeMap::new(),
                 by_id: HashMap::new(),
                 next_id: 1,
+                dynamic_sessions: 0,
                 installed: HashMap::new(),
                 bad_messages: 0,
                 stopping: false,
@@ -269,13 +276,14 @@ impl Speaker {
         if inner.stopping {
             return None;
         }
-        let dynamic: HashSet<Ipv4Addr> = inner
+        let has_session = inner
             .peers
-            .values()
-            .filter(|p| p.settings.dynamic.is_some())
-            .map(|p| p.settings.address)
-            .collect();
-        match self.neighbors.admit(peer, &dynamic) {
+            .get(&peer)
+            .is_some_and(|p| p.settings.dynamic.is_some());
+        match self
+            .neighbors
+            .admit(peer, has_session, inner.dynamic_sessions)
+        {
             Admission::Refuse(reason) => {
                 tracing::warn!("%BGP-4-REFUSED: {reason}");
                 None
@@ -333,7 +341,7 @@ impl Speaker {
             let id = PeerId(inner.next_id);
             inner.next_id = inner.next_id.wrapping_add(1).max(1);
             inner.by_id.insert(id, settings.address);
-            inner.peers.insert(
+            let old = inner.peers.insert(
                 settings.address,
                 Peer {
                     id,
@@ -347,6 +355,12 @@ impl Speaker {
                     table_version: 0,
                 },
             );
+            // The replaced session (if its task outlived `wait_gone`) no
+            // longer counts; its `session_ended` will not find it.
+            let replaced = old.is_some_and(|o| o.settings.dynamic.is_some());
+            inner.dynamic_sessions = inner.dynamic_sessions
+                + usize::from(settings.dynamic.is_some())
+                - usize::from(replaced);
             id
         };
         if let Some(group) = &settings.dynamic {
@@ -363,7 +377,14 @@ impl Speaker {
         };
         let handle = tokio::spawn(task.run(accepted));
         let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
-        tasks.retain(|t| !t.is_finished());
+        // Ended tasks are dropped when the list is full, and room is then
+        // made for as many again: amortized O(1) per session, where a pass
+        // on every spawn made N sessions cost O(N^2).
+        if tasks.len() == tasks.capacity() {
+            tasks.retain(|t| !t.is_finished());
+            let live = tasks.len();
+            tasks.reserve(live.max(16));
+        }
         tasks.push(handle);
         Ok(())
     }
@@ -456,6 +477,9 @@ impl Speaker {
         let dynamic = p.settings.dynamic.clone();
         if was_up {
             inner.rib.remove_peer(id);
+        }
+        if dynamic.is_some() {
+            inner.dynamic_sessions = inner.dynamic_sessions.saturating_sub(1);
         }
         inner.peers.remove(&address);
         drop(inner);
