@@ -65,7 +65,6 @@ const ATTR_AS4_AGGREGATOR: u8 = 18;
 /// for eBGP, with LOCAL_PREF (RFC 4271 5.1.5) and the route reflection
 /// attributes (optional non-transitive, meaningless outside the AS)
 /// removed; AS4_PATH and AS4_AGGREGATOR removed.
-
 pub fn check_inbound(
     attrs: &PathAttributes,
     peer: &PeerInfo,
