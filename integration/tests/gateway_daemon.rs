@@ -185,3 +185,78 @@ fn an_interface_that_already_has_xdp_is_not_taken_over() {
     );
     drop(uplink_b);
 }
+
+/// On a kernel without esp4 or ip_gre, `datapath = "kernel"` is refused at
+/// start naming what is missing, and `auto` runs the userspace datapath
+/// and logs why.
+#[test]
+fn the_kernel_datapath_names_the_missing_kernel_features() {
+    skip_unless_root!();
+    // As the gateway detects them (datapath::select).
+    let has = |p: &str| std::path::Path::new(p).exists();
+    let mut missing = Vec::new();
+    if !has("/sys/class/net/gre0") && !has("/sys/module/ip_gre") {
+        missing.push("ip_gre");
+    }
+    if !has("/sys/module/esp4") {
+        missing.push("esp4");
+    }
+    if missing.is_empty() {
+        eprintln!(
+            "SKIPPED: this kernel has ip_gre and esp4; the VM tier tests the kernel datapath"
+        );
+        return;
+    }
+    let lab = Lab::new("kdp").unwrap();
+    let hub = lab.netns("hub").unwrap();
+    let peer = lab.netns("peer").unwrap();
+    let (uplink, _) = lab.veth(&hub, &peer).unwrap();
+    uplink.add_addr("172.25.1.1/24").unwrap();
+    let base = integration::flex_lab::hub_config(uplink.name(), lab.temp_dir());
+    assert!(base.contains("datapath = \"userspace\""));
+
+    let kernel = lab.temp_dir().join("kernel.toml");
+    std::fs::write(
+        &kernel,
+        base.replace("datapath = \"userspace\"", "datapath = \"kernel\""),
+    )
+    .unwrap();
+    let output = hub
+        .exec_unchecked([
+            gateway_bin().unwrap().to_str().unwrap(),
+            "run",
+            "--config",
+            kernel.to_str().unwrap(),
+        ])
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("kernel.toml"), "{stderr}");
+    for feature in &missing {
+        assert!(stderr.contains(feature), "{feature} not named: {stderr}");
+    }
+
+    let auto = lab.temp_dir().join("auto.toml");
+    std::fs::write(
+        &auto,
+        base.replace("datapath = \"userspace\"", "datapath = \"auto\""),
+    )
+    .unwrap();
+    let socket = lab.temp_dir().join("hub.sock");
+    let gateway = Gateway::start(&hub, &gateway_bin().unwrap(), &auto, &socket).unwrap();
+    gateway
+        .process()
+        .wait_for_output("datapath: userspace", Duration::from_secs(10))
+        .unwrap();
+    let log = gateway.process().stderr_text() + &gateway.process().stdout_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("datapath: userspace"))
+        .unwrap()
+        .to_owned();
+    assert!(line.contains("auto"), "{line}");
+    for feature in &missing {
+        assert!(line.contains(feature), "{feature} not in {line}");
+    }
+    gateway.stop().unwrap();
+}
