@@ -26,8 +26,9 @@ struct Session {
     ike_spi: u64,
     spi_in: u32,
     routes: Vec<Route>,
-    /// Inbound ESP packets counted when last looked at.
+    /// Inbound and outbound ESP packets counted when last looked at.
     rx_seen: u64,
+    tx_seen: u64,
 }
 
 /// Told when routes come and go with the sessions (BGP closes the session
@@ -36,6 +37,13 @@ struct Session {
 pub trait RouteWatch: Send + Sync {
     fn routes_added(&self, prefixes: &[Ipv4Prefix]);
     fn routes_removed(&self, prefixes: &[Ipv4Prefix]);
+}
+
+/// What the datapath saw of the peers since the last look (IKE SPIs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerActivity {
+    pub heard: Vec<u64>,
+    pub sent_to: Vec<u64>,
 }
 
 /// One per gateway; driven by the IKE task.
@@ -243,6 +251,7 @@ impl Sessions {
                 spi_in: child.spi_in,
                 routes,
                 rx_seen: 0,
+                tx_seen: 0,
             },
         );
         Ok(id)
@@ -302,21 +311,27 @@ impl Sessions {
         }
     }
 
-    /// IKE SAs whose peers sent ESP since the last call: alive, so dead
-    /// peer detection need not ask them.
-    pub fn peers_heard(&mut self) -> Vec<u64> {
+    /// IKE SAs whose peers sent us ESP since the last call (alive: dead
+    /// peer detection need not ask them), and those we sent ESP to (for
+    /// `on-demand` detection), from the datapath's per-SA counters.
+    pub fn peer_activity(&mut self) -> PeerActivity {
         let report = self.datapath.report();
-        let mut heard = Vec::new();
+        let mut activity = PeerActivity::default();
         for sa in report.sas {
             if let Some(s) = self.by_va.get_mut(&sa.va)
                 && s.spi_in == sa.spi_in
-                && sa.rx_packets > s.rx_seen
             {
-                s.rx_seen = sa.rx_packets;
-                heard.push(s.ike_spi);
+                if sa.rx_packets > s.rx_seen {
+                    s.rx_seen = sa.rx_packets;
+                    activity.heard.push(s.ike_spi);
+                }
+                if sa.tx_packets > s.tx_seen {
+                    s.tx_seen = sa.tx_packets;
+                    activity.sent_to.push(s.ike_spi);
+                }
             }
         }
-        heard
+        activity
     }
 
     pub fn interface_of_tunnel(&self, tunnel_id: u32) -> Option<VaId> {

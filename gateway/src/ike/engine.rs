@@ -169,6 +169,10 @@ struct IkeSa {
     last_heard: Instant,
     /// Dead peer detection (RFC 7296 section 2.4): (interval, retry).
     dpd: Option<(Duration, Duration)>,
+    /// IOS `on-demand`: only a peer silent while we sent it traffic is asked.
+    dpd_on_demand: bool,
+    /// When the datapath last saw us send ESP to the peer (`note_sending`).
+    last_sent: Option<Instant>,
     /// Our outstanding liveness check: message id, packet, tries, next try.
     probe: Option<(u32, Vec<u8>, u32, Instant)>,
     created: Instant,
@@ -389,8 +393,12 @@ impl Engine {
             let Some((interval, retry)) = sa.dpd.filter(|_| sa.state == SaState::Ready) else {
                 continue;
             };
+            // On demand (IOS's default, RFC 7296 section 2.4's "only when
+            // there is traffic to send"): a peer we sent nothing to since
+            // it was last heard is not asked.
+            let wanted = !sa.dpd_on_demand || sa.last_sent.is_some_and(|t| t > sa.last_heard);
             match &mut sa.probe {
-                None if now.duration_since(sa.last_heard) >= interval => {
+                None if wanted && now.duration_since(sa.last_heard) >= interval => {
                     let id = sa.next_request_id;
                     sa.next_request_id += 1;
                     let packet = seal(
@@ -469,6 +477,14 @@ impl Engine {
     pub fn note_alive(&mut self, spi_r: u64, now: Instant) {
         if let Some(sa) = self.sas.get_mut(&spi_r) {
             sa.last_heard = now;
+        }
+    }
+
+    /// The datapath saw us send ESP to the peer of IKE SA `spi_r` (for
+    /// `on-demand` dead peer detection).
+    pub fn note_sending(&mut self, spi_r: u64, now: Instant) {
+        if let Some(sa) = self.sas.get_mut(&spi_r) {
+            sa.last_sent = Some(now);
         }
     }
 
@@ -785,6 +801,8 @@ impl Engine {
                 last_response: None,
                 last_heard: now,
                 dpd: None,
+                dpd_on_demand: true,
+                last_sent: None,
                 probe: None,
                 created: now,
                 established: None,
@@ -1222,6 +1240,7 @@ impl Engine {
         sa.established = Some(now);
         sa.identity = Some(identity.clone());
         sa.profile = Some(profile.name.clone());
+        sa.dpd_on_demand = profile.dpd_on_demand;
         sa.dpd = profile.dpd.map(|(interval, retry)| {
             (
                 Duration::from_secs(u64::from(interval)),

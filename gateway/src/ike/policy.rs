@@ -39,6 +39,9 @@ pub struct ProfilePolicy {
     pub route_accept: bool,
     /// IOS `dpd INTERVAL RETRY MODE`: (interval, retry) in seconds.
     pub dpd: Option<(u16, u16)>,
+    /// IOS `on-demand` (the default): ask only a peer that was silent while
+    /// we sent it traffic; `periodic`: ask any peer silent for the interval.
+    pub dpd_on_demand: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -160,6 +163,10 @@ impl Policy {
                 route_set: profile.route_set.clone(),
                 route_accept: profile.route_accept,
                 dpd: profile.dpd.as_ref().map(|d| (d.interval, d.retry)),
+                dpd_on_demand: profile
+                    .dpd
+                    .as_ref()
+                    .is_none_or(|d| d.mode == crate::config::DpdMode::OnDemand),
             });
         }
         Ok(Policy {

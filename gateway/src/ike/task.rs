@@ -225,15 +225,18 @@ pub async fn run(shared: Arc<IkeShared>, sockets: Arc<IkeSockets>) {
             }
             _ = tick.tick() => {
                 let now = Instant::now();
-                let heard = shared
+                let activity = shared
                     .sessions
                     .as_ref()
-                    .map(|s| lock(s).peers_heard())
+                    .map(|s| lock(s).peer_activity())
                     .unwrap_or_default();
                 let actions = {
                     let mut engine = lock(&shared.engine);
-                    for spi in heard {
+                    for spi in activity.heard {
                         engine.note_alive(spi, now);
+                    }
+                    for spi in activity.sent_to {
+                        engine.note_sending(spi, now);
                     }
                     let mut pools = lock(&shared.pools);
                     engine.tick(now, &mut PoolsRef(&mut pools))

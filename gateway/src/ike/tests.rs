@@ -1109,9 +1109,15 @@ fn an_ending_ike_sa_takes_its_children_down_before_the_session() {
     assert_eq!(children_then_session(&actions), 1);
 }
 
-/// A hub with `dpd = 10 s, retry 2 s` and one established spoke.
+/// A hub with `dpd = 10 s, retry 2 s, periodic` and one established spoke.
 fn dpd_setup() -> (Engine, MemPools, Initiator, Instant) {
-    let mut engine = hub("dpd = { interval = 10, retry = 2 }");
+    dpd_setup_mode("periodic")
+}
+
+fn dpd_setup_mode(mode: &str) -> (Engine, MemPools, Initiator, Instant) {
+    let mut engine = hub(&format!(
+        "dpd = {{ interval = 10, retry = 2, mode = \"{mode}\" }}"
+    ));
     let mut pools = MemPools {
         size: 10,
         ..MemPools::default()
@@ -1196,4 +1202,27 @@ fn traffic_from_the_peer_makes_the_check_unnecessary() {
         engine.note_alive(spi_r, now);
         assert!(sends(&engine.tick(now, &mut pools)).is_empty(), "at {s} s");
     }
+}
+
+/// IOS `on-demand` (the default): a silent peer we send nothing to is not
+/// asked; once we send it traffic and it stays silent for the interval, it
+/// is; traffic back from it makes the check unnecessary again.
+#[test]
+fn on_demand_asks_only_a_peer_silent_while_we_send_to_it() {
+    let (mut engine, mut pools, _initiator, t0) = dpd_setup_mode("on-demand");
+    let spi_r = u64::from_str_radix(&engine.report(t0)[0].spi_r, 16).unwrap();
+    for s in (5..=40).step_by(5) {
+        let now = t0 + Duration::from_secs(s);
+        assert!(sends(&engine.tick(now, &mut pools)).is_empty(), "at {s} s");
+    }
+    // We send; it answers: still no check.
+    engine.note_sending(spi_r, t0 + Duration::from_secs(41));
+    engine.note_alive(spi_r, t0 + Duration::from_secs(42));
+    assert!(sends(&engine.tick(t0 + Duration::from_secs(55), &mut pools)).is_empty());
+    // We send, it stays silent past the interval: asked once.
+    engine.note_sending(spi_r, t0 + Duration::from_secs(56));
+    assert_eq!(
+        sends(&engine.tick(t0 + Duration::from_secs(57), &mut pools)).len(),
+        1
+    );
 }
