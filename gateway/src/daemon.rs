@@ -183,9 +183,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         started: Instant::now(),
         xdp: xdp.clone(),
         ike: ike.as_ref().map(|(shared, _)| shared.clone()),
-        datapath: datapath
-            .as_ref()
-            .map(|(dp, _)| dp.clone() as Arc<dyn Datapath>),
+        datapath: datapath.as_ref().map(|r| r.datapath.clone()),
         tunnels: Mutex::default(),
         bgp: bgp.as_ref().map(|(speaker, _)| speaker.clone()),
     });
@@ -233,9 +231,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         }
     }
     events_task.abort();
-    if let Some((dp, _)) = &datapath {
-        dp.shutdown();
-        tracing::info!(tun = dp.tun_name(), "userspace datapath stopped");
+    if let Some(running) = &datapath {
+        running.stop();
     }
     let filter = daemon
         .xdp
@@ -268,7 +265,7 @@ fn start_bgp(
     let speaker_config = SpeakerConfig::from_config(bgp, config.hub.local_address);
     let (speaker, tasks) = Speaker::start(
         speaker_config,
-        datapath.map(|(dp, _)| dp.clone() as Arc<dyn Datapath>),
+        datapath.map(|r| r.datapath.clone()),
     )
     .with_context(|| format!("{}: [bgp]", config_path.display()))?;
     if let Some(sessions) = ike.and_then(|(shared, _)| shared.sessions.as_ref()) {
@@ -290,7 +287,7 @@ fn start_spokes(
     spokes_stopped: &tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut spoke_tasks = Vec::new();
-    let (Some((shared, sockets)), Some((dp, _)), Role::Spoke) = (ike, datapath, config.hub.role)
+    let (Some((shared, sockets)), Some(running), Role::Spoke) = (ike, datapath, config.hub.role)
     else {
         return Ok(spoke_tasks);
     };
@@ -312,7 +309,7 @@ fn start_spokes(
             .push(status.clone());
         let runner = SpokeRunner {
             tunnel,
-            datapath: dp.clone(),
+            datapath: running.datapath.clone(),
             ike: shared.clone(),
             sockets: sockets.clone(),
             status,
@@ -339,7 +336,7 @@ async fn start_ike(
 ) -> anyhow::Result<Option<(Arc<IkeShared>, Arc<IkeSockets>)>> {
     // The userspace datapath has no raw ESP socket: every peer's ESP must
     // come in UDP 4500, NAT or not.
-    let force_encapsulation = datapath.is_some();
+    let force_encapsulation = datapath.is_some_and(|r| r.userspace.is_some());
     if config.ikev2.profile.is_empty() {
         tracing::info!("no IKEv2 profiles configured: IKE not started");
         return Ok(None);
@@ -352,8 +349,9 @@ async fn start_ike(
             config_path.display()
         )
     })?;
-    let on_4500 = datapath.and_then(|(_, on)| {
-        on.lock()
+    let on_4500 = datapath.and_then(|r| {
+        r.on_4500
+            .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
     });
@@ -370,9 +368,9 @@ async fn start_ike(
     let engine = Engine::new(policy, Box::new(SystemRng))
         .with_keylog(keylog)
         .with_forced_encapsulation(force_encapsulation);
-    let sessions = datapath.map(|(dp, _)| {
+    let sessions = datapath.map(|r| {
         Mutex::new(Sessions::new(
-            dp.clone(),
+            r.datapath.clone(),
             config.virtual_template.clone(),
             config.hub.local_address,
         ))
@@ -387,8 +385,23 @@ async fn start_ike(
     Ok(Some((Arc::new(shared), Arc::new(sockets))))
 }
 
-/// The datapath, and its IKE side of UDP 4500 until IKE takes it.
-type RunningDatapath = (Arc<UserspaceDatapath>, Mutex<Option<IkeOn4500>>);
+/// The running datapath.
+struct RunningDatapath {
+    datapath: Arc<dyn Datapath>,
+    /// The userspace datapath itself, to stop it.
+    userspace: Option<Arc<UserspaceDatapath>>,
+    /// Its IKE side of UDP 4500, until IKE takes it.
+    on_4500: Mutex<Option<IkeOn4500>>,
+}
+
+impl RunningDatapath {
+    fn stop(&self) {
+        if let Some(dp) = &self.userspace {
+            dp.shutdown();
+            tracing::info!(tun = dp.tun_name(), "userspace datapath stopped");
+        }
+    }
+}
 
 /// Hairpin and NHRP events from the datapath are queued this deep.
 const EVENT_QUEUE: usize = 4096;
@@ -432,7 +445,11 @@ fn start_datapath(
     dp_config.tun_addresses.dedup();
     let (dp, on_4500) = UserspaceDatapath::start(&dp_config, Some(events))
         .with_context(|| format!("{}: starting the userspace datapath", config_path.display()))?;
-    Ok(Some((dp, Mutex::new(Some(on_4500)))))
+    Ok(Some(RunningDatapath {
+        datapath: dp.clone(),
+        userspace: Some(dp),
+        on_4500: Mutex::new(Some(on_4500)),
+    }))
 }
 
 /// The TUN device of the userspace datapath.
