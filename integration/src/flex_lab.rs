@@ -135,6 +135,9 @@ pub struct LabSpec {
     /// Routing by iBGP over the tunnels (the seed documents' overlay)
     /// instead of IKE's route pushing.
     pub bgp: Option<BgpSpec>,
+    /// The hub and the own spokes run `datapath = "kernel"` (XFRM and
+    /// ip_gre; the VM tier) instead of the userspace datapath.
+    pub kernel_datapath: bool,
 }
 
 impl LabSpec {
@@ -144,6 +147,7 @@ impl LabSpec {
             strongswan_spoke,
             spoke_esp_proposals: None,
             bgp: None,
+            kernel_datapath: false,
         }
     }
 }
@@ -163,6 +167,15 @@ pub struct BgpSpec {
     /// seed document): route reflector client, `unsuppress`, and `set ip
     /// next-hop` [`HUB_LAN_GATEWAY`].
     pub lan_neighbor: Option<Ipv4Addr>,
+}
+
+/// A config of the lab with the datapath the spec asks for.
+fn with_datapath(config: String, spec: &LabSpec) -> String {
+    if spec.kernel_datapath {
+        config.replace("datapath = \"userspace\"", "datapath = \"kernel\"")
+    } else {
+        config
+    }
 }
 
 /// The overlay's AS (the seed documents use 65001).
@@ -414,7 +427,10 @@ impl FlexLab {
         };
         write(
             &hub.config,
-            &hub_config_with(hub.uplink.name(), &dir, spec.bgp.as_ref()),
+            &with_datapath(
+                hub_config_with(hub.uplink.name(), &dir, spec.bgp.as_ref()),
+                spec,
+            ),
         )?;
 
         let mut spokes = Vec::new();
@@ -434,12 +450,15 @@ impl FlexLab {
             };
             write(
                 &spoke.config,
-                &spoke_config_with(
-                    k,
-                    spoke.uplink.name(),
-                    &dir,
-                    spec.spoke_esp_proposals.as_deref(),
-                    spec.bgp.as_ref().map(|b| k <= b.own_bgp_spokes),
+                &with_datapath(
+                    spoke_config_with(
+                        k,
+                        spoke.uplink.name(),
+                        &dir,
+                        spec.spoke_esp_proposals.as_deref(),
+                        spec.bgp.as_ref().map(|b| k <= b.own_bgp_spokes),
+                    ),
+                    spec,
                 ),
             )?;
             spokes.push(spoke);

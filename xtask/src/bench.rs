@@ -49,6 +49,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         strongswan_spoke: false,
         spoke_esp_proposals: Some(vec!["aes256gcm16".to_owned()]),
         bgp: None,
+        kernel_datapath: false,
     };
     let mut lab = FlexLab::start(&gateway, "bench", &spec).context("starting the lab")?;
     let transfer = format!(
