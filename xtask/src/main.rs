@@ -7,6 +7,8 @@
 //! - `lab`: the XDP and IKE lab (hub and spokes in network namespaces).
 //! - `bench-throughput`: TCP through our hub and spoke vs strongSwan's.
 //! - `bench-scale`: N BGP dynamic neighbors against the hub's speaker.
+//! - `vm-test`: the kernel datapath tier, a command in a Debian kernel under
+//!   qemu (default: the GRE-over-ESP smoke test).
 
 mod bench;
 mod demo;
@@ -14,6 +16,7 @@ mod lab;
 mod setup;
 mod test;
 mod util;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -49,6 +52,10 @@ enum Task {
     /// N BGP dynamic neighbors up and one prefix each exchanged with the
     /// hub's speaker over loopback (for BENCHMARKS.md).
     BenchScale(bench::ScaleArgs),
+    /// Run a command in a VM with a Debian kernel (ip_gre, esp4, AES-GCM),
+    /// the host's root shared read-only; default: the GRE-over-ESP smoke
+    /// test. Exits with the command's status.
+    VmTest(vm::VmArgs),
 }
 
 /// Options of `cargo xtask lab` (run by `lab::run`).
@@ -68,6 +75,7 @@ fn main() -> ExitCode {
         Task::Lab(args) => lab::run(args),
         Task::BenchThroughput(args) => bench::run(args),
         Task::BenchScale(args) => bench::run_scale(args),
+        Task::VmTest(args) => vm::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -132,6 +140,30 @@ mod tests {
             (args.n.as_str(), args.runs, args.mode.as_str()),
             ("1000", 3, "summary")
         );
+    }
+
+    #[test]
+    fn vm_test_command() {
+        let cli = Cli::try_parse_from(["xtask", "vm-test"]).expect("valid command line");
+        let Task::VmTest(args) = cli.command else {
+            panic!("not the vm-test task: {cli:?}");
+        };
+        assert!(args.command.is_empty() && args.accel == vm::AccelArg::Auto);
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "vm-test",
+            "--accel",
+            "tcg",
+            "--",
+            "target/debug/deps/x-0123",
+            "--test-threads=1",
+        ])
+        .expect("valid command line");
+        let Task::VmTest(args) = cli.command else {
+            panic!("not the vm-test task: {cli:?}");
+        };
+        assert_eq!(args.accel, vm::AccelArg::Tcg);
+        assert_eq!(args.command, ["target/debug/deps/x-0123", "--test-threads=1"]);
     }
 
     #[test]
