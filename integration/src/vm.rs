@@ -283,13 +283,19 @@ pub fn prepare_image() -> Result<VmImage> {
     }
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let deb = fetch_kernel_package(&cache, &package)?;
-    eprintln!("vm: unpacking {} (dpkg-deb -x, not installed)", deb.display());
+    eprintln!(
+        "vm: unpacking {} (dpkg-deb -x, not installed)",
+        deb.display()
+    );
     let unpacked = tempfile::Builder::new()
         .prefix("unpack-")
         .tempdir_in(&cache)
         .context("creating a directory to unpack the kernel in")?;
     run_checked(
-        Command::new("dpkg-deb").arg("-x").arg(&deb).arg(unpacked.path()),
+        Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(unpacked.path()),
         Duration::from_mins(5),
     )?;
     let root = unpacked.path();
@@ -410,7 +416,9 @@ fn fetch_kernel_package(cache: &Path, package: &str) -> Result<PathBuf> {
     let find = || -> Option<PathBuf> {
         fs::read_dir(cache).ok()?.flatten().find_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            (name.starts_with(&format!("{package}_")) && name.ends_with(".deb")).then(|| e.path())
+            (name.starts_with(&format!("{package}_"))
+                && Path::new(&name).extension().is_some_and(|ext| ext == "deb"))
+            .then(|| e.path())
         })
     };
     if let Some(deb) = find() {
@@ -546,10 +554,12 @@ impl ModuleIndex {
             "module dependency cycle: {} -> {name}",
             path.join(" -> ")
         );
-        let file = self
-            .modules
-            .get(name)
-            .with_context(|| format!("module {} needs {name}, which is missing", path.join(" -> ")))?;
+        let file = self.modules.get(name).with_context(|| {
+            format!(
+                "module {} needs {name}, which is missing",
+                path.join(" -> ")
+            )
+        })?;
         let bytes = fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         let deps = modinfo(&bytes)
             .with_context(|| format!("reading .modinfo of {}", file.display()))?
@@ -735,13 +745,26 @@ const PROBE_STATUS: i32 = 42;
 /// qemu with the machine every run uses: `accel`, a CPU model for it,
 /// memory, CPUs, the kernel and initramfs, a serial console on stdio,
 /// `isa-debug-exit`, no default devices, no reboot.
-fn qemu_command(image: &VmImage, accel: Accel, memory_mib: u32, cpus: u32, append: &str) -> Command {
+fn qemu_command(
+    image: &VmImage,
+    accel: Accel,
+    memory_mib: u32,
+    cpus: u32,
+    append: &str,
+) -> Command {
     let mut cmd = Command::new(QEMU);
     cmd.args(["-accel", accel.name()]);
     // Under emulation, `max` makes glibc pick AVX2 string functions that
     // TCG runs several times slower than qemu64's SSE2 ones; the kernel's
     // generic AES and GHASH stand in for AES-NI and PCLMULQDQ.
-    cmd.args(["-cpu", if accel == Accel::Kvm { "host" } else { "qemu64" }]);
+    cmd.args([
+        "-cpu",
+        if accel == Accel::Kvm {
+            "host"
+        } else {
+            "qemu64"
+        },
+    ]);
     cmd.args(["-M", "pc", "-nodefaults", "-no-user-config"]);
     cmd.args(["-display", "none", "-serial", "stdio", "-no-reboot"]);
     cmd.args(["-m", &memory_mib.to_string()]);
@@ -771,11 +794,7 @@ fn kvm_works(image: &VmImage) -> bool {
         return false;
     }
     let host = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let verdict_file = cache_dir().join(format!(
-        "kvm-{}-{}",
-        host.trim(),
-        image.kernel_release
-    ));
+    let verdict_file = cache_dir().join(format!("kvm-{}-{}", host.trim(), image.kernel_release));
     if let Ok(verdict) = fs::read_to_string(&verdict_file) {
         return verdict.trim() == "works";
     }
@@ -791,7 +810,10 @@ fn kvm_works(image: &VmImage) -> bool {
         .and_then(|out| out.status.code())
         .and_then(status_from_exit_code)
         == Some(PROBE_STATUS);
-    let _ = fs::write(&verdict_file, if works { "works\n" } else { "hangs or fails\n" });
+    let _ = fs::write(
+        &verdict_file,
+        if works { "works\n" } else { "hangs or fails\n" },
+    );
     works
 }
 
@@ -814,11 +836,7 @@ fn command_script<S: AsRef<str>>(argv: &[S], cwd: &Path, env: &[(String, String)
     for (key, value) in env {
         let _ = writeln!(script, "export {key}={}", sh_word(value));
     }
-    let _ = writeln!(
-        script,
-        "cd {} || exit 125",
-        sh_word(&cwd.to_string_lossy())
-    );
+    let _ = writeln!(script, "cd {} || exit 125", sh_word(&cwd.to_string_lossy()));
     let words: Vec<String> = argv.iter().map(|w| sh_word(w.as_ref())).collect();
     let _ = writeln!(script, "exec {}", words.join(" "));
     script
@@ -907,81 +925,18 @@ fn boot<S: AsRef<str>>(image: &VmImage, argv: &[S], options: &VmOptions) -> Resu
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start `{line}`"))?;
-    // The console, read on threads so qemu never blocks on a full pipe.
-    let console = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let boot_done = Arc::new(Mutex::new(None::<Duration>));
-    let mut readers = Vec::new();
-    for pipe in [
-        child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let console = Arc::clone(&console);
-        let boot_done = Arc::clone(&boot_done);
-        let show = options.show_console;
-        readers.push(thread::spawn(move || {
-            let mut pipe = pipe;
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                if show {
-                    let _ = std::io::stderr().write_all(&buf[..n]);
-                }
-                let mut console = console.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                console.extend_from_slice(&buf[..n]);
-                if memchr(&console, b"vm: running the command").is_some() {
-                    boot_done
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .get_or_insert_with(|| started.elapsed());
-                }
-            }
-        }));
-    }
-
+    let console = Console::capture(&mut child, options.show_console, started);
     let output_path = share.path().join("output");
-    let mut streamed = 0usize;
-    let deadline = started + options.timeout;
-    let status = loop {
-        if options.stream_output {
-            streamed = stream_new_output(&output_path, streamed);
-        }
-        if let Some(status) = child.try_wait().context("waiting for qemu")? {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    let stream = options.stream_output.then_some(output_path.as_path());
+    let status = wait_bounded(&mut child, started + options.timeout, stream)?;
     let total = started.elapsed();
-    for reader in readers {
-        let _ = reader.join();
-    }
-    if options.stream_output {
-        stream_new_output(&output_path, streamed);
-    }
-    let console = String::from_utf8_lossy(
-        &console
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    )
-    .into_owned();
+    let (console, boot) = console.finish();
     let output = fs::read(&output_path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
     let rc_file = fs::read_to_string(share.path().join("rc"))
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok());
-    let boot = *boot_done
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
 
     let tail = |text: &str| crate::cmd::tail(text.trim_end(), 3000);
     let Some(status) = status else {
@@ -1016,6 +971,99 @@ fn boot<S: AsRef<str>>(image: &VmImage, argv: &[S], options: &VmOptions) -> Resu
         boot,
         total,
     })
+}
+
+/// Waits for qemu until `deadline`, then kills it (`None`); copies the
+/// command's output file to stdout as it grows when `stream` is given.
+fn wait_bounded(
+    child: &mut std::process::Child,
+    deadline: Instant,
+    stream: Option<&Path>,
+) -> Result<Option<std::process::ExitStatus>> {
+    let mut streamed = 0usize;
+    let status = loop {
+        if let Some(path) = stream {
+            streamed = stream_new_output(path, streamed);
+        }
+        if let Some(status) = child.try_wait().context("waiting for qemu")? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    if let Some(path) = stream {
+        stream_new_output(path, streamed);
+    }
+    Ok(status)
+}
+
+/// The VM's serial console (qemu's stdout and stderr), read on threads so
+/// that qemu never blocks on a full pipe, and the time `/init` said it
+/// starts the command.
+struct Console {
+    text: Arc<Mutex<Vec<u8>>>,
+    boot_done: Arc<Mutex<Option<Duration>>>,
+    readers: Vec<thread::JoinHandle<()>>,
+}
+
+impl Console {
+    const COMMAND_STARTS: &[u8] = b"vm: running the command";
+
+    fn capture(child: &mut std::process::Child, show: bool, started: Instant) -> Self {
+        let console = Self {
+            text: Arc::default(),
+            boot_done: Arc::default(),
+            readers: Vec::new(),
+        };
+        let pipes: [Option<Box<dyn std::io::Read + Send>>; 2] = [
+            child.stdout.take().map(|p| Box::new(p) as _),
+            child.stderr.take().map(|p| Box::new(p) as _),
+        ];
+        let mut readers = Vec::new();
+        for mut pipe in pipes.into_iter().flatten() {
+            let text = Arc::clone(&console.text);
+            let boot_done = Arc::clone(&console.boot_done);
+            readers.push(thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if show {
+                        let _ = std::io::stderr().write_all(&buf[..n]);
+                    }
+                    let mut text = lock(&text);
+                    let from = text.len().saturating_sub(Self::COMMAND_STARTS.len());
+                    text.extend_from_slice(&buf[..n]);
+                    if memchr(&text[from..], Self::COMMAND_STARTS).is_some() {
+                        lock(&boot_done).get_or_insert_with(|| started.elapsed());
+                    }
+                }
+            }));
+        }
+        Self { readers, ..console }
+    }
+
+    /// Waits for the readers (qemu has exited) and returns the text and the
+    /// boot time.
+    fn finish(self) -> (String, Option<Duration>) {
+        for reader in self.readers {
+            let _ = reader.join();
+        }
+        let text = String::from_utf8_lossy(&lock(&self.text)).into_owned();
+        let boot = *lock(&self.boot_done);
+        (text, boot)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn memchr(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -1102,7 +1150,7 @@ mod tests {
         elf.extend_from_slice(shstrtab);
         let info_off = elf.len();
         elf.extend_from_slice(modinfo_data);
-        while elf.len() % 8 != 0 {
+        while !elf.len().is_multiple_of(8) {
             elf.push(0);
         }
         let shoff = elf.len();

@@ -68,6 +68,16 @@ pub struct LabArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Task::VmTest(args) = &cli.command {
+        // The command's own exit status, as far as a process status goes.
+        return match vm::run(args) {
+            Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
+            Err(error) => {
+                eprintln!("xtask: error: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = match &cli.command {
         Task::Setup => setup::run(),
         Task::Test(args) => test::run(args),
@@ -75,7 +85,7 @@ fn main() -> ExitCode {
         Task::Lab(args) => lab::run(args),
         Task::BenchThroughput(args) => bench::run(args),
         Task::BenchScale(args) => bench::run_scale(args),
-        Task::VmTest(args) => vm::run(args),
+        Task::VmTest(_) => unreachable!("handled above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -112,7 +122,7 @@ mod tests {
         let Task::Test(args) = cli.command else {
             panic!("not the test task: {cli:?}");
         };
-        assert!(args.no_clippy && !args.skip_setup);
+        assert!(args.no_clippy && !args.skip_setup && !args.no_vm);
         assert_eq!(args.passthrough, ["ike::", "--", "--nocapture"]);
         // Without `--`, a stray word is an error rather than a silent filter.
         assert!(Cli::try_parse_from(["xtask", "test", "ike::"]).is_err());
@@ -163,7 +173,10 @@ mod tests {
             panic!("not the vm-test task: {cli:?}");
         };
         assert_eq!(args.accel, vm::AccelArg::Tcg);
-        assert_eq!(args.command, ["target/debug/deps/x-0123", "--test-threads=1"]);
+        assert_eq!(
+            args.command,
+            ["target/debug/deps/x-0123", "--test-threads=1"]
+        );
     }
 
     #[test]

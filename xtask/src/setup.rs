@@ -531,6 +531,13 @@ mod tests {
     }
 
     #[test]
+    fn vm_packages_are_setup_packages() {
+        for package in VM_APT_PACKAGES {
+            assert!(APT_PACKAGES.contains(package), "{package}");
+        }
+    }
+
+    #[test]
     fn nightly_in_toolchain_list() {
         let list = "stable-x86_64-unknown-linux-gnu (active, default)\n\
                     nightly-x86_64-unknown-linux-gnu\n\

@@ -97,7 +97,9 @@ pub fn cannot_run() -> Option<String> {
     vm::missing_prerequisite()
 }
 
-pub fn run(args: &VmArgs) -> anyhow::Result<()> {
+/// Runs the command in the VM; `Ok` with its exit status (non-zero after
+/// printing the VM's console), `Err` when the VM gave no verdict.
+pub fn run(args: &VmArgs) -> anyhow::Result<i32> {
     setup::ensure_apt_packages("vm packages", setup::VM_APT_PACKAGES)?;
     if let Some(why) = vm::missing_prerequisite() {
         bail!("the VM tier cannot run: {why}");
@@ -133,9 +135,7 @@ pub fn run(args: &VmArgs) -> anyhow::Result<()> {
         ..VmOptions::default()
     };
     let run = vm::run_in_vm(&command, &options)?;
-    let boot = run
-        .boot
-        .map_or_else(|| "?".to_owned(), |boot| util::human(boot));
+    let boot = run.boot.map_or_else(|| "?".to_owned(), util::human);
     step.say(format_args!(
         "kernel {} under {}: exit status {}; boot {boot}, total {} (boot, command, power-off)",
         run.kernel,
@@ -147,11 +147,19 @@ pub fn run(args: &VmArgs) -> anyhow::Result<()> {
         if !args.console {
             eprintln!("vm-test: the VM's console:\n{}", run.console.trim_end());
         }
-        bail!(
-            "`{}` failed in the VM with exit status {}",
+        eprintln!(
+            "vm-test: `{}` failed in the VM with exit status {}",
             command.join(" "),
             run.exit_code
         );
     }
-    Ok(())
+    Ok(run.exit_code)
+}
+
+/// [`run`] as a step of `cargo xtask test`: a non-zero status is an error.
+pub fn run_step(args: &VmArgs) -> anyhow::Result<()> {
+    match run(args)? {
+        0 => Ok(()),
+        code => bail!("the command in the VM exited with status {code}"),
+    }
 }
