@@ -19,9 +19,11 @@
 //! `cargo xtask vm-test -- target/debug/deps/datapath_kernel-<hash>
 //! --test-threads=1`). The exit status is the command's.
 //!
-//! Measured here (2 cores, no usable KVM, so TCG emulation): boot, smoke
-//! test and power-off in about 5 s with the kernel and initramfs cached;
-//! the first run adds about 5 s to fetch the kernel and build the initramfs.
+//! Measured here (2 cores, no usable KVM, so TCG emulation), with the
+//! kernel and initramfs cached: boot 6-8 s, smoke test and power-off
+//! 6-10 s, 14-16 s in all (17-20 s for the whole `cargo xtask vm-test`);
+//! the first run adds about 10 s to fetch the kernel and build the
+//! initramfs.
 
 use std::time::Duration;
 
