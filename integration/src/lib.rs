@@ -36,6 +36,7 @@ mod lab;
 pub mod packets;
 mod process;
 pub mod strongswan;
+pub mod vm;
 pub mod xdp_lab;
 
 use std::thread;

@@ -7,6 +7,8 @@
 //! - `lab`: the XDP and IKE lab (hub and spokes in network namespaces).
 //! - `bench-throughput`: TCP through our hub and spoke vs strongSwan's.
 //! - `bench-scale`: N BGP dynamic neighbors against the hub's speaker.
+//! - `vm-test`: the kernel datapath tier, a command in a Debian kernel under
+//!   qemu (default: the GRE-over-ESP smoke test).
 
 mod bench;
 mod demo;
@@ -14,6 +16,7 @@ mod lab;
 mod setup;
 mod test;
 mod util;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -49,6 +52,10 @@ enum Task {
     /// N BGP dynamic neighbors up and one prefix each exchanged with the
     /// hub's speaker over loopback (for BENCHMARKS.md).
     BenchScale(bench::ScaleArgs),
+    /// Run a command in a VM with a Debian kernel (ip_gre, esp4, AES-GCM),
+    /// the host's root shared read-only; default: the GRE-over-ESP smoke
+    /// test. Exits with the command's status.
+    VmTest(vm::VmArgs),
 }
 
 /// Options of `cargo xtask lab` (run by `lab::run`).
@@ -61,6 +68,16 @@ pub struct LabArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Task::VmTest(args) = &cli.command {
+        // The command's own exit status, as far as a process status goes.
+        return match vm::run(args) {
+            Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
+            Err(error) => {
+                eprintln!("xtask: error: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = match &cli.command {
         Task::Setup => setup::run(),
         Task::Test(args) => test::run(args),
@@ -68,6 +85,7 @@ fn main() -> ExitCode {
         Task::Lab(args) => lab::run(args),
         Task::BenchThroughput(args) => bench::run(args),
         Task::BenchScale(args) => bench::run_scale(args),
+        Task::VmTest(_) => unreachable!("handled above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -104,7 +122,7 @@ mod tests {
         let Task::Test(args) = cli.command else {
             panic!("not the test task: {cli:?}");
         };
-        assert!(args.no_clippy && !args.skip_setup);
+        assert!(args.no_clippy && !args.skip_setup && !args.no_vm);
         assert_eq!(args.passthrough, ["ike::", "--", "--nocapture"]);
         // Without `--`, a stray word is an error rather than a silent filter.
         assert!(Cli::try_parse_from(["xtask", "test", "ike::"]).is_err());
@@ -131,6 +149,33 @@ mod tests {
         assert_eq!(
             (args.n.as_str(), args.runs, args.mode.as_str()),
             ("1000", 3, "summary")
+        );
+    }
+
+    #[test]
+    fn vm_test_command() {
+        let cli = Cli::try_parse_from(["xtask", "vm-test"]).expect("valid command line");
+        let Task::VmTest(args) = cli.command else {
+            panic!("not the vm-test task: {cli:?}");
+        };
+        assert!(args.command.is_empty() && args.accel == vm::AccelArg::Auto);
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "vm-test",
+            "--accel",
+            "tcg",
+            "--",
+            "target/debug/deps/x-0123",
+            "--test-threads=1",
+        ])
+        .expect("valid command line");
+        let Task::VmTest(args) = cli.command else {
+            panic!("not the vm-test task: {cli:?}");
+        };
+        assert_eq!(args.accel, vm::AccelArg::Tcg);
+        assert_eq!(
+            args.command,
+            ["target/debug/deps/x-0123", "--test-threads=1"]
         );
     }
 

@@ -41,7 +41,14 @@ pub const APT_PACKAGES: &[&str] = &[
     // strongSwan peer answers NO_PROPOSAL_CHOSEN to a GCM proposal.
     "libstrongswan-standard-plugins",
     "frr",
+    // The VM tier (`cargo xtask vm-test`): qemu and the initramfs's busybox.
+    "qemu-system-x86",
+    "busybox-static",
 ];
+
+/// What `cargo xtask vm-test` needs of [`APT_PACKAGES`], so that it can
+/// install them on its own without the rest of setup.
+pub const VM_APT_PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static"];
 
 /// The LLVM that bpf-linker must be built against.
 const LLVM_MAJOR: u32 = 22;
@@ -66,13 +73,16 @@ pub fn run() -> anyhow::Result<()> {
 // ---- apt packages ----------------------------------------------------------
 
 fn apt_packages() -> anyhow::Result<()> {
-    let step = Step::new(PREFIX, "apt packages");
-    let missing = missing_apt_packages()?;
+    ensure_apt_packages("apt packages", APT_PACKAGES)
+}
+
+/// Installs those of `packages` that are not installed (as root), saying
+/// what it does; one line when there is nothing to do.
+pub fn ensure_apt_packages(name: &str, packages: &[&'static str]) -> anyhow::Result<()> {
+    let step = Step::new(PREFIX, name);
+    let missing = missing_apt_packages(packages)?;
     if missing.is_empty() {
-        step.say(format_args!(
-            "already there ({} packages)",
-            APT_PACKAGES.len()
-        ));
+        step.say(format_args!("already there ({} packages)", packages.len()));
         return Ok(());
     }
     step.say(format_args!("installing {} ...", missing.join(" ")));
@@ -95,7 +105,7 @@ fn apt_packages() -> anyhow::Result<()> {
         "installing apt packages failed; llvm-22-dev comes from bookworm-security on these \
          machines: check that it is in the apt sources",
     )?;
-    let still_missing = missing_apt_packages()?;
+    let still_missing = missing_apt_packages(packages)?;
     if !still_missing.is_empty() {
         bail!(
             "apt-get succeeded but these are still not installed: {}",
@@ -106,18 +116,18 @@ fn apt_packages() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn missing_apt_packages() -> anyhow::Result<Vec<&'static str>> {
+fn missing_apt_packages(packages: &[&'static str]) -> anyhow::Result<Vec<&'static str>> {
     // Exits 1 when a package is unknown to dpkg; its stdout still lists the
     // others, and unknown means missing.
     let out = util::output(
         util::command("dpkg-query")
             .arg("-W")
             .arg("-f=${Package} ${Status}\n")
-            .args(APT_PACKAGES),
+            .args(packages),
     )
     .context("dpkg-query is needed: this is meant for Debian 12 (bookworm)")?;
     Ok(missing_packages(
-        APT_PACKAGES,
+        packages,
         &String::from_utf8_lossy(&out.stdout),
     ))
 }
@@ -518,6 +528,13 @@ mod tests {
         );
         assert!(missing_packages(&["iproute2"], out).is_empty());
         assert_eq!(missing_packages(&["frr"], ""), ["frr"]);
+    }
+
+    #[test]
+    fn vm_packages_are_setup_packages() {
+        for package in VM_APT_PACKAGES {
+            assert!(APT_PACKAGES.contains(package), "{package}");
+        }
     }
 
     #[test]

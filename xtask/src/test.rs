@@ -1,5 +1,8 @@
 //! `cargo xtask test`: the one command that runs every check and test (CI
-//! runs it through `.ci/run`): setup, rustfmt, clippy, build, `cargo test`.
+//! runs it through `.ci/run`): setup, rustfmt, clippy, build, `cargo test`,
+//! and last the VM tier (`cargo xtask vm-test`: the kernel datapath smoke
+//! test under a Debian kernel in qemu, about 15 s here), skipped only when
+//! qemu and busybox cannot be installed (`--no-vm` skips it too).
 //!
 //! `gateway-ebpf` is excluded from the host-target cargo commands: it is a
 //! `#![no_std]` bpfel-unknown-none program that cannot be built for the host;
@@ -13,6 +16,7 @@ use clap::Args;
 use crate::{
     setup,
     util::{self, Step},
+    vm,
 };
 
 #[derive(Args, Debug)]
@@ -23,6 +27,9 @@ pub struct TestArgs {
     /// Skip clippy, for quick local loops.
     #[arg(long)]
     pub no_clippy: bool,
+    /// Skip the VM tier (`cargo xtask vm-test`), for quick local loops.
+    #[arg(long)]
+    pub no_vm: bool,
     /// Passed on to `cargo test` after `--`: a test name filter, or
     /// `-- --nocapture` for the test binaries.
     #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
@@ -148,6 +155,17 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         });
     } else {
         runner.skip("test", "the build failed");
+    }
+    // The kernel datapath tier, in a VM (vm.rs): it runs host binaries, so
+    // it comes after the build.
+    if args.no_vm {
+        runner.skip("vm", "--no-vm");
+    } else if !built {
+        runner.skip("vm", "the build failed");
+    } else if let Some(why) = vm::cannot_run() {
+        runner.skip("vm", &format!("the VM tier cannot run here: {why}"));
+    } else {
+        runner.step("vm", || vm::run_step(&vm::VmArgs::default()));
     }
     finish(&runner, started)
 }
