@@ -1,6 +1,8 @@
 //! The operating-system side of the userspace datapath: multi-queue TUN
 //! devices ([`tun`]), batched UDP sockets ([`udp`]), waiting on descriptors
-//! ([`poll`]) and rtnetlink for links, addresses and routes ([`netlink`]).
+//! ([`poll`]) and rtnetlink for links, addresses and routes ([`netlink`]);
+//! for the kernel datapath, XFRM netlink for ESP SAs and policies
+//! ([`xfrm`]) and GRE links ([`netlink`]).
 //!
 //! Everything here is synchronous and thin: the datapath workers run on their
 //! own threads, one per queue, and never enter an async runtime. The hot-path
@@ -17,6 +19,7 @@ pub mod netlink;
 pub mod poll;
 pub mod tun;
 pub mod udp;
+pub mod xfrm;
 
 use std::{error::Error, fmt, io};
 
@@ -124,6 +127,7 @@ mod tests {
         send::<poll::Waker>();
         sync::<poll::Waker>();
         send::<netlink::Netlink>();
+        send::<xfrm::Xfrm>();
     }
 
     #[test]

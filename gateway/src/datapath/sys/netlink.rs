@@ -80,7 +80,7 @@ const RT_TABLE_MAIN: u8 = RouteHeader::RT_TABLE_MAIN;
 const TIMEVAL_LEN: libc::socklen_t = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
 
 /// The netlink header's size.
-const HEADER_LEN: usize = 16;
+pub(super) const HEADER_LEN: usize = 16;
 
 /// `NLMSGERR_ATTR_MSG`: the extended-ack attribute with the error text.
 const NLMSGERR_ATTR_MSG: u16 = 1;
@@ -223,32 +223,7 @@ impl Netlink {
     /// Opens a NETLINK_ROUTE socket, bound to a port the kernel picks, with
     /// extended acks asked for.
     pub fn open() -> io::Result<Netlink> {
-        let what = "opening a NETLINK_ROUTE socket";
-        let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| super::context(e, what))?;
-        socket.bind_auto().map_err(|e| super::context(e, what))?;
-        socket
-            .connect(&SocketAddr::new(0, 0))
-            .map_err(|e| super::context(e, what))?;
-        // Both are optional: older kernels answer without the error text.
-        let _ = socket.set_ext_ack(true);
-        let _ = socket.set_cap_ack(true);
-        let tv = libc::timeval {
-            tv_sec: libc::time_t::try_from(Self::TIMEOUT.as_secs()).unwrap_or(5),
-            tv_usec: 0,
-        };
-        // SAFETY: passes a live timeval and its size.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const tv).cast::<libc::c_void>(),
-                TIMEVAL_LEN,
-            )
-        };
-        if rc < 0 {
-            return Err(super::os_error(format!("{what}: setting SO_RCVTIMEO")));
-        }
+        let socket = open_socket(NETLINK_ROUTE, "opening a NETLINK_ROUTE socket")?;
         Ok(Netlink {
             socket,
             seq: 0,
@@ -851,7 +826,39 @@ impl Netlink {
     }
 }
 
-fn recv_error(e: io::Error) -> io::Error {
+/// A blocking netlink socket of `protocol`, bound to a port the kernel
+/// picks and connected to the kernel, with extended and capped acks asked
+/// for and a receive timeout of [`Netlink::TIMEOUT`].
+pub(super) fn open_socket(protocol: isize, what: &str) -> io::Result<Socket> {
+    let mut socket = Socket::new(protocol).map_err(|e| super::context(e, what))?;
+    socket.bind_auto().map_err(|e| super::context(e, what))?;
+    socket
+        .connect(&SocketAddr::new(0, 0))
+        .map_err(|e| super::context(e, what))?;
+    // Both are optional: older kernels answer without the error text.
+    let _ = socket.set_ext_ack(true);
+    let _ = socket.set_cap_ack(true);
+    let tv = libc::timeval {
+        tv_sec: libc::time_t::try_from(Netlink::TIMEOUT.as_secs()).unwrap_or(5),
+        tv_usec: 0,
+    };
+    // SAFETY: passes a live timeval and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const tv).cast::<libc::c_void>(),
+            TIMEVAL_LEN,
+        )
+    };
+    if rc < 0 {
+        return Err(super::os_error(format!("{what}: setting SO_RCVTIMEO")));
+    }
+    Ok(socket)
+}
+
+pub(super) fn recv_error(e: io::Error) -> io::Error {
     if e.kind() == ErrorKind::WouldBlock {
         io::Error::new(
             ErrorKind::TimedOut,
@@ -862,7 +869,7 @@ fn recv_error(e: io::Error) -> io::Error {
     }
 }
 
-fn parse_header(data: &[u8]) -> NetlinkHeader {
+pub(super) fn parse_header(data: &[u8]) -> NetlinkHeader {
     let mut h = NetlinkHeader::default();
     h.length = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]);
     h.message_type = u16::from_ne_bytes([data[4], data[5]]);
@@ -872,7 +879,7 @@ fn parse_header(data: &[u8]) -> NetlinkHeader {
     h
 }
 
-fn read_i32(payload: &[u8]) -> i32 {
+pub(super) fn read_i32(payload: &[u8]) -> i32 {
     match payload.get(..4) {
         Some(b) => i32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
         // A truncated error message: call it an I/O error, never an ACK.
@@ -882,7 +889,7 @@ fn read_i32(payload: &[u8]) -> i32 {
 
 /// The kernel's refusal: a negative errno and the extended-ack text.
 #[derive(Debug)]
-struct KernelError {
+pub(super) struct KernelError {
     errno: i32,
     message: Option<String>,
 }
@@ -892,7 +899,7 @@ impl KernelError {
     /// NLMSG_ERROR the echoed request (only its header when the kernel
     /// says NLM_F_CAPPED, which we ask for), then with NLM_F_ACK_TLVS the
     /// extended-ack attributes.
-    fn new(code: i32, payload: &[u8], flags: u16, is_error: bool) -> KernelError {
+    pub(super) fn new(code: i32, payload: &[u8], flags: u16, is_error: bool) -> KernelError {
         let errno = code.checked_neg().unwrap_or(libc::EIO).max(1);
         let message = if flags & NLM_F_ACK_TLVS == 0 {
             None
@@ -912,7 +919,7 @@ impl KernelError {
         KernelError { errno, message }
     }
 
-    fn into_io(self, what: String) -> io::Error {
+    pub(super) fn into_io(self, what: String) -> io::Error {
         super::context_detail(io::Error::from_raw_os_error(self.errno), what, self.message)
     }
 }
