@@ -115,6 +115,18 @@ mod tests {
         ns.run_in(move || f(&inside)).unwrap()
     }
 
+    /// Set in the VM tier, whose kernel has esp4, ip_gre and AES-GCM: a missing
+    /// feature then fails the test instead of skipping it.
+    pub(crate) const REQUIRE_ENV: &str = "GATEWAY_REQUIRE_KERNEL_DATAPATH";
+
+    /// Reports a test skipped for want of a kernel feature (or fails it when
+    /// [`REQUIRE_ENV`] is set).
+    pub(crate) fn skip(test: &str, feature: &str, err: &io::Error) {
+        let message = format!("SKIPPED {test}: the kernel lacks {feature} ({err})");
+        assert!(std::env::var_os(REQUIRE_ENV).is_none(), "{message}");
+        eprintln!("{message}");
+    }
+
     #[test]
     fn handles_move_to_worker_threads() {
         fn send<T: Send>() {}

@@ -5,7 +5,7 @@ use std::{mem::offset_of, net::UdpSocket};
 use super::*;
 use crate::datapath::sys::{
     raw_os_error,
-    tests::{in_netns, in_netns_with},
+    tests::{in_netns, in_netns_with, skip},
 };
 
 const HUB: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -757,18 +757,6 @@ fn state_requests_without_sas() {
             "{err}"
         );
     });
-}
-
-/// Set in the VM tier, whose kernel has esp4, ip_gre and AES-GCM: a missing
-/// feature then fails the test instead of skipping it.
-pub(crate) const REQUIRE_ENV: &str = "GATEWAY_REQUIRE_KERNEL_DATAPATH";
-
-/// Reports a test skipped for want of a kernel feature (or fails it when
-/// [`REQUIRE_ENV`] is set).
-pub(crate) fn skip(test: &str, feature: &str, err: &io::Error) {
-    let message = format!("SKIPPED {test}: the kernel lacks {feature} ({err})");
-    assert!(std::env::var_os(REQUIRE_ENV).is_none(), "{message}");
-    eprintln!("{message}");
 }
 
 /// Adds `state`, or says which kernel feature is missing (`None`).
