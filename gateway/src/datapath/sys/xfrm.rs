@@ -28,8 +28,8 @@ use std::{
 };
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_DONE,
-    NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN,
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP,
+    NLMSG_OVERRUN,
 };
 use netlink_sys::{Socket, protocols::NETLINK_XFRM};
 use zeroize::Zeroizing;
@@ -1051,25 +1051,17 @@ impl Xfrm {
     /// same selector and direction is there.
     pub fn add_policy(&mut self, policy: &XfrmPolicy) -> io::Result<()> {
         let what = || format!("adding policy {}", policy.label());
-        self.request(
-            XFRM_MSG_NEWPOLICY,
-            NLM_F_CREATE | NLM_F_EXCL,
-            &policy.encode().bytes,
-            &what,
-        )
-        .map(drop)
+        // The message type decides: NEWPOLICY refuses an existing policy,
+        // UPDPOLICY replaces it (xfrm_add_policy); no NLM_F_* needed.
+        self.request(XFRM_MSG_NEWPOLICY, 0, &policy.encode().bytes, &what)
+            .map(drop)
     }
 
     /// Installs or replaces a policy (`ip xfrm policy update`).
     pub fn update_policy(&mut self, policy: &XfrmPolicy) -> io::Result<()> {
         let what = || format!("updating policy {}", policy.label());
-        self.request(
-            XFRM_MSG_UPDPOLICY,
-            NLM_F_CREATE,
-            &policy.encode().bytes,
-            &what,
-        )
-        .map(drop)
+        self.request(XFRM_MSG_UPDPOLICY, 0, &policy.encode().bytes, &what)
+            .map(drop)
     }
 
     /// Removes the policy with `selector` and `dir`; ENOENT if there is
