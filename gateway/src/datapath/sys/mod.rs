@@ -1,6 +1,8 @@
 //! The operating-system side of the userspace datapath: multi-queue TUN
 //! devices ([`tun`]), batched UDP sockets ([`udp`]), waiting on descriptors
-//! ([`poll`]) and rtnetlink for links, addresses and routes ([`netlink`]).
+//! ([`poll`]) and rtnetlink for links, addresses and routes ([`netlink`]);
+//! for the kernel datapath, XFRM netlink for ESP SAs and policies
+//! ([`xfrm`]) and GRE links ([`netlink`]).
 //!
 //! Everything here is synchronous and thin: the datapath workers run on their
 //! own threads, one per queue, and never enter an async runtime. The hot-path
@@ -17,6 +19,7 @@ pub mod netlink;
 pub mod poll;
 pub mod tun;
 pub mod udp;
+pub mod xfrm;
 
 use std::{error::Error, fmt, io};
 
@@ -112,6 +115,18 @@ mod tests {
         ns.run_in(move || f(&inside)).unwrap()
     }
 
+    /// Set in the VM tier, whose kernel has esp4, ip_gre and AES-GCM: a missing
+    /// feature then fails the test instead of skipping it.
+    pub(crate) const REQUIRE_ENV: &str = "GATEWAY_REQUIRE_KERNEL_DATAPATH";
+
+    /// Reports a test skipped for want of a kernel feature (or fails it when
+    /// [`REQUIRE_ENV`] is set).
+    pub(crate) fn skip(test: &str, feature: &str, err: &io::Error) {
+        let message = format!("SKIPPED {test}: the kernel lacks {feature} ({err})");
+        assert!(std::env::var_os(REQUIRE_ENV).is_none(), "{message}");
+        eprintln!("{message}");
+    }
+
     #[test]
     fn handles_move_to_worker_threads() {
         fn send<T: Send>() {}
@@ -124,6 +139,7 @@ mod tests {
         send::<poll::Waker>();
         sync::<poll::Waker>();
         send::<netlink::Netlink>();
+        send::<xfrm::Xfrm>();
     }
 
     #[test]

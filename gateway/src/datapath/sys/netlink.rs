@@ -1,4 +1,5 @@
-//! A small, blocking rtnetlink client: links up/down and MTU, IPv4
+//! A small, blocking rtnetlink client: links up/down and MTU, GRE links
+//! (the kernel datapath's virtual-access interfaces), link counters, IPv4
 //! addresses, IPv4 routes in the main table (per link for the tunnels, and
 //! the whole table for a routing daemon: dump, gateway and blackhole
 //! routes, removal of our own only).
@@ -37,7 +38,7 @@ use netlink_packet_core::{
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
     address::{AddressAttribute, AddressMessage, AddressScope},
-    link::{LinkAttribute, LinkFlags, LinkMessage},
+    link::{InfoData, InfoGre, InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
     route::{
         RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
         RouteType,
@@ -80,7 +81,7 @@ const RT_TABLE_MAIN: u8 = RouteHeader::RT_TABLE_MAIN;
 const TIMEVAL_LEN: libc::socklen_t = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
 
 /// The netlink header's size.
-const HEADER_LEN: usize = 16;
+pub(super) const HEADER_LEN: usize = 16;
 
 /// `NLMSGERR_ATTR_MSG`: the extended-ack attribute with the error text.
 const NLMSGERR_ATTR_MSG: u16 = 1;
@@ -102,6 +103,23 @@ pub struct RouteEntry {
     /// `rtm_scope`: 253 (link) or 0 (universe).
     pub scope: u8,
 }
+
+/// A link's counters (`IFLA_STATS64`), as [`Netlink::link_stats`] reads
+/// them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_errors: u64,
+    pub tx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_dropped: u64,
+}
+
+/// `IFNAMSIZ` less the terminating NUL: the longest link name.
+const MAX_LINK_NAME: usize = 15;
 
 /// An IPv4 route of the main table, as [`Netlink::dump_routes`] reports
 /// it: what a routing daemon needs to redistribute the kernel's routes and
@@ -223,32 +241,7 @@ impl Netlink {
     /// Opens a NETLINK_ROUTE socket, bound to a port the kernel picks, with
     /// extended acks asked for.
     pub fn open() -> io::Result<Netlink> {
-        let what = "opening a NETLINK_ROUTE socket";
-        let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| super::context(e, what))?;
-        socket.bind_auto().map_err(|e| super::context(e, what))?;
-        socket
-            .connect(&SocketAddr::new(0, 0))
-            .map_err(|e| super::context(e, what))?;
-        // Both are optional: older kernels answer without the error text.
-        let _ = socket.set_ext_ack(true);
-        let _ = socket.set_cap_ack(true);
-        let tv = libc::timeval {
-            tv_sec: libc::time_t::try_from(Self::TIMEOUT.as_secs()).unwrap_or(5),
-            tv_usec: 0,
-        };
-        // SAFETY: passes a live timeval and its size.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const tv).cast::<libc::c_void>(),
-                TIMEVAL_LEN,
-            )
-        };
-        if rc < 0 {
-            return Err(super::os_error(format!("{what}: setting SO_RCVTIMEO")));
-        }
+        let socket = open_socket(NETLINK_ROUTE, "opening a NETLINK_ROUTE socket")?;
         Ok(Netlink {
             socket,
             seq: 0,
@@ -364,6 +357,93 @@ impl Netlink {
             what,
         )
         .map(drop)
+    }
+
+    /// An unnumbered point-to-point address (`ip addr add LOCAL peer
+    /// PEER/32 dev X`): the virtual template's address on a
+    /// virtual-access, with the spoke's pool address as the peer, so that
+    /// the kernel routes PEER/32 to the link.
+    pub fn add_address_peer(
+        &mut self,
+        ifindex: u32,
+        local: Ipv4Addr,
+        peer: Ipv4Addr,
+    ) -> io::Result<()> {
+        self.add_address(ifindex, local, 32, Some(peer))
+    }
+
+    /// Creates a point-to-point GRE link (`ip link add NAME mtu MTU type
+    /// gre local L remote R ttl T pmtudisc`): a virtual-access to one
+    /// spoke, whose GRE packets the transport-mode SA between `local` and
+    /// `remote` protects. A fixed TTL needs path MTU discovery (the kernel
+    /// refuses `nopmtudisc` with one), so the outer header has DF set;
+    /// `ttl` 0 inherits the inner packet's. The link is left down. Returns
+    /// its index. EEXIST if the name is taken, EOPNOTSUPP ("Unknown device
+    /// type") on a kernel without ip_gre.
+    pub fn add_gre_link(
+        &mut self,
+        name: &str,
+        local: Ipv4Addr,
+        remote: Ipv4Addr,
+        ttl: u8,
+        mtu: u32,
+    ) -> io::Result<u32> {
+        let what = || format!("adding GRE link {name} local {local} remote {remote}");
+        let msg = gre_link_message(name, local, remote, ttl, mtu)
+            .map_err(|e| io::Error::new(ErrorKind::InvalidInput, format!("{}: {e}", what())))?;
+        self.request(
+            &RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+            &what,
+        )?;
+        // The ACK carries no index: ask for it by name.
+        self.link_index(name)
+            .map_err(|e| super::context(e, format!("{} (created)", what())))
+    }
+
+    /// Removes a link (`ip link del dev X`), e.g. a GRE link from
+    /// [`add_gre_link`](Self::add_gre_link); its addresses and routes go
+    /// with it. ENODEV if there is none.
+    pub fn del_link(&mut self, ifindex: u32) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = ifindex;
+        let what = |nl: &mut Netlink| format!("removing {}", nl.dev_label(ifindex));
+        self.request_with(&RouteNetlinkMessage::DelLink(msg), 0, what)
+            .map(drop)
+    }
+
+    /// The link's packet and byte counters (`IFLA_STATS64`).
+    pub fn link_stats(&mut self, ifindex: u32) -> io::Result<LinkStats> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = ifindex;
+        let what = || format!("reading the counters of link {ifindex}");
+        let answers = self.request(&RouteNetlinkMessage::GetLink(msg), 0, &what)?;
+        answers
+            .into_iter()
+            .find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(link) => {
+                    link.attributes.into_iter().find_map(|a| match a {
+                        LinkAttribute::Stats64(s) => Some(LinkStats {
+                            rx_packets: s.rx_packets,
+                            rx_bytes: s.rx_bytes,
+                            tx_packets: s.tx_packets,
+                            tx_bytes: s.tx_bytes,
+                            rx_errors: s.rx_errors,
+                            tx_errors: s.tx_errors,
+                            rx_dropped: s.rx_dropped,
+                            tx_dropped: s.tx_dropped,
+                        }),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .ok_or_else(|| {
+                io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!("{}: no IFLA_STATS64 in the kernel's answer", what()),
+                )
+            })
     }
 
     /// Removes an address added by [`add_address`](Self::add_address)
@@ -851,7 +931,39 @@ impl Netlink {
     }
 }
 
-fn recv_error(e: io::Error) -> io::Error {
+/// A blocking netlink socket of `protocol`, bound to a port the kernel
+/// picks and connected to the kernel, with extended and capped acks asked
+/// for and a receive timeout of [`Netlink::TIMEOUT`].
+pub(super) fn open_socket(protocol: isize, what: &str) -> io::Result<Socket> {
+    let mut socket = Socket::new(protocol).map_err(|e| super::context(e, what))?;
+    socket.bind_auto().map_err(|e| super::context(e, what))?;
+    socket
+        .connect(&SocketAddr::new(0, 0))
+        .map_err(|e| super::context(e, what))?;
+    // Both are optional: older kernels answer without the error text.
+    let _ = socket.set_ext_ack(true);
+    let _ = socket.set_cap_ack(true);
+    let tv = libc::timeval {
+        tv_sec: libc::time_t::try_from(Netlink::TIMEOUT.as_secs()).unwrap_or(5),
+        tv_usec: 0,
+    };
+    // SAFETY: passes a live timeval and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const tv).cast::<libc::c_void>(),
+            TIMEVAL_LEN,
+        )
+    };
+    if rc < 0 {
+        return Err(super::os_error(format!("{what}: setting SO_RCVTIMEO")));
+    }
+    Ok(socket)
+}
+
+pub(super) fn recv_error(e: io::Error) -> io::Error {
     if e.kind() == ErrorKind::WouldBlock {
         io::Error::new(
             ErrorKind::TimedOut,
@@ -862,7 +974,7 @@ fn recv_error(e: io::Error) -> io::Error {
     }
 }
 
-fn parse_header(data: &[u8]) -> NetlinkHeader {
+pub(super) fn parse_header(data: &[u8]) -> NetlinkHeader {
     let mut h = NetlinkHeader::default();
     h.length = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]);
     h.message_type = u16::from_ne_bytes([data[4], data[5]]);
@@ -872,7 +984,7 @@ fn parse_header(data: &[u8]) -> NetlinkHeader {
     h
 }
 
-fn read_i32(payload: &[u8]) -> i32 {
+pub(super) fn read_i32(payload: &[u8]) -> i32 {
     match payload.get(..4) {
         Some(b) => i32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
         // A truncated error message: call it an I/O error, never an ACK.
@@ -882,7 +994,7 @@ fn read_i32(payload: &[u8]) -> i32 {
 
 /// The kernel's refusal: a negative errno and the extended-ack text.
 #[derive(Debug)]
-struct KernelError {
+pub(super) struct KernelError {
     errno: i32,
     message: Option<String>,
 }
@@ -892,7 +1004,7 @@ impl KernelError {
     /// NLMSG_ERROR the echoed request (only its header when the kernel
     /// says NLM_F_CAPPED, which we ask for), then with NLM_F_ACK_TLVS the
     /// extended-ack attributes.
-    fn new(code: i32, payload: &[u8], flags: u16, is_error: bool) -> KernelError {
+    pub(super) fn new(code: i32, payload: &[u8], flags: u16, is_error: bool) -> KernelError {
         let errno = code.checked_neg().unwrap_or(libc::EIO).max(1);
         let message = if flags & NLM_F_ACK_TLVS == 0 {
             None
@@ -912,7 +1024,7 @@ impl KernelError {
         KernelError { errno, message }
     }
 
-    fn into_io(self, what: String) -> io::Error {
+    pub(super) fn into_io(self, what: String) -> io::Error {
         super::context_detail(io::Error::from_raw_os_error(self.errno), what, self.message)
     }
 }
@@ -989,6 +1101,36 @@ fn describe_address(addr: Ipv4Addr, prefix_len: u8, peer: Option<Ipv4Addr>) -> S
         Some(peer) => format!("{addr} peer {peer}/{prefix_len}"),
         None => format!("{addr}/{prefix_len}"),
     }
+}
+
+/// The `RTM_NEWLINK` of [`Netlink::add_gre_link`]: name, MTU, and link
+/// info kind "gre" with local, remote, TTL and path MTU discovery (the
+/// rest, keys and flags, left at the kernel's defaults: none).
+fn gre_link_message(
+    name: &str,
+    local: Ipv4Addr,
+    remote: Ipv4Addr,
+    ttl: u8,
+    mtu: u32,
+) -> Result<LinkMessage, String> {
+    if name.is_empty() || name.len() > MAX_LINK_NAME || name.contains(['/', ' ', '\0']) {
+        return Err(format!(
+            "a link name has 1 to {MAX_LINK_NAME} bytes and no '/', space or NUL"
+        ));
+    }
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
+    msg.attributes.push(LinkAttribute::Mtu(mtu));
+    msg.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::GreTun),
+        LinkInfo::Data(InfoData::GreTun(vec![
+            InfoGre::Local(local),
+            InfoGre::Remote(remote),
+            InfoGre::Ttl(ttl),
+            InfoGre::PathMTUDiscovery(true),
+        ])),
+    ]));
+    Ok(msg)
 }
 
 fn address_message(
@@ -1593,6 +1735,258 @@ mod tests {
                 "{shown}"
             );
             assert!(!shown.contains("proto 66"), "{shown}");
+        });
+    }
+
+    /// `ip link add gwva1 mtu 1400 type gre local 192.0.2.1 remote
+    /// 198.51.100.7 ttl 64 pmtudisc`, as iproute2 6.x sent it (strace, on a
+    /// kernel without ip_gre): the payload after the netlink header.
+    const IPROUTE2_NEWLINK_GRE: &str = "\
+        00000000000000000000000000000000080004007805000\
+        00a00030067777661310000008000120007000100677265\
+        0074000200080004000000000008000500000000000600\
+        020000000000060003000000000008000600c000020108\
+        000700c633640705000a00010000000500090000000000\
+        0500080040000000080014000000000006000e00000000\
+        0006000f000000000006001000000000000600110000000000";
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn gre_attrs(msg: &LinkMessage) -> Vec<InfoGre> {
+        msg.attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+                    LinkInfo::Data(InfoData::GreTun(gre)) => Some(gre.clone()),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn gre_link_request_agrees_with_iproute2() {
+        use netlink_packet_core::{Emitable, Parseable};
+
+        let local = Ipv4Addr::new(192, 0, 2, 1);
+        let remote = Ipv4Addr::new(198, 51, 100, 7);
+        let ours = gre_link_message("gwva1", local, remote, 64, 1400).unwrap();
+        let mut bytes = vec![0u8; ours.buffer_len()];
+        ours.emit(&mut bytes);
+        let theirs = hex(IPROUTE2_NEWLINK_GRE);
+        let theirs = LinkMessage::parse(&theirs[..]).unwrap();
+
+        // Same header (index 0, no flags), same name, MTU and kind; GRE
+        // data: ours is iproute2's without the attributes at their
+        // defaults (keys, flags, TOS, encapsulation: 0).
+        let parsed = LinkMessage::parse(&bytes[..]).unwrap();
+        assert_eq!(parsed.header, theirs.header);
+        for attr in &parsed.attributes {
+            if !matches!(attr, LinkAttribute::LinkInfo(_)) {
+                assert!(theirs.attributes.contains(attr), "{attr:?}");
+            }
+        }
+        let our_gre = gre_attrs(&parsed);
+        let their_gre = gre_attrs(&theirs);
+        assert_eq!(
+            our_gre,
+            vec![
+                InfoGre::Local(local),
+                InfoGre::Remote(remote),
+                InfoGre::Ttl(64),
+                InfoGre::PathMTUDiscovery(true),
+            ]
+        );
+        for attr in &our_gre {
+            assert!(their_gre.contains(attr), "{attr:?} not in {their_gre:?}");
+        }
+        // The bytes of IFLA_LINKINFO: kind "gre", then IFLA_GRE_LOCAL (6),
+        // IFLA_GRE_REMOTE (7), IFLA_GRE_TTL (8), IFLA_GRE_PMTUDISC (10).
+        let linkinfo = [
+            0x30, 0, 0x12, 0, // IFLA_LINKINFO (no NLA_F_NESTED, as iproute2)
+            8, 0, 1, 0, b'g', b'r', b'e', 0, // IFLA_INFO_KIND
+            0x24, 0, 2, 0, // IFLA_INFO_DATA
+            8, 0, 6, 0, 192, 0, 2, 1, // local
+            8, 0, 7, 0, 198, 51, 100, 7, // remote
+            5, 0, 8, 0, 64, 0, 0, 0, // ttl
+            5, 0, 10, 0, 1, 0, 0, 0, // pmtudisc
+        ];
+        assert!(
+            bytes.ends_with(&linkinfo),
+            "{:02x?}",
+            &bytes[bytes.len().saturating_sub(linkinfo.len())..]
+        );
+    }
+
+    #[test]
+    fn gre_link_names_are_checked() {
+        let a = Ipv4Addr::new(192, 0, 2, 1);
+        for bad in ["", "a-name-too-long1", "a/b", "a b"] {
+            assert!(gre_link_message(bad, a, a, 64, 1400).is_err(), "{bad:?}");
+        }
+        assert!(gre_link_message("va-123456789012", a, a, 64, 1400).is_ok());
+        in_netns("nlgrename", || {
+            let err = Netlink::open()
+                .unwrap()
+                .add_gre_link("a/b", a, a, 64, 1400)
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+            assert!(
+                err.to_string()
+                    .starts_with("adding GRE link a/b local 192.0.2.1 remote 192.0.2.1: "),
+                "{err}"
+            );
+        });
+    }
+
+    #[test]
+    fn gre_link_when_the_kernel_has_ip_gre() {
+        const TEST: &str = "gre_link_when_the_kernel_has_ip_gre";
+        in_netns_with("nlgre", |ns| {
+            let mut nl = Netlink::open().unwrap();
+            let local = Ipv4Addr::new(192, 0, 2, 1);
+            let remote = Ipv4Addr::new(198, 51, 100, 7);
+            let idx = match nl.add_gre_link("gwva1", local, remote, 64, 1400) {
+                Ok(idx) => idx,
+                Err(e) if raw_os_error(&e) == Some(libc::EOPNOTSUPP) => {
+                    crate::datapath::sys::tests::skip(TEST, "GRE (ip_gre, CONFIG_NET_IPGRE)", &e);
+                    return;
+                }
+                Err(e) => panic!("{e}"),
+            };
+            assert_eq!(nl.link_index("gwva1").unwrap(), idx);
+            let shown = String::from_utf8(
+                ns.ip(["-d", "-o", "link", "show", "dev", "gwva1"])
+                    .unwrap()
+                    .stdout,
+            )
+            .unwrap();
+            assert!(shown.contains("<POINTOPOINT,NOARP>"), "{shown}");
+            assert!(shown.contains("mtu 1400"), "{shown}");
+            assert!(
+                shown.contains("gre remote 198.51.100.7 local 192.0.2.1 ttl 64"),
+                "{shown}"
+            );
+            assert!(!shown.contains("nopmtudisc"), "{shown}");
+
+            nl.add_address_peer(idx, HUB, SPOKE).unwrap();
+            nl.set_link_up(idx).unwrap();
+            let addrs = String::from_utf8(
+                ns.ip(["-o", "addr", "show", "dev", "gwva1"])
+                    .unwrap()
+                    .stdout,
+            )
+            .unwrap();
+            assert!(
+                addrs.contains("inet 10.1.1.1 peer 10.1.1.100/32"),
+                "{addrs}"
+            );
+            assert_eq!(nl.link_stats(idx).unwrap().rx_packets, 0);
+
+            let err = nl
+                .add_gre_link("gwva1", local, remote, 64, 1400)
+                .unwrap_err();
+            assert_eq!(raw_os_error(&err), Some(libc::EEXIST), "{err}");
+            nl.del_link(idx).unwrap();
+            let err = nl.link_index("gwva1").unwrap_err();
+            assert_eq!(raw_os_error(&err), Some(libc::ENODEV), "{err}");
+        });
+    }
+
+    /// An IPv4/UDP packet from `src` to `dst` port 9 with a valid header
+    /// checksum.
+    fn udp_packet(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+        let total = u16::try_from(28 + payload.len()).unwrap();
+        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        let sum = p
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum::<u32>();
+        let sum = (sum & 0xffff) + (sum >> 16);
+        let sum = !u16::try_from((sum & 0xffff) + (sum >> 16)).unwrap();
+        p[10..12].copy_from_slice(&sum.to_be_bytes());
+        p.extend_from_slice(&9u16.to_be_bytes());
+        p.extend_from_slice(&9u16.to_be_bytes());
+        p.extend_from_slice(&(total - 20).to_be_bytes());
+        p.extend_from_slice(&[0, 0]); // no UDP checksum
+        p.extend_from_slice(payload);
+        p
+    }
+
+    #[test]
+    fn link_counters_and_removal() {
+        in_netns_with("nlstats", |ns| {
+            let tun = Tun::create("gwtun0", 1).unwrap();
+            let mut nl = Netlink::open().unwrap();
+            let idx = tun.ifindex();
+            nl.add_address_peer(idx, HUB, SPOKE).unwrap();
+            nl.set_link_up(idx).unwrap();
+            let before = nl.link_stats(idx).unwrap();
+
+            // In through the device: counted as received.
+            let packet = udp_packet(SPOKE, HUB, b"hello");
+            tun.queues()[0].write(&packet).unwrap();
+            // Out through it (to the peer), read off the queue.
+            let socket = std::net::UdpSocket::bind((HUB, 0)).unwrap();
+            socket.send_to(b"out", (SPOKE, 9)).unwrap();
+            let mut buf = [0u8; 2048];
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            loop {
+                let n = tun.queues()[0].read(&mut buf).unwrap_or(0);
+                // Skip anything but our IPv4/UDP packet.
+                if n >= 28 && buf[0] >> 4 == 4 && buf[9] == 17 {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "no packet out");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            let after = nl.link_stats(idx).unwrap();
+            assert_eq!(after.rx_packets - before.rx_packets, 1, "{after:?}");
+            assert_eq!(
+                after.rx_bytes - before.rx_bytes,
+                packet.len() as u64,
+                "{after:?}"
+            );
+            assert!(after.tx_packets > before.tx_packets, "{after:?}");
+            assert!(after.tx_bytes >= before.tx_bytes + 31, "{after:?}");
+            let shown = String::from_utf8(
+                ns.ip(["-s", "-o", "link", "show", "dev", "gwtun0"])
+                    .unwrap()
+                    .stdout,
+            )
+            .unwrap();
+            assert!(shown.contains(&format!("{} ", after.rx_bytes)), "{shown}");
+
+            let err = nl.link_stats(9999).unwrap_err();
+            assert_eq!(raw_os_error(&err), Some(libc::ENODEV), "{err}");
+
+            // Removal, on a veth pair (TUN links go with their descriptor).
+            let v = veth_lan(ns);
+            nl.del_link(v).unwrap();
+            assert_eq!(
+                raw_os_error(&nl.link_index("nlv0").unwrap_err()),
+                Some(libc::ENODEV)
+            );
+            // The peer went with it.
+            assert_eq!(
+                raw_os_error(&nl.link_index("nlv1").unwrap_err()),
+                Some(libc::ENODEV)
+            );
+            let err = nl.del_link(v).unwrap_err();
+            assert_eq!(raw_os_error(&err), Some(libc::ENODEV), "{err}");
+            assert!(
+                err.to_string().starts_with(&format!("removing link {v}: ")),
+                "{err}"
+            );
         });
     }
 
