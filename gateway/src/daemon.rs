@@ -22,6 +22,7 @@ use crate::{
     control::{ControlSocket, Handler, Request, Response},
     datapath::{
         Datapath, DatapathEvent,
+        kernel::KernelDatapath,
         select::{self, KernelFeatures, Selected},
         session::Sessions,
         userspace::{IkeOn4500, UserspaceConfig, UserspaceDatapath},
@@ -263,11 +264,8 @@ fn start_bgp(
         return Ok(None);
     };
     let speaker_config = SpeakerConfig::from_config(bgp, config.hub.local_address);
-    let (speaker, tasks) = Speaker::start(
-        speaker_config,
-        datapath.map(|r| r.datapath.clone()),
-    )
-    .with_context(|| format!("{}: [bgp]", config_path.display()))?;
+    let (speaker, tasks) = Speaker::start(speaker_config, datapath.map(|r| r.datapath.clone()))
+        .with_context(|| format!("{}: [bgp]", config_path.display()))?;
     if let Some(sessions) = ike.and_then(|(shared, _)| shared.sessions.as_ref()) {
         sessions
             .lock()
@@ -355,8 +353,10 @@ async fn start_ike(
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
     });
+    let kernel = datapath.is_some_and(|r| r.datapath.kind() == "kernel");
     let sockets = match on_4500 {
         Some(on_4500) => IkeSockets::with_datapath(config.hub.local_address, on_4500).await?,
+        None if kernel => IkeSockets::for_kernel(config.hub.local_address).await?,
         None => IkeSockets::bind(config.hub.local_address).await?,
     };
     tracing::info!(address = %config.hub.local_address, profiles = policy.profiles.len(), "IKEv2 listening on UDP 500 and 4500");
@@ -419,10 +419,17 @@ fn start_datapath(
     let kernel = KernelFeatures::detect();
     let reason = match select::select(config.hub.datapath, &kernel) {
         Ok(Selected::Userspace { reason }) => reason,
-        Ok(Selected::Kernel) => anyhow::bail!(
-            "{}: the kernel datapath is not part of this version",
-            config_path.display()
-        ),
+        Ok(Selected::Kernel) => {
+            let dp = KernelDatapath::open().with_context(|| {
+                format!("{}: starting the kernel datapath", config_path.display())
+            })?;
+            tracing::info!("datapath: kernel (XFRM and ip_gre)");
+            return Ok(Some(RunningDatapath {
+                datapath: Arc::new(dp),
+                userspace: None,
+                on_4500: Mutex::new(None),
+            }));
+        }
         Err(why) => anyhow::bail!("{}: {why}", config_path.display()),
     };
     tracing::info!("datapath: userspace ({reason})");

@@ -60,21 +60,12 @@ pub fn select(choice: Choice, kernel: &KernelFeatures) -> Result<Selected, Strin
                 missing.join(" and ")
             ),
         }),
-        Choice::Auto => Ok(Selected::Userspace {
-            reason: "hub.datapath = \"auto\": the kernel has ip_gre and esp4, but this \
-                     version's kernel datapath is not built yet"
-                .to_owned(),
-        }),
         Choice::Kernel if !missing.is_empty() => Err(format!(
             "hub.datapath = \"kernel\" needs kernel support this host does not have: {}; \
              use \"userspace\" or \"auto\"",
             missing.join(", ")
         )),
-        Choice::Kernel => Err(
-            "hub.datapath = \"kernel\": the kernel datapath (XFRM + ip_gre) is not part of this \
-             version; use \"userspace\" or \"auto\""
-                .to_owned(),
-        ),
+        Choice::Auto | Choice::Kernel => Ok(Selected::Kernel),
     }
 }
 
@@ -107,6 +98,20 @@ mod tests {
         assert!(e.contains("esp4") && !e.contains("ip_gre"), "{e}");
         assert!(matches!(
             select(Choice::Userspace, &gre_only),
+            Ok(Selected::Userspace { .. })
+        ));
+    }
+
+    #[test]
+    fn a_kernel_with_both_runs_the_kernel_datapath_unless_told_otherwise() {
+        let both = KernelFeatures {
+            ip_gre: true,
+            esp4: true,
+        };
+        assert_eq!(select(Choice::Auto, &both), Ok(Selected::Kernel));
+        assert_eq!(select(Choice::Kernel, &both), Ok(Selected::Kernel));
+        assert!(matches!(
+            select(Choice::Userspace, &both),
             Ok(Selected::Userspace { .. })
         ));
     }

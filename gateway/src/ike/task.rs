@@ -134,6 +134,29 @@ impl IkeSockets {
         })
     }
 
+    /// Both ports of our own, for the kernel datapath: the sockets bypass
+    /// the IPsec policies (IKE must not be protected by the SAs it
+    /// negotiates), and the kernel takes the ESP-in-UDP that arrives on
+    /// 4500 (RFC 3948), leaving the IKE messages with their non-ESP marker
+    /// to us, as strongSwan's kernel-netlink sets them up.
+    pub async fn for_kernel(local: Ipv4Addr) -> anyhow::Result<Self> {
+        use crate::datapath::sys::xfrm;
+        let ike = bind_ike(local, IKE_PORT).await?;
+        let natt = bind_ike(local, NATT_PORT).await?;
+        for (socket, port) in [(&ike, IKE_PORT), (&natt, NATT_PORT)] {
+            xfrm::bypass_policies(socket).with_context(|| {
+                format!("IKE socket {local}:{port}: bypassing the IPsec policies")
+            })?;
+        }
+        xfrm::set_udp_encap_espinudp(&natt)
+            .with_context(|| format!("IKE socket {local}:{NATT_PORT}: UDP encapsulation of ESP"))?;
+        Ok(IkeSockets {
+            ike,
+            natt: Natt::Own(natt),
+            local,
+        })
+    }
+
     /// UDP 500 of our own; 4500 through the userspace datapath.
     pub async fn with_datapath(local: Ipv4Addr, on_4500: IkeOn4500) -> anyhow::Result<Self> {
         on_4500

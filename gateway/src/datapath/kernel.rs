@@ -1,0 +1,527 @@
+//! The kernel datapath: what a production hub runs, packets never leaving
+//! the kernel. A spoke's virtual-access is an ip_gre point-to-point link
+//! (local = our tunnel source, remote = the spoke's outer address,
+//! unnumbered: the template's address as a /32 with the spoke's pool
+//! address as peer), protected by ESP transport-mode SAs and policies for
+//! GRE between the outer addresses, in UDP when NAT was detected (RFC
+//! 3948). A spoke that asked for tunnel mode (strongSwan without GRE) gets
+//! tunnel-mode SAs and policies for its inner address, and no link. Routes
+//! go into the main table through the link. Counters come from the link
+//! and from the SAs' XFRM statistics.
+//!
+//! Everything is programmed over rtnetlink and xfrm netlink
+//! (`sys::netlink`, `sys::xfrm`) and undone in the reverse order.
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    sync::{Mutex, MutexGuard, PoisonError},
+};
+
+use super::{
+    Datapath, DatapathError, DatapathReport, GlobalCounters, Route, SaCounters, SaPair, VaCounters,
+    VaId, VirtualAccessSpec,
+    fib::Fib,
+    sys::{
+        netlink::Netlink,
+        xfrm::{
+            EspAlgorithms, IPPROTO_ESP, Integrity, UdpEncap, Xfrm, XfrmAction, XfrmDir,
+            XfrmLifetime, XfrmMode, XfrmPolicy, XfrmSelector, XfrmState, XfrmTemplate,
+        },
+    },
+};
+use crate::{
+    config::Ipv4Prefix,
+    ike::{
+        crypto::{Encr, Integ},
+        engine::Mode,
+    },
+};
+
+/// The inbound replay window (IOS and strongSwan default to 64 packets).
+const REPLAY_WINDOW: u32 = 64;
+/// Priority of our policies: more specific than a catch-all an operator
+/// may have.
+const POLICY_PRIORITY: u32 = 1000;
+/// TTL of the GRE packets (the outer header gets the inner one's otherwise,
+/// which breaks traceroute-like TTLs of 1).
+const GRE_TTL: u8 = 64;
+
+struct Va {
+    spec: VirtualAccessSpec,
+    /// The GRE link, once the SA told us the peer runs GRE.
+    ifindex: Option<u32>,
+    sa: Option<InstalledSa>,
+}
+
+#[derive(Clone, Copy)]
+struct InstalledSa {
+    spi_in: u32,
+    spi_out: u32,
+    local: Ipv4Addr,
+    remote: Ipv4Addr,
+    mode: Mode,
+    policies: [Option<(XfrmSelector, XfrmDir)>; 3],
+}
+
+struct State {
+    nl: Netlink,
+    xfrm: Xfrm,
+    vas: BTreeMap<VaId, Va>,
+    /// Our routes, for `lookup` (the kernel's table holds others too).
+    routes: Fib<Route>,
+}
+
+/// The kernel datapath (`datapath = "kernel"`).
+pub struct KernelDatapath {
+    state: Mutex<State>,
+}
+
+fn os(what: String) -> impl FnOnce(std::io::Error) -> DatapathError {
+    move |source| DatapathError::Os { what, source }
+}
+
+impl KernelDatapath {
+    /// Opens the netlink sockets. The caller checked that the kernel has
+    /// ip_gre and esp4 (`select`).
+    pub fn open() -> Result<Self, DatapathError> {
+        let nl = Netlink::open().map_err(os("opening rtnetlink".into()))?;
+        let xfrm = Xfrm::open().map_err(os("opening xfrm netlink".into()))?;
+        Ok(KernelDatapath {
+            state: Mutex::new(State {
+                nl,
+                xfrm,
+                vas: BTreeMap::new(),
+                routes: Fib::new(),
+            }),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The kernel's name for the ESP transform.
+fn algorithms(
+    encr: Encr,
+    integ: Option<Integ>,
+    keys: &super::SaKeys,
+) -> Result<EspAlgorithms, DatapathError> {
+    match (encr, integ) {
+        (Encr::AesGcm16 { .. }, _) => Ok(EspAlgorithms::AesGcm {
+            key_with_salt: keys.encr.clone(),
+            icv_bits: 128,
+        }),
+        (Encr::AesCbc { .. }, Some(i)) => Ok(EspAlgorithms::AesCbc {
+            enc_key: keys.encr.clone(),
+            integrity: match i {
+                Integ::HmacSha1_96 => Integrity::HmacSha1_96,
+                Integ::HmacSha256_128 => Integrity::HmacSha256_128,
+                Integ::HmacSha384_192 => Integrity::HmacSha384_192,
+                Integ::HmacSha512_256 => Integrity::HmacSha512_256,
+            },
+            integ_key: keys.integ.clone(),
+        }),
+        (Encr::AesCbc { .. }, None) => Err(DatapathError::Keys(
+            "AES-CBC without an integrity algorithm".into(),
+        )),
+    }
+}
+
+/// The link's name, within IFNAMSIZ: `va<N>` for a hub's
+/// Virtual-AccessN, `tunnel<N>` for a spoke's TunnelN.
+fn link_name(id: VaId) -> String {
+    match id.0.checked_sub(crate::spoke::TUNNEL_VA_BASE) {
+        Some(n) => format!("tunnel{n}"),
+        None => format!("va{}", id.0),
+    }
+}
+
+fn host(a: Ipv4Addr) -> Ipv4Prefix {
+    Ipv4Prefix { addr: a, len: 32 }
+}
+
+const ANY: Ipv4Prefix = Ipv4Prefix {
+    addr: Ipv4Addr::UNSPECIFIED,
+    len: 0,
+};
+
+impl State {
+    fn va(&self, id: VaId) -> Result<&Va, DatapathError> {
+        self.vas.get(&id).ok_or(DatapathError::NoSuchInterface(id))
+    }
+
+    /// The GRE link of a transport-mode peer.
+    fn create_link(&mut self, id: VaId) -> Result<u32, DatapathError> {
+        let spec = self.va(id)?.spec.clone();
+        let name = link_name(id);
+        let ifindex = self
+            .nl
+            .add_gre_link(
+                &name,
+                *spec.local_outer.ip(),
+                *spec.remote_outer.ip(),
+                GRE_TTL,
+                u32::from(spec.mtu),
+            )
+            .map_err(os(format!("creating GRE link {name}")))?;
+        // Unnumbered: the template's address, with the spoke's pool address
+        // as the peer (a spoke's Tunnel1 has no peer: its own address).
+        let address = match spec.peer_inner {
+            Some(peer) => self.nl.add_address_peer(ifindex, spec.unnumbered, peer),
+            None => self.nl.add_address(ifindex, spec.unnumbered, 32, None),
+        };
+        let configured = address.and_then(|()| self.nl.set_link_up(ifindex));
+        if let Err(e) = configured {
+            let _ = self.nl.del_link(ifindex);
+            return Err(os(format!("configuring {name}"))(e));
+        }
+        Ok(ifindex)
+    }
+
+    fn states(sa: &SaPair, reqid: u32) -> Result<[XfrmState; 2], DatapathError> {
+        let mode = match sa.mode {
+            Mode::Transport => XfrmMode::Transport,
+            Mode::Tunnel => XfrmMode::Tunnel,
+        };
+        let selector = |src, dst| (sa.mode == Mode::Transport).then(|| XfrmSelector::gre(src, dst));
+        let out = XfrmState {
+            src: sa.local,
+            dst: sa.remote,
+            spi: sa.spi_out,
+            reqid,
+            mode,
+            algorithms: algorithms(sa.encr, sa.integ, &sa.outbound)?,
+            replay_window: 0,
+            esn: false,
+            encap: sa.encap.map(|(local, remote)| UdpEncap {
+                sport: local,
+                dport: remote,
+            }),
+            selector: selector(sa.local, sa.remote),
+            lifetime: XfrmLifetime::default(),
+        };
+        let inbound = XfrmState {
+            src: sa.remote,
+            dst: sa.local,
+            spi: sa.spi_in,
+            reqid,
+            mode,
+            algorithms: algorithms(sa.encr, sa.integ, &sa.inbound)?,
+            replay_window: REPLAY_WINDOW,
+            esn: false,
+            encap: sa.encap.map(|(local, remote)| UdpEncap {
+                sport: remote,
+                dport: local,
+            }),
+            selector: selector(sa.remote, sa.local),
+            lifetime: XfrmLifetime::default(),
+        };
+        Ok([out, inbound])
+    }
+
+    fn policies(sa: &SaPair, reqid: u32, inner: Option<Ipv4Addr>) -> Vec<XfrmPolicy> {
+        let template = |src, dst, mode| {
+            Some(XfrmTemplate {
+                src,
+                dst,
+                reqid,
+                mode,
+            })
+        };
+        let policy = |selector, dir, template| XfrmPolicy {
+            selector,
+            dir,
+            priority: POLICY_PRIORITY,
+            action: XfrmAction::Allow,
+            template,
+        };
+        match (sa.mode, inner) {
+            (Mode::Transport, _) => vec![
+                policy(
+                    XfrmSelector::gre(sa.local, sa.remote),
+                    XfrmDir::Out,
+                    template(sa.local, sa.remote, XfrmMode::Transport),
+                ),
+                policy(
+                    XfrmSelector::gre(sa.remote, sa.local),
+                    XfrmDir::In,
+                    template(sa.remote, sa.local, XfrmMode::Transport),
+                ),
+            ],
+            // A tunnel-mode peer's inner address; what it reaches through
+            // us is forwarded (decrypted, then routed on).
+            (Mode::Tunnel, Some(inner)) => vec![
+                policy(
+                    XfrmSelector::between(ANY, host(inner)),
+                    XfrmDir::Out,
+                    template(sa.local, sa.remote, XfrmMode::Tunnel),
+                ),
+                policy(
+                    XfrmSelector::between(host(inner), ANY),
+                    XfrmDir::In,
+                    template(sa.remote, sa.local, XfrmMode::Tunnel),
+                ),
+                policy(
+                    XfrmSelector::between(host(inner), ANY),
+                    XfrmDir::Fwd,
+                    template(sa.remote, sa.local, XfrmMode::Tunnel),
+                ),
+            ],
+            (Mode::Tunnel, None) => Vec::new(),
+        }
+    }
+
+    fn remove_sa(&mut self, id: VaId) {
+        let Some(sa) = self.vas.get_mut(&id).and_then(|v| v.sa.take()) else {
+            return;
+        };
+        for (selector, dir) in sa.policies.iter().flatten().rev() {
+            if let Err(e) = self.xfrm.del_policy(selector, *dir) {
+                tracing::warn!(interface = %id, error = %e, "removing an XFRM policy failed");
+            }
+        }
+        for (dst, spi) in [(sa.local, sa.spi_in), (sa.remote, sa.spi_out)] {
+            if let Err(e) = self.xfrm.del_state(dst, spi, IPPROTO_ESP) {
+                tracing::warn!(interface = %id, spi = format_args!("{spi:#010x}"), error = %e, "removing an XFRM state failed");
+            }
+        }
+    }
+
+    /// Where a tunnel-mode peer's inner prefixes are routed: the way to
+    /// its outer address (the XFRM output policy then takes them).
+    fn outer_path(&mut self, remote: Ipv4Addr) -> Result<(u32, Option<Ipv4Addr>), DatapathError> {
+        let routes = self
+            .nl
+            .dump_routes()
+            .map_err(os("reading the routing table".into()))?;
+        routes
+            .iter()
+            .filter(|r| r.prefix.contains(remote) && r.oif.is_some())
+            .max_by_key(|r| r.prefix.len)
+            .and_then(|r| r.oif.map(|oif| (oif, r.gateway)))
+            .ok_or_else(|| {
+                DatapathError::Unsupported(format!("no route to the peer's outer address {remote}"))
+            })
+    }
+}
+
+impl Datapath for KernelDatapath {
+    fn kind(&self) -> &'static str {
+        "kernel"
+    }
+
+    fn create_virtual_access(&self, spec: &VirtualAccessSpec) -> Result<(), DatapathError> {
+        let mut s = self.state();
+        if s.vas.contains_key(&spec.id) {
+            return Err(DatapathError::InterfaceExists(spec.id));
+        }
+        // The link waits for the SA: only then is it known whether the
+        // peer runs GRE (transport mode) or not (tunnel mode).
+        s.vas.insert(
+            spec.id,
+            Va {
+                spec: spec.clone(),
+                ifindex: None,
+                sa: None,
+            },
+        );
+        Ok(())
+    }
+
+    fn remove_virtual_access(&self, id: VaId) -> Result<(), DatapathError> {
+        let mut s = self.state();
+        s.va(id)?;
+        let gone: Vec<Route> = s
+            .routes
+            .iter()
+            .filter(|(_, r)| r.va == id)
+            .map(|(_, r)| *r)
+            .collect();
+        for r in gone {
+            s.routes.remove(r.prefix);
+        }
+        s.remove_sa(id);
+        if let Some(va) = s.vas.remove(&id)
+            && let Some(ifindex) = va.ifindex
+        {
+            // Its routes go with it.
+            s.nl.del_link(ifindex)
+                .map_err(os(format!("removing link {}", link_name(id))))?;
+        }
+        Ok(())
+    }
+
+    fn install_sa(&self, sa: &SaPair) -> Result<(), DatapathError> {
+        let mut s = self.state();
+        let va = s.va(sa.va)?;
+        if va.sa.is_some() {
+            return Err(DatapathError::Unsupported(format!(
+                "{} already has an SA pair",
+                sa.va
+            )));
+        }
+        let inner = va.spec.peer_inner;
+        let reqid = sa.va.0;
+        if sa.mode == Mode::Transport && va.ifindex.is_none() {
+            let ifindex = s.create_link(sa.va)?;
+            if let Some(v) = s.vas.get_mut(&sa.va) {
+                v.ifindex = Some(ifindex);
+            }
+        }
+        let states = State::states(sa, reqid)?;
+        let mut installed = InstalledSa {
+            spi_in: sa.spi_in,
+            spi_out: sa.spi_out,
+            local: sa.local,
+            remote: sa.remote,
+            mode: sa.mode,
+            policies: [None; 3],
+        };
+        let mut result = Ok(());
+        for (i, state) in states.iter().enumerate() {
+            if let Err(e) = s.xfrm.add_state(state) {
+                // Undo the states already in.
+                for done in &states[..i] {
+                    let _ = s.xfrm.del_state(done.dst, done.spi, IPPROTO_ESP);
+                }
+                result = Err(os(format!("adding XFRM state spi {:#010x}", state.spi))(e));
+                break;
+            }
+        }
+        result?;
+        for (i, policy) in State::policies(sa, reqid, inner).into_iter().enumerate() {
+            if let Err(e) = s.xfrm.add_policy(&policy) {
+                if let Some(v) = s.vas.get_mut(&sa.va) {
+                    v.sa = Some(installed);
+                }
+                s.remove_sa(sa.va);
+                return Err(os(format!("adding XFRM policy {}", policy.selector))(e));
+            }
+            installed.policies[i] = Some((policy.selector, policy.dir));
+        }
+        if let Some(v) = s.vas.get_mut(&sa.va) {
+            v.sa = Some(installed);
+        }
+        Ok(())
+    }
+
+    fn remove_sa(&self, va: VaId, spi_in: u32) -> Result<(), DatapathError> {
+        let mut s = self.state();
+        match s.va(va)?.sa {
+            Some(sa) if sa.spi_in == spi_in => {
+                s.remove_sa(va);
+                Ok(())
+            }
+            _ => Err(DatapathError::NoSuchSa(spi_in)),
+        }
+    }
+
+    fn add_route(&self, route: &Route) -> Result<(), DatapathError> {
+        let mut s = self.state();
+        let va = s.va(route.va)?;
+        let (ifindex, gateway) = match (va.ifindex, va.sa) {
+            (Some(ifindex), _) => (ifindex, None),
+            (None, Some(sa)) if sa.mode == Mode::Tunnel => {
+                let remote = sa.remote;
+                s.outer_path(remote)?
+            }
+            _ => {
+                return Err(DatapathError::Unsupported(format!(
+                    "{}: a route before its SA",
+                    route.va
+                )));
+            }
+        };
+        let p = route.prefix;
+        s.nl.replace_route(p.addr, p.len, ifindex, gateway, None)
+            .map_err(os(format!("adding route {p} via {}", route.va)))?;
+        s.routes.insert(p, *route);
+        Ok(())
+    }
+
+    fn remove_route(&self, route: &Route) -> Result<(), DatapathError> {
+        let mut s = self.state();
+        let p = route.prefix;
+        match s.routes.get(p) {
+            Some(r) if r.va == route.va => {}
+            _ => return Err(DatapathError::NoSuchRoute(p)),
+        }
+        s.routes.remove(p);
+        let Some(ifindex) = s.vas.get(&route.va).and_then(|v| v.ifindex) else {
+            // Tunnel mode: the route went out of the uplink.
+            return s
+                .nl
+                .del_own_route(p.addr, p.len)
+                .map_err(os(format!("removing route {p}")));
+        };
+        s.nl.del_route(p.addr, p.len, ifindex)
+            .map_err(os(format!("removing route {p} via {}", route.va)))
+    }
+
+    fn lookup(&self, addr: Ipv4Addr) -> Option<Route> {
+        self.state().routes.lookup(addr).map(|(_, r)| *r)
+    }
+
+    fn send_nhrp(&self, va: VaId, _packet: &[u8]) -> Result<(), DatapathError> {
+        Err(DatapathError::Unsupported(format!(
+            "{va}: sending NHRP through the kernel datapath is not supported yet"
+        )))
+    }
+
+    fn report(&self) -> DatapathReport {
+        let mut s = self.state();
+        let mut report = DatapathReport {
+            kind: "kernel".into(),
+            workers: 0,
+            virtual_access: Vec::new(),
+            sas: Vec::new(),
+            global: GlobalCounters::default(),
+        };
+        let vas: Vec<(VaId, VirtualAccessSpec, Option<u32>, Option<InstalledSa>)> = s
+            .vas
+            .iter()
+            .map(|(id, v)| (*id, v.spec.clone(), v.ifindex, v.sa))
+            .collect();
+        for (id, spec, ifindex, sa) in vas {
+            let mut row = VaCounters {
+                id,
+                name: spec.name.clone(),
+                peer_inner: spec.peer_inner,
+                remote_outer: spec.remote_outer.to_string(),
+                mtu: spec.mtu,
+                ..VaCounters::default()
+            };
+            if let Some(stats) = ifindex.and_then(|i| s.nl.link_stats(i).ok()) {
+                row.rx_packets = stats.rx_packets;
+                row.rx_bytes = stats.rx_bytes;
+                row.tx_packets = stats.tx_packets;
+                row.tx_bytes = stats.tx_bytes;
+            }
+            report.virtual_access.push(row);
+            if let Some(sa) = sa {
+                let rx = s
+                    .xfrm
+                    .get_state_stats(sa.local, sa.spi_in)
+                    .unwrap_or_default();
+                let tx = s
+                    .xfrm
+                    .get_state_stats(sa.remote, sa.spi_out)
+                    .unwrap_or_default();
+                report.sas.push(SaCounters {
+                    va: id,
+                    spi_in: sa.spi_in,
+                    spi_out: sa.spi_out,
+                    rx_packets: rx.packets,
+                    rx_bytes: rx.bytes,
+                    tx_packets: tx.packets,
+                    tx_bytes: tx.bytes,
+                    replayed: u64::from(rx.replayed) + u64::from(rx.outside_window),
+                    auth_failed: u64::from(rx.integrity_failed),
+                });
+            }
+        }
+        report
+    }
+}
