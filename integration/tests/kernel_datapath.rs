@@ -1,7 +1,7 @@
 //! The kernel datapath (XFRM + ip_gre) end to end: the hub and two own
 //! spokes with `datapath = "kernel"`, GRE over ESP in the kernel, routes
 //! and links that come and go with the sessions, the SA counters in `ip -s
-//! xfrm state`. Needs a kernel with ip_gre and esp4: the VM tier (`cargo
+//! xfrm state`, XDP dropping ESP with a forged SPI. Needs a kernel with ip_gre and esp4: the VM tier (`cargo
 //! xtask vm-test`, run by `cargo xtask test`) runs it; on a host without
 //! them it says so and passes, unless `GATEWAY_REQUIRE_KERNEL_DATAPATH=1`
 //! (set in the VM) makes the absence a failure.
@@ -13,7 +13,12 @@ use std::time::Duration;
 use integration::{
     flex_lab::{self, FlexLab, HUB_LAN_HOST, LabSpec, Which, spoke_lan_host},
     gateway::gateway_bin,
+    packets,
 };
+
+const IPPROTO_ESP: u8 = 50;
+/// An SPI no SA has.
+const FORGED_SPI: u32 = 0x0bad_5b1d;
 
 /// What the kernel lacks for this test, as the gateway detects it.
 fn missing_kernel_features() -> Vec<&'static str> {
@@ -100,6 +105,38 @@ fn spokes_reach_each_other_through_gre_over_esp_in_the_kernel() {
     assert!(
         sas.iter().all(|s| s["rx_packets"].as_u64() > Some(0)),
         "{report}"
+    );
+
+    // XDP on the hub's uplink drops ESP with a forged SPI before XFRM
+    // sees it, and counts it.
+    let dropped = |lab: &FlexLab| -> u64 {
+        let report = lab.show_json(Which::Hub, &["xdp"]).unwrap();
+        report["verdicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["verdict"] == "drop_esp_unknown_spi")
+            .and_then(|v| v["packets"].as_u64())
+            .unwrap()
+    };
+    let before = dropped(&lab);
+    for seq in 1..=3 {
+        packets::send_raw_ip(
+            lab.spoke(2),
+            flex_lab::HUB_ADDRESS,
+            IPPROTO_ESP,
+            &packets::esp(FORGED_SPI, seq, 64),
+        )
+        .unwrap();
+    }
+    let counted =
+        integration::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            dropped(&lab) >= before + 3
+        });
+    assert!(
+        counted,
+        "forged-SPI ESP not dropped by XDP: {}",
+        dropped(&lab) - before
     );
 
     // Spoke 1 leaves: its link and routes go with its session.

@@ -165,7 +165,12 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     } else if let Some(why) = vm::cannot_run() {
         runner.skip("vm", &format!("the VM tier cannot run here: {why}"));
     } else {
-        runner.step("vm", || vm::run_step(&vm::VmArgs::default()));
+        runner.step("vm", || {
+            vm::run_step(&vm::VmArgs {
+                command: vm::kernel_tier_command()?,
+                ..vm::VmArgs::default()
+            })
+        });
     }
     finish(&runner, started)
 }

@@ -158,6 +158,44 @@ pub fn run(args: &VmArgs) -> anyhow::Result<i32> {
     Ok(run.exit_code)
 }
 
+/// What `cargo xtask test` runs in the VM, in one boot: the smoke test,
+/// then the tests that need a kernel with ip_gre and esp4 (the netlink and
+/// XFRM ones of the gateway library, and `integration/tests/kernel_datapath.rs`),
+/// with `GATEWAY_REQUIRE_KERNEL_DATAPATH=1` so that they fail rather than
+/// skip if the kernel lacks something.
+pub fn kernel_tier_command() -> anyhow::Result<Vec<String>> {
+    let gateway_lib = test_executable(&["-p", "gateway", "--lib"])?;
+    let kernel_datapath = test_executable(&["-p", "integration", "--test", "kernel_datapath"])?;
+    let smoke = util::workspace_root().join(SMOKE_SCRIPT);
+    let script = format!(
+        "set -e; {smoke}; export GATEWAY_REQUIRE_KERNEL_DATAPATH=1; \
+         {gateway_lib} --test-threads=1 when_the_kernel_has; \
+         {kernel_datapath} --test-threads=1 --nocapture",
+        smoke = smoke.display(),
+    );
+    Ok(vec!["sh".into(), "-c".into(), script])
+}
+
+/// Builds a test target (`cargo test --no-run`) and returns its executable.
+fn test_executable(target: &[&str]) -> anyhow::Result<String> {
+    let output = std::process::Command::new(env!("CARGO"))
+        .current_dir(util::workspace_root())
+        .args(["test", "--no-run", "--message-format=json"])
+        .args(target)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cargo test --no-run {}", target.join(" ")))?;
+    if !output.status.success() {
+        bail!("cargo test --no-run {} failed", target.join(" "));
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["profile"]["test"] == true)
+        .find_map(|v| v["executable"].as_str().map(str::to_owned))
+        .with_context(|| format!("no test executable for {}", target.join(" ")))
+}
+
 /// [`run`] as a step of `cargo xtask test`: a non-zero status is an error.
 pub fn run_step(args: &VmArgs) -> anyhow::Result<()> {
     match run(args)? {
