@@ -400,7 +400,9 @@ pub struct Xdp {
     /// has no ports, so the NIC's RSS puts all of a peer's ESP on one queue;
     /// turn this on when few peers carry most of the traffic. Default false.
     /// The daemon refuses to start, naming this key, if the kernel refuses
-    /// the CPU map.
+    /// the CPU map. On a veth uplink fed by a local stack, UDP checksums left
+    /// to offload do not survive the redirect: send ESP-in-UDP with a zero
+    /// checksum there (IPsec stacks do, RFC 3948 section 2.1).
     pub spread_esp: bool,
 }
 
