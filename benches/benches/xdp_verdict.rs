@@ -6,7 +6,7 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use gateway::xdp::XdpFilter;
+use gateway::xdp::{SPREAD_QUEUE_SIZE, XdpFilter};
 use gateway_common::XdpConfig;
 use integration::{frame, packets};
 
@@ -29,6 +29,15 @@ fn xdp_verdicts(c: &mut Criterion) {
     // The default limit (20/s, burst 40): after the burst every packet takes
     // the bucket lookup, refill and drop path.
     let mut limited = XdpFilter::load(XdpConfig::ike_limit(20, 40)).unwrap();
+    // Spreading on: known SPIs take the CPU map redirect. Without live
+    // frames the kernel runs the program (hash, slot lookup,
+    // bpf_redirect_map) but not the redirect itself: this is the cost on the
+    // receiving CPU, not the cross-CPU hand-off.
+    let mut spreading = XdpFilter::load(XdpConfig::ike_limit(0, 0)).unwrap();
+    for spi in 1..=4_000 {
+        spreading.add_sa(spi).unwrap();
+    }
+    spreading.spread_esp(SPREAD_QUEUE_SIZE).unwrap();
 
     let ike = packets::ike_sa_init_like(1);
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -63,6 +72,21 @@ fn xdp_verdicts(c: &mut Criterion) {
     group.bench_function("ike_token_bucket", |b| {
         b.iter_custom(|iters| per_packet(&mut limited, &ike_frame, iters));
     });
+    let spread_cases = [
+        (
+            "esp_in_udp_known_spi_redirect",
+            frame::ethernet_ipv4_udp(SPOKE, HUB, 4500, 4500, &packets::esp(1234, 1, 1400)),
+        ),
+        (
+            "raw_esp_known_spi_redirect",
+            frame::ethernet_ipv4(SPOKE, HUB, 50, &packets::esp(1234, 1, 1400)),
+        ),
+    ];
+    for (name, frame) in &spread_cases {
+        group.bench_function(*name, |b| {
+            b.iter_custom(|iters| per_packet(&mut spreading, frame, iters));
+        });
+    }
     group.finish();
 }
 

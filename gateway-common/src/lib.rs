@@ -22,6 +22,16 @@ pub mod maps {
     pub const VERDICTS: &str = "VERDICTS";
     /// `Array<XdpConfig>` with one entry: settings written by the daemon.
     pub const CONFIG: &str = "CONFIG";
+    /// `CpuMap`, one entry per possible CPU (the loader sets the size): the
+    /// CPUs ESP may be redirected to when spreading is on. An entry holds the
+    /// queue size of that CPU's cpumap kthread; an empty entry makes the
+    /// redirect fail and the packet pass on the CPU it arrived on.
+    pub const SPREAD_TARGETS: &str = "SPREAD_TARGETS";
+    /// `Array<u32>`, one slot per possible CPU (the loader sets the size):
+    /// spreading slot -> CPU number, so ESP spreads over the online CPUs
+    /// even when their numbers have holes. Slots `0..XdpConfig::spread_cpus`
+    /// are filled.
+    pub const SPREAD_SLOTS: &str = "SPREAD_SLOTS";
 }
 
 /// Name of the XDP program in the object file.
@@ -68,11 +78,17 @@ pub enum Verdict {
     /// Truncated or malformed Ethernet/IPv4/UDP/ESP header: passed, the kernel
     /// decides (and drops what is really broken).
     PassMalformed = 10,
+    /// ESP (IP protocol 50) with a known SPI, spreading on: redirected to the
+    /// CPU its SPI hashes to (`XdpConfig::spread_cpus`), which decrypts it.
+    /// A failed redirect counts as `PassEsp` instead.
+    RedirectEsp = 11,
+    /// ESP-in-UDP with a known SPI, spreading on: redirected like `RedirectEsp`.
+    RedirectEspInUdp = 12,
 }
 
 impl Verdict {
     /// Number of slots in `VERDICTS`.
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 13;
 
     /// Every verdict, in slot order.
     pub const ALL: [Verdict; Self::COUNT as usize] = [
@@ -87,6 +103,8 @@ impl Verdict {
         Verdict::PassNattKeepalive,
         Verdict::PassFragment,
         Verdict::PassMalformed,
+        Verdict::RedirectEsp,
+        Verdict::RedirectEspInUdp,
     ];
 
     /// Stable name for logs, `show xdp` and metrics.
@@ -103,7 +121,26 @@ impl Verdict {
             Verdict::PassNattKeepalive => "pass_natt_keepalive",
             Verdict::PassFragment => "pass_fragment",
             Verdict::PassMalformed => "pass_malformed",
+            Verdict::RedirectEsp => "redirect_esp",
+            Verdict::RedirectEspInUdp => "redirect_esp_in_udp",
         }
+    }
+
+    /// What the program returns for this verdict: `"pass"`, `"drop"` or
+    /// `"redirect"` (to another CPU, which then passes it to the stack).
+    pub const fn action(self) -> &'static str {
+        if self.is_drop() {
+            "drop"
+        } else if self.is_redirect() {
+            "redirect"
+        } else {
+            "pass"
+        }
+    }
+
+    /// Whether the packet was redirected to another CPU.
+    pub const fn is_redirect(self) -> bool {
+        matches!(self, Verdict::RedirectEsp | Verdict::RedirectEspInUdp)
     }
 
     /// Whether the packet was dropped.
@@ -160,6 +197,11 @@ pub struct XdpConfig {
     /// Time an empty bucket takes to fill, `burst * 1e9 / rate` ns: refill
     /// is capped at this elapsed time, so the multiply cannot overflow.
     pub ike_fill_ns: u64,
+    /// Number of CPUs known-SPI ESP is spread over (slots of
+    /// `SPREAD_SLOTS`); 0 turns spreading off and ESP is passed on the CPU
+    /// it arrived on. ESP has no ports, so RSS hashes every packet of a peer
+    /// to one queue; spreading by SPI lets the SAs decrypt on many cores.
+    pub spread_cpus: u64,
 }
 
 impl XdpConfig {
@@ -173,6 +215,7 @@ impl XdpConfig {
                 ike_rate_per_s: 0,
                 ike_burst: 0,
                 ike_fill_ns: 0,
+                spread_cpus: 0,
             };
         }
         let burst = if burst == 0 { 1 } else { burst };
@@ -180,15 +223,46 @@ impl XdpConfig {
             ike_rate_per_s: rate_per_s,
             ike_burst: burst,
             ike_fill_ns: burst.saturating_mul(Self::NANO) / rate_per_s,
+            spread_cpus: 0,
         }
     }
+
+    /// The same settings with ESP spread over `cpus` CPUs (0: off).
+    #[must_use]
+    pub const fn with_spread(self, cpus: u64) -> Self {
+        XdpConfig {
+            spread_cpus: cpus,
+            ..self
+        }
+    }
+}
+
+/// The spreading slot of `spi` among `cpus` slots: a murmur3 finalizer
+/// mixes the SPI (consecutive SPIs land far apart), then the remainder picks
+/// the slot; 0 when `cpus` is 0. Shared by the program and the tests.
+#[allow(
+    clippy::inline_always,
+    reason = "runs per ESP packet in the XDP program, where a BPF-to-BPF call costs more than the body"
+)]
+#[inline(always)]
+pub const fn spread_slot(spi: u32, cpus: u32) -> u32 {
+    if cpus == 0 {
+        return 0;
+    }
+    let mut h = spi;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    h % cpus
 }
 
 // No implicit padding: each size is the sum of its fields.
 const _: () = assert!(core::mem::size_of::<VerdictCounter>() == 16);
 const _: () = assert!(core::mem::size_of::<SaCounters>() == 24);
 const _: () = assert!(core::mem::size_of::<IkeBucket>() == 16);
-const _: () = assert!(core::mem::size_of::<XdpConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<XdpConfig>() == 32);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -1,7 +1,9 @@
 //! XDP uplink filter, version 1: the hub's first line of defence.
 //!
 //! parse (Ethernet / IPv4 / UDP or ESP) -> classify -> look up -> verdict.
-//! ESP with an SPI the hub holds an SA for is counted per SA and passed;
+//! ESP with an SPI the hub holds an SA for is counted per SA and passed, or,
+//! with spreading on, redirected to the CPU its SPI hashes to (ESP has no
+//! ports, so RSS cannot spread it; this spreads decryption over cores);
 //! unknown SPIs are dropped here, before they cost a socket wake-up or a
 //! decryption attempt. IKE is rate-limited per source. Everything else, and
 //! anything we cannot parse, goes to the kernel untouched.
@@ -14,12 +16,12 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, CpuMap, LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::XdpContext,
 };
 use gateway_common::{
     IKE_PORT, IkeBucket, MAX_IKE_SOURCES, MAX_INBOUND_SAS, NATT_PORT, SaCounters, Verdict,
-    VerdictCounter, XdpConfig,
+    VerdictCounter, XdpConfig, spread_slot,
 };
 
 /// Inbound SPI (host byte order) -> per-CPU counters. Present = the hub holds
@@ -38,9 +40,21 @@ static IKE_BUCKETS: LruHashMap<u32, IkeBucket> = LruHashMap::with_max_entries(MA
 #[map(name = "VERDICTS")]
 static VERDICTS: PerCpuArray<VerdictCounter> = PerCpuArray::with_max_entries(Verdict::COUNT, 0);
 
-/// Slot 0: settings from the daemon (IKE rate limit). All zero = no limit.
+/// Slot 0: settings from the daemon (IKE rate limit, ESP spreading). All
+/// zero = no limit, no spreading.
 #[map(name = "CONFIG")]
 static CONFIG: Array<XdpConfig> = Array::with_max_entries(1, 0);
+
+/// CPU number -> that CPU's cpumap queue; redirect target of spread ESP.
+/// Sized to the possible CPUs by the loader (1 here is a placeholder) and
+/// filled only when spreading is on.
+#[map(name = "SPREAD_TARGETS")]
+static SPREAD_TARGETS: CpuMap = CpuMap::with_max_entries(1, 0);
+
+/// Spreading slot (`spread_slot(spi, spread_cpus)`) -> CPU number: the
+/// online CPUs, in order. Sized by the loader like `SPREAD_TARGETS`.
+#[map(name = "SPREAD_SLOTS")]
+static SPREAD_SLOTS: Array<u32> = Array::with_max_entries(1, 0);
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IPV4: u16 = 0x0800;
@@ -66,6 +80,9 @@ pub fn gateway_uplink(ctx: XdpContext) -> u32 {
     }
     if verdict.is_drop() {
         xdp_action::XDP_DROP
+    } else if verdict.is_redirect() {
+        // bpf_redirect_map succeeded in `spread`; the kernel does the rest.
+        xdp_action::XDP_REDIRECT
     } else {
         xdp_action::XDP_PASS
     }
@@ -124,10 +141,12 @@ fn classify(ctx: &XdpContext) -> Verdict {
                 return Verdict::PassMalformed;
             };
             let spi = u32::from_be_bytes([esp[0], esp[1], esp[2], esp[3]]);
-            if count_sa(spi, ip_total_len) {
-                Verdict::PassEsp
-            } else {
+            if !count_sa(spi, ip_total_len) {
                 Verdict::DropEspUnknownSpi
+            } else if spread(spi) {
+                Verdict::RedirectEsp
+            } else {
+                Verdict::PassEsp
             }
         }
         IPPROTO_UDP => {
@@ -183,11 +202,36 @@ fn natt_verdict(
     if payload_len < ESP_HLEN || ptr_at::<[u8; ESP_HLEN]>(ctx, payload).is_none() {
         return Verdict::PassMalformed;
     }
-    if count_sa(marker_or_spi, ip_total_len) {
-        Verdict::PassEspInUdp
-    } else {
+    if !count_sa(marker_or_spi, ip_total_len) {
         Verdict::DropEspInUdpUnknownSpi
+    } else if spread(marker_or_spi) {
+        Verdict::RedirectEspInUdp
+    } else {
+        Verdict::PassEspInUdp
     }
+}
+
+/// With spreading on, redirects the packet of a known SA to the CPU its SPI
+/// hashes to; true when the redirect is set up (return XDP_REDIRECT). False
+/// when spreading is off or the target is missing: the packet is passed on
+/// this CPU, as without spreading.
+#[inline(always)]
+fn spread(spi: u32) -> bool {
+    let Some(config) = CONFIG.get(0) else {
+        return false;
+    };
+    if config.spread_cpus == 0 {
+        return false;
+    }
+    let slot = spread_slot(spi, config.spread_cpus as u32);
+    let Some(&cpu) = SPREAD_SLOTS.get(slot) else {
+        return false;
+    };
+    // On failure (no queue for `cpu`) the helper returns the low bits of the
+    // flags: XDP_PASS, which `is_ok` reports as false.
+    SPREAD_TARGETS
+        .redirect(cpu, u64::from(xdp_action::XDP_PASS))
+        .is_ok()
 }
 
 /// Counts the packet on its SA; false when the hub holds no SA for `spi`.

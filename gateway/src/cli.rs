@@ -391,17 +391,25 @@ pub fn render_xdp(report: &XdpReport) -> String {
             report.ike_rate_per_s, report.ike_burst
         );
     }
+    if report.spread_cpus == 0 {
+        out.push_str("ESP spreading: off (passed on the receiving CPU)\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "ESP spreading: over {} CPUs by SPI hash (CPU map redirect)",
+            report.spread_cpus
+        );
+    }
     let _ = writeln!(
         out,
-        "\n{:<30} {:>6} {:>14} {:>16}",
+        "\n{:<30} {:>8} {:>14} {:>16}",
         "Verdict", "Action", "Packets", "Bytes"
     );
     for v in &report.verdicts {
-        let action = if v.drop { "drop" } else { "pass" };
         let _ = writeln!(
             out,
-            "{:<30} {:>6} {:>14} {:>16}",
-            v.verdict, action, v.packets, v.bytes
+            "{:<30} {:>8} {:>14} {:>16}",
+            v.verdict, v.action, v.packets, v.bytes
         );
     }
     let _ = writeln!(out, "\nInbound SAs: {}", report.sas.len());
@@ -609,12 +617,23 @@ mod tests {
             mode: Some("native".into()),
             ike_rate_per_s: 20,
             ike_burst: 40,
-            verdicts: vec![VerdictReport {
-                verdict: "pass_ike".into(),
-                drop: false,
-                packets: 3,
-                bytes: 210,
-            }],
+            spread_cpus: 4,
+            verdicts: vec![
+                VerdictReport {
+                    verdict: "pass_ike".into(),
+                    action: "pass".into(),
+                    drop: false,
+                    packets: 3,
+                    bytes: 210,
+                },
+                VerdictReport {
+                    verdict: "redirect_esp_in_udp".into(),
+                    action: "redirect".into(),
+                    drop: false,
+                    packets: 5,
+                    bytes: 700,
+                },
+            ],
             sas: vec![
                 SaReport {
                     spi: 0xc0ff_ee01,
@@ -636,10 +655,22 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("20 packets/s per source, burst 40"));
+        assert!(text.contains("ESP spreading: over 4 CPUs"), "{text}");
         assert!(
             text.lines()
                 .any(|l| l.starts_with("pass_ike") && l.ends_with("210") && l.contains(" 3 "))
         );
+        assert!(
+            text.lines().any(|l| l.starts_with("redirect_esp_in_udp")
+                && l.contains(" redirect ")
+                && l.ends_with("700")),
+            "{text}"
+        );
+        let off = render_xdp(&XdpReport {
+            spread_cpus: 0,
+            ..report.clone()
+        });
+        assert!(off.contains("ESP spreading: off"), "{off}");
         assert!(text.contains("0xc0ffee01") && text.contains("1.5s ago"));
         assert!(
             text.lines()

@@ -36,7 +36,7 @@ use crate::{
     },
     pool::Pools,
     spoke::{SpokeRunner, SpokeTunnel, TunnelStatus},
-    xdp::XdpFilter,
+    xdp::{SPREAD_QUEUE_SIZE, XdpFilter},
 };
 
 /// What `show version` answers.
@@ -516,6 +516,17 @@ fn attach_xdp(config: &Config, config_path: &Path) -> anyhow::Result<Option<XdpF
     let uplink = &config.hub.uplink;
     let limit = XdpConfig::ike_limit(u64::from(settings.ike_rate), u64::from(settings.ike_burst));
     let mut filter = XdpFilter::load(limit).context("loading the XDP uplink filter")?;
+    let spread_cpus = if settings.spread_esp {
+        filter.spread_esp(SPREAD_QUEUE_SIZE).with_context(|| {
+            format!(
+                "{}: xdp.spread_esp = true: cannot spread ESP over CPUs \
+                 (set it to false to pass ESP on the CPU that receives it)",
+                config_path.display()
+            )
+        })?
+    } else {
+        0
+    };
     let attachment = filter.attach(uplink, settings.mode).with_context(|| {
         format!(
             "{}: hub.uplink = {uplink:?}: cannot attach the XDP filter",
@@ -527,6 +538,7 @@ fn attach_xdp(config: &Config, config_path: &Path) -> anyhow::Result<Option<XdpF
         mode = %attachment.mode,
         ike_rate = settings.ike_rate,
         ike_burst = settings.ike_burst,
+        spread_cpus,
         "XDP uplink filter attached"
     );
     Ok(Some(filter))

@@ -53,6 +53,31 @@ pub fn bind_udp(ns: &Netns, addr: SocketAddrV4) -> Result<UdpSocket> {
         .with_context(|| format!("binding UDP {addr}"))
 }
 
+/// Makes `sock` send with a zero UDP checksum (`SO_NO_CHECK`), as ESP-in-UDP
+/// senders do (RFC 3948 section 2.1: SHOULD be transmitted as zero; the
+/// kernel's XFRM encapsulation does). It matters on veth: a checksum left
+/// to offload (CHECKSUM_PARTIAL) is lost when XDP redirects the frame
+/// through a CPU map, and the receiving socket then drops the datagram as a
+/// checksum error.
+pub fn udp_zero_checksum(sock: &UdpSocket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    let len = libc::socklen_t::try_from(size_of::<libc::c_int>()).map_err(io::Error::other)?;
+    // SAFETY: valid socket and a c_int option value of the given length.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NO_CHECK,
+            (&raw const on).cast(),
+            len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Receives one datagram, waiting at most `timeout`.
 pub fn recv_udp(sock: &UdpSocket, timeout: Duration) -> Result<(Vec<u8>, SocketAddr)> {
     sock.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;

@@ -41,6 +41,9 @@ pub struct XdpLab {
     pub hub_address: Ipv4Addr,
     pub socket: PathBuf,
     pub config: PathBuf,
+    /// `xdp.spread_esp` in the hub's config: known-SPI ESP is redirected to
+    /// a CPU by SPI hash instead of passed.
+    pub spread_esp: bool,
     lab: Lab,
 }
 
@@ -90,6 +93,11 @@ impl XdpLab {
     /// Builds the topology, writes the hub's config, starts the gateway and
     /// installs the two SPIs.
     pub fn start(gateway_bin: &Path, tag: &str) -> Result<Self> {
+        Self::start_with(gateway_bin, tag, false)
+    }
+
+    /// [`start`](Self::start), with `xdp.spread_esp` set to `spread_esp`.
+    pub fn start_with(gateway_bin: &Path, tag: &str, spread_esp: bool) -> Result<Self> {
         let lab = Lab::new(tag)?;
         let wan = lab.netns("wan")?;
         wan.ip(["link", "add", "br0", "type", "bridge"])?;
@@ -111,8 +119,11 @@ impl XdpLab {
         let dir = lab.temp_dir().to_owned();
         let socket = dir.join("gateway.sock");
         let config = dir.join("hub.toml");
-        std::fs::write(&config, hub_config(uplink.name(), &dir, &socket))
-            .with_context(|| format!("writing {}", config.display()))?;
+        std::fs::write(
+            &config,
+            hub_config(uplink.name(), &dir, &socket, spread_esp),
+        )
+        .with_context(|| format!("writing {}", config.display()))?;
         let gateway = Gateway::start(&hub, gateway_bin, &config, &socket)?;
         for spi in [SPI_NATT, SPI_RAW] {
             gateway.cli_ok(["sa", "add-spi", &format!("{spi:#x}")])?;
@@ -125,6 +136,7 @@ impl XdpLab {
             hub_address: HUB_ADDRESS,
             socket,
             config,
+            spread_esp,
             lab,
         })
     }
@@ -168,6 +180,8 @@ impl XdpLab {
                 s500.send_to(&ike, hub_500)?;
                 s4500.send_to(&packets::non_esp_marker(&ike), hub_4500)?;
             }
+            // ESP-in-UDP goes out with a zero UDP checksum, like an IPsec stack's.
+            packets::udp_zero_checksum(&s4500)?;
             for seq in 1..=20 {
                 s4500.send_to(&packets::esp(SPI_NATT, seq, 100), hub_4500)?;
             }
@@ -192,6 +206,7 @@ impl XdpLab {
             for _ in 0..40 {
                 s500.send_to(&ike, hub_500)?;
             }
+            packets::udp_zero_checksum(&s4500)?;
             for n in 0..25 {
                 s4500.send_to(&packets::esp(0xbad0_0000 + n, 1, 100), hub_4500)?;
             }
@@ -224,7 +239,7 @@ impl XdpLab {
         let mut last_error = None;
         for _ in 0..20 {
             let report = self.show_xdp_json()?;
-            match check(&report, sent) {
+            match check(&report, sent, self.spread_esp) {
                 Ok(summary) => return Ok(summary),
                 Err(e) => last_error = Some(e),
             }
@@ -251,7 +266,7 @@ impl XdpLab {
     }
 }
 
-fn hub_config(uplink: &str, dir: &Path, socket: &Path) -> String {
+fn hub_config(uplink: &str, dir: &Path, socket: &Path, spread_esp: bool) -> String {
     format!(
         r#"# Lab hub: written by integration::xdp_lab.
 [hub]
@@ -266,6 +281,7 @@ control_socket = "{socket}"
 mode = "native"
 ike_rate = {IKE_RATE}
 ike_burst = {IKE_BURST}
+spread_esp = {spread_esp}
 "#,
         state = dir.join("state").display(),
         socket = socket.display(),
@@ -288,14 +304,18 @@ fn sa_packets(report: &Value, spi: u32) -> Result<u64> {
         .with_context(|| format!("SA {spi:#010x} missing from `show xdp --json`: {report}"))
 }
 
-fn check(report: &Value, sent: &Sent) -> Result<Vec<String>> {
+fn check(report: &Value, sent: &Sent, spread_esp: bool) -> Result<Vec<String>> {
     let expect_eq = |name: &str, want: u64| -> Result<u64> {
         let got = verdict(report, name)?;
         ensure!(got == want, "{name}: counted {got}, sent {want}");
         Ok(got)
     };
-    expect_eq("pass_esp_in_udp", sent.esp_in_udp_known)?;
-    expect_eq("pass_esp", sent.esp_raw_known)?;
+    // Known-SPI ESP is either all passed or, spreading, all redirected.
+    let (passed, redirected) = if spread_esp { (0, 1) } else { (1, 0) };
+    expect_eq("pass_esp_in_udp", passed * sent.esp_in_udp_known)?;
+    expect_eq("pass_esp", passed * sent.esp_raw_known)?;
+    expect_eq("redirect_esp_in_udp", redirected * sent.esp_in_udp_known)?;
+    expect_eq("redirect_esp", redirected * sent.esp_raw_known)?;
     expect_eq("drop_esp_in_udp_unknown_spi", sent.esp_in_udp_unknown)?;
     expect_eq("drop_esp_unknown_spi", sent.esp_raw_unknown)?;
     expect_eq("pass_natt_keepalive", sent.keepalives)?;
@@ -337,8 +357,14 @@ fn check(report: &Value, sent: &Sent) -> Result<Vec<String>> {
             sent.esp_in_udp_unknown, sent.esp_raw_unknown
         ),
         format!(
-            "known SPIs passed and counted per SA: {SPI_NATT:#010x} {} packets, {SPI_RAW:#010x} {} packets",
-            sent.esp_in_udp_known, sent.esp_raw_known
+            "known SPIs {} and counted per SA: {SPI_NATT:#010x} {} packets, {SPI_RAW:#010x} {} packets",
+            if spread_esp {
+                "redirected to a CPU by SPI hash"
+            } else {
+                "passed"
+            },
+            sent.esp_in_udp_known,
+            sent.esp_raw_known
         ),
         format!("IKE: {ike_pass} passed, {ike_drop} over the per-source limit dropped"),
         format!(

@@ -394,6 +394,16 @@ pub struct Xdp {
     pub ike_rate: u32,
     /// Bucket depth, at least 1 when `ike_rate` > 0.
     pub ike_burst: u32,
+    /// Spread decryption over cores: ESP with a known SPI (raw and on UDP
+    /// 4500) is redirected through a CPU map to the online CPU its SPI
+    /// hashes to, instead of being passed on the CPU that received it. ESP
+    /// has no ports, so the NIC's RSS puts all of a peer's ESP on one queue;
+    /// turn this on when few peers carry most of the traffic. Default false.
+    /// The daemon refuses to start, naming this key, if the kernel refuses
+    /// the CPU map. On a veth uplink fed by a local stack, UDP checksums left
+    /// to offload do not survive the redirect: send ESP-in-UDP with a zero
+    /// checksum there (IPsec stacks do, RFC 3948 section 2.1).
+    pub spread_esp: bool,
 }
 
 impl Default for Xdp {
@@ -403,6 +413,7 @@ impl Default for Xdp {
             mode: XdpMode::Auto,
             ike_rate: 20,
             ike_burst: 40,
+            spread_esp: false,
         }
     }
 }

@@ -241,6 +241,7 @@ fn minimal_config_gets_the_defaults() {
         (c.xdp.mode, c.xdp.ike_rate, c.xdp.ike_burst),
         (XdpMode::Auto, 20, 40)
     );
+    assert!(!c.xdp.spread_esp, "ESP spreading is off by default");
 }
 
 #[test]
@@ -250,9 +251,16 @@ fn partial_tables_get_defaults() {
     );
     let c = parse(&text, ORIGIN).unwrap();
     assert_eq!(
-        (c.xdp.enabled, c.xdp.ike_rate, c.xdp.ike_burst),
-        (true, 0, 40)
+        (
+            c.xdp.enabled,
+            c.xdp.ike_rate,
+            c.xdp.ike_burst,
+            c.xdp.spread_esp
+        ),
+        (true, 0, 40, false)
     );
+    let spread = parse(&format!("{MINIMAL}[xdp]\nspread_esp = true\n"), ORIGIN).unwrap();
+    assert!(spread.xdp.spread_esp && spread.xdp.ike_rate == 20);
     let bgp = c.bgp.unwrap();
     assert!(bgp.log_neighbor_changes);
     assert_eq!(bgp.listen_limit, 100);

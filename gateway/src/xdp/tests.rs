@@ -2,12 +2,14 @@
 //! frames, checked for verdict, untouched bytes, and counters.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, time::Duration};
 
-use gateway_common::{Verdict, XdpConfig};
+use gateway_common::{Verdict, XdpConfig, spread_slot};
 use integration::frame;
 
-use super::{XDP_DROP, XDP_PASS, XdpError, XdpFilter};
+use super::{
+    SPREAD_QUEUE_SIZE, XDP_DROP, XDP_PASS, XDP_REDIRECT, XdpError, XdpFilter, monotonic_now_ns,
+};
 
 const SPOKE: Ipv4Addr = Ipv4Addr::new(172, 25, 1, 2);
 const OTHER_SPOKE: Ipv4Addr = Ipv4Addr::new(172, 25, 1, 3);
@@ -356,4 +358,247 @@ fn ip_options_are_skipped_before_the_transport_header() {
     frame[14 + 10..14 + 12].copy_from_slice(&checksum.to_be_bytes());
     run(&mut f, &frame, XDP_PASS);
     assert_eq!(count(&f, Verdict::PassEspInUdp), 1);
+}
+
+/// Known-SPI ESP (raw and ESP-in-UDP) and its counters, for the spreading tests.
+fn known_esp_frames(spi: u32) -> (Vec<u8>, Vec<u8>) {
+    let esp = integration::packets::esp(spi, 1, 64);
+    (
+        frame::ethernet_ipv4(SPOKE, HUB, 50, &esp),
+        frame::ethernet_ipv4_udp(SPOKE, HUB, 4500, 4500, &esp),
+    )
+}
+
+fn online_cpus() -> u32 {
+    u32::try_from(aya::util::online_cpus().unwrap().len()).unwrap()
+}
+
+// BPF_PROG_TEST_RUN (without BPF_F_TEST_XDP_LIVE_FRAMES) runs the program
+// and reports its return value; the kernel does not carry out the redirect.
+// So these tests see XDP_REDIRECT only when `bpf_redirect_map` found a queue
+// for the chosen CPU (an empty CPU map entry makes it return the XDP_PASS
+// fallback), plus the verdict and per-SA counters. That the redirected
+// packet really reaches the stack is the integration test's job.
+
+#[test]
+fn spread_on_redirects_known_esp_and_esp_in_udp() {
+    let Some(mut f) = filter(no_limit()) else {
+        return;
+    };
+    f.add_sa(0x0000_1001).unwrap();
+    let cpus = f.spread_esp(SPREAD_QUEUE_SIZE).unwrap();
+    assert_eq!(cpus, online_cpus(), "one slot per online CPU");
+    let (raw, udp) = known_esp_frames(0x0000_1001);
+    run(&mut f, &raw, XDP_REDIRECT);
+    run(&mut f, &udp, XDP_REDIRECT);
+    run(&mut f, &udp, XDP_REDIRECT);
+    let report = f.report().unwrap();
+    assert_eq!(report.spread_cpus, u64::from(cpus));
+    assert_eq!(report.packets(Verdict::RedirectEsp), 1);
+    assert_eq!(report.packets(Verdict::RedirectEspInUdp), 2);
+    assert_eq!(report.packets(Verdict::PassEsp), 0);
+    assert_eq!(report.packets(Verdict::PassEspInUdp), 0);
+    assert_eq!(
+        report.sa(0x0000_1001).unwrap().packets,
+        3,
+        "redirected packets are counted on their SA"
+    );
+    let redirect = report
+        .verdicts
+        .iter()
+        .find(|v| v.verdict == "redirect_esp_in_udp")
+        .unwrap();
+    assert_eq!(
+        (redirect.action.as_str(), redirect.drop),
+        ("redirect", false)
+    );
+    assert_eq!(redirect.bytes, 2 * udp.len() as u64);
+}
+
+#[test]
+fn spread_off_passes_known_esp_as_before() {
+    let Some(mut f) = filter(no_limit()) else {
+        return;
+    };
+    f.add_sa(0x0000_1001).unwrap();
+    let (raw, udp) = known_esp_frames(0x0000_1001);
+    run(&mut f, &raw, XDP_PASS);
+    run(&mut f, &udp, XDP_PASS);
+    // On, then off again: the CPU map stays filled but is no longer used.
+    f.spread_esp(SPREAD_QUEUE_SIZE).unwrap();
+    run(&mut f, &udp, XDP_REDIRECT);
+    f.stop_spreading().unwrap();
+    run(&mut f, &raw, XDP_PASS);
+    run(&mut f, &udp, XDP_PASS);
+    let report = f.report().unwrap();
+    assert_eq!(report.spread_cpus, 0);
+    assert_eq!(report.packets(Verdict::PassEsp), 2);
+    assert_eq!(report.packets(Verdict::PassEspInUdp), 2);
+    assert_eq!(report.packets(Verdict::RedirectEspInUdp), 1);
+    assert_eq!(report.packets(Verdict::RedirectEsp), 0);
+}
+
+#[test]
+fn spread_leaves_unknown_spis_ike_and_keepalives_alone() {
+    let Some(mut f) = filter(XdpConfig::ike_limit(1, 2)) else {
+        return;
+    };
+    f.add_sa(0x0000_1001).unwrap();
+    f.spread_esp(SPREAD_QUEUE_SIZE).unwrap();
+    let (raw_unknown, udp_unknown) = known_esp_frames(0x0000_1002);
+    run(&mut f, &raw_unknown, XDP_DROP);
+    run(&mut f, &udp_unknown, XDP_DROP);
+    // IKE on 500 and behind the marker on 4500: passed within the burst of
+    // 2, then rate-limited, never redirected.
+    let ike = frame::ethernet_ipv4_udp(SPOKE, HUB, 500, 500, &ike_header());
+    let ike_4500 = frame::ethernet_ipv4_udp(
+        SPOKE,
+        HUB,
+        4500,
+        4500,
+        &integration::packets::non_esp_marker(&ike_header()),
+    );
+    run(&mut f, &ike, XDP_PASS);
+    run(&mut f, &ike_4500, XDP_PASS);
+    run(&mut f, &ike, XDP_DROP);
+    let keepalive = frame::ethernet_ipv4_udp(SPOKE, HUB, 4500, 4500, &[0xff]);
+    run(&mut f, &keepalive, XDP_PASS);
+    let other = frame::ethernet_ipv4_udp(SPOKE, HUB, 40000, 53, b"query");
+    run(&mut f, &other, XDP_PASS);
+    let report = f.report().unwrap();
+    assert_eq!(report.packets(Verdict::DropEspUnknownSpi), 1);
+    assert_eq!(report.packets(Verdict::DropEspInUdpUnknownSpi), 1);
+    assert_eq!(report.packets(Verdict::PassIke), 2);
+    assert_eq!(report.packets(Verdict::DropIkeRateLimited), 1);
+    assert_eq!(report.packets(Verdict::PassNattKeepalive), 1);
+    assert_eq!(report.packets(Verdict::PassOther), 1);
+    assert_eq!(
+        report.packets(Verdict::RedirectEsp) + report.packets(Verdict::RedirectEspInUdp),
+        0
+    );
+    assert_eq!(report.sa(0x0000_1001).unwrap().packets, 0);
+}
+
+#[test]
+fn failed_redirect_falls_back_to_pass() {
+    let Some(mut f) = filter(no_limit()) else {
+        return;
+    };
+    f.add_sa(0x0000_1001).unwrap();
+    // Spreading switched on in the config but the CPU map left empty:
+    // `bpf_redirect_map` finds no queue for the CPU and returns the fallback.
+    f.set_config(no_limit().with_spread(1)).unwrap();
+    let (raw, udp) = known_esp_frames(0x0000_1001);
+    run(&mut f, &raw, XDP_PASS);
+    run(&mut f, &udp, XDP_PASS);
+    // More slots than the slot map holds: the slot lookup fails, also a pass.
+    f.spread_esp(SPREAD_QUEUE_SIZE).unwrap();
+    f.set_config(no_limit().with_spread(u64::from(u32::MAX)))
+        .unwrap();
+    let possible = u32::try_from(aya::util::nr_cpus().unwrap()).unwrap();
+    let beyond = (1..u32::MAX)
+        .find(|&spi| spread_slot(spi, u32::MAX) >= possible)
+        .unwrap();
+    f.add_sa(beyond).unwrap();
+    let (_, far) = known_esp_frames(beyond);
+    run(&mut f, &far, XDP_PASS);
+    let report = f.report().unwrap();
+    assert_eq!(report.packets(Verdict::PassEsp), 1);
+    assert_eq!(report.packets(Verdict::PassEspInUdp), 2);
+    assert_eq!(
+        report.packets(Verdict::RedirectEsp) + report.packets(Verdict::RedirectEspInUdp),
+        0
+    );
+}
+
+#[test]
+fn refused_cpu_map_is_a_clear_error_and_spreading_stays_off() {
+    let Some(mut f) = filter(no_limit()) else {
+        return;
+    };
+    f.add_sa(0x0000_1001).unwrap();
+    // The kernel caps a cpumap queue at 16384 entries (EOVERFLOW above).
+    let e = f.spread_esp(16_385).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            XdpError::Spread {
+                cpu: _,
+                queue_size: 16_385,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("kernel refused CPU") && text.contains("SPREAD_TARGETS"),
+        "{text}"
+    );
+    assert_eq!(f.report().unwrap().spread_cpus, 0);
+    let (raw, _) = known_esp_frames(0x0000_1001);
+    run(&mut f, &raw, XDP_PASS);
+}
+
+#[test]
+fn spread_slots_mix_consecutive_spis_over_all_cpus() {
+    // Daemons hand out sequential SPIs; each CPU must get its share.
+    for cpus in [2u32, 3, 4, 8] {
+        let mut load = vec![0u32; cpus as usize];
+        for spi in 0x1000..0x1000 + 1024 * cpus {
+            load[spread_slot(spi, cpus) as usize] += 1;
+        }
+        assert!(
+            load.iter().all(|&n| (900..=1150).contains(&n)),
+            "{cpus} CPUs: {load:?}"
+        );
+    }
+    assert_eq!(spread_slot(0x1234, 0), 0, "no slots: slot 0, no panic");
+}
+
+#[test]
+fn sa_last_seen_is_the_latest_packet_on_the_monotonic_clock() {
+    let Some(mut f) = filter(no_limit()) else {
+        return;
+    };
+    f.add_sa(0x0000_1001).unwrap();
+    f.add_sa(0x0000_1003).unwrap();
+    assert_eq!(f.sa_last_seen(0x0000_1001).unwrap(), None, "never seen");
+    assert!(matches!(
+        f.sa_last_seen(0x0000_1002),
+        Err(XdpError::SpiUnknown { spi: 0x0000_1002 })
+    ));
+    let (raw, udp) = known_esp_frames(0x0000_1001);
+    let before = Duration::from_nanos(monotonic_now_ns());
+    run(&mut f, &raw, XDP_PASS);
+    let after = Duration::from_nanos(monotonic_now_ns());
+    let first = f.sa_last_seen(0x0000_1001).unwrap().unwrap();
+    assert!(
+        before <= first && first <= after,
+        "{before:?} <= {first:?} <= {after:?}"
+    );
+
+    std::thread::sleep(Duration::from_millis(20));
+    // The redirect path stamps it too; another SA's packet does not.
+    f.spread_esp(SPREAD_QUEUE_SIZE).unwrap();
+    run(&mut f, &udp, XDP_REDIRECT);
+    let second = f.sa_last_seen(0x0000_1001).unwrap().unwrap();
+    assert!(
+        second >= first + Duration::from_millis(20),
+        "advanced: {first:?} -> {second:?}"
+    );
+    let (other, _) = known_esp_frames(0x0000_1003);
+    let unknown = known_esp_frames(0x0bad_0001).0;
+    run(&mut f, &other, XDP_REDIRECT);
+    run(&mut f, &unknown, XDP_DROP);
+    assert_eq!(f.sa_last_seen(0x0000_1001).unwrap(), Some(second));
+    assert!(f.sa_last_seen(0x0000_1003).unwrap().unwrap() > second);
+    let report = f.report().unwrap();
+    assert!(
+        report
+            .sa(0x0000_1001)
+            .unwrap()
+            .last_seen_ms_ago
+            .is_some_and(|ms| ms < 60_000)
+    );
 }
