@@ -293,6 +293,9 @@ struct GatewayBox {
 struct SwanSpoke {
     netns: Netns,
     params: SpokeParams,
+    /// ESP in the kernel's XFRM (kernel-netlink) instead of
+    /// kernel-libipsec: with the kernel datapath, in the VM tier.
+    kernel_xfrm: bool,
     charon: Option<Charon>,
 }
 
@@ -472,6 +475,7 @@ impl FlexLab {
             Some(SwanSpoke {
                 netns,
                 params: strongswan_spoke_params(),
+                kernel_xfrm: spec.kernel_datapath,
                 charon: None,
             })
         } else {
@@ -550,8 +554,12 @@ impl FlexLab {
             .as_mut()
             .context("the lab has no strongSwan spoke")?;
         swan.charon = None;
-        let charon = Charon::start(&swan.netns, &dir, &CharonConfig::spoke(&swan.params))
-            .context("starting the strongSwan spoke")?;
+        let mut config = CharonConfig::spoke(&swan.params);
+        if swan.kernel_xfrm {
+            config.plugins.retain(|p| p != "kernel-libipsec");
+        }
+        let charon =
+            Charon::start(&swan.netns, &dir, &config).context("starting the strongSwan spoke")?;
         charon.load_all()?;
         let mut last = None;
         for _ in 0..SWAN_INITIATE_ATTEMPTS {

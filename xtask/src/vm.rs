@@ -160,17 +160,21 @@ pub fn run(args: &VmArgs) -> anyhow::Result<i32> {
 
 /// What `cargo xtask test` runs in the VM, in one boot: the smoke test,
 /// then the tests that need a kernel with ip_gre and esp4 (the netlink and
-/// XFRM ones of the gateway library, and `integration/tests/kernel_datapath.rs`),
+/// XFRM ones of the gateway library, `integration/tests/kernel_datapath.rs`
+/// and `kernel_datapath_strongswan.rs`),
 /// with `GATEWAY_REQUIRE_KERNEL_DATAPATH=1` so that they fail rather than
 /// skip if the kernel lacks something.
 pub fn kernel_tier_command() -> anyhow::Result<Vec<String>> {
     let gateway_lib = test_executable(&["-p", "gateway", "--lib"])?;
     let kernel_datapath = test_executable(&["-p", "integration", "--test", "kernel_datapath"])?;
+    let strongswan =
+        test_executable(&["-p", "integration", "--test", "kernel_datapath_strongswan"])?;
     let smoke = util::workspace_root().join(SMOKE_SCRIPT);
     let script = format!(
         "set -e; {smoke}; export GATEWAY_REQUIRE_KERNEL_DATAPATH=1; \
          {gateway_lib} --test-threads=1 when_the_kernel_has; \
-         {kernel_datapath} --test-threads=1 --nocapture",
+         {kernel_datapath} --test-threads=1 --nocapture; \
+         {strongswan} --test-threads=1",
         smoke = smoke.display(),
     );
     Ok(vec!["sh".into(), "-c".into(), script])

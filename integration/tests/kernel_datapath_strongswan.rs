@@ -1,0 +1,78 @@
+//! A strongSwan spoke against the hub's kernel datapath, both with ESP in
+//! the kernel's XFRM (strongSwan's kernel-netlink, not kernel-libipsec):
+//! tunnel mode, no GRE, the spoke's virtual IP routed to it through the
+//! tunnel-mode policies. Needs ip_gre and esp4: the VM tier runs it (see
+//! `kernel_datapath.rs` for the skip rule).
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use integration::{
+    flex_lab::{self, FlexLab, HUB_LAN_HOST, LabSpec, Which},
+    gateway::gateway_bin,
+};
+
+fn missing_kernel_features() -> Vec<&'static str> {
+    let has = |p: &str| std::path::Path::new(p).exists();
+    let mut missing = Vec::new();
+    if !has("/sys/class/net/gre0") && !has("/sys/module/ip_gre") {
+        missing.push("ip_gre");
+    }
+    if !has("/sys/module/esp4") {
+        missing.push("esp4");
+    }
+    missing
+}
+
+#[test]
+fn a_strongswan_spoke_with_kernel_xfrm_reaches_the_hub_lan() {
+    let missing = missing_kernel_features();
+    if !missing.is_empty() {
+        assert!(
+            std::env::var_os("GATEWAY_REQUIRE_KERNEL_DATAPATH").is_none(),
+            "the kernel lacks {missing:?} where the kernel datapath is required"
+        );
+        eprintln!(
+            "SKIPPED: this kernel lacks {}; the VM tier (cargo xtask vm-test) runs this test",
+            missing.join(" and ")
+        );
+        return;
+    }
+    if !flex_lab::missing_tools(true).is_empty() {
+        eprintln!("SKIPPED: missing {:?}", flex_lab::missing_tools(true));
+        return;
+    }
+    let gateway = gateway_bin().unwrap();
+    let spec = LabSpec {
+        kernel_datapath: true,
+        ..LabSpec::new(0, true)
+    };
+    let lab = FlexLab::start(&gateway, "kswan", &spec).unwrap();
+    lab.wait_sessions(1, Duration::from_mins(1)).unwrap();
+    let vip = lab.strongswan_vip().unwrap();
+    let swan = lab.strongswan_netns().unwrap();
+    let _ = flex_lab::wait_ping(swan, HUB_LAN_HOST, Duration::from_secs(30));
+    let r = flex_lab::ping(swan, HUB_LAN_HOST, 3).unwrap();
+    assert!(r.received >= 2, "{vip} -> hub LAN: {r:?}\n{}", lab.logs());
+    let r = flex_lab::ping(lab.hub_lan(), vip, 3).unwrap();
+    assert!(r.received >= 2, "hub LAN -> {vip}: {r:?}\n{}", lab.logs());
+    // Tunnel mode: the spoke's SAs counted it, no GRE link was made.
+    let report = lab
+        .show_json(Which::Hub, &["interfaces", "virtual-access"])
+        .unwrap();
+    assert_eq!(report["kind"], "kernel");
+    let sa = &report["sas"][0];
+    assert!(sa["rx_packets"].as_u64() > Some(0), "{report}");
+    assert!(sa["tx_packets"].as_u64() > Some(0), "{report}");
+    // strongSwan's SAs are in its kernel (kernel-netlink), not in a
+    // userspace ESP stack.
+    let states = swan.ip(["xfrm", "state"]).unwrap();
+    let states = String::from_utf8_lossy(&states.stdout);
+    assert_eq!(states.matches("proto esp").count(), 2, "{states}");
+    let links = lab.hub().ip(["link", "show", "type", "gre"]).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains("va1"),
+        "a tunnel-mode peer has no GRE link"
+    );
+}
