@@ -52,6 +52,9 @@ enum Task {
     /// N BGP dynamic neighbors up and one prefix each exchanged with the
     /// hub's speaker over loopback (for BENCHMARKS.md).
     BenchScale(bench::ScaleArgs),
+    /// The XDP filter against a forged-SPI ESP flood, with and without it,
+    /// in the VM (release builds): the drop rates and their ratio.
+    BenchXdpFlood,
     /// Run a command in a VM with a Debian kernel (ip_gre, esp4, AES-GCM),
     /// the host's root shared read-only; default: the GRE-over-ESP smoke
     /// test. Exits with the command's status.
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Task::Lab(args) => lab::run(args),
         Task::BenchThroughput(args) => bench::run(args),
         Task::BenchScale(args) => bench::run_scale(args),
+        Task::BenchXdpFlood => vm::bench_xdp_flood(),
         Task::VmTest(_) => unreachable!("handled above"),
     };
     match result {

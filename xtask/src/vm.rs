@@ -180,11 +180,35 @@ pub fn kernel_tier_command() -> anyhow::Result<Vec<String>> {
     Ok(vec!["sh".into(), "-c".into(), script])
 }
 
+/// `cargo xtask bench-xdp-flood`: `benches/benches/xdp_flood.rs` with the
+/// release gateway, in the VM (whose kernel has esp4, so the flood without
+/// XDP goes all the way to XFRM).
+pub fn bench_xdp_flood() -> anyhow::Result<()> {
+    setup::run()?;
+    let gateway = util::build_gateway(true)?;
+    let bench = cargo_executable("bench", &["-p", "benches", "--bench", "xdp_flood"])?;
+    run_step(&VmArgs {
+        command: vec![
+            "env".into(),
+            format!("GATEWAY_BIN={}", gateway.display()),
+            bench,
+            "--bench".into(),
+        ],
+        ..VmArgs::default()
+    })
+}
+
 /// Builds a test target (`cargo test --no-run`) and returns its executable.
 fn test_executable(target: &[&str]) -> anyhow::Result<String> {
+    cargo_executable("test", target)
+}
+
+/// Builds a test or bench target without running it and returns its
+/// executable.
+fn cargo_executable(subcommand: &str, target: &[&str]) -> anyhow::Result<String> {
     let output = std::process::Command::new(env!("CARGO"))
         .current_dir(util::workspace_root())
-        .args(["test", "--no-run", "--message-format=json"])
+        .args([subcommand, "--no-run", "--message-format=json"])
         .args(target)
         .stderr(std::process::Stdio::inherit())
         .output()
