@@ -8,6 +8,8 @@
 #![no_std]
 #![no_main]
 
+mod hairpin;
+
 use core::mem::size_of;
 
 use aya_ebpf::{
