@@ -273,3 +273,111 @@ mod pod {
     unsafe impl aya::Pod for super::IkeBucket {}
     unsafe impl aya::Pod for super::XdpConfig {}
 }
+
+// ---------------------------------------------------------------------------
+// Hairpin detection (tc classifier on the virtual-access links, kernel mode)
+// ---------------------------------------------------------------------------
+
+/// Map and program names of the hairpin detector (`gateway-ebpf/src/hairpin.rs`).
+pub mod hairpin {
+    /// Name of the tc classifier in the object file.
+    pub const PROGRAM: &str = "gateway_hairpin";
+    /// `HashMap<u32, HairpinLink>`: the virtual-access ifindexes the program
+    /// watches, each with its NHRP network id. Written by the daemon only.
+    pub const LINKS: &str = "HAIRPIN_LINKS";
+    /// `LruHashMap<HairpinPair, u64>`: `bpf_ktime_get_ns()` of the last
+    /// report for a (source, destination) pair.
+    pub const PAIRS: &str = "HAIRPIN_PAIRS";
+    /// `RingBuf` of [`super::HairpinEvent`]s.
+    pub const EVENTS: &str = "HAIRPIN_EVENTS";
+    /// `PerCpuArray<u64>`: one slot per [`super::HairpinCounter`].
+    pub const COUNTERS: &str = "HAIRPIN_COUNTERS";
+    /// `Array<HairpinConfig>` with one entry.
+    pub const CONFIG: &str = "HAIRPIN_CONFIG";
+
+    /// Capacity of `LINKS`: one virtual-access per spoke.
+    pub const MAX_LINKS: u32 = 16_384;
+    /// Capacity of `PAIRS`.
+    pub const MAX_PAIRS: u32 = 65_536;
+    /// Size of `EVENTS` in bytes (a power of two, a multiple of the page).
+    pub const RING_BYTES: u32 = 256 * 1024;
+    /// How much of the packet an event carries: as `HAIRPIN_HEAD_LEN` of the
+    /// userspace datapath (IPv4 header with options and 8 bytes beyond).
+    pub const HEAD_LEN: usize = 68;
+    /// Rate limit per pair when the daemon sets none (IOS: one redirect per
+    /// pair and interval).
+    pub const DEFAULT_INTERVAL_NS: u64 = 1_000_000_000;
+}
+
+/// `HAIRPIN_LINKS` value: a watched virtual-access.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HairpinLink {
+    /// IOS `ip nhrp network-id`: a hairpin is reported only between two
+    /// links with the same id.
+    pub network_id: u32,
+    /// Where the IPv4 header starts in the skb at tc ingress: 0 on an ip_gre
+    /// point-to-point link (no link-layer header), 14 on Ethernet (veth).
+    pub l3_offset: u32,
+}
+
+/// `HAIRPIN_PAIRS` key. Addresses as their four bytes read as a native u32.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HairpinPair {
+    pub src: u32,
+    pub dst: u32,
+}
+
+/// `HAIRPIN_CONFIG[0]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HairpinConfig {
+    /// At most one event per (source, destination) pair in this interval;
+    /// 0 = [`hairpin::DEFAULT_INTERVAL_NS`].
+    pub interval_ns: u64,
+}
+
+/// One record in `HAIRPIN_EVENTS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HairpinEvent {
+    pub ingress_ifindex: u32,
+    pub egress_ifindex: u32,
+    /// The four address bytes read as a native u32 (network order in memory).
+    pub src: u32,
+    pub dst: u32,
+    /// Valid bytes in `head`.
+    pub head_len: u32,
+    /// The start of the IPv4 packet.
+    pub head: [u8; hairpin::HEAD_LEN],
+}
+
+/// Slots of `HAIRPIN_COUNTERS`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HairpinCounter {
+    /// Events written to the ring buffer.
+    Events = 0,
+    /// Events lost because the ring buffer was full.
+    Lost = 1,
+    /// Hairpins not reported again within the pair's interval.
+    RateLimited = 2,
+}
+
+impl HairpinCounter {
+    pub const COUNT: u32 = 3;
+}
+
+const _: () = assert!(core::mem::size_of::<HairpinLink>() == 8);
+const _: () = assert!(core::mem::size_of::<HairpinPair>() == 8);
+const _: () = assert!(core::mem::size_of::<HairpinConfig>() == 8);
+const _: () = assert!(core::mem::size_of::<HairpinEvent>() == 20 + hairpin::HEAD_LEN);
+
+#[cfg(feature = "user")]
+mod hairpin_pod {
+    // SAFETY: #[repr(C)], integer fields only, no padding (asserted above).
+    unsafe impl aya::Pod for super::HairpinLink {}
+    unsafe impl aya::Pod for super::HairpinPair {}
+    unsafe impl aya::Pod for super::HairpinConfig {}
+}

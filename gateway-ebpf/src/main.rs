@@ -10,6 +10,8 @@
 #![no_std]
 #![no_main]
 
+mod hairpin;
+
 use core::mem::size_of;
 
 use aya_ebpf::{

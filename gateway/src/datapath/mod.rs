@@ -18,6 +18,7 @@
 
 pub mod fake;
 pub mod fib;
+pub mod hairpin;
 pub mod kernel;
 pub mod render;
 pub mod select;
