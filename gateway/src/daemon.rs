@@ -420,7 +420,7 @@ fn start_datapath(
     let reason = match select::select(config.hub.datapath, &kernel) {
         Ok(Selected::Userspace { reason }) => reason,
         Ok(Selected::Kernel) => {
-            let dp = KernelDatapath::open().with_context(|| {
+            let dp = KernelDatapath::open(Some(events)).with_context(|| {
                 format!("{}: starting the kernel datapath", config_path.display())
             })?;
             tracing::info!("datapath: kernel (XFRM and ip_gre)");

@@ -1,7 +1,8 @@
 //! The kernel datapath (XFRM + ip_gre) end to end: the hub and two own
 //! spokes with `datapath = "kernel"`, GRE over ESP in the kernel, routes
 //! and links that come and go with the sessions, the SA counters in `ip -s
-//! xfrm state`, XDP dropping ESP with a forged SPI. Needs a kernel with ip_gre and esp4: the VM tier (`cargo
+//! xfrm state`, XDP dropping ESP with a forged SPI, the tc program
+//! reporting spoke-to-spoke traffic. Needs a kernel with ip_gre and esp4: the VM tier (`cargo
 //! xtask vm-test`, run by `cargo xtask test`) runs it; on a host without
 //! them it says so and passes, unless `GATEWAY_REQUIRE_KERNEL_DATAPATH=1`
 //! (set in the VM) makes the absence a failure.
@@ -101,6 +102,10 @@ fn spokes_reach_each_other_through_gre_over_esp_in_the_kernel() {
         .show_json(Which::Hub, &["interfaces", "virtual-access"])
         .unwrap();
     assert_eq!(report["kind"], "kernel");
+    // Spoke 1 -> spoke 2 went in on va1 and out on va2: the tc program
+    // reported it (for NHRP), once per pair and interval.
+    let hairpins = report["global"]["hairpin_events"].as_u64().unwrap();
+    assert!(hairpins >= 1, "no hairpin reported: {report}");
     let sas = report["sas"].as_array().unwrap();
     assert!(
         sas.iter().all(|s| s["rx_packets"].as_u64() > Some(0)),

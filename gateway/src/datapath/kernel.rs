@@ -16,12 +16,16 @@ use std::{
     collections::BTreeMap,
     net::Ipv4Addr,
     sync::{Mutex, MutexGuard, PoisonError},
+    time::Duration,
 };
 
+use tokio::sync::mpsc;
+
 use super::{
-    Datapath, DatapathError, DatapathReport, GlobalCounters, Route, SaCounters, SaPair, VaCounters,
-    VaId, VirtualAccessSpec,
+    Datapath, DatapathError, DatapathEvent, DatapathReport, GlobalCounters, Route, SaCounters,
+    SaPair, VaCounters, VaId, VirtualAccessSpec,
     fib::Fib,
+    hairpin::HairpinMonitor,
     sys::{
         netlink::Netlink,
         xfrm::{
@@ -75,19 +79,42 @@ struct State {
 /// The kernel datapath (`datapath = "kernel"`).
 pub struct KernelDatapath {
     state: Mutex<State>,
+    /// Spoke-to-spoke traffic through the hub (for NHRP): the tc program on
+    /// the links of templates with an NHRP network id.
+    hairpin: Option<Mutex<HairpinMonitor>>,
 }
+
+/// IOS's default NHRP redirect timeout: one Traffic Indication per flow
+/// and interval.
+const HAIRPIN_INTERVAL: Duration = Duration::from_secs(1);
 
 fn os(what: String) -> impl FnOnce(std::io::Error) -> DatapathError {
     move |source| DatapathError::Os { what, source }
 }
 
 impl KernelDatapath {
-    /// Opens the netlink sockets. The caller checked that the kernel has
-    /// ip_gre and esp4 (`select`).
-    pub fn open() -> Result<Self, DatapathError> {
+    /// Opens the netlink sockets and loads the hairpin detector, whose
+    /// events go to `events`. The caller checked that the kernel has ip_gre
+    /// and esp4 (`select`). Without the detector (a kernel that refuses
+    /// it) the datapath runs and says so: only NHRP redirects are lost.
+    pub fn open(events: Option<&mpsc::Sender<DatapathEvent>>) -> Result<Self, DatapathError> {
         let nl = Netlink::open().map_err(os("opening rtnetlink".into()))?;
         let xfrm = Xfrm::open().map_err(os("opening xfrm netlink".into()))?;
+        let hairpin = match HairpinMonitor::load(HAIRPIN_INTERVAL) {
+            Ok(mut monitor) => match events.map(|tx| monitor.start(tx.clone())) {
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "hairpin detection off: its events cannot be read");
+                    None
+                }
+                _ => Some(Mutex::new(monitor)),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "hairpin detection off: the tc program did not load");
+                None
+            }
+        };
         Ok(KernelDatapath {
+            hairpin,
             state: Mutex::new(State {
                 nl,
                 xfrm,
@@ -99,6 +126,12 @@ impl KernelDatapath {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn with_hairpin(&self, f: impl FnOnce(&mut HairpinMonitor)) {
+        if let Some(m) = &self.hairpin {
+            f(&mut m.lock().unwrap_or_else(PoisonError::into_inner));
+        }
     }
 }
 
@@ -346,6 +379,9 @@ impl Datapath for KernelDatapath {
         if let Some(va) = s.vas.remove(&id)
             && let Some(ifindex) = va.ifindex
         {
+            self.with_hairpin(|m| {
+                let _ = m.detach(ifindex);
+            });
             // Its routes go with it.
             s.nl.del_link(ifindex)
                 .map_err(os(format!("removing link {}", link_name(id))))?;
@@ -364,10 +400,18 @@ impl Datapath for KernelDatapath {
         }
         let inner = va.spec.peer_inner;
         let reqid = sa.va.0;
+        let nhrp = va.spec.nhrp_network_id;
         if sa.mode == Mode::Transport && va.ifindex.is_none() {
             let ifindex = s.create_link(sa.va)?;
             if let Some(v) = s.vas.get_mut(&sa.va) {
                 v.ifindex = Some(ifindex);
+            }
+            if let Some(network_id) = nhrp {
+                self.with_hairpin(|m| {
+                    if let Err(e) = m.attach(ifindex, sa.va, network_id) {
+                        tracing::warn!(interface = %sa.va, error = %e, "hairpin detection not attached");
+                    }
+                });
             }
         }
         let states = State::states(sa, reqid)?;
@@ -479,6 +523,12 @@ impl Datapath for KernelDatapath {
             sas: Vec::new(),
             global: GlobalCounters::default(),
         };
+        if let Some(m) = &self.hairpin
+            && let Ok(h) = m.lock().unwrap_or_else(PoisonError::into_inner).report()
+        {
+            report.global.hairpin_events = h.delivered;
+            report.global.hairpin_events_lost = h.lost_ring_full + h.lost_queue_full;
+        }
         let vas: Vec<(VaId, VirtualAccessSpec, Option<u32>, Option<InstalledSa>)> = s
             .vas
             .iter()
