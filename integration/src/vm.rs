@@ -69,6 +69,10 @@ pub const VM_MODULES: &[&str] = &[
     "bridge",
     // GRE.
     "ip_gre",
+    // nftables for the kernel datapath's TCP MSS clamp (the meta, cmp,
+    // bitwise, payload, exthdr and immediate expressions and the filter
+    // chains are built into nf_tables).
+    "nf_tables",
     // ESP, XFRM netlink (and PF_KEY for tools that still use it).
     "esp4",
     "xfrm_user",
