@@ -71,7 +71,9 @@ pub const VM_MODULES: &[&str] = &[
     "ip_gre",
     // nftables for the kernel datapath's TCP MSS clamp (the meta, cmp,
     // bitwise, payload, exthdr and immediate expressions and the filter
-    // chains are built into nf_tables).
+    // chains are built into nf_tables). Its libcrc32c asks the crypto API
+    // for crc32c when loaded (a softdep the closure does not follow).
+    "crc32c_generic",
     "nf_tables",
     // ESP, XFRM netlink (and PF_KEY for tools that still use it).
     "esp4",

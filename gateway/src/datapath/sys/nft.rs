@@ -5,7 +5,7 @@
 //! chain hooked on forward at mangle priority: per clamped link one rule
 //! for SYNs leaving through it and one for SYNs entering through it (SYN
 //! and SYN/ACK alike), lowering the MSS option to the link's value when it
-//! is larger. Every change lays the whole table again in one `nft -f`
+//! is larger (with a counter, for `nft list table inet gateway`). Every change lays the whole table again in one `nft -f`
 //! transaction (created if missing, deleted, written anew), so applying is
 //! idempotent, atomic, and replaces whatever a previous run left; with no
 //! clamps left the table is deleted.
@@ -42,7 +42,7 @@ pub fn ruleset(clamps: &[MssClamp]) -> String {
     for c in clamps {
         for dir in ["oifname", "iifname"] {
             s.push_str(&format!(
-                "\t\t{dir} \"{link}\" tcp flags & syn == syn tcp option maxseg size > {mss} tcp option maxseg size set {mss}\n",
+                "\t\t{dir} \"{link}\" tcp flags & syn == syn tcp option maxseg size > {mss} counter tcp option maxseg size set {mss}\n",
                 link = c.link,
                 mss = c.mss,
             ));
@@ -155,10 +155,10 @@ mod tests {
              table inet gateway {\n\
              \tchain mss_clamp {\n\
              \t\ttype filter hook forward priority mangle; policy accept;\n\
-             \t\toifname \"va1\" tcp flags & syn == syn tcp option maxseg size > 1360 tcp option maxseg size set 1360\n\
-             \t\tiifname \"va1\" tcp flags & syn == syn tcp option maxseg size > 1360 tcp option maxseg size set 1360\n\
-             \t\toifname \"tunnel1\" tcp flags & syn == syn tcp option maxseg size > 1300 tcp option maxseg size set 1300\n\
-             \t\tiifname \"tunnel1\" tcp flags & syn == syn tcp option maxseg size > 1300 tcp option maxseg size set 1300\n\
+             \t\toifname \"va1\" tcp flags & syn == syn tcp option maxseg size > 1360 counter tcp option maxseg size set 1360\n\
+             \t\tiifname \"va1\" tcp flags & syn == syn tcp option maxseg size > 1360 counter tcp option maxseg size set 1360\n\
+             \t\toifname \"tunnel1\" tcp flags & syn == syn tcp option maxseg size > 1300 counter tcp option maxseg size set 1300\n\
+             \t\tiifname \"tunnel1\" tcp flags & syn == syn tcp option maxseg size > 1300 counter tcp option maxseg size set 1300\n\
              \t}\n\
              }\n"
         );
