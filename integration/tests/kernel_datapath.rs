@@ -161,6 +161,92 @@ fn df_ping(lab: &FlexLab, size: u32) -> (bool, String) {
     )
 }
 
+/// `tcp_adjust_mss 1360` and `mtu 1400` in the kernel: the clamp rules in
+/// the hub's nftables table, SYNs clamped, DF packets over the MTU answered.
+fn clamps_mss_and_answers_df_over_the_mtu(lab: &FlexLab) {
+    // `tcp_adjust_mss 1360`: the clamp rules of both links, both ways, in
+    // the hub's nftables table.
+    let table = nft_table(lab.hub()).unwrap_or_else(|| panic!("no table\n{}", lab.logs()));
+    println!("{table}");
+    for link in ["va1", "va2"] {
+        for dir in ["oifname", "iifname"] {
+            assert!(
+                table.contains(&format!("{dir} \"{link}\" tcp flags & syn == syn")),
+                "no {dir} {link} rule:\n{table}"
+            );
+        }
+    }
+    assert_eq!(table.matches("maxseg size set 1360").count(), 4, "{table}");
+    // A connection from the hub's LAN to spoke 1's LAN: the SYN arrives
+    // with MSS 1360 (the hub's rule for SYNs out of va1 counted it), the
+    // SYN/ACK too.
+    let (at_spoke, at_hub) = connect_and_capture_mss(lab);
+    println!("SYN MSS on spoke 1's LAN: {at_spoke:?}, on the hub's LAN: {at_hub:?}");
+    assert!(at_spoke.contains(&1360), "{at_spoke:?}");
+    assert!(
+        !at_spoke.iter().any(|m| *m > 1360 && *m != 1460),
+        "{at_spoke:?}"
+    );
+    assert!(at_hub.contains(&1360), "{at_hub:?}");
+    let table = nft_table(lab.hub()).unwrap();
+    let counted = |dir: &str| {
+        table
+            .lines()
+            .any(|l| l.contains(&format!("{dir} \"va1\"")) && !l.contains("counter packets 0 "))
+    };
+    // The SYN/ACK was clamped by spoke 1's own rule on its way into the
+    // tunnel, so only the hub's outbound rule had work to do.
+    assert!(counted("oifname"), "{table}");
+
+    // DF through a 1400-byte va1: 1372 bytes of ICMP data (+ 28 = 1400)
+    // pass; 1472 (a 1500-byte packet) get fragmentation-needed from the
+    // hub's kernel, which ping reports with the MTU.
+    let (fits, out) = df_ping(lab, 1372);
+    assert!(fits, "a 1400-byte packet with DF did not pass: {out}");
+    let (fits, out) = df_ping(lab, 1472);
+    println!("{out}");
+    assert!(!fits, "1500 bytes with DF passed a 1400-byte link: {out}");
+    assert!(
+        out.contains("mtu = 1400") || out.contains("mtu=1400"),
+        "{out}"
+    );
+}
+
+/// XDP on the hub's uplink drops ESP with a forged SPI and counts it.
+fn xdp_drops_forged_spis(lab: &FlexLab) {
+    // XDP on the hub's uplink drops ESP with a forged SPI before XFRM
+    // sees it, and counts it.
+    let dropped = |lab: &FlexLab| -> u64 {
+        let report = lab.show_json(Which::Hub, &["xdp"]).unwrap();
+        report["verdicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["verdict"] == "drop_esp_unknown_spi")
+            .and_then(|v| v["packets"].as_u64())
+            .unwrap()
+    };
+    let before = dropped(lab);
+    for seq in 1..=3 {
+        packets::send_raw_ip(
+            lab.spoke(2),
+            flex_lab::HUB_ADDRESS,
+            IPPROTO_ESP,
+            &packets::esp(FORGED_SPI, seq, 64),
+        )
+        .unwrap();
+    }
+    let counted =
+        integration::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            dropped(lab) >= before + 3
+        });
+    assert!(
+        counted,
+        "forged-SPI ESP not dropped by XDP: {}",
+        dropped(lab) - before
+    );
+}
+
 #[test]
 fn spokes_reach_each_other_through_gre_over_esp_in_the_kernel() {
     let missing = missing_kernel_features();
@@ -217,84 +303,8 @@ fn spokes_reach_each_other_through_gre_over_esp_in_the_kernel() {
         "{report}"
     );
 
-    // `tcp_adjust_mss 1360`: the clamp rules of both links, both ways, in
-    // the hub's nftables table.
-    let table = nft_table(lab.hub()).unwrap_or_else(|| panic!("no table\n{}", lab.logs()));
-    println!("{table}");
-    for link in ["va1", "va2"] {
-        for dir in ["oifname", "iifname"] {
-            assert!(
-                table.contains(&format!("{dir} \"{link}\" tcp flags & syn == syn")),
-                "no {dir} {link} rule:\n{table}"
-            );
-        }
-    }
-    assert_eq!(table.matches("maxseg size set 1360").count(), 4, "{table}");
-    // A connection from the hub's LAN to spoke 1's LAN: the SYN arrives
-    // with MSS 1360 (the hub's rule for SYNs out of va1 counted it), the
-    // SYN/ACK too.
-    let (at_spoke, at_hub) = connect_and_capture_mss(&lab);
-    println!("SYN MSS on spoke 1's LAN: {at_spoke:?}, on the hub's LAN: {at_hub:?}");
-    assert!(at_spoke.contains(&1360), "{at_spoke:?}");
-    assert!(
-        !at_spoke.iter().any(|m| *m > 1360 && *m != 1460),
-        "{at_spoke:?}"
-    );
-    assert!(at_hub.contains(&1360), "{at_hub:?}");
-    let table = nft_table(lab.hub()).unwrap();
-    let counted = |dir: &str| {
-        table
-            .lines()
-            .any(|l| l.contains(&format!("{dir} \"va1\"")) && !l.contains("counter packets 0 "))
-    };
-    // The SYN/ACK was clamped by spoke 1's own rule on its way into the
-    // tunnel, so only the hub's outbound rule had work to do.
-    assert!(counted("oifname"), "{table}");
-
-    // DF through a 1400-byte va1: 1372 bytes of ICMP data (+ 28 = 1400)
-    // pass; 1472 (a 1500-byte packet) get fragmentation-needed from the
-    // hub's kernel, which ping reports with the MTU.
-    let (fits, out) = df_ping(&lab, 1372);
-    assert!(fits, "a 1400-byte packet with DF did not pass: {out}");
-    let (fits, out) = df_ping(&lab, 1472);
-    println!("{out}");
-    assert!(!fits, "1500 bytes with DF passed a 1400-byte link: {out}");
-    assert!(
-        out.contains("mtu = 1400") || out.contains("mtu=1400"),
-        "{out}"
-    );
-
-    // XDP on the hub's uplink drops ESP with a forged SPI before XFRM
-    // sees it, and counts it.
-    let dropped = |lab: &FlexLab| -> u64 {
-        let report = lab.show_json(Which::Hub, &["xdp"]).unwrap();
-        report["verdicts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["verdict"] == "drop_esp_unknown_spi")
-            .and_then(|v| v["packets"].as_u64())
-            .unwrap()
-    };
-    let before = dropped(&lab);
-    for seq in 1..=3 {
-        packets::send_raw_ip(
-            lab.spoke(2),
-            flex_lab::HUB_ADDRESS,
-            IPPROTO_ESP,
-            &packets::esp(FORGED_SPI, seq, 64),
-        )
-        .unwrap();
-    }
-    let counted =
-        integration::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
-            dropped(&lab) >= before + 3
-        });
-    assert!(
-        counted,
-        "forged-SPI ESP not dropped by XDP: {}",
-        dropped(&lab) - before
-    );
+    clamps_mss_and_answers_df_over_the_mtu(&lab);
+    xdp_drops_forged_spis(&lab);
 
     // Spoke 1 leaves: its link and routes go with its session.
     lab.stop_spoke(1).unwrap();

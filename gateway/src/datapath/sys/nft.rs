@@ -11,6 +11,7 @@
 //! clamps left the table is deleted.
 
 use std::{
+    fmt::Write as _,
     io::{self, Write as _},
     process::{Command, Stdio},
 };
@@ -36,16 +37,18 @@ pub fn ruleset(clamps: &[MssClamp]) -> String {
     if clamps.is_empty() {
         return s;
     }
-    s.push_str(&format!(
+    let _ = write!(
+        s,
         "table inet {TABLE} {{\n\tchain {CHAIN} {{\n\t\ttype filter hook forward priority mangle; policy accept;\n"
-    ));
+    );
     for c in clamps {
         for dir in ["oifname", "iifname"] {
-            s.push_str(&format!(
-                "\t\t{dir} \"{link}\" tcp flags & syn == syn tcp option maxseg size > {mss} counter tcp option maxseg size set {mss}\n",
+            let _ = writeln!(
+                s,
+                "\t\t{dir} \"{link}\" tcp flags & syn == syn tcp option maxseg size > {mss} counter tcp option maxseg size set {mss}",
                 link = c.link,
                 mss = c.mss,
-            ));
+            );
         }
     }
     s.push_str("\t}\n}\n");
