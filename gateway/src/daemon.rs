@@ -25,6 +25,7 @@ use crate::{
         kernel::KernelDatapath,
         select::{self, KernelFeatures, Selected},
         session::Sessions,
+        sys::nft,
         userspace::{IkeOn4500, UserspaceConfig, UserspaceDatapath},
     },
     ike::{
@@ -390,6 +391,8 @@ struct RunningDatapath {
     datapath: Arc<dyn Datapath>,
     /// The userspace datapath itself, to stop it.
     userspace: Option<Arc<UserspaceDatapath>>,
+    /// The kernel datapath itself, to remove its nftables table.
+    kernel: Option<Arc<KernelDatapath>>,
     /// Its IKE side of UDP 4500, until IKE takes it.
     on_4500: Mutex<Option<IkeOn4500>>,
 }
@@ -399,6 +402,10 @@ impl RunningDatapath {
         if let Some(dp) = &self.userspace {
             dp.shutdown();
             tracing::info!(tun = dp.tun_name(), "userspace datapath stopped");
+        }
+        if let Some(dp) = &self.kernel {
+            dp.shutdown();
+            tracing::info!("kernel datapath stopped");
         }
     }
 }
@@ -420,13 +427,28 @@ fn start_datapath(
     let reason = match select::select(config.hub.datapath, &kernel) {
         Ok(Selected::Userspace { reason }) => reason,
         Ok(Selected::Kernel) => {
-            let dp = KernelDatapath::open(Some(events)).with_context(|| {
+            let clamped = config
+                .virtual_template
+                .values()
+                .map(|t| t.tcp_adjust_mss)
+                .chain(config.tunnel.values().map(|t| t.tcp_adjust_mss))
+                .any(|mss| mss.is_some());
+            if clamped && !nft::available() {
+                anyhow::bail!(
+                    "{}: tcp_adjust_mss with the kernel datapath needs the `{}` binary \
+                     (package nftables), which does not run here",
+                    config_path.display(),
+                    nft::NFT
+                );
+            }
+            let dp = Arc::new(KernelDatapath::open(Some(events)).with_context(|| {
                 format!("{}: starting the kernel datapath", config_path.display())
-            })?;
+            })?);
             tracing::info!("datapath: kernel (XFRM and ip_gre)");
             return Ok(Some(RunningDatapath {
-                datapath: Arc::new(dp),
+                datapath: dp.clone(),
                 userspace: None,
+                kernel: Some(dp),
                 on_4500: Mutex::new(None),
             }));
         }
@@ -455,6 +477,7 @@ fn start_datapath(
     Ok(Some(RunningDatapath {
         datapath: dp.clone(),
         userspace: Some(dp),
+        kernel: None,
         on_4500: Mutex::new(Some(on_4500)),
     }))
 }

@@ -69,6 +69,16 @@ pub const VM_MODULES: &[&str] = &[
     "bridge",
     // GRE.
     "ip_gre",
+    // tc: the clsact qdisc and BPF classifiers, for the hairpin detector
+    // on the virtual-access links (kernels before 6.6 have no TCX).
+    "sch_ingress",
+    "cls_bpf",
+    // nftables for the kernel datapath's TCP MSS clamp (the meta, cmp,
+    // bitwise, payload, exthdr and immediate expressions and the filter
+    // chains are built into nf_tables). Its libcrc32c asks the crypto API
+    // for crc32c when loaded (a softdep the closure does not follow).
+    "crc32c_generic",
+    "nf_tables",
     // ESP, XFRM netlink (and PF_KEY for tools that still use it).
     "esp4",
     "xfrm_user",

@@ -31,6 +31,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "tcpdump",
     "tshark",
     "iperf3",
+    // The kernel datapath's TCP MSS clamp (`nft`).
+    "nftables",
     // Real peers (../shared/interop).
     "strongswan-swanctl",
     "strongswan-charon",

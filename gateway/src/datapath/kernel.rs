@@ -7,7 +7,11 @@
 //! 3948). A spoke that asked for tunnel mode (strongSwan without GRE) gets
 //! tunnel-mode SAs and policies for its inner address, and no link. Routes
 //! go into the main table through the link. Counters come from the link
-//! and from the SAs' XFRM statistics.
+//! and from the SAs' XFRM statistics. A template's `tcp_adjust_mss`
+//! becomes a clamp of the SYNs through the link in our nftables table
+//! (`sys::nft`), gone with the link; the table goes at shutdown. The link
+//! discovers the path MTU (pmtudisc), so a DF packet over its MTU is
+//! answered with ICMP fragmentation-needed, as the userspace datapath does.
 //!
 //! Everything is programmed over rtnetlink and xfrm netlink
 //! (`sys::netlink`, `sys::xfrm`) and undone in the reverse order.
@@ -28,6 +32,7 @@ use super::{
     hairpin::HairpinMonitor,
     sys::{
         netlink::Netlink,
+        nft::{self, MssClamp},
         xfrm::{
             EspAlgorithms, IPPROTO_ESP, Integrity, UdpEncap, Xfrm, XfrmAction, XfrmDir,
             XfrmLifetime, XfrmMode, XfrmPolicy, XfrmSelector, XfrmState, XfrmTemplate,
@@ -74,6 +79,11 @@ struct State {
     vas: BTreeMap<VaId, Va>,
     /// Our routes, for `lookup` (the kernel's table holds others too).
     routes: Fib<Route>,
+    /// The MSS clamps of the links, all in our nftables table.
+    clamps: BTreeMap<VaId, MssClamp>,
+    /// Whether our nftables table may exist (laid, or maybe left by a
+    /// previous run).
+    nft_table: bool,
 }
 
 /// The kernel datapath (`datapath = "kernel"`).
@@ -120,8 +130,22 @@ impl KernelDatapath {
                 xfrm,
                 vas: BTreeMap::new(),
                 routes: Fib::new(),
+                clamps: BTreeMap::new(),
+                // A table a previous run left goes with the first change
+                // (or at shutdown), when `nft` is there to ask.
+                nft_table: nft::available(),
             }),
         })
+    }
+
+    /// Removes our nftables table (the MSS clamps); links, SAs and routes
+    /// go with their sessions. Also done on drop.
+    pub fn shutdown(&self) {
+        let mut s = self.state();
+        s.clamps.clear();
+        if let Err(e) = s.apply_clamps() {
+            tracing::warn!(error = %e, "removing the TCP MSS clamps failed");
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -180,7 +204,44 @@ const ANY: Ipv4Prefix = Ipv4Prefix {
     len: 0,
 };
 
+impl Drop for KernelDatapath {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
 impl State {
+    /// Lays our nftables table with the clamps we have (none: no table).
+    fn apply_clamps(&mut self) -> Result<(), DatapathError> {
+        if self.clamps.is_empty() && !self.nft_table {
+            return Ok(());
+        }
+        let clamps: Vec<MssClamp> = self.clamps.values().cloned().collect();
+        nft::apply(&clamps).map_err(os("programming the TCP MSS clamps".into()))?;
+        self.nft_table = !clamps.is_empty();
+        Ok(())
+    }
+
+    /// Clamps the MSS of SYNs through `id`'s link (IOS `ip tcp
+    /// adjust-mss`), when its template asks for it.
+    fn add_clamp(&mut self, id: VaId) -> Result<(), DatapathError> {
+        let Some(mss) = self.va(id)?.spec.tcp_adjust_mss else {
+            return Ok(());
+        };
+        self.clamps.insert(
+            id,
+            MssClamp {
+                link: link_name(id),
+                mss,
+            },
+        );
+        let applied = self.apply_clamps();
+        if applied.is_err() {
+            self.clamps.remove(&id);
+        }
+        applied
+    }
+
     fn va(&self, id: VaId) -> Result<&Va, DatapathError> {
         self.vas.get(&id).ok_or(DatapathError::NoSuchInterface(id))
     }
@@ -376,6 +437,11 @@ impl Datapath for KernelDatapath {
             s.routes.remove(r.prefix);
         }
         s.remove_sa(id);
+        if s.clamps.remove(&id).is_some()
+            && let Err(e) = s.apply_clamps()
+        {
+            tracing::warn!(interface = %id, error = %e, "removing the TCP MSS clamp failed");
+        }
         if let Some(va) = s.vas.remove(&id)
             && let Some(ifindex) = va.ifindex
         {
@@ -403,6 +469,10 @@ impl Datapath for KernelDatapath {
         let nhrp = va.spec.nhrp_network_id;
         if sa.mode == Mode::Transport && va.ifindex.is_none() {
             let ifindex = s.create_link(sa.va)?;
+            if let Err(e) = s.add_clamp(sa.va) {
+                let _ = s.nl.del_link(ifindex);
+                return Err(e);
+            }
             if let Some(v) = s.vas.get_mut(&sa.va) {
                 v.ifindex = Some(ifindex);
             }

@@ -2,7 +2,8 @@
 //! devices ([`tun`]), batched UDP sockets ([`udp`]), waiting on descriptors
 //! ([`poll`]) and rtnetlink for links, addresses and routes ([`netlink`]);
 //! for the kernel datapath, XFRM netlink for ESP SAs and policies
-//! ([`xfrm`]) and GRE links ([`netlink`]).
+//! ([`xfrm`]), GRE links ([`netlink`]) and the TCP MSS clamp in nftables
+//! ([`nft`]).
 //!
 //! Everything here is synchronous and thin: the datapath workers run on their
 //! own threads, one per queue, and never enter an async runtime. The hot-path
@@ -16,6 +17,7 @@
 //! errno through the added context.
 
 pub mod netlink;
+pub mod nft;
 pub mod poll;
 pub mod tun;
 pub mod udp;
