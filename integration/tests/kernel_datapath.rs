@@ -274,6 +274,17 @@ fn spokes_reach_each_other_through_gre_over_esp_in_the_kernel() {
     let links = text(&lab.hub().ip(["-d", "link", "show", "type", "gre"]).unwrap());
     println!("{links}");
     assert!(links.contains("va1") && links.contains("va2"), "{links}");
+    // Each spoke's pool address is routed through its link.
+    let routes = text(&lab.hub().ip(["route", "show"]).unwrap());
+    for (k, link) in [(1, "va1"), (2, "va2")] {
+        let pool = lab.spoke_pool_address(k).unwrap();
+        assert!(
+            routes
+                .lines()
+                .any(|l| l.starts_with(&format!("{pool} dev {link}"))),
+            "no /32 for spoke {k} ({pool}) via {link}: {routes}"
+        );
+    }
 
     for (from, to, what) in [
         (lab.hub_lan(), spoke_lan_host(1), "hub LAN -> spoke 1 LAN"),

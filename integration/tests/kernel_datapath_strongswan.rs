@@ -1,7 +1,8 @@
 //! A strongSwan spoke against the hub's kernel datapath, both with ESP in
 //! the kernel's XFRM (strongSwan's kernel-netlink, not kernel-libipsec):
 //! tunnel mode, no GRE, the spoke's virtual IP routed to it through the
-//! tunnel-mode policies. Needs ip_gre and esp4: the VM tier runs it (see
+//! tunnel-mode policies; it reaches the hub's LAN and an own spoke's LAN
+//! (GRE over ESP transport) through the hub. Needs ip_gre and esp4: the VM tier runs it (see
 //! `kernel_datapath.rs` for the skip rule).
 
 #![allow(clippy::unwrap_used)]
@@ -46,10 +47,10 @@ fn a_strongswan_spoke_with_kernel_xfrm_reaches_the_hub_lan() {
     let gateway = gateway_bin().unwrap();
     let spec = LabSpec {
         kernel_datapath: true,
-        ..LabSpec::new(0, true)
+        ..LabSpec::new(1, true)
     };
     let lab = FlexLab::start(&gateway, "kswan", &spec).unwrap();
-    lab.wait_sessions(1, Duration::from_mins(1)).unwrap();
+    lab.wait_sessions(2, Duration::from_mins(1)).unwrap();
     let vip = lab.strongswan_vip().unwrap();
     let swan = lab.strongswan_netns().unwrap();
     let _ = flex_lab::wait_ping(swan, HUB_LAN_HOST, Duration::from_secs(30));
@@ -57,12 +58,41 @@ fn a_strongswan_spoke_with_kernel_xfrm_reaches_the_hub_lan() {
     assert!(r.received >= 2, "{vip} -> hub LAN: {r:?}\n{}", lab.logs());
     let r = flex_lab::ping(lab.hub_lan(), vip, 3).unwrap();
     assert!(r.received >= 2, "hub LAN -> {vip}: {r:?}\n{}", lab.logs());
-    // Tunnel mode: the spoke's SAs counted it, no GRE link was made.
+    // And the own spoke's LAN, through the hub: tunnel mode on one side,
+    // GRE over ESP transport on the other.
+    let lan1 = flex_lab::spoke_lan_host(1);
+    let _ = flex_lab::wait_ping(swan, lan1, Duration::from_secs(30));
+    let r = flex_lab::ping(swan, lan1, 3).unwrap();
+    assert!(
+        r.received >= 2,
+        "{vip} -> spoke 1 LAN: {r:?}\n{}",
+        lab.logs()
+    );
+    let r = flex_lab::ping(lab.spoke_lan(1), vip, 3).unwrap();
+    assert!(
+        r.received >= 2,
+        "spoke 1 LAN -> {vip}: {r:?}\n{}",
+        lab.logs()
+    );
+    // Tunnel mode: the strongSwan spoke's SAs counted it, and it got no
+    // GRE link (the own spoke did).
     let report = lab
         .show_json(Which::Hub, &["interfaces", "virtual-access"])
         .unwrap();
     assert_eq!(report["kind"], "kernel");
-    let sa = &report["sas"][0];
+    let swan_va = report["virtual_access"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["peer_inner"] == vip.to_string())
+        .unwrap()["id"]
+        .clone();
+    let sa = report["sas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["va"] == swan_va)
+        .unwrap();
     assert!(sa["rx_packets"].as_u64() > Some(0), "{report}");
     assert!(sa["tx_packets"].as_u64() > Some(0), "{report}");
     // strongSwan's SAs are in its kernel (kernel-netlink), not in a
@@ -71,8 +101,10 @@ fn a_strongswan_spoke_with_kernel_xfrm_reaches_the_hub_lan() {
     let states = String::from_utf8_lossy(&states.stdout);
     assert_eq!(states.matches("proto esp").count(), 2, "{states}");
     let links = lab.hub().ip(["link", "show", "type", "gre"]).unwrap();
-    assert!(
-        !String::from_utf8_lossy(&links.stdout).contains("va1"),
-        "a tunnel-mode peer has no GRE link"
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert_eq!(
+        links.matches(": va").count(),
+        1,
+        "one GRE link, the own spoke's: {links}"
     );
 }
