@@ -20,7 +20,7 @@ use std::{
 use integration::{
     Netns,
     capture::{Capture, read_pcap},
-    flex_lab::{self, FlexLab, HUB_LAN_HOST, LabSpec, Which, spoke_lan_host},
+    flex_lab::{self, BgpSpec, FlexLab, HUB_LAN_HOST, LabSpec, Which, spoke_lan_host},
     gateway::gateway_bin,
     packets,
 };
@@ -263,12 +263,28 @@ fn spokes_reach_each_other_through_gre_over_esp_in_the_kernel() {
         return;
     }
     let gateway = gateway_bin().unwrap();
+    // Routing by BGP, as the seed documents run it: the spokes' LANs reach
+    // the hub's kernel table through the BGP speaker and the datapath.
     let spec = LabSpec {
         kernel_datapath: true,
+        bgp: Some(BgpSpec {
+            own_bgp_spokes: 2,
+            lan_neighbor: None,
+        }),
         ..LabSpec::new(2, false)
     };
     let mut lab = FlexLab::start(&gateway, "kdp", &spec).unwrap();
     lab.wait_sessions(2, Duration::from_mins(2)).unwrap();
+    lab.wait_bgp_spokes(2, Duration::from_mins(1)).unwrap();
+    let routes = text(&lab.hub().ip(["route", "show"]).unwrap());
+    for (lan, link) in [("192.168.1.0/24", "va1"), ("192.168.2.0/24", "va2")] {
+        assert!(
+            routes
+                .lines()
+                .any(|l| l.starts_with(&format!("{lan} dev {link}"))),
+            "the BGP route {lan} is not via {link}: {routes}"
+        );
+    }
 
     // The virtual-access links, GRE point-to-point, on the hub.
     let links = text(&lab.hub().ip(["-d", "link", "show", "type", "gre"]).unwrap());
