@@ -100,6 +100,22 @@ fn a_strongswan_spoke_with_kernel_xfrm_reaches_the_hub_lan() {
     let states = swan.ip(["xfrm", "state"]).unwrap();
     let states = String::from_utf8_lossy(&states.stdout);
     assert_eq!(states.matches("proto esp").count(), 2, "{states}");
+    // It forces UDP encapsulation (`encap = yes`, as behind NAT): the hub's
+    // SAs for it carry ESP in UDP 4500 (RFC 3948), decapsulated by the
+    // kernel on the IKE socket.
+    let hub_states = lab.hub().ip(["xfrm", "state"]).unwrap();
+    let hub_states = String::from_utf8_lossy(&hub_states.stdout);
+    let swan_sas: Vec<&str> = hub_states
+        .split("src ")
+        .filter(|sa| sa.contains(&flex_lab::STRONGSWAN_ADDRESS.to_string()))
+        .collect();
+    assert_eq!(swan_sas.len(), 2, "{hub_states}");
+    assert!(
+        swan_sas
+            .iter()
+            .all(|sa| sa.contains("encap type espinudp sport 4500")),
+        "{hub_states}"
+    );
     let links = lab.hub().ip(["link", "show", "type", "gre"]).unwrap();
     let links = String::from_utf8_lossy(&links.stdout);
     assert_eq!(
