@@ -248,6 +248,20 @@ fn xdp_drops_forged_spis(lab: &FlexLab) {
     );
 }
 
+/// The spokes' LANs, learned by BGP, are in the hub's kernel table through
+/// their links.
+fn bgp_routes_go_through_the_links(lab: &FlexLab) {
+    let routes = text(&lab.hub().ip(["route", "show"]).unwrap());
+    for (lan, link) in [("192.168.1.0/24", "va1"), ("192.168.2.0/24", "va2")] {
+        assert!(
+            routes
+                .lines()
+                .any(|l| l.starts_with(&format!("{lan} dev {link}"))),
+            "the BGP route {lan} is not via {link}: {routes}"
+        );
+    }
+}
+
 #[test]
 fn spokes_reach_each_other_through_gre_over_esp_in_the_kernel() {
     let missing = missing_kernel_features();
@@ -276,15 +290,7 @@ fn spokes_reach_each_other_through_gre_over_esp_in_the_kernel() {
     let mut lab = FlexLab::start(&gateway, "kdp", &spec).unwrap();
     lab.wait_sessions(2, Duration::from_mins(2)).unwrap();
     lab.wait_bgp_spokes(2, Duration::from_mins(1)).unwrap();
-    let routes = text(&lab.hub().ip(["route", "show"]).unwrap());
-    for (lan, link) in [("192.168.1.0/24", "va1"), ("192.168.2.0/24", "va2")] {
-        assert!(
-            routes
-                .lines()
-                .any(|l| l.starts_with(&format!("{lan} dev {link}"))),
-            "the BGP route {lan} is not via {link}: {routes}"
-        );
-    }
+    bgp_routes_go_through_the_links(&lab);
 
     // The virtual-access links, GRE point-to-point, on the hub.
     let links = text(&lab.hub().ip(["-d", "link", "show", "type", "gre"]).unwrap());
