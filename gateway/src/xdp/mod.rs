@@ -168,9 +168,15 @@ impl XdpFilter {
             aya::util::nr_cpus().map_err(|(what, e)| XdpError::Cpus(format!("{what}: {e}")))?;
         let possible = u32::try_from(cpus).map_err(|e| XdpError::Cpus(e.to_string()))?;
         // The CPU maps are indexed by CPU number: one slot per possible CPU.
+        // The object also holds the hairpin detector's maps, which this
+        // instance never uses: as small as the kernel allows (a ring buffer
+        // is at least a page).
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(maps::SPREAD_TARGETS, possible)
             .map_max_entries(maps::SPREAD_SLOTS, possible)
+            .map_max_entries(gateway_common::hairpin::LINKS, 1)
+            .map_max_entries(gateway_common::hairpin::PAIRS, 1)
+            .map_max_entries(gateway_common::hairpin::EVENTS, 4096)
             .load(EBPF_OBJECT)
             .map_err(XdpError::Load)?;
         let program: &mut Xdp = ebpf

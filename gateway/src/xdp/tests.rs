@@ -602,3 +602,21 @@ fn sa_last_seen_is_the_latest_packet_on_the_monotonic_clock() {
             .is_some_and(|ms| ms < 60_000)
     );
 }
+
+/// The object also holds the hairpin detector's maps; the filter's copy
+/// makes them as small as the kernel allows instead of megabytes.
+#[test]
+fn the_hairpin_maps_of_the_filter_are_minimal() {
+    let Some(filter) = filter(no_limit()) else {
+        return;
+    };
+    let size = |name: &str| -> u32 {
+        let data = match filter.ebpf.map(name) {
+            Some(aya::maps::Map::RingBuf(d) | aya::maps::Map::HashMap(d)) => d,
+            other => panic!("{name}: unexpected map {other:?}"),
+        };
+        data.info().unwrap().max_entries()
+    };
+    assert_eq!(size(gateway_common::hairpin::LINKS), 1);
+    assert_eq!(size(gateway_common::hairpin::EVENTS), 4096);
+}
