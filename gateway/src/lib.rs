@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod esp;
 pub mod ike;
+pub mod nhrp;
 pub mod pool;
 pub mod spoke;
 pub mod xdp;
