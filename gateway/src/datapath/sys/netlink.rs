@@ -45,6 +45,7 @@ use netlink_packet_route::{
     },
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use zeroize::Zeroizing;
 
 use crate::config::Ipv4Prefix;
 
@@ -209,9 +210,7 @@ struct RouteSpec {
 /// A blocking NETLINK_ROUTE socket in the network namespace of the thread
 /// that opened it (it stays there, whichever thread uses it later).
 pub struct Netlink {
-    socket: Socket,
-    seq: u32,
-    buf: Vec<u8>,
+    transport: Transport,
     /// Set while an error message is made after a local failure (e.g. a
     /// timeout): no link-name lookups then, so that they cannot wait too.
     no_lookups: bool,
@@ -220,8 +219,8 @@ pub struct Netlink {
 impl fmt::Debug for Netlink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Netlink")
-            .field("fd", &self.socket.as_raw_fd())
-            .field("seq", &self.seq)
+            .field("fd", &self.transport.socket.as_raw_fd())
+            .field("seq", &self.transport.seq)
             .finish_non_exhaustive()
     }
 }
@@ -243,9 +242,7 @@ impl Netlink {
     pub fn open() -> io::Result<Netlink> {
         let socket = open_socket(NETLINK_ROUTE, "opening a NETLINK_ROUTE socket")?;
         Ok(Netlink {
-            socket,
-            seq: 0,
-            buf: vec![0; 32 * 1024],
+            transport: Transport::new(socket),
             no_lookups: false,
         })
     }
@@ -820,26 +817,107 @@ impl Netlink {
         msg: &RouteNetlinkMessage,
         flags: u16,
     ) -> io::Result<Result<Answer, KernelError>> {
-        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        let mut payload = vec![0u8; msg.buffer_len()];
+        msg.serialize(&mut payload);
+        let raw = match self.transport.exchange(
+            msg.message_type(),
+            flags,
+            &payload,
+            "sending a netlink request",
+        )? {
+            Ok(raw) => raw,
+            Err(kernel) => return Ok(Err(kernel)),
+        };
+        if raw.interrupted {
+            return Ok(Ok(Answer::Interrupted));
+        }
+        let mut collected = Vec::with_capacity(raw.messages.len());
+        for (header, payload) in &raw.messages {
+            let parsed = RouteNetlinkMessage::deserialize(header, payload).map_err(|e| {
+                io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!(
+                        "decoding a netlink answer of type {}: {e}",
+                        header.message_type
+                    ),
+                )
+            })?;
+            collected.push(parsed);
+        }
+        Ok(Ok(Answer::Done(collected)))
+    }
+}
+
+/// A whole request: header (port 0: the kernel fills in ours), then
+/// `payload`. Requests other than dumps ask for an ACK. Zeroed on drop:
+/// xfrm requests carry keys.
+pub(super) fn request_packet(
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    payload: &[u8],
+) -> io::Result<Zeroizing<Vec<u8>>> {
+    let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+    let flags = NLM_F_REQUEST | flags | if dump { 0 } else { NLM_F_ACK };
+    let len = HEADER_LEN + payload.len();
+    let total = u32::try_from(len)
+        .map_err(|_| io::Error::new(ErrorKind::InvalidInput, "netlink request too large"))?;
+    let mut packet = Zeroizing::new(Vec::with_capacity(len));
+    packet.extend_from_slice(&total.to_ne_bytes());
+    packet.extend_from_slice(&kind.to_ne_bytes());
+    packet.extend_from_slice(&flags.to_ne_bytes());
+    packet.extend_from_slice(&seq.to_ne_bytes());
+    packet.extend_from_slice(&0u32.to_ne_bytes());
+    packet.extend_from_slice(payload);
+    Ok(packet)
+}
+
+/// The answers to one request: each message's header and payload, and
+/// whether the kernel said a dump was interrupted by changes.
+pub(super) struct RawAnswer {
+    pub messages: Vec<(NetlinkHeader, Zeroizing<Vec<u8>>)>,
+    pub interrupted: bool,
+}
+
+/// The request and answer exchange of one blocking netlink socket, shared
+/// by rtnetlink (`Netlink`) and xfrm netlink (`xfrm::Xfrm`).
+pub(super) struct Transport {
+    pub socket: Socket,
+    pub seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Transport {
+    pub fn new(socket: Socket) -> Self {
+        Transport {
+            socket,
+            seq: 0,
+            buf: vec![0; 32 * 1024],
+        }
+    }
+
+    /// Sends one request (header, then `payload`; requests other than dumps
+    /// ask for an ACK) and collects the answers up to the ACK or
+    /// NLMSG_DONE. The outer error is a local one (`sending` names the
+    /// send), the inner one the kernel's.
+    pub fn exchange(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        payload: &[u8],
+        sending: &str,
+    ) -> io::Result<Result<RawAnswer, KernelError>> {
         self.seq = self.seq.wrapping_add(1).max(1);
         let seq = self.seq;
-        let flags = NLM_F_REQUEST | flags | if dump { 0 } else { NLM_F_ACK };
-        let len = HEADER_LEN + msg.buffer_len();
-        let mut packet = vec![0u8; len];
-        let total = u32::try_from(len)
-            .map_err(|_| io::Error::new(ErrorKind::InvalidInput, "netlink request too large"))?;
-        packet[0..4].copy_from_slice(&total.to_ne_bytes());
-        packet[4..6].copy_from_slice(&msg.message_type().to_ne_bytes());
-        packet[6..8].copy_from_slice(&flags.to_ne_bytes());
-        packet[8..12].copy_from_slice(&seq.to_ne_bytes());
-        // Port 0 in requests: the kernel fills in ours.
-        msg.serialize(&mut packet[HEADER_LEN..]);
+        let packet = request_packet(kind, flags, seq, payload)?;
         self.socket
             .send(&packet, 0)
-            .map_err(|e| super::context(e, "sending a netlink request"))?;
+            .map_err(|e| super::context(e, sending))?;
 
-        let mut collected = Vec::new();
-        let mut interrupted = false;
+        let mut answer = RawAnswer {
+            messages: Vec::new(),
+            interrupted: false,
+        };
         loop {
             let n = self.recv_datagram()?;
             let mut off = 0;
@@ -866,7 +944,7 @@ impl Netlink {
                     NLMSG_ERROR => {
                         let code = read_i32(payload);
                         if code == 0 {
-                            return Ok(Ok(Answer::Done(collected)));
+                            return Ok(Ok(answer));
                         }
                         return Ok(Err(KernelError::new(code, payload, header.flags, true)));
                     }
@@ -875,10 +953,7 @@ impl Netlink {
                         if code != 0 {
                             return Ok(Err(KernelError::new(code, payload, header.flags, false)));
                         }
-                        if interrupted {
-                            return Ok(Ok(Answer::Interrupted));
-                        }
-                        return Ok(Ok(Answer::Done(collected)));
+                        return Ok(Ok(answer));
                     }
                     NLMSG_NOOP => {}
                     NLMSG_OVERRUN => {
@@ -886,19 +961,11 @@ impl Netlink {
                     }
                     _ => {
                         if header.flags & NLM_F_DUMP_INTR != 0 {
-                            interrupted = true;
+                            answer.interrupted = true;
                         }
-                        let parsed =
-                            RouteNetlinkMessage::deserialize(&header, payload).map_err(|e| {
-                                io::Error::new(
-                                    ErrorKind::InvalidData,
-                                    format!(
-                                        "decoding a netlink answer of type {}: {e}",
-                                        header.message_type
-                                    ),
-                                )
-                            })?;
-                        collected.push(parsed);
+                        answer
+                            .messages
+                            .push((header, Zeroizing::new(payload.to_vec())));
                     }
                 }
             }
@@ -928,6 +995,13 @@ impl Netlink {
                 Err(e) => return Err(recv_error(e)),
             }
         }
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        // xfrm answers (GETSA) carry keys.
+        zeroize::Zeroize::zeroize(&mut self.buf);
     }
 }
 

@@ -27,14 +27,11 @@ use std::{
     os::fd::{AsFd, AsRawFd},
 };
 
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP,
-    NLMSG_OVERRUN,
-};
-use netlink_sys::{Socket, protocols::NETLINK_XFRM};
+use netlink_packet_core::NLM_F_DUMP;
+use netlink_sys::protocols::NETLINK_XFRM;
 use zeroize::Zeroizing;
 
-use super::netlink::{HEADER_LEN, KernelError, open_socket, parse_header, read_i32, recv_error};
+use super::netlink::{KernelError, Transport, open_socket};
 use crate::config::Ipv4Prefix;
 
 /// IP protocol number of ESP (RFC 4303).
@@ -944,16 +941,14 @@ fn attributes(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
 /// A blocking NETLINK_XFRM socket in the network namespace of the thread
 /// that opened it.
 pub struct Xfrm {
-    socket: Socket,
-    seq: u32,
-    buf: Vec<u8>,
+    transport: Transport,
 }
 
 impl fmt::Debug for Xfrm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Xfrm")
-            .field("fd", &self.socket.as_raw_fd())
-            .field("seq", &self.seq)
+            .field("fd", &self.transport.socket.as_raw_fd())
+            .field("seq", &self.transport.seq)
             .finish_non_exhaustive()
     }
 }
@@ -963,9 +958,7 @@ impl Xfrm {
     pub fn open() -> io::Result<Xfrm> {
         let socket = open_socket(NETLINK_XFRM, "opening a NETLINK_XFRM socket")?;
         Ok(Xfrm {
-            socket,
-            seq: 0,
-            buf: vec![0; 32 * 1024],
+            transport: Transport::new(socket),
         })
     }
 
@@ -1145,9 +1138,10 @@ impl Xfrm {
         }
     }
 
-    /// Sends one request and collects the answers up to the ACK or
-    /// NLMSG_DONE (with whether the dump was interrupted). The outer error
-    /// is a local one, the inner one the kernel's.
+    /// Sends one request and collects the answers (message type and
+    /// payload) up to the ACK or NLMSG_DONE, with whether the dump was
+    /// interrupted. The outer error is a local one, the inner one the
+    /// kernel's.
     #[allow(clippy::type_complexity)] // one private call site shape
     fn exchange(
         &mut self,
@@ -1155,113 +1149,18 @@ impl Xfrm {
         flags: u16,
         payload: &[u8],
     ) -> io::Result<Result<(Vec<(u16, Zeroizing<Vec<u8>>)>, bool), KernelError>> {
-        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
-        self.seq = self.seq.wrapping_add(1).max(1);
-        let seq = self.seq;
-        let packet = request_packet(kind, flags, seq, payload)?;
-        self.socket
-            .send(&packet, 0)
-            .map_err(|e| super::context(e, "sending an XFRM request"))?;
-
-        let mut collected = Vec::new();
-        let mut interrupted = false;
-        loop {
-            let n = self.recv_datagram()?;
-            let mut off = 0;
-            while off + HEADER_LEN <= n {
-                let data = &self.buf[off..n];
-                let header = parse_header(data);
-                let msg_len = header.length as usize;
-                if msg_len < HEADER_LEN || msg_len > data.len() {
-                    return Err(invalid_data(&format!(
-                        "a netlink message of {msg_len} bytes in {} left",
-                        data.len()
-                    )));
-                }
-                let payload = &data[HEADER_LEN..msg_len];
-                off += msg_len.next_multiple_of(4);
-                if header.sequence_number != seq {
-                    // An answer to an earlier request that timed out.
-                    continue;
-                }
-                match header.message_type {
-                    NLMSG_ERROR => {
-                        let code = read_i32(payload);
-                        if code == 0 && !dump {
-                            return Ok(Ok((collected, false)));
-                        }
-                        return Ok(Err(KernelError::new(code, payload, header.flags, true)));
-                    }
-                    NLMSG_DONE => {
-                        let code = read_i32(payload);
-                        if code != 0 {
-                            return Ok(Err(KernelError::new(code, payload, header.flags, false)));
-                        }
-                        return Ok(Ok((collected, interrupted)));
-                    }
-                    NLMSG_NOOP => {}
-                    NLMSG_OVERRUN => return Err(io::Error::other("netlink answer overrun")),
-                    other => {
-                        if header.flags & NLM_F_DUMP_INTR != 0 {
-                            interrupted = true;
-                        }
-                        collected.push((other, Zeroizing::new(payload.to_vec())));
-                    }
-                }
-            }
-        }
+        Ok(self
+            .transport
+            .exchange(kind, flags, payload, "sending an XFRM request")?
+            .map(|raw| {
+                let messages = raw
+                    .messages
+                    .into_iter()
+                    .map(|(header, payload)| (header.message_type, payload))
+                    .collect();
+                (messages, raw.interrupted)
+            }))
     }
-
-    /// Receives one datagram into `self.buf` (grown to fit).
-    fn recv_datagram(&mut self) -> io::Result<usize> {
-        loop {
-            let peeked = {
-                let mut slice: &mut [u8] = &mut self.buf[..];
-                self.socket
-                    .recv(&mut slice, libc::MSG_PEEK | libc::MSG_TRUNC)
-            };
-            let size = peeked.map_err(recv_error)?;
-            if size > self.buf.len() {
-                self.buf.resize(size.next_multiple_of(4096), 0);
-            }
-            let mut slice: &mut [u8] = &mut self.buf[..];
-            match self.socket.recv(&mut slice, 0) {
-                Ok(n) => return Ok(n.min(self.buf.len())),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(recv_error(e)),
-            }
-        }
-    }
-}
-
-impl Drop for Xfrm {
-    fn drop(&mut self) {
-        // Answers (GETSA) carry keys.
-        zeroize::Zeroize::zeroize(&mut self.buf);
-    }
-}
-
-/// A whole netlink request: header (port 0: the kernel fills in ours),
-/// then `payload`. Requests other than dumps ask for an ACK.
-fn request_packet(
-    kind: u16,
-    flags: u16,
-    seq: u32,
-    payload: &[u8],
-) -> io::Result<Zeroizing<Vec<u8>>> {
-    let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
-    let flags = NLM_F_REQUEST | flags | if dump { 0 } else { NLM_F_ACK };
-    let len = HEADER_LEN + payload.len();
-    let total = u32::try_from(len)
-        .map_err(|_| io::Error::new(ErrorKind::InvalidInput, "XFRM request too large"))?;
-    let mut packet = Zeroizing::new(Vec::with_capacity(len));
-    packet.extend_from_slice(&total.to_ne_bytes());
-    packet.extend_from_slice(&kind.to_ne_bytes());
-    packet.extend_from_slice(&flags.to_ne_bytes());
-    packet.extend_from_slice(&seq.to_ne_bytes());
-    packet.extend_from_slice(&0u32.to_ne_bytes());
-    packet.extend_from_slice(payload);
-    Ok(packet)
 }
 
 fn decode_stats(info: &[u8]) -> XfrmStateStats {

@@ -608,6 +608,7 @@ fn stats_are_read_from_the_usersa_info() {
 
 #[test]
 fn request_header() {
+    use crate::datapath::sys::netlink::request_packet;
     let packet = request_packet(XFRM_MSG_NEWSA, 0, 7, &[1, 2, 3, 4]).unwrap();
     assert_eq!(
         &packet[..],
