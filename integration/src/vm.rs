@@ -1097,6 +1097,41 @@ fn stream_new_output(path: &Path, from: usize) -> usize {
     bytes.len().max(from)
 }
 
+/// What the running kernel lacks for the kernel datapath, as the gateway
+/// detects it (`datapath::select`): ip_gre makes `gre0` in every
+/// namespace, esp4 shows in /sys/module once loaded.
+pub fn missing_kernel_datapath_features() -> Vec<&'static str> {
+    let has = |p: &str| std::path::Path::new(p).exists();
+    let mut missing = Vec::new();
+    if !has("/sys/class/net/gre0") && !has("/sys/module/ip_gre") {
+        missing.push("ip_gre");
+    }
+    if !has("/sys/module/esp4") {
+        missing.push("esp4");
+    }
+    missing
+}
+
+/// For a test that needs the kernel datapath: true when it may run here.
+/// Otherwise it says which features are missing and returns false (skip),
+/// or panics where `GATEWAY_REQUIRE_KERNEL_DATAPATH` is set (the VM tier),
+/// so that the test cannot pass there without running.
+pub fn kernel_datapath_available() -> bool {
+    let missing = missing_kernel_datapath_features();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("GATEWAY_REQUIRE_KERNEL_DATAPATH").is_none(),
+        "the kernel lacks {missing:?} where the kernel datapath is required"
+    );
+    eprintln!(
+        "SKIPPED: this kernel lacks {}; the VM tier (cargo xtask vm-test) runs this test",
+        missing.join(" and ")
+    );
+    false
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -192,15 +192,7 @@ fn an_interface_that_already_has_xdp_is_not_taken_over() {
 #[test]
 fn the_kernel_datapath_names_the_missing_kernel_features() {
     skip_unless_root!();
-    // As the gateway detects them (datapath::select).
-    let has = |p: &str| std::path::Path::new(p).exists();
-    let mut missing = Vec::new();
-    if !has("/sys/class/net/gre0") && !has("/sys/module/ip_gre") {
-        missing.push("ip_gre");
-    }
-    if !has("/sys/module/esp4") {
-        missing.push("esp4");
-    }
+    let missing = integration::vm::missing_kernel_datapath_features();
     if missing.is_empty() {
         eprintln!(
             "SKIPPED: this kernel has ip_gre and esp4; the VM tier tests the kernel datapath"

