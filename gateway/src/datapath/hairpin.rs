@@ -145,7 +145,7 @@ impl HairpinMonitor {
     /// Loads the classifier and its maps (attached nowhere yet). At most one
     /// event per (source, destination) pair per `interval`.
     pub fn load(interval: Duration) -> Result<Self, HairpinError> {
-        raise_memlock_limit();
+        crate::xdp::raise_memlock_limit();
         // The object also holds the XDP filter's maps; this instance never
         // uses them, so they are created as small as the kernel allows.
         let mut ebpf = EbpfLoader::new()
@@ -504,20 +504,6 @@ fn l3_offset(interface: &str) -> Result<u32, HairpinError> {
     } else {
         0
     })
-}
-
-/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so loading
-/// does not fail there.
-fn raise_memlock_limit() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: valid pointer to an rlimit.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const unlimited) };
-    if rc != 0 {
-        tracing::debug!("could not raise RLIMIT_MEMLOCK; fine on kernels >= 5.11");
-    }
 }
 
 #[cfg(test)]

@@ -504,7 +504,7 @@ pub fn monotonic_now_ns() -> u64 {
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so loading
 /// does not fail there. Newer kernels account to the memory cgroup.
-fn raise_memlock_limit() {
+pub(crate) fn raise_memlock_limit() {
     let unlimited = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,
