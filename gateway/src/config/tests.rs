@@ -874,7 +874,10 @@ fn nhrp_timers_default_as_ios_and_are_checked() {
     let vt = &c.virtual_template[&1];
     assert_eq!((vt.nhrp_holdtime, vt.nhrp_redirect_timeout), (60, 2));
     one_problem(
-        &hub_with("nhrp_redirect = true", "nhrp_redirect = true\nnhrp_holdtime = 0"),
+        &hub_with(
+            "nhrp_redirect = true",
+            "nhrp_redirect = true\nnhrp_holdtime = 0",
+        ),
         "virtual_template.1.nhrp_holdtime",
         "out of range",
     );
@@ -887,7 +890,10 @@ fn nhrp_timers_default_as_ios_and_are_checked() {
         "out of range",
     );
     one_problem(
-        &SPOKE.replace("nhrp_shortcut = true                # IOS", "nhrp_holdtime = 0\nnhrp_shortcut = true # IOS"),
+        &SPOKE.replace(
+            "nhrp_shortcut = true                # IOS",
+            "nhrp_holdtime = 0\nnhrp_shortcut = true # IOS",
+        ),
         "tunnel.1.nhrp_holdtime",
         "out of range",
     );
