@@ -230,7 +230,12 @@ mod tests {
                 interface: "Virtual-Access1".into(),
                 created_s: 5,
                 expires_s: 3594,
-                flags: vec!["router".into(), "rib".into(), "nho".into(), "dynamic".into()],
+                flags: vec![
+                    "router".into(),
+                    "rib".into(),
+                    "nho".into(),
+                    "dynamic".into(),
+                ],
             }],
         };
         let text = render_entries(&view);

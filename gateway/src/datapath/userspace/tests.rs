@@ -406,6 +406,7 @@ fn spoke_with_shortcut() -> (Spoke, Spoke, Hub) {
     let mut m = Master::default();
     to_hub.install_with(&mut m, None, &["192.168.0.0/16".parse().unwrap()]);
     shortcut.install(&mut m);
+    Spoke::new(3, Mode::Transport, GCM, None).install(&mut m);
     let global = Arc::new(GlobalStats::default());
     let (tx, rx) = mpsc::channel(16);
     let mut processor = Processor::new(global.clone(), Some(tx));
@@ -421,7 +422,7 @@ fn spoke_with_shortcut() -> (Spoke, Spoke, Hub) {
 }
 
 #[test]
-fn a_spokes_hub_tunnel_accepts_sources_its_shortcuts_route() {
+fn a_spokes_hub_tunnel_and_shortcuts_accept_each_others_sources() {
     let (to_hub, shortcut, mut h) = spoke_with_shortcut();
     // LAN 2 -> our LAN still through the hub while LAN 2's shortcut is up.
     let ping = icmp_echo(
@@ -441,13 +442,26 @@ fn a_spokes_hub_tunnel_accepts_sources_its_shortcuts_route() {
             .load(Ordering::Relaxed),
         0
     );
-    // A shortcut tunnel stays strict: LAN 3 does not come from spoke 2.
+    // And the other way: a source still routed via the hub's summary
+    // answers through its new shortcut.
+    let early = icmp_echo(
+        Ipv4Addr::new(192, 168, 9, 10),
+        Ipv4Addr::new(192, 168, 5, 10),
+        56,
+    );
+    let from_shortcut = shortcut.uplink();
+    let mut wire = shortcut.seal(&from_shortcut, &early);
+    assert!(matches!(
+        from(&mut h, &shortcut, &mut wire),
+        FromNet::ToTun(_)
+    ));
+    // Between two shortcuts it stays strict: LAN 3 is spoke 3's.
     let forged = icmp_echo(
         Ipv4Addr::new(192, 168, 3, 10),
         Ipv4Addr::new(192, 168, 5, 10),
         56,
     );
-    let mut wire = shortcut.seal(&shortcut.uplink(), &forged);
+    let mut wire = shortcut.seal(&from_shortcut, &forged);
     assert!(matches!(from(&mut h, &shortcut, &mut wire), FromNet::Done));
     assert_eq!(
         h.tables.vas[&shortcut.va]
