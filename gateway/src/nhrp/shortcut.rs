@@ -38,6 +38,13 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(30);
 /// A tunnel with no entries is closed only after it existed this long:
 /// the reply it was opened for arrives just after it comes up.
 const IDLE_TUNNEL_GRACE: Duration = Duration::from_secs(5);
+/// How long the spoke with the higher NBMA address, itself resolving,
+/// waits for the peer's tunnel before dialling (see `answer`).
+const DEFER_DIAL: Duration = Duration::from_secs(2);
+/// A tunnel the peer dialled carries our packets once we heard from it
+/// over the tunnel, or after this long: the peer installs its SAs only
+/// when our IKE_AUTH response reaches it.
+const ACCEPTED_SETTLE: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct SpokeSettings {
@@ -123,6 +130,10 @@ pub struct Shortcuts {
     dialling: HashMap<Ipv4Addr, Instant>,
     /// The shortcut tunnels that exist, as last told, with when first seen.
     tunnels: Vec<(PeerTunnel, Instant)>,
+    /// Tunnels we received NHRP over (the peer has its SAs in place).
+    heard: Vec<VaId>,
+    /// Dials put off until then, waiting for the peer's (see `answer`).
+    deferred: HashMap<Ipv4Addr, Instant>,
     /// Tunnels we asked to close, until they are gone.
     closing: Vec<VaId>,
     next_request_id: u32,
@@ -140,6 +151,8 @@ impl Shortcuts {
             owed: Vec::new(),
             dialling: HashMap::new(),
             tunnels: Vec::new(),
+            heard: Vec::new(),
+            deferred: HashMap::new(),
             closing: Vec::new(),
             next_request_id: 1,
             packets: Vec::new(),
@@ -208,8 +221,14 @@ impl Shortcuts {
             kept.push((*t, first_seen));
         }
         self.tunnels = kept;
+        self.heard.retain(|va| tunnels.iter().any(|t| t.va == *va));
         for t in tunnels {
-            self.dialling.remove(&t.nbma);
+            // Our own dial is done once its tunnel shows; the peer's tunnel
+            // makes a deferred dial needless.
+            if t.initiated {
+                self.dialling.remove(&t.nbma);
+            }
+            self.deferred.remove(&t.nbma);
         }
         // Entries whose tunnel is gone (the peer closed it): the datapath
         // removed their routes with the interface.
@@ -312,10 +331,35 @@ impl Shortcuts {
         );
     }
 
+    /// The tunnel to send to `nbma` over now, if any: one we dialled (the
+    /// peer installed its SAs before answering our IKE_AUTH), or one the
+    /// peer dialled once it has spoken over it or had time to settle, and
+    /// not while our own dial to it is still under way.
+    fn usable(&self, now: Instant, nbma: Ipv4Addr) -> Option<PeerTunnel> {
+        let ours = self
+            .tunnels
+            .iter()
+            .find(|(t, _)| t.nbma == nbma && t.initiated)
+            .map(|(t, _)| *t);
+        if ours.is_some() {
+            return ours;
+        }
+        if self.dialling.contains_key(&nbma) {
+            return None;
+        }
+        self.tunnels
+            .iter()
+            .find(|(t, seen)| {
+                t.nbma == nbma
+                    && (self.heard.contains(&t.va) || now.duration_since(*seen) >= ACCEPTED_SETTLE)
+            })
+            .map(|(t, _)| *t)
+    }
+
     fn flush_owed(&mut self, now: Instant, out: &mut Vec<Action>) {
         let owed = std::mem::take(&mut self.owed);
         for o in owed {
-            match self.preferred(o.nbma) {
+            match self.usable(now, o.nbma) {
                 Some(t) => {
                     self.send_bytes(out, t.va, o.reply);
                     self.traffic.resolution_replies_sent += 1;
@@ -344,6 +388,9 @@ impl Shortcuts {
     pub fn on_packet(&mut self, now: Instant, va: VaId, bytes: &[u8]) -> Vec<Action> {
         self.begin();
         let mut out = Vec::new();
+        if self.tunnel_on(va).is_some() && !self.heard.contains(&va) {
+            self.heard.push(va);
+        }
         let Ok(repr) = NhrpRepr::parse_bytes(bytes) else {
             self.traffic.malformed += 1;
             return out;
@@ -382,6 +429,8 @@ impl Shortcuts {
             }
             _ => self.traffic.malformed += 1,
         }
+        // Hearing from a tunnel may make it usable for what we owe.
+        self.flush_owed(now, &mut out);
         out
     }
 
@@ -541,18 +590,36 @@ impl Shortcuts {
             holdtime: Duration::from_secs(u64::from(holdtime)),
             since: now,
         });
-        if self.preferred(requester_nbma).is_none() && !self.dialling.contains_key(&requester_nbma)
-        {
-            tracing::info!(
-                requester = %requester, nbma = %requester_nbma, destination = %dst,
-                "NHRP: resolution request for our {dst}: opening a shortcut tunnel to {requester_nbma}"
-            );
-            self.dialling.insert(requester_nbma, now);
-            out.push(Action::Dial {
-                nbma: requester_nbma,
-            });
+        let no_tunnel = self.preferred(requester_nbma).is_none()
+            && !self.dialling.contains_key(&requester_nbma)
+            && !self.deferred.contains_key(&requester_nbma);
+        if no_tunnel {
+            // Traffic both ways makes both spokes owners and requesters at
+            // once, and each would dial the other; two tunnels between the
+            // same addresses cannot coexist as kernel GRE links. While it
+            // is resolving itself, the spoke with the higher address gives
+            // the other's dial a head start.
+            let resolving = self
+                .pending
+                .values()
+                .any(|(_, at)| now.duration_since(*at) < RESOLVE_AGAIN_AFTER);
+            if resolving && self.settings.nbma > requester_nbma {
+                tracing::info!(
+                    requester = %requester, nbma = %requester_nbma, destination = %dst,
+                    "NHRP: resolution request for our {dst}: waiting briefly for {requester_nbma}'s own shortcut tunnel"
+                );
+                self.deferred.insert(requester_nbma, now + DEFER_DIAL);
+            } else {
+                self.dial(now, requester_nbma, out);
+            }
         }
         self.flush_owed(now, out);
+    }
+
+    fn dial(&mut self, now: Instant, nbma: Ipv4Addr, out: &mut Vec<Action>) {
+        tracing::info!(peer = %nbma, "NHRP: opening a shortcut tunnel to {nbma}");
+        self.dialling.insert(nbma, now);
+        out.push(Action::Dial { nbma });
     }
 
     /// A Resolution Reply: route the answered prefix through the tunnel to
@@ -780,6 +847,18 @@ impl Shortcuts {
         }
         self.dialling
             .retain(|_, at| now.duration_since(*at) < DIAL_TIMEOUT);
+        let due: Vec<Ipv4Addr> = self
+            .deferred
+            .iter()
+            .filter(|(_, at)| now >= **at)
+            .map(|(n, _)| *n)
+            .collect();
+        for nbma in due {
+            self.deferred.remove(&nbma);
+            if self.owed.iter().any(|o| o.nbma == nbma) && self.preferred(nbma).is_none() {
+                self.dial(now, nbma, &mut out);
+            }
+        }
         let idle: Vec<VaId> = self
             .tunnels
             .iter()

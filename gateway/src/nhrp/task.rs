@@ -445,7 +445,11 @@ impl NhrpTask {
                                 tracing::warn!(peer = %nbma, "NHRP: cannot answer over a shortcut tunnel: the profile has no virtual_template");
                                 continue;
                             };
-                            if dials.contains_key(&nbma) {
+                            // Already dialling, or the peer's tunnel came
+                            // meanwhile (one GRE link per pair of addresses).
+                            if dials.contains_key(&nbma)
+                                || self.nhrp.peer_tunnels().iter().any(|t| t.nbma == nbma)
+                            {
                                 continue;
                             }
                             next_tunnel_id = next_tunnel_id.wrapping_add(1).max(SHORTCUT_TUNNEL_BASE);

@@ -390,3 +390,130 @@ fn nothing_is_asked_before_the_tunnel_address_is_known_or_with_shortcuts_off() {
 fn secs(n: u16) -> Duration {
     Duration::from_secs(u64::from(n))
 }
+
+fn request_from(nbma: Ipv4Addr, tunnel: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    NhrpRepr {
+        hop_count: 15,
+        message: Message::ResolutionRequest(Mandatory {
+            flags: FLAG_Q,
+            request_id: 11,
+            addresses: Addresses {
+                src_nbma: Some(nbma),
+                src_protocol: Some(tunnel),
+                dst_protocol: Some(dst),
+            },
+            cies: Vec::new(),
+        }),
+        extensions: Vec::new(),
+    }
+    .emit_to_vec()
+    .unwrap()
+}
+
+/// Traffic both ways: each spoke resolves the other's LAN and owns what
+/// the other asks. Only the lower address dials at once; the higher one
+/// answers over that tunnel once the peer has spoken over it.
+#[test]
+fn when_both_resolve_the_higher_address_waits_for_the_lower_ones_tunnel() {
+    let t0 = Instant::now();
+    let mut s2 = spoke2();
+    // Spoke 2 is resolving LAN 1 itself ...
+    s2.on_packet(t0, HUB_VA, &traffic_indication(LAN2_HOST, LAN1_HOST));
+    // ... when spoke 1's request for LAN 2 arrives: no dial yet.
+    let a = s2.on_packet(
+        t0,
+        HUB_VA,
+        &request_from(SPOKE1_NBMA, SPOKE1_TUNNEL, LAN2_HOST),
+    );
+    assert!(a.is_empty(), "{a:?}");
+    // Spoke 1's tunnel arrives; nothing goes over it before spoke 1 is heard.
+    assert!(
+        s2.tunnels_now(t0, &[tunnel(4, SPOKE1_NBMA, false)])
+            .is_empty()
+    );
+    // Spoke 1's own reply (for LAN 1) comes over it: now ours goes too.
+    let reply_for_lan1 = NhrpRepr {
+        hop_count: 16,
+        message: Message::ResolutionReply(Mandatory {
+            flags: FLAG_A,
+            request_id: 1,
+            addresses: Addresses {
+                src_nbma: Some(SPOKE2_NBMA),
+                src_protocol: Some(SPOKE2_TUNNEL),
+                dst_protocol: Some(LAN1_HOST),
+            },
+            cies: vec![Cie {
+                prefix_len: 24,
+                holding_time: HOLD,
+                nbma: Some(SPOKE1_NBMA),
+                protocol: Some(SPOKE1_TUNNEL),
+                ..Cie::default()
+            }],
+        }),
+        extensions: Vec::new(),
+    };
+    let a = s2.on_packet(t0, VaId(4), &reply_for_lan1.emit_to_vec().unwrap());
+    let out = sent(&mut s2, &a);
+    assert_eq!(out.len(), 1, "{a:?}");
+    assert_eq!(out[0].0, VaId(4));
+    assert!(matches!(out[0].1.message, Message::ResolutionReply(_)));
+    assert!(routes(&a).contains(&"+192.168.1.0/24 4".to_owned()));
+    assert!(!a.iter().any(|a| matches!(a, Action::Dial { .. })));
+}
+
+#[test]
+fn a_deferred_dial_happens_when_the_peer_opens_no_tunnel() {
+    let t0 = Instant::now();
+    let mut s2 = spoke2();
+    s2.on_packet(t0, HUB_VA, &traffic_indication(LAN2_HOST, LAN1_HOST));
+    assert!(
+        s2.on_packet(
+            t0,
+            HUB_VA,
+            &request_from(SPOKE1_NBMA, SPOKE1_TUNNEL, LAN2_HOST)
+        )
+        .is_empty()
+    );
+    assert!(s2.tick(t0 + Duration::from_secs(1), &[]).is_empty());
+    assert_eq!(
+        s2.tick(t0 + DEFER_DIAL, &[]),
+        [Action::Dial { nbma: SPOKE1_NBMA }]
+    );
+    // The lower address, or a spoke not resolving anything, dials at once.
+    let mut s1 = spoke1();
+    s1.on_packet(t0, HUB_VA, &traffic_indication(LAN1_HOST, LAN2_HOST));
+    assert_eq!(
+        s1.on_packet(
+            t0,
+            HUB_VA,
+            &request_from(SPOKE2_NBMA, SPOKE2_TUNNEL, LAN1_HOST)
+        ),
+        [Action::Dial { nbma: SPOKE2_NBMA }]
+    );
+}
+
+#[test]
+fn a_tunnel_the_peer_dialled_is_used_after_it_settles() {
+    let t0 = Instant::now();
+    let mut s1 = spoke1();
+    s1.tunnels_now(t0, &[tunnel(4, SPOKE2_NBMA, false)]);
+    // A request over the brand-new tunnel: answered over it, since the
+    // peer has spoken over it.
+    let a = s1.on_packet(
+        t0,
+        VaId(4),
+        &request_from(SPOKE2_NBMA, SPOKE2_TUNNEL, LAN1_HOST),
+    );
+    assert_eq!(sent(&mut s1, &a)[0].0, VaId(4));
+    // Through the hub instead, while the tunnel is new: after it settles.
+    let mut s1 = spoke1();
+    s1.tunnels_now(t0, &[tunnel(4, SPOKE2_NBMA, false)]);
+    let a = s1.on_packet(
+        t0,
+        HUB_VA,
+        &request_from(SPOKE2_NBMA, SPOKE2_TUNNEL, LAN1_HOST),
+    );
+    assert!(sent(&mut s1, &a).is_empty(), "{a:?}");
+    let a = s1.tick(t0 + ACCEPTED_SETTLE, &[]);
+    assert_eq!(sent(&mut s1, &a)[0].0, VaId(4));
+}
