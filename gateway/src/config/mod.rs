@@ -236,10 +236,26 @@ pub struct VirtualTemplate {
     /// IOS `ip nhrp shortcut` (a spoke).
     #[serde(default)]
     pub nhrp_shortcut: bool,
+    /// IOS `ip nhrp holdtime`: seconds the shortcuts this box answers for
+    /// stay valid at the requester; default 7200 as in IOS.
+    #[serde(default = "default_nhrp_holdtime")]
+    pub nhrp_holdtime: u16,
+    /// IOS `ip nhrp redirect timeout`: at most one Traffic Indication per
+    /// source and destination pair this often (seconds, default 8).
+    #[serde(default = "default_nhrp_redirect_timeout")]
+    pub nhrp_redirect_timeout: u16,
 }
 
 fn default_mtu() -> u16 {
     1400
+}
+
+fn default_nhrp_holdtime() -> u16 {
+    7200
+}
+
+fn default_nhrp_redirect_timeout() -> u16 {
+    8
 }
 
 /// IOS `interface TunnelN` on a spoke: `ip address negotiated` (always: the
@@ -264,6 +280,11 @@ pub struct Tunnel {
     /// from the profile's virtual template.
     #[serde(default)]
     pub nhrp_shortcut: bool,
+    /// As on a virtual template.
+    #[serde(default = "default_nhrp_holdtime")]
+    pub nhrp_holdtime: u16,
+    #[serde(default = "default_nhrp_redirect_timeout")]
+    pub nhrp_redirect_timeout: u16,
 }
 
 /// IOS `router bgp ASN`.

@@ -859,6 +859,47 @@ fn nhrp_needs_a_network_id() {
 }
 
 #[test]
+fn nhrp_timers_default_as_ios_and_are_checked() {
+    let c = parse(HUB, "hub").unwrap();
+    let vt = &c.virtual_template[&1];
+    assert_eq!((vt.nhrp_holdtime, vt.nhrp_redirect_timeout), (7200, 8));
+    let c = parse(
+        &hub_with(
+            "nhrp_redirect = true",
+            "nhrp_redirect = true\nnhrp_holdtime = 60\nnhrp_redirect_timeout = 2",
+        ),
+        "hub",
+    )
+    .unwrap();
+    let vt = &c.virtual_template[&1];
+    assert_eq!((vt.nhrp_holdtime, vt.nhrp_redirect_timeout), (60, 2));
+    one_problem(
+        &hub_with(
+            "nhrp_redirect = true",
+            "nhrp_redirect = true\nnhrp_holdtime = 0",
+        ),
+        "virtual_template.1.nhrp_holdtime",
+        "out of range",
+    );
+    one_problem(
+        &hub_with(
+            "nhrp_redirect = true",
+            "nhrp_redirect = true\nnhrp_redirect_timeout = 301",
+        ),
+        "virtual_template.1.nhrp_redirect_timeout",
+        "out of range",
+    );
+    one_problem(
+        &SPOKE.replace(
+            "nhrp_shortcut = true                # IOS",
+            "nhrp_holdtime = 0\nnhrp_shortcut = true # IOS",
+        ),
+        "tunnel.1.nhrp_holdtime",
+        "out of range",
+    );
+}
+
+#[test]
 fn tunnels_are_checked() {
     one_problem(
         &SPOKE.replace("ikev2_profile = \"Flex_IKEv2\"", "ikev2_profile = \"Flex\""),

@@ -508,8 +508,24 @@ impl Checker {
         nhrp_network_id: Option<u32>,
         nhrp_redirect: bool,
         nhrp_shortcut: bool,
+        nhrp_holdtime: u16,
+        nhrp_redirect_timeout: u16,
     ) {
         self.range(format!("{path}.mtu"), mtu, 576, 9000, " bytes");
+        self.range(
+            format!("{path}.nhrp_holdtime"),
+            nhrp_holdtime,
+            1,
+            u16::MAX,
+            " seconds",
+        );
+        self.range(
+            format!("{path}.nhrp_redirect_timeout"),
+            nhrp_redirect_timeout,
+            1,
+            300,
+            " seconds",
+        );
         // Against an MTU that is itself wrong, the MSS check would only add noise.
         if let Some(mss) = tcp_adjust_mss
             && (576..=9000).contains(&mtu)
@@ -564,6 +580,8 @@ impl Checker {
                 t.nhrp_network_id,
                 t.nhrp_redirect,
                 t.nhrp_shortcut,
+                t.nhrp_holdtime,
+                t.nhrp_redirect_timeout,
             );
         }
     }
@@ -610,6 +628,8 @@ impl Checker {
                 t.nhrp_network_id,
                 t.nhrp_redirect,
                 t.nhrp_shortcut,
+                t.nhrp_holdtime,
+                t.nhrp_redirect_timeout,
             );
         }
     }

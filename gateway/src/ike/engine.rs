@@ -500,32 +500,48 @@ impl Engine {
         let spis: Vec<u64> = self.sas.keys().copied().collect();
         let mut actions = Vec::new();
         for spi in spis {
-            if let Some(mut sa) = self.sas.remove(&spi) {
-                if sa.state == SaState::Ready {
-                    let delete = Payload::Delete(Delete {
-                        protocol: ProtocolId::Ike,
-                        spi_size: 0,
-                        spis: vec![],
-                    });
-                    let id = sa.next_request_id;
-                    sa.next_request_id += 1;
-                    let packet = seal(
-                        &mut *self.rng,
-                        &sa,
-                        ExchangeType::Informational,
-                        id,
-                        false,
-                        &[delete],
-                    );
-                    actions.push(Action::Send {
-                        local: sa.local,
-                        remote: sa.remote,
-                        packet,
-                    });
-                }
-                actions.extend(self.teardown(&sa, "hub shutting down", pools));
-            }
+            actions.extend(self.delete(spi, "hub shutting down", pools));
         }
+        actions
+    }
+
+    /// Deletes one IKE SA (ours as responder, `spi_r`) with its CHILD_SAs:
+    /// a DELETE to the peer (RFC 7296 section 1.4.1), sent once without
+    /// waiting for the answer, and the local teardown. Used when the SA is
+    /// no longer wanted (an idle NHRP shortcut, `clear ip nhrp`).
+    pub fn delete(
+        &mut self,
+        spi_r: u64,
+        reason: &str,
+        pools: &mut dyn AddressPools,
+    ) -> Vec<Action> {
+        let Some(mut sa) = self.sas.remove(&spi_r) else {
+            return Vec::new();
+        };
+        let mut actions = Vec::new();
+        if sa.state == SaState::Ready {
+            let delete = Payload::Delete(Delete {
+                protocol: ProtocolId::Ike,
+                spi_size: 0,
+                spis: vec![],
+            });
+            let id = sa.next_request_id;
+            sa.next_request_id += 1;
+            let packet = seal(
+                &mut *self.rng,
+                &sa,
+                ExchangeType::Informational,
+                id,
+                false,
+                &[delete],
+            );
+            actions.push(Action::Send {
+                local: sa.local,
+                remote: sa.remote,
+                packet,
+            });
+        }
+        actions.extend(self.teardown(&sa, reason, pools));
         actions
     }
 

@@ -797,6 +797,48 @@ fn shutdown_deletes_every_session_and_releases_addresses() {
     assert!(engine.report(Instant::now()).is_empty());
 }
 
+#[test]
+fn delete_ends_one_session_and_tells_its_peer() {
+    let mut engine = hub("");
+    let mut pools = MemPools {
+        size: 10,
+        ..MemPools::default()
+    };
+    let mut ends = Vec::new();
+    for seed in [43, 44] {
+        let est = dial(
+            &mut engine,
+            &mut pools,
+            spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel),
+            seed,
+        )
+        .0
+        .unwrap();
+        ends.push(est.spi_r);
+    }
+    let actions = engine.delete(ends[0], "NHRP shortcut idle", &mut pools);
+    let delete = Message::parse(&sends(&actions)[0]).unwrap();
+    assert_eq!(delete.header.exchange, ExchangeType::Informational);
+    assert_eq!(delete.header.spi_r, ends[0]);
+    assert!(actions.iter().any(
+        |a| matches!(a, Action::SessionDown { reason, .. } if reason == "NHRP shortcut idle")
+    ));
+    let left: Vec<String> = engine
+        .report(Instant::now())
+        .into_iter()
+        .map(|r| r.spi_r)
+        .collect();
+    assert_eq!(
+        left,
+        [format!("{:016x}", ends[1])],
+        "the other session stays"
+    );
+    assert!(
+        engine.delete(ends[0], "again", &mut pools).is_empty(),
+        "an SA that is gone is not deleted twice"
+    );
+}
+
 // ----- UDP encapsulation (RFC 7296 section 2.23, RFC 3948) -----
 
 #[test]
