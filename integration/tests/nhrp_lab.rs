@@ -600,12 +600,15 @@ fn tunnels_to_the_hub_are_up(lab: &FlexLab) {
     }
 }
 
-/// Whether spoke `a`'s entry for `b`'s LAN and the tunnels between them
-/// are all gone.
+/// Whether the tunnels between spokes `a` and `b` are gone, and with them
+/// each one's entry for the other's LAN (the reverse direction of a flow
+/// hairpins too, so `b` may have resolved `a`'s LAN as well).
 fn shortcut_gone(lab: &FlexLab, a: usize, b: usize) -> bool {
-    let target = spoke_lan_prefix(b);
-    lab.nhrp_entry(Which::Spoke(a), &target)
+    lab.nhrp_entry(Which::Spoke(a), &spoke_lan_prefix(b))
         .is_ok_and(|e| e.is_none())
+        && lab
+            .nhrp_entry(Which::Spoke(b), &spoke_lan_prefix(a))
+            .is_ok_and(|e| e.is_none())
         && lab.shortcut_tunnel(a, b).is_ok_and(|t| t.is_none())
         && lab.shortcut_tunnel(b, a).is_ok_and(|t| t.is_none())
 }
