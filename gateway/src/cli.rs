@@ -17,6 +17,7 @@ use crate::{
     daemon::VersionInfo,
     datapath::DatapathReport,
     ike::engine::SaReport,
+    nhrp::{NhrpCleared, NhrpTraffic, NhrpView},
     pool::PoolReport,
     spoke::TunnelStatus,
     xdp::XdpReport,
@@ -53,6 +54,11 @@ pub enum Command {
     Sa {
         #[command(subcommand)]
         action: SaCommand,
+    },
+    /// Clear state of the running daemon: `clear ip nhrp`.
+    Clear {
+        #[command(subcommand)]
+        what: Clear,
     },
     /// Work with configuration files.
     Config {
@@ -121,6 +127,39 @@ pub enum ShowIp {
     },
     /// The same as `show bgp [summary]` (IOS accepts both).
     Bgp(ShowBgpArgs),
+    /// The NHRP cache (a spoke's shortcuts), or `traffic`: its counters.
+    Nhrp(ShowNhrpArgs),
+}
+
+/// `show ip nhrp [traffic]`.
+#[derive(Debug, Args)]
+pub struct ShowNhrpArgs {
+    #[command(subcommand)]
+    pub what: Option<ShowNhrp>,
+    #[command(flatten)]
+    pub flag: JsonFlag,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShowNhrp {
+    /// Redirects, resolutions, purges and shortcuts counted.
+    Traffic(JsonFlag),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Clear {
+    /// IP state: `clear ip nhrp`.
+    Ip {
+        #[command(subcommand)]
+        what: ClearIp,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClearIp {
+    /// On a hub: forget the redirect limits (sessions stay up). On a
+    /// spoke: purge its shortcuts and close its spoke-to-spoke tunnels.
+    Nhrp(JsonFlag),
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,6 +237,7 @@ pub fn parse_spi(text: &str) -> Result<u32, String> {
 }
 
 /// Runs a parsed command line.
+#[allow(clippy::too_many_lines, reason = "one arm per command")]
 pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     let socket = cli
         .socket
@@ -282,6 +322,22 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                     what: ShowIp::Bgp(args),
                 },
         } => show_bgp(&socket, &args),
+        Command::Show {
+            what: Show::Ip {
+                what: ShowIp::Nhrp(args),
+            },
+        } => show_nhrp(&socket, &args),
+        Command::Clear {
+            what: Clear::Ip {
+                what: ClearIp::Nhrp(flag),
+            },
+        } => ask(&socket, &Request::ClearIpNhrp, flag.json, |body| {
+            let c: NhrpCleared = serde_json::from_value(body).context("decoding the answer")?;
+            Ok(format!(
+                "NHRP cleared: {} entries, {} shortcut tunnels closing, {} redirect limits reset\n",
+                c.entries, c.tunnels_closed, c.redirect_pairs
+            ))
+        }),
         Command::Sa {
             action: SaCommand::AddSpi { spi },
         } => ask(&socket, &Request::SaAdd { spi }, false, |_| {
@@ -315,6 +371,26 @@ fn show_interfaces(socket: &std::path::Path, what: &ShowInterfaces) -> anyhow::R
                 Ok(crate::spoke::render_tunnels(&tunnels))
             })
         }
+    }
+}
+
+/// `show ip nhrp [traffic]`.
+fn show_nhrp(socket: &std::path::Path, args: &ShowNhrpArgs) -> anyhow::Result<ExitCode> {
+    match &args.what {
+        Some(ShowNhrp::Traffic(flag)) => ask(
+            socket,
+            &Request::ShowIpNhrpTraffic,
+            flag.json || args.flag.json,
+            |body| {
+                let t: NhrpTraffic =
+                    serde_json::from_value(body).context("decoding the NHRP counters")?;
+                Ok(crate::nhrp::render_traffic(&t))
+            },
+        ),
+        None => ask(socket, &Request::ShowIpNhrp, args.flag.json, |body| {
+            let view: NhrpView = serde_json::from_value(body).context("decoding the NHRP cache")?;
+            Ok(crate::nhrp::render_entries(&view))
+        }),
     }
 }
 

@@ -35,6 +35,7 @@ use crate::{
         policy::Policy,
         task::{self as ike_task, IkeShared, IkeSockets},
     },
+    nhrp::task::{Nhrp, Plan},
     pool::Pools,
     spoke::{SpokeRunner, SpokeTunnel, TunnelStatus},
     xdp::{SPREAD_QUEUE_SIZE, XdpFilter},
@@ -59,6 +60,8 @@ pub struct Daemon {
     tunnels: Mutex<Vec<Arc<Mutex<TunnelStatus>>>>,
     /// The BGP speaker, when the config has `[bgp]`.
     bgp: Option<Arc<Speaker>>,
+    /// NHRP, when an interface has `nhrp_network_id`.
+    nhrp: Option<Arc<Nhrp>>,
 }
 
 impl Daemon {
@@ -82,6 +85,17 @@ impl Daemon {
         match &self.bgp {
             Some(bgp) => Ok(f(bgp)),
             None => Err("BGP is not configured on this gateway (no [bgp])".into()),
+        }
+    }
+
+    fn with_nhrp(&self, f: impl FnOnce(&Nhrp) -> Response) -> Result<Response, String> {
+        match &self.nhrp {
+            Some(nhrp) => Ok(f(nhrp)),
+            None => Err(
+                "NHRP is not enabled on this gateway (no nhrp_redirect on a virtual template, \
+                 no nhrp_network_id on a spoke tunnel)"
+                    .into(),
+            ),
         }
     }
 
@@ -158,6 +172,9 @@ impl Handler for Daemon {
             }
             Request::ShowBgpSummary => self.with_bgp(|bgp| Response::ok(&bgp.summary())),
             Request::ShowBgp => self.with_bgp(|bgp| Response::ok(&bgp.table())),
+            Request::ShowIpNhrp => self.with_nhrp(|nhrp| Response::ok(&nhrp.view())),
+            Request::ShowIpNhrpTraffic => self.with_nhrp(|nhrp| Response::ok(&nhrp.traffic())),
+            Request::ClearIpNhrp => self.with_nhrp(|nhrp| Response::ok(&nhrp.clear())),
             Request::SaAdd { spi } => self.change_sa(spi, "installed in", XdpFilter::add_sa),
             Request::SaRemove { spi } => self.change_sa(spi, "removed from", XdpFilter::remove_sa),
         };
@@ -181,6 +198,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let datapath = start_datapath(&config, config_path, &events_tx)?;
     let ike = start_ike(&config, config_path, &xdp, datapath.as_ref()).await?;
     let bgp = start_bgp(&config, config_path, datapath.as_ref(), ike.as_ref())?;
+    let (nhrp, events_task) = start_nhrp(
+        &config,
+        config_path,
+        datapath.as_ref(),
+        ike.as_ref(),
+        events_rx,
+    )?;
     let daemon = Arc::new(Daemon {
         started: Instant::now(),
         xdp: xdp.clone(),
@@ -188,8 +212,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         datapath: datapath.as_ref().map(|r| r.datapath.clone()),
         tunnels: Mutex::default(),
         bgp: bgp.as_ref().map(|(speaker, _)| speaker.clone()),
+        nhrp: nhrp.clone(),
     });
-    let events_task = tokio::spawn(log_events(events_rx));
     let ike_task = ike
         .as_ref()
         .map(|(shared, sockets)| tokio::spawn(ike_task::run(shared.clone(), sockets.clone())));
@@ -214,6 +238,12 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     // BGP neighbors get a Cease while the tunnels still carry it.
     if let Some((speaker, tasks)) = bgp {
         speaker.shutdown(tasks).await;
+    }
+    // Shortcut tunnels to other spokes go first, with their DELETE.
+    let mut events_task = events_task;
+    if let Some(nhrp) = &nhrp {
+        nhrp.shutdown();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), &mut events_task).await;
     }
     // Spokes say goodbye to their hub (DELETE) while IKE still runs.
     let _ = stop_spokes.send(true);
@@ -274,6 +304,31 @@ fn start_bgp(
             .set_route_watch(speaker.clone());
     }
     Ok(Some((speaker, tasks)))
+}
+
+/// NHRP when the config has it (it then consumes the datapath's events);
+/// otherwise the events are only logged.
+fn start_nhrp(
+    config: &Config,
+    config_path: &Path,
+    datapath: Option<&RunningDatapath>,
+    ike: Option<&(Arc<IkeShared>, Arc<IkeSockets>)>,
+    events: mpsc::Receiver<DatapathEvent>,
+) -> anyhow::Result<(Option<Arc<Nhrp>>, tokio::task::JoinHandle<()>)> {
+    let plan = match (datapath, ike) {
+        (Some(_), Some(_)) => {
+            let policy = Policy::from_config(config)
+                .with_context(|| format!("{}", config_path.display()))?;
+            Plan::from_config(config, &policy)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", config_path.display()))?
+        }
+        _ => None,
+    };
+    let (Some(plan), Some(running)) = (plan, datapath) else {
+        return Ok((None, tokio::spawn(log_events(events))));
+    };
+    let (nhrp, task) = Nhrp::start(plan, running.datapath.clone(), ike.cloned(), events);
+    Ok((Some(nhrp), tokio::spawn(task.run())))
 }
 
 /// Spoke mode: one task per `[tunnel.N]`, dialling its hub.
@@ -485,7 +540,7 @@ fn start_datapath(
 /// The TUN device of the userspace datapath.
 const TUN_NAME: &str = "gw-tun0";
 
-/// What the datapath reports, until NHRP (which will consume it) exists.
+/// What the datapath reports when NHRP is off.
 async fn log_events(mut events: mpsc::Receiver<DatapathEvent>) {
     while let Some(event) = events.recv().await {
         match event {

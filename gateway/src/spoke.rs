@@ -22,7 +22,7 @@ use crate::{
         crypto::SystemRng,
         engine::{IKE_PORT, Mode},
         initiator::{Established, Initiator, InitiatorConfig, Step},
-        policy::Policy,
+        policy::{KeyringEntry, Policy},
         task::{IkeShared, IkeSockets, Inbound},
         wire::{Delete, Payload, ProtocolId},
     },
@@ -82,23 +82,8 @@ impl SpokeTunnel {
                         t.ikev2_profile
                     )
                 })?;
-            let key = profile
-                .keyring
-                .iter()
-                .filter(|k| k.address.is_some_and(|a| a.contains(t.destination)))
-                .max_by_key(|k| k.address.map_or(0, |a| a.len))
-                .ok_or_else(|| {
-                    format!(
-                        "tunnel.{n}: no keyring peer of profile {} covers the hub {}",
-                        profile.name, t.destination
-                    )
-                })?;
-            let (Some(psk_local), Some(psk_remote)) = (&key.psk_local, &key.psk_remote) else {
-                return Err(format!(
-                    "tunnel.{n}: keyring peer {} needs pre_shared_key_local and _remote",
-                    key.name
-                ));
-            };
+            let (psk_local, psk_remote) = keys_for(&profile.keyring, t.destination)
+                .map_err(|e| format!("tunnel.{n}: profile {}: {e} (the hub)", profile.name))?;
             let (interval, retry) = config
                 .ikev2
                 .profile
@@ -113,8 +98,8 @@ impl SpokeTunnel {
                     remote: SocketAddrV4::new(t.destination, IKE_PORT),
                     identity: profile.local_identity.clone(),
                     remote_identity: None,
-                    psk_local: psk_local.clone(),
-                    psk_remote: psk_remote.clone(),
+                    psk_local,
+                    psk_remote,
                     ike: profile.ike_proposals.clone(),
                     esp: profile.esp_proposals.clone(),
                     request_address: true,
@@ -139,8 +124,201 @@ impl SpokeTunnel {
         format!("Tunnel{}", self.number)
     }
 
-    fn va(&self) -> VaId {
+    /// The handle of the tunnel's interface.
+    pub fn va(&self) -> VaId {
         VaId(TUNNEL_VA_BASE + u32::from(self.number))
+    }
+}
+
+/// The pre-shared keys of the most specific keyring peer covering
+/// `remote`.
+fn keys_for(keyring: &[KeyringEntry], remote: Ipv4Addr) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let key = keyring
+        .iter()
+        .filter(|k| k.address.is_some_and(|a| a.contains(remote)))
+        .max_by_key(|k| k.address.map_or(0, |a| a.len))
+        .ok_or_else(|| format!("no keyring peer covers {remote}"))?;
+    match (&key.psk_local, &key.psk_remote) {
+        (Some(local), Some(remote)) => Ok((local.clone(), remote.clone())),
+        _ => Err(format!(
+            "keyring peer {} needs pre_shared_key_local and _remote",
+            key.name
+        )),
+    }
+}
+
+/// Handles of dialled shortcut tunnels start here (`ChildSaParams::
+/// tunnel_id`), clear of the responder engine's own numbers.
+pub const SHORTCUT_TUNNEL_BASE: u32 = 0x4000_0000;
+
+/// Dials other spokes for NHRP shortcuts (IOS `ip nhrp shortcut
+/// virtual-template N`): the profile of the tunnel to the hub, its
+/// keyring entry for the peer, its virtual template, no address request.
+#[derive(Clone, Debug)]
+pub struct ShortcutDialer {
+    base: InitiatorConfig,
+    keyring: Vec<KeyringEntry>,
+    dpd: (Duration, Duration),
+}
+
+/// What happened to a dialled shortcut tunnel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShortcutEvent {
+    Up {
+        nbma: Ipv4Addr,
+        va: VaId,
+    },
+    Failed {
+        nbma: Ipv4Addr,
+        reason: String,
+    },
+    Down {
+        nbma: Ipv4Addr,
+        va: VaId,
+        reason: String,
+    },
+}
+
+impl ShortcutDialer {
+    /// From the spoke tunnel whose interface has `nhrp_shortcut`.
+    pub fn new(tunnel: &SpokeTunnel, policy: &Policy) -> Option<Self> {
+        let profile = policy
+            .profiles
+            .iter()
+            .find(|p| p.name == tunnel.initiator.profile)?;
+        profile.virtual_template?;
+        let mut base = tunnel.initiator.clone();
+        base.request_address = false;
+        base.route_set = Vec::new();
+        base.virtual_template = profile.virtual_template;
+        Some(Self {
+            base,
+            keyring: profile.keyring.clone(),
+            dpd: (tunnel.dpd_interval, tunnel.dpd_retry),
+        })
+    }
+
+    fn config_for(&self, nbma: Ipv4Addr, tunnel_id: u32) -> Result<InitiatorConfig, String> {
+        let (psk_local, psk_remote) = keys_for(&self.keyring, nbma)?;
+        Ok(InitiatorConfig {
+            remote: SocketAddrV4::new(nbma, IKE_PORT),
+            psk_local,
+            psk_remote,
+            tunnel_id,
+            ..self.base.clone()
+        })
+    }
+
+    /// Dials `nbma` once and keeps the tunnel until `stop` or the peer
+    /// ends it; its virtual-access comes from `Sessions` like an accepted
+    /// one. `report` hears Up, then Down (or Failed).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run(
+        self,
+        nbma: Ipv4Addr,
+        tunnel_id: u32,
+        ike: Arc<IkeShared>,
+        sockets: Arc<IkeSockets>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        report: mpsc::UnboundedSender<ShortcutEvent>,
+    ) {
+        let failed = |reason: String| ShortcutEvent::Failed { nbma, reason };
+        let config = match self.config_for(nbma, tunnel_id) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = report.send(failed(e));
+                return;
+            }
+        };
+        let peer = format!("spoke {nbma}");
+        let mut initiator = Initiator::new(config, Box::new(SystemRng));
+        let (tx, mut rx) = mpsc::channel(64);
+        let spi_i = initiator.spi_i();
+        ike.register_initiator(spi_i, tx);
+        let established = match dial(&sockets, &mut stop, &mut initiator, &mut rx, &peer).await {
+            Ok(e) => e,
+            Err(ended) => {
+                ike.unregister_initiator(spi_i);
+                let reason = match ended {
+                    Ended::Shutdown => "stopped".to_owned(),
+                    Ended::Lost(r) => r,
+                };
+                let _ = report.send(failed(reason));
+                return;
+            }
+        };
+        let Some(child) = established.child.as_ref() else {
+            ike.unregister_initiator(spi_i);
+            let _ = report.send(failed("the peer created no CHILD_SA".into()));
+            return;
+        };
+        let Some(sessions) = ike.sessions.as_ref() else {
+            ike.unregister_initiator(spi_i);
+            let _ = report.send(failed("no datapath".into()));
+            return;
+        };
+        let up = sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .child_up_initiated(child);
+        let va = match up {
+            Ok(va) => va,
+            Err(e) => {
+                say_goodbye(&sockets, &mut initiator, &mut rx).await;
+                ike.unregister_initiator(spi_i);
+                let _ = report.send(failed(format!("the datapath refused the tunnel: {e}")));
+                return;
+            }
+        };
+        if let Some(filter) = ike
+            .xdp
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+            && let Err(e) = filter.add_sa(child.spi_in)
+        {
+            tracing::error!(spi = format_args!("{:#010x}", child.spi_in), error = %e, "XDP: could not install the inbound SPI");
+        }
+        tracing::info!(
+            "%CRYPTO-5-SESSION_STATUS: Crypto tunnel is UP. Peer {nbma}:{} Id: {} Interface: {va} (NHRP shortcut)",
+            initiator.endpoints().1.port(),
+            established.peer_identity,
+        );
+        let _ = report.send(ShortcutEvent::Up { nbma, va });
+        let ended = keep_alive(
+            &sockets,
+            &mut stop,
+            &mut initiator,
+            &mut rx,
+            self.dpd,
+            &peer,
+            || {},
+        )
+        .await;
+        let reason = match &ended {
+            Ended::Shutdown => {
+                say_goodbye(&sockets, &mut initiator, &mut rx).await;
+                "closed".to_owned()
+            }
+            Ended::Lost(r) => r.clone(),
+        };
+        ike.unregister_initiator(spi_i);
+        sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .child_down(child.spi_in);
+        if let Some(filter) = ike
+            .xdp
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            let _ = filter.remove_sa(child.spi_in);
+        }
+        tracing::info!(
+            "%CRYPTO-5-SESSION_STATUS: Crypto tunnel is DOWN. Peer {nbma} Interface: {va} Reason: {reason}"
+        );
+        let _ = report.send(ShortcutEvent::Down { nbma, va, reason });
     }
 }
 
@@ -240,69 +418,18 @@ impl SpokeRunner {
             Err(e) => Ended::Lost(format!("the datapath refused the tunnel: {e}")),
         };
         if matches!(ended, Ended::Shutdown) {
-            // Tell the hub (RFC 7296 section 1.4.1), and wait briefly.
-            let delete = Payload::Delete(Delete {
-                protocol: ProtocolId::Ike,
-                spi_size: 0,
-                spis: vec![],
-            });
-            if let Ok(request) = initiator.informational(&[delete]) {
-                self.send(initiator.endpoints(), &request).await;
-                let _ = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
-            }
+            say_goodbye(&self.sockets, &mut initiator, &mut rx).await;
         }
         self.ike.unregister_initiator(spi_i);
         ended
     }
 
-    /// Sends to the hub from where the initiator says (port 4500 once
-    /// NAT-T is in use, RFC 7296 section 2.23).
-    async fn send(&self, endpoints: (SocketAddrV4, SocketAddrV4), packet: &[u8]) {
-        let (local, remote) = endpoints;
-        if let Err(e) = self.sockets.send(local.port(), remote, packet).await {
-            tracing::debug!(%remote, error = %e, "IKE send failed");
-        }
-    }
-
-    /// IKE_SA_INIT and IKE_AUTH, with retransmissions.
     async fn dial(
         &mut self,
         initiator: &mut Initiator,
         rx: &mut mpsc::Receiver<Inbound>,
     ) -> Result<Established, Ended> {
-        let first = initiator
-            .start()
-            .map_err(|e| Ended::Lost(format!("IKE_SA_INIT: {e}")))?;
-        let mut request = vec![first];
-        let mut endpoints = initiator.endpoints();
-        loop {
-            let mut answer = None;
-            for _ in 0..ATTEMPTS {
-                for part in &request {
-                    self.send(endpoints, part).await;
-                }
-                tokio::select! {
-                    got = tokio::time::timeout(RETRANSMIT, rx.recv()) => match got {
-                        Ok(Some(inbound)) => { answer = Some(inbound); break; }
-                        Ok(None) => return Err(Ended::Shutdown),
-                        Err(_) => {}
-                    },
-                    _ = self.shutdown.changed() => return Err(Ended::Shutdown),
-                }
-            }
-            let Some(inbound) = answer else {
-                return Err(Ended::Lost(format!(
-                    "no answer from the hub after {ATTEMPTS} tries"
-                )));
-            };
-            match initiator.handle(&inbound.datagram) {
-                Ok(Step::Send(next)) => request = vec![next],
-                Ok(Step::SendAll(parts)) => request = parts,
-                Ok(Step::Established(e)) => return Ok(*e),
-                Err(e) => return Err(Ended::Lost(format!("the hub's answer: {e}"))),
-            }
-            endpoints = initiator.endpoints();
-        }
+        dial(&self.sockets, &mut self.shutdown, initiator, rx, "the hub").await
     }
 
     /// The tunnel interface, its SAs and routes.
@@ -397,6 +524,7 @@ impl SpokeRunner {
                 .join(" ")
         );
         self.tell_route_watch(&routes, true);
+        self.share_address(Some(address));
         let route_names = routes.iter().map(|r| r.prefix.to_string()).collect();
         self.set_status(|s| {
             s.state = "up".into();
@@ -407,6 +535,17 @@ impl SpokeRunner {
             s.last_error = None;
         });
         Ok(routes)
+    }
+
+    /// Templates `unnumbered = "TunnelN"` (shortcut tunnels) borrow the
+    /// tunnel's negotiated address, and NHRP speaks from it.
+    fn share_address(&self, address: Option<Ipv4Addr>) {
+        if let Some(sessions) = &self.ike.sessions {
+            sessions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .set_tunnel_address(self.tunnel.number, address);
+        }
     }
 
     fn tell_route_watch(&self, routes: &[Route], added: bool) {
@@ -424,6 +563,7 @@ impl SpokeRunner {
     fn take_down(&self, routes: &[Route], spi_in: Option<u32>) {
         let va = self.tunnel.va();
         self.tell_route_watch(routes, false);
+        self.share_address(None);
         if let (Some(spi), Some(filter)) = (
             spi_in,
             self.ike
@@ -452,54 +592,156 @@ impl SpokeRunner {
         rx: &mut mpsc::Receiver<Inbound>,
     ) -> Ended {
         let up = Instant::now();
-        let mut next_check = tokio::time::Instant::now() + self.tunnel.dpd_interval;
-        let mut outstanding: Option<(Vec<u8>, u32, tokio::time::Instant)> = None;
-        let endpoints = initiator.endpoints();
-        loop {
-            let deadline = outstanding.as_ref().map_or(next_check, |o| o.2);
+        let status = self.status.clone();
+        let dpd = (self.tunnel.dpd_interval, self.tunnel.dpd_retry);
+        keep_alive(
+            &self.sockets,
+            &mut self.shutdown,
+            initiator,
+            rx,
+            dpd,
+            "the hub",
+            || {
+                status
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .up_seconds = up.elapsed().as_secs();
+            },
+        )
+        .await
+    }
+}
+
+/// Sends to the peer from where the initiator says (port 4500 once NAT-T
+/// is in use, RFC 7296 section 2.23).
+async fn send(sockets: &IkeSockets, endpoints: (SocketAddrV4, SocketAddrV4), packet: &[u8]) {
+    let (local, remote) = endpoints;
+    if let Err(e) = sockets.send(local.port(), remote, packet).await {
+        tracing::debug!(%remote, error = %e, "IKE send failed");
+    }
+}
+
+/// IKE_SA_INIT and IKE_AUTH, with retransmissions. `peer` names the other
+/// end in errors ("the hub").
+async fn dial(
+    sockets: &IkeSockets,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    initiator: &mut Initiator,
+    rx: &mut mpsc::Receiver<Inbound>,
+    peer: &str,
+) -> Result<Established, Ended> {
+    let first = initiator
+        .start()
+        .map_err(|e| Ended::Lost(format!("IKE_SA_INIT: {e}")))?;
+    let mut request = vec![first];
+    let mut endpoints = initiator.endpoints();
+    loop {
+        let mut answer = None;
+        for _ in 0..ATTEMPTS {
+            for part in &request {
+                send(sockets, endpoints, part).await;
+            }
             tokio::select! {
-                _ = self.shutdown.changed() => return Ended::Shutdown,
-                () = tokio::time::sleep_until(deadline) => {
-                    match &mut outstanding {
-                        None => match initiator.informational(&[]) {
-                            Ok(request) => {
-                                self.send(endpoints, &request).await;
-                                outstanding = Some((request, 1, tokio::time::Instant::now() + self.tunnel.dpd_retry));
-                            }
-                            Err(e) => return Ended::Lost(format!("liveness check: {e}")),
-                        },
-                        Some((request, tries, at)) => {
-                            if *tries >= ATTEMPTS {
-                                return Ended::Lost(format!(
-                                    "the hub did not answer {ATTEMPTS} liveness checks (DPD)"
-                                ));
-                            }
-                            self.send(endpoints, request).await;
-                            *tries += 1;
-                            *at = tokio::time::Instant::now() + self.tunnel.dpd_retry;
+                got = tokio::time::timeout(RETRANSMIT, rx.recv()) => match got {
+                    Ok(Some(inbound)) => { answer = Some(inbound); break; }
+                    Ok(None) => return Err(Ended::Shutdown),
+                    Err(_) => {}
+                },
+                _ = shutdown.changed() => return Err(Ended::Shutdown),
+            }
+        }
+        let Some(inbound) = answer else {
+            return Err(Ended::Lost(format!(
+                "no answer from {peer} after {ATTEMPTS} tries"
+            )));
+        };
+        match initiator.handle(&inbound.datagram) {
+            Ok(Step::Send(next)) => request = vec![next],
+            Ok(Step::SendAll(parts)) => request = parts,
+            Ok(Step::Established(e)) => return Ok(*e),
+            Err(e) => return Err(Ended::Lost(format!("{peer}'s answer: {e}"))),
+        }
+        endpoints = initiator.endpoints();
+    }
+}
+
+/// Tells the peer the SA is gone (RFC 7296 section 1.4.1), and waits
+/// briefly for its answer.
+async fn say_goodbye(
+    sockets: &IkeSockets,
+    initiator: &mut Initiator,
+    rx: &mut mpsc::Receiver<Inbound>,
+) {
+    let delete = Payload::Delete(Delete {
+        protocol: ProtocolId::Ike,
+        spi_size: 0,
+        spis: vec![],
+    });
+    if let Ok(request) = initiator.informational(&[delete]) {
+        send(sockets, initiator.endpoints(), &request).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
+    }
+}
+
+/// Liveness checks (RFC 7296 section 2.4) and requests from the peer,
+/// until the peer is gone, deletes us, or we stop. `answered` runs on
+/// each answered check.
+async fn keep_alive(
+    sockets: &IkeSockets,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    initiator: &mut Initiator,
+    rx: &mut mpsc::Receiver<Inbound>,
+    (dpd_interval, dpd_retry): (Duration, Duration),
+    peer: &str,
+    mut answered: impl FnMut(),
+) -> Ended {
+    let mut next_check = tokio::time::Instant::now() + dpd_interval;
+    let mut outstanding: Option<(Vec<u8>, u32, tokio::time::Instant)> = None;
+    let endpoints = initiator.endpoints();
+    loop {
+        let deadline = outstanding.as_ref().map_or(next_check, |o| o.2);
+        tokio::select! {
+            _ = shutdown.changed() => return Ended::Shutdown,
+            () = tokio::time::sleep_until(deadline) => {
+                match &mut outstanding {
+                    None => match initiator.informational(&[]) {
+                        Ok(request) => {
+                            send(sockets, endpoints, &request).await;
+                            outstanding = Some((request, 1, tokio::time::Instant::now() + dpd_retry));
                         }
+                        Err(e) => return Ended::Lost(format!("liveness check: {e}")),
+                    },
+                    Some((request, tries, at)) => {
+                        if *tries >= ATTEMPTS {
+                            return Ended::Lost(format!(
+                                "{peer} did not answer {ATTEMPTS} liveness checks (DPD)"
+                            ));
+                        }
+                        send(sockets, endpoints, request).await;
+                        *tries += 1;
+                        *at = tokio::time::Instant::now() + dpd_retry;
                     }
                 }
-                got = rx.recv() => {
-                    let Some(inbound) = got else { return Ended::Shutdown };
-                    if is_response(&inbound.datagram) {
-                        if initiator.informational_response(&inbound.datagram).is_ok() {
-                            outstanding = None;
-                            next_check = tokio::time::Instant::now() + self.tunnel.dpd_interval;
-                            self.set_status(|s| s.up_seconds = up.elapsed().as_secs());
-                        }
-                        continue;
+            }
+            got = rx.recv() => {
+                let Some(inbound) = got else { return Ended::Shutdown };
+                if is_response(&inbound.datagram) {
+                    if initiator.informational_response(&inbound.datagram).is_ok() {
+                        outstanding = None;
+                        next_check = tokio::time::Instant::now() + dpd_interval;
+                        answered();
                     }
-                    match initiator.respond(&inbound.datagram) {
-                        Ok((response, payloads)) => {
-                            self.send(endpoints, &response).await;
-                            let deleted = payloads.iter().any(|p| matches!(p, Payload::Delete(d) if d.protocol == ProtocolId::Ike || d.protocol == ProtocolId::Esp));
-                            if deleted {
-                                return Ended::Lost("the hub deleted the session".into());
-                            }
+                    continue;
+                }
+                match initiator.respond(&inbound.datagram) {
+                    Ok((response, payloads)) => {
+                        send(sockets, endpoints, &response).await;
+                        let deleted = payloads.iter().any(|p| matches!(p, Payload::Delete(d) if d.protocol == ProtocolId::Ike || d.protocol == ProtocolId::Esp));
+                        if deleted {
+                            return Ended::Lost(format!("{peer} deleted the session"));
                         }
-                        Err(e) => tracing::debug!(error = %e, "request from the hub not understood"),
                     }
+                    Err(e) => tracing::debug!(error = %e, "request from {peer} not understood"),
                 }
             }
         }

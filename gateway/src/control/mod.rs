@@ -45,6 +45,13 @@ pub enum Request {
     ShowBgpSummary,
     /// Every path of the BGP table (IOS `show bgp`), a `bgp::rib::TableView`.
     ShowBgp,
+    /// The NHRP cache (IOS `show ip nhrp`), a `nhrp::NhrpView`.
+    ShowIpNhrp,
+    /// NHRP counters (IOS `show ip nhrp traffic`), a `nhrp::NhrpTraffic`.
+    ShowIpNhrpTraffic,
+    /// IOS `clear ip nhrp`: on a hub the redirect limits, on a spoke its
+    /// shortcuts and their tunnels. A `nhrp::NhrpCleared`.
+    ClearIpNhrp,
     /// Install an inbound SPI in the XDP filter (until IKE does it).
     SaAdd { spi: u32 },
     /// Remove an inbound SPI from the XDP filter.

@@ -25,6 +25,11 @@ struct Session {
     tunnel_id: u32,
     ike_spi: u64,
     spi_in: u32,
+    /// The peer's outer address.
+    remote: Ipv4Addr,
+    /// We dialled the session (a spoke's shortcut tunnel), so the keys are
+    /// the other way round and the IKE SA is not the responder engine's.
+    initiated: bool,
     routes: Vec<Route>,
     /// Inbound and outbound ESP packets counted when last looked at.
     rx_seen: u64,
@@ -88,6 +93,11 @@ impl Sessions {
 
     pub fn datapath(&self) -> &Arc<dyn Datapath> {
         &self.datapath
+    }
+
+    /// A static tunnel's negotiated address (a spoke's Tunnel1), if up.
+    pub fn tunnel_address(&self, tunnel: u16) -> Option<Ipv4Addr> {
+        self.tunnel_addresses.get(&tunnel).copied()
     }
 
     pub fn set_tunnel_address(&mut self, tunnel: u16, address: Option<Ipv4Addr>) {
@@ -180,6 +190,42 @@ impl Sessions {
     /// A CHILD_SA is up: clone the virtual-access, install the SAs, add the
     /// routes. On failure whatever was done is undone.
     pub fn child_up(&mut self, child: &ChildSaParams) -> Result<VaId, DatapathError> {
+        self.child_up_as(child, false)
+    }
+
+    /// The same for a session we dialled (a spoke's shortcut tunnel to
+    /// another spoke): the initiator's keys protect what we send.
+    pub fn child_up_initiated(&mut self, child: &ChildSaParams) -> Result<VaId, DatapathError> {
+        self.child_up_as(child, true)
+    }
+
+    /// The tunnels to other NHRP stations: every session's virtual-access
+    /// with the peer's outer address.
+    pub fn peer_tunnels(&self) -> Vec<crate::nhrp::PeerTunnel> {
+        self.by_va
+            .values()
+            .map(|s| crate::nhrp::PeerTunnel {
+                va: s.va,
+                nbma: s.remote,
+                initiated: s.initiated,
+            })
+            .collect()
+    }
+
+    /// The responder engine's IKE SA behind `va`, if the session is one we
+    /// accepted.
+    pub fn accepted_ike_spi(&self, va: VaId) -> Option<u64> {
+        self.by_va
+            .get(&va)
+            .filter(|s| !s.initiated)
+            .map(|s| s.ike_spi)
+    }
+
+    fn child_up_as(
+        &mut self,
+        child: &ChildSaParams,
+        initiated: bool,
+    ) -> Result<VaId, DatapathError> {
         if let Some(va) = self.by_tunnel.get(&child.tunnel_id) {
             return Err(DatapathError::Unsupported(format!(
                 "tunnel {} already has {va}; a second CHILD_SA per session needs rekeying support",
@@ -189,22 +235,32 @@ impl Sessions {
         let id = self.free_number();
         let spec = self.spec_for(id, child);
         self.datapath.create_virtual_access(&spec)?;
+        let keys = &child.keys;
+        let (initiator, responder) = (
+            SaKeys {
+                encr: keys.encr_i.clone(),
+                integ: keys.integ_i.clone(),
+            },
+            SaKeys {
+                encr: keys.encr_r.clone(),
+                integ: keys.integ_r.clone(),
+            },
+        );
+        let (ours, theirs) = if initiated {
+            (initiator, responder)
+        } else {
+            (responder, initiator)
+        };
         let sa = SaPair {
             va: id,
             spi_in: child.spi_in,
             spi_out: child.spi_out,
             encr: child.esp.encr,
             integ: child.esp.integ,
-            // The hub is the responder: the initiator's keys protect what
-            // it receives (RFC 7296 section 2.17).
-            inbound: SaKeys {
-                encr: child.keys.encr_i.clone(),
-                integ: child.keys.integ_i.clone(),
-            },
-            outbound: SaKeys {
-                encr: child.keys.encr_r.clone(),
-                integ: child.keys.integ_r.clone(),
-            },
+            // The initiator's keys protect what the initiator sends (RFC
+            // 7296 section 2.17).
+            inbound: theirs,
+            outbound: ours,
             mode: child.mode,
             encap: child.encap,
             local: child.local,
@@ -249,6 +305,8 @@ impl Sessions {
                 tunnel_id: child.tunnel_id,
                 ike_spi: child.ike_spi,
                 spi_in: child.spi_in,
+                remote: child.remote,
+                initiated,
                 routes,
                 rx_seen: 0,
                 tx_seen: 0,

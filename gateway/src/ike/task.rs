@@ -306,7 +306,12 @@ async fn handle(
 
 /// Sends what the engine asked for and carries out its events.
 pub async fn apply(shared: &IkeShared, sockets: &IkeSockets, actions: Vec<Action>) {
-    for action in actions {
+    // New CHILD_SAs go into the datapath before the IKE_AUTH response
+    // leaves: the initiator may send ESP as soon as it has the response.
+    let (ups, rest): (Vec<Action>, Vec<Action>) = actions
+        .into_iter()
+        .partition(|a| matches!(a, Action::ChildUp(_)));
+    for action in ups.into_iter().chain(rest) {
         match action {
             Action::Send {
                 local,
@@ -386,6 +391,17 @@ pub async fn apply(shared: &IkeShared, sockets: &IkeSockets, actions: Vec<Action
             }
         }
     }
+}
+
+/// Deletes one accepted IKE SA (DELETE to its peer) and takes its
+/// sessions down.
+pub async fn delete_session(shared: &IkeShared, sockets: &IkeSockets, ike_spi: u64, reason: &str) {
+    let actions = {
+        let mut engine = lock(&shared.engine);
+        let mut pools = lock(&shared.pools);
+        engine.delete(ike_spi, reason, &mut PoolsRef(&mut pools))
+    };
+    apply(shared, sockets, actions).await;
 }
 
 /// Deletes every SA (DELETE to each spoke) when the hub stops.

@@ -277,10 +277,17 @@ impl Processor {
         // Anti-spoofing, strict reverse path (RFC 3704 section 2.2): the
         // source must be routed back through the interface it came in on,
         // which holds the spoke's pool address and the prefixes behind it.
-        let src_ok = tables
-            .fib
-            .lookup(ipv4_src(packet))
-            .is_some_and(|(_, va)| va.spec.id == from_id);
+        // A spoke's tunnel to its hub (no template) also accepts sources
+        // routed through another interface of its NHRP network: while a
+        // shortcut forms, one direction already takes it and the other
+        // still comes through the hub (RFC 3704 section 2.3, feasible
+        // paths).
+        let src_ok = tables.fib.lookup(ipv4_src(packet)).is_some_and(|(_, va)| {
+            va.spec.id == from_id
+                || (from.spec.template.is_none()
+                    && from.spec.nhrp_network_id.is_some()
+                    && va.spec.nhrp_network_id == from.spec.nhrp_network_id)
+        });
         if !src_ok {
             bump(&from.stats.rx_spoofed, 1);
             return FromNet::Done;
@@ -296,10 +303,17 @@ impl Processor {
         }
         match tables.fib.lookup(dst) {
             None => FromNet::ToTun(inner),
-            // Routed back where it came from: the host decides. On a spoke
-            // the hub's summary covers the spoke's own LAN, which only the
-            // host's connected route knows about.
-            Some((_, to)) if to.spec.id == from_id => FromNet::ToTun(inner),
+            // Routed back where it came from, or into a spoke's tunnel to
+            // its hub: the host decides. On a spoke the hub's summary covers
+            // the spoke's own LAN, which only the host's connected route
+            // knows about (traffic from a shortcut tunnel meets it); what
+            // the host sends back to us goes on to the hub.
+            Some((_, to))
+                if to.spec.id == from_id
+                    || (to.spec.template.is_none() && from.spec.template.is_some()) =>
+            {
+                FromNet::ToTun(inner)
+            }
             Some((_, to)) => {
                 if !decrement_ttl(packet) {
                     bump(&self.global.ttl_expired, 1);
