@@ -967,6 +967,18 @@ impl FlexLab {
             .find(|va| va.is_virtual_access() && va.outer_ip() == Some(peer)))
     }
 
+    /// Every spoke-to-spoke virtual-access of spoke k to own spoke `peer`:
+    /// more than one when both opened a tunnel to the other at once (each
+    /// answering the other's resolution request).
+    pub fn shortcut_tunnels_to(&self, k: usize, peer: usize) -> Result<Vec<VirtualAccess>> {
+        let peer = spoke_address(peer);
+        Ok(self
+            .shortcut_tunnels(k)?
+            .into_iter()
+            .filter(|va| va.outer_ip() == Some(peer))
+            .collect())
+    }
+
     /// Spoke k's spoke-to-spoke virtual-accesses (not its `Tunnel1`).
     pub fn shortcut_tunnels(&self, k: usize) -> Result<Vec<VirtualAccess>> {
         Ok(self

@@ -422,8 +422,8 @@ fn shortcut_replaces_the_hub_path(lab: &FlexLab) {
         lab.nhrp_entry(Which::Spoke(1), &spoke_lan_prefix(2)),
     )
     .unwrap();
-    let tunnel = must(lab, "spoke 1's tunnel", lab.shortcut_tunnel(1, 2)).unwrap();
-    println!("spoke 1: entry {entry:?} via {tunnel:?}");
+    let tunnels = must(lab, "spoke 1's tunnels", lab.shortcut_tunnels_to(1, 2));
+    println!("spoke 1: entry {entry:?}; tunnels to spoke 2 {tunnels:?}");
     println!(
         "{}",
         must(
@@ -434,11 +434,11 @@ fn shortcut_replaces_the_hub_path(lab: &FlexLab) {
     );
     check(
         lab,
-        entry.nbma == Some(spoke_address(2)) && entry.interface == tunnel.name,
+        entry.nbma == Some(spoke_address(2)) && tunnels.iter().any(|t| t.name == entry.interface),
         &format!(
-            "spoke 1's entry for {} is not via its tunnel to spoke 2 ({}, {}): {entry:?}",
+            "spoke 1's entry for {} is not via a tunnel to spoke 2 ({}): {entry:?}; its tunnels \
+             to spoke 2: {tunnels:?}",
             spoke_lan_prefix(2),
-            tunnel.name,
             spoke_address(2)
         ),
     );
@@ -600,6 +600,21 @@ fn tunnels_to_the_hub_are_up(lab: &FlexLab) {
     }
 }
 
+/// The interface of spoke `a`'s entry for `b`'s LAN, if it has one and
+/// that interface is one of its tunnels to `b`.
+fn shortcut_in_use(lab: &FlexLab, a: usize, b: usize) -> Option<String> {
+    let entry = must(
+        lab,
+        "show ip nhrp",
+        lab.nhrp_entry(Which::Spoke(a), &spoke_lan_prefix(b)),
+    )?;
+    let tunnels = must(lab, "tunnels", lab.shortcut_tunnels_to(a, b));
+    tunnels
+        .iter()
+        .any(|t| t.name == entry.interface)
+        .then_some(entry.interface)
+}
+
 /// Whether the tunnels between spokes `a` and `b` are gone, and with them
 /// each one's entry for the other's LAN (the reverse direction of a flow
 /// hairpins too, so `b` may have resolved `a`'s LAN as well).
@@ -665,11 +680,18 @@ fn clear_ip_nhrp(lab: &FlexLab) {
         .filter(flex_lab::Session::is_up)
         .map(|s| (s.identity, s.remote))
         .collect();
-    let tunnels_before = (
-        must(lab, "tunnel", lab.shortcut_tunnel(1, 2)).map(|t| t.name),
-        must(lab, "tunnel", lab.shortcut_tunnel(2, 1)).map(|t| t.name),
+    // The tunnel spoke 1's shortcut uses.
+    let shortcut = shortcut_in_use(lab, 1, 2);
+    check(
+        lab,
+        shortcut.is_some(),
+        &format!(
+            "spoke 1's entry for {} is not via a tunnel to spoke 2\n{}",
+            spoke_lan_prefix(2),
+            nhrp_state(lab)
+        ),
     );
-    println!("before `clear ip nhrp` on the hub: {sessions_before:?}, tunnels {tunnels_before:?}");
+    println!("before `clear ip nhrp` on the hub: {sessions_before:?}, shortcut via {shortcut:?}");
 
     let out = must(lab, "clear ip nhrp on the hub", lab.clear_nhrp(Which::Hub));
     println!("hub: `clear ip nhrp`: {}", out.trim());
@@ -680,22 +702,15 @@ fn clear_ip_nhrp(lab: &FlexLab) {
             .filter(flex_lab::Session::is_up)
             .map(|s| (s.identity, s.remote))
             .collect();
-        let tunnels = (
-            must(lab, "tunnel", lab.shortcut_tunnel(1, 2)).map(|t| t.name),
-            must(lab, "tunnel", lab.shortcut_tunnel(2, 1)).map(|t| t.name),
-        );
-        let entry = must(
-            lab,
-            "entry",
-            lab.nhrp_entry(Which::Spoke(1), &spoke_lan_prefix(2)),
-        );
+        let now = shortcut_in_use(lab, 1, 2);
+        let at_owner = must(lab, "spoke 2's tunnels", lab.shortcut_tunnels_to(2, 1));
         check(
             lab,
-            sessions == sessions_before && tunnels == tunnels_before && entry.is_some(),
+            sessions == sessions_before && now == shortcut && !at_owner.is_empty(),
             &format!(
                 "`clear ip nhrp` on the hub changed sessions or the shortcut: sessions \
-                 {sessions:?} (before {sessions_before:?}), tunnels {tunnels:?} (before \
-                 {tunnels_before:?}), spoke 1's entry {entry:?}\n{}",
+                 {sessions:?} (before {sessions_before:?}), spoke 1's shortcut via {now:?} \
+                 (before {shortcut:?}), spoke 2's tunnels to spoke 1 {at_owner:?}\n{}",
                 nhrp_state(lab)
             ),
         );
