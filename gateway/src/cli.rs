@@ -629,6 +629,39 @@ mod tests {
     }
 
     #[test]
+    fn nhrp_commands_parse() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("gateway").chain(args.iter().copied()))
+        };
+        for (args, traffic, json) in [
+            (&["show", "ip", "nhrp"][..], false, false),
+            (&["show", "ip", "nhrp", "--json"][..], false, true),
+            (&["show", "ip", "nhrp", "traffic"][..], true, false),
+            (&["show", "ip", "nhrp", "traffic", "--json"][..], true, true),
+        ] {
+            let Command::Show {
+                what: Show::Ip {
+                    what: ShowIp::Nhrp(a),
+                },
+            } = parse(args).unwrap().command
+            else {
+                panic!("{args:?}");
+            };
+            let json_seen = a.flag.json || matches!(&a.what, Some(ShowNhrp::Traffic(f)) if f.json);
+            assert_eq!((a.what.is_some(), json_seen), (traffic, json), "{args:?}");
+        }
+        assert!(matches!(
+            parse(&["clear", "ip", "nhrp"]).unwrap().command,
+            Command::Clear {
+                what: Clear::Ip {
+                    what: ClearIp::Nhrp(_)
+                }
+            }
+        ));
+        assert!(parse(&["clear", "ip", "bgp"]).is_err());
+    }
+
+    #[test]
     fn show_bgp_parses_to_its_requests() {
         let cases: [(&[&str], Request, bool); 7] = [
             (&["show", "bgp"], Request::ShowBgp, false),

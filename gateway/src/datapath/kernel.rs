@@ -13,13 +13,23 @@
 //! discovers the path MTU (pmtudisc), so a DF packet over its MTU is
 //! answered with ICMP fragmentation-needed, as the userspace datapath does.
 //!
+//! NHRP (RFC 2332, GRE protocol type 0x2001) goes in and out of the links
+//! through an AF_PACKET socket (`sys::packet`), as OpenNHRP does on Linux:
+//! a reader thread turns what the kernel decapsulated into
+//! [`DatapathEvent::Nhrp`], and `send_nhrp` sends out of the peer's link.
+//!
 //! Everything is programmed over rtnetlink and xfrm netlink
 //! (`sys::netlink`, `sys::xfrm`) and undone in the reverse order.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::Ipv4Addr,
-    sync::{Mutex, MutexGuard, PoisonError},
+    os::fd::AsFd,
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
     time::Duration,
 };
 
@@ -33,6 +43,8 @@ use super::{
     sys::{
         netlink::Netlink,
         nft::{self, MssClamp},
+        packet::{ETH_P_NHRP, PacketSocket},
+        poll::{Waker, poll_readable},
         xfrm::{
             EspAlgorithms, IPPROTO_ESP, Integrity, UdpEncap, Xfrm, XfrmAction, XfrmDir,
             XfrmLifetime, XfrmMode, XfrmPolicy, XfrmSelector, XfrmState, XfrmTemplate,
@@ -92,7 +104,46 @@ pub struct KernelDatapath {
     /// Spoke-to-spoke traffic through the hub (for NHRP): the tc program on
     /// the links of templates with an NHRP network id.
     hairpin: Option<Mutex<HairpinMonitor>>,
+    /// The NHRP socket and link map, or why there is none.
+    nhrp: Result<Arc<NhrpPort>, String>,
+    /// The thread reading `nhrp`'s socket, when events are wanted.
+    nhrp_reader: Mutex<Option<NhrpReader>>,
 }
+
+/// NHRP on the GRE links: the packet socket and which link is whose.
+struct NhrpPort {
+    socket: PacketSocket,
+    /// ifindex -> virtual-access of the GRE links, for the reader.
+    links: RwLock<HashMap<u32, VaId>>,
+    delivered: AtomicU64,
+    queue_full: AtomicU64,
+    unknown_link: AtomicU64,
+    truncated: AtomicU64,
+}
+
+/// The reader thread and the eventfd that stops it.
+struct NhrpReader {
+    waker: Arc<Waker>,
+    thread: JoinHandle<()>,
+}
+
+/// What the NHRP reader counted (`nhrp_to_control` in the report is
+/// `delivered`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NhrpCounters {
+    /// Packets handed to the control plane.
+    pub delivered: u64,
+    /// Packets dropped because the control plane's queue was full.
+    pub queue_full: u64,
+    /// Packets from a link that is not a virtual-access (another GRE
+    /// tunnel, `gre0`) or one removed meanwhile.
+    pub unknown_link: u64,
+    /// Packets larger than the reader's buffer (64 KiB: none can be).
+    pub truncated: u64,
+}
+
+/// The reader's buffer: the largest IPv4 packet, so nothing is cut.
+const NHRP_BUFFER: usize = 65_536;
 
 /// IOS's default NHRP redirect timeout: one Traffic Indication per flow
 /// and interval.
@@ -123,8 +174,11 @@ impl KernelDatapath {
                 None
             }
         };
+        let (nhrp, nhrp_reader) = open_nhrp(events);
         Ok(KernelDatapath {
             hairpin,
+            nhrp,
+            nhrp_reader: Mutex::new(nhrp_reader),
             state: Mutex::new(State {
                 nl,
                 xfrm,
@@ -138,13 +192,61 @@ impl KernelDatapath {
         })
     }
 
-    /// Removes our nftables table (the MSS clamps); links, SAs and routes
-    /// go with their sessions. Also done on drop.
+    /// Stops the NHRP reader and removes our nftables table (the MSS
+    /// clamps); links, SAs and routes go with their sessions. Also done on
+    /// drop; a second call does nothing more.
     pub fn shutdown(&self) {
+        self.stop_nhrp_reader();
         let mut s = self.state();
         s.clamps.clear();
         if let Err(e) = s.apply_clamps() {
             tracing::warn!(error = %e, "removing the TCP MSS clamps failed");
+        }
+    }
+
+    /// What the NHRP reader counted (zero without one).
+    pub fn nhrp_counters(&self) -> NhrpCounters {
+        let Ok(port) = &self.nhrp else {
+            return NhrpCounters::default();
+        };
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        NhrpCounters {
+            delivered: r(&port.delivered),
+            queue_full: r(&port.queue_full),
+            unknown_link: r(&port.unknown_link),
+            truncated: r(&port.truncated),
+        }
+    }
+
+    /// Stops the NHRP reader: the eventfd wakes it at once, so this waits
+    /// for nothing but the packets it is handing over.
+    fn stop_nhrp_reader(&self) {
+        let reader = self
+            .nhrp_reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(reader) = reader else {
+            return;
+        };
+        if let Err(e) = reader.waker.wake() {
+            // Without the wake-up the join below would wait forever.
+            tracing::error!(error = %e, "stopping the NHRP reader failed; left running");
+            return;
+        }
+        if reader.thread.join().is_err() {
+            tracing::error!("the NHRP reader panicked");
+        }
+    }
+
+    /// Tells the NHRP reader that `ifindex` is `va`'s link (`None`: gone).
+    fn nhrp_link(&self, ifindex: u32, va: Option<VaId>) {
+        if let Ok(port) = &self.nhrp {
+            let mut links = port.links.write().unwrap_or_else(PoisonError::into_inner);
+            match va {
+                Some(va) => links.insert(ifindex, va),
+                None => links.remove(&ifindex),
+            };
         }
     }
 
@@ -155,6 +257,110 @@ impl KernelDatapath {
     fn with_hairpin(&self, f: impl FnOnce(&mut HairpinMonitor)) {
         if let Some(m) = &self.hairpin {
             f(&mut m.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+    }
+}
+
+/// Opens the NHRP socket, and starts its reader when there is someone to
+/// read for. The socket is opened here, not at the first NHRP, because a
+/// socket belongs to the network namespace of the thread that opens it: the
+/// netlink sockets are opened here too, so all of them see the same links.
+/// Without `events` it is a send-only socket (protocol 0), on which the
+/// kernel queues nothing unread. No socket (no CAP_NET_RAW, a kernel
+/// without CONFIG_PACKET) leaves the datapath running without NHRP, as a
+/// missing hairpin detector does.
+fn open_nhrp(
+    events: Option<&mpsc::Sender<DatapathEvent>>,
+) -> (Result<Arc<NhrpPort>, String>, Option<NhrpReader>) {
+    let socket = match events {
+        Some(_) => PacketSocket::open(ETH_P_NHRP),
+        None => PacketSocket::send_only(),
+    };
+    let port = match socket {
+        Ok(socket) => Arc::new(NhrpPort {
+            socket,
+            links: RwLock::new(HashMap::new()),
+            delivered: AtomicU64::new(0),
+            queue_full: AtomicU64::new(0),
+            unknown_link: AtomicU64::new(0),
+            truncated: AtomicU64::new(0),
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "NHRP off: no packet socket");
+            return (Err(e.to_string()), None);
+        }
+    };
+    let Some(events) = events else {
+        return (Ok(port), None);
+    };
+    let reader = Waker::new().map(Arc::new).and_then(|waker| {
+        let (p, w, tx) = (Arc::clone(&port), Arc::clone(&waker), events.clone());
+        std::thread::Builder::new()
+            .name("nhrp-reader".into())
+            .spawn(move || read_nhrp(&p, &w, &tx))
+            .map(|thread| NhrpReader { waker, thread })
+    });
+    match reader {
+        Ok(reader) => (Ok(port), Some(reader)),
+        Err(e) => {
+            tracing::warn!(error = %e, "NHRP from the spokes is not read: no reader thread");
+            (Ok(port), None)
+        }
+    }
+}
+
+/// The NHRP reader: waits on the socket and the stop eventfd, drains the
+/// socket at every wake-up. The only allocation is the event's copy.
+fn read_nhrp(port: &NhrpPort, stop: &Waker, events: &mpsc::Sender<DatapathEvent>) {
+    let mut buf = vec![0u8; NHRP_BUFFER];
+    loop {
+        match poll_readable(&[port.socket.as_fd(), stop.as_fd()], None) {
+            Ok(ready) if ready.is_ready(1) => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "NHRP reader stopped");
+                return;
+            }
+        }
+        loop {
+            let got = match port.socket.recv(&mut buf) {
+                Ok(Some(got)) => got,
+                Ok(None) => break,
+                Err(e) => {
+                    // A pending socket error is reported once, then cleared.
+                    tracing::warn!(error = %e, "NHRP reader");
+                    break;
+                }
+            };
+            // Only ETH_P_ALL sockets see outgoing packets; a filter is
+            // cheap insurance against reading our own.
+            if got.pkttype == libc::PACKET_OUTGOING {
+                continue;
+            }
+            if got.truncated(buf.len()) {
+                port.truncated.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let va = port
+                .links
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&got.ifindex)
+                .copied();
+            let Some(va) = va else {
+                port.unknown_link.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let packet = buf.get(..got.len).unwrap_or_default().to_vec();
+            match events.try_send(DatapathEvent::Nhrp { va, packet }) {
+                Ok(()) => {
+                    port.delivered.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    port.queue_full.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
         }
     }
 }
@@ -448,6 +654,7 @@ impl Datapath for KernelDatapath {
             self.with_hairpin(|m| {
                 let _ = m.detach(ifindex);
             });
+            self.nhrp_link(ifindex, None);
             // Its routes go with it.
             s.nl.del_link(ifindex)
                 .map_err(os(format!("removing link {}", link_name(id))))?;
@@ -476,6 +683,7 @@ impl Datapath for KernelDatapath {
             if let Some(v) = s.vas.get_mut(&sa.va) {
                 v.ifindex = Some(ifindex);
             }
+            self.nhrp_link(ifindex, Some(sa.va));
             if let Some(network_id) = nhrp {
                 self.with_hairpin(|m| {
                     if let Err(e) = m.attach(ifindex, sa.va, network_id) {
@@ -578,10 +786,29 @@ impl Datapath for KernelDatapath {
         self.state().routes.lookup(addr).map(|(_, r)| *r)
     }
 
-    fn send_nhrp(&self, va: VaId, _packet: &[u8]) -> Result<(), DatapathError> {
-        Err(DatapathError::Unsupported(format!(
-            "{va}: sending NHRP through the kernel datapath is not supported yet"
-        )))
+    fn send_nhrp(&self, va: VaId, packet: &[u8]) -> Result<(), DatapathError> {
+        // The lock is held while sending (one syscall) so that the link
+        // cannot go, and its ifindex be reused, in between.
+        let s = self.state();
+        let v = s.va(va)?;
+        let Some(ifindex) = v.ifindex else {
+            return Err(DatapathError::Unsupported(match v.sa {
+                Some(sa) if sa.mode == Mode::Tunnel => format!(
+                    "{va}: a tunnel-mode peer has no GRE link, and NHRP travels in GRE \
+                     (protocol 0x2001)"
+                ),
+                _ => format!("{va}: no GRE link for NHRP before the peer's SA is installed"),
+            }));
+        };
+        let port = self.nhrp.as_ref().map_err(|why| {
+            DatapathError::Unsupported(format!("{va}: NHRP is off (no packet socket: {why})"))
+        })?;
+        port.socket
+            .send(ifindex, ETH_P_NHRP, packet)
+            .map_err(os(format!(
+                "sending NHRP to the peer of {va} ({})",
+                link_name(va)
+            )))
     }
 
     fn report(&self) -> DatapathReport {
@@ -599,6 +826,7 @@ impl Datapath for KernelDatapath {
             report.global.hairpin_events = h.delivered;
             report.global.hairpin_events_lost = h.lost_ring_full + h.lost_queue_full;
         }
+        report.global.nhrp_to_control = self.nhrp_counters().delivered;
         let vas: Vec<(VaId, VirtualAccessSpec, Option<u32>, Option<InstalledSa>)> = s
             .vas
             .iter()
@@ -645,3 +873,6 @@ impl Datapath for KernelDatapath {
         report
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -251,12 +251,12 @@ pub trait Datapath: Send + Sync {
 
     fn remove_route(&self, route: &Route) -> Result<(), DatapathError>;
 
-    /// Sends an NHRP packet (GRE protocol 0x2001) to the peer of `va`.
     /// The route the datapath would forward `addr` by (longest prefix
     /// match), e.g. to resolve a BGP next hop to the virtual-access that
     /// reaches it.
     fn lookup(&self, addr: Ipv4Addr) -> Option<Route>;
 
+    /// Sends an NHRP packet (GRE protocol 0x2001) to the peer of `va`.
     fn send_nhrp(&self, va: VaId, packet: &[u8]) -> Result<(), DatapathError>;
 
     fn report(&self) -> DatapathReport;

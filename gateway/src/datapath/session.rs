@@ -511,6 +511,32 @@ mod tests {
     }
 
     #[test]
+    fn a_dialled_shortcut_sends_with_the_initiators_keys_and_is_listed_as_ours() {
+        let dp = Arc::new(RecordingDatapath::new());
+        let mut s = sessions(&dp);
+        let accepted = child_from_hub();
+        let mut dialled = child_from_hub();
+        dialled.spi_in ^= 0x0101;
+        dialled.tunnel_id += 100;
+        dialled.remote = Ipv4Addr::new(172, 25, 1, 12);
+        let a = s.child_up(&accepted).unwrap();
+        let d = s.child_up_initiated(&dialled).unwrap();
+        let sa = dp.sa(dialled.spi_in).unwrap();
+        assert_eq!(*sa.outbound.encr, *dialled.keys.encr_i);
+        assert_eq!(*sa.inbound.encr, *dialled.keys.encr_r);
+        assert_eq!(*sa.outbound.integ, *dialled.keys.integ_i);
+        let tunnels = s.peer_tunnels();
+        assert_eq!(tunnels.len(), 2);
+        assert!(tunnels.contains(&crate::nhrp::PeerTunnel {
+            va: d,
+            nbma: Ipv4Addr::new(172, 25, 1, 12),
+            initiated: true
+        }));
+        assert_eq!(s.accepted_ike_spi(a), Some(accepted.ike_spi));
+        assert_eq!(s.accepted_ike_spi(d), None, "ours is not the engine's");
+    }
+
+    #[test]
     fn numbers_are_reused_lowest_first_and_a_session_end_removes_what_is_left() {
         let dp = Arc::new(RecordingDatapath::new());
         let mut s = sessions(&dp);

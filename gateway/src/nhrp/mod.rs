@@ -94,7 +94,8 @@ pub struct NhrpEntryView {
     pub interface: String,
     pub created_s: u64,
     pub expires_s: u64,
-    /// IOS's: `router`, `rib`, `nho` (a shortcut), `nhop` (a next hop).
+    /// IOS's: `router`, `rib`, `nho` (a shortcut), `nhop` (a next hop), and
+    /// `dynamic` (learnt, not configured: every entry here).
     pub flags: Vec<String>,
 }
 
@@ -149,7 +150,18 @@ pub fn render_entries(view: &NhrpView) -> String {
             clock(e.created_s),
             clock(e.expires_s)
         );
-        let _ = writeln!(out, "   Type: dynamic, Flags: {}", e.flags.join(" "));
+        let kind = if e.flags.iter().any(|f| f == "dynamic") {
+            "dynamic"
+        } else {
+            "static"
+        };
+        let flags: Vec<&str> = e
+            .flags
+            .iter()
+            .map(String::as_str)
+            .filter(|f| *f != "dynamic")
+            .collect();
+        let _ = writeln!(out, "   Type: {kind}, Flags: {}", flags.join(" "));
         let _ = writeln!(out, "   NBMA address: {}", e.nbma);
     }
     out
@@ -218,7 +230,12 @@ mod tests {
                 interface: "Virtual-Access1".into(),
                 created_s: 5,
                 expires_s: 3594,
-                flags: vec!["router".into(), "rib".into(), "nho".into()],
+                flags: vec![
+                    "router".into(),
+                    "rib".into(),
+                    "nho".into(),
+                    "dynamic".into(),
+                ],
             }],
         };
         let text = render_entries(&view);

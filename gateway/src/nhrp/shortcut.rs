@@ -883,9 +883,11 @@ impl Shortcuts {
                 created_s: now.duration_since(e.created).as_secs(),
                 expires_s: e.expires.saturating_duration_since(now).as_secs(),
                 flags: match e.kind {
-                    Kind::Shortcut => vec!["router".into(), "rib".into(), "nho".into()],
-                    Kind::NextHop => vec!["router".into(), "nhop".into(), "rib".into()],
-                },
+                    Kind::Shortcut => ["router", "rib", "nho", "dynamic"],
+                    Kind::NextHop => ["router", "nhop", "rib", "dynamic"],
+                }
+                .map(String::from)
+                .to_vec(),
             })
             .collect()
     }

@@ -95,11 +95,10 @@ impl Plan {
                 }
                 own_prefixes.sort();
                 own_prefixes.dedup();
-                let dialer = if t.nhrp_shortcut {
-                    ShortcutDialer::new(spoke_tunnel, policy)
-                } else {
-                    None
-                };
+                // IOS `ip nhrp shortcut` governs only what this spoke asks
+                // for; it answers for its own prefixes either way, over a
+                // tunnel cloned from its profile's template.
+                let dialer = ShortcutDialer::new(spoke_tunnel, policy);
                 Ok(Some(Plan::Spoke {
                     settings: SpokeSettings {
                         nbma: config.hub.local_address,
@@ -443,7 +442,7 @@ impl NhrpTask {
                             let (Some(dialer), Some(ike), Some(sockets)) =
                                 (&self.dialer, &self.nhrp.ike, &self.sockets)
                             else {
-                                tracing::warn!(peer = %nbma, "NHRP: shortcuts are off here (nhrp_shortcut); not dialling");
+                                tracing::warn!(peer = %nbma, "NHRP: cannot answer over a shortcut tunnel: the profile has no virtual_template");
                                 continue;
                             };
                             if dials.contains_key(&nbma) {

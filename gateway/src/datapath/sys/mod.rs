@@ -2,8 +2,8 @@
 //! devices ([`tun`]), batched UDP sockets ([`udp`]), waiting on descriptors
 //! ([`poll`]) and rtnetlink for links, addresses and routes ([`netlink`]);
 //! for the kernel datapath, XFRM netlink for ESP SAs and policies
-//! ([`xfrm`]), GRE links ([`netlink`]) and the TCP MSS clamp in nftables
-//! ([`nft`]).
+//! ([`xfrm`]), GRE links ([`netlink`]), the TCP MSS clamp in nftables
+//! ([`nft`]) and an AF_PACKET socket for NHRP on the GRE links ([`packet`]).
 //!
 //! Everything here is synchronous and thin: the datapath workers run on their
 //! own threads, one per queue, and never enter an async runtime. The hot-path
@@ -18,6 +18,7 @@
 
 pub mod netlink;
 pub mod nft;
+pub mod packet;
 pub mod poll;
 pub mod tun;
 pub mod udp;
@@ -142,6 +143,8 @@ mod tests {
         sync::<poll::Waker>();
         send::<netlink::Netlink>();
         send::<xfrm::Xfrm>();
+        send::<packet::PacketSocket>();
+        sync::<packet::PacketSocket>();
     }
 
     #[test]

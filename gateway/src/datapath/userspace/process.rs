@@ -277,14 +277,15 @@ impl Processor {
         // Anti-spoofing, strict reverse path (RFC 3704 section 2.2): the
         // source must be routed back through the interface it came in on,
         // which holds the spoke's pool address and the prefixes behind it.
-        // A spoke's tunnel to its hub (no template) also accepts sources
-        // routed through another interface of its NHRP network: while a
-        // shortcut forms, one direction already takes it and the other
-        // still comes through the hub (RFC 3704 section 2.3, feasible
-        // paths).
+        // On a spoke, its tunnel to the hub (no template) and its shortcut
+        // tunnels (of the same NHRP network) accept each other's sources:
+        // while shortcuts form, one direction already takes one and the
+        // other still comes through the hub (RFC 3704 section 2.3, feasible
+        // paths). Between two templated interfaces (a hub's spokes) the
+        // check stays strict.
         let src_ok = tables.fib.lookup(ipv4_src(packet)).is_some_and(|(_, va)| {
             va.spec.id == from_id
-                || (from.spec.template.is_none()
+                || ((from.spec.template.is_none() || va.spec.template.is_none())
                     && from.spec.nhrp_network_id.is_some()
                     && va.spec.nhrp_network_id == from.spec.nhrp_network_id)
         });

@@ -80,10 +80,16 @@ impl Spoke {
     }
 
     fn install(&self, m: &mut Master) {
+        let routes = [Ipv4Prefix::new(self.inner, 32).unwrap(), self.lan];
+        self.install_with(m, Some(1), &routes);
+    }
+
+    /// `template: None` is a spoke's static tunnel to its hub.
+    fn install_with(&self, m: &mut Master, template: Option<u16>, routes: &[Ipv4Prefix]) {
         m.create_va(&VirtualAccessSpec {
             id: self.va,
             name: self.va.to_string(),
-            template: Some(1),
+            template,
             unnumbered: Ipv4Addr::new(10, 1, 1, 1),
             mtu: 1400,
             tcp_adjust_mss: Some(1360),
@@ -107,7 +113,7 @@ impl Spoke {
             remote: *self.outer.ip(),
         })
         .unwrap();
-        for prefix in [Ipv4Prefix::new(self.inner, 32).unwrap(), self.lan] {
+        for &prefix in routes {
             m.add_route(&Route {
                 prefix,
                 va: self.va,
@@ -390,6 +396,98 @@ fn spoke_to_spoke_hairpins_with_ttl_decremented_and_one_event_per_pair() {
             .load(Ordering::Relaxed),
         2
     );
+}
+
+/// A spoke's tables: the tunnel to its hub (no template) carrying the
+/// hub's summary, and a shortcut tunnel (template) to the owner of LAN 2.
+fn spoke_with_shortcut() -> (Spoke, Spoke, Hub) {
+    let to_hub = Spoke::new(1, Mode::Transport, GCM, None);
+    let shortcut = Spoke::new(2, Mode::Transport, GCM, None);
+    let mut m = Master::default();
+    to_hub.install_with(&mut m, None, &["192.168.0.0/16".parse().unwrap()]);
+    shortcut.install(&mut m);
+    Spoke::new(3, Mode::Transport, GCM, None).install(&mut m);
+    let global = Arc::new(GlobalStats::default());
+    let (tx, rx) = mpsc::channel(16);
+    let mut processor = Processor::new(global.clone(), Some(tx));
+    let tables = m.snapshot();
+    processor.sync(&tables);
+    let h = Hub {
+        tables,
+        processor,
+        global,
+        events: rx,
+    };
+    (to_hub, shortcut, h)
+}
+
+#[test]
+fn a_spokes_hub_tunnel_and_shortcuts_accept_each_others_sources() {
+    let (to_hub, shortcut, mut h) = spoke_with_shortcut();
+    // LAN 2 -> our LAN still through the hub while LAN 2's shortcut is up.
+    let ping = icmp_echo(
+        Ipv4Addr::new(192, 168, 2, 10),
+        Ipv4Addr::new(192, 168, 5, 10),
+        56,
+    );
+    let mut wire = to_hub.seal(&to_hub.uplink(), &ping);
+    assert!(matches!(
+        from(&mut h, &to_hub, &mut wire),
+        FromNet::ToTun(_)
+    ));
+    assert_eq!(
+        h.tables.vas[&to_hub.va]
+            .stats
+            .rx_spoofed
+            .load(Ordering::Relaxed),
+        0
+    );
+    // And the other way: a source still routed via the hub's summary
+    // answers through its new shortcut.
+    let early = icmp_echo(
+        Ipv4Addr::new(192, 168, 9, 10),
+        Ipv4Addr::new(192, 168, 5, 10),
+        56,
+    );
+    let from_shortcut = shortcut.uplink();
+    let mut wire = shortcut.seal(&from_shortcut, &early);
+    assert!(matches!(
+        from(&mut h, &shortcut, &mut wire),
+        FromNet::ToTun(_)
+    ));
+    // Between two shortcuts it stays strict: LAN 3 is spoke 3's.
+    let forged = icmp_echo(
+        Ipv4Addr::new(192, 168, 3, 10),
+        Ipv4Addr::new(192, 168, 5, 10),
+        56,
+    );
+    let mut wire = shortcut.seal(&from_shortcut, &forged);
+    assert!(matches!(from(&mut h, &shortcut, &mut wire), FromNet::Done));
+    assert_eq!(
+        h.tables.vas[&shortcut.va]
+            .stats
+            .rx_spoofed
+            .load(Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn traffic_from_a_shortcut_to_the_spokes_own_lan_goes_to_the_host() {
+    let (_, shortcut, mut h) = spoke_with_shortcut();
+    // Our LAN (192.168.5.0/24) is only in the host's table; the datapath's
+    // best match is the hub's summary. Hairpinning it to the hub would
+    // send it away from its destination.
+    let ping = icmp_echo(
+        Ipv4Addr::new(192, 168, 2, 10),
+        Ipv4Addr::new(192, 168, 5, 10),
+        56,
+    );
+    let mut wire = shortcut.seal(&shortcut.uplink(), &ping);
+    assert!(matches!(
+        from(&mut h, &shortcut, &mut wire),
+        FromNet::ToTun(_)
+    ));
 }
 
 #[test]

@@ -146,13 +146,13 @@ fn a_redirect_ends_in_a_shortcut_route_through_the_owners_tunnel() {
     assert_eq!(routes(&a), ["+192.168.2.0/24 3", "+10.1.1.101/32 3"]);
     let view = s1.entries(t0, &|va| format!("Virtual-Access{}", va.0));
     assert_eq!(view[0].target, "10.1.1.101/32");
-    assert_eq!(view[0].flags, ["router", "nhop", "rib"]);
+    assert_eq!(view[0].flags, ["router", "nhop", "rib", "dynamic"]);
     assert_eq!(view[1].target, "192.168.2.0/24");
     assert_eq!(view[1].via, SPOKE2_TUNNEL);
     assert_eq!(view[1].nbma, SPOKE2_NBMA);
     assert_eq!(view[1].interface, "Virtual-Access3");
     assert_eq!(view[1].expires_s, u64::from(HOLD));
-    assert_eq!(view[1].flags, ["router", "rib", "nho"]);
+    assert_eq!(view[1].flags, ["router", "rib", "nho", "dynamic"]);
     assert_eq!(s1.traffic.shortcuts_installed, 1);
     // Covered now: no more requests.
     assert!(
