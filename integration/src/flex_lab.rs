@@ -169,6 +169,48 @@ pub struct BgpSpec {
     pub lan_neighbor: Option<Ipv4Addr>,
 }
 
+/// NHRP on the lab's own spokes (IOS: `ip nhrp network-id 2`, `ip nhrp
+/// shortcut virtual-template 1`, `ip nhrp redirect`, `ip nhrp holdtime H`
+/// on Tunnel1 and Virtual-Template1), so that spoke-to-spoke traffic
+/// hairpinning at the hub makes it send a Traffic Indication and the spokes
+/// build shortcut tunnels to each other. Every own spoke gets
+/// `virtual_template = 1` in its profile and a `[virtual_template.1]`
+/// unnumbered to Tunnel1. A spoke answers resolution requests for what it
+/// announces: with [`LabSpec::bgp`] and `own_bgp_spokes`, its LAN by BGP.
+///
+/// Not a field of [`LabSpec`] (whose struct literals elsewhere name every
+/// field): [`FlexLab::new_with_nhrp`] takes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NhrpSpec {
+    /// `nhrp_holdtime` of the spokes' tunnel and template, in seconds
+    /// (IOS `ip nhrp holdtime`; the gateway's default is 7200).
+    pub holdtime: u16,
+    /// Own spokes (1-based) with `nhrp_shortcut = false` on their tunnel
+    /// and template: they get redirects and answer resolutions but never
+    /// install a shortcut, so their traffic keeps hairpinning at the hub.
+    pub shortcut_off: Vec<usize>,
+    /// The hub's `nhrp_redirect_timeout` (IOS `ip nhrp redirect timeout`,
+    /// default 8 s): at most one Traffic Indication per (source,
+    /// destination) pair per this many seconds. `None`: not in the config.
+    pub redirect_timeout: Option<u16>,
+}
+
+impl NhrpSpec {
+    /// Shortcuts on every spoke, the hub's default redirect timeout.
+    pub fn new(holdtime: u16) -> Self {
+        NhrpSpec {
+            holdtime,
+            shortcut_off: Vec::new(),
+            redirect_timeout: None,
+        }
+    }
+
+    /// Whether own spoke k installs shortcuts.
+    pub fn shortcut(&self, k: usize) -> bool {
+        !self.shortcut_off.contains(&k)
+    }
+}
+
 /// A config of the lab with the datapath the spec asks for.
 fn with_datapath(config: String, spec: &LabSpec) -> String {
     if spec.kernel_datapath {
@@ -394,6 +436,91 @@ impl VirtualAccess {
     }
 }
 
+impl VirtualAccess {
+    /// A spoke-to-spoke (shortcut) tunnel: named `Virtual-AccessN` on a
+    /// spoke, whose tunnel to the hub is `Tunnel1`.
+    pub fn is_virtual_access(&self) -> bool {
+        self.name.starts_with("Virtual-Access")
+    }
+}
+
+/// One entry of `gateway show ip nhrp --json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NhrpEntry {
+    /// The prefix, e.g. `192.168.2.0/24`.
+    pub target: String,
+    /// The next hop's tunnel address.
+    pub via: Option<Ipv4Addr>,
+    /// The next hop's outer (NBMA) address.
+    pub nbma: Option<Ipv4Addr>,
+    /// e.g. `Virtual-Access1`.
+    pub interface: String,
+    pub created_s: u64,
+    pub expires_s: u64,
+    /// e.g. `router`, `rib`, `nho`, `dynamic`.
+    pub flags: Vec<String>,
+}
+
+impl NhrpEntry {
+    fn from_json(v: &Value) -> NhrpEntry {
+        let ip = |key: &str| v[key].as_str().and_then(|a| a.parse().ok());
+        NhrpEntry {
+            target: v["target"].as_str().unwrap_or_default().to_owned(),
+            via: ip("via"),
+            nbma: ip("nbma"),
+            interface: v["interface"].as_str().unwrap_or_default().to_owned(),
+            created_s: v["created_s"].as_u64().unwrap_or(0),
+            expires_s: v["expires_s"].as_u64().unwrap_or(0),
+            flags: v["flags"].as_array().map_or_else(Vec::new, |f| {
+                f.iter()
+                    .filter_map(|f| f.as_str().map(ToOwned::to_owned))
+                    .collect()
+            }),
+        }
+    }
+}
+
+/// `gateway show ip nhrp traffic --json`: counter name to value
+/// (`redirects_sent`, `resolution_requests_received`, `shortcuts_installed`,
+/// ...). A counter the answer lacks reads as 0 through [`NhrpTraffic::get`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NhrpTraffic(pub std::collections::BTreeMap<String, u64>);
+
+impl NhrpTraffic {
+    pub fn get(&self, counter: &str) -> u64 {
+        self.0.get(counter).copied().unwrap_or(0)
+    }
+
+    fn from_json(v: &Value) -> Result<NhrpTraffic> {
+        let map = v
+            .as_object()
+            .with_context(|| format!("`show ip nhrp traffic --json` is not an object: {v}"))?;
+        Ok(NhrpTraffic(
+            map.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+                .collect(),
+        ))
+    }
+}
+
+impl std::fmt::Display for NhrpTraffic {
+    /// The counters that are not zero, `name=value` separated by spaces.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut first = true;
+        for (k, v) in self.0.iter().filter(|(_, v)| **v != 0) {
+            if !first {
+                f.write_str(" ")?;
+            }
+            first = false;
+            write!(f, "{k}={v}")?;
+        }
+        if first {
+            f.write_str("(all zero)")?;
+        }
+        Ok(())
+    }
+}
+
 /// How often [`FlexLab::start_strongswan`] lets the strongSwan spoke try
 /// to connect (each attempt is bounded by `swanctl --initiate --timeout`).
 const SWAN_INITIATE_ATTEMPTS: u32 = 3;
@@ -410,6 +537,32 @@ impl FlexLab {
     /// The namespaces, links, addresses, routes and sysctls, and the config
     /// files in the lab's directory; no daemon is started.
     pub fn new(gateway_bin: &Path, tag: &str, spec: &LabSpec) -> Result<FlexLab> {
+        FlexLab::new_with_nhrp(gateway_bin, tag, spec, None)
+    }
+
+    /// [`FlexLab::start`] with NHRP on the own spokes and the hub
+    /// ([`NhrpSpec`]).
+    pub fn start_with_nhrp(
+        gateway_bin: &Path,
+        tag: &str,
+        spec: &LabSpec,
+        nhrp: &NhrpSpec,
+    ) -> Result<FlexLab> {
+        let mut lab = FlexLab::new_with_nhrp(gateway_bin, tag, spec, Some(nhrp))?;
+        lab.start_daemons()?;
+        Ok(lab)
+    }
+
+    /// [`FlexLab::new`]; with `nhrp`, the own spokes are NHRP spokes with a
+    /// virtual template for shortcuts, and the hub gets the redirect
+    /// timeout if the spec has one ([`spoke_config_nhrp`],
+    /// [`hub_config_nhrp`]).
+    pub fn new_with_nhrp(
+        gateway_bin: &Path,
+        tag: &str,
+        spec: &LabSpec,
+        nhrp: Option<&NhrpSpec>,
+    ) -> Result<FlexLab> {
         ensure!(
             spec.own_spokes <= MAX_OWN_SPOKES,
             "at most {MAX_OWN_SPOKES} own spokes (asked for {})",
@@ -431,7 +584,7 @@ impl FlexLab {
         write(
             &hub.config,
             &with_datapath(
-                hub_config_with(hub.uplink.name(), &dir, spec.bgp.as_ref()),
+                hub_config_nhrp(hub.uplink.name(), &dir, spec.bgp.as_ref(), nhrp),
                 spec,
             ),
         )?;
@@ -454,12 +607,13 @@ impl FlexLab {
             write(
                 &spoke.config,
                 &with_datapath(
-                    spoke_config_with(
+                    spoke_config_nhrp(
                         k,
                         spoke.uplink.name(),
                         &dir,
                         spec.spoke_esp_proposals.as_deref(),
                         spec.bgp.as_ref().map(|b| k <= b.own_bgp_spokes),
+                        nhrp,
                     ),
                     spec,
                 ),
@@ -790,11 +944,76 @@ impl FlexLab {
     /// The hub's virtual-access interfaces (`show interfaces
     /// virtual-access --json`, field `virtual_access`).
     pub fn virtual_access(&self) -> Result<Vec<VirtualAccess>> {
-        let v = self.show_json(Which::Hub, &["interfaces", "virtual-access"])?;
+        self.virtual_access_on(Which::Hub)
+    }
+
+    /// The virtual-access interfaces of the hub or of a spoke (on a spoke:
+    /// `Tunnel1` to the hub and its spoke-to-spoke `Virtual-AccessN`).
+    pub fn virtual_access_on(&self, on: Which) -> Result<Vec<VirtualAccess>> {
+        let v = self.show_json(on, &["interfaces", "virtual-access"])?;
         let list = v["virtual_access"].as_array().with_context(|| {
             format!("`show interfaces virtual-access --json` has no virtual_access list: {v}")
         })?;
         Ok(list.iter().map(VirtualAccess::from_json).collect())
+    }
+
+    /// Spoke k's spoke-to-spoke virtual-access to own spoke `peer` (its
+    /// outer address is [`spoke_address`]`(peer)`), if it has one.
+    pub fn shortcut_tunnel(&self, k: usize, peer: usize) -> Result<Option<VirtualAccess>> {
+        let peer = spoke_address(peer);
+        Ok(self
+            .virtual_access_on(Which::Spoke(k))?
+            .into_iter()
+            .find(|va| va.is_virtual_access() && va.outer_ip() == Some(peer)))
+    }
+
+    /// Every spoke-to-spoke virtual-access of spoke k to own spoke `peer`:
+    /// more than one when both opened a tunnel to the other at once (each
+    /// answering the other's resolution request).
+    pub fn shortcut_tunnels_to(&self, k: usize, peer: usize) -> Result<Vec<VirtualAccess>> {
+        let peer = spoke_address(peer);
+        Ok(self
+            .shortcut_tunnels(k)?
+            .into_iter()
+            .filter(|va| va.outer_ip() == Some(peer))
+            .collect())
+    }
+
+    /// Spoke k's spoke-to-spoke virtual-accesses (not its `Tunnel1`).
+    pub fn shortcut_tunnels(&self, k: usize) -> Result<Vec<VirtualAccess>> {
+        Ok(self
+            .virtual_access_on(Which::Spoke(k))?
+            .into_iter()
+            .filter(VirtualAccess::is_virtual_access)
+            .collect())
+    }
+
+    /// `gateway show ip nhrp --json`: the NHRP cache (the hub has none).
+    pub fn nhrp_entries(&self, on: Which) -> Result<Vec<NhrpEntry>> {
+        let v = self.show_json(on, &["ip", "nhrp"])?;
+        let list = v["entries"]
+            .as_array()
+            .with_context(|| format!("`show ip nhrp --json` has no entries list: {v}"))?;
+        Ok(list.iter().map(NhrpEntry::from_json).collect())
+    }
+
+    /// The NHRP entry for exactly `target` (e.g. `192.168.2.0/24`).
+    pub fn nhrp_entry(&self, on: Which, target: &str) -> Result<Option<NhrpEntry>> {
+        Ok(self
+            .nhrp_entries(on)?
+            .into_iter()
+            .find(|e| e.target == target))
+    }
+
+    /// `gateway show ip nhrp traffic --json`.
+    pub fn nhrp_traffic(&self, on: Which) -> Result<NhrpTraffic> {
+        NhrpTraffic::from_json(&self.show_json(on, &["ip", "nhrp", "traffic"])?)
+    }
+
+    /// `gateway clear ip nhrp`: on the hub, its redirect rate-limit state;
+    /// on a spoke, its shortcut entries and spoke-to-spoke tunnels.
+    pub fn clear_nhrp(&self, on: Which) -> Result<String> {
+        self.gateway(on)?.cli_ok(["clear", "ip", "nhrp"])
     }
 
     /// The hub's virtual-access whose outer peer address is `outer`.
@@ -1028,6 +1247,27 @@ pub fn hub_config(uplink: &str, dir: &Path) -> String {
 /// The hub's config; with `bgp`, routing is by BGP: IKE pushes only the
 /// tunnel addresses and does not install what spokes announce.
 pub fn hub_config_with(uplink: &str, dir: &Path, bgp: Option<&BgpSpec>) -> String {
+    hub_config_nhrp(uplink, dir, bgp, None)
+}
+
+/// [`hub_config_with`]; with `nhrp` and its `redirect_timeout`, the
+/// template gets `nhrp_redirect_timeout` (the hub's template always has
+/// `nhrp_network_id = 2` and `nhrp_redirect = true`). Without, the text is
+/// that of [`hub_config_with`].
+pub fn hub_config_nhrp(
+    uplink: &str,
+    dir: &Path,
+    bgp: Option<&BgpSpec>,
+    nhrp: Option<&NhrpSpec>,
+) -> String {
+    let redirect_timeout = nhrp
+        .and_then(|n| n.redirect_timeout)
+        .map_or_else(String::new, |t| {
+            format!(
+                "# IOS: ip nhrp redirect timeout {t}: one Traffic Indication per \
+                 (source, destination) pair per {t} s.\nnhrp_redirect_timeout = {t}\n"
+            )
+        });
     let (route_set, route_accept) = if bgp.is_some() {
         (r#"["10.1.1.0/24"]"#, "false")
     } else {
@@ -1077,7 +1317,7 @@ mtu = 1400
 tcp_adjust_mss = 1360
 nhrp_network_id = 2
 nhrp_redirect = true
-
+{redirect_timeout}
 # As in the other labs: the filter on, and an IKE rate that a handful of
 # spokes starting at once stays well within.
 [xdp]
@@ -1116,6 +1356,26 @@ pub fn spoke_config_with(
     esp_proposals: Option<&[String]>,
     bgp: Option<bool>,
 ) -> String {
+    spoke_config_nhrp(k, uplink, dir, esp_proposals, bgp, None)
+}
+
+/// [`spoke_config_with`]; with `nhrp`, spoke k is an NHRP spoke: its
+/// profile has `virtual_template = 1` (shortcut tunnels are cloned from
+/// it, both the ones it opens and the ones opened to it), `[tunnel.1]` has
+/// the NHRP lines, and `[virtual_template.1]` is unnumbered to Tunnel1 with
+/// the same MTU, MSS and NHRP lines (IOS: the seed's `interface
+/// Virtual-Template1 type tunnel`). Without, the text is that of
+/// [`spoke_config_with`].
+pub fn spoke_config_nhrp(
+    k: usize,
+    uplink: &str,
+    dir: &Path,
+    esp_proposals: Option<&[String]>,
+    bgp: Option<bool>,
+    nhrp: Option<&NhrpSpec>,
+) -> String {
+    let (profile_template, tunnel_nhrp, template_section) =
+        nhrp.map_or_else(Default::default, |n| spoke_nhrp_parts(k, n));
     let route_set = if bgp.is_some() {
         String::new()
     } else {
@@ -1145,7 +1405,7 @@ local_identity = "fqdn:{identity}"
 authentication_local = "pre-share"
 authentication_remote = "pre-share"
 keyring = "Flex_key"
-# Announced to the hub in the CFG_REQUEST (the hub has route_accept).
+{profile_template}# Announced to the hub in the CFG_REQUEST (the hub has route_accept).
 {route_set}
 {esp}
 [ikev2.keyring.Flex_key.peer.Hub]
@@ -1159,13 +1419,13 @@ destination = "{HUB_ADDRESS}"
 ikev2_profile = "Flex_IKEv2"
 mtu = 1400
 tcp_adjust_mss = 1360
-
+{tunnel_nhrp}
 # The spoke's uplink filter too: it must let the hub's ESP through (spoke
 # mode installs its inbound SPI) and drops anything else.
 [xdp]
 enabled = true
 mode = "auto"
-"#,
+{template_section}"#,
         address = spoke_address(k),
         identity = spoke_identity(k),
         state = dir.join(format!("spoke{k}-state")).display(),
@@ -1176,6 +1436,29 @@ mode = "auto"
     } else {
         text
     }
+}
+
+/// The NHRP parts of spoke k's config: the profile's template line, the
+/// lines of `[tunnel.1]`, and the `[virtual_template.1]` section.
+fn spoke_nhrp_parts(k: usize, nhrp: &NhrpSpec) -> (String, String, String) {
+    let shortcut = nhrp.shortcut(k);
+    let holdtime = nhrp.holdtime;
+    let lines = format!(
+        "nhrp_network_id = 2\nnhrp_shortcut = {shortcut}\nnhrp_redirect = true\nnhrp_holdtime = {holdtime}\n"
+    );
+    let profile = "# Spoke-to-spoke shortcut tunnels (NHRP) are cloned from it.\n\
+                   virtual_template = 1\n"
+        .to_owned();
+    let tunnel = format!(
+        "# IOS: ip nhrp network-id 2 / ip nhrp shortcut virtual-template 1 / ip nhrp redirect / \
+         ip nhrp holdtime {holdtime}\n{lines}"
+    );
+    let template = format!(
+        "\n# IOS: interface Virtual-Template1 type tunnel / ip unnumbered Tunnel1 (the \
+         spoke-to-spoke shortcut tunnels).\n[virtual_template.1]\nunnumbered = \"Tunnel1\"\n\
+         mtu = 1400\ntcp_adjust_mss = 1360\n{lines}"
+    );
+    (profile, tunnel, template)
 }
 
 /// The strongSwan spoke: PSK, a virtual IP from the hub's pool, tunnel mode
@@ -1938,6 +2221,64 @@ mod tests {
         assert_eq!(va.outer_ip(), Some(SPOKE));
         assert_eq!(va.peer_inner, Some(Ipv4Addr::new(10, 1, 1, 100)));
         assert_eq!((va.rx_spoofed, va.hairpinned), (2, 3));
+    }
+
+    #[test]
+    fn nhrp_entries_and_traffic_from_json() {
+        let v: Value = serde_json::from_str(
+            r#"{"target":"192.168.2.0/24","via":"10.1.1.102","nbma":"172.16.1.102",
+               "interface":"Virtual-Access1","created_s":3,"expires_s":5,
+               "flags":["router","rib","nho","dynamic"]}"#,
+        )
+        .unwrap();
+        let e = NhrpEntry::from_json(&v);
+        assert_eq!(e.target, "192.168.2.0/24");
+        assert_eq!(e.via, Some(Ipv4Addr::new(10, 1, 1, 102)));
+        assert_eq!(e.nbma, Some(Ipv4Addr::new(172, 16, 1, 102)));
+        assert_eq!(
+            (e.interface.as_str(), e.created_s, e.expires_s),
+            ("Virtual-Access1", 3, 5)
+        );
+        assert_eq!(e.flags, ["router", "rib", "nho", "dynamic"]);
+        let t: Value =
+            serde_json::from_str(r#"{"redirects_sent":2,"redirects_suppressed":0}"#).unwrap();
+        let t = NhrpTraffic::from_json(&t).unwrap();
+        assert_eq!((t.get("redirects_sent"), t.get("malformed")), (2, 0));
+        assert_eq!(t.to_string(), "redirects_sent=2");
+        assert!(NhrpTraffic::from_json(&Value::Null).is_err());
+    }
+
+    #[test]
+    fn nhrp_configs_only_add_to_the_plain_ones() {
+        let dir = Path::new("/tmp/lab");
+        let bgp = BgpSpec {
+            own_bgp_spokes: 2,
+            lan_neighbor: None,
+        };
+        assert_eq!(
+            hub_config_nhrp("u", dir, Some(&bgp), Some(&NhrpSpec::new(8))),
+            hub_config_with("u", dir, Some(&bgp))
+        );
+        let nhrp = NhrpSpec {
+            holdtime: 8,
+            shortcut_off: vec![2],
+            redirect_timeout: Some(2),
+        };
+        let hub = hub_config_nhrp("u", dir, Some(&bgp), Some(&nhrp));
+        assert!(hub.contains("nhrp_redirect = true\n# IOS: ip nhrp redirect timeout 2"));
+        assert!(hub.contains("\nnhrp_redirect_timeout = 2\n"));
+        for k in 1..=2 {
+            let plain = spoke_config_with(k, "u", dir, None, Some(true));
+            let text = spoke_config_nhrp(k, "u", dir, None, Some(true), Some(&nhrp));
+            assert!(!plain.contains("nhrp_") && !plain.contains("virtual_template ="));
+            assert!(text.contains("keyring = \"Flex_key\"\n# Spoke-to-spoke"));
+            assert!(text.contains("\nvirtual_template = 1\n"));
+            assert!(text.contains("[virtual_template.1]\nunnumbered = \"Tunnel1\"\n"));
+            assert_eq!(text.matches("nhrp_holdtime = 8\n").count(), 2);
+            assert_eq!(text.matches("nhrp_network_id = 2\n").count(), 2);
+            let shortcut = format!("nhrp_shortcut = {}\n", k != 2);
+            assert_eq!(text.matches(&shortcut).count(), 2, "{text}");
+        }
     }
 
     #[test]
