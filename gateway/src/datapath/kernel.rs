@@ -472,6 +472,16 @@ impl State {
             Some(peer) => self.nl.add_address_peer(ifindex, spec.unnumbered, peer),
             None => self.nl.add_address(ifindex, spec.unnumbered, 32, None),
         };
+        // No IPv6 on the tunnel (IOS runs none unless configured): the
+        // kernel would send router solicitations and MLD reports through
+        // it, which would read as traffic keeping NHRP shortcuts alive.
+        // Absent when the kernel has no IPv6 at all.
+        let ipv6 = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+        if std::path::Path::new(&ipv6).exists()
+            && let Err(e) = std::fs::write(&ipv6, "1")
+        {
+            tracing::debug!(link = %name, error = %e, "could not turn IPv6 off on the link");
+        }
         let configured = address.and_then(|()| self.nl.set_link_up(ifindex));
         if let Err(e) = configured {
             let _ = self.nl.del_link(ifindex);

@@ -145,6 +145,10 @@ enum Command {
 /// NHRP as the control socket sees it.
 pub struct Nhrp {
     state: Mutex<State>,
+    /// NHRP packets we sent per virtual-access since the last tick: the
+    /// kernel counts them with the traffic, and a refresh must not keep
+    /// its own entry alive.
+    own_packets: Mutex<HashMap<VaId, u64>>,
     datapath: Arc<dyn Datapath>,
     ike: Option<Arc<IkeShared>>,
     commands: mpsc::UnboundedSender<Command>,
@@ -215,6 +219,7 @@ impl Nhrp {
                 machine,
                 tx_seen: HashMap::new(),
             }),
+            own_packets: Mutex::default(),
             datapath,
             ike: ike.as_ref().map(|(shared, _)| shared.clone()),
             commands: commands_tx,
@@ -320,10 +325,12 @@ impl Nhrp {
         for action in actions {
             match action {
                 Action::Send { va, packet } => {
-                    if let Some(bytes) = shortcuts.take_packet(packet)
-                        && let Err(e) = self.datapath.send_nhrp(va, &bytes)
-                    {
-                        tracing::warn!(interface = %va, error = %e, "NHRP: send failed");
+                    let Some(bytes) = shortcuts.take_packet(packet) else {
+                        continue;
+                    };
+                    match self.datapath.send_nhrp(va, &bytes) {
+                        Ok(()) => *lock(&self.own_packets).entry(va).or_default() += 1,
+                        Err(e) => tracing::warn!(interface = %va, error = %e, "NHRP: send failed"),
                     }
                 }
                 Action::AddRoute(route) => {
@@ -394,10 +401,15 @@ impl Nhrp {
         let tunnel = *tunnel;
         self.sync_spoke(shortcuts, tunnel, now);
         let report = self.datapath.report();
+        let ours = std::mem::take(&mut *lock(&self.own_packets));
         let mut active = Vec::new();
         let mut seen = HashMap::new();
         for v in &report.virtual_access {
-            if tx_seen.get(&v.id).is_some_and(|n| v.tx_packets > *n) {
+            let own = ours.get(&v.id).copied().unwrap_or(0);
+            if tx_seen
+                .get(&v.id)
+                .is_some_and(|n| v.tx_packets > n.saturating_add(own))
+            {
                 active.push(v.id);
             }
             seen.insert(v.id, v.tx_packets);
