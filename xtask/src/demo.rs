@@ -4,9 +4,10 @@
 //! get their tunnel addresses from the hub's pool, our spokes announce their
 //! LANs over iBGP (dynamic neighbors of the hub, which sends them only its
 //! 192.168.0.0/16 summary), and traffic flows through the userspace
-//! datapath: LAN to LAN through the
-//! hub, spoke to spoke hairpinned at the hub, the strongSwan spoke's
-//! virtual IP to the LANs. Prints what an operator would look at on the hub
+//! datapath: LAN to LAN through the hub; spoke to spoke first hairpinned
+//! at the hub, which sends an NHRP redirect, then over a shortcut tunnel
+//! the spokes build to each other; the strongSwan spoke's virtual IP to
+//! the LANs. Prints what an operator would look at on the hub
 //! and a summary table; `--keep` leaves it all up until Ctrl-C.
 //!
 //! The gateway is a debug build by default: the one `cargo xtask test` and
@@ -22,7 +23,8 @@ use clap::Args;
 use integration::{
     Netns,
     flex_lab::{
-        self, BgpSpec, FlexLab, HUB_LAN_HOST, LabSpec, Which, human_rate, spoke_lan_host, wait_ping,
+        self, BgpSpec, FlexLab, HUB_LAN_HOST, LabSpec, NhrpSpec, Which, human_rate, spoke_lan_host,
+        spoke_lan_prefix, wait_ping,
     },
 };
 
@@ -50,6 +52,10 @@ const BGP_UP: Duration = Duration::from_secs(30);
 /// How long a path gets to start working.
 const PATH_UP: Duration = Duration::from_secs(10);
 const PINGS: u32 = 5;
+/// The spokes' NHRP holdtime: shortcuts outlive the demo's traffic.
+const NHRP_HOLDTIME: u16 = 600;
+/// How long a redirect gets to turn into a shortcut.
+const SHORTCUT_UP: Duration = Duration::from_secs(5);
 const IPERF_SECONDS: u32 = 3;
 
 /// One line of the summary.
@@ -74,7 +80,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         }),
         ..LabSpec::new(2, true)
     };
-    let mut lab = FlexLab::new(&gateway, "demo", &spec).context("creating the lab's namespaces")?;
+    // And NHRP as FlexVPN runs it: the hub redirects spoke-to-spoke
+    // traffic, the spokes build shortcut tunnels to each other.
+    let nhrp = NhrpSpec::new(NHRP_HOLDTIME);
+    let mut lab = FlexLab::new_with_nhrp(&gateway, "demo", &spec, Some(&nhrp))
+        .context("creating the lab's namespaces")?;
     describe(&lab);
     let started = lab.start_daemons();
     let sessions = started.and_then(|()| lab.wait_sessions(3, SESSIONS_UP));
@@ -189,8 +199,16 @@ fn describe(lab: &FlexLab) {
 }
 
 fn show(lab: &FlexLab, what: &[&str]) {
-    println!("\n$ gateway show {}    (on the hub)\n", what.join(" "));
-    match lab.show(Which::Hub, what) {
+    show_on(lab, Which::Hub, what);
+}
+
+fn show_on(lab: &FlexLab, on: Which, what: &[&str]) {
+    let box_name = match on {
+        Which::Hub => "the hub".to_owned(),
+        Which::Spoke(k) => format!("spoke {k}"),
+    };
+    println!("\n$ gateway show {}    (on {box_name})\n", what.join(" "));
+    match lab.show(on, what) {
         Ok(text) => print!("{text}"),
         Err(e) => println!("(failed: {e:#})"),
     }
@@ -217,13 +235,16 @@ fn traffic(lab: &FlexLab) -> Vec<Row> {
         rows.push(ping_row(
             lab.spoke_lan(1),
             spoke_lan_host(2),
-            "spoke 1 LAN -> spoke 2 LAN (via the hub)",
+            "spoke 1 LAN -> spoke 2 LAN (hub, then shortcut)",
         ));
         rows.push(ping_row(
             lab.spoke_lan(2),
             spoke_lan_host(1),
-            "spoke 2 LAN -> spoke 1 LAN (via the hub)",
+            "spoke 2 LAN -> spoke 1 LAN (hub, then shortcut)",
         ));
+        rows.push(shortcut_row(lab));
+        show_on(lab, Which::Spoke(1), &["ip", "nhrp"]);
+        show(lab, &["ip", "nhrp", "traffic"]);
     }
     if let Some(swan) = lab.strongswan_netns() {
         match lab.strongswan_vip() {
@@ -281,6 +302,49 @@ fn traffic(lab: &FlexLab) -> Vec<Row> {
         });
     }
     rows
+}
+
+/// Whether spoke 1 routes spoke 2's LAN through a shortcut tunnel.
+fn shortcut_row(lab: &FlexLab) -> Row {
+    let path = "NHRP shortcut spoke 1 -> spoke 2 LAN".to_owned();
+    let target = spoke_lan_prefix(2);
+    let deadline = std::time::Instant::now() + SHORTCUT_UP;
+    loop {
+        match lab.nhrp_entry(Which::Spoke(1), &target) {
+            Ok(Some(entry)) => {
+                return Row {
+                    path,
+                    ok: true,
+                    result: "ok".to_owned(),
+                    detail: format!(
+                        "{} via {} on {}",
+                        entry.target,
+                        entry.via.map_or_else(|| "?".to_owned(), |a| a.to_string()),
+                        entry.interface
+                    ),
+                };
+            }
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Ok(None) => {
+                return Row {
+                    path,
+                    ok: false,
+                    result: "FAILED".to_owned(),
+                    detail: format!("no entry for {target} on spoke 1"),
+                };
+            }
+            Err(e) => {
+                return Row {
+                    path,
+                    ok: false,
+                    result: "FAILED".to_owned(),
+                    detail: first_line(&format!("{e:#}")),
+                };
+            }
+        }
+    }
 }
 
 fn ping_row(from: &Netns, to: Ipv4Addr, path: &str) -> Row {

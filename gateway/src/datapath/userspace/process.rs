@@ -321,8 +321,13 @@ impl Processor {
                     return FromNet::Done;
                 }
                 bump(&from.stats.hairpinned, 1);
+                // Only between peers that speak NHRP (GRE, transport
+                // mode): a redirect to a tunnel-mode peer cannot be sent,
+                // and one about it cannot be resolved.
                 if from.spec.nhrp_network_id.is_some()
                     && from.spec.nhrp_network_id == to.spec.nhrp_network_id
+                    && carries_gre(from)
+                    && carries_gre(to)
                 {
                     self.report_hairpin(from, to, packet);
                 }
@@ -504,6 +509,12 @@ impl Processor {
     pub fn global(&self) -> &GlobalStats {
         &self.global
     }
+}
+
+/// Whether the peer's SA carries GRE (FlexVPN's transport mode), and with
+/// it NHRP.
+fn carries_gre(va: &Va) -> bool {
+    va.out.as_ref().is_some_and(|o| o.mode == Mode::Transport)
 }
 
 fn inbound_mode(spec: &InboundSpec) -> Mode {

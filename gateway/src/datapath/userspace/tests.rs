@@ -491,6 +491,24 @@ fn traffic_from_a_shortcut_to_the_spokes_own_lan_goes_to_the_host() {
 }
 
 #[test]
+fn no_hairpin_event_toward_a_tunnel_mode_peer_which_cannot_speak_nhrp() {
+    let s1 = Spoke::new(1, Mode::Transport, GCM, None);
+    let swan = Spoke::new(2, Mode::Tunnel, GCM, None);
+    let mut h = hub(&[&s1, &swan]);
+    let ping = icmp_echo(
+        Ipv4Addr::new(192, 168, 1, 10),
+        Ipv4Addr::new(192, 168, 2, 10),
+        100,
+    );
+    let mut wire = s1.seal(&s1.uplink(), &ping);
+    assert!(matches!(
+        from(&mut h, &s1, &mut wire),
+        FromNet::Hairpin { .. }
+    ));
+    assert!(h.events.try_recv().is_err(), "no redirect can come of it");
+}
+
+#[test]
 fn nhrp_in_gre_goes_to_the_control_plane() {
     let s1 = Spoke::new(1, Mode::Transport, GCM, None);
     let mut h = hub(&[&s1]);
