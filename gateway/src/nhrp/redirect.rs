@@ -187,6 +187,21 @@ impl Redirector {
         vec![Outgoing { va: out, packet }]
     }
 
+    /// What `on_packet` forwarded could not be sent on (a tunnel-mode peer
+    /// has no GRE to carry NHRP): a request gets Protocol Address
+    /// Unreachable back toward its sender, through `from`.
+    pub fn undeliverable(&mut self, from: VaId, bytes: &[u8]) -> Vec<Outgoing> {
+        let Ok(repr) = NhrpRepr::parse_bytes(bytes) else {
+            return Vec::new();
+        };
+        if !matches!(repr.message, Message::ResolutionRequest(_)) {
+            return Vec::new();
+        }
+        self.traffic.resolution_requests_forwarded =
+            self.traffic.resolution_requests_forwarded.saturating_sub(1);
+        self.error(from, bytes, &repr, error_code::PROTOCOL_ADDRESS_UNREACHABLE)
+    }
+
     fn self_cie(&self) -> Cie {
         Cie {
             prefix_len: 32,

@@ -376,7 +376,12 @@ impl Nhrp {
                 let route = |addr| self.datapath.lookup(addr).map(|r| r.va);
                 for out in redirector.on_packet(va, &packet, &route) {
                     if let Err(e) = self.datapath.send_nhrp(out.va, &out.packet) {
-                        tracing::warn!(interface = %out.va, error = %e, "NHRP: forwarding failed");
+                        tracing::info!(interface = %out.va, error = %e, "NHRP: cannot forward; telling the sender");
+                        for back in redirector.undeliverable(va, &packet) {
+                            if let Err(e) = self.datapath.send_nhrp(back.va, &back.packet) {
+                                tracing::warn!(interface = %back.va, error = %e, "NHRP: Error Indication not sent");
+                            }
+                        }
                     }
                 }
             }

@@ -184,3 +184,17 @@ fn garbage_is_counted_not_forwarded() {
     assert!(r.on_packet(VA1, &[], &route).is_empty());
     assert_eq!(r.traffic.malformed, 2);
 }
+
+#[test]
+fn a_request_that_cannot_be_sent_on_is_answered_with_an_error() {
+    let mut r = Redirector::new(HUB);
+    let request = request(LAN2_HOST, 16);
+    assert_eq!(r.on_packet(VA1, &request, &route).len(), 1);
+    // VA2 turned out to be a tunnel-mode peer: no GRE for NHRP.
+    assert_eq!(
+        error_code_of(&r.undeliverable(VA1, &request)),
+        (VA1, error_code::PROTOCOL_ADDRESS_UNREACHABLE)
+    );
+    assert_eq!(r.traffic.resolution_requests_forwarded, 0);
+    assert_eq!(r.traffic.error_indications_sent, 1);
+}
