@@ -1524,6 +1524,28 @@ pub fn reference_spoke_params(k: usize) -> SpokeParams {
     p
 }
 
+/// The gateway binary when a lab test can run here (root, the tools of
+/// [`missing_tools`]); otherwise prints why not (`skipped: ...`) and
+/// returns `None`.
+pub fn ready(strongswan: bool) -> Option<PathBuf> {
+    if let Err(e) = crate::require_root() {
+        eprintln!("skipped: {e}");
+        return None;
+    }
+    let missing = missing_tools(strongswan);
+    if !missing.is_empty() {
+        eprintln!(
+            "skipped: {} not installed (`cargo xtask setup` installs them)",
+            missing.join(", ")
+        );
+        return None;
+    }
+    match crate::gateway::gateway_bin() {
+        Ok(bin) => Some(bin),
+        Err(e) => panic!("{e:#}"),
+    }
+}
+
 /// Tools the lab needs that are not installed: `ping`, `tcpdump`,
 /// `iperf3`, and with `strongswan` charon and swanctl. Empty: all there.
 pub fn missing_tools(strongswan: bool) -> Vec<&'static str> {

@@ -11,7 +11,7 @@
 //! benchmarks (`cargo xtask bench-throughput`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{net::Ipv4Addr, time::Duration};
 
 use integration::{
     capture::{Capture, read_pcap},
@@ -20,7 +20,6 @@ use integration::{
         spoke_lan_host, spoke_lan_prefix, wait_ping,
     },
     gateway::gateway_bin,
-    require_root,
 };
 
 /// How long the spokes get to dial in and be up on the hub.
@@ -32,24 +31,6 @@ const PATH_UP: Duration = Duration::from_secs(10);
 const IPERF_SECONDS: u32 = 3;
 /// Pings per check.
 const PINGS: u32 = 5;
-
-/// The gateway binary if the test can run here; otherwise prints why not
-/// (`skipped: ...`) and returns `None`.
-fn ready(strongswan: bool) -> Option<PathBuf> {
-    if let Err(e) = require_root() {
-        eprintln!("skipped: {e}");
-        return None;
-    }
-    let missing = flex_lab::missing_tools(strongswan);
-    if !missing.is_empty() {
-        eprintln!(
-            "skipped: {} not installed (`cargo xtask setup` installs them)",
-            missing.join(", ")
-        );
-        return None;
-    }
-    Some(gateway_bin().unwrap())
-}
 
 fn start(bin: &std::path::Path, tag: &str, spec: &LabSpec, sessions: usize) -> FlexLab {
     let lab = FlexLab::start(bin, tag, spec).unwrap_or_else(|e| panic!("{e:#}"));
@@ -130,7 +111,9 @@ fn lab_configs_pass_gateway_config_check() {
 /// is on and reverse-path filtering off where the lab needs it.
 #[test]
 fn topology_and_underlay() {
-    let Some(bin) = ready(false) else { return };
+    let Some(bin) = flex_lab::ready(false) else {
+        return;
+    };
     let lab = FlexLab::new(&bin, "dptopo", &LabSpec::new(2, true)).unwrap();
     for k in 1..=2 {
         let r = ping(lab.hub(), flex_lab::spoke_address(k), 2).unwrap();
@@ -175,7 +158,9 @@ fn topology_and_underlay() {
 /// cleartext inner packet.
 #[test]
 fn hub_lan_and_spoke_lans_ping_and_carry_tcp_both_ways_encrypted_on_the_uplink() {
-    let Some(bin) = ready(false) else { return };
+    let Some(bin) = flex_lab::ready(false) else {
+        return;
+    };
     let lab = start(&bin, "dphub", &LabSpec::new(2, false), 2);
     let capture: Capture = lab.capture_hub_uplink("uplink").unwrap();
     for k in 1..=2 {
@@ -212,7 +197,9 @@ fn hub_lan_and_spoke_lans_ping_and_carry_tcp_both_ways_encrypted_on_the_uplink()
 /// virtual-access (`hairpinned`).
 #[test]
 fn spoke_lan_to_spoke_lan_hairpins_at_the_hub() {
-    let Some(bin) = ready(false) else { return };
+    let Some(bin) = flex_lab::ready(false) else {
+        return;
+    };
     let lab = start(&bin, "dphairpin", &LabSpec::new(2, false), 2);
     let (lan1, lan2) = (lab.spoke_lan(1), lab.spoke_lan(2));
     ping_ok(&lab, lan1, spoke_lan_host(2), "lan1 -> lan2");
@@ -237,7 +224,9 @@ fn spoke_lan_to_spoke_lan_hairpins_at_the_hub() {
 /// LAN host, both ways.
 #[test]
 fn strongswan_spoke_reaches_an_own_spoke_lan_and_the_hub_lan() {
-    let Some(bin) = ready(true) else { return };
+    let Some(bin) = flex_lab::ready(true) else {
+        return;
+    };
     let lab = start(&bin, "dpswan", &LabSpec::new(1, true), 2);
     let vip = lab.strongswan_vip().unwrap();
     assert!(
@@ -267,7 +256,9 @@ fn strongswan_spoke_reaches_an_own_spoke_lan_and_the_hub_lan() {
 /// identity) and its traffic back.
 #[test]
 fn a_spoke_that_stops_loses_its_routes_and_gets_them_back_when_it_returns() {
-    let Some(bin) = ready(false) else { return };
+    let Some(bin) = flex_lab::ready(false) else {
+        return;
+    };
     let mut lab = start(&bin, "dprestart", &LabSpec::new(1, false), 1);
     let address = lab.spoke_pool_address(1).unwrap();
     let host_route = format!("{address}/32");
@@ -330,7 +321,9 @@ fn a_spoke_that_stops_loses_its_routes_and_gets_them_back_when_it_returns() {
 /// tunnels, addresses and routes back.
 #[test]
 fn spokes_dial_again_when_the_hub_comes_back() {
-    let Some(bin) = ready(false) else { return };
+    let Some(bin) = flex_lab::ready(false) else {
+        return;
+    };
     let mut lab = start(&bin, "dphubback", &LabSpec::new(2, false), 2);
     let before: Vec<Ipv4Addr> = (1..=2)
         .map(|k| lab.spoke_pool_address(k).unwrap())
@@ -409,7 +402,9 @@ fn spokes_dial_again_when_the_hub_comes_back() {
 /// test fails on the hub's counter and needs another way in.
 #[test]
 fn a_forged_inner_source_is_dropped_and_counted_by_the_hub() {
-    let Some(bin) = ready(false) else { return };
+    let Some(bin) = flex_lab::ready(false) else {
+        return;
+    };
     let lab = start(&bin, "dpspoof", &LabSpec::new(1, false), 1);
     ping_ok(&lab, lab.spoke_lan(1), HUB_LAN_HOST, "lan1 -> hub LAN");
     let before = lab.spoke_virtual_access(1).unwrap().unwrap();
@@ -477,7 +472,9 @@ fn a_forged_inner_source_is_dropped_and_counted_by_the_hub() {
 /// "fragmentation needed, mtu 1400").
 #[test]
 fn syns_are_clamped_and_path_mtu_discovery_works_through_the_tunnel() {
-    let Some(bin) = ready(false) else { return };
+    let Some(bin) = flex_lab::ready(false) else {
+        return;
+    };
     let lab = start(&bin, "dpmss", &LabSpec::new(1, false), 1);
     ping_ok(&lab, lab.spoke_lan(1), HUB_LAN_HOST, "lan1 -> hub LAN");
 
@@ -583,7 +580,9 @@ fn syn_mss(frame: &[u8]) -> Option<u16> {
 /// only IKE and ESP-in-UDP on the hub's wire. No gateway runs.
 #[test]
 fn strongswan_reference_carries_lan_to_lan_and_the_uplink_check_passes() {
-    let Some(bin) = ready(true) else { return };
+    let Some(bin) = flex_lab::ready(true) else {
+        return;
+    };
     let lab = FlexLab::new(&bin, "dpref", &LabSpec::new(1, false)).unwrap();
     let capture = lab.capture_hub_uplink("reference").unwrap();
     let (_hub, _spoke) = lab

@@ -34,7 +34,7 @@
 use std::{
     fmt::Write as _,
     net::Ipv4Addr,
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -48,7 +48,7 @@ use integration::{
         PingResult, Which, spoke_address, spoke_lan_host, spoke_lan_prefix,
     },
     gateway::gateway_bin,
-    require_root, wait_until,
+    wait_until,
 };
 
 /// The spokes' `nhrp_holdtime`: small, so that expiry fits in a test.
@@ -90,23 +90,6 @@ const FLOOD_INTERVAL: &str = "0.002";
 const REDIRECT_TIMEOUT: u16 = 2;
 
 // ---- set-up ------------------------------------------------------------------
-
-/// The gateway binary if the lab can run here; otherwise prints why not.
-fn ready() -> Option<PathBuf> {
-    if let Err(e) = require_root() {
-        eprintln!("skipped: {e}");
-        return None;
-    }
-    let missing = flex_lab::missing_tools(false);
-    if !missing.is_empty() {
-        eprintln!(
-            "skipped: {} not installed (`cargo xtask setup` installs them)",
-            missing.join(", ")
-        );
-        return None;
-    }
-    Some(gateway_bin().unwrap())
-}
 
 /// A lab with `spokes` own BGP spokes, NHRP as `nhrp` says: sessions up,
 /// BGP up with every LAN, every LAN reaching the hub's LAN (which is not a
@@ -787,7 +770,9 @@ fn lan_3_and_lan_1_talk(lab: &FlexLab) {
 
 #[test]
 fn shortcut_replaces_the_hub_path_and_expires() {
-    let Some(bin) = ready() else { return };
+    let Some(bin) = flex_lab::ready(false) else {
+        return;
+    };
     let lab = nhrp_lab(&bin, "nhrp", 3, &NhrpSpec::new(HOLDTIME), false);
     shortcut_replaces_the_hub_path(&lab);
     idle_shortcut_expires(&lab);
@@ -796,7 +781,9 @@ fn shortcut_replaces_the_hub_path_and_expires() {
 
 #[test]
 fn clear_ip_nhrp_on_the_hub_and_on_a_spoke() {
-    let Some(bin) = ready() else { return };
+    let Some(bin) = flex_lab::ready(false) else {
+        return;
+    };
     let lab = nhrp_lab(&bin, "nhclr", 2, &NhrpSpec::new(HOLDTIME), false);
     clear_ip_nhrp(&lab);
 }
@@ -806,7 +793,7 @@ fn kernel_datapath_shortcut_expiry_and_clear() {
     if !integration::vm::kernel_datapath_available() {
         return;
     }
-    let Some(bin) = ready() else {
+    let Some(bin) = flex_lab::ready(false) else {
         // In the VM tier a skip must not pass for a run.
         assert!(
             std::env::var_os("GATEWAY_REQUIRE_KERNEL_DATAPATH").is_none(),
@@ -838,7 +825,9 @@ fn kernel_datapath_shortcut_expiry_and_clear() {
 /// LAN 2 alone.
 #[test]
 fn redirects_are_rate_limited_per_pair() {
-    let Some(bin) = ready() else { return };
+    let Some(bin) = flex_lab::ready(false) else {
+        return;
+    };
     let nhrp = NhrpSpec {
         holdtime: HOLDTIME,
         shortcut_off: vec![1, 2],
