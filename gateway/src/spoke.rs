@@ -270,15 +270,7 @@ impl ShortcutDialer {
                 return;
             }
         };
-        if let Some(filter) = ike
-            .xdp
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_mut()
-            && let Err(e) = filter.add_sa(child.spi_in)
-        {
-            tracing::error!(spi = format_args!("{:#010x}", child.spi_in), error = %e, "XDP: could not install the inbound SPI");
-        }
+        ike.allow_spi(child.spi_in);
         tracing::info!(
             "%CRYPTO-5-SESSION_STATUS: Crypto tunnel is UP. Peer {nbma}:{} Id: {} Interface: {va} (NHRP shortcut)",
             initiator.endpoints().1.port(),
@@ -307,14 +299,7 @@ impl ShortcutDialer {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .child_down(child.spi_in);
-        if let Some(filter) = ike
-            .xdp
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_mut()
-        {
-            let _ = filter.remove_sa(child.spi_in);
-        }
+        ike.forget_spi(child.spi_in);
         tracing::info!(
             "%CRYPTO-5-SESSION_STATUS: Crypto tunnel is DOWN. Peer {nbma} Interface: {va} Reason: {reason}"
         );
@@ -482,17 +467,7 @@ impl SpokeRunner {
             let _ = self.datapath.remove_virtual_access(va);
             return Err(e.to_string());
         }
-        // The uplink filter drops ESP it has no SPI for: ours goes in.
-        if let Some(filter) = self
-            .ike
-            .xdp
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_mut()
-            && let Err(e) = filter.add_sa(child.spi_in)
-        {
-            tracing::error!(spi = format_args!("{:#010x}", child.spi_in), error = %e, "XDP: could not install the inbound SPI");
-        }
+        self.ike.allow_spi(child.spi_in);
         let mut routes = Vec::new();
         for prefix in &e.routes {
             let route = Route {
@@ -564,15 +539,8 @@ impl SpokeRunner {
         let va = self.tunnel.va();
         self.tell_route_watch(routes, false);
         self.share_address(None);
-        if let (Some(spi), Some(filter)) = (
-            spi_in,
-            self.ike
-                .xdp
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .as_mut(),
-        ) {
-            let _ = filter.remove_sa(spi);
+        if let Some(spi) = spi_in {
+            self.ike.forget_spi(spi);
         }
         for r in routes.iter().rev() {
             let _ = self.datapath.remove_route(r);

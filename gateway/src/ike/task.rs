@@ -54,6 +54,23 @@ impl IkeShared {
         lock(&self.initiators).remove(&spi_i);
     }
 
+    /// Lets the uplink filter pass ESP for a new inbound SA (it drops ESP
+    /// it has no SPI for).
+    pub fn allow_spi(&self, spi: u32) {
+        if let Some(filter) = lock(&self.xdp).as_mut()
+            && let Err(e) = filter.add_sa(spi)
+        {
+            tracing::error!(spi = format_args!("{spi:#010x}"), error = %e, "XDP: could not install the inbound SPI");
+        }
+    }
+
+    /// The inbound SA is gone: the filter drops its ESP again.
+    pub fn forget_spi(&self, spi: u32) {
+        if let Some(filter) = lock(&self.xdp).as_mut() {
+            let _ = filter.remove_sa(spi);
+        }
+    }
+
     /// Hands the datagram to the initiator that owns its SA, if any.
     fn to_initiator(&self, inbound: Inbound) -> Option<Inbound> {
         let Some(spi) = inbound.datagram.get(..8) else {
@@ -323,12 +340,7 @@ pub async fn apply(shared: &IkeShared, sockets: &IkeSockets, actions: Vec<Action
                 }
             }
             Action::ChildUp(child) => {
-                let mut xdp = lock(&shared.xdp);
-                if let Some(filter) = xdp.as_mut()
-                    && let Err(e) = filter.add_sa(child.spi_in)
-                {
-                    tracing::error!(spi = format_args!("{:#010x}", child.spi_in), error = %e, "XDP: could not install the inbound SPI");
-                }
+                shared.allow_spi(child.spi_in);
                 tracing::info!(
                     peer = %child.remote,
                     spi_in = format_args!("{:#010x}", child.spi_in),
@@ -337,7 +349,6 @@ pub async fn apply(shared: &IkeShared, sockets: &IkeSockets, actions: Vec<Action
                     encap = child.encap.is_some(),
                     "CHILD_SA installed"
                 );
-                drop(xdp);
                 if let Some(sessions) = &shared.sessions
                     && let Err(e) = lock(sessions).child_up(&child)
                 {
@@ -350,10 +361,7 @@ pub async fn apply(shared: &IkeShared, sockets: &IkeSockets, actions: Vec<Action
                 if let Some(sessions) = &shared.sessions {
                     lock(sessions).child_down(spi_in);
                 }
-                let mut xdp = lock(&shared.xdp);
-                if let Some(filter) = xdp.as_mut() {
-                    let _ = filter.remove_sa(spi_in);
-                }
+                shared.forget_spi(spi_in);
                 tracing::info!(
                     spi_in = format_args!("{spi_in:#010x}"),
                     spi_out = format_args!("{spi_out:#010x}"),
