@@ -62,11 +62,12 @@ pub struct SpokeSettings {
     pub hub_va: VaId,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
+    /// An NHRP packet out through `va`.
     Send {
         va: VaId,
-        packet: PacketId,
+        packet: Vec<u8>,
     },
     /// Open an IKEv2 session to this NBMA address (we answer over it).
     Dial {
@@ -79,11 +80,6 @@ pub enum Action {
     AddRoute(Route),
     RemoveRoute(Route),
 }
-
-/// Packets live in [`Shortcuts::take_packet`] until sent, so that
-/// `Action` stays `Copy` and comparable in tests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PacketId(pub usize);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -137,7 +133,6 @@ pub struct Shortcuts {
     /// Tunnels we asked to close, until they are gone.
     closing: Vec<VaId>,
     next_request_id: u32,
-    packets: Vec<Option<Vec<u8>>>,
     pub traffic: NhrpTraffic,
 }
 
@@ -155,14 +150,8 @@ impl Shortcuts {
             deferred: HashMap::new(),
             closing: Vec::new(),
             next_request_id: 1,
-            packets: Vec::new(),
             traffic: NhrpTraffic::default(),
         }
-    }
-
-    /// The bytes of a `Send` action (once).
-    pub fn take_packet(&mut self, id: PacketId) -> Option<Vec<u8>> {
-        self.packets.get_mut(id.0).and_then(Option::take)
     }
 
     /// Tunnel1's address came (or went) with the session to the hub.
@@ -177,31 +166,20 @@ impl Shortcuts {
         })
     }
 
-    fn send(&mut self, out: &mut Vec<Action>, va: VaId, repr: &NhrpRepr) -> bool {
-        let Ok(bytes) = repr.emit_to_vec() else {
+    /// Queues `repr` out through `va`; false if it does not encode.
+    fn send(out: &mut Vec<Action>, va: VaId, repr: &NhrpRepr) -> bool {
+        let Ok(packet) = repr.emit_to_vec() else {
             return false;
         };
-        self.packets.push(Some(bytes));
-        out.push(Action::Send {
-            va,
-            packet: PacketId(self.packets.len() - 1),
-        });
+        out.push(Action::Send { va, packet });
         true
     }
 
-    fn send_bytes(&mut self, out: &mut Vec<Action>, va: VaId, bytes: Vec<u8>) {
-        self.packets.push(Some(bytes));
-        out.push(Action::Send {
-            va,
-            packet: PacketId(self.packets.len() - 1),
-        });
-    }
-
-    /// Start of each round of events: forget packets already taken.
-    fn begin(&mut self) {
-        if self.packets.iter().all(Option::is_none) {
-            self.packets.clear();
-        }
+    /// Request ids for our requests and purges; never 0.
+    fn next_request_id(&mut self) -> u32 {
+        let id = self.next_request_id;
+        self.next_request_id = id.wrapping_add(1).max(1);
+        id
     }
 
     /// The shortcut tunnels that exist now (from the IKE sessions). Entries
@@ -209,7 +187,6 @@ impl Shortcuts {
     /// same peer (both spokes dialled at once) the one dialled by the lower
     /// NBMA address is kept, the other closed by its initiator.
     pub fn tunnels_now(&mut self, now: Instant, tunnels: &[PeerTunnel]) -> Vec<Action> {
-        self.begin();
         let mut out = Vec::new();
         let mut kept: Vec<(PeerTunnel, Instant)> = Vec::new();
         for t in tunnels {
@@ -303,16 +280,15 @@ impl Shortcuts {
     /// The tunnel to keep to `nbma`: the one dialled by the lower address.
     fn preferred(&self, nbma: Ipv4Addr) -> Option<PeerTunnel> {
         let ours_wins = self.settings.nbma < nbma;
-        let mut candidates = self
-            .tunnels
-            .iter()
-            .map(|(t, _)| *t)
-            .filter(|t| t.nbma == nbma);
-        let all: Vec<PeerTunnel> = candidates.by_ref().collect();
-        all.iter()
+        let to_peer = || {
+            self.tunnels
+                .iter()
+                .map(|(t, _)| *t)
+                .filter(|t| t.nbma == nbma)
+        };
+        to_peer()
             .find(|t| t.initiated == ours_wins)
-            .or_else(|| all.first())
-            .copied()
+            .or_else(|| to_peer().next())
     }
 
     /// A tunnel we dialled came up.
@@ -361,7 +337,10 @@ impl Shortcuts {
         for o in owed {
             match self.usable(now, o.nbma) {
                 Some(t) => {
-                    self.send_bytes(out, t.va, o.reply);
+                    out.push(Action::Send {
+                        va: t.va,
+                        packet: o.reply,
+                    });
                     self.traffic.resolution_replies_sent += 1;
                     self.install(
                         out,
@@ -386,7 +365,6 @@ impl Shortcuts {
 
     /// An NHRP packet arrived on `va`.
     pub fn on_packet(&mut self, now: Instant, va: VaId, bytes: &[u8]) -> Vec<Action> {
-        self.begin();
         let mut out = Vec::new();
         if self.tunnel_on(va).is_some() && !self.heard.contains(&va) {
             self.heard.push(va);
@@ -465,8 +443,7 @@ impl Shortcuts {
         };
         self.pending
             .retain(|_, (_, at)| now.duration_since(*at) < DIAL_TIMEOUT);
-        let id = self.next_request_id;
-        self.next_request_id = self.next_request_id.wrapping_add(1).max(1);
+        let id = self.next_request_id();
         let repr = NhrpRepr {
             hop_count: HOP_COUNT,
             message: Message::ResolutionRequest(Mandatory {
@@ -500,7 +477,7 @@ impl Shortcuts {
                 },
             ],
         };
-        if !self.send(out, va, &repr) {
+        if !Self::send(out, va, &repr) {
             return false;
         }
         self.pending.insert(id, (dst, now));
@@ -573,7 +550,7 @@ impl Shortcuts {
         };
         if owned.is_none() {
             // Not ours: a negative reply back the way the request came.
-            self.send_bytes(out, va, bytes);
+            out.push(Action::Send { va, packet: bytes });
             self.traffic.resolution_replies_sent += 1;
             return;
         }
@@ -788,7 +765,7 @@ impl Shortcuts {
                 message: Message::PurgeReply(m.clone()),
                 extensions: repr.extensions.clone(),
             };
-            self.send(out, va, &reply);
+            Self::send(out, va, &reply);
         }
     }
 
@@ -796,7 +773,6 @@ impl Shortcuts {
     /// the last tick. Used entries close to expiry are refreshed straight
     /// over their tunnel; expired ones go; tunnels left empty are closed.
     pub fn tick(&mut self, now: Instant, active: &[VaId]) -> Vec<Action> {
-        self.begin();
         let mut out = Vec::new();
         for e in self.entries.values_mut() {
             if active.contains(&e.va) {
@@ -884,7 +860,6 @@ impl Shortcuts {
     /// `clear ip nhrp` on a spoke: the peers are told to purge what they
     /// learnt from us, our entries go, and every shortcut tunnel closes.
     pub fn clear(&mut self) -> (Vec<Action>, NhrpCleared) {
-        self.begin();
         let mut out = Vec::new();
         let mut cleared = NhrpCleared::default();
         if let Some(me) = self.station() {
@@ -907,8 +882,7 @@ impl Shortcuts {
             });
             let tunnels: Vec<PeerTunnel> = self.tunnels.iter().map(|(t, _)| *t).collect();
             for t in &tunnels {
-                let id = self.next_request_id;
-                self.next_request_id = self.next_request_id.wrapping_add(1).max(1);
+                let id = self.next_request_id();
                 let purge = NhrpRepr {
                     hop_count: HOP_COUNT,
                     message: Message::PurgeRequest(Mandatory {
@@ -927,7 +901,7 @@ impl Shortcuts {
                     }),
                     extensions: Vec::new(),
                 };
-                if self.send(&mut out, t.va, &purge) {
+                if Self::send(&mut out, t.va, &purge) {
                     self.traffic.purge_requests_sent += 1;
                 }
             }

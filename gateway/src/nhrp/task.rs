@@ -324,15 +324,10 @@ impl Nhrp {
     fn carry_out(&self, shortcuts: &mut Shortcuts, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::Send { va, packet } => {
-                    let Some(bytes) = shortcuts.take_packet(packet) else {
-                        continue;
-                    };
-                    match self.datapath.send_nhrp(va, &bytes) {
-                        Ok(()) => *lock(&self.own_packets).entry(va).or_default() += 1,
-                        Err(e) => tracing::warn!(interface = %va, error = %e, "NHRP: send failed"),
-                    }
-                }
+                Action::Send { va, packet } => match self.datapath.send_nhrp(va, &packet) {
+                    Ok(()) => *lock(&self.own_packets).entry(va).or_default() += 1,
+                    Err(e) => tracing::warn!(interface = %va, error = %e, "NHRP: send failed"),
+                },
                 Action::AddRoute(route) => {
                     if let Err(e) = self.datapath.add_route(&route) {
                         tracing::warn!(prefix = %route.prefix, interface = %route.va, error = %e, "NHRP: route not installed");
