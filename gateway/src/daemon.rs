@@ -198,7 +198,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let datapath = start_datapath(&config, config_path, &events_tx)?;
     let ike = start_ike(&config, config_path, &xdp, datapath.as_ref()).await?;
     let bgp = start_bgp(&config, config_path, datapath.as_ref(), ike.as_ref())?;
-    let (nhrp, events_task) = start_nhrp(
+    let (nhrp, mut events_task) = start_nhrp(
         &config,
         config_path,
         datapath.as_ref(),
@@ -240,7 +240,6 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         speaker.shutdown(tasks).await;
     }
     // Shortcut tunnels to other spokes go first, with their DELETE.
-    let mut events_task = events_task;
     if let Some(nhrp) = &nhrp {
         nhrp.shutdown();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(3), &mut events_task).await;

@@ -525,3 +525,60 @@ impl NhrpTask {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::{config, spoke::TUNNEL_VA_BASE};
+
+    fn plan(text: &str) -> Option<Plan> {
+        let c = config::parse(text, "example").unwrap();
+        let policy = Policy::from_config(&c).unwrap();
+        Plan::from_config(&c, &policy).unwrap()
+    }
+
+    #[test]
+    fn the_examples_make_a_redirecting_hub_and_a_shortcut_spoke() {
+        let Some(Plan::Hub {
+            station,
+            redirect_timeout,
+        }) = plan(include_str!("../../../examples/hub.toml"))
+        else {
+            panic!("the example hub redirects");
+        };
+        assert_eq!(station.nbma, Ipv4Addr::new(172, 25, 1, 1));
+        assert_eq!(
+            station.protocol,
+            Ipv4Addr::new(10, 1, 1, 1),
+            "Virtual-Template1's"
+        );
+        assert_eq!(redirect_timeout, Duration::from_secs(8));
+
+        let Some(Plan::Spoke {
+            settings,
+            tunnel,
+            dialer,
+        }) = plan(include_str!("../../../examples/spoke.toml"))
+        else {
+            panic!("the example spoke runs NHRP");
+        };
+        assert_eq!(tunnel, 1);
+        assert_eq!(settings.hub_va, VaId(TUNNEL_VA_BASE + 1));
+        assert_eq!(settings.nbma, Ipv4Addr::new(172, 16, 1, 101));
+        assert_eq!(
+            settings.own_prefixes,
+            ["192.168.101.0/24".parse().unwrap()],
+            "its BGP network and route_set, once"
+        );
+        assert_eq!(settings.holdtime, 7200);
+        assert!(settings.shortcut && dialer.is_some());
+    }
+
+    #[test]
+    fn no_network_id_no_nhrp() {
+        let hub = include_str!("../../../examples/hub.toml").replace("nhrp_redirect = true", "");
+        assert!(plan(&hub).is_none());
+    }
+}
