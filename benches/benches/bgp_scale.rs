@@ -42,7 +42,8 @@ use gateway::{
         types::{Capability, Message, Open, Origin, PathAttributes, Update},
         wire::{decode, encode_to_vec, frame_len},
     },
-    config::{self, Ipv4Prefix},
+    config,
+    net::Ipv4Prefix,
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},

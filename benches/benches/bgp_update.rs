@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use gateway::bgp::types::{Message, Origin, PathAttributes, Update};
 use gateway::bgp::wire::{decode, encode, encode_to_vec};
-use gateway::config::Ipv4Prefix;
+use gateway::net::Ipv4Prefix;
 
 fn update(prefixes: u32) -> Message {
     Message::Update(Update {

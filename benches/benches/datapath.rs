@@ -12,9 +12,7 @@ use std::{
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use gateway::{
-    config::Ipv4Prefix,
     datapath::{
-        Route, SaKeys, SaPair, VaId, VirtualAccessSpec,
         userspace::{
             process::{Encap, FromNet, GlobalStats, HEADROOM, Processor, TAILROOM},
             tables::{Master, Tables},
@@ -22,10 +20,9 @@ use gateway::{
         wire::ipv4,
     },
     esp::sa::{EspCipher, OutboundSa},
-    ike::{
-        crypto::{Encr, Integ, SystemRng},
-        engine::Mode,
-    },
+    iface::{Route, SaPair, VaId, VirtualAccessSpec},
+    ipsec::{Encr, Integ, Mode, SaKeys, SystemRng},
+    net::Ipv4Prefix,
 };
 
 const HUB: Ipv4Addr = Ipv4Addr::new(172, 25, 1, 1);
@@ -70,7 +67,7 @@ fn setup(encr: Encr, integ: Option<Integ>) -> Setup {
         encr: keys(elen, 3),
         integ: keys(ilen, 4),
     };
-    let va = VaId(1);
+    let va = VaId::virtual_access(1);
     let mut m = Master::default();
     m.create_va(&VirtualAccessSpec {
         id: va,
@@ -141,7 +138,7 @@ fn datapath(c: &mut Criterion) {
             );
             let mut buf = vec![0u8; HEADROOM + size + TAILROOM];
             let mut scratch = vec![0u8; 2048];
-            let to = s.tables.vas[&VaId(1)].clone();
+            let to = s.tables.vas[&VaId::virtual_access(1)].clone();
             group.bench_with_input(
                 BenchmarkId::new("gre_esp_encapsulate", size),
                 &size,

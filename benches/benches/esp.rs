@@ -5,7 +5,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use gateway::{
     esp::sa::{EspCipher, InboundSa, OutboundSa},
-    ike::crypto::{Encr, Integ, Rng, SystemRng},
+    ipsec::{Encr, Integ, Rng, SystemRng},
 };
 
 struct Cheap(u64);

@@ -13,13 +13,13 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use gateway::{
     config::{self, Identity},
     ike::{
-        crypto::SystemRng,
-        engine::{Action, AddressPools, Engine, Mode},
+        engine::{Action, AddressPools, Engine},
         initiator::{Initiator, InitiatorConfig, Step},
         policy::Policy,
         proposal::{EspProposal, IkeProposal},
         wire::TrafficSelector,
     },
+    ipsec::{Mode, SystemRng},
 };
 
 const HUB: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(172, 25, 1, 1), 500);

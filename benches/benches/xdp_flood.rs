@@ -32,7 +32,6 @@ use integration::{
 
 const HUB: Ipv4Addr = Ipv4Addr::new(172, 25, 7, 1);
 const PEER: Ipv4Addr = Ipv4Addr::new(172, 25, 7, 2);
-const IPPROTO_ESP: u8 = 50;
 const FORGED_SPI: u32 = 0x0bad_f100;
 /// ESP payload bytes after the SPI and sequence number: a small packet,
 /// the worst case for per-packet cost.
@@ -93,7 +92,7 @@ fn xdp_drops(gateway: &Gateway) -> Result<u64> {
 
 /// Floods `HUB` from `peer` for `length`; returns the packets sent.
 fn flood(peer: &Netns, length: Duration) -> Result<u64> {
-    let socket = RawIpSocket::open_in(peer, IPPROTO_ESP)?;
+    let socket = RawIpSocket::open_in(peer, gateway::net::IPPROTO_ESP)?;
     let mut packet = packets::esp(FORGED_SPI, 1, BODY);
     let mut sent = 0u64;
     let started = Instant::now();

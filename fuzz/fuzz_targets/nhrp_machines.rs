@@ -9,7 +9,7 @@ use std::{
 };
 
 use gateway::{
-    datapath::VaId,
+    iface::VaId,
     nhrp::{
         Station,
         redirect::Redirector,
@@ -46,8 +46,8 @@ fuzz_target!(|data: &[u8]| {
         nbma: Ipv4Addr::new(172, 25, 1, 1),
         protocol: Ipv4Addr::new(10, 1, 1, 1),
     });
-    let route = |a: Ipv4Addr| Some(VaId(u32::from(a.octets()[3] % 3)));
-    for out in hub.on_packet(VaId(1), &packet, &route) {
+    let route = |a: Ipv4Addr| Some(VaId::virtual_access(u32::from(a.octets()[3] % 3)));
+    for out in hub.on_packet(VaId::virtual_access(1), &packet, &route) {
         NhrpRepr::parse_bytes(&out.packet).expect("the hub sends what parses");
     }
     let mut spoke = Shortcuts::new(SpokeSettings {
@@ -55,11 +55,11 @@ fuzz_target!(|data: &[u8]| {
         own_prefixes: vec!["192.168.1.0/24".parse().expect("a prefix")],
         holdtime: 30,
         shortcut: true,
-        hub_va: VaId(0x8000_0001),
+        hub_va: VaId::tunnel(1),
     });
     spoke.set_protocol_address(Some(Ipv4Addr::new(10, 1, 1, 100)));
-    let mut actions = spoke.on_packet(now, VaId(2), &packet);
-    actions.extend(spoke.tick(now + Duration::from_secs(40), &[VaId(2)]));
+    let mut actions = spoke.on_packet(now, VaId::virtual_access(2), &packet);
+    actions.extend(spoke.tick(now + Duration::from_secs(40), &[VaId::virtual_access(2)]));
     for action in actions {
         if let Action::Send { packet, .. } = action {
             NhrpRepr::parse_bytes(&packet).expect("the spoke sends what parses");

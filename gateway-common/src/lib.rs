@@ -43,10 +43,28 @@ pub const MAX_INBOUND_SAS: u32 = 32_768;
 /// Capacity of `IKE_BUCKETS`.
 pub const MAX_IKE_SOURCES: u32 = 65_536;
 
-/// IKE (RFC 7296 section 2) listens on these UDP ports; 4500 also carries
-/// ESP-in-UDP (RFC 3948).
-pub const IKE_PORT: u16 = 500;
-pub const NATT_PORT: u16 = 4500;
+/// Protocol numbers and ports, defined once for the eBPF programs and the
+/// daemon (which re-exports them from its `net` module).
+pub mod proto {
+    /// IKE (RFC 7296 section 2) listens on these UDP ports; 4500 also carries
+    /// ESP-in-UDP (RFC 3948).
+    pub const IKE_PORT: u16 = 500;
+    pub const NATT_PORT: u16 = 4500;
+
+    /// IP protocol numbers (IANA "Assigned Internet Protocol Numbers").
+    pub const IPPROTO_ICMP: u8 = 1;
+    pub const IPPROTO_TCP: u8 = 6;
+    pub const IPPROTO_UDP: u8 = 17;
+    pub const IPPROTO_GRE: u8 = 47;
+    pub const IPPROTO_ESP: u8 = 50;
+
+    /// EtherTypes, which are also GRE protocol types (RFC 2784 section 2.4):
+    /// IPv4, and NHRP (RFC 2332 section 5, 0x2001 as deployed).
+    pub const ETH_P_IPV4: u16 = 0x0800;
+    pub const ETH_P_NHRP: u16 = 0x2001;
+}
+
+pub use proto::{IKE_PORT, NATT_PORT};
 
 /// What the filter did with a packet and why: the index of its slot in the
 /// `VERDICTS` per-CPU array.

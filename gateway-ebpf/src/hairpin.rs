@@ -22,6 +22,7 @@ use aya_ebpf::{
 };
 use gateway_common::{
     HairpinConfig, HairpinCounter, HairpinEvent, HairpinLink, HairpinPair, hairpin,
+    proto::ETH_P_IPV4,
 };
 
 /// Watched virtual-access ifindex -> NHRP network id and L3 offset.
@@ -44,7 +45,7 @@ static HAIRPIN_CONFIG: Array<HairpinConfig> = Array::with_max_entries(1, 0);
 
 const IPV4_MIN_HLEN: usize = 20;
 const AF_INET: u8 = 2;
-const ETH_P_IPV4_BE: u32 = 0x0800u16.to_be() as u32;
+const ETH_P_IPV4_BE: u32 = ETH_P_IPV4.to_be() as u32;
 
 #[classifier]
 pub fn gateway_hairpin(ctx: TcContext) -> i32 {

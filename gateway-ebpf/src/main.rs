@@ -22,8 +22,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use gateway_common::{
-    IKE_PORT, IkeBucket, MAX_IKE_SOURCES, MAX_INBOUND_SAS, NATT_PORT, SaCounters, Verdict,
-    VerdictCounter, XdpConfig, spread_slot,
+    IkeBucket, MAX_IKE_SOURCES, MAX_INBOUND_SAS, SaCounters, Verdict, VerdictCounter, XdpConfig,
+    proto::{ETH_P_IPV4, IKE_PORT, IPPROTO_ESP, IPPROTO_UDP, NATT_PORT},
+    spread_slot,
 };
 
 /// Inbound SPI (host byte order) -> per-CPU counters. Present = the hub holds
@@ -59,10 +60,7 @@ static SPREAD_TARGETS: CpuMap = CpuMap::with_max_entries(1, 0);
 static SPREAD_SLOTS: Array<u32> = Array::with_max_entries(1, 0);
 
 const ETH_HLEN: usize = 14;
-const ETH_P_IPV4: u16 = 0x0800;
 const IPV4_MIN_HLEN: usize = 20;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ESP: u8 = 50;
 const UDP_HLEN: usize = 8;
 /// SPI + sequence number (RFC 4303 section 2).
 const ESP_HLEN: usize = 8;

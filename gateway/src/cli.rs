@@ -15,7 +15,7 @@ use crate::{
     config,
     control::{self, DEFAULT_SOCKET, Request, Response},
     daemon::VersionInfo,
-    datapath::DatapathReport,
+    iface::DatapathReport,
     ike::engine::SaReport,
     nhrp::{NhrpCleared, NhrpTraffic, NhrpView},
     pool::PoolReport,
@@ -789,7 +789,10 @@ mod tests {
 
     #[test]
     fn ikev2_sa_and_session_tables_show_the_operator_fields() {
-        use crate::ike::engine::{ChildReport, Mode, SaReport};
+        use crate::{
+            ike::engine::{ChildReport, SaReport},
+            ipsec::Mode,
+        };
         let row = SaReport {
             tunnel_id: 7,
             local: "172.25.1.1/4500".into(),

@@ -17,27 +17,26 @@ use tokio::{
 
 use crate::{
     bgp::speaker::{Speaker, SpeakerConfig, SpeakerTasks},
-    config::{self, Config},
-    config::{Role, Unnumbered},
+    config::{self, Config, Role, Unnumbered},
     control::{ControlSocket, Handler, Request, Response},
     datapath::{
-        Datapath, DatapathEvent,
         kernel::KernelDatapath,
         select::{self, KernelFeatures, Selected},
-        session::Sessions,
-        sys::nft,
-        userspace::{IkeOn4500, UserspaceConfig, UserspaceDatapath},
+        userspace::{UserspaceConfig, UserspaceDatapath},
     },
+    iface::{Datapath, DatapathEvent, IkeOn4500},
     ike::{
-        crypto::SystemRng,
         engine::Engine,
         keylog::{self, KeyLog},
         policy::Policy,
         task::{self as ike_task, IkeShared, IkeSockets},
     },
+    ipsec::SystemRng,
     nhrp::task::{Nhrp, Plan},
     pool::Pools,
+    session::Sessions,
     spoke::{SpokeRunner, SpokeTunnel, TunnelStatus},
+    sys::nft,
     xdp::{SPREAD_QUEUE_SIZE, XdpFilter},
 };
 
@@ -54,7 +53,7 @@ pub struct Daemon {
     started: Instant,
     xdp: Arc<Mutex<Option<XdpFilter>>>,
     /// IKE, when the config has IKEv2 profiles.
-    ike: Option<Arc<IkeShared>>,
+    ike: Option<Arc<IkeShared<Sessions>>>,
     datapath: Option<Arc<dyn Datapath>>,
     /// A spoke's tunnels to its hubs.
     tunnels: Mutex<Vec<Arc<Mutex<TunnelStatus>>>>,
@@ -101,7 +100,7 @@ impl Daemon {
 
     fn with_ike(
         &self,
-        f: impl FnOnce(&IkeShared) -> Result<Response, String>,
+        f: impl FnOnce(&IkeShared<Sessions>) -> Result<Response, String>,
     ) -> Result<Response, String> {
         match &self.ike {
             Some(ike) => f(ike),
@@ -288,7 +287,7 @@ fn start_bgp(
     config: &Config,
     config_path: &Path,
     datapath: Option<&RunningDatapath>,
-    ike: Option<&(Arc<IkeShared>, Arc<IkeSockets>)>,
+    ike: Option<&(Arc<IkeShared<Sessions>>, Arc<IkeSockets>)>,
 ) -> anyhow::Result<Option<(Arc<Speaker>, SpeakerTasks)>> {
     let Some(bgp) = &config.bgp else {
         return Ok(None);
@@ -311,7 +310,7 @@ fn start_nhrp(
     config: &Config,
     config_path: &Path,
     datapath: Option<&RunningDatapath>,
-    ike: Option<&(Arc<IkeShared>, Arc<IkeSockets>)>,
+    ike: Option<&(Arc<IkeShared<Sessions>>, Arc<IkeSockets>)>,
     events: mpsc::Receiver<DatapathEvent>,
 ) -> anyhow::Result<(Option<Arc<Nhrp>>, tokio::task::JoinHandle<()>)> {
     let plan = match (datapath, ike) {
@@ -335,7 +334,7 @@ fn start_spokes(
     config: &Config,
     config_path: &Path,
     daemon: &Daemon,
-    ike: Option<&(Arc<IkeShared>, Arc<IkeSockets>)>,
+    ike: Option<&(Arc<IkeShared<Sessions>>, Arc<IkeSockets>)>,
     datapath: Option<&RunningDatapath>,
     spokes_stopped: &tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
@@ -370,7 +369,7 @@ fn start_spokes(
             route_watch: daemon
                 .bgp
                 .clone()
-                .map(|s| s as Arc<dyn crate::datapath::session::RouteWatch>),
+                .map(|s| s as Arc<dyn crate::session::RouteWatch>),
         };
         spoke_tasks.push(tokio::spawn(runner.run()));
     }
@@ -386,7 +385,7 @@ async fn start_ike(
     config_path: &Path,
     xdp: &Arc<Mutex<Option<XdpFilter>>>,
     datapath: Option<&RunningDatapath>,
-) -> anyhow::Result<Option<(Arc<IkeShared>, Arc<IkeSockets>)>> {
+) -> anyhow::Result<Option<(Arc<IkeShared<Sessions>>, Arc<IkeSockets>)>> {
     // The userspace datapath has no raw ESP socket: every peer's ESP must
     // come in UDP 4500, NAT or not.
     let force_encapsulation = datapath.is_some_and(|r| r.userspace.is_some());

@@ -17,20 +17,19 @@ use tokio::sync::mpsc;
 
 use crate::{
     config::{Config, Tunnel},
-    datapath::{Datapath, Route, SaKeys, SaPair, VaId, VirtualAccessSpec, session::RouteWatch},
+    iface::{Datapath, Route, SaPair, VaId, VirtualAccessSpec},
     ike::{
-        crypto::SystemRng,
-        engine::{IKE_PORT, Mode},
         initiator::{Established, Initiator, InitiatorConfig, Step},
         policy::{KeyringEntry, Policy},
         task::{IkeShared, IkeSockets, Inbound},
         wire::{Delete, Payload, ProtocolId},
     },
+    ipsec::{Mode, SaKeys, SystemRng},
+    net::IKE_PORT,
+    session::RouteWatch,
+    session::Sessions,
 };
 
-/// Tunnel interfaces share the handle space of virtual-access interfaces;
-/// they are numbered from here so the two never meet.
-pub const TUNNEL_VA_BASE: u32 = 0x8000_0000;
 /// First wait before dialling again; doubles up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -126,7 +125,7 @@ impl SpokeTunnel {
 
     /// The handle of the tunnel's interface.
     pub fn va(&self) -> VaId {
-        VaId(TUNNEL_VA_BASE + u32::from(self.number))
+        VaId::tunnel(self.number)
     }
 }
 
@@ -217,7 +216,7 @@ impl ShortcutDialer {
         self,
         nbma: Ipv4Addr,
         tunnel_id: u32,
-        ike: Arc<IkeShared>,
+        ike: Arc<IkeShared<Sessions>>,
         sockets: Arc<IkeSockets>,
         mut stop: tokio::sync::watch::Receiver<bool>,
         report: mpsc::UnboundedSender<ShortcutEvent>,
@@ -316,7 +315,7 @@ enum Ended {
 pub struct SpokeRunner {
     pub tunnel: SpokeTunnel,
     pub datapath: Arc<dyn Datapath>,
-    pub ike: Arc<IkeShared>,
+    pub ike: Arc<IkeShared<Sessions>>,
     pub sockets: Arc<IkeSockets>,
     pub status: Arc<Mutex<TunnelStatus>>,
     pub shutdown: tokio::sync::watch::Receiver<bool>,

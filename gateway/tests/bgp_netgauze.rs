@@ -49,7 +49,7 @@ use gateway::bgp::types::{
     RawAttribute, Update,
 };
 use gateway::bgp::wire;
-use gateway::config::Ipv4Prefix;
+use gateway::net::Ipv4Prefix;
 use ipnet::Ipv4Net;
 use netgauze_bgp_pkt::BgpMessage;
 use netgauze_bgp_pkt::capabilities::{

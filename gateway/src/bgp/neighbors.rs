@@ -6,7 +6,10 @@
 
 use std::net::Ipv4Addr;
 
-use crate::config::{Bgp, BgpTimers, Ipv4Prefix};
+use crate::{
+    config::{Bgp, BgpTimers},
+    net::Ipv4Prefix,
+};
 
 /// IOS defaults: `timers bgp 60 180`.
 pub const DEFAULT_TIMERS: BgpTimers = BgpTimers {

@@ -135,7 +135,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::bgp::types::{Origin, PathAttributes, Update};
-use crate::config::{self, Ipv4Prefix};
+use crate::{config, net::Ipv4Prefix};
 pub use best::{DEFAULT_LOCAL_PREF, LOCAL_WEIGHT, Step, as_path_length};
 pub use pack::MAX_MESSAGE_LEN;
 pub use policy::{Denied, GroupKey, NO_ADVERTISE, NO_EXPORT, NO_EXPORT_SUBCONFED};

@@ -41,16 +41,14 @@ use super::{
     types::Update,
     wire::{self, WireError},
 };
+use crate::net::BGP_PORT;
 use crate::{
-    config::{self, Ipv4Prefix},
-    datapath::{
-        Datapath, Route,
-        sys::netlink::{KernelRoute, KernelRouteKind, Netlink},
-    },
+    config,
+    iface::{Datapath, Route},
+    net::Ipv4Prefix,
+    sys::netlink::{KernelRoute, KernelRouteKind, Netlink},
 };
 
-/// The BGP port (RFC 4271 section 8.2.1).
-pub const BGP_PORT: u16 = 179;
 /// How often the kernel's routing table is read for `network` and
 /// `redistribute` (IOS re-checks its RIB on its scan timer, 60 s; a hub's
 /// connected routes rarely change, this is cheap).
@@ -807,7 +805,7 @@ impl Speaker {
             // The virtual-access may be gone already, and its routes with it.
             Installed::Datapath(route) => match &self.datapath {
                 Some(dp) => match dp.remove_route(&route) {
-                    Err(crate::datapath::DatapathError::NoSuchRoute(_)) | Ok(()) => Ok(()),
+                    Err(crate::iface::DatapathError::NoSuchRoute(_)) | Ok(()) => Ok(()),
                     Err(e) => Err(e.to_string()),
                 },
                 None => Ok(()),
@@ -928,7 +926,7 @@ fn ios_reason(reason: &DownReason) -> String {
     }
 }
 
-impl crate::datapath::session::RouteWatch for Speaker {
+impl crate::session::RouteWatch for Speaker {
     fn routes_added(&self, prefixes: &[Ipv4Prefix]) {
         Speaker::routes_added(self, prefixes);
     }

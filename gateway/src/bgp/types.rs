@@ -6,7 +6,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::config::Ipv4Prefix;
+use crate::net::Ipv4Prefix;
 
 /// RFC 4271 section 5.1.1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -49,7 +49,7 @@ use super::types::{
     AsSegment, Capability, Message, Notification, Open, Origin, PathAttributes, RawAttribute,
     Update,
 };
-use crate::config::Ipv4Prefix;
+use crate::net::Ipv4Prefix;
 
 /// Length of the marker, all ones (RFC 4271 section 4.1).
 pub const MARKER_LEN: usize = 16;

@@ -28,9 +28,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 pub use error::{ConfigError, Problem};
 pub use types::{
-    AuthMethod, Datapath, DpdMode, Identity, IdentityMatch, Ipv4Prefix, Role, Secret, Unnumbered,
-    XdpMode,
+    AuthMethod, Datapath, DpdMode, Identity, IdentityMatch, Role, Secret, Unnumbered, XdpMode,
 };
+
+use crate::net::Ipv4Prefix;
 
 /// Reads, parses and validates a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {

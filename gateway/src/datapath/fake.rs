@@ -8,9 +8,10 @@ use std::{
     sync::{Mutex, PoisonError},
 };
 
-use super::{
+use super::fib::Fib;
+use crate::iface::{
     Datapath, DatapathError, DatapathReport, Route, SaCounters, SaPair, VaCounters, VaId,
-    VirtualAccessSpec, fib::Fib,
+    VirtualAccessSpec,
 };
 
 /// One call, in the order it was made.
@@ -206,7 +207,7 @@ impl Datapath for RecordingDatapath {
                     ..SaCounters::default()
                 })
                 .collect(),
-            global: super::GlobalCounters::default(),
+            global: crate::iface::GlobalCounters::default(),
         }
     }
 }

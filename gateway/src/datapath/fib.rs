@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::config::Ipv4Prefix;
+use crate::net::Ipv4Prefix;
 
 #[derive(Clone, Debug)]
 pub struct Fib<V> {

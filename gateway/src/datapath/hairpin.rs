@@ -35,7 +35,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::{DatapathEvent, HAIRPIN_HEAD_LEN, Hairpin, VaId};
+use crate::iface::{DatapathEvent, HAIRPIN_HEAD_LEN, Hairpin, VaId};
 
 /// The object built by `build.rs` from `gateway-ebpf` (XDP and tc programs).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway"));

@@ -35,28 +35,25 @@ use std::{
 
 use tokio::sync::mpsc;
 
-use super::{
+use super::{fib::Fib, hairpin::HairpinMonitor};
+use crate::iface::{
     Datapath, DatapathError, DatapathEvent, DatapathReport, GlobalCounters, Route, SaCounters,
     SaPair, VaCounters, VaId, VirtualAccessSpec,
-    fib::Fib,
-    hairpin::HairpinMonitor,
-    sys::{
-        netlink::Netlink,
-        nft::{self, MssClamp},
-        packet::{ETH_P_NHRP, PacketSocket},
-        poll::{Waker, poll_readable},
-        xfrm::{
-            EspAlgorithms, IPPROTO_ESP, Integrity, UdpEncap, Xfrm, XfrmAction, XfrmDir,
-            XfrmLifetime, XfrmMode, XfrmPolicy, XfrmSelector, XfrmState, XfrmTemplate,
-        },
+};
+use crate::net::{ETH_P_NHRP, IPPROTO_ESP};
+use crate::sys::{
+    netlink::Netlink,
+    nft::{self, MssClamp},
+    packet::PacketSocket,
+    poll::{Waker, poll_readable},
+    xfrm::{
+        EspAlgorithms, Integrity, UdpEncap, Xfrm, XfrmAction, XfrmDir, XfrmLifetime, XfrmMode,
+        XfrmPolicy, XfrmSelector, XfrmState, XfrmTemplate,
     },
 };
 use crate::{
-    config::Ipv4Prefix,
-    ike::{
-        crypto::{Encr, Integ},
-        engine::Mode,
-    },
+    ipsec::{Encr, Integ, Mode},
+    net::Ipv4Prefix,
 };
 
 /// The inbound replay window (IOS and strongSwan default to 64 packets).
@@ -369,7 +366,7 @@ fn read_nhrp(port: &NhrpPort, stop: &Waker, events: &mpsc::Sender<DatapathEvent>
 fn algorithms(
     encr: Encr,
     integ: Option<Integ>,
-    keys: &super::SaKeys,
+    keys: &crate::ipsec::SaKeys,
 ) -> Result<EspAlgorithms, DatapathError> {
     match (encr, integ) {
         (Encr::AesGcm16 { .. }, _) => Ok(EspAlgorithms::AesGcm {
@@ -395,9 +392,9 @@ fn algorithms(
 /// The link's name, within IFNAMSIZ: `va<N>` for a hub's
 /// Virtual-AccessN, `tunnel<N>` for a spoke's TunnelN.
 fn link_name(id: VaId) -> String {
-    match id.0.checked_sub(crate::spoke::TUNNEL_VA_BASE) {
+    match id.tunnel_number() {
         Some(n) => format!("tunnel{n}"),
-        None => format!("va{}", id.0),
+        None => format!("va{}", id.raw()),
     }
 }
 
@@ -682,7 +679,7 @@ impl Datapath for KernelDatapath {
             )));
         }
         let inner = va.spec.peer_inner;
-        let reqid = sa.va.0;
+        let reqid = sa.va.raw();
         let nhrp = va.spec.nhrp_network_id;
         if sa.mode == Mode::Transport && va.ifindex.is_none() {
             let ifindex = s.create_link(sa.va)?;

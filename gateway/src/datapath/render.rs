@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::DatapathReport;
+use crate::iface::DatapathReport;
 
 pub fn render_interfaces(report: &DatapathReport) -> String {
     let mut out = String::new();
@@ -75,7 +75,7 @@ pub fn render_interfaces(report: &DatapathReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datapath::{SaCounters, VaCounters, VaId};
+    use crate::iface::{SaCounters, VaCounters, VaId};
 
     #[test]
     fn renders_interfaces_sas_and_drops() {
@@ -83,7 +83,7 @@ mod tests {
             kind: "userspace".into(),
             workers: 2,
             virtual_access: vec![VaCounters {
-                id: VaId(1),
+                id: VaId::virtual_access(1),
                 name: "Virtual-Access1".into(),
                 peer_inner: Some(
                     "10.1.1.100"
@@ -97,13 +97,13 @@ mod tests {
                 ..VaCounters::default()
             }],
             sas: vec![SaCounters {
-                va: VaId(1),
+                va: VaId::virtual_access(1),
                 spi_in: 0xc000_0001,
                 spi_out: 0x0bad_cafe,
                 rx_packets: 5,
                 ..SaCounters::default()
             }],
-            global: crate::datapath::GlobalCounters {
+            global: crate::iface::GlobalCounters {
                 unknown_spi: 3,
                 ..Default::default()
             },

@@ -19,7 +19,7 @@ use aws_lc_rs::{
 
 use crate::{
     esp::replay::{ReplayError, ReplayWindow},
-    ike::crypto::{Encr, Integ, Rng},
+    ipsec::{Encr, Integ, Rng},
 };
 
 /// SPI and sequence number (RFC 4303 section 2).

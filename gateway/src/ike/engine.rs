@@ -16,9 +16,9 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::{AuthMethod, Identity, Ipv4Prefix},
+    config::{AuthMethod, Identity},
     ike::{
-        crypto::{self, ChildKeys, IkeKeys, Rng, SkCipher},
+        crypto::{self, ChildKeys, IkeKeys, SkCipher},
         keylog::KeyLog,
         policy::{Policy, ProfilePolicy},
         proposal::{self, EspChoice, IkeChoice},
@@ -29,12 +29,12 @@ use crate::{
             TrafficSelector,
         },
     },
+    ipsec::{Mode, Rng},
+    net::{IPPROTO_GRE, Ipv4Prefix, NATT_PORT},
 };
 
 /// Half-open SAs (IKE_SA_INIT answered, no IKE_AUTH yet) are dropped after this.
 const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
-/// IP protocol number of GRE: a selector for it means an IOS-style GRE tunnel.
-const IPPROTO_GRE: u8 = 47;
 const NONCE_LEN: usize = 32;
 /// Length of a NAT_DETECTION hash (SHA-1, RFC 7296 section 3.10.1).
 const NAT_HASH_LEN: usize = 20;
@@ -42,20 +42,11 @@ const NAT_HASH_LEN: usize = 20;
 /// LANs, a handful; a CFG_REQUEST of thousands would be a routing table
 /// filled by one peer.
 const MAX_PEER_ROUTES: usize = 256;
-pub const IKE_PORT: u16 = 500;
-pub const NATT_PORT: u16 = 4500;
 
 /// Where the spoke's addresses come from (the real one is `pool::Pools`).
 pub trait AddressPools {
     fn acquire(&mut self, pool: &str, identity: &str) -> Result<Ipv4Addr, String>;
     fn release(&mut self, pool: &str, address: Ipv4Addr);
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Tunnel,
-    Transport,
 }
 
 /// A CHILD_SA for the datapath and the XDP filter: everything needed to
@@ -1381,12 +1372,12 @@ fn prf_name(prf: crypto::Prf) -> &'static str {
     }
 }
 
-fn integ_name(integ: crypto::Integ) -> &'static str {
+fn integ_name(integ: crate::ipsec::Integ) -> &'static str {
     match integ {
-        crypto::Integ::HmacSha1_96 => "SHA96",
-        crypto::Integ::HmacSha256_128 => "SHA256",
-        crypto::Integ::HmacSha384_192 => "SHA384",
-        crypto::Integ::HmacSha512_256 => "SHA512",
+        crate::ipsec::Integ::HmacSha1_96 => "SHA96",
+        crate::ipsec::Integ::HmacSha256_128 => "SHA256",
+        crate::ipsec::Integ::HmacSha384_192 => "SHA384",
+        crate::ipsec::Integ::HmacSha512_256 => "SHA512",
     }
 }
 
@@ -1768,9 +1759,12 @@ mod tests {
     };
 
     use super::*;
-    use crate::ike::{
-        crypto::{DhGroup, SystemRng},
-        wire::{Proposal, Transform, TransformType},
+    use crate::{
+        ike::{
+            crypto::DhGroup,
+            wire::{Proposal, Transform, TransformType},
+        },
+        ipsec::SystemRng,
     };
 
     const HUB: &str = include_str!("../../../examples/hub.toml");

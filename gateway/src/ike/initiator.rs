@@ -8,12 +8,12 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::{
-    config::{Identity, Ipv4Prefix},
+    config::Identity,
     ike::{
-        crypto::{self, ChildKeys, DhPrivate, IkeKeys, Rng, SkCipher},
+        crypto::{self, ChildKeys, DhPrivate, IkeKeys, SkCipher},
         engine::{
-            ChildSaParams, Mode, NATT_PORT, fake_nat_hash, identification_of, identity_of,
-            nat_hash, seal_fragments, seal_with, subnet_attribute,
+            ChildSaParams, fake_nat_hash, identification_of, identity_of, nat_hash, seal_fragments,
+            seal_with, subnet_attribute,
         },
         proposal::{self, EspChoice, EspProposal, IkeChoice, IkeProposal},
         wire::{
@@ -22,6 +22,8 @@ use crate::{
             NotifyType, Payload, PayloadType, ProtocolId, TrafficSelector,
         },
     },
+    ipsec::{Mode, Rng},
+    net::{IPPROTO_GRE, Ipv4Prefix, NATT_PORT},
 };
 
 const NONCE_LEN: usize = 32;
@@ -31,7 +33,6 @@ const INITIATOR_REQUEST: HeaderFlags = HeaderFlags {
     response: false,
     version: false,
 };
-const IPPROTO_GRE: u8 = 47;
 
 #[derive(Clone, Debug)]
 pub struct InitiatorConfig {

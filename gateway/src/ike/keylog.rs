@@ -30,10 +30,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::ike::{
-    crypto::{Encr, IkeKeys, Integ},
-    engine::ChildSaParams,
-    proposal::{EspChoice, IkeChoice},
+use crate::{
+    ike::{
+        crypto::IkeKeys,
+        engine::ChildSaParams,
+        proposal::{EspChoice, IkeChoice},
+    },
+    ipsec::{Encr, Integ},
 };
 
 /// The environment variable the daemon reads: the path of the key log.
@@ -278,7 +281,10 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::ike::crypto::{DhGroup, Prf, Secret};
+    use crate::{
+        ike::crypto::{DhGroup, Prf},
+        ipsec::Secret,
+    };
 
     fn keys(e_len: usize, a_len: usize) -> IkeKeys {
         let fill = |byte: u8, len: usize| Secret::new(vec![byte; len]);

@@ -5,8 +5,9 @@
 use std::net::Ipv4Addr;
 
 use crate::{
-    config::{AuthMethod, Config, Identity, IdentityMatch, Ipv4Prefix},
+    config::{AuthMethod, Config, Identity, IdentityMatch},
     ike::proposal::{EspProposal, IkeProposal, ProposalError},
+    net::Ipv4Prefix,
 };
 
 #[derive(Clone, Debug)]

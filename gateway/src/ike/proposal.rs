@@ -11,9 +11,12 @@
 
 use std::fmt;
 
-use crate::ike::{
-    crypto::{DhGroup, Encr, Integ, Prf},
-    wire::{Proposal, ProtocolId, Transform, TransformType},
+use crate::{
+    ike::{
+        crypto::{DhGroup, Prf},
+        wire::{Proposal, ProtocolId, Transform, TransformType},
+    },
+    ipsec::{Encr, Integ},
 };
 
 /// IANA transform ids (RFC 7296 section 3.3.2) for the algorithms we know.

@@ -13,11 +13,9 @@ use anyhow::Context as _;
 use tokio::{net::UdpSocket, sync::mpsc};
 
 use crate::{
-    datapath::{
-        session::Sessions,
-        userspace::{IkeDatagrams, IkeOn4500},
-    },
-    ike::engine::{Action, AddressPools, Engine, IKE_PORT, NATT_PORT},
+    iface::{IkeDatagrams, IkeOn4500},
+    ike::engine::{Action, AddressPools, ChildSaParams, Engine},
+    net::{IKE_PORT, NATT_PORT},
     pool::Pools,
     xdp::XdpFilter,
 };
@@ -34,18 +32,44 @@ pub struct Inbound {
 /// Largest IKE datagram we read; bigger ones need fragmentation (RFC 7383).
 const MAX_DATAGRAM: usize = 65_535;
 
-/// What the control socket reads and the task changes.
-pub struct IkeShared {
+/// What the IKE task asks of the session layer (`session::Sessions` in the
+/// daemon): the CHILD_SAs it negotiated go into the datapath and out again,
+/// and the datapath says which peers it heard from (dead peer detection).
+/// IKE defines what it needs; the session layer implements it, so `ike`
+/// does not depend on the sessions or the datapath.
+pub trait SessionLayer: Send {
+    /// A CHILD_SA the responder accepted: its interface, SAs and routes go
+    /// in now, before the IKE_AUTH response leaves. The error says why not.
+    fn child_up(&mut self, child: &ChildSaParams) -> Result<(), String>;
+    fn child_down(&mut self, spi_in: u32);
+    /// The IKE SA `tunnel_id` is gone: whatever is left of its session goes.
+    fn session_down(&mut self, tunnel_id: u32);
+    /// IKE SAs whose CHILD_SAs the datapath saw traffic on since last asked.
+    fn peer_activity(&mut self) -> PeerActivity;
+}
+
+/// What the datapath saw of the peers since the last look (IKE SPIs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerActivity {
+    /// ESP came in from these peers.
+    pub heard: Vec<u64>,
+    /// We sent ESP to these peers.
+    pub sent_to: Vec<u64>,
+}
+
+/// What the control socket reads and the task changes. `S` is the session
+/// layer (`session::Sessions`).
+pub struct IkeShared<S> {
     pub engine: Mutex<Engine>,
     pub pools: Mutex<Pools>,
     pub xdp: Arc<Mutex<Option<XdpFilter>>>,
     /// Virtual-access interfaces for the sessions, when a datapath runs.
-    pub sessions: Option<Mutex<Sessions>>,
+    pub sessions: Option<Mutex<S>>,
     /// Initiator SPIs of our own outgoing IKE SAs, and who handles them.
     pub initiators: Mutex<HashMap<u64, mpsc::Sender<Inbound>>>,
 }
 
-impl IkeShared {
+impl<S> IkeShared<S> {
     pub fn register_initiator(&self, spi_i: u64, to: mpsc::Sender<Inbound>) {
         lock(&self.initiators).insert(spi_i, to);
     }
@@ -157,7 +181,7 @@ impl IkeSockets {
     /// 4500 (RFC 3948), leaving the IKE messages with their non-ESP marker
     /// to us, as strongSwan's kernel-netlink sets them up.
     pub async fn for_kernel(local: Ipv4Addr) -> anyhow::Result<Self> {
-        use crate::datapath::sys::xfrm;
+        use crate::sys::xfrm;
         let ike = bind_ike(local, IKE_PORT).await?;
         let natt = bind_ike(local, NATT_PORT).await?;
         for (socket, port) in [(&ike, IKE_PORT), (&natt, NATT_PORT)] {
@@ -237,7 +261,7 @@ async fn recv_natt(
 }
 
 /// Runs until the future is dropped.
-pub async fn run(shared: Arc<IkeShared>, sockets: Arc<IkeSockets>) {
+pub async fn run<S: SessionLayer>(shared: Arc<IkeShared<S>>, sockets: Arc<IkeSockets>) {
     let mut buf_500 = vec![0u8; MAX_DATAGRAM];
     let mut buf_4500 = vec![0u8; MAX_DATAGRAM];
     let mut from_datapath = match &sockets.natt {
@@ -297,8 +321,8 @@ pub async fn run(shared: Arc<IkeShared>, sockets: Arc<IkeSockets>) {
     }
 }
 
-async fn handle(
-    shared: &IkeShared,
+async fn handle<S: SessionLayer>(
+    shared: &IkeShared<S>,
     sockets: &IkeSockets,
     local: SocketAddrV4,
     peer: SocketAddrV4,
@@ -322,7 +346,11 @@ async fn handle(
 }
 
 /// Sends what the engine asked for and carries out its events.
-pub async fn apply(shared: &IkeShared, sockets: &IkeSockets, actions: Vec<Action>) {
+pub async fn apply<S: SessionLayer>(
+    shared: &IkeShared<S>,
+    sockets: &IkeSockets,
+    actions: Vec<Action>,
+) {
     // New CHILD_SAs go into the datapath before the IKE_AUTH response
     // leaves: the initiator may send ESP as soon as it has the response.
     let (ups, rest): (Vec<Action>, Vec<Action>) = actions
@@ -350,7 +378,7 @@ pub async fn apply(shared: &IkeShared, sockets: &IkeSockets, actions: Vec<Action
                     "CHILD_SA installed"
                 );
                 if let Some(sessions) = &shared.sessions
-                    && let Err(e) = lock(sessions).child_up(&child)
+                    && let Err(e) = SessionLayer::child_up(&mut *lock(sessions), &child)
                 {
                     tracing::error!(peer = %child.remote, error = %e, "no virtual-access for the session: its traffic cannot flow");
                 }
@@ -403,7 +431,12 @@ pub async fn apply(shared: &IkeShared, sockets: &IkeSockets, actions: Vec<Action
 
 /// Deletes one accepted IKE SA (DELETE to its peer) and takes its
 /// sessions down.
-pub async fn delete_session(shared: &IkeShared, sockets: &IkeSockets, ike_spi: u64, reason: &str) {
+pub async fn delete_session<S: SessionLayer>(
+    shared: &IkeShared<S>,
+    sockets: &IkeSockets,
+    ike_spi: u64,
+    reason: &str,
+) {
     let actions = {
         let mut engine = lock(&shared.engine);
         let mut pools = lock(&shared.pools);
@@ -413,7 +446,7 @@ pub async fn delete_session(shared: &IkeShared, sockets: &IkeSockets, ike_spi: u
 }
 
 /// Deletes every SA (DELETE to each spoke) when the hub stops.
-pub async fn shutdown(shared: &IkeShared, sockets: &IkeSockets) {
+pub async fn shutdown<S: SessionLayer>(shared: &IkeShared<S>, sockets: &IkeSockets) {
     let actions = {
         let mut engine = lock(&shared.engine);
         let mut pools = lock(&shared.pools);

@@ -9,10 +9,9 @@ use std::{
 };
 
 use crate::{
-    config::{self, Identity, Ipv4Prefix},
+    config::{self, Identity},
     ike::{
-        crypto::Rng,
-        engine::{Action, AddressPools, ChildSaParams, Dropped, Engine, Mode, nat_hash},
+        engine::{Action, AddressPools, ChildSaParams, Dropped, Engine, nat_hash},
         initiator::{Established, Initiator, InitiatorConfig, InitiatorError, Step},
         policy::Policy,
         proposal::{EspProposal, IkeProposal},
@@ -20,6 +19,8 @@ use crate::{
             self, ExchangeType, Message, NotifyType, Payload, ProtocolId, Transform, TransformType,
         },
     },
+    ipsec::{Mode, Rng},
+    net::Ipv4Prefix,
 };
 
 pub struct SeededRng(u64);

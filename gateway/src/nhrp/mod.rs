@@ -21,8 +21,6 @@ use std::{fmt::Write as _, net::Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::datapath::VaId;
-
 /// Hop count of the NHRP packets we originate (RFC 2332 section 5.2.0.1:
 /// "set to a value sufficient to reach the destination").
 pub const HOP_COUNT: u8 = 16;
@@ -202,17 +200,6 @@ pub fn render_traffic(t: &NhrpTraffic) -> String {
         let _ = writeln!(out, "  {n:>8} {what}");
     }
     out
-}
-
-/// A virtual-access that reaches another NHRP station: what both machines
-/// are told about the tunnels that exist (the spoke's shortcut tunnels).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PeerTunnel {
-    pub va: VaId,
-    /// The peer's outer address.
-    pub nbma: Ipv4Addr,
-    /// We dialled it (else the peer did).
-    pub initiated: bool,
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use super::{
         TrafficIndication,
     },
 };
-use crate::datapath::{Hairpin, VaId};
+use crate::iface::{Hairpin, VaId};
 
 /// The rate-limit table is swept of stale pairs once it holds this many.
 const SWEEP_AT: usize = 4096;

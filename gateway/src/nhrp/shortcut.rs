@@ -23,12 +23,13 @@ use std::{
 
 use super::{
     CIE_NO_BINDING, FLAG_A, FLAG_N, FLAG_Q, HOP_COUNT, NhrpCleared, NhrpEntryView, NhrpTraffic,
-    PeerTunnel, Station,
+    Station,
     wire::{Addresses, Cie, Extension, ExtensionBody, Mandatory, Message, NhrpRepr},
 };
+use crate::iface::PeerTunnel;
 use crate::{
-    config::Ipv4Prefix,
-    datapath::{Route, VaId},
+    iface::{Route, VaId},
+    net::Ipv4Prefix,
 };
 
 /// The same destination is not asked for again within this time.

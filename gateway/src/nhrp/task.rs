@@ -11,17 +11,19 @@ use std::{
 use tokio::sync::{mpsc, watch};
 
 use super::{
-    NhrpCleared, NhrpTraffic, NhrpView, PeerTunnel, Station,
+    NhrpCleared, NhrpTraffic, NhrpView, Station,
     redirect::Redirector,
     shortcut::{Action, Shortcuts, SpokeSettings},
 };
+use crate::iface::PeerTunnel;
 use crate::{
     config::{Config, Role, Unnumbered},
-    datapath::{Datapath, DatapathEvent, VaId},
+    iface::{Datapath, DatapathEvent, VaId},
     ike::{
         policy::Policy,
         task::{self as ike_task, IkeShared, IkeSockets},
     },
+    session::Sessions,
     spoke::{SHORTCUT_TUNNEL_BASE, ShortcutDialer, ShortcutEvent, SpokeTunnel},
 };
 
@@ -150,7 +152,7 @@ pub struct Nhrp {
     /// its own entry alive.
     own_packets: Mutex<HashMap<VaId, u64>>,
     datapath: Arc<dyn Datapath>,
-    ike: Option<Arc<IkeShared>>,
+    ike: Option<Arc<IkeShared<Sessions>>>,
     commands: mpsc::UnboundedSender<Command>,
 }
 
@@ -171,7 +173,7 @@ impl Nhrp {
     pub fn start(
         plan: Plan,
         datapath: Arc<dyn Datapath>,
-        ike: Option<(Arc<IkeShared>, Arc<IkeSockets>)>,
+        ike: Option<(Arc<IkeShared<Sessions>>, Arc<IkeSockets>)>,
         events: mpsc::Receiver<DatapathEvent>,
     ) -> (Arc<Self>, NhrpTask) {
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
@@ -531,7 +533,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::{config, spoke::TUNNEL_VA_BASE};
+    use crate::config;
 
     fn plan(text: &str) -> Option<Plan> {
         let c = config::parse(text, "example").unwrap();
@@ -565,7 +567,7 @@ mod tests {
             panic!("the example spoke runs NHRP");
         };
         assert_eq!(tunnel, 1);
-        assert_eq!(settings.hub_va, VaId(TUNNEL_VA_BASE + 1));
+        assert_eq!(settings.hub_va, VaId::tunnel(1));
         assert_eq!(settings.nbma, Ipv4Addr::new(172, 16, 1, 101));
         assert_eq!(
             settings.own_prefixes,

@@ -63,7 +63,7 @@ pub const HEADER_LEN: usize = 20;
 /// ar$afn of IPv4 NBMA addresses (IANA address family 1).
 pub const AFN_IPV4: u16 = 1;
 /// ar$pro.type of IPv4 protocol addresses (the EtherType).
-pub const PROTO_IPV4: u16 = 0x0800;
+pub const ETH_P_IPV4: u16 = 0x0800;
 /// ar$op.version of RFC 2332.
 pub const VERSION: u8 = 1;
 /// Length of a CIE without its addresses.
@@ -852,7 +852,7 @@ impl NhrpRepr {
         if packet.afn() != AFN_IPV4 {
             return Err(NhrpError::AddressFamily(packet.afn()));
         }
-        if packet.protocol_type() != PROTO_IPV4 || packet.protocol_snap() != [0; 5] {
+        if packet.protocol_type() != ETH_P_IPV4 || packet.protocol_snap() != [0; 5] {
             return Err(NhrpError::ProtocolType(packet.protocol_type()));
         }
         if packet.version() != VERSION {
@@ -917,7 +917,7 @@ impl NhrpRepr {
             pos: 0,
         };
         w.u16(AFN_IPV4);
-        w.u16(PROTO_IPV4);
+        w.u16(ETH_P_IPV4);
         w.put(&[0; 5]);
         w.u8(self.hop_count);
         w.u16(pktsz);

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use crate::bgp::types::{AsSegment, PathAttributes, Update};
-use crate::config::Ipv4Prefix;
+use crate::net::Ipv4Prefix;
 
 /// RFC 4271 section 4.1.
 pub const MAX_MESSAGE_LEN: usize = 4096;

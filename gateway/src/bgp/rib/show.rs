@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Path, PeerId, Rib, Source, Step};
 use crate::bgp::types::{AsSegment, Origin};
-use crate::config::Ipv4Prefix;
+use crate::net::Ipv4Prefix;
 
 /// One path, one line of `show bgp`. The flags are IOS's status codes.
 #[allow(clippy::struct_excessive_bools)]

@@ -21,7 +21,7 @@ use super::best::select;
 use super::policy::{GroupKey, export};
 use super::*;
 use crate::bgp::types::{AsSegment, Origin, PathAttributes, Update};
-use crate::config::{Aggregate, Ipv4Prefix};
+use crate::{config::Aggregate, net::Ipv4Prefix};
 
 pub(super) const HUB_AS: u32 = 65001;
 

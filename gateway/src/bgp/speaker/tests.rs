@@ -12,7 +12,7 @@ use std::{
 };
 
 use super::{Speaker, SpeakerConfig, SpeakerTasks};
-use crate::config::{self, Ipv4Prefix};
+use crate::{config, net::Ipv4Prefix};
 
 fn prefix(s: &str) -> Ipv4Prefix {
     Ipv4Prefix::parse_host_or_prefix(s).unwrap()
@@ -223,7 +223,7 @@ async fn a_stopping_hub_sends_cease_and_the_spoke_withdraws_its_routes() {
 
 #[test]
 fn the_routing_table_backs_networks_and_feeds_redistribute() {
-    use crate::datapath::sys::netlink::{
+    use crate::sys::netlink::{
         KernelRoute, KernelRouteKind, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, RTPROT_BOOT,
         RTPROT_GATEWAY, RTPROT_KERNEL,
     };

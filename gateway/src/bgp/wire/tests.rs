@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 
 use super::*;
 use crate::bgp::types::AS_TRANS;
-use crate::config::Ipv4Prefix;
+use crate::net::Ipv4Prefix;
 
 fn hex(text: &str) -> Vec<u8> {
     let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();

@@ -14,14 +14,14 @@ use integration::{Lab, Link, Netns};
 use tokio::{sync::mpsc, time::Instant};
 
 use super::{HairpinMonitor, HairpinReport};
-use crate::datapath::{DatapathEvent, Hairpin, VaId};
+use crate::iface::{DatapathEvent, Hairpin, VaId};
 
 const PEER_A: Ipv4Addr = Ipv4Addr::new(10, 61, 1, 2);
 const ROUTER_A: Ipv4Addr = Ipv4Addr::new(10, 61, 1, 1);
 const PEER_B: Ipv4Addr = Ipv4Addr::new(10, 61, 2, 2);
 const ROUTER_B: Ipv4Addr = Ipv4Addr::new(10, 61, 2, 1);
-const VA_A: VaId = VaId(1);
-const VA_B: VaId = VaId(2);
+const VA_A: VaId = VaId::virtual_access(1);
+const VA_B: VaId = VaId::virtual_access(2);
 const INTERVAL: Duration = Duration::from_millis(600);
 /// How long to wait for events that should (or should not) come.
 const SETTLE: Duration = Duration::from_millis(300);
@@ -229,10 +229,13 @@ fn attaching_twice_is_refused_and_unknown_detach_is_fine() {
     in_router(&t, || async {
         let mut monitor = HairpinMonitor::load(INTERVAL).expect("load the tc program");
         monitor.attach(ra, VA_A, 1).unwrap();
-        let err = monitor.attach(ra, VaId(9), 1).unwrap_err();
+        let err = monitor.attach(ra, VaId::virtual_access(9), 1).unwrap_err();
         assert!(err.to_string().contains("already watched"), "{err}");
         monitor.detach(4242).unwrap();
-        assert!(monitor.attach(4242, VaId(3), 1).is_err(), "no such ifindex");
+        assert!(
+            monitor.attach(4242, VaId::virtual_access(3), 1).is_err(),
+            "no such ifindex"
+        );
         assert_eq!(monitor.report().unwrap().links.len(), 1);
     });
 }

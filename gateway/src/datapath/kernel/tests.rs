@@ -16,9 +16,8 @@ use zeroize::Zeroizing;
 
 use super::KernelDatapath;
 use crate::{
-    datapath::{Datapath, DatapathError, DatapathEvent, SaKeys, SaPair, VaId, VirtualAccessSpec},
-    ike::{crypto::Encr, engine::Mode},
-    spoke::TUNNEL_VA_BASE,
+    iface::{Datapath, DatapathError, DatapathEvent, SaPair, VaId, VirtualAccessSpec},
+    ipsec::{Encr, Mode, SaKeys},
 };
 
 const HUB: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -27,8 +26,8 @@ const HUB_INNER: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 1);
 const SPOKE_INNER: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 100);
 /// The hub's Virtual-Access7 (link `va7`) and the spoke's Tunnel1
 /// (`tunnel1`).
-const HUB_VA: VaId = VaId(7);
-const SPOKE_VA: VaId = VaId(TUNNEL_VA_BASE + 1);
+const HUB_VA: VaId = VaId::virtual_access(7);
+const SPOKE_VA: VaId = VaId::tunnel(1);
 /// Spoke to hub, hub to spoke.
 const SPI_UP: u32 = 0xc0de_0001;
 const SPI_DOWN: u32 = 0xc0de_0002;
@@ -233,7 +232,7 @@ fn nhrp_crosses_a_gre_link_when_the_kernel_has_ip_gre_and_esp4() {
     );
 
     // A tunnel-mode peer has SAs but no link to carry GRE.
-    let tunnel_va = VaId(9);
+    let tunnel_va = VaId::virtual_access(9);
     let far = Ipv4Addr::new(192, 0, 2, 3);
     hub.dp
         .create_virtual_access(&spec(tunnel_va, HUB, far))

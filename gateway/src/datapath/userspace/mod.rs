@@ -33,20 +33,11 @@ use self::{
     process::{Encap, GlobalStats, HEADROOM, Processor, TAILROOM},
     tables::{Master, Tables},
 };
-use super::{
-    Datapath, DatapathError, DatapathEvent, DatapathReport, Route, SaPair, VaId, VirtualAccessSpec,
-    sys::{netlink::Netlink, poll::Waker, tun::Tun, udp},
+use crate::iface::{
+    Datapath, DatapathError, DatapathEvent, DatapathReport, IkeOn4500, Route, SaPair, VaId,
+    VirtualAccessSpec,
 };
-
-/// IKE datagrams from UDP 4500 (marker removed), with their source.
-pub type IkeDatagrams = mpsc::Receiver<(SocketAddrV4, Vec<u8>)>;
-
-/// IKE datagrams that arrived on UDP 4500 (marker removed), and the socket
-/// to answer on (the caller adds the marker).
-pub struct IkeOn4500 {
-    pub rx: IkeDatagrams,
-    pub tx: std::net::UdpSocket,
-}
+use crate::sys::{netlink::Netlink, poll::Waker, tun::Tun, udp};
 
 #[derive(Clone, Debug)]
 pub struct UserspaceConfig {
@@ -69,7 +60,7 @@ impl UserspaceConfig {
     pub fn new(local: Ipv4Addr, tun_name: &str) -> Self {
         UserspaceConfig {
             local,
-            port: crate::ike::engine::NATT_PORT,
+            port: crate::net::NATT_PORT,
             tun_name: tun_name.to_owned(),
             tun_mtu: 1400,
             tun_addresses: Vec::new(),
@@ -224,11 +215,7 @@ impl UserspaceDatapath {
         self.tables.store(Arc::new(master.snapshot()));
     }
 
-    fn kernel_route(
-        &self,
-        prefix: crate::config::Ipv4Prefix,
-        add: bool,
-    ) -> Result<(), DatapathError> {
+    fn kernel_route(&self, prefix: crate::net::Ipv4Prefix, add: bool) -> Result<(), DatapathError> {
         let mut nl = self.netlink.lock().unwrap_or_else(PoisonError::into_inner);
         let result = if add {
             nl.replace_route(prefix.addr, prefix.len, self.tun_ifindex, None, None)

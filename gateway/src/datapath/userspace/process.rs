@@ -20,16 +20,15 @@ use std::{
 use tokio::sync::mpsc;
 
 use super::tables::{InboundSpec, Tables, Va, bump};
+use crate::net::{ETH_P_IPV4, ETH_P_NHRP, IPPROTO_GRE};
 use crate::{
-    datapath::{
-        DatapathEvent, GlobalCounters, HAIRPIN_HEAD_LEN, Hairpin, VaId,
-        wire::{Ipv4Packet, gre, icmp, tcp_mss},
-    },
+    datapath::wire::{Ipv4Packet, gre, icmp, tcp_mss},
     esp::{
         replay::ReplayError,
         sa::{EspError, InboundSa},
     },
-    ike::{crypto::SystemRng, engine::Mode},
+    iface::{DatapathEvent, GlobalCounters, HAIRPIN_HEAD_LEN, Hairpin, VaId},
+    ipsec::{Mode, SystemRng},
 };
 
 /// Room in front of an inner packet: ESP header (8) + IV (at most 16) +
@@ -40,7 +39,6 @@ pub const HEADROOM: usize = 64;
 pub const TAILROOM: usize = 64;
 
 const NEXT_HEADER_IPV4: u8 = 4;
-const NEXT_HEADER_GRE: u8 = 47;
 /// RFC 4303 section 2.6: a dummy packet, to be dropped silently.
 const NEXT_HEADER_NONE: u8 = 59;
 /// The same spoke pair is reported at most this often per worker; NHRP
@@ -250,9 +248,9 @@ impl Processor {
             return FromNet::Done;
         };
         let inner = match (next_header, inbound_mode(&inbound.spec)) {
-            (NEXT_HEADER_GRE, _) => match gre::decap(&pkt[payload.clone()]) {
-                Ok((gre::PROTO_IPV4, offset)) => payload.start + offset..payload.end,
-                Ok((gre::PROTO_NHRP, offset)) => {
+            (IPPROTO_GRE, _) => match gre::decap(&pkt[payload.clone()]) {
+                Ok((ETH_P_IPV4, offset)) => payload.start + offset..payload.end,
+                Ok((ETH_P_NHRP, offset)) => {
                     self.to_control(from_id, &pkt[payload.start + offset..payload.end]);
                     return FromNet::Done;
                 }
@@ -447,7 +445,7 @@ impl Processor {
             Mode::Transport => {
                 let g = inner.start - gre::BASE_HEADER_LEN;
                 buf[g..inner.start].copy_from_slice(&[0, 0, 0x08, 0x00]);
-                (g, NEXT_HEADER_GRE)
+                (g, IPPROTO_GRE)
             }
             Mode::Tunnel => (inner.start, NEXT_HEADER_IPV4),
         };
@@ -495,7 +493,7 @@ impl Processor {
         match out.sa.seal(
             &mut buf[start..],
             len + gre::BASE_HEADER_LEN,
-            NEXT_HEADER_GRE,
+            IPPROTO_GRE,
             &mut self.rng,
         ) {
             Ok(n) => Encap::Send {

@@ -13,16 +13,11 @@ use std::{
 };
 
 use crate::{
-    config::Ipv4Prefix,
-    datapath::{
-        DatapathError, Route, SaCounters, SaKeys, SaPair, VaCounters, VaId, VirtualAccessSpec,
-        fib::Fib,
-    },
+    datapath::fib::Fib,
     esp::sa::{EspCipher, InboundSa, OutboundSa},
-    ike::{
-        crypto::{Encr, Integ},
-        engine::Mode,
-    },
+    iface::{DatapathError, Route, SaCounters, SaPair, VaCounters, VaId, VirtualAccessSpec},
+    ipsec::{Encr, Integ, Mode, SaKeys},
+    net::Ipv4Prefix,
 };
 
 #[derive(Debug, Default)]

@@ -14,17 +14,13 @@ use super::{
     process::{Encap, FromNet, GlobalStats, HEADROOM, Processor, TAILROOM},
     tables::{Master, Tables},
 };
+use crate::net::ETH_P_IPV4;
 use crate::{
-    config::Ipv4Prefix,
-    datapath::{
-        DatapathEvent, Route, SaKeys, SaPair, VaId, VirtualAccessSpec,
-        wire::{gre, ipv4},
-    },
+    datapath::wire::{gre, ipv4},
     esp::sa::{EspCipher, InboundSa, OutboundSa},
-    ike::{
-        crypto::{Encr, Integ, SystemRng},
-        engine::Mode,
-    },
+    iface::{DatapathEvent, Route, SaPair, VaId, VirtualAccessSpec},
+    ipsec::{Encr, Integ, Mode, SaKeys, SystemRng},
+    net::Ipv4Prefix,
 };
 
 const HUB: Ipv4Addr = Ipv4Addr::new(172, 25, 1, 1);
@@ -59,7 +55,7 @@ impl Spoke {
         let elen = usize::from(encr.key_bits() / 8) + if integ.is_none() { 4 } else { 0 };
         let ilen = integ.map_or(0, Integ::key_len);
         Spoke {
-            va: VaId(u32::from(n)),
+            va: VaId::virtual_access(u32::from(n)),
             outer: SocketAddrV4::new(Ipv4Addr::new(172, 25, 1, 10 + n), 4500),
             inner: Ipv4Addr::new(10, 1, 1, 100 + n),
             lan: Ipv4Prefix::new(Ipv4Addr::new(192, 168, n, 0), 24).unwrap(),
@@ -370,7 +366,7 @@ fn spoke_to_spoke_hairpins_with_ttl_decremented_and_one_event_per_pair() {
     let mut down = s2.downlink();
     let opened = down.open(&mut buf[packet]).unwrap();
     assert_eq!(opened.next_header, 47);
-    assert_eq!(gre::decap(opened.payload).unwrap(), (gre::PROTO_IPV4, 4));
+    assert_eq!(gre::decap(opened.payload).unwrap(), (ETH_P_IPV4, 4));
     assert_eq!(&opened.payload[4..], &forwarded[..]);
 
     // One hairpin event for the pair, not one per packet.

@@ -19,7 +19,7 @@ use super::{
     process::{Encap, FromNet, HEADROOM, Processor, TAILROOM},
     tables::{Tables, Va},
 };
-use crate::datapath::sys::{
+use crate::sys::{
     poll::{Waker, poll_readable},
     tun::TunQueue,
     udp::{self, RecvBatch, SendBatch},

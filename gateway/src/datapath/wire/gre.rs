@@ -27,11 +27,6 @@
 
 use super::ipv4::{fold, sum_words};
 
-/// EtherType of an IPv4 payload.
-pub const PROTO_IPV4: u16 = 0x0800;
-/// NHRP over GRE, as IOS and FRR's nhrpd send it (RFC 2332 defines no
-/// GRE protocol type; 0x2001 is the de facto one).
-pub const PROTO_NHRP: u16 = 0x2001;
 /// The header without optional fields.
 pub const BASE_HEADER_LEN: usize = 4;
 
@@ -185,7 +180,7 @@ impl<T: AsRef<[u8]>> GrePacket<T> {
         self.buffer.as_ref()[1] & 0x07
     }
 
-    /// The payload's EtherType (`PROTO_IPV4`, `PROTO_NHRP`, ...).
+    /// The payload's EtherType (`ETH_P_IPV4`, `ETH_P_NHRP`, ...).
     pub fn protocol(&self) -> u16 {
         let bytes = &self.buffer.as_ref()[field::PROTOCOL];
         u16::from_be_bytes([bytes[0], bytes[1]])
@@ -344,6 +339,7 @@ mod tests {
         ipv4::tests::HEADER as INNER,
         testing::{JUNK, XorShift},
     };
+    use crate::net::{ETH_P_IPV4, ETH_P_NHRP};
 
     /// The plainest header: no options, IPv4 inside.
     const PLAIN: [u8; 4] = [0x00, 0x00, 0x08, 0x00];
@@ -373,7 +369,7 @@ mod tests {
             checksum: true,
             key: Some(1),
             sequence: Some(5),
-            protocol: PROTO_IPV4,
+            protocol: ETH_P_IPV4,
         }
     }
 
@@ -383,7 +379,7 @@ mod tests {
         let packet = GrePacket::new_checked(&bytes[..]).unwrap();
         assert!(!packet.checksum_present() && !packet.key_present() && !packet.sequence_present());
         assert_eq!((packet.version(), packet.reserved0()), (0, 0));
-        assert_eq!(packet.protocol(), PROTO_IPV4);
+        assert_eq!(packet.protocol(), ETH_P_IPV4);
         assert_eq!(packet.header_len(), 4);
         assert_eq!(
             (packet.checksum(), packet.key(), packet.sequence()),
@@ -391,7 +387,7 @@ mod tests {
         );
         assert_eq!(packet.payload(), INNER);
         assert!(packet.verify_checksum());
-        assert_eq!(decap(&bytes), Ok((PROTO_IPV4, 4)));
+        assert_eq!(decap(&bytes), Ok((ETH_P_IPV4, 4)));
     }
 
     #[test]
@@ -399,7 +395,7 @@ mod tests {
         let packet = GrePacket::new_checked(&KEYED[..]).unwrap();
         assert!(packet.key_present() && !packet.checksum_present());
         assert_eq!(packet.key(), Some(12345));
-        assert_eq!(packet.protocol(), PROTO_NHRP);
+        assert_eq!(packet.protocol(), ETH_P_NHRP);
         assert!(packet.payload().is_empty());
         assert_eq!(
             GreRepr::parse(&packet),
@@ -407,7 +403,7 @@ mod tests {
                 checksum: false,
                 key: Some(12345),
                 sequence: None,
-                protocol: PROTO_NHRP,
+                protocol: ETH_P_NHRP,
             })
         );
     }
@@ -424,7 +420,7 @@ mod tests {
         assert_eq!(packet.payload(), INNER);
         assert!(packet.verify_checksum());
         assert_eq!(GreRepr::parse(&packet), Ok(full_repr()));
-        assert_eq!(decap(&bytes), Ok((PROTO_IPV4, 16)));
+        assert_eq!(decap(&bytes), Ok((ETH_P_IPV4, 16)));
     }
 
     #[test]
@@ -441,7 +437,7 @@ mod tests {
             (GreRepr::default(), &[0, 0, 0, 0][..]),
             (
                 GreRepr {
-                    protocol: PROTO_IPV4,
+                    protocol: ETH_P_IPV4,
                     ..GreRepr::default()
                 },
                 &PLAIN[..],
@@ -449,7 +445,7 @@ mod tests {
             (
                 GreRepr {
                     key: Some(12345),
-                    protocol: PROTO_NHRP,
+                    protocol: ETH_P_NHRP,
                     ..GreRepr::default()
                 },
                 &KEYED[..],
@@ -458,7 +454,7 @@ mod tests {
             (
                 GreRepr {
                     checksum: true,
-                    protocol: PROTO_IPV4,
+                    protocol: ETH_P_IPV4,
                     ..GreRepr::default()
                 },
                 &CHECKSUMMED[..],
@@ -573,7 +569,7 @@ mod tests {
         let sum = u16::from_be_bytes([bytes[4], bytes[5]]);
         let fixed = super::super::ipv4::checksum_update(sum, 0, 0x1234);
         bytes[4..6].copy_from_slice(&fixed.to_be_bytes());
-        assert_eq!(decap(&bytes), Ok((PROTO_IPV4, 8)));
+        assert_eq!(decap(&bytes), Ok((ETH_P_IPV4, 8)));
     }
 
     #[test]
@@ -608,7 +604,7 @@ mod tests {
             let whole = with_inner(header);
             for cut in header.len()..whole.len() {
                 let expected = if cut == header.len() {
-                    Ok((PROTO_IPV4, header.len()))
+                    Ok((ETH_P_IPV4, header.len()))
                 } else {
                     Err(GreError::BadChecksum)
                 };

@@ -17,7 +17,8 @@
 
 use std::net::Ipv4Addr;
 
-use super::ipv4::{self, Ipv4Packet, Ipv4Repr, protocol};
+use super::ipv4::{self, Ipv4Packet, Ipv4Repr};
+use crate::net::IPPROTO_ICMP;
 
 pub const TYPE_DEST_UNREACHABLE: u8 = 3;
 pub const TYPE_SOURCE_QUENCH: u8 = 4;
@@ -55,7 +56,7 @@ pub const fn is_error_type(icmp_type: u8) -> bool {
 /// `packet` carries an ICMP error: protocol ICMP, first fragment (only it
 /// has the ICMP header), and an error type.
 pub fn is_icmp_error<T: AsRef<[u8]>>(packet: &Ipv4Packet<T>) -> bool {
-    packet.protocol() == protocol::ICMP
+    packet.protocol() == IPPROTO_ICMP
         && !packet.is_non_first_fragment()
         && packet
             .payload()
@@ -102,7 +103,7 @@ pub fn frag_needed(
     {
         return None;
     }
-    if packet.protocol() == protocol::ICMP {
+    if packet.protocol() == IPPROTO_ICMP {
         // An ICMP packet too short for its type is malformed.
         let kind = *packet.payload().first()?;
         if is_error_type(kind) {
@@ -122,7 +123,7 @@ pub fn frag_needed(
     Ipv4Repr {
         src,
         dst: packet.src(),
-        protocol: protocol::ICMP,
+        protocol: IPPROTO_ICMP,
         ttl: TTL,
         dscp_ecn: TOS_INTERNETWORK_CONTROL,
         ident: packet.ident(),
@@ -154,6 +155,7 @@ mod tests {
         tcp_mss::tests::SYN,
         testing::{JUNK, XorShift},
     };
+    use crate::net::IPPROTO_UDP;
 
     const HUB: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 1);
 
@@ -198,7 +200,7 @@ mod tests {
         assert!(packet.verify_checksum());
         assert_eq!(packet.header_len(), 20);
         assert_eq!((packet.src(), packet.dst()), (HUB, dst));
-        assert_eq!((packet.protocol(), packet.ttl()), (protocol::ICMP, 64));
+        assert_eq!((packet.protocol(), packet.ttl()), (IPPROTO_ICMP, 64));
         assert!(!packet.dont_frag() && !packet.more_frags());
         assert_eq!(packet.frag_offset(), 0);
         let icmp = packet.payload();
@@ -232,7 +234,7 @@ mod tests {
 
     #[test]
     fn large_packet_quote_stops_at_576() {
-        let big = original(spoke(), protocol::UDP, 1500);
+        let big = original(spoke(), IPPROTO_UDP, 1500);
         let mut out = vec![JUNK; 1600];
         let len = frag_needed(&big, HUB, 1380, &mut out).unwrap();
         assert_eq!(len, MAX_ERROR_LEN);
@@ -240,16 +242,16 @@ mod tests {
         assert_eq!(quote, big[..MAX_ERROR_LEN - 28]);
         assert!(out[len..].iter().all(|&b| b == JUNK));
         // Exactly 576 - 28 bytes of original: quoted whole.
-        let exact = original(spoke(), protocol::UDP, 548);
+        let exact = original(spoke(), IPPROTO_UDP, 548);
         assert_eq!(frag_needed(&exact, HUB, 1380, &mut out), Some(576));
-        let one_more = original(spoke(), protocol::UDP, 549);
+        let one_more = original(spoke(), IPPROTO_UDP, 549);
         let len = frag_needed(&one_more, HUB, 1380, &mut out).unwrap();
         assert_eq!(check_error(&out, len, spoke(), 1380), one_more[..548]);
     }
 
     #[test]
     fn small_out_buffer() {
-        let big = original(spoke(), protocol::UDP, 1500);
+        let big = original(spoke(), IPPROTO_UDP, 1500);
         // 28 + 20-byte header + 8 bytes of data is the least that will do.
         let mut out = vec![JUNK; 55];
         assert_eq!(frag_needed(&big, HUB, 1400, &mut out), None);
@@ -266,7 +268,7 @@ mod tests {
     #[test]
     fn header_options_quoted() {
         // IHL 15: 40 bytes of options (NOPs), so at least 68 bytes quoted.
-        let mut bytes = original(spoke(), protocol::UDP, 200);
+        let mut bytes = original(spoke(), IPPROTO_UDP, 200);
         bytes[0] = 0x4f;
         bytes[20..60].fill(1);
         Ipv4Packet::new_unchecked(&mut bytes[..]).fill_checksum();
@@ -276,7 +278,7 @@ mod tests {
         assert_eq!(frag_needed(&bytes, HUB, 1400, &mut out), Some(96));
         assert_eq!(check_error(&out, 96, spoke(), 1400), bytes[..68]);
         // Less than 8 bytes of data: all of it.
-        let short = original(spoke(), protocol::UDP, 23);
+        let short = original(spoke(), IPPROTO_UDP, 23);
         let mut out = vec![JUNK; 100];
         assert_eq!(frag_needed(&short, HUB, 1400, &mut out), Some(51));
     }
@@ -285,7 +287,7 @@ mod tests {
     fn no_error_about_icmp_errors() {
         let mut out = [JUNK; 600];
         for kind in 0..=255u8 {
-            let mut bytes = original(spoke(), protocol::ICMP, 100);
+            let mut bytes = original(spoke(), IPPROTO_ICMP, 100);
             bytes[20] = kind;
             let packet = Ipv4Packet::new_checked(&bytes[..]).unwrap();
             let error = [3, 4, 5, 11, 12].contains(&kind);
@@ -298,20 +300,20 @@ mod tests {
             );
         }
         // ICMP without even a type byte: malformed.
-        let bytes = original(spoke(), protocol::ICMP, 20);
+        let bytes = original(spoke(), IPPROTO_ICMP, 20);
         assert_eq!(frag_needed(&bytes, HUB, 1400, &mut out), None);
     }
 
     #[test]
     fn fragments() {
         let mut out = [JUNK; 600];
-        let mut bytes = original(spoke(), protocol::UDP, 100);
+        let mut bytes = original(spoke(), IPPROTO_UDP, 100);
         let mut packet = Ipv4Packet::new_unchecked(&mut bytes[..]);
         packet.set_frag_offset(1480);
         packet.fill_checksum();
         assert_eq!(frag_needed(&bytes, HUB, 1400, &mut out), None);
         // The first fragment (MF set, offset 0) is answered.
-        let mut bytes = original(spoke(), protocol::UDP, 100);
+        let mut bytes = original(spoke(), IPPROTO_UDP, 100);
         let mut packet = Ipv4Packet::new_unchecked(&mut bytes[..]);
         packet.set_more_frags(true);
         packet.fill_checksum();
@@ -332,18 +334,18 @@ mod tests {
             "255.255.255.254",
             "255.255.255.255",
         ] {
-            let bytes = original(src.parse().unwrap(), protocol::UDP, 100);
+            let bytes = original(src.parse().unwrap(), IPPROTO_UDP, 100);
             assert_eq!(frag_needed(&bytes, HUB, 1400, &mut out), None, "{src}");
         }
         for dst in ["224.0.0.9", "255.255.255.255"] {
-            let mut bytes = original(spoke(), protocol::UDP, 100);
+            let mut bytes = original(spoke(), IPPROTO_UDP, 100);
             let mut packet = Ipv4Packet::new_unchecked(&mut bytes[..]);
             packet.set_dst(dst.parse().unwrap());
             packet.fill_checksum();
             assert_eq!(frag_needed(&bytes, HUB, 1400, &mut out), None, "to {dst}");
         }
         for src in ["1.0.0.1", "126.255.255.255", "128.0.0.1", "223.255.255.255"] {
-            let bytes = original(src.parse().unwrap(), protocol::UDP, 100);
+            let bytes = original(src.parse().unwrap(), IPPROTO_UDP, 100);
             assert!(frag_needed(&bytes, HUB, 1400, &mut out).is_some(), "{src}");
         }
     }

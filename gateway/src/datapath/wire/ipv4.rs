@@ -26,16 +26,6 @@ use std::net::Ipv4Addr;
 /// Length of a header without options (IHL 5).
 pub const HEADER_LEN: usize = 20;
 
-/// IP protocol numbers the datapath looks at (IANA "Assigned Internet
-/// Protocol Numbers").
-pub mod protocol {
-    pub const ICMP: u8 = 1;
-    pub const TCP: u8 = 6;
-    pub const UDP: u8 = 17;
-    pub const GRE: u8 = 47;
-    pub const ESP: u8 = 50;
-}
-
 mod field {
     pub type Field = core::ops::Range<usize>;
 
@@ -489,6 +479,7 @@ pub(super) mod tests {
 
     use super::*;
     use crate::datapath::wire::testing::{JUNK, XorShift};
+    use crate::net::IPPROTO_UDP;
 
     /// The example header on Wikipedia's "IPv4 header checksum" page: UDP,
     /// 192.168.0.1 -> 192.168.0.199, checksum 0xb861.
@@ -508,7 +499,7 @@ pub(super) mod tests {
         Ipv4Repr {
             src: Ipv4Addr::new(192, 168, 0, 1),
             dst: Ipv4Addr::new(192, 168, 0, 199),
-            protocol: protocol::UDP,
+            protocol: IPPROTO_UDP,
             ttl: 64,
             dscp_ecn: 0,
             ident: 0,
@@ -609,7 +600,7 @@ pub(super) mod tests {
         assert_eq!(packet.frag_offset(), 0);
         assert!(!packet.is_non_first_fragment());
         assert_eq!(packet.ttl(), 64);
-        assert_eq!(packet.protocol(), protocol::UDP);
+        assert_eq!(packet.protocol(), IPPROTO_UDP);
         assert_eq!(packet.checksum(), 0xb861);
         assert_eq!(packet.src(), Ipv4Addr::new(192, 168, 0, 1));
         assert_eq!(packet.dst(), Ipv4Addr::new(192, 168, 0, 199));
@@ -664,7 +655,7 @@ pub(super) mod tests {
         packet.set_more_frags(false);
         packet.set_frag_offset(0);
         packet.set_ttl(64);
-        packet.set_protocol(protocol::UDP);
+        packet.set_protocol(IPPROTO_UDP);
         packet.set_src(Ipv4Addr::new(192, 168, 0, 1));
         packet.set_dst(Ipv4Addr::new(192, 168, 0, 199));
         packet.fill_checksum();

@@ -62,7 +62,8 @@ mod tests {
 
     use std::{io::ErrorKind, net::Ipv4Addr, path::Path, process::Command};
 
-    use super::{ipv4::protocol, *};
+    use super::*;
+    use crate::net::{ETH_P_IPV4, IPPROTO_GRE, IPPROTO_UDP};
 
     const HUB: Ipv4Addr = Ipv4Addr::new(172, 25, 1, 1);
     const SPOKE: Ipv4Addr = Ipv4Addr::new(172, 25, 1, 2);
@@ -91,7 +92,7 @@ mod tests {
         let outer = Ipv4Repr {
             src: SPOKE,
             dst: HUB,
-            protocol: protocol::GRE,
+            protocol: IPPROTO_GRE,
             ttl: 255,
             dscp_ecn: 0,
             ident: 1,
@@ -116,13 +117,13 @@ mod tests {
                 checksum: true,
                 key: Some(1),
                 sequence: Some(5),
-                protocol: gre::PROTO_IPV4,
+                protocol: ETH_P_IPV4,
             },
             &clamped,
         );
         let gre_plain = encapsulate(
             GreRepr {
-                protocol: gre::PROTO_IPV4,
+                protocol: ETH_P_IPV4,
                 ..GreRepr::default()
             },
             &tcp_mss::tests::SYN,
@@ -136,7 +137,7 @@ mod tests {
         Ipv4Repr {
             src: Ipv4Addr::new(10, 1, 1, 100),
             dst: Ipv4Addr::new(192, 168, 1, 10),
-            protocol: protocol::UDP,
+            protocol: IPPROTO_UDP,
             ttl: 63,
             dscp_ecn: 0,
             ident: 0x2222,

@@ -13,7 +13,8 @@
 //! rewriting what it cannot parse, and the caller decides whether to
 //! forward it (the receiver's TCP will judge it) and counts it.
 
-use super::ipv4::{Ipv4Error, Ipv4Packet, checksum_update, protocol};
+use super::ipv4::{Ipv4Error, Ipv4Packet, checksum_update};
+use crate::net::IPPROTO_TCP;
 
 /// The TCP header without options.
 pub const TCP_HEADER_LEN: usize = 20;
@@ -57,7 +58,7 @@ pub enum MssError {
 /// already small enough. On error the packet is unchanged.
 pub fn clamp_mss(ip_packet: &mut [u8], max_mss: u16) -> Result<bool, MssError> {
     let mut packet = Ipv4Packet::new_checked(ip_packet)?;
-    if packet.protocol() != protocol::TCP || packet.is_non_first_fragment() {
+    if packet.protocol() != IPPROTO_TCP || packet.is_non_first_fragment() {
         return Ok(false);
     }
     let segment = packet.payload_mut();
@@ -160,6 +161,7 @@ pub(super) mod tests {
         ipv4::{Ipv4Repr, checksum},
         testing::XorShift,
     };
+    use crate::net::IPPROTO_UDP;
 
     /// A Linux SYN, 10.1.1.100:41170 -> 192.168.1.10:22, options MSS 1460,
     /// SACK permitted, timestamps, NOP, window scale 7. Checksums verified
@@ -181,7 +183,7 @@ pub(super) mod tests {
         let mut bytes = Vec::new();
         bytes.extend_from_slice(&packet.src().octets());
         bytes.extend_from_slice(&packet.dst().octets());
-        bytes.extend_from_slice(&[0, protocol::TCP]);
+        bytes.extend_from_slice(&[0, IPPROTO_TCP]);
         bytes.extend_from_slice(&u16::try_from(segment.len()).unwrap().to_be_bytes());
         bytes.extend_from_slice(segment);
         checksum(&bytes)
@@ -195,7 +197,7 @@ pub(super) mod tests {
         let repr = Ipv4Repr {
             src: Ipv4Addr::new(10, 1, 1, 100),
             dst: Ipv4Addr::new(192, 168, 1, 10),
-            protocol: protocol::TCP,
+            protocol: IPPROTO_TCP,
             ttl: 64,
             dscp_ecn: 0,
             ident: 7,
@@ -309,7 +311,7 @@ pub(super) mod tests {
         }
         // Not TCP: UDP with bytes that would read as a SYN with MSS 1460.
         let mut bytes = SYN;
-        bytes[9] = protocol::UDP;
+        bytes[9] = IPPROTO_UDP;
         assert_eq!(clamp_mss(&mut bytes, 1360), Ok(false));
         assert_eq!(bytes[..9], SYN[..9]);
     }

@@ -3,7 +3,8 @@
 
 use aws_lc_rs::constant_time;
 
-use super::{Prf, Secret};
+use super::Prf;
+use crate::ipsec::Secret;
 
 /// The pad RFC 7296 §2.15 mixes into the pre-shared key.
 const KEY_PAD: &[u8] = b"Key Pad for IKEv2";

@@ -10,93 +10,11 @@ use aws_lc_rs::cipher::{
 };
 use aws_lc_rs::iv::FixedLength;
 
-use super::{CryptoError, Integ, Rng, Secret};
+use super::CryptoError;
+use crate::ipsec::Rng;
+use crate::ipsec::{AES_BLOCK, Encr, GCM_IV_LEN, GCM_SALT_LEN, Integ, Secret};
 
-const AES_BLOCK: usize = 16;
-const GCM_SALT_LEN: usize = 4;
-const GCM_IV_LEN: usize = 8;
 const GCM_ICV_LEN: usize = 16;
-
-/// An encryption algorithm with its key length, for the IKE SA and ESP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Encr {
-    /// ENCR_AES_CBC (12, RFC 3602), key of 128, 192 or 256 bits.
-    AesCbc {
-        /// Key length in bits (the Key Length attribute).
-        key_bits: u16,
-    },
-    /// ENCR_AES_GCM_16 (20, RFC 4106 / RFC 5282), 16-byte ICV, key of 128,
-    /// 192 or 256 bits plus a 4-byte salt.
-    AesGcm16 {
-        /// Key length in bits (the Key Length attribute), without the salt.
-        key_bits: u16,
-    },
-}
-
-impl Encr {
-    /// The algorithm for this IANA transform ID and Key Length attribute.
-    /// AES needs the attribute (RFC 7296 §3.3.5); 128, 192 and 256 bits are
-    /// accepted.
-    pub const fn from_iana(id: u16, key_length: Option<u16>) -> Option<Self> {
-        let Some(key_bits) = key_length else {
-            return None;
-        };
-        if !matches!(key_bits, 128 | 192 | 256) {
-            return None;
-        }
-        match id {
-            12 => Some(Self::AesCbc { key_bits }),
-            20 => Some(Self::AesGcm16 { key_bits }),
-            _ => None,
-        }
-    }
-
-    /// The IANA transform ID.
-    pub const fn iana(self) -> u16 {
-        match self {
-            Self::AesCbc { .. } => 12,
-            Self::AesGcm16 { .. } => 20,
-        }
-    }
-
-    /// The Key Length attribute, in bits.
-    pub const fn key_bits(self) -> u16 {
-        match self {
-            Self::AesCbc { key_bits } | Self::AesGcm16 { key_bits } => key_bits,
-        }
-    }
-
-    /// Length of the keying material taken from prf+ (SK_e, ESP keys): the
-    /// AES key, and for GCM the 4-byte salt after it (RFC 5282 §7.1,
-    /// RFC 4106 §8.1).
-    pub const fn key_len(self) -> usize {
-        match self {
-            Self::AesCbc { key_bits } => key_bits as usize / 8,
-            Self::AesGcm16 { key_bits } => key_bits as usize / 8 + GCM_SALT_LEN,
-        }
-    }
-
-    /// Whether the algorithm is an AEAD (then no integrity transform).
-    pub const fn is_aead(self) -> bool {
-        matches!(self, Self::AesGcm16 { .. })
-    }
-
-    /// Length of the IV sent in front of the ciphertext.
-    pub const fn iv_len(self) -> usize {
-        match self {
-            Self::AesCbc { .. } => AES_BLOCK,
-            Self::AesGcm16 { .. } => GCM_IV_LEN,
-        }
-    }
-
-    /// The block size padding aligns to (1 for GCM, RFC 5282 §3).
-    pub const fn block_len(self) -> usize {
-        match self {
-            Self::AesCbc { .. } => AES_BLOCK,
-            Self::AesGcm16 { .. } => 1,
-        }
-    }
-}
 
 struct Cbc {
     encrypt: EncryptingKey,

@@ -9,7 +9,9 @@ use crypto_bigint::modular::{ConstMontyForm, ConstMontyParams};
 use crypto_bigint::{U512, U2048, const_monty_params};
 use zeroize::Zeroizing;
 
-use super::{CryptoError, Rng, Secret};
+use super::CryptoError;
+use crate::ipsec::Rng;
+use crate::ipsec::Secret;
 
 // RFC 3526 §3: p = 2^2048 - 2^1984 - 1 + 2^64 * { [2^1918 pi] + 124476 },
 // generator 2.

@@ -3,7 +3,8 @@
 
 use std::fmt;
 
-use super::{CryptoError, Encr, Integ, Prf, Secret, SkCipher};
+use super::{CryptoError, Prf, SkCipher};
+use crate::ipsec::{Encr, Integ, Secret};
 
 /// The keys of an IKE SA. `sk_ai`/`sk_ar` are empty with an AEAD cipher.
 /// `sk_ei`/`sk_er` include the 4-byte salt with AES-GCM.
@@ -222,7 +223,7 @@ mod tests {
 
     use super::*;
     use crate::ike::crypto::tests::TestRng;
-    use crate::ike::crypto::{Prf, Rng};
+    use crate::{ike::crypto::Prf, ipsec::Rng};
 
     const NI: &[u8] = &[0x11; 32];
     const NR: &[u8] = &[0x22; 32];

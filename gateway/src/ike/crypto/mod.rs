@@ -1,11 +1,12 @@
-//! IKEv2 cryptography: Diffie-Hellman (`dh`), the PRFs (`prf`), integrity
-//! (`integ`), SK payload protection (`cipher`), the key schedules of the
-//! IKE SA and of CHILD_SAs (`keys`) and pre-shared-key AUTH (`auth`).
+//! IKEv2 cryptography: Diffie-Hellman (`dh`), the PRFs (`prf`), SK payload
+//! protection (`cipher`), the key schedules of the IKE SA and of CHILD_SAs
+//! (`keys`) and pre-shared-key AUTH (`auth`). The algorithm descriptors
+//! shared with ESP (`Encr`, `Integ`, `Secret`) live in `crate::ipsec`.
 //!
 //! This module does no I/O and holds no sockets. Randomness comes in through
-//! the [`Rng`] trait so that tests are deterministic; [`SystemRng`] is the
-//! production source. Secrets (DH results, key material) are held in
-//! [`Secret`], which zeroes its bytes on drop.
+//! the [`crate::ipsec::Rng`] trait so that tests are deterministic;
+//! [`crate::ipsec::SystemRng`] is the production source. Secrets (DH results, key material) are held in
+//! [`crate::ipsec::Secret`], which zeroes its bytes on drop.
 //!
 //! Algorithms come from aws-lc-rs (ECDH P-256/384/521, X25519, AES, HMAC);
 //! MODP-2048 (group 14), which aws-lc-rs lacks, is done with crypto-bigint's
@@ -14,7 +15,6 @@
 mod auth;
 mod cipher;
 mod dh;
-mod integ;
 mod keys;
 mod prf;
 
@@ -22,9 +22,8 @@ mod prf;
 mod tests;
 
 pub use auth::{psk_auth, psk_auth_verify, signed_octets};
-pub use cipher::{Encr, SkCipher};
+pub use cipher::SkCipher;
 pub use dh::{DhGroup, DhPrivate};
-pub use integ::Integ;
 pub use keys::{ChildKeys, IkeKeys, child_keymat};
 pub use prf::Prf;
 
@@ -35,9 +34,6 @@ pub fn sha1(data: &[u8]) -> Vec<u8> {
         .as_ref()
         .to_vec()
 }
-
-/// Secret bytes (key material, DH results): zeroed when dropped.
-pub type Secret = zeroize::Zeroizing<Vec<u8>>;
 
 /// Errors of the IKEv2 cryptography. None of them carries secret material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,27 +75,4 @@ pub enum CryptoError {
     /// private scalar could be drawn from the random source).
     #[error("cryptographic backend failure: {0}")]
     Backend(&'static str),
-}
-
-/// A source of random bytes. Production code uses [`SystemRng`]; tests pass
-/// deterministic sources so that keys, IVs and nonces are reproducible.
-pub trait Rng {
-    /// Fill `buf` with random bytes.
-    fn fill(&mut self, buf: &mut [u8]);
-}
-
-/// The operating system's cryptographically secure generator
-/// (aws-lc-rs `SystemRandom`).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemRng;
-
-impl Rng for SystemRng {
-    fn fill(&mut self, buf: &mut [u8]) {
-        use aws_lc_rs::rand::SecureRandom as _;
-        // The system generator does not fail on Linux once seeded; if it
-        // ever does, continuing without randomness would be worse.
-        aws_lc_rs::rand::SystemRandom::new()
-            .fill(buf)
-            .expect("the system random generator failed");
-    }
 }

@@ -2,7 +2,7 @@
 
 use aws_lc_rs::hmac;
 
-use super::Secret;
+use crate::ipsec::Secret;
 
 /// An IKEv2 PRF. Only the HMAC-based ones: AES-XCBC/CMAC PRFs are not
 /// offered by the peers the hub talks to.

@@ -6,10 +6,9 @@ use std::collections::HashMap;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
-use super::{
-    ChildKeys, Encr, IkeKeys, Integ, Prf, Rng, child_keymat, psk_auth, psk_auth_verify,
-    signed_octets,
-};
+use super::{ChildKeys, IkeKeys, Prf, child_keymat, psk_auth, psk_auth_verify, signed_octets};
+use crate::ipsec::Rng;
+use crate::ipsec::{Encr, Integ};
 
 /// Decode hex (whitespace ignored).
 pub(crate) fn hex(s: &str) -> Vec<u8> {

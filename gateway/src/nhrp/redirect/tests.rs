@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::{
-    datapath::HAIRPIN_HEAD_LEN,
+    iface::HAIRPIN_HEAD_LEN,
     nhrp::wire::{Mandatory, NhrpRepr},
 };
 
@@ -10,8 +10,8 @@ const HUB: Station = Station {
     nbma: Ipv4Addr::new(172, 25, 1, 1),
     protocol: Ipv4Addr::new(10, 1, 1, 1),
 };
-const VA1: VaId = VaId(1);
-const VA2: VaId = VaId(2);
+const VA1: VaId = VaId::virtual_access(1);
+const VA2: VaId = VaId::virtual_access(2);
 const LAN1_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 10);
 const LAN2_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 2, 10);
 

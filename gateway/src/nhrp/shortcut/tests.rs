@@ -3,7 +3,7 @@
 use super::*;
 use crate::nhrp::wire::TrafficIndication;
 
-const HUB_VA: VaId = VaId(0x8000_0001);
+const HUB_VA: VaId = VaId::tunnel(1);
 const SPOKE1_NBMA: Ipv4Addr = Ipv4Addr::new(172, 25, 1, 11);
 const SPOKE2_NBMA: Ipv4Addr = Ipv4Addr::new(172, 25, 1, 12);
 const SPOKE1_TUNNEL: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 100);
@@ -69,8 +69,8 @@ fn routes(actions: &[Action]) -> Vec<String> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::AddRoute(r) => Some(format!("+{} {}", r.prefix, r.va.0)),
-            Action::RemoveRoute(r) => Some(format!("-{} {}", r.prefix, r.va.0)),
+            Action::AddRoute(r) => Some(format!("+{} {}", r.prefix, r.va.raw())),
+            Action::RemoveRoute(r) => Some(format!("-{} {}", r.prefix, r.va.raw())),
             _ => None,
         })
         .collect()
@@ -78,7 +78,7 @@ fn routes(actions: &[Action]) -> Vec<String> {
 
 fn tunnel(va: u32, nbma: Ipv4Addr, initiated: bool) -> PeerTunnel {
     PeerTunnel {
-        va: VaId(va),
+        va: VaId::virtual_access(va),
         nbma,
         initiated,
     }
@@ -122,7 +122,11 @@ fn a_redirect_ends_in_a_shortcut_route_through_the_owners_tunnel() {
     let out = sent(&a);
     assert_eq!(out.len(), 1);
     let (va, reply) = &out[0];
-    assert_eq!(*va, VaId(1), "the reply takes the new tunnel");
+    assert_eq!(
+        *va,
+        VaId::virtual_access(1),
+        "the reply takes the new tunnel"
+    );
     let Message::ResolutionReply(r) = &reply.message else {
         panic!("{reply:?}")
     };
@@ -139,9 +143,9 @@ fn a_redirect_ends_in_a_shortcut_route_through_the_owners_tunnel() {
         s1.tunnels_now(t0, &[tunnel(3, SPOKE2_NBMA, false)])
             .is_empty()
     );
-    let a = s1.on_packet(t0, VaId(3), &reply.emit_to_vec().unwrap());
+    let a = s1.on_packet(t0, VaId::virtual_access(3), &reply.emit_to_vec().unwrap());
     assert_eq!(routes(&a), ["+192.168.2.0/24 3", "+10.1.1.101/32 3"]);
-    let view = s1.entries(t0, &|va| format!("Virtual-Access{}", va.0));
+    let view = s1.entries(t0, &|va| va.to_string());
     assert_eq!(view[0].target, "10.1.1.101/32");
     assert_eq!(view[0].flags, ["router", "nhop", "rib", "dynamic"]);
     assert_eq!(view[1].target, "192.168.2.0/24");
@@ -184,7 +188,7 @@ fn with_shortcut(t0: Instant) -> Shortcuts {
         }),
         extensions: Vec::new(),
     };
-    s1.on_packet(t0, VaId(3), &reply.emit_to_vec().unwrap());
+    s1.on_packet(t0, VaId::virtual_access(3), &reply.emit_to_vec().unwrap());
     s1
 }
 
@@ -201,7 +205,12 @@ fn idle_shortcuts_expire_and_their_tunnel_closes() {
         ["-10.1.1.101/32 3", "-192.168.2.0/24 3"],
         "{a:?}"
     );
-    assert!(a.contains(&Action::Close { va: VaId(3) }), "{a:?}");
+    assert!(
+        a.contains(&Action::Close {
+            va: VaId::virtual_access(3)
+        }),
+        "{a:?}"
+    );
     assert_eq!(s1.traffic.shortcuts_expired, 1);
     // Asked once.
     assert!(s1.tick(t0 + hold + Duration::from_secs(1), &[]).is_empty());
@@ -212,12 +221,15 @@ fn used_shortcuts_are_refreshed_over_their_tunnel_before_they_expire() {
     let t0 = Instant::now();
     let mut s1 = with_shortcut(t0);
     let hold = Duration::from_secs(u64::from(HOLD));
-    assert!(s1.tick(t0 + Duration::from_secs(5), &[VaId(3)]).is_empty());
-    let a = s1.tick(t0 + secs(HOLD - 9), &[VaId(3)]);
+    assert!(
+        s1.tick(t0 + Duration::from_secs(5), &[VaId::virtual_access(3)])
+            .is_empty()
+    );
+    let a = s1.tick(t0 + secs(HOLD - 9), &[VaId::virtual_access(3)]);
     let out = sent(&a);
     assert_eq!(out.len(), 1, "{a:?}");
     let (va, request) = &out[0];
-    assert_eq!(*va, VaId(3), "straight to the owner");
+    assert_eq!(*va, VaId::virtual_access(3), "straight to the owner");
     let Message::ResolutionRequest(m) = &request.message else {
         panic!()
     };
@@ -239,7 +251,10 @@ fn used_shortcuts_are_refreshed_over_their_tunnel_before_they_expire() {
         extensions: Vec::new(),
     };
     let t1 = t0 + secs(HOLD - 8);
-    assert!(routes(&s1.on_packet(t1, VaId(3), &reply.emit_to_vec().unwrap())).is_empty());
+    assert!(
+        routes(&s1.on_packet(t1, VaId::virtual_access(3), &reply.emit_to_vec().unwrap()))
+            .is_empty()
+    );
     assert!(routes(&s1.tick(t0 + hold + Duration::from_secs(1), &[])).is_empty());
     assert_eq!(
         s1.entries(t0 + hold, &|_| String::new())[1].expires_s,
@@ -269,7 +284,7 @@ fn a_purge_removes_the_entries_it_names_and_is_answered() {
         }),
         extensions: Vec::new(),
     };
-    let a = s1.on_packet(t0, VaId(3), &purge.emit_to_vec().unwrap());
+    let a = s1.on_packet(t0, VaId::virtual_access(3), &purge.emit_to_vec().unwrap());
     // Only what it names: the peer's own address stays until it expires.
     assert_eq!(routes(&a), ["-192.168.2.0/24 3"]);
     let out = sent(&a);
@@ -284,10 +299,12 @@ fn clear_purges_the_peers_removes_everything_and_closes_the_tunnels() {
     let (a, cleared) = s1.clear();
     assert_eq!((cleared.entries, cleared.tunnels_closed), (2, 1));
     assert_eq!(routes(&a).len(), 2);
-    assert!(a.contains(&Action::Close { va: VaId(3) }));
+    assert!(a.contains(&Action::Close {
+        va: VaId::virtual_access(3)
+    }));
     let out = sent(&a);
     let (va, purge) = &out[0];
-    assert_eq!(*va, VaId(3));
+    assert_eq!(*va, VaId::virtual_access(3));
     let Message::PurgeRequest(m) = &purge.message else {
         panic!()
     };
@@ -325,7 +342,9 @@ fn when_both_spokes_dial_the_lower_address_keeps_its_tunnel() {
     assert!(s2.tunnels_now(t0, &both(5, 6, SPOKE1_NBMA)).is_empty());
     assert_eq!(
         s2.tunnels_now(later, &both(5, 6, SPOKE1_NBMA)),
-        [Action::Close { va: VaId(5) }]
+        [Action::Close {
+            va: VaId::virtual_access(5)
+        }]
     );
     assert!(
         s2.tunnels_now(later, &both(5, 6, SPOKE1_NBMA)).is_empty(),
@@ -450,10 +469,14 @@ fn when_both_resolve_the_higher_address_waits_for_the_lower_ones_tunnel() {
         }),
         extensions: Vec::new(),
     };
-    let a = s2.on_packet(t0, VaId(4), &reply_for_lan1.emit_to_vec().unwrap());
+    let a = s2.on_packet(
+        t0,
+        VaId::virtual_access(4),
+        &reply_for_lan1.emit_to_vec().unwrap(),
+    );
     let out = sent(&a);
     assert_eq!(out.len(), 1, "{a:?}");
-    assert_eq!(out[0].0, VaId(4));
+    assert_eq!(out[0].0, VaId::virtual_access(4));
     assert!(matches!(out[0].1.message, Message::ResolutionReply(_)));
     assert!(routes(&a).contains(&"+192.168.1.0/24 4".to_owned()));
     assert!(!a.iter().any(|a| matches!(a, Action::Dial { .. })));
@@ -499,10 +522,10 @@ fn a_tunnel_the_peer_dialled_is_used_after_it_settles() {
     // peer has spoken over it.
     let a = s1.on_packet(
         t0,
-        VaId(4),
+        VaId::virtual_access(4),
         &request_from(SPOKE2_NBMA, SPOKE2_TUNNEL, LAN1_HOST),
     );
-    assert_eq!(sent(&a)[0].0, VaId(4));
+    assert_eq!(sent(&a)[0].0, VaId::virtual_access(4));
     // Through the hub instead, while the tunnel is new: after it settles.
     let mut s1 = spoke1();
     s1.tunnels_now(t0, &[tunnel(4, SPOKE2_NBMA, false)]);
@@ -513,5 +536,5 @@ fn a_tunnel_the_peer_dialled_is_used_after_it_settles() {
     );
     assert!(sent(&a).is_empty(), "{a:?}");
     let a = s1.tick(t0 + ACCEPTED_SETTLE, &[]);
-    assert_eq!(sent(&a)[0].0, VaId(4));
+    assert_eq!(sent(&a)[0].0, VaId::virtual_access(4));
 }

@@ -32,13 +32,7 @@ use netlink_sys::protocols::NETLINK_XFRM;
 use zeroize::Zeroizing;
 
 use super::netlink::{KernelError, Transport, open_socket};
-use crate::config::Ipv4Prefix;
-
-/// IP protocol number of ESP (RFC 4303).
-pub const IPPROTO_ESP: u8 = 50;
-
-/// IP protocol number of GRE (RFC 2784).
-pub const IPPROTO_GRE: u8 = 47;
+use crate::net::Ipv4Prefix;
 
 /// `UDP_ENCAP_ESPINUDP` (linux/udp.h): ESP in UDP as RFC 3948 frames it,
 /// with the non-ESP marker for IKE on the same port.
@@ -208,6 +202,7 @@ pub(crate) mod layout {
     pub const ESN_REPLAY_WINDOW: usize = 20;
 }
 
+use crate::net::{IPPROTO_ESP, IPPROTO_GRE};
 use layout as l;
 
 /// Transport or tunnel mode (`XFRM_MODE_*`).

@@ -857,7 +857,7 @@ mod tests {
     use std::os::fd::AsFd;
 
     use super::*;
-    use crate::datapath::sys::{poll::poll_readable, tests::in_netns};
+    use crate::sys::{poll::poll_readable, tests::in_netns};
 
     const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
     const TOTAL: u32 = 1000;
@@ -1023,7 +1023,7 @@ mod tests {
         in_netns("udpgsofb", || {
             // A 1500-byte MTU: 2000-byte segments cannot go as GSO (EINVAL)
             // but plain sends are fragmented and arrive.
-            let mut nl = crate::datapath::sys::netlink::Netlink::open().unwrap();
+            let mut nl = crate::sys::netlink::Netlink::open().unwrap();
             let lo = nl.link_index("lo").unwrap();
             nl.set_mtu(lo, 1500).unwrap();
             let a = bind_reuseport(SocketAddrV4::new(LOCALHOST, 0), 1 << 20).unwrap();

@@ -129,7 +129,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::datapath::sys::tests::in_netns;
+    use crate::sys::tests::in_netns;
 
     #[test]
     fn no_clamps_delete_the_table_idempotently() {
@@ -206,7 +206,7 @@ mod tests {
                 mss: 1360,
             }];
             if let Err(e) = apply(&clamps) {
-                crate::datapath::sys::tests::skip("nft table", "nf_tables", &e);
+                crate::sys::tests::skip("nft table", "nf_tables", &e);
                 return;
             }
             apply(&clamps).unwrap();

@@ -235,7 +235,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::datapath::sys::{
+    use crate::sys::{
         netlink::Netlink,
         poll::poll_readable,
         raw_os_error,

@@ -2,6 +2,10 @@
 //! Virtual-Access from the Virtual-Template when a spoke's CHILD_SA comes
 //! up, puts the SAs on it and routes the spoke's pool address (and the
 //! prefixes it announced) to it; and takes it all down in the reverse order.
+//!
+//! Control-plane glue: it depends on `ike` (what a CHILD_SA is, and the
+//! [`SessionLayer`] it implements for the IKE task) and on the datapath
+//! contract (`iface`); neither of them depends on it.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -10,9 +14,14 @@ use std::{
 };
 
 use crate::{
-    config::{Ipv4Prefix, Unnumbered, VirtualTemplate},
-    datapath::{Datapath, DatapathError, Route, SaKeys, SaPair, VaId, VirtualAccessSpec},
-    ike::engine::{ChildSaParams, Mode},
+    config::{Unnumbered, VirtualTemplate},
+    iface::{Datapath, DatapathError, Route, SaPair, VaId, VirtualAccessSpec},
+    ike::{
+        engine::ChildSaParams,
+        task::{PeerActivity, SessionLayer},
+    },
+    ipsec::{Mode, SaKeys},
+    net::Ipv4Prefix,
 };
 
 /// Used when a profile names no virtual template (IOS would build a
@@ -42,13 +51,6 @@ struct Session {
 pub trait RouteWatch: Send + Sync {
     fn routes_added(&self, prefixes: &[Ipv4Prefix]);
     fn routes_removed(&self, prefixes: &[Ipv4Prefix]);
-}
-
-/// What the datapath saw of the peers since the last look (IKE SPIs).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PeerActivity {
-    pub heard: Vec<u64>,
-    pub sent_to: Vec<u64>,
 }
 
 /// One per gateway; driven by the IKE task.
@@ -108,14 +110,14 @@ impl Sessions {
     }
 
     fn free_number(&mut self) -> VaId {
-        let used = |n: u32| self.by_va.contains_key(&VaId(n));
+        let used = |n: u32| self.by_va.contains_key(&VaId::virtual_access(n));
         let n = (1..self.next_number)
             .find(|n| !used(*n))
             .unwrap_or(self.next_number);
         if n == self.next_number {
             self.next_number += 1;
         }
-        VaId(n)
+        VaId::virtual_access(n)
     }
 
     fn spec_for(&self, id: VaId, child: &ChildSaParams) -> VirtualAccessSpec {
@@ -201,10 +203,10 @@ impl Sessions {
 
     /// The tunnels to other NHRP stations: every session's virtual-access
     /// with the peer's outer address.
-    pub fn peer_tunnels(&self) -> Vec<crate::nhrp::PeerTunnel> {
+    pub fn peer_tunnels(&self) -> Vec<crate::iface::PeerTunnel> {
         self.by_va
             .values()
-            .map(|s| crate::nhrp::PeerTunnel {
+            .map(|s| crate::iface::PeerTunnel {
                 va: s.va,
                 nbma: s.remote,
                 initiated: s.initiated,
@@ -417,6 +419,26 @@ fn ts_prefix(start: Ipv4Addr, end: Ipv4Addr) -> Option<Ipv4Prefix> {
     Ipv4Prefix::new(start, len)
 }
 
+impl SessionLayer for Sessions {
+    fn child_up(&mut self, child: &ChildSaParams) -> Result<(), String> {
+        Sessions::child_up(self, child)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn child_down(&mut self, spi_in: u32) {
+        Sessions::child_down(self, spi_in);
+    }
+
+    fn session_down(&mut self, tunnel_id: u32) {
+        Sessions::session_down(self, tunnel_id);
+    }
+
+    fn peer_activity(&mut self) -> PeerActivity {
+        Sessions::peer_activity(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -465,13 +487,13 @@ mod tests {
         let mut s = sessions(&dp);
         let child = child_from_hub();
         let va = s.child_up(&child).unwrap();
-        assert_eq!(va, VaId(1));
+        assert_eq!(va, VaId::virtual_access(1));
         assert_eq!(
             dp.take_calls(),
             vec![
-                Call::CreateVa(VaId(1)),
+                Call::CreateVa(VaId::virtual_access(1)),
                 Call::InstallSa {
-                    va: VaId(1),
+                    va: VaId::virtual_access(1),
                     spi_in: child.spi_in,
                     spi_out: child.spi_out
                 },
@@ -501,10 +523,10 @@ mod tests {
                 Call::RemoveRoute("192.168.1.0/24 Virtual-Access1".into()),
                 Call::RemoveRoute("10.1.1.100/32 Virtual-Access1".into()),
                 Call::RemoveSa {
-                    va: VaId(1),
+                    va: VaId::virtual_access(1),
                     spi_in: child.spi_in
                 },
-                Call::RemoveVa(VaId(1)),
+                Call::RemoveVa(VaId::virtual_access(1)),
             ]
         );
         assert!(s.is_empty() && dp.routes().is_empty());
@@ -527,7 +549,7 @@ mod tests {
         assert_eq!(*sa.outbound.integ, *dialled.keys.integ_i);
         let tunnels = s.peer_tunnels();
         assert_eq!(tunnels.len(), 2);
-        assert!(tunnels.contains(&crate::nhrp::PeerTunnel {
+        assert!(tunnels.contains(&crate::iface::PeerTunnel {
             va: d,
             nbma: Ipv4Addr::new(172, 25, 1, 12),
             initiated: true
@@ -547,7 +569,7 @@ mod tests {
             c.spi_in = 0x1000 + n;
             c.peer_inner = Some(Ipv4Addr::new(10, 1, 1, 100 + u8::try_from(n).unwrap()));
             c.peer_routes.clear();
-            assert_eq!(s.child_up(&c).unwrap(), VaId(n + 1));
+            assert_eq!(s.child_up(&c).unwrap(), VaId::virtual_access(n + 1));
             children.push(c);
         }
         s.session_down(children[0].tunnel_id);
@@ -559,7 +581,7 @@ mod tests {
         c.peer_routes.clear();
         assert_eq!(
             s.child_up(&c).unwrap(),
-            VaId(1),
+            VaId::virtual_access(1),
             "IOS reuses the lowest free number"
         );
         s.clear();

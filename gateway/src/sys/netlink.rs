@@ -47,7 +47,7 @@ use netlink_packet_route::{
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use zeroize::Zeroizing;
 
-use crate::config::Ipv4Prefix;
+use crate::net::Ipv4Prefix;
 
 /// The route protocol (`rtm_protocol`) of the routes this gateway installs:
 /// 66 (0x42), unused by the kernel and by the routing daemons listed in
@@ -1235,7 +1235,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::datapath::sys::{
+    use crate::sys::{
         raw_os_error,
         tests::{in_netns, in_netns_with},
         tun::Tun,
@@ -1929,7 +1929,7 @@ mod tests {
             let idx = match nl.add_gre_link("gwva1", local, remote, 64, 1400) {
                 Ok(idx) => idx,
                 Err(e) if raw_os_error(&e) == Some(libc::EOPNOTSUPP) => {
-                    crate::datapath::sys::tests::skip(TEST, "GRE (ip_gre, CONFIG_NET_IPGRE)", &e);
+                    crate::sys::tests::skip(TEST, "GRE (ip_gre, CONFIG_NET_IPGRE)", &e);
                     return;
                 }
                 Err(e) => panic!("{e}"),

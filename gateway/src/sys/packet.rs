@@ -20,10 +20,6 @@ use std::{
     os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
 };
 
-/// The EtherType (and GRE protocol type) of NHRP; Linux calls it
-/// `ETH_P_NHRP` in OpenNHRP and FRR (not in `<linux/if_ether.h>`).
-pub const ETH_P_NHRP: u16 = 0x2001;
-
 /// One packet [`PacketSocket::recv`] read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Received {
@@ -204,7 +200,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::datapath::sys::tests::in_netns;
+    use crate::net::ETH_P_NHRP;
+    use crate::sys::tests::in_netns;
 
     #[test]
     fn sockaddr_ll_is_what_the_kernel_expects() {

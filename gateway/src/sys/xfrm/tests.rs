@@ -3,7 +3,8 @@
 use std::{mem::offset_of, net::UdpSocket};
 
 use super::*;
-use crate::datapath::sys::{
+use crate::net::IPPROTO_ESP;
+use crate::sys::{
     raw_os_error,
     tests::{in_netns, in_netns_with, skip},
 };
@@ -608,7 +609,7 @@ fn stats_are_read_from_the_usersa_info() {
 
 #[test]
 fn request_header() {
-    use crate::datapath::sys::netlink::request_packet;
+    use crate::sys::netlink::request_packet;
     let packet = request_packet(XFRM_MSG_NEWSA, 0, 7, &[1, 2, 3, 4]).unwrap();
     assert_eq!(
         &packet[..],

@@ -73,7 +73,7 @@ impl Integ {
     }
 
     /// The truncated ICV of `part0 | part1 | ...`.
-    pub(super) fn compute_parts(self, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    pub(crate) fn compute_parts(self, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
         let key = hmac::Key::new(self.hmac_algorithm(), key);
         let mut ctx = hmac::Context::with_key(&key);
         for part in parts {
@@ -88,7 +88,7 @@ impl Integ {
         self.verify_parts(key, &[data], icv)
     }
 
-    pub(super) fn verify_parts(self, key: &[u8], parts: &[&[u8]], icv: &[u8]) -> bool {
+    pub(crate) fn verify_parts(self, key: &[u8], parts: &[&[u8]], icv: &[u8]) -> bool {
         let expected = self.compute_parts(key, parts);
         constant_time::verify_slices_are_equal(&expected, icv).is_ok()
     }
@@ -99,7 +99,13 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::ike::crypto::tests::hex;
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
 
     // RFC 4868 §2.7.2.1 uses the RFC 4231 vectors truncated; RFC 4231
     // test case 2 ("Jefe"), truncated to each ICV length.

@@ -1,12 +1,21 @@
-//! The operating-system side of the userspace datapath: multi-queue TUN
-//! devices ([`tun`]), batched UDP sockets ([`udp`]), waiting on descriptors
-//! ([`poll`]) and rtnetlink for links, addresses and routes ([`netlink`]);
-//! for the kernel datapath, XFRM netlink for ESP SAs and policies
-//! ([`xfrm`]), GRE links ([`netlink`]), the TCP MSS clamp in nftables
-//! ([`nft`]) and an AF_PACKET socket for NHRP on the GRE links ([`packet`]).
+//! The operating-system layer: multi-queue TUN devices ([`tun`]), batched
+//! UDP sockets ([`udp`]), waiting on descriptors ([`poll`]), rtnetlink for
+//! links, addresses and routes ([`netlink`]), XFRM netlink for ESP SAs and
+//! policies ([`xfrm`]), the TCP MSS clamp in nftables ([`nft`]) and an
+//! AF_PACKET socket for NHRP on GRE links ([`packet`]).
 //!
-//! Everything here is synchronous and thin: the datapath workers run on their
-//! own threads, one per queue, and never enter an async runtime. The hot-path
+//! Why a layer of its own rather than part of `datapath`: the datapaths are
+//! its main users, but not its only ones. IKE marks its sockets to bypass
+//! the IPsec policies and to take ESP-in-UDP (`xfrm`), and BGP reads the
+//! kernel's routing table (`network` statements are advertised while the
+//! kernel has the prefix) and installs routes whose next hop is on the LAN
+//! (`netlink`). Routing those through the `Datapath` trait would make the
+//! trait about the host's routing table rather than about tunnels, and give
+//! the recording fake a job it cannot do; so the OS calls sit here, below
+//! every protocol, and import nothing from them.
+//!
+//! Everything here is synchronous and thin: the userspace datapath's workers
+//! run on their own threads, one per queue, and never enter an async runtime. The hot-path
 //! calls ([`tun::TunQueue::read`], [`udp::RecvBatch::recv`],
 //! [`udp::SendBatch::flush`], [`poll::poll_readable`]) allocate nothing.
 //!
