@@ -1,0 +1,1 @@
+//! BGP: `show bgp summary` and `show bgp`.

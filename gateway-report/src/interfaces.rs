@@ -1,0 +1,1 @@
+//! The datapath: `show interfaces virtual-access` (interfaces, SAs, datapath-wide counters).

@@ -1,0 +1,1 @@
+//! NHRP: `show ip nhrp`, `show ip nhrp traffic`, `clear ip nhrp`.

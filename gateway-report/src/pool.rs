@@ -1,0 +1,1 @@
+//! Address pools: `show ip local pool`.

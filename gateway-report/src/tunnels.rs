@@ -1,0 +1,1 @@
+//! A spoke's tunnels to its hubs: `show interfaces tunnel`.

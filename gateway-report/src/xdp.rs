@@ -1,0 +1,1 @@
+//! The uplink filter: `show xdp`.
