@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::{Deserialize, Serialize};
+use gateway_report::tunnels::TunnelStatus;
 use tokio::sync::mpsc;
 
 use crate::{
@@ -39,22 +39,6 @@ const RETRANSMIT: Duration = Duration::from_secs(2);
 const ATTEMPTS: u32 = 5;
 /// Liveness checks when the profile has no `dpd`.
 const DEFAULT_DPD: (u16, u16) = (10, 2);
-
-/// What `show crypto session` says about a spoke's tunnel.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TunnelStatus {
-    pub tunnel: String,
-    pub hub: String,
-    /// `down`, `connecting` or `up`.
-    pub state: String,
-    pub address: Option<Ipv4Addr>,
-    pub routes: Vec<String>,
-    pub spi_in: Option<u32>,
-    pub spi_out: Option<u32>,
-    pub up_seconds: u64,
-    pub connects: u32,
-    pub last_error: Option<String>,
-}
 
 /// One `[tunnel.N]`, resolved against its profile and keyring.
 #[derive(Clone, Debug)]

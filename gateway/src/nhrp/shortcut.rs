@@ -21,9 +21,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use gateway_report::nhrp::{NhrpCleared, NhrpEntryView, NhrpTraffic};
+
 use super::{
-    CIE_NO_BINDING, FLAG_A, FLAG_N, FLAG_Q, HOP_COUNT, NhrpCleared, NhrpEntryView, NhrpTraffic,
-    Station,
+    CIE_NO_BINDING, FLAG_A, FLAG_N, FLAG_Q, HOP_COUNT, Station,
     wire::{Addresses, Cie, Extension, ExtensionBody, Mandatory, Message, NhrpRepr},
 };
 use crate::iface::PeerTunnel;

@@ -10,8 +10,10 @@ use std::{
 
 use tokio::sync::{mpsc, watch};
 
+use gateway_report::nhrp::{NhrpCleared, NhrpTraffic, NhrpView};
+
 use super::{
-    NhrpCleared, NhrpTraffic, NhrpView, Station,
+    Station,
     redirect::Redirector,
     shortcut::{Action, Shortcuts, SpokeSettings},
 };
