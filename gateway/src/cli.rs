@@ -364,7 +364,7 @@ fn show_interfaces(socket: &std::path::Path, what: &ShowInterfaces) -> anyhow::R
             ask(socket, &Request::ShowInterfacesTunnel, flag.json, |body| {
                 let tunnels: Vec<TunnelStatus> =
                     serde_json::from_value(body).context("decoding the tunnels")?;
-                Ok(crate::spoke::render_tunnels(&tunnels))
+                Ok(crate::spoke::show::render_tunnels(&tunnels))
             })
         }
     }
