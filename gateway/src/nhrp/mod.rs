@@ -10,7 +10,7 @@
 //!   through the new tunnel until the entry's holding time runs out.
 //!
 //! Both are state machines without I/O; [`task`] owns the datapath,
-//! timers and IKE side.
+//! timers and IKE side; [`show`] renders the operator's views.
 
 pub mod redirect;
 pub mod shortcut;
