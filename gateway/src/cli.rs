@@ -6,6 +6,12 @@ use std::{fmt::Write as _, path::PathBuf, process::ExitCode};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
+use gateway_report::{
+    nhrp::{NhrpCleared, NhrpTraffic, NhrpView},
+    pool::PoolReport,
+    tunnels::TunnelStatus,
+    version::VersionInfo,
+};
 
 use crate::{
     bgp::{
@@ -14,12 +20,8 @@ use crate::{
     },
     config,
     control::{self, DEFAULT_SOCKET, Request, Response},
-    daemon::VersionInfo,
     iface::DatapathReport,
     ike::engine::SaReport,
-    nhrp::{NhrpCleared, NhrpTraffic, NhrpView},
-    pool::PoolReport,
-    spoke::TunnelStatus,
     xdp::XdpReport,
 };
 
@@ -272,10 +274,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             what: Show::Version(flag),
         } => ask(&socket, &Request::Version, flag.json, |body| {
             let v: VersionInfo = serde_json::from_value(body).context("decoding the version")?;
-            Ok(format!(
-                "gateway {} (pid {}), up {}s\n",
-                v.version, v.pid, v.uptime_s
-            ))
+            Ok(crate::daemon::show::render_version(&v))
         }),
         Command::Show {
             what:
@@ -310,7 +309,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => ask(&socket, &Request::ShowIpLocalPool, flag.json, |body| {
             let pools: Vec<PoolReport> =
                 serde_json::from_value(body).context("decoding the pools")?;
-            Ok(crate::pool::render_pools(&pools))
+            Ok(crate::pool::show::render_pools(&pools))
         }),
         Command::Show {
             what: Show::Interfaces { what },
@@ -333,10 +332,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             },
         } => ask(&socket, &Request::ClearIpNhrp, flag.json, |body| {
             let c: NhrpCleared = serde_json::from_value(body).context("decoding the answer")?;
-            Ok(format!(
-                "NHRP cleared: {} entries, {} shortcut tunnels closing, {} redirect limits reset\n",
-                c.entries, c.tunnels_closed, c.redirect_pairs
-            ))
+            Ok(crate::nhrp::show::render_cleared(&c))
         }),
         Command::Sa {
             action: SaCommand::AddSpi { spi },
@@ -368,7 +364,7 @@ fn show_interfaces(socket: &std::path::Path, what: &ShowInterfaces) -> anyhow::R
             ask(socket, &Request::ShowInterfacesTunnel, flag.json, |body| {
                 let tunnels: Vec<TunnelStatus> =
                     serde_json::from_value(body).context("decoding the tunnels")?;
-                Ok(crate::spoke::render_tunnels(&tunnels))
+                Ok(crate::spoke::show::render_tunnels(&tunnels))
             })
         }
     }
@@ -384,12 +380,12 @@ fn show_nhrp(socket: &std::path::Path, args: &ShowNhrpArgs) -> anyhow::Result<Ex
             |body| {
                 let t: NhrpTraffic =
                     serde_json::from_value(body).context("decoding the NHRP counters")?;
-                Ok(crate::nhrp::render_traffic(&t))
+                Ok(crate::nhrp::show::render_traffic(&t))
             },
         ),
         None => ask(socket, &Request::ShowIpNhrp, args.flag.json, |body| {
             let view: NhrpView = serde_json::from_value(body).context("decoding the NHRP cache")?;
-            Ok(crate::nhrp::render_entries(&view))
+            Ok(crate::nhrp::show::render_entries(&view))
         }),
     }
 }

@@ -1,6 +1,8 @@
 //! `gateway run`: load the config, attach XDP to the uplink, serve the
 //! control socket, and undo it all on SIGINT/SIGTERM.
 
+pub mod show;
+
 use std::{
     path::Path,
     sync::{Arc, Mutex},
@@ -9,7 +11,7 @@ use std::{
 
 use anyhow::Context as _;
 use gateway_common::XdpConfig;
-use serde::{Deserialize, Serialize};
+use gateway_report::{tunnels::TunnelStatus, version::VersionInfo};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
@@ -35,18 +37,10 @@ use crate::{
     nhrp::task::{Nhrp, Plan},
     pool::Pools,
     session::Sessions,
-    spoke::{SpokeRunner, SpokeTunnel, TunnelStatus},
+    spoke::{SpokeRunner, SpokeTunnel},
     sys::nft,
     xdp::{SPREAD_QUEUE_SIZE, XdpFilter},
 };
-
-/// What `show version` answers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VersionInfo {
-    pub version: String,
-    pub pid: u32,
-    pub uptime_s: u64,
-}
 
 /// State the control socket reads and changes.
 pub struct Daemon {

@@ -25,7 +25,7 @@ const MAX_REQUEST: usize = 64 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
-    /// Daemon version and uptime.
+    /// Daemon version and uptime, a `gateway_report::version::VersionInfo`.
     Version,
     /// XDP verdict and per-SA counters.
     ShowXdp,
@@ -33,24 +33,28 @@ pub enum Request {
     ShowCryptoIkev2Sa,
     /// Sessions with their CHILD_SAs (IOS `show crypto session`).
     ShowCryptoSession,
-    /// Address pools and leases (IOS `show ip local pool`).
+    /// Address pools and leases (IOS `show ip local pool`), a list of
+    /// `gateway_report::pool::PoolReport`.
     ShowIpLocalPool,
     /// Virtual-access interfaces and their counters (IOS `show interfaces
     /// virtual-access`), with the SA and datapath-wide counters.
     ShowInterfacesVirtualAccess,
-    /// A spoke's static tunnels to its hubs (IOS `show interfaces Tunnel1`).
+    /// A spoke's static tunnels to its hubs (IOS `show interfaces Tunnel1`),
+    /// a list of `gateway_report::tunnels::TunnelStatus`.
     ShowInterfacesTunnel,
     /// BGP neighbors and table counts (IOS `show bgp summary`), a
     /// `bgp::summary::Summary`.
     ShowBgpSummary,
     /// Every path of the BGP table (IOS `show bgp`), a `bgp::rib::TableView`.
     ShowBgp,
-    /// The NHRP cache (IOS `show ip nhrp`), a `nhrp::NhrpView`.
+    /// The NHRP cache (IOS `show ip nhrp`), a
+    /// `gateway_report::nhrp::NhrpView`.
     ShowIpNhrp,
-    /// NHRP counters (IOS `show ip nhrp traffic`), a `nhrp::NhrpTraffic`.
+    /// NHRP counters (IOS `show ip nhrp traffic`), a
+    /// `gateway_report::nhrp::NhrpTraffic`.
     ShowIpNhrpTraffic,
     /// IOS `clear ip nhrp`: on a hub the redirect limits, on a spoke its
-    /// shortcuts and their tunnels. A `nhrp::NhrpCleared`.
+    /// shortcuts and their tunnels. A `gateway_report::nhrp::NhrpCleared`.
     ClearIpNhrp,
     /// Install an inbound SPI in the XDP filter (until IKE does it).
     SaAdd { spi: u32 },

@@ -12,8 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use gateway_report::nhrp::NhrpTraffic;
+
 use super::{
-    HOP_COUNT, NhrpTraffic, Station, error_code,
+    HOP_COUNT, Station, error_code,
     wire::{
         Addresses, Cie, ErrorIndication, Extension, ExtensionBody, Message, NhrpRepr,
         TrafficIndication,

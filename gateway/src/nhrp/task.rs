@@ -10,8 +10,10 @@ use std::{
 
 use tokio::sync::{mpsc, watch};
 
+use gateway_report::nhrp::{NhrpCleared, NhrpTraffic, NhrpView};
+
 use super::{
-    NhrpCleared, NhrpTraffic, NhrpView, Station,
+    Station,
     redirect::Redirector,
     shortcut::{Action, Shortcuts, SpokeSettings},
 };
@@ -24,7 +26,7 @@ use crate::{
         task::{self as ike_task, IkeShared, IkeSockets},
     },
     session::Sessions,
-    spoke::{SHORTCUT_TUNNEL_BASE, ShortcutDialer, ShortcutEvent, SpokeTunnel},
+    spoke::{ShortcutDialer, ShortcutEvent, SpokeTunnel},
 };
 
 /// What the configuration asks of NHRP.
@@ -442,7 +444,6 @@ impl NhrpTask {
         let (dial_tx, mut dial_rx) = mpsc::unbounded_channel();
         // Dials by peer; the interface once up.
         let mut dials: HashMap<Ipv4Addr, (watch::Sender<bool>, Option<VaId>)> = HashMap::new();
-        let mut next_tunnel_id = SHORTCUT_TUNNEL_BASE;
         loop {
             tokio::select! {
                 event = self.events.recv() => {
@@ -454,7 +455,7 @@ impl NhrpTask {
                     match command {
                         Command::Dial(nbma) => {
                             let (Some(dialer), Some(ike), Some(sockets)) =
-                                (&self.dialer, &self.nhrp.ike, &self.sockets)
+                                (&mut self.dialer, &self.nhrp.ike, &self.sockets)
                             else {
                                 tracing::warn!(peer = %nbma, "NHRP: cannot answer over a shortcut tunnel: the profile has no virtual_template");
                                 continue;
@@ -466,12 +467,10 @@ impl NhrpTask {
                             {
                                 continue;
                             }
-                            next_tunnel_id = next_tunnel_id.wrapping_add(1).max(SHORTCUT_TUNNEL_BASE);
                             let (stop, stop_rx) = watch::channel(false);
                             dials.insert(nbma, (stop, None));
-                            tokio::spawn(dialer.clone().run(
+                            tokio::spawn(dialer.dial(
                                 nbma,
-                                next_tunnel_id,
                                 ike.clone(),
                                 sockets.clone(),
                                 stop_rx,

@@ -24,7 +24,7 @@
 //! journal.
 
 mod leases;
-mod render;
+pub mod show;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -34,11 +34,11 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use gateway_report::pool::{LeaseReport, PoolReport};
 use serde::{Deserialize, Serialize};
 
 use crate::config;
 use leases::{Grant, Lease, LoadProblem, PoolLeases, Released};
-pub use render::render_pools;
 pub use store::LEASE_FILE;
 
 #[derive(Debug, thiserror::Error)]
@@ -98,32 +98,14 @@ pub enum LeaseState {
     Idle,
 }
 
-/// One lease, for `show ip local pool`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaseReport {
-    pub address: Ipv4Addr,
-    pub identity: String,
-    pub state: LeaseState,
-    /// Unix seconds: active since (connected), or idle since (released).
-    pub since: u64,
-}
-
-/// One pool, for `show ip local pool`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PoolReport {
-    pub name: String,
-    pub first: Ipv4Addr,
-    pub last: Ipv4Addr,
-    /// Addresses in the pool: `in_use + idle + free`.
-    pub size: u64,
-    /// Active leases.
-    pub in_use: u64,
-    /// Idle leases: bound to their identity, reclaimable when the pool runs out.
-    pub idle: u64,
-    /// Addresses bound to no identity.
-    pub free: u64,
-    /// In address order.
-    pub leases: Vec<LeaseReport>,
+impl LeaseState {
+    /// As the lease file and `show ip local pool --json` spell it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Idle => "idle",
+        }
+    }
 }
 
 /// The configured pools and their leases, persisted in the state directory.
@@ -347,7 +329,9 @@ impl Pools {
                             LeaseState::Active
                         } else {
                             LeaseState::Idle
-                        },
+                        }
+                        .as_str()
+                        .to_owned(),
                         since: l.since,
                     })
                     .collect(),

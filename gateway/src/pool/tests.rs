@@ -8,7 +8,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::leases::PoolLeases;
-use super::{LEASE_FILE, LeaseReport, LeaseState, PoolError, PoolReport, Pools, render_pools};
+use gateway_report::pool::{LeaseReport, PoolReport};
+
+use super::show::render_pools;
+use super::{LEASE_FILE, LeaseState, PoolError, Pools};
 use crate::config;
 
 const T0: u64 = 1_767_225_600; // 2026-01-01 00:00:00 UTC
@@ -99,20 +102,20 @@ fn same_identity_gets_the_same_address_active_and_idle() {
     // Asks again while active (a reconnect before the old session died).
     assert_eq!(p.acquire("FlexSpokes", "fqdn:spoke1", T0 + 1).unwrap(), a);
     let l = lease(&report_of(&p, "FlexSpokes"), "10.1.1.100");
-    assert_eq!((l.state, l.since), (LeaseState::Active, T0));
+    assert_eq!((l.state.as_str(), l.since), ("active", T0));
 
     // The old session goes: the new one still holds the address.
     p.release("FlexSpokes", a, T0 + 2).unwrap();
     assert_eq!(
         lease(&report_of(&p, "FlexSpokes"), "10.1.1.100").state,
-        LeaseState::Active
+        "active"
     );
     // The new session goes: idle, still bound.
     p.release("FlexSpokes", a, T0 + 3).unwrap();
     let l = lease(&report_of(&p, "FlexSpokes"), "10.1.1.100");
     assert_eq!(
-        (l.state, l.since, l.identity.as_str()),
-        (LeaseState::Idle, T0 + 3, "fqdn:spoke1")
+        (l.state.as_str(), l.since, l.identity.as_str()),
+        ("idle", T0 + 3, "fqdn:spoke1")
     );
 
     // Another spoke comes and goes; spoke1 comes back to its idle lease.
@@ -122,7 +125,7 @@ fn same_identity_gets_the_same_address_active_and_idle() {
     );
     assert_eq!(p.acquire("FlexSpokes", "fqdn:spoke1", T0 + 5).unwrap(), a);
     let l = lease(&report_of(&p, "FlexSpokes"), "10.1.1.100");
-    assert_eq!((l.state, l.since), (LeaseState::Active, T0 + 5));
+    assert_eq!((l.state.as_str(), l.since), ("active", T0 + 5));
 }
 
 #[test]
@@ -242,7 +245,7 @@ fn a_hub_restart_hands_out_the_same_addresses() {
             .collect::<Vec<_>>()
     };
     assert_eq!(bindings(&after), bindings(&before));
-    assert!(after.leases.iter().all(|l| l.state == LeaseState::Idle));
+    assert!(after.leases.iter().all(|l| l.state == "idle"));
     assert_eq!(lease(&after, "10.1.1.101").since, T0 + 100);
     assert_eq!(lease(&after, "10.1.1.100").since, T0 + 100);
     assert_eq!((after.in_use, after.idle, after.free), (0, 4, 151));
@@ -280,7 +283,7 @@ fn released_lease_is_recorded() {
     );
     let p = Pools::open(dir.path(), &tiny()).unwrap();
     let l = lease(&report_of(&p, "P"), "10.0.0.1");
-    assert_eq!((l.state, l.since), (LeaseState::Idle, T0 + 7));
+    assert_eq!((l.state.as_str(), l.since), ("idle", T0 + 7));
 }
 
 #[test]
@@ -535,10 +538,7 @@ fn a_change_that_cannot_be_recorded_is_not_made() {
     // session is gone either way) and reports the error.
     let e = p.release("P", ip("10.0.0.3"), T0 + 4).unwrap_err();
     assert!(matches!(e, PoolError::Persist { .. }), "{e:?}");
-    assert_eq!(
-        lease(&report_of(&p, "P"), "10.0.0.3").state,
-        LeaseState::Idle
-    );
+    assert_eq!(lease(&report_of(&p, "P"), "10.0.0.3").state, "idle");
     assert!(matches!(
         p.acquire("P", "s5", T0 + 5),
         Err(PoolError::Persist { .. })
@@ -684,19 +684,19 @@ fn render_pools_in_the_ios_layout() {
                 LeaseReport {
                     address: ip("10.1.1.100"),
                     identity: "fqdn:spoke1.cisco.com".into(),
-                    state: LeaseState::Active,
+                    state: "active".into(),
                     since: T0,
                 },
                 LeaseReport {
                     address: ip("10.1.1.101"),
                     identity: "fqdn:spoke2.cisco.com".into(),
-                    state: LeaseState::Idle,
+                    state: "idle".into(),
                     since: T0 - 3_600,
                 },
                 LeaseReport {
                     address: ip("10.1.1.102"),
                     identity: "fqdn:spoke3.cisco.com".into(),
-                    state: LeaseState::Active,
+                    state: "active".into(),
                     since: T0 + 300,
                 },
             ],
@@ -725,6 +725,13 @@ Pool FlexSpokes
 ";
     assert_eq!(render_pools(&report), expected);
     assert_eq!(render_pools(&[]), "No address pools configured\n");
+}
+
+#[test]
+fn lease_states_read_as_in_the_lease_file() {
+    for state in [LeaseState::Active, LeaseState::Idle] {
+        assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::nhrp::wire::TrafficIndication;
+use crate::nhrp::{CIE_NO_BINDING, FLAG_A, FLAG_Q, wire::TrafficIndication};
 
 const HUB_VA: VaId = VaId::tunnel(1);
 const SPOKE1_NBMA: Ipv4Addr = Ipv4Addr::new(172, 25, 1, 11);

@@ -3,6 +3,8 @@
 //! unknown type and extension, and tshark decoding our emitted packets.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
+use std::net::Ipv4Addr;
+
 use super::*;
 
 const SPOKE_NBMA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);

@@ -3,7 +3,9 @@
 
 use std::fmt::Write as _;
 
-use super::{LeaseReport, LeaseState, PoolReport};
+use gateway_report::pool::{LeaseReport, PoolReport};
+
+use super::LeaseState;
 
 /// `show ip local pool` as text:
 ///
@@ -56,7 +58,11 @@ pub fn render_pools(pools: &[PoolReport]) -> String {
 }
 
 fn section(out: &mut String, title: &str, pool: &PoolReport, state: LeaseState) {
-    let mut leases = pool.leases.iter().filter(|l| l.state == state).peekable();
+    let mut leases = pool
+        .leases
+        .iter()
+        .filter(|l| l.state == state.as_str())
+        .peekable();
     if leases.peek().is_none() {
         return;
     }
