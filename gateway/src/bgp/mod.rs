@@ -13,7 +13,7 @@ pub mod fsm;
 pub mod neighbors;
 pub mod rib;
 pub mod session;
+pub mod show;
 pub mod speaker;
-pub mod summary;
 pub mod types;
 pub mod wire;

@@ -123,9 +123,8 @@
 mod best;
 mod pack;
 mod policy;
-mod show;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -140,7 +139,6 @@ pub use best::{DEFAULT_LOCAL_PREF, LOCAL_WEIGHT, Step, as_path_length};
 pub use pack::MAX_MESSAGE_LEN;
 pub use policy::{Denied, GroupKey, NO_ADVERTISE, NO_EXPORT, NO_EXPORT_SUBCONFED};
 use policy::{Local, check_inbound, export};
-pub use show::{ShowPath, TableView, render_table};
 
 /// A peer (one BGP session) as the RIB knows it; the caller assigns the
 /// numbers and must not reuse one before `remove_peer`.
@@ -259,6 +257,17 @@ pub struct Path {
     pub attrs: Arc<PathAttributes>,
     /// `Some` for learned paths.
     pub peer: Option<PeerFacts>,
+}
+
+/// One path of the Loc-RIB as `show bgp` lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableEntry<'a> {
+    pub prefix: Ipv4Prefix,
+    pub path: &'a Path,
+    /// For the best path: the best-path step that chose it.
+    pub best: Option<Step>,
+    /// Inside a `summary-only` aggregate.
+    pub suppressed: bool,
 }
 
 /// The RIB's configuration: IOS `router bgp` minus the neighbors.
@@ -1218,6 +1227,35 @@ impl Rib {
             .get(&prefix)
             .and_then(|d| d.best.as_ref())
             .map(|(p, s)| (p, *s))
+    }
+
+    /// Every path of every prefix (`show bgp`), prefixes in order, the
+    /// best path first.
+    pub fn table(&self) -> Vec<TableEntry<'_>> {
+        let mut rows = Vec::new();
+        for (&prefix, d) in &self.loc.table {
+            let best = d.best.as_ref();
+            if let Some((b, step)) = best {
+                rows.push(TableEntry {
+                    prefix,
+                    path: b,
+                    best: Some(*step),
+                    suppressed: d.suppressed,
+                });
+            }
+            for p in &d.paths {
+                if best.is_some_and(|(b, _)| b.source == p.source) {
+                    continue;
+                }
+                rows.push(TableEntry {
+                    prefix,
+                    path: p,
+                    best: None,
+                    suppressed: d.suppressed,
+                });
+            }
+        }
+        rows
     }
 
     /// Every path of `prefix`.

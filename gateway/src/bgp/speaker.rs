@@ -34,10 +34,9 @@ use tokio::{
 use super::{
     fsm::{DownReason, Fsm, Negotiated, SessionConfig, State},
     neighbors::{Admission, Neighbors, PeerSettings},
-    rib::TableView,
     rib::{Changes, FibChange, FibRoute, PeerId, PeerInfo, Rib, RibConfig},
     session::{Control, SessionStats, SessionTask, Writer},
-    summary::{NeighborSummary, Summary},
+    show::{self, NeighborFacts, Summary, TableView},
     types::Update,
     wire::{self, WireError},
 };
@@ -581,53 +580,30 @@ impl Speaker {
 
     /// `show bgp summary`.
     pub fn summary(&self) -> Summary {
+        use std::sync::atomic::Ordering::Relaxed;
         let inner = self.lock();
-        let now = Instant::now();
-        let table = inner.rib.table();
-        let prefixes = inner.rib.prefixes().count();
-        let neighbors = inner
-            .peers
-            .values()
-            .map(|p| {
-                let counters = inner.rib.counters(p.id);
-                NeighborSummary {
-                    address: p.settings.address,
-                    dynamic: p.settings.dynamic.is_some(),
-                    peer_group: p.settings.dynamic.clone(),
-                    asn: p.settings.remote_as,
-                    msg_rcvd: p.stats.msg_rcvd.load(std::sync::atomic::Ordering::Relaxed),
-                    msg_sent: p.stats.msg_sent.load(std::sync::atomic::Ordering::Relaxed),
-                    table_version: p.table_version,
-                    in_q: 0,
-                    out_q: p.stats.out_q.load(std::sync::atomic::Ordering::Relaxed),
-                    up_down_secs: p.since.map(|t| now.saturating_duration_since(t).as_secs()),
-                    state: p.state.to_string(),
-                    prefixes_received: (p.state == State::Established)
-                        .then(|| counters.map_or(0, |c| c.accepted)),
-                }
-            })
-            .collect();
-        Summary {
-            router_id: self.config.router_id,
-            asn: self.config.bgp.asn,
-            table_version: inner.rib.table_version(),
-            prefixes,
-            paths: table.len(),
-            listen_limit: self.config.bgp.listen_limit,
-            listen_ranges: self
-                .config
-                .bgp
-                .listen_range
-                .iter()
-                .map(|r| (r.prefix.to_string(), r.peer_group.clone()))
-                .collect(),
+        let neighbors = inner.peers.values().map(|p| NeighborFacts {
+            settings: &p.settings,
+            state: p.state,
+            msg_rcvd: p.stats.msg_rcvd.load(Relaxed),
+            msg_sent: p.stats.msg_sent.load(Relaxed),
+            out_q: p.stats.out_q.load(Relaxed),
+            since: p.since,
+            table_version: p.table_version,
+            accepted: inner.rib.counters(p.id).map(|c| c.accepted),
+        });
+        show::summary(
+            &self.config.bgp,
+            self.config.router_id,
+            &inner.rib,
             neighbors,
-        }
+            Instant::now(),
+        )
     }
 
     /// `show bgp`.
     pub fn table(&self) -> TableView {
-        self.lock().rib.view()
+        show::table_view(&self.lock().rib)
     }
 
     /// The number of neighbors Established (for tests and benchmarks).

@@ -122,18 +122,10 @@ async fn spokes_in_the_listen_range_exchange_routes_with_the_hub() {
     // Each spoke gets the summary only: its own LAN and the aggregate.
     for (s, _) in &spokes {
         wait("the aggregate at the spoke", || {
-            s.table()
-                .rows
-                .iter()
-                .any(|r| r.prefix == prefix("192.168.0.0/16"))
+            s.table().rows.iter().any(|r| r.prefix == "192.168.0.0/16")
         })
         .await;
-        let prefixes: Vec<String> = s
-            .table()
-            .rows
-            .iter()
-            .map(|r| r.prefix.to_string())
-            .collect();
+        let prefixes: Vec<String> = s.table().rows.iter().map(|r| r.prefix.clone()).collect();
         assert_eq!(prefixes.len(), 2, "{prefixes:?}");
         let spoke_summary = s.summary();
         assert_eq!(spoke_summary.neighbors[0].address, hub_addr);
@@ -142,10 +134,7 @@ async fn spokes_in_the_listen_range_exchange_routes_with_the_hub() {
     }
     // The hub's table marks the more-specifics suppressed.
     let rows = hub.table().rows;
-    let one = rows
-        .iter()
-        .find(|r| r.prefix == prefix("192.168.1.0/24"))
-        .unwrap();
+    let one = rows.iter().find(|r| r.prefix == "192.168.1.0/24").unwrap();
     assert!(one.suppressed && one.best, "{one:?}");
 
     // A spoke's tunnel goes: its session and prefix go at once (no hold
