@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use super::aggregate::covers;
 use super::best::select;
 use super::policy::{GroupKey, export};
 use super::*;
