@@ -9,6 +9,7 @@
 //! the FSM's timers) and `speaker` (the listener, the static neighbors, the
 //! RIB they share and what it installs).
 
+pub mod events;
 pub mod fsm;
 pub mod neighbors;
 pub mod rib;
