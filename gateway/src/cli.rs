@@ -14,10 +14,7 @@ use gateway_report::{
 };
 
 use crate::{
-    bgp::{
-        rib::TableView,
-        summary::{Summary, render_summary},
-    },
+    bgp::show::{Summary, TableView, render_summary, render_table},
     config,
     control::{self, DEFAULT_SOCKET, Request, Response},
     iface::DatapathReport,
@@ -401,7 +398,7 @@ fn show_bgp(socket: &std::path::Path, args: &ShowBgpArgs) -> anyhow::Result<Exit
         }),
         None => ask(socket, &request, json, |body| {
             let view: TableView = serde_json::from_value(body).context("decoding the BGP table")?;
-            Ok(view.render())
+            Ok(render_table(&view))
         }),
     }
 }

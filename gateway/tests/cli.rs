@@ -141,8 +141,8 @@ fn show_bgp_prints_what_the_daemon_answers() {
     use std::net::Ipv4Addr;
     use std::sync::Arc;
 
-    use gateway::bgp::rib::{ShowPath, Step, TableView};
-    use gateway::bgp::summary::{NeighborSummary, Summary, render_summary};
+    use gateway::bgp::show::{NeighborSummary, ShowPath, Summary, TableView};
+    use gateway::bgp::show::{render_summary, render_table};
     use gateway::control::{ControlSocket, Handler, Request, Response};
 
     fn summary() -> Summary {
@@ -190,7 +190,7 @@ fn show_bgp_prints_what_the_daemon_answers() {
                 peer: None,
                 originator_id: None,
                 cluster_list: vec![],
-                reason: Some(Step::Only),
+                reason: Some("only".into()),
             }],
         }
     }
@@ -228,8 +228,8 @@ fn show_bgp_prints_what_the_daemon_answers() {
     assert_eq!(text, render_summary(&summary()));
     assert!(text.contains("\n*10.1.1.100 "), "{text}");
     assert_eq!(show(&["show", "ip", "bgp", "summary"]), text);
-    assert_eq!(show(&["show", "bgp"]), view().render());
-    assert_eq!(show(&["show", "ip", "bgp"]), view().render());
+    assert_eq!(show(&["show", "bgp"]), render_table(&view()));
+    assert_eq!(show(&["show", "ip", "bgp"]), render_table(&view()));
     let json = show(&["show", "bgp", "summary", "--json"]);
     assert_eq!(serde_json::from_str::<Summary>(&json).unwrap(), summary());
     let json = show(&["show", "bgp", "--json"]);

@@ -2,18 +2,43 @@
 //! neighbors (IOS `bgp listen range`), static neighbors (the inter-hub
 //! session), aggregates and route reflection.
 //!
-//! Layout (DESIGN.md): `wire` (the codec, written by hand, into the types
-//! below), `fsm` (the RFC 4271 section 8 state machine, no I/O),
-//! `rib` (Adj-RIB-In, Loc-RIB with best-path selection, origination and
-//! what each peer is sent), `session` (a task per session: the socket and
-//! the FSM's timers) and `speaker` (the listener, the static neighbors, the
-//! RIB they share and what it installs).
+//! The folder, protocol cores first (no I/O in them):
+//!
+//! - `types`: the messages and path attributes the others share.
+//! - `wire/`: the codec, by hand, between bytes and `types` (header and
+//!   framing, OPEN, UPDATE, path attributes, NOTIFICATION codes).
+//! - `fsm/`: one session's state machine (RFC 4271 section 8): events and
+//!   the time in, actions out.
+//! - `rib/`: Adj-RIBs-In, the Loc-RIB with best-path selection and
+//!   aggregation, the Adj-RIBs-Out per update group: UPDATEs in, UPDATEs
+//!   to send and FIB changes out.
+//! - `neighbors`: who may connect (static neighbors, listen ranges, the
+//!   listen limit) and with which settings.
+//!
+//! and the tasks around them (holo-bgp's `tasks` / `events` split):
+//!
+//! - `session`: a task per session that owns its TCP connection and FSM
+//!   and tells the instance what happened.
+//! - `events`: what the tasks send the instance (one channel) and what it
+//!   sends a session back (its control channel, encoded messages to its
+//!   writer).
+//! - `speaker/`: the instance (the neighbor table and the RIB, the task
+//!   that changes them and sends the UPDATEs), the listener, the FIB the
+//!   best routes go into, the kernel routing-table scan; [`speaker::Speaker`]
+//!   is the handle the daemon holds.
+//! - `show`: `show bgp summary` and `show bgp`, built from the instance's
+//!   tables as `gateway_report::bgp` types and rendered as IOS text.
+//!
+//! Dependencies point one way: `session` and `speaker` both use `events`;
+//! `speaker` starts sessions and builds its views with `show`; none of
+//! those is used by the cores.
 
+pub mod events;
 pub mod fsm;
 pub mod neighbors;
 pub mod rib;
 pub mod session;
+pub mod show;
 pub mod speaker;
-pub mod summary;
 pub mod types;
 pub mod wire;

@@ -1,16 +1,14 @@
 //! One BGP session's task: owns the TCP connection (or the attempts at
 //! one), frames and decodes what arrives, drives the [`Fsm`] with it and
 //! with the FSM's timers, and carries out the FSM's actions. UPDATEs and
-//! the session's coming and going go to the [`Speaker`]; what the RIB sends
-//! the peer arrives already encoded on the writer channel, so a table
-//! encoded once reaches every peer of an update group.
+//! the session's coming and going go to the instance as [`SessionEvent`]s
+//! on its event channel; the instance answers with [`Control`], and what
+//! the RIB sends the peer arrives already encoded on the writer channel,
+//! so a table encoded once reaches every peer of an update group.
 
 use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -25,12 +23,12 @@ use tokio::{
 };
 
 use super::{
+    events::{self, Control, SessionEvent, SessionStats, Writer, WriterMsg},
     fsm::{Action, DownReason, Event, Fsm, State},
     neighbors::PeerSettings,
     rib::PeerId,
-    speaker::Speaker,
     types::{Message, Notification},
-    wire::{self, MAX_MESSAGE_LEN},
+    wire::{self, MAX_MESSAGE_LEN, WireError},
 };
 
 /// How long one TCP connect may take before it counts as failed.
@@ -38,73 +36,19 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Writes are batched up to about this many bytes per syscall.
 const WRITE_BATCH: usize = 64 * 1024;
 
-/// Message counters of a session (IOS `MsgRcvd`, `MsgSent`, `OutQ`),
-/// shared with `show bgp summary`.
-#[derive(Debug, Default)]
-pub struct SessionStats {
-    pub msg_rcvd: AtomicU64,
-    pub msg_sent: AtomicU64,
-    /// Messages queued for the writer and not yet written.
-    pub out_q: AtomicU64,
-}
-
-/// What the writer task is given.
-#[derive(Debug)]
-pub enum WriterMsg {
-    /// One encoded message.
-    Message(Arc<[u8]>),
-    /// Write what is queued, then close the connection.
-    Close,
-}
-
-/// The sending side of a connection: the speaker keeps a clone for the
-/// RIB's UPDATEs while the session is Established.
-#[derive(Clone, Debug)]
-pub struct Writer {
-    tx: mpsc::UnboundedSender<WriterMsg>,
-    stats: Arc<SessionStats>,
-}
-
-impl Writer {
-    /// Queues one encoded message; false when the connection is gone.
-    pub fn send(&self, bytes: Arc<[u8]>) -> bool {
-        self.stats.out_q.fetch_add(1, Ordering::Relaxed);
-        let sent = self.tx.send(WriterMsg::Message(bytes)).is_ok();
-        if !sent {
-            self.stats.out_q.fetch_sub(1, Ordering::Relaxed);
-        }
-        sent
-    }
-
-    fn close(&self) {
-        let _ = self.tx.send(WriterMsg::Close);
-    }
-}
-
-/// What the speaker tells a session.
-#[derive(Debug)]
-pub enum Control {
-    /// The path to the peer is gone (its tunnel went down): drop the
-    /// connection at once, as if TCP had failed. A static neighbor dials
-    /// again after its idle hold time.
-    PathGone,
-    /// A route to the peer appeared: a static neighbor waiting to dial
-    /// again tries now.
-    RetryNow,
-    /// Cease / administrative shutdown (the gateway stops).
-    Stop,
-}
-
 /// Everything a session task needs.
 pub struct SessionTask {
-    pub speaker: Arc<Speaker>,
-    pub settings: PeerSettings,
-    pub id: PeerId,
-    pub fsm: Fsm,
-    pub stats: Arc<SessionStats>,
-    pub control: mpsc::UnboundedReceiver<Control>,
+    /// The instance's event channel.
+    events: mpsc::UnboundedSender<events::Event>,
+    settings: PeerSettings,
+    id: PeerId,
+    fsm: Fsm,
+    stats: Arc<SessionStats>,
+    control: mpsc::UnboundedReceiver<Control>,
     /// The TCP port static neighbors are dialled on (179).
-    pub peer_port: u16,
+    peer_port: u16,
+    /// The FSM state the instance was last told.
+    reported: Option<State>,
 }
 
 struct Conn {
@@ -118,6 +62,36 @@ struct Conn {
 type Connecting = JoinHandle<std::io::Result<TcpStream>>;
 
 impl SessionTask {
+    /// A session `id` of the neighbor `settings` describes, telling the
+    /// instance on `events` and counting in `stats`.
+    pub fn new(
+        events: mpsc::UnboundedSender<events::Event>,
+        settings: PeerSettings,
+        id: PeerId,
+        fsm: Fsm,
+        stats: Arc<SessionStats>,
+        control: mpsc::UnboundedReceiver<Control>,
+        peer_port: u16,
+    ) -> Self {
+        SessionTask {
+            events,
+            settings,
+            id,
+            fsm,
+            stats,
+            control,
+            peer_port,
+            reported: None,
+        }
+    }
+
+    fn tell(&self, event: SessionEvent) {
+        // The instance is gone only when the speaker stops.
+        let _ = self
+            .events
+            .send(events::Event::Session { id: self.id, event });
+    }
+
     /// Runs the session: `accepted` is the connection a dynamic or static
     /// neighbor opened to us; without one the FSM dials out. Returns when
     /// the session is over for good (a dynamic neighbor's session ended,
@@ -212,7 +186,7 @@ impl SessionTask {
             // The NOTIFICATION of a stop goes out before the task ends.
             let _ = tokio::time::timeout(Duration::from_secs(1), c.writer_task).await;
         }
-        self.speaker.session_ended(self.settings.address, self.id);
+        self.tell(SessionEvent::Closed);
     }
 
     /// A passive session is over once it is back in Idle; an active one
@@ -232,10 +206,7 @@ impl SessionTask {
         let writer_task = tokio::spawn(write_loop(writer, rx, self.stats.clone()));
         Some(Conn {
             reader,
-            writer: Writer {
-                tx,
-                stats: self.stats.clone(),
-            },
+            writer: Writer::new(tx, self.stats.clone()),
             writer_task,
             local,
             buf: Vec::with_capacity(MAX_MESSAGE_LEN),
@@ -250,7 +221,7 @@ impl SessionTask {
                 Ok(Some(len)) => len,
                 Ok(None) => return,
                 Err(e) => {
-                    self.speaker.count_bad_message(self.settings.address, &e);
+                    self.bad_message(&e);
                     let actions = self.fsm.handle(Event::from_wire_error(&e), Instant::now());
                     c.buf.clear();
                     self.apply(actions, conn, connecting);
@@ -263,7 +234,7 @@ impl SessionTask {
             let message = match decoded {
                 Ok(m) => m,
                 Err(e) => {
-                    self.speaker.count_bad_message(self.settings.address, &e);
+                    self.bad_message(&e);
                     let actions = self.fsm.handle(Event::from_wire_error(&e), Instant::now());
                     self.apply(actions, conn, connecting);
                     continue;
@@ -274,13 +245,17 @@ impl SessionTask {
                 .handle(Event::from_message(&message), Instant::now());
             self.apply(actions, conn, connecting);
             if self.fsm.state() == State::Established {
-                match &message {
-                    Message::Update(update) => self.speaker.update_received(self.id, update),
-                    Message::RouteRefresh { .. } => self.speaker.route_refresh(self.id),
+                match message {
+                    Message::Update(update) => self.tell(SessionEvent::UpdateMsg(update)),
+                    Message::RouteRefresh { .. } => self.tell(SessionEvent::RouteRefreshMsg),
                     _ => {}
                 }
             }
         }
+    }
+
+    fn bad_message(&self, error: &WireError) {
+        tracing::warn!(neighbor = %self.settings.address, error = %error, "BGP: bad message from the neighbor");
     }
 
     fn apply(
@@ -317,26 +292,26 @@ impl SessionTask {
                 }
                 Action::Established(negotiated) => {
                     if let Some(c) = conn.as_ref() {
-                        self.speaker.established(
-                            self.settings.address,
-                            self.id,
-                            &negotiated,
-                            *c.local.ip(),
-                            c.writer.clone(),
-                        );
+                        self.tell(SessionEvent::Established {
+                            negotiated,
+                            local: *c.local.ip(),
+                            writer: c.writer.clone(),
+                        });
                     }
                 }
                 Action::SessionDown { reason } => {
                     if let DownReason::NotificationReceived(n) = &reason {
                         log_notification(&self.settings, n, "received from");
                     }
-                    self.speaker
-                        .session_down(self.settings.address, self.id, &reason);
+                    self.tell(SessionEvent::SessionDown(reason));
                 }
             }
         }
-        self.speaker
-            .set_state(self.settings.address, self.id, self.fsm.state());
+        let state = self.fsm.state();
+        if self.reported != Some(state) {
+            self.reported = Some(state);
+            self.tell(SessionEvent::StateChange(state));
+        }
     }
 }
 

@@ -5,8 +5,10 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::VecDeque;
+use std::net::Ipv4Addr;
 
 use super::*;
+use crate::bgp::types::{AS_TRANS, Capability};
 use crate::bgp::wire::{self, frame_len};
 
 const AS: u32 = 65001;

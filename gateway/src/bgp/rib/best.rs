@@ -67,6 +67,27 @@ pub enum Step {
     SourceKind,
 }
 
+impl Step {
+    /// The name `show bgp --json` gives the step (what serde writes, in
+    /// kebab case).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Only => "only",
+            Self::Weight => "weight",
+            Self::LocalPref => "local-pref",
+            Self::LocallyOriginated => "locally-originated",
+            Self::AsPathLength => "as-path-length",
+            Self::Origin => "origin",
+            Self::Med => "med",
+            Self::ExternalOverInternal => "external-over-internal",
+            Self::RouterId => "router-id",
+            Self::ClusterListLength => "cluster-list-length",
+            Self::NeighborAddress => "neighbor-address",
+            Self::SourceKind => "source-kind",
+        }
+    }
+}
+
 /// The AS_PATH length for best-path selection: an AS_SET counts as one
 /// (RFC 4271 9.1.2.2 a).
 pub fn as_path_length(path: &[AsSegment]) -> usize {

@@ -11,29 +11,29 @@ mod inbound;
 mod outbound;
 mod scale;
 mod seed;
-mod show;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use super::aggregate::covers;
 use super::best::select;
 use super::policy::{GroupKey, export};
 use super::*;
 use crate::bgp::types::{AsSegment, Origin, PathAttributes, Update};
 use crate::{config::Aggregate, net::Ipv4Prefix};
 
-pub(super) const HUB_AS: u32 = 65001;
+pub(crate) const HUB_AS: u32 = 65001;
 
-pub(super) fn ip(s: &str) -> Ipv4Addr {
+pub(crate) fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
 }
 
-pub(super) fn pfx(s: &str) -> Ipv4Prefix {
+pub(crate) fn pfx(s: &str) -> Ipv4Prefix {
     s.parse().unwrap()
 }
 
-pub(super) fn attrs(next_hop: &str) -> PathAttributes {
+pub(crate) fn attrs(next_hop: &str) -> PathAttributes {
     PathAttributes {
         origin: Origin::Igp,
         as_path: Vec::new(),
@@ -49,7 +49,7 @@ pub(super) fn attrs(next_hop: &str) -> PathAttributes {
     }
 }
 
-pub(super) fn announce(a: &PathAttributes, prefixes: &[&str]) -> Update {
+pub(crate) fn announce(a: &PathAttributes, prefixes: &[&str]) -> Update {
     Update {
         withdrawn: Vec::new(),
         attributes: Some(a.clone()),
@@ -57,7 +57,7 @@ pub(super) fn announce(a: &PathAttributes, prefixes: &[&str]) -> Update {
     }
 }
 
-pub(super) fn withdraw(prefixes: &[&str]) -> Update {
+pub(crate) fn withdraw(prefixes: &[&str]) -> Update {
     Update {
         withdrawn: prefixes.iter().map(|p| pfx(p)).collect(),
         attributes: None,
@@ -67,7 +67,7 @@ pub(super) fn withdraw(prefixes: &[&str]) -> Update {
 
 /// The hub of the seed documents: AS 65001, router id 172.25.1.1,
 /// `aggregate-address 192.168.0.0 255.255.0.0 summary-only`.
-pub(super) fn hub_config() -> RibConfig {
+pub(crate) fn hub_config() -> RibConfig {
     RibConfig {
         asn: HUB_AS,
         router_id: ip("172.25.1.1"),
@@ -82,7 +82,7 @@ pub(super) fn hub_config() -> RibConfig {
 }
 
 /// A plain config: no aggregates, no networks.
-pub(super) fn plain_config() -> RibConfig {
+pub(crate) fn plain_config() -> RibConfig {
     RibConfig {
         aggregates: Vec::new(),
         ..hub_config()
@@ -91,7 +91,7 @@ pub(super) fn plain_config() -> RibConfig {
 
 /// Spoke k: pool address 10.1.1.(100+k), router id 192.168.(100+k).1, a
 /// dynamic iBGP neighbor of the `Spokes` peer group (not a client).
-pub(super) fn spoke(k: u32) -> PeerInfo {
+pub(crate) fn spoke(k: u32) -> PeerInfo {
     PeerInfo {
         address: Ipv4Addr::from(u32::from(ip("10.1.1.100")) + k),
         router_id: Ipv4Addr::from(u32::from(ip("192.168.100.1")) + (k << 8)),
@@ -105,7 +105,7 @@ pub(super) fn spoke(k: u32) -> PeerInfo {
 }
 
 /// Spoke k's LAN: 192.168.(100+k).0/24 (k < 156).
-pub(super) fn spoke_lan(k: u32) -> Ipv4Prefix {
+pub(crate) fn spoke_lan(k: u32) -> Ipv4Prefix {
     Ipv4Prefix::new(
         Ipv4Addr::from(u32::from(ip("192.168.100.0")) + (k << 8)),
         24,
@@ -115,7 +115,7 @@ pub(super) fn spoke_lan(k: u32) -> Ipv4Prefix {
 
 /// What spoke k announces: its LAN with next hop its pool address (IOS
 /// `network 192.168.10k.0` on the spoke: MED 0, weight not sent).
-pub(super) fn spoke_update(k: u32) -> Update {
+pub(crate) fn spoke_update(k: u32) -> Update {
     Update {
         withdrawn: Vec::new(),
         attributes: Some(PathAttributes {
@@ -131,7 +131,7 @@ pub(super) fn spoke_update(k: u32) -> Update {
 /// `neighbor 192.168.0.1 remote-as 65001 / route-reflector-client /
 /// unsuppress-map ALL / route-map SET_NEXT_HOP out` (`set ip next-hop
 /// 192.168.0.2`).
-pub(super) fn interhub() -> PeerInfo {
+pub(crate) fn interhub() -> PeerInfo {
     PeerInfo {
         address: ip("192.168.0.1"),
         router_id: ip("172.25.0.1"),
@@ -145,7 +145,7 @@ pub(super) fn interhub() -> PeerInfo {
 }
 
 /// An iBGP peer with the given flags, address 10.9.0.n, router id 9.9.9.n.
-pub(super) fn ibgp_peer(n: u8, rr_client: bool) -> PeerInfo {
+pub(crate) fn ibgp_peer(n: u8, rr_client: bool) -> PeerInfo {
     PeerInfo {
         address: Ipv4Addr::new(10, 9, 0, n),
         router_id: Ipv4Addr::new(9, 9, 9, n),
@@ -159,7 +159,7 @@ pub(super) fn ibgp_peer(n: u8, rr_client: bool) -> PeerInfo {
 }
 
 /// An eBGP peer in AS `asn`, address 10.8.0.n.
-pub(super) fn ebgp_peer(n: u8, asn: u32) -> PeerInfo {
+pub(crate) fn ebgp_peer(n: u8, asn: u32) -> PeerInfo {
     PeerInfo {
         address: Ipv4Addr::new(10, 8, 0, n),
         router_id: Ipv4Addr::new(8, 8, 8, n),
@@ -175,7 +175,7 @@ pub(super) fn ebgp_peer(n: u8, asn: u32) -> PeerInfo {
 /// Each peer's routes as built from the UPDATEs it was sent, and the FIB as
 /// told.
 #[derive(Default)]
-pub(super) struct Wire {
+pub(crate) struct Wire {
     pub tables: HashMap<PeerId, BTreeMap<Ipv4Prefix, PathAttributes>>,
     pub fib: BTreeMap<Ipv4Prefix, FibRoute>,
 }
@@ -234,7 +234,7 @@ impl Wire {
 }
 
 /// What `peer` should have, computed from the Loc-RIB from scratch.
-pub(super) fn reference_out(rib: &Rib, peer: PeerId) -> BTreeMap<Ipv4Prefix, PathAttributes> {
+pub(crate) fn reference_out(rib: &Rib, peer: PeerId) -> BTreeMap<Ipv4Prefix, PathAttributes> {
     let info = rib.peer(peer).unwrap();
     let key = GroupKey::of(info, rib.asn());
     let mut out = BTreeMap::new();
@@ -252,7 +252,7 @@ pub(super) fn reference_out(rib: &Rib, peer: PeerId) -> BTreeMap<Ipv4Prefix, Pat
 
 /// Checks the Loc-RIB against a from-scratch computation: best paths and
 /// aggregate contributor counts.
-pub(super) fn check_loc_rib(rib: &Rib) {
+pub(crate) fn check_loc_rib(rib: &Rib) {
     let mut compared = 0;
     for (p, d) in &rib.loc.table {
         assert!(!d.paths.is_empty(), "{p}: empty destination kept");
@@ -276,7 +276,7 @@ pub(super) fn check_loc_rib(rib: &Rib) {
 }
 
 /// One round: take the changes, replay them, check every invariant.
-pub(super) fn round(rib: &mut Rib, wire: &mut Wire) -> Changes {
+pub(crate) fn round(rib: &mut Rib, wire: &mut Wire) -> Changes {
     let changes = rib.take_changes();
     wire.apply(&changes);
     check_loc_rib(rib);
@@ -303,7 +303,7 @@ pub(super) fn round(rib: &mut Rib, wire: &mut Wire) -> Changes {
 }
 
 /// A RIB with the given peers added and a first round done.
-pub(super) fn setup(config: RibConfig, peers: &[(u32, PeerInfo)]) -> (Rib, Wire) {
+pub(crate) fn setup(config: RibConfig, peers: &[(u32, PeerInfo)]) -> (Rib, Wire) {
     let mut rib = Rib::new(config);
     for &(id, info) in peers {
         rib.add_peer(PeerId(id), info).unwrap();

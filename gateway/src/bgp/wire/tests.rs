@@ -8,7 +8,10 @@
 use std::net::Ipv4Addr;
 
 use super::*;
-use crate::bgp::types::AS_TRANS;
+use crate::bgp::types::{
+    AS_TRANS, AsSegment, Capability, Message, Notification, Open, Origin, PathAttributes,
+    RawAttribute, Update,
+};
 use crate::net::Ipv4Prefix;
 
 fn hex(text: &str) -> Vec<u8> {

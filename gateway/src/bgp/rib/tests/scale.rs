@@ -364,7 +364,7 @@ fn randomized_against_from_scratch() {
                 suppressed += rib
                     .table()
                     .iter()
-                    .filter(|r| r.suppressed && r.best)
+                    .filter(|r| r.suppressed && r.best.is_some())
                     .count();
             }
         }

@@ -291,19 +291,24 @@ fn show_bgp_flags_on_the_seed_hub() {
     assert_eq!(rows.len(), 3);
     let agg = &rows[0];
     assert_eq!(agg.prefix, pfx(AGG));
-    assert!(agg.best && agg.valid && !agg.suppressed && !agg.internal);
+    assert!(agg.best.is_some() && !agg.suppressed && agg.path.peer.is_none());
     assert_eq!(
-        (agg.weight, agg.origin, agg.next_hop),
-        (32768, 'i', ip("0.0.0.0"))
+        (
+            agg.path.weight(),
+            agg.path.attrs.origin,
+            agg.path.attrs.next_hop
+        ),
+        (32768, Origin::Igp, ip("0.0.0.0"))
     );
     for (row, k) in rows[1..].iter().zip(1..) {
         assert_eq!(row.prefix, spoke_lan(k));
-        assert!(row.best && row.valid && row.suppressed && row.internal);
-        assert_eq!(row.next_hop, spoke(k).address);
+        assert!(row.best.is_some() && row.suppressed);
+        assert!(row.path.peer.is_some_and(|f| f.ibgp));
+        assert_eq!(row.path.attrs.next_hop, spoke(k).address);
         assert_eq!(
-            (row.metric, row.local_pref, row.weight),
-            (Some(0), Some(100), 0)
+            (row.path.attrs.med, row.path.local_pref(), row.path.weight()),
+            (Some(0), 100, 0)
         );
-        assert_eq!(row.peer, Some(spoke_id(k)));
+        assert_eq!(row.path.source.peer(), Some(spoke_id(k)));
     }
 }

@@ -42,31 +42,29 @@
 //! - No DelayOpen, no peer oscillation damping, no jitter on the timers
 //!   (section 10 suggests 0.75-1.0: the task can apply it to the deadline
 //!   it sleeps until).
+//!
+//! Layout: this file has the states and their transitions; `config` the
+//! session's settings, `open` the OPEN we send and the checks of the
+//! peer's.
 
 use std::fmt;
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use super::types::{AS_TRANS, Capability, Message, Notification, Open};
-use super::wire::{WireError, cap, cease_subcode, error_code, fsm_subcode, open_subcode};
+use super::types::{Message, Notification, Open};
+use super::wire::{WireError, cease_subcode, error_code, fsm_subcode, open_subcode};
 
-/// IOS default hold time, seconds.
-pub const DEFAULT_HOLD_TIME: u16 = 180;
-/// IOS default keepalive interval, seconds.
-pub const DEFAULT_KEEPALIVE: u16 = 60;
-/// RFC 4271 section 10: ConnectRetryTime, suggested 120 seconds.
-pub const DEFAULT_CONNECT_RETRY: Duration = Duration::from_mins(2);
-/// The restart delay of a static neighbor that fell to Idle.
-pub const DEFAULT_IDLE_HOLD: Duration = Duration::from_secs(10);
+mod config;
+mod open;
+
+pub use config::{
+    ConfigError, DEFAULT_CONNECT_RETRY, DEFAULT_HOLD_TIME, DEFAULT_IDLE_HOLD, DEFAULT_KEEPALIVE,
+    SessionConfig,
+};
+pub use open::Negotiated;
+
 /// RFC 4271 section 8.2.2: the HoldTimer in OpenSent, "a large value"
 /// (4 minutes suggested).
 pub const OPEN_SENT_HOLD_TIME: Duration = Duration::from_mins(4);
-
-/// AFI and SAFI of IPv4 unicast.
-const AFI_IPV4: u16 = 1;
-const SAFI_UNICAST: u8 = 1;
-/// The pre-standard route refresh capability IOS still sends beside 2.
-const CAP_ROUTE_REFRESH_CISCO: u8 = 128;
 
 /// RFC 4271 section 8.2.2 states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -90,106 +88,6 @@ impl fmt::Display for State {
             Self::Established => "Established",
         })
     }
-}
-
-/// One session's settings (RFC 4271 section 8.1.1's mandatory attributes
-/// and the optional ones this FSM has).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SessionConfig {
-    pub local_as: u32,
-    pub router_id: Ipv4Addr,
-    /// The AS the peer must announce (Bad Peer AS otherwise); equal to
-    /// `local_as` for iBGP.
-    pub peer_as: u32,
-    /// Seconds, 0 or 3..=65535.
-    pub hold_time: u16,
-    /// Seconds, below `hold_time` (0 when `hold_time` is 0).
-    pub keepalive: u16,
-    /// PassiveTcpEstablishment: wait for the peer to connect.
-    pub passive: bool,
-    pub connect_retry: Duration,
-    /// Restart this long after falling to Idle (not after ManualStop);
-    /// `None`: stay Idle.
-    pub idle_hold: Option<Duration>,
-}
-
-impl SessionConfig {
-    /// A static neighbor: dials out, retries, restarts after a failure.
-    pub fn active(local_as: u32, router_id: Ipv4Addr, peer_as: u32) -> Self {
-        Self {
-            local_as,
-            router_id,
-            peer_as,
-            hold_time: DEFAULT_HOLD_TIME,
-            keepalive: DEFAULT_KEEPALIVE,
-            passive: false,
-            connect_retry: DEFAULT_CONNECT_RETRY,
-            idle_hold: Some(DEFAULT_IDLE_HOLD),
-        }
-    }
-
-    /// A dynamic neighbor (IOS `bgp listen range`): passive, and done once
-    /// it falls to Idle.
-    pub fn passive(local_as: u32, router_id: Ipv4Addr, peer_as: u32) -> Self {
-        Self {
-            passive: true,
-            idle_hold: None,
-            ..Self::active(local_as, router_id, peer_as)
-        }
-    }
-
-    /// IOS `timers KEEPALIVE HOLD`.
-    #[must_use]
-    pub fn with_timers(mut self, keepalive: u16, hold_time: u16) -> Self {
-        self.keepalive = keepalive;
-        self.hold_time = hold_time;
-        self
-    }
-
-    pub fn is_ibgp(&self) -> bool {
-        self.local_as == self.peer_as
-    }
-
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        for asn in [self.local_as, self.peer_as] {
-            if asn == 0 || asn == u32::from(AS_TRANS) {
-                return Err(ConfigError::Asn(asn));
-            }
-        }
-        if self.router_id.is_unspecified() {
-            return Err(ConfigError::RouterId);
-        }
-        if matches!(self.hold_time, 1 | 2) {
-            return Err(ConfigError::HoldTime(self.hold_time));
-        }
-        if (self.hold_time == 0 && self.keepalive != 0)
-            || (self.hold_time != 0 && self.keepalive >= self.hold_time)
-        {
-            return Err(ConfigError::Keepalive {
-                keepalive: self.keepalive,
-                hold_time: self.hold_time,
-            });
-        }
-        if self.connect_retry.is_zero() || self.idle_hold.is_some_and(|d| d.is_zero()) {
-            return Err(ConfigError::ZeroTimer);
-        }
-        Ok(())
-    }
-}
-
-/// A `SessionConfig` the FSM cannot run with.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    #[error("AS {0} cannot be used (0 and 23456, AS_TRANS, are reserved)")]
-    Asn(u32),
-    #[error("router id 0.0.0.0 cannot be used")]
-    RouterId,
-    #[error("hold time {0} must be 0 (no hold timer) or 3..=65535")]
-    HoldTime(u16),
-    #[error("keepalive {keepalive} must be below hold time {hold_time} (0 with hold time 0)")]
-    Keepalive { keepalive: u16, hold_time: u16 },
-    #[error("the connect retry and idle hold times must not be zero")]
-    ZeroTimer,
 }
 
 /// FSM events, named after RFC 4271 section 8.1 (number and name in each
@@ -277,26 +175,6 @@ impl Event {
             _ => Self::UpdateMsgErr(n),
         }
     }
-}
-
-/// What the session agreed on, known once the peer's OPEN is accepted.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Negotiated {
-    pub peer_as: u32,
-    pub peer_router_id: Ipv4Addr,
-    /// Seconds; 0: no hold timer, no keepalives.
-    pub hold_time: u16,
-    /// Seconds between our KEEPALIVEs.
-    pub keepalive: u16,
-    /// Always true: a session without it is refused.
-    pub four_octet_as: bool,
-    /// The peer can be sent ROUTE-REFRESH (RFC 2918, or Cisco's code 128).
-    pub route_refresh: bool,
-    /// IPv4 unicast is exchanged: the peer announced it, or announced no
-    /// multiprotocol capability at all (RFC 4760 section 8).
-    pub ipv4_unicast: bool,
-    /// Everything the peer announced, for `show bgp neighbors`.
-    pub peer_capabilities: Vec<Capability>,
 }
 
 /// Why a session (or an attempt at one) ended.
@@ -668,83 +546,6 @@ impl Fsm {
     }
 
     // ---------------------------------------------------------- helpers
-
-    fn our_open(&self) -> Open {
-        Open {
-            my_as: u16::try_from(self.config.local_as).unwrap_or(AS_TRANS),
-            hold_time: self.config.hold_time,
-            router_id: self.config.router_id,
-            capabilities: vec![
-                Capability::Multiprotocol {
-                    afi: AFI_IPV4,
-                    safi: SAFI_UNICAST,
-                },
-                Capability::RouteRefresh,
-                Capability::FourOctetAs(self.config.local_as),
-            ],
-        }
-    }
-
-    /// RFC 4271 section 6.2 checks that need the session's settings (the
-    /// codec has checked the version and the encoding).
-    fn check_open(&self, open: &Open) -> Result<Negotiated, Notification> {
-        let open_error = |subcode, data| Notification {
-            code: error_code::OPEN_MESSAGE,
-            subcode,
-            data,
-        };
-        let four_octet = open
-            .capabilities
-            .iter()
-            .any(|c| matches!(c, Capability::FourOctetAs(_)));
-        if !four_octet {
-            let mut ours = vec![cap::FOUR_OCTET_AS, 4];
-            ours.extend_from_slice(&self.config.local_as.to_be_bytes());
-            return Err(open_error(open_subcode::UNSUPPORTED_CAPABILITY, ours));
-        }
-        let peer_as = open.asn();
-        if peer_as != self.config.peer_as {
-            return Err(open_error(open_subcode::BAD_PEER_AS, vec![]));
-        }
-        if matches!(open.hold_time, 1 | 2) {
-            return Err(open_error(open_subcode::UNACCEPTABLE_HOLD_TIME, vec![]));
-        }
-        if open.router_id.is_unspecified()
-            || (self.config.is_ibgp() && open.router_id == self.config.router_id)
-        {
-            return Err(open_error(open_subcode::BAD_BGP_IDENTIFIER, vec![]));
-        }
-        let hold_time = self.config.hold_time.min(open.hold_time);
-        let keepalive = match (hold_time, self.config.keepalive) {
-            (0, _) => 0,
-            (hold, 0) => hold / 3,
-            (hold, keepalive) => keepalive.min(hold / 3),
-        };
-        let families: Vec<(u16, u8)> = open
-            .capabilities
-            .iter()
-            .filter_map(|c| match c {
-                Capability::Multiprotocol { afi, safi } => Some((*afi, *safi)),
-                _ => None,
-            })
-            .collect();
-        let ipv4_unicast = families.is_empty() || families.contains(&(AFI_IPV4, SAFI_UNICAST));
-        let route_refresh = open.capabilities.iter().any(|c| match c {
-            Capability::RouteRefresh => true,
-            Capability::Other { code, .. } => *code == CAP_ROUTE_REFRESH_CISCO,
-            _ => false,
-        });
-        Ok(Negotiated {
-            peer_as,
-            peer_router_id: open.router_id,
-            hold_time,
-            keepalive,
-            four_octet_as: true,
-            route_refresh,
-            ipv4_unicast,
-            peer_capabilities: open.capabilities.clone(),
-        })
-    }
 
     fn restart_hold(&mut self, now: Instant) {
         if let Some(n) = self.negotiated.as_ref().filter(|n| n.hold_time != 0) {
