@@ -19,7 +19,7 @@ use crate::{
     config::{Config, Tunnel},
     iface::{Datapath, Route, SaPair, VaId, VirtualAccessSpec},
     ike::{
-        initiator::{Established, Initiator, InitiatorConfig, Step},
+        exchange::{Established, Initiator, InitiatorConfig, Step},
         policy::{KeyringEntry, Policy},
         task::{IkeShared, IkeSockets, Inbound},
         wire::{Delete, Payload, ProtocolId},
@@ -622,7 +622,7 @@ async fn dial(
                 "no answer from {peer} after {ATTEMPTS} tries"
             )));
         };
-        match initiator.handle(&inbound.datagram) {
+        match sockets.dial_step(initiator, &inbound.datagram) {
             Ok(Step::Send(next)) => request = vec![next],
             Ok(Step::SendAll(parts)) => request = parts,
             Ok(Step::Established(e)) => return Ok(*e),
