@@ -502,3 +502,86 @@ pub async fn shutdown<S: SessionLayer>(shared: &IkeShared<S>, sockets: &IkeSocke
     };
     apply(shared, sockets, actions).await;
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::io::{self, Write};
+
+    use super::*;
+    use crate::{
+        ike::tests::{MemPools, SeededRng, hub, spoke},
+        ipsec::Mode,
+    };
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            lock(&self.0).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        fn lines(&self) -> usize {
+            String::from_utf8(lock(&self.0).clone())
+                .unwrap()
+                .lines()
+                .count()
+        }
+    }
+
+    /// A spoke's dial through `dial_step` logs its IKE SA (one line) and
+    /// its CHILD_SA (two `esp_sa` lines), as the hub's task does for the SAs
+    /// it accepts.
+    #[tokio::test]
+    async fn a_dial_writes_its_keys_to_the_key_log() {
+        // UDP 500 needs root; the sockets themselves are not used.
+        let Ok(sockets) = IkeSockets::bind(Ipv4Addr::new(127, 77, 0, 1)).await else {
+            eprintln!("skipped: cannot bind UDP 500 and 4500 on 127.77.0.1");
+            return;
+        };
+        let (ike, esp) = (Shared::default(), Shared::default());
+        let sockets = sockets.with_keylog(Some(KeyLog::to_writers(
+            "mem",
+            Box::new(ike.clone()),
+            Box::new(esp.clone()),
+        )));
+        let mut engine = hub("");
+        let mut pools = MemPools::default();
+        pools.size = 10;
+        let config = spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel);
+        let (from, to) = (config.local, config.remote);
+        let mut initiator = Initiator::new(config, Box::new(SeededRng(121)));
+        let mut request = initiator.start().unwrap();
+        let now = Instant::now();
+        for _ in 0..2 {
+            let actions = engine.handle(now, to, from, &request, &mut pools).unwrap();
+            let response = actions
+                .into_iter()
+                .find_map(|a| match a {
+                    Action::Send { packet, .. } => Some(packet),
+                    _ => None,
+                })
+                .unwrap();
+            match sockets.dial_step(&mut initiator, &response).unwrap() {
+                Step::Send(next) => {
+                    assert_eq!((ike.lines(), esp.lines()), (1, 0), "after IKE_SA_INIT");
+                    request = next;
+                }
+                Step::Established(_) => {
+                    assert_eq!((ike.lines(), esp.lines()), (1, 2), "after IKE_AUTH");
+                    return;
+                }
+                Step::SendAll(_) => unreachable!("no fragmentation configured"),
+            }
+        }
+        panic!("not established after two exchanges");
+    }
+}

@@ -152,7 +152,8 @@ pub(crate) fn respond(
             }),
         None => Configuration::default(),
     };
-    // A CFG_REQUEST with only subnets in it asks for no address.
+    // No CHILD_SA without the address asked for (a CFG_REQUEST with only
+    // subnets in it asks for none).
     let child = if cfg.address_failed {
         None
     } else {
