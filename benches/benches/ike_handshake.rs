@@ -13,10 +13,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use gateway::{
     config::{self, Identity},
     ike::{
-        engine::{Action, AddressPools, Engine},
-        initiator::{Initiator, InitiatorConfig, Step},
+        engine::Engine,
+        exchange::{Initiator, InitiatorConfig, Step},
         policy::Policy,
         proposal::{EspProposal, IkeProposal},
+        sa::{Action, AddressPools},
         wire::TrafficSelector,
     },
     ipsec::{Mode, SystemRng},

@@ -7,6 +7,7 @@ use std::{fmt::Write as _, path::PathBuf, process::ExitCode};
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use gateway_report::{
+    ike::SaReport,
     nhrp::{NhrpCleared, NhrpTraffic, NhrpView},
     pool::PoolReport,
     tunnels::TunnelStatus,
@@ -18,7 +19,7 @@ use crate::{
     config,
     control::{self, DEFAULT_SOCKET, Request, Response},
     iface::DatapathReport,
-    ike::engine::SaReport,
+    ike::show::{render_crypto_session, render_ikev2_sa},
     xdp::XdpReport,
 };
 
@@ -505,90 +506,6 @@ pub fn render_xdp(report: &XdpReport) -> String {
     out
 }
 
-/// `show crypto ikev2 sa`, in the IOS layout (fvrf/ivrf dropped).
-pub fn render_ikev2_sa(rows: &[SaReport]) -> String {
-    let mut out = String::from(" IPv4 Crypto IKEv2  SA\n\n");
-    let _ = writeln!(
-        out,
-        "Tunnel-id Local                 Remote                Status"
-    );
-    for sa in rows {
-        let _ = writeln!(
-            out,
-            "{:<9} {:<21} {:<21} {}",
-            sa.tunnel_id, sa.local, sa.remote, sa.status
-        );
-        let hash = sa.hash.as_deref().unwrap_or("None");
-        let _ = writeln!(
-            out,
-            "      Encr: {}, PRF: {}, Hash: {}, DH Grp:{}, Auth sign: {}, Auth verify: {}",
-            sa.encryption,
-            sa.prf,
-            hash,
-            sa.dh_group,
-            sa.auth_sign.as_deref().unwrap_or("-"),
-            sa.auth_verify.as_deref().unwrap_or("-")
-        );
-        let _ = writeln!(
-            out,
-            "      Life/Active Time: {}/{} sec",
-            sa.lifetime_s, sa.active_time_s
-        );
-        if let Some(address) = sa.assigned_address {
-            let _ = writeln!(out, "      Assigned host addr: {address}");
-        }
-        if let Some(identity) = &sa.identity {
-            let _ = writeln!(
-                out,
-                "      Remote id: {identity}, profile: {}",
-                sa.profile.as_deref().unwrap_or("-")
-            );
-        }
-        out.push('\n');
-    }
-    out
-}
-
-/// `show crypto session`, in the IOS layout.
-pub fn render_crypto_session(rows: &[SaReport]) -> String {
-    let mut out = String::from("Crypto session current status\n\n");
-    for sa in rows {
-        let _ = writeln!(out, "Profile: {}", sa.profile.as_deref().unwrap_or("-"));
-        let state = if sa.status == "READY" {
-            "UP-ACTIVE"
-        } else {
-            "UP-NEGOTIATING"
-        };
-        let _ = writeln!(out, "Session status: {state}");
-        let _ = writeln!(out, "Peer: {}", sa.remote);
-        if let Some(identity) = &sa.identity {
-            let _ = writeln!(out, "      Phase1_id: {identity}");
-        }
-        if let Some(address) = sa.assigned_address {
-            let _ = writeln!(out, "      Assigned address: {address}");
-        }
-        let _ = writeln!(out, "  Session ID: {}", sa.tunnel_id);
-        let _ = writeln!(
-            out,
-            "  IKEv2 SA: local {} remote {} Active",
-            sa.local, sa.remote
-        );
-        for child in &sa.children {
-            let _ = writeln!(
-                out,
-                "  IPSEC FLOW: {} <-> {} ({:?}) Active SAs: 2, in SPI {} out SPI {}",
-                child.local_ts.join(","),
-                child.remote_ts.join(","),
-                child.mode,
-                child.spi_in,
-                child.spi_out
-            );
-        }
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -777,69 +694,6 @@ mod tests {
         assert!(
             text.lines()
                 .any(|l| l.starts_with("0x00000007") && l.ends_with("never"))
-        );
-    }
-
-    #[test]
-    fn ikev2_sa_and_session_tables_show_the_operator_fields() {
-        use crate::{
-            ike::engine::{ChildReport, SaReport},
-            ipsec::Mode,
-        };
-        let row = SaReport {
-            tunnel_id: 7,
-            local: "172.25.1.1/4500".into(),
-            remote: "172.25.1.2/4500".into(),
-            status: "READY".into(),
-            encryption: "AES-CBC, keysize: 256".into(),
-            prf: "SHA256".into(),
-            hash: Some("SHA256".into()),
-            dh_group: 19,
-            auth_sign: Some("pre-share".into()),
-            auth_verify: Some("pre-share".into()),
-            lifetime_s: 86_400,
-            active_time_s: 42,
-            spi_i: "0102030405060708".into(),
-            spi_r: "1112131415161718".into(),
-            identity: Some("fqdn:spoke1.cisco.com".into()),
-            profile: Some("Flex".into()),
-            assigned_address: Some(std::net::Ipv4Addr::new(10, 1, 1, 100)),
-            nat_t: true,
-            children: vec![ChildReport {
-                spi_in: "0x0000c001".into(),
-                spi_out: "0x0000d002".into(),
-                mode: Mode::Tunnel,
-                encryption: "AES-GCM, keysize: 256".into(),
-                integrity: None,
-                local_ts: vec!["10.1.2.0-10.1.2.255 proto 0".into()],
-                remote_ts: vec!["10.1.1.100/32 proto 0".into()],
-            }],
-        };
-        let sa = render_ikev2_sa(std::slice::from_ref(&row));
-        assert!(
-            sa.lines().any(|l| l.starts_with("7 ")
-                && l.contains("172.25.1.2/4500")
-                && l.ends_with("READY")),
-            "{sa}"
-        );
-        assert!(
-            sa.contains("Encr: AES-CBC, keysize: 256, PRF: SHA256, Hash: SHA256, DH Grp:19"),
-            "{sa}"
-        );
-        assert!(
-            sa.contains("Life/Active Time: 86400/42 sec")
-                && sa.contains("Assigned host addr: 10.1.1.100"),
-            "{sa}"
-        );
-        let session = render_crypto_session(&[row]);
-        assert!(
-            session.contains("Session status: UP-ACTIVE")
-                && session.contains("Phase1_id: fqdn:spoke1.cisco.com"),
-            "{session}"
-        );
-        assert!(
-            session.contains("in SPI 0x0000c001 out SPI 0x0000d002"),
-            "{session}"
         );
     }
 }

@@ -413,9 +413,8 @@ async fn start_ike(
     if force_encapsulation {
         tracing::info!("UDP encapsulation of ESP forced for every peer (NAT or not)");
     }
-    let engine = Engine::new(policy, Box::new(SystemRng))
-        .with_keylog(keylog)
-        .with_forced_encapsulation(force_encapsulation);
+    let engine =
+        Engine::new(policy, Box::new(SystemRng)).with_forced_encapsulation(force_encapsulation);
     let sessions = datapath.map(|r| {
         Mutex::new(Sessions::new(
             r.datapath.clone(),
@@ -430,7 +429,10 @@ async fn start_ike(
         sessions,
         initiators: Mutex::default(),
     };
-    Ok(Some((Arc::new(shared), Arc::new(sockets))))
+    Ok(Some((
+        Arc::new(shared),
+        Arc::new(sockets.with_keylog(keylog)),
+    )))
 }
 
 /// The running datapath.

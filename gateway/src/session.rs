@@ -17,7 +17,7 @@ use crate::{
     config::{Unnumbered, VirtualTemplate},
     iface::{Datapath, DatapathError, Route, SaPair, VaId, VirtualAccessSpec},
     ike::{
-        engine::ChildSaParams,
+        sa::ChildSaParams,
         task::{PeerActivity, SessionLayer},
     },
     ipsec::{Mode, SaKeys},
@@ -447,7 +447,7 @@ mod tests {
     use crate::{
         datapath::fake::{Call, RecordingDatapath},
         ike::{
-            engine::Action,
+            sa::Action,
             tests::{MemPools, dial, hub, hub_config, spoke},
         },
     };

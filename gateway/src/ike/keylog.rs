@@ -14,28 +14,26 @@
 //! per CHILD_SA (inbound and outbound) in the format of Wireshark's `esp_sa`
 //! UAT (with `-o esp.enable_encryption_decode:TRUE`).
 //!
-//! The daemon turns it on when its environment has [`KEYLOG_ENV`]; the
-//! engine only receives an open [`KeyLog`] (it reads no environment and
-//! opens no files). Anyone who can read the files can decrypt the IKE SAs
-//! and the ESP traffic they list: for debugging and tests, never for
-//! production (the daemon says so in a warning at start-up).
+//! The daemon turns it on when its environment has [`KEYLOG_ENV`]. The
+//! engine and the initiator write nothing: they hand out the keys they
+//! derive (`Action::KeysDerived`, `Initiator::take_derived_keys`), and the
+//! socket task (`ike::task`, for the responder and for dialling spokes)
+//! writes them to the open [`KeyLog`]. Anyone who can read the files can
+//! decrypt the IKE SAs and the ESP traffic they list: for debugging and
+//! tests, never for production (the daemon says so in a warning at
+//! start-up).
 
 use std::{
     ffi::OsString,
     fmt::Write as _,
     fs::{File, OpenOptions},
     io::{self, Write},
-    net::Ipv4Addr,
     os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
 };
 
 use crate::{
-    ike::{
-        crypto::IkeKeys,
-        engine::ChildSaParams,
-        proposal::{EspChoice, IkeChoice},
-    },
+    ike::sa::{DerivedKeys, EspSecrets, IkeSaSecrets},
     ipsec::{Encr, Integ},
 };
 
@@ -68,21 +66,21 @@ pub fn wireshark_integ_name(integ: Option<Integ>) -> &'static str {
 /// end: `ispi,rspi,sk_ei,sk_er,"encr",sk_ai,sk_ar,"integ"`, SPIs and keys in
 /// lowercase hex (byte fields are unquoted, algorithm names quoted). With an
 /// AEAD cipher the SK_a fields are empty.
-pub fn uat_line(spi_i: u64, spi_r: u64, choice: &IkeChoice, keys: &IkeKeys) -> String {
-    let mut line = format!("{spi_i:016x},{spi_r:016x},");
-    let integ_keys: [&[u8]; 2] = if choice.integ.is_some() {
-        [&keys.sk_ai, &keys.sk_ar]
+pub fn uat_line(ike: &IkeSaSecrets) -> String {
+    let mut line = format!("{:016x},{:016x},", ike.spi_i, ike.spi_r);
+    let integ_keys: [&[u8]; 2] = if ike.integ.is_some() {
+        [&ike.sk_ai, &ike.sk_ar]
     } else {
         [&[], &[]]
     };
-    hex_into(&mut line, &keys.sk_ei);
+    hex_into(&mut line, &ike.sk_ei);
     line.push(',');
-    hex_into(&mut line, &keys.sk_er);
-    let _ = write!(line, ",\"{}\",", wireshark_encr_name(choice.encr));
+    hex_into(&mut line, &ike.sk_er);
+    let _ = write!(line, ",\"{}\",", wireshark_encr_name(ike.encr));
     hex_into(&mut line, integ_keys[0]);
     line.push(',');
     hex_into(&mut line, integ_keys[1]);
-    let _ = write!(line, ",\"{}\"", wireshark_integ_name(choice.integ));
+    let _ = write!(line, ",\"{}\"", wireshark_integ_name(ike.integ));
     line
 }
 
@@ -112,50 +110,22 @@ pub fn wireshark_esp_integ_name(integ: Option<Integ>) -> &'static str {
 /// "encr","0xkey","auth","0xkey"` (every field quoted; the authentication
 /// key is `""` with an AEAD cipher). Wireshark matches on the outer
 /// addresses, so this also decrypts ESP in UDP.
-pub fn esp_sa_line(
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    spi: u32,
-    esp: &EspChoice,
-    encr_key: &[u8],
-    integ_key: &[u8],
-) -> String {
+pub fn esp_sa_line(sa: &EspSecrets) -> String {
     let mut line = format!(
-        "\"IPv4\",\"{src}\",\"{dst}\",\"0x{spi:08x}\",\"{}\",\"0x",
-        wireshark_esp_encr_name(esp.encr)
+        "\"IPv4\",\"{}\",\"{}\",\"0x{:08x}\",\"{}\",\"0x",
+        sa.src,
+        sa.dst,
+        sa.spi,
+        wireshark_esp_encr_name(sa.esp.encr)
     );
-    hex_into(&mut line, encr_key);
-    let _ = write!(line, "\",\"{}\",\"", wireshark_esp_integ_name(esp.integ));
-    if esp.integ.is_some() {
+    hex_into(&mut line, &sa.encr);
+    let _ = write!(line, "\",\"{}\",\"", wireshark_esp_integ_name(sa.esp.integ));
+    if sa.esp.integ.is_some() {
         line.push_str("0x");
-        hex_into(&mut line, integ_key);
+        hex_into(&mut line, &sa.integ);
     }
     line.push('"');
     line
-}
-
-/// The two `esp_sa` records of a CHILD_SA of ours (we are the responder):
-/// inbound (peer to us, our SPI, the initiator's keys), then outbound.
-pub fn esp_sa_lines(child: &ChildSaParams) -> [String; 2] {
-    let k = &child.keys;
-    [
-        esp_sa_line(
-            child.remote,
-            child.local,
-            child.spi_in,
-            &child.esp,
-            &k.encr_i,
-            &k.integ_i,
-        ),
-        esp_sa_line(
-            child.local,
-            child.remote,
-            child.spi_out,
-            &child.esp,
-            &k.encr_r,
-            &k.integ_r,
-        ),
-    ]
 }
 
 fn hex_into(out: &mut String, bytes: &[u8]) {
@@ -238,19 +208,22 @@ impl KeyLog {
             .any(|p| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o077 != 0))
     }
 
-    /// Appends the line of one IKE SA.
-    pub fn record(&mut self, spi_i: u64, spi_r: u64, choice: &IkeChoice, keys: &IkeKeys) {
-        let mut line = zeroize::Zeroizing::new(uat_line(spi_i, spi_r, choice, keys));
-        line.push('\n');
-        let result = write_line(&mut self.sink, &line);
-        self.check(result);
-    }
-
-    /// Appends the two `esp_sa` lines of a CHILD_SA.
-    pub fn record_child(&mut self, child: &ChildSaParams) {
-        let [inbound, outbound] = esp_sa_lines(child).map(zeroize::Zeroizing::new);
-        let lines = zeroize::Zeroizing::new(format!("{}\n{}\n", *inbound, *outbound));
-        let result = write_line(&mut self.esp_sink, &lines);
+    /// Appends the keys of a new SA: one `ikev2_decryption_table` line for
+    /// an IKE SA, two `esp_sa` lines (inbound, outbound) for a CHILD_SA.
+    pub fn record(&mut self, keys: &DerivedKeys) {
+        let result = match keys {
+            DerivedKeys::IkeSa(ike) => {
+                let mut line = zeroize::Zeroizing::new(uat_line(ike));
+                line.push('\n');
+                write_line(&mut self.sink, &line)
+            }
+            DerivedKeys::ChildSa { inbound, outbound } => {
+                let [inbound, outbound] =
+                    [inbound, outbound].map(|sa| zeroize::Zeroizing::new(esp_sa_line(sa)));
+                let lines = zeroize::Zeroizing::new(format!("{}\n{}\n", *inbound, *outbound));
+                write_line(&mut self.esp_sink, &lines)
+            }
+        };
         self.check(result);
     }
 
@@ -281,21 +254,46 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::{
-        ike::crypto::{DhGroup, Prf},
-        ipsec::Secret,
-    };
+    use std::net::Ipv4Addr;
 
-    fn keys(e_len: usize, a_len: usize) -> IkeKeys {
+    use crate::{ike::proposal::EspChoice, ipsec::Secret};
+
+    /// An IKE SA's keys: 0xe1.../0xe2... SK_e, 0xa1.../0xa2... SK_a.
+    fn keys(
+        (spi_i, spi_r): (u64, u64),
+        encr: Encr,
+        integ: Option<Integ>,
+        e_len: usize,
+        a_len: usize,
+    ) -> IkeSaSecrets {
         let fill = |byte: u8, len: usize| Secret::new(vec![byte; len]);
-        IkeKeys {
-            sk_d: fill(0xdd, 32),
-            sk_ai: fill(0xa1, a_len),
-            sk_ar: fill(0xa2, a_len),
+        IkeSaSecrets {
+            spi_i,
+            spi_r,
+            encr,
+            integ,
             sk_ei: fill(0xe1, e_len),
             sk_er: fill(0xe2, e_len),
-            sk_pi: fill(0x91, 32),
-            sk_pr: fill(0x92, 32),
+            sk_ai: fill(0xa1, a_len),
+            sk_ar: fill(0xa2, a_len),
+        }
+    }
+
+    fn esp_secrets(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        spi: u32,
+        esp: EspChoice,
+        encr: &[u8],
+        integ: &[u8],
+    ) -> EspSecrets {
+        EspSecrets {
+            src,
+            dst,
+            spi,
+            esp,
+            encr: Secret::new(encr.to_vec()),
+            integ: Secret::new(integ.to_vec()),
         }
     }
 
@@ -320,23 +318,18 @@ mod tests {
         let sk_er = "ba9dd3835f209cd51017b40176b8863202b673ba7c897158b72a8291e3924f41";
         let sk_ai = "97e1de26762ea94e510e582c395362ccbc290849aaf0c47671a24498d8ddf422";
         let sk_ar = "6aad11aaacfaff816ce77ec2e37cbf2cf5b2c86a2f5c2844baaab2972a807b53";
-        let keys = IkeKeys {
-            sk_d: Secret::default(),
-            sk_ai: from_hex(sk_ai),
-            sk_ar: from_hex(sk_ar),
-            sk_ei: from_hex(sk_ei),
-            sk_er: from_hex(sk_er),
-            sk_pi: Secret::default(),
-            sk_pr: Secret::default(),
-        };
-        let choice = IkeChoice {
+        let keys = IkeSaSecrets {
+            spi_i: 0xcb74_6d6b_ba53_ff11,
+            spi_r: 0xcbd6_cf6a_e18d_11fe,
             encr: Encr::AesCbc { key_bits: 256 },
             integ: Some(Integ::HmacSha256_128),
-            prf: Prf::HmacSha256,
-            dh: DhGroup::Curve25519,
+            sk_ei: from_hex(sk_ei),
+            sk_er: from_hex(sk_er),
+            sk_ai: from_hex(sk_ai),
+            sk_ar: from_hex(sk_ar),
         };
         assert_eq!(
-            uat_line(0xcb74_6d6b_ba53_ff11, 0xcbd6_cf6a_e18d_11fe, &choice, &keys),
+            uat_line(&keys),
             format!(
                 "cb746d6bba53ff11,cbd6cf6ae18d11fe,{sk_ei},{sk_er},\"AES-CBC-256 [RFC3602]\",{sk_ai},{sk_ar},\"HMAC_SHA2_256_128 [RFC4868]\""
             )
@@ -351,13 +344,13 @@ mod tests {
             (Integ::HmacSha384_192, "HMAC_SHA2_384_192 [RFC4868]", 48),
             (Integ::HmacSha512_256, "HMAC_SHA2_512_256 [RFC4868]", 64),
         ] {
-            let choice = IkeChoice {
-                encr: Encr::AesCbc { key_bits: 128 },
-                integ: Some(integ),
-                prf: Prf::HmacSha256,
-                dh: DhGroup::Modp2048,
-            };
-            let line = uat_line(1, 0x0102_0304_0506_0708, &choice, &keys(16, a_len));
+            let line = uat_line(&keys(
+                (1, 0x0102_0304_0506_0708),
+                Encr::AesCbc { key_bits: 128 },
+                Some(integ),
+                16,
+                a_len,
+            ));
             assert_eq!(
                 line,
                 format!(
@@ -376,13 +369,13 @@ mod tests {
     #[test]
     fn gcm_lines_carry_the_salt_and_no_integrity_keys() {
         for (bits, e_len) in [(128u16, 20usize), (256, 36)] {
-            let choice = IkeChoice {
-                encr: Encr::AesGcm16 { key_bits: bits },
-                integ: None,
-                prf: Prf::HmacSha384,
-                dh: DhGroup::Ecp384,
-            };
-            let line = uat_line(0xffff_ffff_ffff_ffff, 0x10, &choice, &keys(e_len, 0));
+            let line = uat_line(&keys(
+                (0xffff_ffff_ffff_ffff, 0x10),
+                Encr::AesGcm16 { key_bits: bits },
+                None,
+                e_len,
+                0,
+            ));
             assert_eq!(
                 line,
                 format!(
@@ -408,14 +401,14 @@ mod tests {
             integ: None,
             esn: false,
         };
-        let line = esp_sa_line(
+        let line = esp_sa_line(&esp_secrets(
             Ipv4Addr::new(172, 25, 1, 2),
             Ipv4Addr::new(172, 25, 1, 1),
             0x2a7e_fad3,
-            &esp,
+            esp,
             &bytes,
             &[],
-        );
+        ));
         assert_eq!(
             line,
             format!(
@@ -437,14 +430,14 @@ mod tests {
                 integ: Some(integ),
                 esn: false,
             };
-            let line = esp_sa_line(
+            let line = esp_sa_line(&esp_secrets(
                 Ipv4Addr::new(10, 0, 0, 1),
                 Ipv4Addr::new(10, 0, 0, 2),
                 0x100,
-                &esp,
+                esp,
                 &[0xe1; 16],
                 &[0xa1; 20],
-            );
+            ));
             assert_eq!(
                 line,
                 format!(
@@ -473,14 +466,9 @@ mod tests {
     fn record_appends_one_line_per_sa() {
         let out = Shared::default();
         let mut log = KeyLog::to_writers("mem", Box::new(out.clone()), Box::new(io::sink()));
-        let choice = IkeChoice {
-            encr: Encr::AesGcm16 { key_bits: 256 },
-            integ: None,
-            prf: Prf::HmacSha256,
-            dh: DhGroup::Curve25519,
-        };
-        log.record(1, 2, &choice, &keys(36, 0));
-        log.record(3, 4, &choice, &keys(36, 0));
+        let gcm = Encr::AesGcm16 { key_bits: 256 };
+        log.record(&DerivedKeys::IkeSa(keys((1, 2), gcm, None, 36, 0)));
+        log.record(&DerivedKeys::IkeSa(keys((3, 4), gcm, None, 36, 0)));
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
@@ -496,21 +484,46 @@ mod tests {
     }
 
     #[test]
+    fn record_appends_two_esp_lines_per_child_sa() {
+        let (ike, esp) = (Shared::default(), Shared::default());
+        let mut log = KeyLog::to_writers("mem", Box::new(ike.clone()), Box::new(esp.clone()));
+        let gcm = EspChoice {
+            encr: Encr::AesGcm16 { key_bits: 128 },
+            integ: None,
+            esn: false,
+        };
+        let (hub, spoke) = (Ipv4Addr::new(172, 25, 1, 1), Ipv4Addr::new(172, 25, 1, 2));
+        log.record(&DerivedKeys::ChildSa {
+            inbound: esp_secrets(spoke, hub, 0x1000, gcm, &[0xe1; 20], &[]),
+            outbound: esp_secrets(hub, spoke, 0x2000, gcm, &[0xe2; 20], &[]),
+        });
+        let text = String::from_utf8(esp.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(text.ends_with('\n'));
+        assert!(
+            lines[0].starts_with("\"IPv4\",\"172.25.1.2\",\"172.25.1.1\",\"0x00001000\","),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with("\"IPv4\",\"172.25.1.1\",\"172.25.1.2\",\"0x00002000\","),
+            "{text}"
+        );
+        assert!(ike.0.lock().unwrap().is_empty(), "no IKE line");
+    }
+
+    #[test]
     fn the_file_is_created_0600_and_appended_to() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys");
-        let choice = IkeChoice {
-            encr: Encr::AesCbc { key_bits: 256 },
-            integ: Some(Integ::HmacSha256_128),
-            prf: Prf::HmacSha256,
-            dh: DhGroup::Ecp256,
-        };
+        let cbc = Encr::AesCbc { key_bits: 256 };
+        let sha = Some(Integ::HmacSha256_128);
         let mut log = KeyLog::open(&path).unwrap();
-        log.record(1, 2, &choice, &keys(32, 32));
+        log.record(&DerivedKeys::IkeSa(keys((1, 2), cbc, sha, 32, 32)));
         drop(log);
         let mut log = KeyLog::open(&path).unwrap();
         assert!(!log.readable_by_others());
-        log.record(3, 4, &choice, &keys(32, 32));
+        log.record(&DerivedKeys::IkeSa(keys((3, 4), cbc, sha, 32, 32)));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let text = std::fs::read_to_string(&path).unwrap();

@@ -1,14 +1,24 @@
 //! The hub's IKE policy, built once from the config: profiles with their
 //! identity matches, keyrings, pools and proposals. Pure data plus the
-//! lookups the exchanges need (IOS `match identity remote`, keyring peers).
+//! lookups the exchanges need (IOS `match identity remote`, keyring peers,
+//! `route accept any`).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::{
     config::{AuthMethod, Config, Identity, IdentityMatch},
-    ike::proposal::{EspProposal, IkeProposal, ProposalError},
+    ike::{
+        proposal::{EspProposal, IkeProposal, ProposalError},
+        sa::subnet_attribute,
+        wire::{ConfigAttribute, ConfigAttributeType},
+    },
     net::Ipv4Prefix,
 };
+
+/// Most prefixes `route_accept` installs for one peer: a spoke announces its
+/// LANs, a handful; a CFG_REQUEST of thousands would be a routing table
+/// filled by one peer.
+pub const MAX_PEER_ROUTES: usize = 256;
 
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -240,5 +250,88 @@ impl ProfilePolicy {
                     .filter(|k| k.address.is_some_and(|p| p.contains(peer_address)))
                     .max_by_key(|k| k.address.map_or(0, |p| p.len))
             })
+    }
+
+    /// The prefixes of a CFG_REQUEST's INTERNAL_IP4_SUBNETs that the profile's
+    /// `route_accept` (IOS `route accept any`) installs via the peer's
+    /// virtual-access; each one left out gets a log line saying why:
+    ///
+    /// - a zero-length value asks us for our subnets (RFC 7296 section 3.15.1
+    ///   lets a request leave values empty); it is not a route, and is
+    ///   skipped without a log line;
+    /// - a value that is not 8 octets, a netmask with holes, or an address with
+    ///   host bits set: refused, not repaired. Whether `10.1.1.1/24` means the
+    ///   host or its network is a guess, and a hub routing for thousands of
+    ///   spokes should not install guesses;
+    /// - 0.0.0.0/0: refused. One spoke would take every destination the hub has
+    ///   no better route for (the other spokes' LANs while their sessions are
+    ///   down, the Internet); a default route via a spoke is for a static
+    ///   route, not for what a peer claims;
+    /// - a prefix overlapping the profile's pool: refused. Those addresses are
+    ///   the spokes' own tunnel addresses, each routed /32 via its spoke's
+    ///   virtual-access (and what `bgp listen range` accepts sessions from);
+    ///   one spoke claiming them would catch the traffic of spokes not up yet;
+    /// - a prefix holding the hub's tunnel source or the peer's outer address:
+    ///   refused, it would route the tunnel's own ESP into the tunnel;
+    /// - duplicates are dropped, and at most `MAX_PEER_ROUTES` are taken.
+    pub fn accepted_routes(
+        &self,
+        hub: Ipv4Addr,
+        peer: SocketAddrV4,
+        identity: &Identity,
+        attributes: &[ConfigAttribute],
+    ) -> Vec<Ipv4Prefix> {
+        let subnets: Vec<&ConfigAttribute> = attributes
+            .iter()
+            .filter(|a| a.kind == ConfigAttributeType::InternalIp4Subnet && !a.value.is_empty())
+            .collect();
+        if subnets.is_empty() {
+            return Vec::new();
+        }
+        if !self.route_accept {
+            tracing::debug!(%peer, %identity, profile = %self.name, count = subnets.len(), "INTERNAL_IP4_SUBNET in the CFG_REQUEST ignored: the profile has no route_accept");
+            return Vec::new();
+        }
+        let mut routes: Vec<Ipv4Prefix> = Vec::new();
+        for attribute in subnets {
+            let refused = match subnet_attribute(&attribute.value) {
+                Err(why) => Err(why),
+                Ok(prefix) if prefix.len == 0 => Err(format!("{prefix}: a default route")),
+                Ok(prefix)
+                    if self.pool_range.is_some_and(|(first, last)| {
+                        let (a, b) = prefix.range();
+                        a <= last && first <= b
+                    }) =>
+                {
+                    Err(format!(
+                        "{prefix} overlaps the pool of profile {}",
+                        self.name
+                    ))
+                }
+                Ok(prefix) if prefix.contains(hub) => {
+                    Err(format!("{prefix} holds the hub's tunnel source {hub}"))
+                }
+                Ok(prefix) if prefix.contains(*peer.ip()) => Err(format!(
+                    "{prefix} holds the peer's own outer address {}",
+                    peer.ip()
+                )),
+                Ok(prefix) if routes.contains(&prefix) => continue,
+                Ok(_) if routes.len() >= MAX_PEER_ROUTES => {
+                    Err(format!("more than {MAX_PEER_ROUTES} prefixes"))
+                }
+                Ok(prefix) => Ok(prefix),
+            };
+            match refused {
+                Ok(prefix) => routes.push(prefix),
+                Err(why) => tracing::warn!(
+                    %peer, %identity, profile = %self.name,
+                    "route accept: INTERNAL_IP4_SUBNET refused: {why}"
+                ),
+            }
+        }
+        if !routes.is_empty() {
+            tracing::info!(%peer, %identity, profile = %self.name, routes = ?routes.iter().map(ToString::to_string).collect::<Vec<_>>(), "route accept: prefixes from the peer's CFG_REQUEST");
+        }
+        routes
     }
 }

@@ -1,6 +1,8 @@
 //! The IKE socket task: UDP 500 and 4500 on the hub's address, the engine
 //! behind them, and the consequences of its actions (SPIs into the XDP
-//! filter, session log lines in the spirit of IOS `crypto logging session`).
+//! filter, session log lines in the spirit of IOS `crypto logging session`,
+//! the key log when one is open). The clock and the RNG the state machines
+//! use come from here.
 
 use std::{
     collections::HashMap,
@@ -14,7 +16,12 @@ use tokio::{net::UdpSocket, sync::mpsc};
 
 use crate::{
     iface::{IkeDatagrams, IkeOn4500},
-    ike::engine::{Action, AddressPools, ChildSaParams, Engine},
+    ike::{
+        engine::Engine,
+        exchange::{Initiator, InitiatorError, Step},
+        keylog::KeyLog,
+        sa::{Action, AddressPools, ChildSaParams, DerivedKeys},
+    },
     net::{IKE_PORT, NATT_PORT},
     pool::Pools,
     xdp::XdpFilter,
@@ -153,11 +160,14 @@ enum Natt {
     },
 }
 
-/// The bound sockets; binding happens before the daemon reports ready.
+/// The bound sockets (binding happens before the daemon reports ready),
+/// and the key log: what IKE writes outside the process.
 pub struct IkeSockets {
     ike: UdpSocket,
     natt: Natt,
     local: Ipv4Addr,
+    /// Debugging only: where the keys of new SAs go (`ike::keylog`).
+    keylog: Mutex<Option<KeyLog>>,
 }
 
 async fn bind_ike(local: Ipv4Addr, port: u16) -> anyhow::Result<UdpSocket> {
@@ -172,6 +182,7 @@ impl IkeSockets {
             ike: bind_ike(local, IKE_PORT).await?,
             natt: Natt::Own(bind_ike(local, NATT_PORT).await?),
             local,
+            keylog: Mutex::new(None),
         })
     }
 
@@ -195,6 +206,7 @@ impl IkeSockets {
             ike,
             natt: Natt::Own(natt),
             local,
+            keylog: Mutex::new(None),
         })
     }
 
@@ -211,7 +223,41 @@ impl IkeSockets {
                 rx: Mutex::new(Some(on_4500.rx)),
             },
             local,
+            keylog: Mutex::new(None),
         })
+    }
+
+    /// Writes each new SA's keys (IKE SAs and CHILD_SAs, accepted or
+    /// dialled) to `keylog`, in the formats of Wireshark's decryption
+    /// tables, as soon as they are derived. For debugging and tests only:
+    /// whoever reads the log can decrypt the SAs.
+    #[must_use]
+    pub fn with_keylog(self, keylog: Option<KeyLog>) -> Self {
+        IkeSockets {
+            keylog: Mutex::new(keylog),
+            ..self
+        }
+    }
+
+    /// Appends keys to the key log, if one is open.
+    pub fn log_keys(&self, keys: &DerivedKeys) {
+        if let Some(log) = lock(&self.keylog).as_mut() {
+            log.record(keys);
+        }
+    }
+
+    /// Hands a response to a dialling initiator (`Initiator::handle`) and
+    /// writes the keys it derived to the key log.
+    pub fn dial_step(
+        &self,
+        initiator: &mut Initiator,
+        datagram: &[u8],
+    ) -> Result<Step, InitiatorError> {
+        let step = initiator.handle(datagram);
+        for keys in initiator.take_derived_keys() {
+            self.log_keys(&keys);
+        }
+        step
     }
 
     /// Sends an IKE message from our port `local_port`; on 4500 with the
@@ -353,11 +399,13 @@ pub async fn apply<S: SessionLayer>(
 ) {
     // New CHILD_SAs go into the datapath before the IKE_AUTH response
     // leaves: the initiator may send ESP as soon as it has the response.
+    // Their keys are logged before either.
     let (ups, rest): (Vec<Action>, Vec<Action>) = actions
         .into_iter()
-        .partition(|a| matches!(a, Action::ChildUp(_)));
+        .partition(|a| matches!(a, Action::KeysDerived(_) | Action::ChildUp(_)));
     for action in ups.into_iter().chain(rest) {
         match action {
+            Action::KeysDerived(keys) => sockets.log_keys(&keys),
             Action::Send {
                 local,
                 remote,
@@ -453,4 +501,87 @@ pub async fn shutdown<S: SessionLayer>(shared: &IkeShared<S>, sockets: &IkeSocke
         engine.shutdown(&mut PoolsRef(&mut pools))
     };
     apply(shared, sockets, actions).await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::io::{self, Write};
+
+    use super::*;
+    use crate::{
+        ike::tests::{MemPools, SeededRng, hub, spoke},
+        ipsec::Mode,
+    };
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            lock(&self.0).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        fn lines(&self) -> usize {
+            String::from_utf8(lock(&self.0).clone())
+                .unwrap()
+                .lines()
+                .count()
+        }
+    }
+
+    /// A spoke's dial through `dial_step` logs its IKE SA (one line) and
+    /// its CHILD_SA (two `esp_sa` lines), as the hub's task does for the SAs
+    /// it accepts.
+    #[tokio::test]
+    async fn a_dial_writes_its_keys_to_the_key_log() {
+        // UDP 500 needs root; the sockets themselves are not used.
+        let Ok(sockets) = IkeSockets::bind(Ipv4Addr::new(127, 77, 0, 1)).await else {
+            eprintln!("skipped: cannot bind UDP 500 and 4500 on 127.77.0.1");
+            return;
+        };
+        let (ike, esp) = (Shared::default(), Shared::default());
+        let sockets = sockets.with_keylog(Some(KeyLog::to_writers(
+            "mem",
+            Box::new(ike.clone()),
+            Box::new(esp.clone()),
+        )));
+        let mut engine = hub("");
+        let mut pools = MemPools::default();
+        pools.size = 10;
+        let config = spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel);
+        let (from, to) = (config.local, config.remote);
+        let mut initiator = Initiator::new(config, Box::new(SeededRng(121)));
+        let mut request = initiator.start().unwrap();
+        let now = Instant::now();
+        for _ in 0..2 {
+            let actions = engine.handle(now, to, from, &request, &mut pools).unwrap();
+            let response = actions
+                .into_iter()
+                .find_map(|a| match a {
+                    Action::Send { packet, .. } => Some(packet),
+                    _ => None,
+                })
+                .unwrap();
+            match sockets.dial_step(&mut initiator, &response).unwrap() {
+                Step::Send(next) => {
+                    assert_eq!((ike.lines(), esp.lines()), (1, 0), "after IKE_SA_INIT");
+                    request = next;
+                }
+                Step::Established(_) => {
+                    assert_eq!((ike.lines(), esp.lines()), (1, 2), "after IKE_AUTH");
+                    return;
+                }
+                Step::SendAll(_) => unreachable!("no fragmentation configured"),
+            }
+        }
+        panic!("not established after two exchanges");
+    }
 }

@@ -17,7 +17,7 @@ use super::{
 use crate::{
     iface::VaId,
     ike::{
-        initiator::{Initiator, InitiatorConfig},
+        exchange::{Initiator, InitiatorConfig},
         policy::{KeyringEntry, Policy},
         task::{IkeShared, IkeSockets},
     },

@@ -7,7 +7,7 @@ use std::{net::SocketAddrV4, time::Duration};
 use tokio::sync::mpsc;
 
 use crate::ike::{
-    initiator::{Established, Initiator, Step},
+    exchange::{Established, Initiator, Step},
     task::{IkeSockets, Inbound},
     wire::{Delete, Payload, ProtocolId},
 };
@@ -66,7 +66,7 @@ pub(super) async fn dial(
                 "no answer from {peer} after {ATTEMPTS} tries"
             )));
         };
-        match initiator.handle(&inbound.datagram) {
+        match sockets.dial_step(initiator, &inbound.datagram) {
             Ok(Step::Send(next)) => request = vec![next],
             Ok(Step::SendAll(parts)) => request = parts,
             Ok(Step::Established(e)) => return Ok(*e),

@@ -17,7 +17,7 @@ use crate::{
     config::{Config, Tunnel},
     iface::{Datapath, Route, SaPair, VaId, VirtualAccessSpec},
     ike::{
-        initiator::{Established, Initiator, InitiatorConfig},
+        exchange::{Established, Initiator, InitiatorConfig},
         policy::{KeyringEntry, Policy},
         task::{IkeShared, IkeSockets, Inbound},
     },

@@ -1,0 +1,473 @@
+//! IKE_SA_INIT (RFC 7296 section 1.2): proposals, Diffie-Hellman, nonces,
+//! NAT detection (section 2.23) and the fragmentation announcement (RFC
+//! 7383), unencrypted; both ends derive the IKE SA's keys from it (section
+//! 2.14). The responder half answers a spoke's request and creates a
+//! half-open SA; the initiator half is a spoke's first request and what it
+//! makes of the answer.
+
+use std::net::SocketAddrV4;
+
+use super::{InitiatorConfig, InitiatorError, Received};
+use crate::{
+    ike::{
+        crypto::{DhGroup, DhPrivate},
+        policy::Policy,
+        proposal::{self, IkeChoice},
+        sa::{
+            Action, INITIATOR_REQUEST, IkeSa, Keymat, NONCE_LEN, RESPONDER_RESPONSE, Reassembly,
+            SaState, fake_nat_hash, header, nat_hash, notify,
+        },
+        wire::{ExchangeType, KeyExchange, Message, NotifyType, Payload, Proposal},
+    },
+    ipsec::Rng,
+};
+
+// ----- responder -----
+
+/// Why a request is refused: the notify the response carries and the
+/// reason the operator reads.
+struct Refusal {
+    kind: NotifyType,
+    data: Vec<u8>,
+    reason: String,
+}
+
+impl Refusal {
+    fn new(kind: NotifyType, reason: impl Into<String>) -> Self {
+        Refusal {
+            kind,
+            data: vec![],
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The payloads of a request the responder works with.
+struct InitRequest<'a> {
+    proposals: &'a [Proposal],
+    ke: &'a KeyExchange,
+    ni: &'a Vec<u8>,
+    nat_src: Vec<Vec<u8>>,
+    nat_dst: Option<Vec<u8>>,
+}
+
+/// Answers an IKE_SA_INIT request that is not a retransmission: a new
+/// half-open SA (with our SPI from `spi_taken`'s complement, tunnel id
+/// `tunnel_id`) and the actions that go with it, or the refusal's actions.
+pub(crate) fn respond(
+    rng: &mut dyn Rng,
+    policy: &Policy,
+    forced_encapsulation: bool,
+    spi_taken: impl Fn(u64) -> bool,
+    tunnel_id: u32,
+    received: &Received<'_>,
+) -> Result<(IkeSa, Vec<Action>), Vec<Action>> {
+    let spi_i = received.message.header.spi_i;
+    let (local, remote) = (received.local, received.remote);
+    let refuse = |refusal| refusal_actions(received, refusal);
+    let request = read_request(received.message).map_err(refuse)?;
+    let (choice, number) = choose(policy, &request).map_err(refuse)?;
+    let dh = choice.dh.generate(rng).map_err(|e| {
+        refuse(Refusal::new(
+            NotifyType::NoProposalChosen,
+            format!("DH key generation failed: {e}"),
+        ))
+    })?;
+    let shared = dh.shared_secret(&request.ke.data).map_err(|e| {
+        refuse(Refusal::new(
+            NotifyType::InvalidSyntax,
+            format!("peer's KE is not valid: {e}"),
+        ))
+    })?;
+    let spi_r = new_spi(rng, spi_taken);
+    let mut nr = vec![0u8; NONCE_LEN];
+    rng.fill(&mut nr);
+    let (nat, forced) = nat_detection(&request, spi_i, local, remote, forced_encapsulation);
+    let frag = received
+        .message
+        .notify(NotifyType::Ikev2FragmentationSupported)
+        .is_some();
+    let keymat = Keymat::derive(false, choice, request.ni.clone(), nr, &shared, spi_i, spi_r)
+        .map_err(|e| {
+            refuse(Refusal::new(
+                NotifyType::NoProposalChosen,
+                format!("cipher setup failed: {e}"),
+            ))
+        })?;
+
+    let mut payloads = vec![
+        Payload::Sa(vec![choice.to_proposal(number)]),
+        Payload::Ke(KeyExchange {
+            group: choice.dh.iana(),
+            data: dh.public_key().to_vec(),
+        }),
+        Payload::Nonce(keymat.nr.clone()),
+        notify(
+            NotifyType::NatDetectionSourceIp,
+            if forced_encapsulation {
+                fake_nat_hash(rng)
+            } else {
+                nat_hash(spi_i, spi_r, local)
+            },
+        ),
+        notify(
+            NotifyType::NatDetectionDestinationIp,
+            nat_hash(spi_i, spi_r, remote),
+        ),
+    ];
+    if frag {
+        payloads.push(notify(NotifyType::Ikev2FragmentationSupported, vec![]));
+    }
+    let reply = Message {
+        header: header(spi_i, spi_r, ExchangeType::IkeSaInit, 0, RESPONDER_RESPONSE),
+        payloads,
+    };
+    let packet = reply.emit();
+    let keys = keymat.secrets();
+    let sa = half_open(tunnel_id, keymat, received, packet.clone(), nat);
+    tracing::debug!(peer = %remote, %choice, nat, forced, "IKE_SA_INIT answered");
+    let actions = vec![
+        Action::KeysDerived(keys),
+        Action::Send {
+            local,
+            remote,
+            packet,
+        },
+    ];
+    Ok((sa, actions))
+}
+
+/// A refused request gets one notify, no SA (RFC 7296 section 1.2).
+fn refusal_actions(received: &Received<'_>, refusal: Refusal) -> Vec<Action> {
+    let reply = Message {
+        header: header(
+            received.message.header.spi_i,
+            0,
+            ExchangeType::IkeSaInit,
+            0,
+            RESPONDER_RESPONSE,
+        ),
+        payloads: vec![notify(refusal.kind, refusal.data)],
+    };
+    vec![
+        Action::Send {
+            local: received.local,
+            remote: received.remote,
+            packet: reply.emit(),
+        },
+        Action::Refused {
+            peer: received.remote,
+            reason: refusal.reason,
+        },
+    ]
+}
+
+fn read_request(message: &Message) -> Result<InitRequest<'_>, Refusal> {
+    if let Some(kind) = message.unsupported_critical() {
+        return Err(Refusal {
+            kind: NotifyType::UnsupportedCriticalPayload,
+            data: vec![kind],
+            reason: format!("IKE_SA_INIT with unsupported critical payload {kind}"),
+        });
+    }
+    let mut proposals = None;
+    let mut ke = None;
+    let mut ni = None;
+    let mut nat_src = Vec::new();
+    let mut nat_dst = None;
+    for p in &message.payloads {
+        match p {
+            Payload::Sa(list) => proposals = Some(list),
+            Payload::Ke(k) => ke = Some(k),
+            Payload::Nonce(n) => ni = Some(n),
+            Payload::Notify(n) if n.kind == NotifyType::NatDetectionSourceIp => {
+                nat_src.push(n.data.clone());
+            }
+            Payload::Notify(n) if n.kind == NotifyType::NatDetectionDestinationIp => {
+                nat_dst = Some(n.data.clone());
+            }
+            _ => {}
+        }
+    }
+    let (Some(proposals), Some(ke), Some(ni)) = (proposals, ke, ni) else {
+        return Err(Refusal::new(
+            NotifyType::InvalidSyntax,
+            "IKE_SA_INIT without SA, KE or nonce",
+        ));
+    };
+    if !(16..=256).contains(&ni.len()) {
+        return Err(Refusal::new(
+            NotifyType::InvalidSyntax,
+            format!("nonce of {} bytes", ni.len()),
+        ));
+    }
+    Ok(InitRequest {
+        proposals,
+        ke,
+        ni,
+        nat_src,
+        nat_dst,
+    })
+}
+
+/// The proposal we take, and the KE that must come with it.
+fn choose(policy: &Policy, request: &InitRequest<'_>) -> Result<(IkeChoice, u8), Refusal> {
+    let Some((choice, number)) = proposal::choose_ike(
+        &policy.ike_proposals,
+        request.proposals,
+        Some(request.ke.group),
+    ) else {
+        return Err(Refusal::new(
+            NotifyType::NoProposalChosen,
+            format!(
+                "no acceptable IKE proposal; peer offered {}",
+                proposal::describe_offer(request.proposals)
+            ),
+        ));
+    };
+    if request.ke.group != choice.dh.iana() {
+        // RFC 7296 section 1.2: tell the initiator which group to use.
+        return Err(Refusal {
+            kind: NotifyType::InvalidKePayload,
+            data: choice.dh.iana().to_be_bytes().to_vec(),
+            reason: format!(
+                "KE for DH group {} but group {} chosen; asked for a new KE",
+                request.ke.group,
+                choice.dh.iana()
+            ),
+        });
+    }
+    Ok((choice, number))
+}
+
+/// Our SPI: random, non-zero, not in use.
+fn new_spi(rng: &mut dyn Rng, taken: impl Fn(u64) -> bool) -> u64 {
+    loop {
+        let mut b = [0u8; 8];
+        rng.fill(&mut b);
+        let spi = u64::from_be_bytes(b);
+        if spi != 0 && !taken(spi) {
+            return spi;
+        }
+    }
+}
+
+/// NAT detection (section 2.23): the peer's hashes against what we see.
+/// Returns whether ESP goes in UDP, and whether that is forced.
+fn nat_detection(
+    request: &InitRequest<'_>,
+    spi_i: u64,
+    local: SocketAddrV4,
+    remote: SocketAddrV4,
+    forced_encapsulation: bool,
+) -> (bool, bool) {
+    let nat_src = &request.nat_src;
+    let peer_natted =
+        !nat_src.is_empty() && !nat_src.iter().any(|h| *h == nat_hash(spi_i, 0, remote));
+    let we_natted = request
+        .nat_dst
+        .as_ref()
+        .is_some_and(|h| *h != nat_hash(spi_i, 0, local));
+    // Forcing takes a peer that does NAT-T at all (it sent both
+    // notifies), as strongSwan's COND_NAT_FAKE does: one that does not
+    // would never float to 4500 nor encapsulate.
+    let peer_does_natt = !nat_src.is_empty() && request.nat_dst.is_some();
+    let forced = forced_encapsulation && peer_does_natt;
+    if forced_encapsulation && !peer_does_natt {
+        tracing::warn!(peer = %remote, "UDP encapsulation is forced but the peer sent no NAT_DETECTION notifies (no NAT-T): its ESP will not be in UDP");
+    }
+    (peer_natted || we_natted || forced, forced)
+}
+
+/// The SA the response creates, waiting for IKE_AUTH.
+fn half_open(
+    tunnel_id: u32,
+    keymat: Keymat,
+    received: &Received<'_>,
+    init_response: Vec<u8>,
+    nat: bool,
+) -> IkeSa {
+    IkeSa {
+        tunnel_id,
+        keymat,
+        local: received.local,
+        remote: received.remote,
+        state: SaState::HalfOpen,
+        init_request: received.datagram.to_vec(),
+        init_response,
+        nat,
+        next_request_id: 0,
+        last_response: None,
+        last_heard: received.now,
+        dpd: None,
+        dpd_on_demand: true,
+        last_sent: None,
+        probe: None,
+        created: received.now,
+        established: None,
+        identity: None,
+        profile: None,
+        auth_remote: None,
+        auth_local: None,
+        lease: None,
+        children: Vec::new(),
+        fragments: Reassembly::default(),
+    }
+}
+
+// ----- initiator -----
+
+/// Our request, waiting for the answer.
+pub(crate) struct InitSent {
+    dh: DhPrivate,
+    ni: Vec<u8>,
+    request: Vec<u8>,
+    group: u16,
+}
+
+/// What the responder's answer leads to.
+pub(crate) enum InitResponse {
+    /// INVALID_KE_PAYLOAD: start over with this group (section 1.2).
+    Retry(u16),
+    Done(Box<InitDone>),
+}
+
+/// The IKE SA as IKE_SA_INIT leaves it, for IKE_AUTH.
+pub(crate) struct InitDone {
+    pub(crate) keymat: Keymat,
+    /// NAT-T in use: IKE moves to 4500 and ESP goes in UDP.
+    pub(crate) nat: bool,
+    /// Our request, which our AUTH signs (section 2.15).
+    pub(crate) request: Vec<u8>,
+    /// The responder's answer, which its AUTH signs.
+    pub(crate) response: Vec<u8>,
+    /// The responder supports fragmentation (RFC 7383 section 2.3).
+    pub(crate) fragmentation: bool,
+}
+
+/// The request, with a KE for `group`.
+pub(crate) fn request(
+    rng: &mut dyn Rng,
+    config: &InitiatorConfig,
+    spi_i: u64,
+    group: u16,
+) -> Result<(InitSent, Vec<u8>), InitiatorError> {
+    let dh_group =
+        DhGroup::from_iana(group).ok_or(InitiatorError::Unexpected("unknown DH group"))?;
+    let dh = dh_group.generate(rng)?;
+    let mut ni = vec![0u8; NONCE_LEN];
+    rng.fill(&mut ni);
+    let proposals = config
+        .ike
+        .iter()
+        .enumerate()
+        .map(|(i, p)| IkeChoice::offer(p, u8::try_from(i + 1).unwrap_or(u8::MAX)))
+        .collect();
+    let message = Message {
+        header: header(spi_i, 0, ExchangeType::IkeSaInit, 0, INITIATOR_REQUEST),
+        payloads: vec![
+            Payload::Sa(proposals),
+            Payload::Ke(KeyExchange {
+                group,
+                data: dh.public_key().to_vec(),
+            }),
+            Payload::Nonce(ni.clone()),
+            notify(
+                NotifyType::NatDetectionSourceIp,
+                // A hash that matches no address: the responder sees
+                // us behind NAT (`sa::fake_nat_hash` says why random).
+                if config.force_encapsulation {
+                    fake_nat_hash(rng)
+                } else {
+                    nat_hash(spi_i, 0, config.local)
+                },
+            ),
+            notify(
+                NotifyType::NatDetectionDestinationIp,
+                nat_hash(spi_i, 0, config.remote),
+            ),
+            notify(NotifyType::Ikev2FragmentationSupported, vec![]),
+        ],
+    };
+    let request = message.emit();
+    let sent = InitSent {
+        dh,
+        ni,
+        request: request.clone(),
+        group,
+    };
+    Ok((sent, request))
+}
+
+/// The responder's answer: a new group to try, or the IKE SA's keys.
+pub(crate) fn response(
+    config: &InitiatorConfig,
+    spi_i: u64,
+    sent: InitSent,
+    message: &Message,
+    datagram: &[u8],
+) -> Result<InitResponse, InitiatorError> {
+    if let Some(n) = message.payloads.iter().find_map(|p| match p {
+        Payload::Notify(n) if n.kind.is_error() => Some(n),
+        _ => None,
+    }) {
+        // RFC 7296 section 1.2: start over with the group the responder wants.
+        if n.kind == NotifyType::InvalidKePayload && n.data.len() == 2 {
+            let wanted = u16::from_be_bytes([n.data[0], n.data[1]]);
+            if wanted != sent.group {
+                return Ok(InitResponse::Retry(wanted));
+            }
+        }
+        return Err(InitiatorError::Refused(n.kind));
+    }
+    let (mut sa, mut ke, mut nr) = (None, None, None);
+    let (mut nat_src, mut nat_dst) = (Vec::new(), None);
+    for p in &message.payloads {
+        match p {
+            Payload::Sa(list) => sa = list.first(),
+            Payload::Ke(k) => ke = Some(k),
+            Payload::Nonce(n) => nr = Some(n.clone()),
+            Payload::Notify(n) if n.kind == NotifyType::NatDetectionSourceIp => {
+                nat_src.push(&n.data);
+            }
+            Payload::Notify(n) if n.kind == NotifyType::NatDetectionDestinationIp => {
+                nat_dst = Some(&n.data);
+            }
+            _ => {}
+        }
+    }
+    let (Some(sa), Some(ke), Some(nr)) = (sa, ke, nr) else {
+        return Err(InitiatorError::Malformed(
+            "IKE_SA_INIT response without SA, KE or nonce".into(),
+        ));
+    };
+    let (choice, _) = proposal::choose_ike(&config.ike, std::slice::from_ref(sa), Some(ke.group))
+        .ok_or(InitiatorError::Unexpected(
+        "the responder chose a proposal we did not offer",
+    ))?;
+    let shared = sent.dh.shared_secret(&ke.data)?;
+    let spi_r = message.header.spi_r;
+    // NAT detection (RFC 7296 section 2.23), with the responder's SPI
+    // now known. Without I/O we take the response to come from where we
+    // sent the request, and our address to be the configured one.
+    let they_natted = !nat_src.is_empty()
+        && !nat_src
+            .iter()
+            .any(|h| **h == nat_hash(spi_i, spi_r, config.remote));
+    let we_natted = nat_dst.is_some_and(|h| *h != nat_hash(spi_i, spi_r, config.local));
+    let responder_does_natt = !nat_src.is_empty() && nat_dst.is_some();
+    let nat = responder_does_natt && (they_natted || we_natted || config.force_encapsulation);
+    let keymat = Keymat::derive(true, choice, sent.ni, nr, &shared, spi_i, spi_r)?;
+    if nat {
+        tracing::debug!(remote = %config.remote, they_natted, we_natted, forced = config.force_encapsulation, "NAT-T: IKE moves to UDP 4500, ESP goes in UDP");
+    }
+    Ok(InitResponse::Done(Box::new(InitDone {
+        keymat,
+        nat,
+        request: sent.request,
+        response: datagram.to_vec(),
+        fragmentation: message
+            .notify(NotifyType::Ikev2FragmentationSupported)
+            .is_some(),
+    })))
+}

@@ -1,0 +1,579 @@
+//! What the exchanges of one IKE SA share (RFC 7296 section 2): its SPIs,
+//! keys and SK ciphers in either role ([`Keymat`]); on the responder its
+//! message-ID window, retransmission cache, dead peer detection and
+//! CHILD_SAs ([`IkeSa`]); on the initiator the established SA ([`InitiatedSa`]);
+//! what the exchanges hand back to their caller ([`Action`],
+//! [`ChildSaParams`], [`DerivedKeys`]); and the helpers they all use:
+//! sealing and opening SK payloads, NAT detection hashes, identities,
+//! configuration attributes.
+
+use std::{
+    collections::HashSet,
+    fmt,
+    net::{Ipv4Addr, SocketAddrV4},
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    config::{AuthMethod, Identity},
+    ike::{
+        crypto::{self, ChildKeys, CryptoError, IkeKeys, SkCipher},
+        proposal::{EspChoice, IkeChoice},
+        wire::{
+            self, ExchangeType, Header, HeaderFlags, IdType, Identification, Notify, NotifyType,
+            Payload, PayloadType, ProtocolId, TrafficSelector,
+        },
+    },
+    ipsec::{Encr, Integ, Mode, Rng, Secret},
+    net::Ipv4Prefix,
+};
+
+/// Length of the nonces we send (RFC 7296 section 2.10: at least half the
+/// PRF's key size; 32 bytes covers SHA-512).
+pub(crate) const NONCE_LEN: usize = 32;
+/// Length of a NAT_DETECTION hash (SHA-1, RFC 7296 section 3.10.1).
+const NAT_HASH_LEN: usize = 20;
+
+/// Requests from the original initiator: I set, R clear (RFC 7296 section 3.1).
+pub(crate) const INITIATOR_REQUEST: HeaderFlags = HeaderFlags {
+    initiator: true,
+    response: false,
+    version: false,
+};
+
+/// Responses from the original responder: I clear, R set.
+pub(crate) const RESPONDER_RESPONSE: HeaderFlags = HeaderFlags {
+    initiator: false,
+    response: true,
+    version: false,
+};
+
+/// Where the spoke's addresses come from (the real one is `pool::Pools`).
+pub trait AddressPools {
+    fn acquire(&mut self, pool: &str, identity: &str) -> Result<Ipv4Addr, String>;
+    fn release(&mut self, pool: &str, address: Ipv4Addr);
+}
+
+/// A CHILD_SA for the datapath and the XDP filter: everything needed to
+/// build the peer's virtual-access and install the SA pair on it.
+#[derive(Clone, Debug)]
+pub struct ChildSaParams {
+    pub ike_spi: u64,
+    /// The IKE SA's tunnel id, as in `Action::SessionUp` (on the initiator:
+    /// `InitiatorConfig::tunnel_id`).
+    pub tunnel_id: u32,
+    /// The `[ikev2.profile.NAME]` that accepted the peer (on the initiator:
+    /// `InitiatorConfig::profile`).
+    pub profile: String,
+    /// The `[virtual_template.N]` the peer's virtual-access is cloned from.
+    pub virtual_template: Option<u16>,
+    /// The peer's address inside the tunnel: the pool address leased to it in
+    /// this IKE_AUTH, routed /32 via its virtual-access. `None` on the
+    /// initiator (the hub's inner address is not negotiated).
+    pub peer_inner: Option<Ipv4Addr>,
+    /// Prefixes behind the peer, routed via its virtual-access. On the hub:
+    /// the INTERNAL_IP4_SUBNETs of the peer's CFG_REQUEST that the profile's
+    /// `route_accept` let through; on the initiator: those the hub pushed in
+    /// its CFG_REPLY (`route set`).
+    pub peer_routes: Vec<Ipv4Prefix>,
+    pub spi_in: u32,
+    pub spi_out: u32,
+    pub mode: Mode,
+    /// UDP encapsulation ports (local, remote) when ESP goes in UDP 4500
+    /// (RFC 3948): NAT between the peers, or encapsulation forced.
+    pub encap: Option<(u16, u16)>,
+    pub local: Ipv4Addr,
+    pub remote: Ipv4Addr,
+    pub esp: EspChoice,
+    /// ESP keys (RFC 7296 section 2.17): `encr_i` / `integ_i` protect what
+    /// the initiator sends, `encr_r` / `integ_r` what the responder sends.
+    /// On the hub (the responder) the first pair is what it receives.
+    pub keys: ChildKeys,
+    pub ts_local: Vec<TrafficSelector>,
+    pub ts_remote: Vec<TrafficSelector>,
+}
+
+/// What happened to a spoke's session, for the log and the other modules.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Send `packet` (an IKE message; the task adds the non-ESP marker on 4500).
+    Send {
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+        packet: Vec<u8>,
+    },
+    ChildUp(ChildSaParams),
+    ChildDown {
+        ike_spi: u64,
+        spi_in: u32,
+        spi_out: u32,
+    },
+    SessionUp {
+        tunnel_id: u32,
+        peer: SocketAddrV4,
+        identity: String,
+        profile: String,
+        address: Option<Ipv4Addr>,
+    },
+    SessionDown {
+        tunnel_id: u32,
+        peer: SocketAddrV4,
+        identity: Option<String>,
+        reason: String,
+    },
+    /// An exchange failed in a way the operator should see (auth failure,
+    /// no proposal chosen ...), with the peer it concerns.
+    Refused {
+        peer: SocketAddrV4,
+        reason: String,
+    },
+    /// Keys were derived: for the key log (`ike::keylog`), written by the
+    /// socket task when one is open, dropped otherwise.
+    KeysDerived(DerivedKeys),
+}
+
+/// Keys an exchange has just derived, with what Wireshark's decryption
+/// tables need to use them. Debugging only: the state machine hands them
+/// out and writes nothing; `ike::keylog` formats them.
+#[derive(Clone, Debug)]
+pub enum DerivedKeys {
+    /// A new IKE SA (a row of the `ikev2_decryption_table` UAT).
+    IkeSa(IkeSaSecrets),
+    /// A new CHILD_SA (two rows of the `esp_sa` UAT).
+    ChildSa {
+        inbound: EspSecrets,
+        outbound: EspSecrets,
+    },
+}
+
+/// The SK_e and SK_a keys of an IKE SA, both ways (RFC 7296 section 2.14).
+/// `sk_ai`/`sk_ar` are empty with an AEAD cipher; GCM keys carry the salt.
+#[derive(Clone)]
+pub struct IkeSaSecrets {
+    pub spi_i: u64,
+    pub spi_r: u64,
+    pub encr: Encr,
+    pub integ: Option<Integ>,
+    pub sk_ei: Secret,
+    pub sk_er: Secret,
+    pub sk_ai: Secret,
+    pub sk_ar: Secret,
+}
+
+impl fmt::Debug for IkeSaSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IkeSaSecrets")
+            .field("spi_i", &format_args!("{:016x}", self.spi_i))
+            .field("spi_r", &format_args!("{:016x}", self.spi_r))
+            .finish_non_exhaustive()
+    }
+}
+
+/// One direction of a CHILD_SA: the outer addresses Wireshark matches on,
+/// the SPI, the algorithms and the keys (`integ` empty with an AEAD).
+#[derive(Clone)]
+pub struct EspSecrets {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub spi: u32,
+    pub esp: EspChoice,
+    pub encr: Secret,
+    pub integ: Secret,
+}
+
+impl fmt::Debug for EspSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EspSecrets")
+            .field("src", &self.src)
+            .field("dst", &self.dst)
+            .field("spi", &format_args!("{:#010x}", self.spi))
+            .finish_non_exhaustive()
+    }
+}
+
+impl DerivedKeys {
+    /// The two directions of `child`. `initiator`: we initiated the
+    /// CHILD_SA, so the initiator's keys protect what we send.
+    pub fn child(child: &ChildSaParams, initiator: bool) -> Self {
+        let k = &child.keys;
+        let (ours, theirs) = if initiator {
+            ((&k.encr_i, &k.integ_i), (&k.encr_r, &k.integ_r))
+        } else {
+            ((&k.encr_r, &k.integ_r), (&k.encr_i, &k.integ_i))
+        };
+        let direction = |src, dst, spi, (encr, integ): (&Secret, &Secret)| EspSecrets {
+            src,
+            dst,
+            spi,
+            esp: child.esp,
+            encr: encr.clone(),
+            integ: integ.clone(),
+        };
+        DerivedKeys::ChildSa {
+            inbound: direction(child.remote, child.local, child.spi_in, theirs),
+            outbound: direction(child.local, child.remote, child.spi_out, ours),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SaState {
+    /// IKE_SA_INIT answered; waiting for IKE_AUTH.
+    HalfOpen,
+    /// IKE_AUTH done: READY in IOS terms.
+    Ready,
+}
+
+/// Why an incoming datagram produced nothing: counted by the task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    Malformed,
+    UnknownSpi,
+    BadMessageId,
+    Integrity,
+    NotARequest,
+}
+
+/// The SPIs, keys and SK ciphers of one IKE SA, and which end we are: what
+/// every exchange on it needs to protect its messages (RFC 7296 section
+/// 3.14) and to derive CHILD_SA keys (section 2.17), in either role.
+pub(crate) struct Keymat {
+    pub(crate) spi_i: u64,
+    pub(crate) spi_r: u64,
+    /// We are the SA's original initiator: the I flag of what we send
+    /// (section 3.1), and SK_ei/SK_ai protect it.
+    pub(crate) initiator: bool,
+    pub(crate) choice: IkeChoice,
+    pub(crate) keys: IkeKeys,
+    /// Opens what the peer sends; seals what we send.
+    pub(crate) rx: SkCipher,
+    pub(crate) tx: SkCipher,
+    pub(crate) ni: Vec<u8>,
+    pub(crate) nr: Vec<u8>,
+}
+
+impl Keymat {
+    /// Derives a new IKE SA's keys from the IKE_SA_INIT exchange (section
+    /// 2.14) and sets up the SK ciphers of both directions.
+    pub(crate) fn derive(
+        initiator: bool,
+        choice: IkeChoice,
+        ni: Vec<u8>,
+        nr: Vec<u8>,
+        shared: &[u8],
+        spi_i: u64,
+        spi_r: u64,
+    ) -> Result<Self, CryptoError> {
+        let keys = IkeKeys::derive(
+            choice.prf,
+            choice.encr,
+            choice.integ,
+            &ni,
+            &nr,
+            shared,
+            spi_i,
+            spi_r,
+        );
+        let cipher = |sk_e: &[u8], sk_a: &[u8]| {
+            SkCipher::new(choice.encr, choice.integ, sk_e, choice.integ.map(|_| sk_a))
+        };
+        // The initiator's direction first: its error is the one reported.
+        let from_initiator = cipher(&keys.sk_ei, &keys.sk_ai);
+        let from_responder = cipher(&keys.sk_er, &keys.sk_ar);
+        let (from_initiator, from_responder) = (from_initiator?, from_responder?);
+        let (rx, tx) = if initiator {
+            (from_responder, from_initiator)
+        } else {
+            (from_initiator, from_responder)
+        };
+        Ok(Keymat {
+            spi_i,
+            spi_r,
+            initiator,
+            choice,
+            keys,
+            rx,
+            tx,
+            ni,
+            nr,
+        })
+    }
+
+    /// The header flags of what we send (section 3.1).
+    pub(crate) fn flags(&self, response: bool) -> HeaderFlags {
+        HeaderFlags {
+            initiator: self.initiator,
+            response,
+            version: false,
+        }
+    }
+
+    /// Builds an encrypted message (section 3.14): header and SK header
+    /// with their final lengths first, since they are authenticated.
+    pub(crate) fn seal(
+        &self,
+        rng: &mut dyn Rng,
+        exchange: ExchangeType,
+        message_id: u32,
+        response: bool,
+        payloads: &[Payload],
+    ) -> Vec<u8> {
+        let (first, plaintext) = wire::emit_payloads(payloads);
+        let body_len = self.tx.sealed_len(plaintext.len());
+        let total = wire::HEADER_LEN + 4 + body_len;
+        let mut header = header(
+            self.spi_i,
+            self.spi_r,
+            exchange,
+            message_id,
+            self.flags(response),
+        );
+        header.next_payload = PayloadType::Encrypted;
+        header.length = u32::try_from(total).expect("IKE messages are far below 4 GiB");
+        let mut packet = vec![0u8; wire::HEADER_LEN + 4];
+        header.emit(&mut packet[..wire::HEADER_LEN]);
+        packet[wire::HEADER_LEN] = u8::from(first);
+        let sk_len = u16::try_from(4 + body_len).expect("SK payload below 64 KiB");
+        packet[wire::HEADER_LEN + 2..wire::HEADER_LEN + 4].copy_from_slice(&sk_len.to_be_bytes());
+        let body = self.tx.seal(&packet, &plaintext, rng);
+        packet.extend_from_slice(&body);
+        packet
+    }
+
+    /// Decrypts the SK (or SKF) payload `body` at the end of `datagram`;
+    /// everything before it is authenticated with it.
+    pub(crate) fn open(&self, datagram: &[u8], body: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let aad = &datagram[..datagram.len() - body.len()];
+        self.rx.open(aad, body)
+    }
+
+    /// The keys of a CHILD_SA created with IKE_AUTH: `KEYMAT = prf+(SK_d,
+    /// Ni | Nr)` (section 2.17).
+    pub(crate) fn child_keys(&self, esp: EspChoice) -> Result<ChildKeys, CryptoError> {
+        let len = ChildKeys::keymat_len(esp.encr, esp.integ);
+        let keymat = crypto::child_keymat(
+            self.choice.prf,
+            &self.keys.sk_d,
+            &self.ni,
+            &self.nr,
+            None,
+            len,
+        );
+        ChildKeys::split(&keymat, esp.encr, esp.integ)
+    }
+
+    /// The keys that decrypt this SA's messages, for the key log.
+    pub(crate) fn secrets(&self) -> DerivedKeys {
+        DerivedKeys::IkeSa(IkeSaSecrets {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            encr: self.choice.encr,
+            integ: self.choice.integ,
+            sk_ei: self.keys.sk_ei.clone(),
+            sk_er: self.keys.sk_er.clone(),
+            sk_ai: self.keys.sk_ai.clone(),
+            sk_ar: self.keys.sk_ar.clone(),
+        })
+    }
+}
+
+/// A CHILD_SA of a responder's IKE SA.
+pub(crate) struct ChildSa {
+    pub(crate) params: ChildSaParams,
+}
+
+/// One IKE SA the hub answered (it is the original responder of every SA
+/// in the engine's table), keyed by our SPI.
+pub(crate) struct IkeSa {
+    pub(crate) tunnel_id: u32,
+    pub(crate) keymat: Keymat,
+    pub(crate) local: SocketAddrV4,
+    pub(crate) remote: SocketAddrV4,
+    pub(crate) state: SaState,
+    /// The IKE_SA_INIT messages, signed by the AUTH payloads (section 2.15).
+    pub(crate) init_request: Vec<u8>,
+    pub(crate) init_response: Vec<u8>,
+    /// NAT between us and the peer (RFC 7296 section 2.23): ESP goes in UDP.
+    pub(crate) nat: bool,
+    /// The message ID of our next request (liveness checks, DELETE).
+    pub(crate) next_request_id: u32,
+    /// The peer's last request's ID and our response: the window of one
+    /// (section 2.3), answered again, bytes for bytes, when retransmitted.
+    pub(crate) last_response: Option<(u32, Vec<u8>)>,
+    /// When the peer last proved it is alive: a valid IKE message, or ESP
+    /// the datapath saw on one of its CHILD_SAs (`Engine::note_alive`).
+    pub(crate) last_heard: Instant,
+    /// Dead peer detection (RFC 7296 section 2.4): (interval, retry).
+    pub(crate) dpd: Option<(Duration, Duration)>,
+    /// IOS `on-demand`: only a peer silent while we sent it traffic is asked.
+    pub(crate) dpd_on_demand: bool,
+    /// When the datapath last saw us send ESP to the peer (`note_sending`).
+    pub(crate) last_sent: Option<Instant>,
+    /// Our outstanding liveness check: message id, packet, tries, next try.
+    pub(crate) probe: Option<(u32, Vec<u8>, u32, Instant)>,
+    pub(crate) created: Instant,
+    pub(crate) established: Option<Instant>,
+    pub(crate) identity: Option<Identity>,
+    pub(crate) profile: Option<String>,
+    pub(crate) auth_remote: Option<AuthMethod>,
+    pub(crate) auth_local: Option<AuthMethod>,
+    pub(crate) lease: Option<(String, Ipv4Addr)>,
+    pub(crate) children: Vec<ChildSa>,
+    pub(crate) fragments: Reassembly,
+}
+
+/// An IKE SA we initiated, once IKE_AUTH is done (a spoke's dial): what its
+/// INFORMATIONAL exchanges need.
+pub(crate) struct InitiatedSa {
+    pub(crate) keymat: Keymat,
+    pub(crate) next_message_id: u32,
+    /// Our inbound SPI of the CHILD_SA, if one was created.
+    pub(crate) child_spi: Option<u32>,
+}
+
+/// Decrypted fragments of the request being reassembled (RFC 7383 section
+/// 2.6); `exchange::fragments` fills it.
+#[derive(Default)]
+pub(crate) struct Reassembly {
+    pub(crate) message_id: u32,
+    pub(crate) first_inner: Option<PayloadType>,
+    pub(crate) parts: Vec<Option<Vec<u8>>>,
+}
+
+/// Our inbound CHILD_SA SPIs in use: a new one must not collide.
+#[derive(Default)]
+pub(crate) struct ChildSpis(HashSet<u32>);
+
+impl ChildSpis {
+    pub(crate) fn allocate(&mut self, rng: &mut dyn Rng) -> u32 {
+        loop {
+            let mut b = [0u8; 4];
+            rng.fill(&mut b);
+            let spi = u32::from_be_bytes(b);
+            // SPIs 1-255 are reserved by IANA (RFC 4303 section 2.1).
+            if spi > 255 && self.0.insert(spi) {
+                return spi;
+            }
+        }
+    }
+
+    pub(crate) fn release(&mut self, spi: u32) {
+        self.0.remove(&spi);
+    }
+}
+
+/// An IKE header; `next_payload` and `length` are filled in when emitted.
+pub(crate) fn header(
+    spi_i: u64,
+    spi_r: u64,
+    exchange: ExchangeType,
+    message_id: u32,
+    flags: HeaderFlags,
+) -> Header {
+    Header {
+        spi_i,
+        spi_r,
+        next_payload: PayloadType::None,
+        major_version: 2,
+        minor_version: 0,
+        exchange,
+        flags,
+        message_id,
+        length: 0,
+    }
+}
+
+/// A notify without SPI: Protocol ID zero (RFC 7296 section 3.10).
+pub(crate) fn notify(kind: NotifyType, data: Vec<u8>) -> Payload {
+    Payload::Notify(Notify {
+        protocol: ProtocolId::None,
+        spi: vec![],
+        kind,
+        data,
+    })
+}
+
+/// A NAT_DETECTION_SOURCE_IP that matches no address, to force UDP
+/// encapsulation: SHA-1-sized random bytes, as strongSwan's `encap = yes`
+/// sends (`generate_natd_hash_faked`). Random rather than the hash of
+/// 0.0.0.0:0 because the point is to look like a real NAT to every peer:
+/// a fixed fake is recognisable by anyone who computes it (and a peer that
+/// special-cased it would defeat the forcing), while random bytes are what
+/// any NAT's rewritten address hashes to, and cannot match a real endpoint
+/// (one chance in 2^160).
+pub(crate) fn fake_nat_hash(rng: &mut dyn Rng) -> Vec<u8> {
+    let mut hash = vec![0u8; NAT_HASH_LEN];
+    rng.fill(&mut hash);
+    hash
+}
+
+/// RFC 7296 section 2.23: SHA-1(SPIi | SPIr | IP | port).
+pub(crate) fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddrV4) -> Vec<u8> {
+    let mut data = Vec::with_capacity(8 + 8 + 4 + 2);
+    data.extend_from_slice(&spi_i.to_be_bytes());
+    data.extend_from_slice(&spi_r.to_be_bytes());
+    data.extend_from_slice(&addr.ip().octets());
+    data.extend_from_slice(&addr.port().to_be_bytes());
+    crypto::sha1(&data)
+}
+
+pub(crate) fn identity_of(id: &Identification) -> Option<Identity> {
+    let text = || String::from_utf8(id.data.clone()).ok();
+    match id.id_type {
+        IdType::Fqdn => text().map(Identity::Fqdn),
+        IdType::Rfc822Addr => text().map(Identity::Email),
+        IdType::KeyId => text().map(Identity::KeyId),
+        IdType::Ipv4Addr => <[u8; 4]>::try_from(id.data.as_slice())
+            .ok()
+            .map(|o| Identity::Address(Ipv4Addr::from(o))),
+        _ => None,
+    }
+}
+
+pub(crate) fn identification_of(identity: &Identity) -> Identification {
+    match identity {
+        Identity::Fqdn(n) => Identification {
+            id_type: IdType::Fqdn,
+            data: n.as_bytes().to_vec(),
+        },
+        Identity::Email(e) => Identification {
+            id_type: IdType::Rfc822Addr,
+            data: e.as_bytes().to_vec(),
+        },
+        Identity::KeyId(k) => Identification {
+            id_type: IdType::KeyId,
+            data: k.as_bytes().to_vec(),
+        },
+        Identity::Address(a) => Identification {
+            id_type: IdType::Ipv4Addr,
+            data: a.octets().to_vec(),
+        },
+    }
+}
+
+/// An INTERNAL_IP4_SUBNET value: address then netmask, 8 octets (RFC 7296
+/// section 3.15.1).
+pub(crate) fn subnet_value(prefix: Ipv4Prefix) -> Vec<u8> {
+    [prefix.addr.octets(), prefix.netmask().octets()].concat()
+}
+
+/// An INTERNAL_IP4_SUBNET value as a prefix: address then netmask, 8
+/// octets (RFC 7296 section 3.15.1); the netmask must be contiguous and the
+/// address must have no bits beyond it.
+pub(crate) fn subnet_attribute(value: &[u8]) -> Result<Ipv4Prefix, String> {
+    let Ok(v) = <[u8; 8]>::try_from(value) else {
+        return Err(format!("{} octets instead of 8", value.len()));
+    };
+    let addr = Ipv4Addr::new(v[0], v[1], v[2], v[3]);
+    let mask = Ipv4Addr::new(v[4], v[5], v[6], v[7]);
+    let bits = u32::from(mask);
+    let len = bits.leading_ones();
+    if bits.checked_shl(len).unwrap_or(0) != 0 {
+        return Err(format!("{addr} mask {mask}: the netmask is not contiguous"));
+    }
+    let len = u8::try_from(len).expect("at most 32");
+    Ipv4Prefix::new(addr, len)
+        .ok_or_else(|| format!("{addr}/{len} has host bits set (the address is not the network's)"))
+}
