@@ -15,13 +15,12 @@ use crate::{
     config,
     control::{self, DEFAULT_SOCKET, Request, Response},
     daemon::VersionInfo,
-    iface::DatapathReport,
     ike::engine::SaReport,
     nhrp::{NhrpCleared, NhrpTraffic, NhrpView},
     pool::PoolReport,
     spoke::TunnelStatus,
 };
-use gateway_report::xdp::XdpReport;
+use gateway_report::{interfaces::DatapathReport, xdp::XdpReport};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -361,7 +360,7 @@ fn show_interfaces(socket: &std::path::Path, what: &ShowInterfaces) -> anyhow::R
             |body| {
                 let report: DatapathReport =
                     serde_json::from_value(body).context("decoding the interfaces")?;
-                Ok(crate::datapath::render::render_interfaces(&report))
+                Ok(crate::datapath::show::render_interfaces(&report))
             },
         ),
         ShowInterfaces::Tunnel(flag) => {

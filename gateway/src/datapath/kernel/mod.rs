@@ -22,7 +22,8 @@
 //! (`sys::netlink`, `sys::xfrm`) and undone in the reverse order.
 //!
 //! The NHRP socket and its reader are in `nhrp`; what an SA pair becomes
-//! in XFRM (states, policies, algorithm names) in `ipsec`.
+//! in XFRM (states, policies, algorithm names) in `ipsec`; where the
+//! report's counters come from in `report`.
 
 use std::{
     collections::BTreeMap,
@@ -35,9 +36,10 @@ use tokio::sync::mpsc;
 
 use self::nhrp::{NhrpPort, NhrpReader, open_nhrp};
 use super::{fib::Fib, hairpin::HairpinMonitor};
+use gateway_report::interfaces::DatapathReport;
+
 use crate::iface::{
-    Datapath, DatapathError, DatapathEvent, DatapathReport, GlobalCounters, Route, SaCounters,
-    SaPair, VaCounters, VaId, VirtualAccessSpec,
+    Datapath, DatapathError, DatapathEvent, Route, SaPair, VaId, VirtualAccessSpec,
 };
 use crate::ipsec::Mode;
 use crate::net::{ETH_P_NHRP, IPPROTO_ESP};
@@ -49,6 +51,7 @@ use crate::sys::{
 
 mod ipsec;
 mod nhrp;
+mod report;
 
 pub use nhrp::NhrpCounters;
 
@@ -496,65 +499,7 @@ impl Datapath for KernelDatapath {
     }
 
     fn report(&self) -> DatapathReport {
-        let mut s = self.state();
-        let mut report = DatapathReport {
-            kind: "kernel".into(),
-            workers: 0,
-            virtual_access: Vec::new(),
-            sas: Vec::new(),
-            global: GlobalCounters::default(),
-        };
-        if let Some(m) = &self.hairpin
-            && let Ok(h) = m.lock().unwrap_or_else(PoisonError::into_inner).report()
-        {
-            report.global.hairpin_events = h.delivered;
-            report.global.hairpin_events_lost = h.lost_ring_full + h.lost_queue_full;
-        }
-        report.global.nhrp_to_control = self.nhrp_counters().delivered;
-        let vas: Vec<(VaId, VirtualAccessSpec, Option<u32>, Option<InstalledSa>)> = s
-            .vas
-            .iter()
-            .map(|(id, v)| (*id, v.spec.clone(), v.ifindex, v.sa))
-            .collect();
-        for (id, spec, ifindex, sa) in vas {
-            let mut row = VaCounters {
-                id,
-                name: spec.name.clone(),
-                peer_inner: spec.peer_inner,
-                remote_outer: spec.remote_outer.to_string(),
-                mtu: spec.mtu,
-                ..VaCounters::default()
-            };
-            if let Some(stats) = ifindex.and_then(|i| s.nl.link_stats(i).ok()) {
-                row.rx_packets = stats.rx_packets;
-                row.rx_bytes = stats.rx_bytes;
-                row.tx_packets = stats.tx_packets;
-                row.tx_bytes = stats.tx_bytes;
-            }
-            report.virtual_access.push(row);
-            if let Some(sa) = sa {
-                let rx = s
-                    .xfrm
-                    .get_state_stats(sa.local, sa.spi_in)
-                    .unwrap_or_default();
-                let tx = s
-                    .xfrm
-                    .get_state_stats(sa.remote, sa.spi_out)
-                    .unwrap_or_default();
-                report.sas.push(SaCounters {
-                    va: id,
-                    spi_in: sa.spi_in,
-                    spi_out: sa.spi_out,
-                    rx_packets: rx.packets,
-                    rx_bytes: rx.bytes,
-                    tx_packets: tx.packets,
-                    tx_bytes: tx.bytes,
-                    replayed: u64::from(rx.replayed) + u64::from(rx.outside_window),
-                    auth_failed: u64::from(rx.integrity_failed),
-                });
-            }
-        }
-        report
+        self.counters()
     }
 }
 
