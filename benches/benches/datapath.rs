@@ -14,7 +14,8 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use gateway::{
     datapath::{
         userspace::{
-            process::{Encap, FromNet, GlobalStats, HEADROOM, Processor, TAILROOM},
+            counters::GlobalStats,
+            process::{Encap, FromNet, HEADROOM, Processor, TAILROOM},
             tables::{Master, Tables},
         },
         wire::ipv4,

@@ -11,6 +11,7 @@
 //! algorithm names are strings, as the operator reads them.
 
 pub mod bgp;
+pub mod counters;
 pub mod ike;
 pub mod interfaces;
 pub mod nhrp;

@@ -2,25 +2,25 @@
 //! `gateway config check`. `--socket` may stand before or after the
 //! subcommand.
 
-use std::{fmt::Write as _, path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use gateway_report::{
     ike::SaReport,
+    interfaces::DatapathReport,
     nhrp::{NhrpCleared, NhrpTraffic, NhrpView},
     pool::PoolReport,
     tunnels::TunnelStatus,
     version::VersionInfo,
+    xdp::XdpReport,
 };
 
 use crate::{
     bgp::show::{Summary, TableView, render_summary, render_table},
     config,
     control::{self, DEFAULT_SOCKET, Request, Response},
-    iface::DatapathReport,
     ike::show::{render_crypto_session, render_ikev2_sa},
-    xdp::XdpReport,
 };
 
 #[derive(Debug, Parser)]
@@ -266,7 +266,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => ask(&socket, &Request::ShowXdp, flag.json, |body| {
             let report: XdpReport =
                 serde_json::from_value(body).context("decoding the XDP report")?;
-            Ok(render_xdp(&report))
+            Ok(crate::xdp::show::render_xdp(&report))
         }),
         Command::Show {
             what: Show::Version(flag),
@@ -355,7 +355,7 @@ fn show_interfaces(socket: &std::path::Path, what: &ShowInterfaces) -> anyhow::R
             |body| {
                 let report: DatapathReport =
                     serde_json::from_value(body).context("decoding the interfaces")?;
-                Ok(crate::datapath::render::render_interfaces(&report))
+                Ok(crate::datapath::show::render_interfaces(&report))
             },
         ),
         ShowInterfaces::Tunnel(flag) => {
@@ -443,74 +443,10 @@ fn init_logging() {
         .init();
 }
 
-/// `show xdp` as a table.
-pub fn render_xdp(report: &XdpReport) -> String {
-    let mut out = String::new();
-    match (&report.interface, &report.mode) {
-        (Some(interface), Some(mode)) => {
-            let _ = writeln!(out, "XDP uplink filter on {interface} ({mode} mode)");
-        }
-        _ => out.push_str("XDP uplink filter loaded, not attached\n"),
-    }
-    if report.ike_rate_per_s == 0 {
-        out.push_str("IKE rate limit: off\n");
-    } else {
-        let _ = writeln!(
-            out,
-            "IKE rate limit: {} packets/s per source, burst {}",
-            report.ike_rate_per_s, report.ike_burst
-        );
-    }
-    if report.spread_cpus == 0 {
-        out.push_str("ESP spreading: off (passed on the receiving CPU)\n");
-    } else {
-        let _ = writeln!(
-            out,
-            "ESP spreading: over {} CPUs by SPI hash (CPU map redirect)",
-            report.spread_cpus
-        );
-    }
-    let _ = writeln!(
-        out,
-        "\n{:<30} {:>8} {:>14} {:>16}",
-        "Verdict", "Action", "Packets", "Bytes"
-    );
-    for v in &report.verdicts {
-        let _ = writeln!(
-            out,
-            "{:<30} {:>8} {:>14} {:>16}",
-            v.verdict, v.action, v.packets, v.bytes
-        );
-    }
-    let _ = writeln!(out, "\nInbound SAs: {}", report.sas.len());
-    if !report.sas.is_empty() {
-        let _ = writeln!(
-            out,
-            "{:<12} {:>14} {:>16}  Last seen",
-            "SPI", "Packets", "Bytes"
-        );
-        for sa in &report.sas {
-            let seen = match sa.last_seen_ms_ago {
-                None => "never".to_owned(),
-                Some(ms) => format!("{}.{}s ago", ms / 1000, (ms % 1000) / 100),
-            };
-            let _ = writeln!(
-                out,
-                "{:<12} {:>14} {:>16}  {seen}",
-                format!("{:#010x}", sa.spi),
-                sa.packets,
-                sa.bytes
-            );
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::xdp::{SaReport, VerdictReport};
 
     #[test]
     fn socket_flag_is_accepted_before_and_after_the_subcommand() {
@@ -627,73 +563,5 @@ mod tests {
         assert!(parse_spi("0x1_0000_0000").is_err());
         assert!(parse_spi("spi").unwrap_err().contains("not an SPI"));
         assert!(Cli::try_parse_from(["gateway", "sa", "add-spi", "0"]).is_err());
-    }
-
-    #[test]
-    fn xdp_table_shows_counters_and_sas() {
-        let report = XdpReport {
-            interface: Some("veth0".into()),
-            mode: Some("native".into()),
-            ike_rate_per_s: 20,
-            ike_burst: 40,
-            spread_cpus: 4,
-            verdicts: vec![
-                VerdictReport {
-                    verdict: "pass_ike".into(),
-                    action: "pass".into(),
-                    drop: false,
-                    packets: 3,
-                    bytes: 210,
-                },
-                VerdictReport {
-                    verdict: "redirect_esp_in_udp".into(),
-                    action: "redirect".into(),
-                    drop: false,
-                    packets: 5,
-                    bytes: 700,
-                },
-            ],
-            sas: vec![
-                SaReport {
-                    spi: 0xc0ff_ee01,
-                    packets: 2,
-                    bytes: 200,
-                    last_seen_ms_ago: Some(1500),
-                },
-                SaReport {
-                    spi: 7,
-                    packets: 0,
-                    bytes: 0,
-                    last_seen_ms_ago: None,
-                },
-            ],
-        };
-        let text = render_xdp(&report);
-        assert!(
-            text.starts_with("XDP uplink filter on veth0 (native mode)\n"),
-            "{text}"
-        );
-        assert!(text.contains("20 packets/s per source, burst 40"));
-        assert!(text.contains("ESP spreading: over 4 CPUs"), "{text}");
-        assert!(
-            text.lines()
-                .any(|l| l.starts_with("pass_ike") && l.ends_with("210") && l.contains(" 3 "))
-        );
-        assert!(
-            text.lines().any(|l| l.starts_with("redirect_esp_in_udp")
-                && l.contains(" redirect ")
-                && l.ends_with("700")),
-            "{text}"
-        );
-        let off = render_xdp(&XdpReport {
-            spread_cpus: 0,
-            ..report.clone()
-        });
-        assert!(off.contains("ESP spreading: off"), "{off}");
-        assert!(text.contains("0xc0ffee01") && text.contains("1.5s ago"));
-        assert!(
-            text.lines()
-                .any(|l| l.starts_with("0x00000007") && l.ends_with("never"))
-        );
     }
 }

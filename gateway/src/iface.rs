@@ -13,7 +13,8 @@
 //! - an SA pair (inbound and outbound ESP) is installed on it;
 //! - routes point at it: the spoke's pool address /32 first, then the
 //!   prefixes learned from the spoke;
-//! - the datapath reports events (hairpins, NHRP packets) and counters.
+//! - the datapath reports events (hairpins, NHRP packets) and counters
+//!   (`gateway_report::interfaces`).
 //!
 //! `crate::datapath::fake::RecordingDatapath` records the calls for
 //! control-plane tests.
@@ -23,6 +24,7 @@ use std::{
     net::{Ipv4Addr, SocketAddrV4},
 };
 
+use gateway_report::interfaces::DatapathReport;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -71,9 +73,15 @@ impl VaId {
     }
 
     /// The raw handle, for maps keyed by it outside this process's types
-    /// (the kernel's link names use [`VaId::tunnel_number`] instead).
+    /// and for reports (the kernel's link names use
+    /// [`VaId::tunnel_number`] instead).
     pub const fn raw(self) -> u32 {
         self.0
+    }
+
+    /// The handle a report's raw number names.
+    pub const fn from_raw(raw: u32) -> Self {
+        VaId(raw)
     }
 }
 
@@ -137,61 +145,6 @@ pub struct Route {
     pub prefix: Ipv4Prefix,
     pub va: VaId,
     pub next_hop: Option<Ipv4Addr>,
-}
-
-/// Counters of one virtual-access (inner packets), as IOS `show interfaces`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VaCounters {
-    pub id: VaId,
-    pub name: String,
-    pub peer_inner: Option<Ipv4Addr>,
-    pub remote_outer: String,
-    pub mtu: u16,
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    /// Inbound packets whose inner source the spoke may not use.
-    pub rx_spoofed: u64,
-    /// Outbound packets refused for size with DF set (ICMP sent back).
-    pub tx_too_big: u64,
-    /// Packets that came in here and left through another virtual-access.
-    pub hairpinned: u64,
-}
-
-/// Counters of one SA pair.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SaCounters {
-    pub va: VaId,
-    pub spi_in: u32,
-    pub spi_out: u32,
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    pub replayed: u64,
-    pub auth_failed: u64,
-}
-
-/// Datapath-wide drop and event counters.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GlobalCounters {
-    pub unknown_spi: u64,
-    pub malformed: u64,
-    pub no_route: u64,
-    pub wrong_endpoint: u64,
-    pub nhrp_to_control: u64,
-    pub hairpin_events: u64,
-    pub hairpin_events_lost: u64,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DatapathReport {
-    pub kind: String,
-    pub workers: usize,
-    pub virtual_access: Vec<VaCounters>,
-    pub sas: Vec<SaCounters>,
-    pub global: GlobalCounters,
 }
 
 /// A packet came in on one virtual-access and left through another with
@@ -305,6 +258,7 @@ pub trait Datapath: Send + Sync {
     /// Sends an NHRP packet (GRE protocol 0x2001) to the peer of `va`.
     fn send_nhrp(&self, va: VaId, packet: &[u8]) -> Result<(), DatapathError>;
 
+    /// Interfaces, SAs and counters, for `show interfaces virtual-access`.
     fn report(&self) -> DatapathReport;
 }
 

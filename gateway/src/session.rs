@@ -378,7 +378,7 @@ impl Sessions {
         let report = self.datapath.report();
         let mut activity = PeerActivity::default();
         for sa in report.sas {
-            if let Some(s) = self.by_va.get_mut(&sa.va)
+            if let Some(s) = self.by_va.get_mut(&VaId::from_raw(sa.va))
                 && s.spi_in == sa.spi_in
             {
                 if sa.rx_packets > s.rx_seen {

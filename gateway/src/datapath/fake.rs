@@ -8,11 +8,10 @@ use std::{
     sync::{Mutex, PoisonError},
 };
 
+use gateway_report::interfaces::{DatapathReport, GlobalCounters, SaCounters, VaCounters};
+
 use super::fib::Fib;
-use crate::iface::{
-    Datapath, DatapathError, DatapathReport, Route, SaCounters, SaPair, VaCounters, VaId,
-    VirtualAccessSpec,
-};
+use crate::iface::{Datapath, DatapathError, Route, SaPair, VaId, VirtualAccessSpec};
 
 /// One call, in the order it was made.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -189,7 +188,7 @@ impl Datapath for RecordingDatapath {
                 .vas
                 .values()
                 .map(|v| VaCounters {
-                    id: v.id,
+                    id: v.id.raw(),
                     name: v.name.clone(),
                     peer_inner: v.peer_inner,
                     remote_outer: v.remote_outer.to_string(),
@@ -201,13 +200,13 @@ impl Datapath for RecordingDatapath {
                 .sas
                 .values()
                 .map(|sa| SaCounters {
-                    va: sa.va,
+                    va: sa.va.raw(),
                     spi_in: sa.spi_in,
                     spi_out: sa.spi_out,
                     ..SaCounters::default()
                 })
                 .collect(),
-            global: crate::iface::GlobalCounters::default(),
+            global: GlobalCounters::default(),
         }
     }
 }

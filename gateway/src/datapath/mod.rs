@@ -8,7 +8,8 @@
 //! - [`fake::RecordingDatapath`]: records the calls, for control-plane tests;
 //! - [`select`]: which of the two a config and this kernel get;
 //! - [`wire`]: the inner-packet codecs (IPv4, GRE, ICMP, the MSS clamp);
-//! - [`fib`]: the longest-prefix-match table both keep.
+//! - [`fib`]: the longest-prefix-match table both keep;
+//! - [`show`]: `show interfaces virtual-access` as text.
 //!
 //! Nothing here reaches up into the control plane (`ike`, `session`, `bgp`,
 //! `nhrp`, `spoke`): the datapaths know interfaces, SAs and routes
@@ -19,7 +20,7 @@ pub mod fake;
 pub mod fib;
 pub mod hairpin;
 pub mod kernel;
-pub mod render;
 pub mod select;
+pub mod show;
 pub mod userspace;
 pub mod wire;

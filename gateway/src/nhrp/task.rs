@@ -257,7 +257,7 @@ impl Nhrp {
                     report
                         .virtual_access
                         .iter()
-                        .find(|v| v.id == va)
+                        .find(|v| v.id == va.raw())
                         .map_or_else(|| va.to_string(), |v| v.name.clone())
                 };
                 NhrpView {
@@ -409,14 +409,14 @@ impl Nhrp {
         let mut active = Vec::new();
         let mut seen = HashMap::new();
         for v in &report.virtual_access {
-            let own = ours.get(&v.id).copied().unwrap_or(0);
+            let own = ours.get(&VaId::from_raw(v.id)).copied().unwrap_or(0);
             if tx_seen
-                .get(&v.id)
+                .get(&VaId::from_raw(v.id))
                 .is_some_and(|n| v.tx_packets > n.saturating_add(own))
             {
-                active.push(v.id);
+                active.push(VaId::from_raw(v.id));
             }
-            seen.insert(v.id, v.tx_packets);
+            seen.insert(VaId::from_raw(v.id), v.tx_packets);
         }
         *tx_seen = seen;
         let actions = shortcuts.tick(now, &active);

@@ -3,7 +3,7 @@
 //!
 //! The program itself is `gateway-ebpf`; the map layouts are in
 //! `gateway-common`. Everything here is control plane (map syscalls), never
-//! per packet.
+//! per packet. The report is `gateway_report::xdp`'s, rendered by [`show`].
 
 use std::time::Duration;
 
@@ -13,7 +13,10 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
 use gateway_common::{SaCounters, Verdict, VerdictCounter, XDP_PROGRAM, XdpConfig, maps};
+use gateway_report::xdp::{SaReport, VerdictReport, XdpReport};
 use serde::{Deserialize, Serialize};
+
+pub mod show;
 
 /// How to attach (`xdp.mode`): native runs in the driver (veth and real
 /// NICs), skb is the generic hook every device has, auto tries native first.
@@ -95,56 +98,6 @@ pub struct Attachment {
     pub interface: String,
     /// "native" or "skb": what the kernel accepted.
     pub mode: String,
-}
-
-/// Counters of one verdict, summed over CPUs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VerdictReport {
-    pub verdict: String,
-    /// "pass", "drop" or "redirect" (to another CPU, see `spread_cpus`).
-    pub action: String,
-    pub drop: bool,
-    pub packets: u64,
-    pub bytes: u64,
-}
-
-/// Counters of one inbound SA, summed over CPUs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SaReport {
-    pub spi: u32,
-    pub packets: u64,
-    pub bytes: u64,
-    /// Milliseconds since the SA last received a packet; `None` = never.
-    pub last_seen_ms_ago: Option<u64>,
-}
-
-/// What `show xdp` prints.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct XdpReport {
-    pub interface: Option<String>,
-    pub mode: Option<String>,
-    pub ike_rate_per_s: u64,
-    pub ike_burst: u64,
-    /// CPUs known-SPI ESP is spread over; 0 = off (passed on the CPU it
-    /// arrived on).
-    pub spread_cpus: u64,
-    pub verdicts: Vec<VerdictReport>,
-    pub sas: Vec<SaReport>,
-}
-
-impl XdpReport {
-    /// Packets counted under `verdict` (0 when absent).
-    pub fn packets(&self, verdict: Verdict) -> u64 {
-        self.verdicts
-            .iter()
-            .find(|v| v.verdict == verdict.name())
-            .map_or(0, |v| v.packets)
-    }
-
-    /// The SA report of `spi`, if installed.
-    pub fn sa(&self, spi: u32) -> Option<&SaReport> {
-        self.sas.iter().find(|s| s.spi == spi)
-    }
 }
 
 /// Outcome of one BPF_PROG_TEST_RUN.

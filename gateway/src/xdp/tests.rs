@@ -45,7 +45,7 @@ fn run(filter: &mut XdpFilter, frame: &[u8], action: u32) {
 }
 
 fn count(filter: &XdpFilter, verdict: Verdict) -> u64 {
-    filter.report().unwrap().packets(verdict)
+    filter.report().unwrap().packets(verdict.name())
 }
 
 #[test]
@@ -56,7 +56,7 @@ fn ike_on_port_500_passes_and_is_counted() {
     let frame = frame::ethernet_ipv4_udp(SPOKE, HUB, 500, 500, &ike_header());
     run(&mut f, &frame, XDP_PASS);
     let report = f.report().unwrap();
-    assert_eq!(report.packets(Verdict::PassIke), 1);
+    assert_eq!(report.packets(Verdict::PassIke.name()), 1);
     let bytes = report
         .verdicts
         .iter()
@@ -133,7 +133,7 @@ fn esp_in_udp_with_known_spi_passes_and_counts_on_the_sa() {
     run(&mut f, &frame, XDP_PASS);
     run(&mut f, &frame, XDP_PASS);
     let report = f.report().unwrap();
-    assert_eq!(report.packets(Verdict::PassEspInUdp), 2);
+    assert_eq!(report.packets(Verdict::PassEspInUdp.name()), 2);
     let sa = report.sa(0xc0ff_ee01).expect("SA listed");
     assert_eq!(sa.packets, 2);
     // Per-SA bytes are IPv4 bytes: 20 IP + 8 UDP + ESP.
@@ -159,7 +159,7 @@ fn esp_in_udp_with_unknown_spi_is_dropped() {
     );
     run(&mut f, &frame, XDP_DROP);
     let report = f.report().unwrap();
-    assert_eq!(report.packets(Verdict::DropEspInUdpUnknownSpi), 1);
+    assert_eq!(report.packets(Verdict::DropEspInUdpUnknownSpi.name()), 1);
     assert_eq!(
         report.sa(0xc0ff_ee01).unwrap().packets,
         0,
@@ -188,8 +188,8 @@ fn raw_esp_known_passes_unknown_drops() {
     run(&mut f, &known, XDP_PASS);
     run(&mut f, &unknown, XDP_DROP);
     let report = f.report().unwrap();
-    assert_eq!(report.packets(Verdict::PassEsp), 1);
-    assert_eq!(report.packets(Verdict::DropEspUnknownSpi), 1);
+    assert_eq!(report.packets(Verdict::PassEsp.name()), 1);
+    assert_eq!(report.packets(Verdict::DropEspUnknownSpi.name()), 1);
     assert_eq!(report.sa(0x0000_1001).unwrap().packets, 1);
 }
 
@@ -394,10 +394,10 @@ fn spread_on_redirects_known_esp_and_esp_in_udp() {
     run(&mut f, &udp, XDP_REDIRECT);
     let report = f.report().unwrap();
     assert_eq!(report.spread_cpus, u64::from(cpus));
-    assert_eq!(report.packets(Verdict::RedirectEsp), 1);
-    assert_eq!(report.packets(Verdict::RedirectEspInUdp), 2);
-    assert_eq!(report.packets(Verdict::PassEsp), 0);
-    assert_eq!(report.packets(Verdict::PassEspInUdp), 0);
+    assert_eq!(report.packets(Verdict::RedirectEsp.name()), 1);
+    assert_eq!(report.packets(Verdict::RedirectEspInUdp.name()), 2);
+    assert_eq!(report.packets(Verdict::PassEsp.name()), 0);
+    assert_eq!(report.packets(Verdict::PassEspInUdp.name()), 0);
     assert_eq!(
         report.sa(0x0000_1001).unwrap().packets,
         3,
@@ -432,10 +432,10 @@ fn spread_off_passes_known_esp_as_before() {
     run(&mut f, &udp, XDP_PASS);
     let report = f.report().unwrap();
     assert_eq!(report.spread_cpus, 0);
-    assert_eq!(report.packets(Verdict::PassEsp), 2);
-    assert_eq!(report.packets(Verdict::PassEspInUdp), 2);
-    assert_eq!(report.packets(Verdict::RedirectEspInUdp), 1);
-    assert_eq!(report.packets(Verdict::RedirectEsp), 0);
+    assert_eq!(report.packets(Verdict::PassEsp.name()), 2);
+    assert_eq!(report.packets(Verdict::PassEspInUdp.name()), 2);
+    assert_eq!(report.packets(Verdict::RedirectEspInUdp.name()), 1);
+    assert_eq!(report.packets(Verdict::RedirectEsp.name()), 0);
 }
 
 #[test]
@@ -466,14 +466,15 @@ fn spread_leaves_unknown_spis_ike_and_keepalives_alone() {
     let other = frame::ethernet_ipv4_udp(SPOKE, HUB, 40000, 53, b"query");
     run(&mut f, &other, XDP_PASS);
     let report = f.report().unwrap();
-    assert_eq!(report.packets(Verdict::DropEspUnknownSpi), 1);
-    assert_eq!(report.packets(Verdict::DropEspInUdpUnknownSpi), 1);
-    assert_eq!(report.packets(Verdict::PassIke), 2);
-    assert_eq!(report.packets(Verdict::DropIkeRateLimited), 1);
-    assert_eq!(report.packets(Verdict::PassNattKeepalive), 1);
-    assert_eq!(report.packets(Verdict::PassOther), 1);
+    assert_eq!(report.packets(Verdict::DropEspUnknownSpi.name()), 1);
+    assert_eq!(report.packets(Verdict::DropEspInUdpUnknownSpi.name()), 1);
+    assert_eq!(report.packets(Verdict::PassIke.name()), 2);
+    assert_eq!(report.packets(Verdict::DropIkeRateLimited.name()), 1);
+    assert_eq!(report.packets(Verdict::PassNattKeepalive.name()), 1);
+    assert_eq!(report.packets(Verdict::PassOther.name()), 1);
     assert_eq!(
-        report.packets(Verdict::RedirectEsp) + report.packets(Verdict::RedirectEspInUdp),
+        report.packets(Verdict::RedirectEsp.name())
+            + report.packets(Verdict::RedirectEspInUdp.name()),
         0
     );
     assert_eq!(report.sa(0x0000_1001).unwrap().packets, 0);
@@ -503,10 +504,11 @@ fn failed_redirect_falls_back_to_pass() {
     let (_, far) = known_esp_frames(beyond);
     run(&mut f, &far, XDP_PASS);
     let report = f.report().unwrap();
-    assert_eq!(report.packets(Verdict::PassEsp), 1);
-    assert_eq!(report.packets(Verdict::PassEspInUdp), 2);
+    assert_eq!(report.packets(Verdict::PassEsp.name()), 1);
+    assert_eq!(report.packets(Verdict::PassEspInUdp.name()), 2);
     assert_eq!(
-        report.packets(Verdict::RedirectEsp) + report.packets(Verdict::RedirectEspInUdp),
+        report.packets(Verdict::RedirectEsp.name())
+            + report.packets(Verdict::RedirectEspInUdp.name()),
         0
     );
 }

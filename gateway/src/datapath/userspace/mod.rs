@@ -11,6 +11,7 @@
 //! IKE messages on 4500 (behind the non-ESP marker) go to the IKE task over
 //! a channel, and IKE sends through a clone of a worker's socket.
 
+pub mod counters;
 pub mod process;
 pub mod tables;
 #[cfg(test)]
@@ -27,15 +28,16 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
+use gateway_report::interfaces::{DatapathReport, GlobalCounters};
 use tokio::sync::mpsc;
 
 use self::{
-    process::{Encap, GlobalStats, HEADROOM, Processor, TAILROOM},
+    counters::GlobalStats,
+    process::{Encap, HEADROOM, Processor, TAILROOM},
     tables::{Master, Tables},
 };
 use crate::iface::{
-    Datapath, DatapathError, DatapathEvent, DatapathReport, IkeOn4500, Route, SaPair, VaId,
-    VirtualAccessSpec,
+    Datapath, DatapathError, DatapathEvent, IkeOn4500, Route, SaPair, VaId, VirtualAccessSpec,
 };
 use crate::sys::{netlink::Netlink, poll::Waker, tun::Tun, udp};
 
@@ -393,12 +395,14 @@ impl Datapath for UserspaceDatapath {
 
     fn report(&self) -> DatapathReport {
         let (virtual_access, sas) = self.master().counters();
+        let mut global = GlobalCounters::default();
+        self.global.fill(&mut global);
         DatapathReport {
             kind: self.kind().to_owned(),
             workers: self.wakers.len(),
             virtual_access,
             sas,
-            global: self.global.report(),
+            global,
         }
     }
 }

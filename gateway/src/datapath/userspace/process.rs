@@ -10,16 +10,15 @@ use std::{
     collections::HashMap,
     net::{Ipv4Addr, SocketAddrV4},
     ops::Range,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
+use gateway_report::interfaces::{GlobalCounter, SaCounter, VaCounter};
 use tokio::sync::mpsc;
 
-use super::tables::{InboundSpec, Tables, Va, bump};
+use super::counters::GlobalStats;
+use super::tables::{InboundSpec, Tables, Va};
 use crate::net::{ETH_P_IPV4, ETH_P_NHRP, IPPROTO_GRE};
 use crate::{
     datapath::wire::{Ipv4Packet, gre, icmp, tcp_mss},
@@ -27,7 +26,7 @@ use crate::{
         replay::ReplayError,
         sa::{EspError, InboundSa},
     },
-    iface::{DatapathEvent, GlobalCounters, HAIRPIN_HEAD_LEN, Hairpin, VaId},
+    iface::{DatapathEvent, HAIRPIN_HEAD_LEN, Hairpin, VaId},
     ipsec::{Mode, SystemRng},
 };
 
@@ -45,33 +44,6 @@ const NEXT_HEADER_NONE: u8 = 59;
 /// rate-limits redirects itself, this only keeps the channel quiet.
 const HAIRPIN_REPORT_INTERVAL: Duration = Duration::from_millis(500);
 const HAIRPIN_SLOTS: usize = 256;
-
-#[derive(Debug, Default)]
-pub struct GlobalStats {
-    pub unknown_spi: AtomicU64,
-    pub malformed: AtomicU64,
-    pub no_route: AtomicU64,
-    pub wrong_endpoint: AtomicU64,
-    pub nhrp_to_control: AtomicU64,
-    pub hairpin_events: AtomicU64,
-    pub hairpin_events_lost: AtomicU64,
-    pub ttl_expired: AtomicU64,
-}
-
-impl GlobalStats {
-    pub fn report(&self) -> GlobalCounters {
-        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        GlobalCounters {
-            unknown_spi: r(&self.unknown_spi),
-            malformed: r(&self.malformed),
-            no_route: r(&self.no_route),
-            wrong_endpoint: r(&self.wrong_endpoint),
-            nhrp_to_control: r(&self.nhrp_to_control),
-            hairpin_events: r(&self.hairpin_events),
-            hairpin_events_lost: r(&self.hairpin_events_lost),
-        }
-    }
-}
 
 /// What became of a datagram from UDP 4500.
 #[derive(Debug, PartialEq, Eq)]
@@ -207,16 +179,16 @@ impl Processor {
             return FromNet::Ike(4..pkt.len());
         }
         if pkt.len() < 8 {
-            bump(&self.global.malformed, 1);
+            self.global.bump(GlobalCounter::Malformed, 1);
             return FromNet::Done;
         }
         let spi = u32::from_be_bytes([pkt[0], pkt[1], pkt[2], pkt[3]]);
         let Some(inbound) = self.inbound.get_mut(&spi) else {
-            bump(&self.global.unknown_spi, 1);
+            self.global.bump(GlobalCounter::UnknownSpi, 1);
             return FromNet::Done;
         };
         if inbound.spec.peer != src {
-            bump(&self.global.wrong_endpoint, 1);
+            self.global.bump(GlobalCounter::WrongEndpoint, 1);
             return FromNet::Done;
         }
         let stats = inbound.spec.stats.clone();
@@ -229,22 +201,22 @@ impl Processor {
                 (opened.next_header, start..start + opened.payload.len())
             }
             Err(EspError::Replay(ReplayError::Replayed(_) | ReplayError::TooOld { .. })) => {
-                bump(&stats.replayed, 1);
+                stats.bump(SaCounter::Replayed, 1);
                 return FromNet::Done;
             }
             Err(EspError::Integrity) => {
-                bump(&stats.auth_failed, 1);
+                stats.bump(SaCounter::AuthFailed, 1);
                 return FromNet::Done;
             }
             Err(_) => {
-                bump(&self.global.malformed, 1);
+                self.global.bump(GlobalCounter::Malformed, 1);
                 return FromNet::Done;
             }
         };
-        bump(&stats.rx_packets, 1);
-        bump(&stats.rx_bytes, esp_len as u64);
+        stats.bump(SaCounter::RxPackets, 1);
+        stats.bump(SaCounter::RxBytes, esp_len as u64);
         let Some(from) = tables.vas.get(&from_id) else {
-            bump(&self.global.no_route, 1);
+            self.global.bump(GlobalCounter::NoRoute, 1);
             return FromNet::Done;
         };
         let inner = match (next_header, inbound_mode(&inbound.spec)) {
@@ -255,19 +227,19 @@ impl Processor {
                     return FromNet::Done;
                 }
                 _ => {
-                    bump(&self.global.malformed, 1);
+                    self.global.bump(GlobalCounter::Malformed, 1);
                     return FromNet::Done;
                 }
             },
             (NEXT_HEADER_IPV4, _) => payload,
             (NEXT_HEADER_NONE, _) => return FromNet::Done,
             _ => {
-                bump(&self.global.malformed, 1);
+                self.global.bump(GlobalCounter::Malformed, 1);
                 return FromNet::Done;
             }
         };
         let Some(len) = ipv4_len(&pkt[inner.clone()]) else {
-            bump(&self.global.malformed, 1);
+            self.global.bump(GlobalCounter::Malformed, 1);
             return FromNet::Done;
         };
         let inner = inner.start..inner.start + len;
@@ -288,11 +260,11 @@ impl Processor {
                     && va.spec.nhrp_network_id == from.spec.nhrp_network_id)
         });
         if !src_ok {
-            bump(&from.stats.rx_spoofed, 1);
+            from.stats.bump(VaCounter::RxSpoofed, 1);
             return FromNet::Done;
         }
-        bump(&from.stats.rx_packets, 1);
-        bump(&from.stats.rx_bytes, len as u64);
+        from.stats.bump(VaCounter::RxPackets, 1);
+        from.stats.bump(VaCounter::RxBytes, len as u64);
         if let Some(mss) = from.spec.tcp_adjust_mss {
             let _ = tcp_mss::clamp_mss(packet, mss);
         }
@@ -315,10 +287,10 @@ impl Processor {
             }
             Some((_, to)) => {
                 if !decrement_ttl(packet) {
-                    bump(&self.global.ttl_expired, 1);
+                    self.global.bump(GlobalCounter::TtlExpired, 1);
                     return FromNet::Done;
                 }
-                bump(&from.stats.hairpinned, 1);
+                from.stats.bump(VaCounter::Hairpinned, 1);
                 // Only between peers that speak NHRP (GRE, transport
                 // mode): a redirect to a tunnel-mode peer cannot be sent,
                 // and one about it cannot be resolved.
@@ -339,7 +311,7 @@ impl Processor {
     }
 
     fn to_control(&self, va: VaId, packet: &[u8]) {
-        bump(&self.global.nhrp_to_control, 1);
+        self.global.bump(GlobalCounter::NhrpToControl, 1);
         if let Some(events) = &self.events
             && events
                 .try_send(DatapathEvent::Nhrp {
@@ -348,7 +320,7 @@ impl Processor {
                 })
                 .is_err()
         {
-            bump(&self.global.hairpin_events_lost, 1);
+            self.global.bump(GlobalCounter::HairpinEventsLost, 1);
         }
     }
 
@@ -381,9 +353,9 @@ impl Processor {
             head_len: u8::try_from(n).unwrap_or(0),
         });
         if events.try_send(event).is_ok() {
-            bump(&self.global.hairpin_events, 1);
+            self.global.bump(GlobalCounter::HairpinEvents, 1);
         } else {
-            bump(&self.global.hairpin_events_lost, 1);
+            self.global.bump(GlobalCounter::HairpinEventsLost, 1);
         }
     }
 
@@ -391,12 +363,12 @@ impl Processor {
     /// destination is routed to.
     pub fn route<'t>(&self, tables: &'t Tables, packet: &[u8]) -> Option<&'t Arc<Va>> {
         if ipv4_len(packet).is_none() {
-            bump(&self.global.malformed, 1);
+            self.global.bump(GlobalCounter::Malformed, 1);
             return None;
         }
         let found = tables.fib.lookup(ipv4_dst(packet)).map(|(_, va)| va);
         if found.is_none() {
-            bump(&self.global.no_route, 1);
+            self.global.bump(GlobalCounter::NoRoute, 1);
         }
         found
     }
@@ -412,11 +384,11 @@ impl Processor {
         scratch: &mut [u8],
     ) -> Encap {
         let Some(out) = &to.out else {
-            bump(&self.global.no_route, 1);
+            self.global.bump(GlobalCounter::NoRoute, 1);
             return Encap::Dropped;
         };
         let Some(len) = ipv4_len(&buf[inner.clone()]) else {
-            bump(&self.global.malformed, 1);
+            self.global.bump(GlobalCounter::Malformed, 1);
             return Encap::Dropped;
         };
         let inner = inner.start..inner.start + len;
@@ -429,7 +401,7 @@ impl Processor {
         if len > usize::from(to.spec.mtu) && dont_fragment(&buf[inner.clone()]) {
             {
                 // RFC 1191 section 4: tell the sender the tunnel's MTU.
-                bump(&to.stats.tx_too_big, 1);
+                to.stats.bump(VaCounter::TxTooBig, 1);
                 return match icmp::frag_needed(
                     &buf[inner.clone()],
                     to.spec.unnumbered,
@@ -451,7 +423,7 @@ impl Processor {
         };
         let offset = out.sa.cipher().payload_offset();
         let Some(start) = payload_start.checked_sub(offset) else {
-            bump(&self.global.malformed, 1);
+            self.global.bump(GlobalCounter::Malformed, 1);
             return Encap::Dropped;
         };
         let payload_len = inner.end - payload_start;
@@ -460,10 +432,10 @@ impl Processor {
             .seal(&mut buf[start..], payload_len, next_header, &mut self.rng)
         {
             Ok(n) => {
-                bump(&to.stats.tx_packets, 1);
-                bump(&to.stats.tx_bytes, len as u64);
-                bump(&out.stats.tx_packets, 1);
-                bump(&out.stats.tx_bytes, n as u64);
+                to.stats.bump(VaCounter::TxPackets, 1);
+                to.stats.bump(VaCounter::TxBytes, len as u64);
+                out.stats.bump(SaCounter::TxPackets, 1);
+                out.stats.bump(SaCounter::TxBytes, n as u64);
                 Encap::Send {
                     packet: start..start + n,
                     dest: out.dest,
@@ -471,7 +443,7 @@ impl Processor {
             }
             Err(e) => {
                 tracing::debug!(spi = format_args!("{:#010x}", out.sa.spi()), error = %e, "ESP seal failed");
-                bump(&self.global.malformed, 1);
+                self.global.bump(GlobalCounter::Malformed, 1);
                 Encap::Dropped
             }
         }

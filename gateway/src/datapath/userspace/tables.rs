@@ -1,53 +1,24 @@
 //! What the workers read on every packet: an immutable snapshot of the
 //! interfaces, routes and SAs, replaced as a whole by the control plane
 //! (read-copy-update through `ArcSwap`, so the packet path takes no lock).
-//! Counters live in `Arc`ed atomics that survive snapshot replacement.
+//! Counters live in `Arc`ed slots that survive snapshot replacement.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::{Ipv4Addr, SocketAddrV4},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
 };
 
+use gateway_report::interfaces::{SaCounters, VaCounters};
+
+use super::counters::{SaStats, VaStats};
 use crate::{
     datapath::fib::Fib,
     esp::sa::{EspCipher, InboundSa, OutboundSa},
-    iface::{DatapathError, Route, SaCounters, SaPair, VaCounters, VaId, VirtualAccessSpec},
+    iface::{DatapathError, Route, SaPair, VaId, VirtualAccessSpec},
     ipsec::{Encr, Integ, Mode, SaKeys},
     net::Ipv4Prefix,
 };
-
-#[derive(Debug, Default)]
-pub struct VaStats {
-    pub rx_packets: AtomicU64,
-    pub rx_bytes: AtomicU64,
-    pub tx_packets: AtomicU64,
-    pub tx_bytes: AtomicU64,
-    pub rx_spoofed: AtomicU64,
-    pub tx_too_big: AtomicU64,
-    pub hairpinned: AtomicU64,
-}
-
-#[derive(Debug, Default)]
-pub struct SaStats {
-    pub rx_packets: AtomicU64,
-    pub rx_bytes: AtomicU64,
-    pub tx_packets: AtomicU64,
-    pub tx_bytes: AtomicU64,
-    pub replayed: AtomicU64,
-    pub auth_failed: AtomicU64,
-}
-
-pub fn bump(counter: &AtomicU64, by: u64) {
-    counter.fetch_add(by, Ordering::Relaxed);
-}
-
-fn read(counter: &AtomicU64) -> u64 {
-    counter.load(Ordering::Relaxed)
-}
 
 /// The outbound half of a virtual-access's SA pair.
 pub struct OutSa {
@@ -285,34 +256,25 @@ impl Master {
         let mut vas = Vec::new();
         let mut sas = Vec::new();
         for e in self.vas.values() {
-            let s = &e.stats;
-            vas.push(VaCounters {
-                id: e.spec.id,
+            let mut va = VaCounters {
+                id: e.spec.id.raw(),
                 name: e.spec.name.clone(),
                 peer_inner: e.spec.peer_inner,
                 remote_outer: e.spec.remote_outer.to_string(),
                 mtu: e.spec.mtu,
-                rx_packets: read(&s.rx_packets),
-                rx_bytes: read(&s.rx_bytes),
-                tx_packets: read(&s.tx_packets),
-                tx_bytes: read(&s.tx_bytes),
-                rx_spoofed: read(&s.rx_spoofed),
-                tx_too_big: read(&s.tx_too_big),
-                hairpinned: read(&s.hairpinned),
-            });
+                ..VaCounters::default()
+            };
+            e.stats.fill(&mut va);
+            vas.push(va);
             if let (Some(out), Some(spi_in)) = (&e.out, e.spi_in) {
-                let s = &out.stats;
-                sas.push(SaCounters {
-                    va: e.spec.id,
+                let mut sa = SaCounters {
+                    va: e.spec.id.raw(),
                     spi_in,
                     spi_out: out.sa.spi(),
-                    rx_packets: read(&s.rx_packets),
-                    rx_bytes: read(&s.rx_bytes),
-                    tx_packets: read(&s.tx_packets),
-                    tx_bytes: read(&s.tx_bytes),
-                    replayed: read(&s.replayed),
-                    auth_failed: read(&s.auth_failed),
-                });
+                    ..SaCounters::default()
+                };
+                out.stats.fill(&mut sa);
+                sas.push(sa);
             }
         }
         (vas, sas)

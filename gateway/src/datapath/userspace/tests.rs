@@ -5,13 +5,15 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
-    sync::{Arc, atomic::Ordering},
+    sync::Arc,
 };
 
+use gateway_report::interfaces::{DatapathReport, GlobalCounter, SaCounter, VaCounter};
 use tokio::sync::mpsc;
 
 use super::{
-    process::{Encap, FromNet, GlobalStats, HEADROOM, Processor, TAILROOM},
+    counters::GlobalStats,
+    process::{Encap, FromNet, HEADROOM, Processor, TAILROOM},
     tables::{Master, Tables},
 };
 use crate::net::ETH_P_IPV4;
@@ -258,8 +260,8 @@ fn transport_and_tunnel_mode_packets_reach_the_tun_device_and_are_counted() {
         };
         assert_eq!(&wire[r], &ping[..], "{mode:?}");
         let va = &h.tables.vas[&s1.va];
-        assert_eq!(va.stats.rx_packets.load(Ordering::Relaxed), 1);
-        assert_eq!(va.stats.rx_bytes.load(Ordering::Relaxed), ping.len() as u64);
+        assert_eq!(va.stats.get(VaCounter::RxPackets), 1);
+        assert_eq!(va.stats.get(VaCounter::RxBytes), ping.len() as u64);
     }
 }
 
@@ -276,18 +278,18 @@ fn replays_forgeries_unknown_spis_and_wrong_endpoints_are_dropped_and_counted() 
     ));
     assert_eq!(from(&mut h, &s1, &mut sealed.clone()), FromNet::Done);
     let out = h.tables.vas[&s1.va].out.clone().unwrap();
-    assert_eq!(out.stats.replayed.load(Ordering::Relaxed), 1);
+    assert_eq!(out.stats.get(SaCounter::Replayed), 1);
 
     let mut forged = s1.seal(&up, &ping);
     let last = forged.len() - 1;
     forged[last] ^= 0x80;
     assert_eq!(from(&mut h, &s1, &mut forged), FromNet::Done);
-    assert_eq!(out.stats.auth_failed.load(Ordering::Relaxed), 1);
+    assert_eq!(out.stats.get(SaCounter::AuthFailed), 1);
 
     let mut unknown = s1.seal(&up, &ping);
     unknown[0] ^= 0xff;
     assert_eq!(from(&mut h, &s1, &mut unknown), FromNet::Done);
-    assert_eq!(h.global.unknown_spi.load(Ordering::Relaxed), 1);
+    assert_eq!(h.global.get(GlobalCounter::UnknownSpi), 1);
 
     let mut moved = s1.seal(&up, &ping);
     let elsewhere = SocketAddrV4::new(Ipv4Addr::new(172, 25, 1, 99), 4500);
@@ -295,7 +297,7 @@ fn replays_forgeries_unknown_spis_and_wrong_endpoints_are_dropped_and_counted() 
         h.processor.from_network(&h.tables, elsewhere, &mut moved),
         FromNet::Done
     );
-    assert_eq!(h.global.wrong_endpoint.load(Ordering::Relaxed), 1);
+    assert_eq!(h.global.get(GlobalCounter::WrongEndpoint), 1);
 
     // IKE behind the marker and keepalives are told apart from ESP.
     let mut ike = vec![0, 0, 0, 0, 1, 2, 3];
@@ -321,8 +323,8 @@ fn a_source_the_spoke_does_not_own_is_dropped_and_counted() {
         assert_eq!(from(&mut h, &s1, &mut wire), FromNet::Done, "{forged_src}");
     }
     let va = &h.tables.vas[&s1.va];
-    assert_eq!(va.stats.rx_spoofed.load(Ordering::Relaxed), 3);
-    assert_eq!(va.stats.rx_packets.load(Ordering::Relaxed), 0);
+    assert_eq!(va.stats.get(VaCounter::RxSpoofed), 3);
+    assert_eq!(va.stats.get(VaCounter::RxPackets), 0);
 }
 
 #[test]
@@ -385,13 +387,57 @@ fn spoke_to_spoke_hairpins_with_ttl_decremented_and_one_event_per_pair() {
         h.events.try_recv().is_err(),
         "second packet of the pair reported again"
     );
-    assert_eq!(
-        h.tables.vas[&s1.va]
-            .stats
-            .hairpinned
-            .load(Ordering::Relaxed),
-        2
+    assert_eq!(h.tables.vas[&s1.va].stats.get(VaCounter::Hairpinned), 2);
+}
+
+/// A hairpinned packet whose TTL runs out is dropped and counted, and the
+/// count reaches the report, its JSON and `show interfaces virtual-access`.
+#[test]
+fn spoke_to_spoke_with_ttl_1_is_dropped_and_shown_as_ttl_expired() {
+    let s1 = Spoke::new(1, Mode::Transport, GCM, None);
+    let s2 = Spoke::new(2, Mode::Transport, GCM, None);
+    let mut m = Master::default();
+    s1.install(&mut m);
+    s2.install(&mut m);
+    let global = Arc::new(GlobalStats::default());
+    let mut processor = Processor::new(global.clone(), None);
+    let tables = m.snapshot();
+    processor.sync(&tables);
+    let mut ping = icmp_echo(
+        Ipv4Addr::new(192, 168, 1, 10),
+        Ipv4Addr::new(192, 168, 2, 10),
+        20,
     );
+    ping[8] = 1;
+    ping[10..12].fill(0);
+    let sum = ipv4::checksum(&ping[..20]);
+    ping[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut wire = s1.seal(&s1.uplink(), &ping);
+    assert_eq!(
+        processor.from_network(&tables, s1.outer, &mut wire),
+        FromNet::Done
+    );
+    assert_eq!(global.get(GlobalCounter::TtlExpired), 1);
+    assert_eq!(tables.vas[&s1.va].stats.get(VaCounter::Hairpinned), 0);
+
+    let (virtual_access, sas) = m.counters();
+    let mut report = DatapathReport {
+        kind: "userspace".into(),
+        workers: 1,
+        virtual_access,
+        sas,
+        ..DatapathReport::default()
+    };
+    global.fill(&mut report.global);
+    assert_eq!(report.global.ttl_expired, 1);
+    assert_eq!(
+        report.virtual_access[0].rx_packets, 1,
+        "received, then dropped"
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["global"]["ttl_expired"], 1, "{json}");
+    let text = crate::datapath::show::render_interfaces(&report);
+    assert!(text.contains("1 TTL expired"), "{text}");
 }
 
 /// A spoke's tables: the tunnel to its hub (no template) carrying the
@@ -431,13 +477,7 @@ fn a_spokes_hub_tunnel_and_shortcuts_accept_each_others_sources() {
         from(&mut h, &to_hub, &mut wire),
         FromNet::ToTun(_)
     ));
-    assert_eq!(
-        h.tables.vas[&to_hub.va]
-            .stats
-            .rx_spoofed
-            .load(Ordering::Relaxed),
-        0
-    );
+    assert_eq!(h.tables.vas[&to_hub.va].stats.get(VaCounter::RxSpoofed), 0);
     // And the other way: a source still routed via the hub's summary
     // answers through its new shortcut.
     let early = icmp_echo(
@@ -460,10 +500,7 @@ fn a_spokes_hub_tunnel_and_shortcuts_accept_each_others_sources() {
     let mut wire = shortcut.seal(&from_shortcut, &forged);
     assert!(matches!(from(&mut h, &shortcut, &mut wire), FromNet::Done));
     assert_eq!(
-        h.tables.vas[&shortcut.va]
-            .stats
-            .rx_spoofed
-            .load(Ordering::Relaxed),
+        h.tables.vas[&shortcut.va].stats.get(VaCounter::RxSpoofed),
         1
     );
 }
@@ -574,13 +611,7 @@ fn from_the_tun_device_syns_are_clamped_and_big_df_packets_get_icmp() {
     assert_eq!(&icmp[12..16], &[10, 1, 1, 1], "from the unnumbered address");
     assert_eq!((icmp[20], icmp[21]), (3, 4));
     assert_eq!(u16::from_be_bytes([icmp[26], icmp[27]]), 1400);
-    assert_eq!(
-        h.tables.vas[&s1.va]
-            .stats
-            .tx_too_big
-            .load(Ordering::Relaxed),
-        1
-    );
+    assert_eq!(h.tables.vas[&s1.va].stats.get(VaCounter::TxTooBig), 1);
 
     // Without DF it goes (the outer packet may be fragmented).
     let mut no_df = big.clone();
@@ -605,7 +636,7 @@ fn from_the_tun_device_syns_are_clamped_and_big_df_packets_get_icmp() {
     // No route: counted, nothing sent.
     let stray = icmp_echo(Ipv4Addr::new(192, 168, 0, 10), Ipv4Addr::new(8, 8, 8, 8), 8);
     assert!(h.processor.route(&h.tables, &stray).is_none());
-    assert_eq!(h.global.no_route.load(Ordering::Relaxed), 1);
+    assert_eq!(h.global.get(GlobalCounter::NoRoute), 1);
 }
 
 #[test]
@@ -630,7 +661,7 @@ fn workers_rebuild_their_inbound_sas_when_the_tables_change() {
         p.from_network(&t2, s1.outer, &mut s1.seal(&up, &ping)),
         FromNet::Done
     );
-    assert_eq!(global.unknown_spi.load(Ordering::Relaxed), 1);
+    assert_eq!(global.get(GlobalCounter::UnknownSpi), 1);
 }
 
 /// On a spoke the hub's pushed 10.1.1.0/24 covers the spoke's own

@@ -2,8 +2,9 @@
 
 use std::{mem::offset_of, net::UdpSocket};
 
+use super::codec::{put_u32, put_u64};
 use super::*;
-use crate::net::IPPROTO_ESP;
+use crate::net::{IPPROTO_ESP, Ipv4Prefix};
 use crate::sys::{
     raw_os_error,
     tests::{in_netns, in_netns_with, skip},

@@ -20,47 +20,41 @@
 //!
 //! Everything is programmed over rtnetlink and xfrm netlink
 //! (`sys::netlink`, `sys::xfrm`) and undone in the reverse order.
+//!
+//! The NHRP socket and its reader are in `nhrp`; what an SA pair becomes
+//! in XFRM (states, policies, algorithm names) in `ipsec`; where the
+//! report's counters come from in `report`.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     net::Ipv4Addr,
-    os::fd::AsFd,
-    sync::{
-        Arc, Mutex, MutexGuard, PoisonError, RwLock,
-        atomic::{AtomicU64, Ordering},
-    },
-    thread::JoinHandle,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
 
 use tokio::sync::mpsc;
 
+use self::nhrp::{NhrpPort, NhrpReader, open_nhrp};
 use super::{fib::Fib, hairpin::HairpinMonitor};
+use gateway_report::interfaces::DatapathReport;
+
 use crate::iface::{
-    Datapath, DatapathError, DatapathEvent, DatapathReport, GlobalCounters, Route, SaCounters,
-    SaPair, VaCounters, VaId, VirtualAccessSpec,
+    Datapath, DatapathError, DatapathEvent, Route, SaPair, VaId, VirtualAccessSpec,
 };
+use crate::ipsec::Mode;
 use crate::net::{ETH_P_NHRP, IPPROTO_ESP};
 use crate::sys::{
     netlink::Netlink,
     nft::{self, MssClamp},
-    packet::PacketSocket,
-    poll::{Waker, poll_readable},
-    xfrm::{
-        EspAlgorithms, Integrity, UdpEncap, Xfrm, XfrmAction, XfrmDir, XfrmLifetime, XfrmMode,
-        XfrmPolicy, XfrmSelector, XfrmState, XfrmTemplate,
-    },
-};
-use crate::{
-    ipsec::{Encr, Integ, Mode},
-    net::Ipv4Prefix,
+    xfrm::{Xfrm, XfrmDir, XfrmSelector},
 };
 
-/// The inbound replay window (IOS and strongSwan default to 64 packets).
-const REPLAY_WINDOW: u32 = 64;
-/// Priority of our policies: more specific than a catch-all an operator
-/// may have.
-const POLICY_PRIORITY: u32 = 1000;
+mod ipsec;
+mod nhrp;
+mod report;
+
+pub use nhrp::NhrpCounters;
+
 /// TTL of the GRE packets (the outer header gets the inner one's otherwise,
 /// which breaks traceroute-like TTLs of 1).
 const GRE_TTL: u8 = 64;
@@ -106,41 +100,6 @@ pub struct KernelDatapath {
     /// The thread reading `nhrp`'s socket, when events are wanted.
     nhrp_reader: Mutex<Option<NhrpReader>>,
 }
-
-/// NHRP on the GRE links: the packet socket and which link is whose.
-struct NhrpPort {
-    socket: PacketSocket,
-    /// ifindex -> virtual-access of the GRE links, for the reader.
-    links: RwLock<HashMap<u32, VaId>>,
-    delivered: AtomicU64,
-    queue_full: AtomicU64,
-    unknown_link: AtomicU64,
-    truncated: AtomicU64,
-}
-
-/// The reader thread and the eventfd that stops it.
-struct NhrpReader {
-    waker: Arc<Waker>,
-    thread: JoinHandle<()>,
-}
-
-/// What the NHRP reader counted (`nhrp_to_control` in the report is
-/// `delivered`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NhrpCounters {
-    /// Packets handed to the control plane.
-    pub delivered: u64,
-    /// Packets dropped because the control plane's queue was full.
-    pub queue_full: u64,
-    /// Packets from a link that is not a virtual-access (another GRE
-    /// tunnel, `gre0`) or one removed meanwhile.
-    pub unknown_link: u64,
-    /// Packets larger than the reader's buffer (64 KiB: none can be).
-    pub truncated: u64,
-}
-
-/// The reader's buffer: the largest IPv4 packet, so nothing is cut.
-const NHRP_BUFFER: usize = 65_536;
 
 /// IOS's default NHRP redirect timeout: one Traffic Indication per flow
 /// and interval.
@@ -201,52 +160,6 @@ impl KernelDatapath {
         }
     }
 
-    /// What the NHRP reader counted (zero without one).
-    pub fn nhrp_counters(&self) -> NhrpCounters {
-        let Ok(port) = &self.nhrp else {
-            return NhrpCounters::default();
-        };
-        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        NhrpCounters {
-            delivered: r(&port.delivered),
-            queue_full: r(&port.queue_full),
-            unknown_link: r(&port.unknown_link),
-            truncated: r(&port.truncated),
-        }
-    }
-
-    /// Stops the NHRP reader: the eventfd wakes it at once, so this waits
-    /// for nothing but the packets it is handing over.
-    fn stop_nhrp_reader(&self) {
-        let reader = self
-            .nhrp_reader
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let Some(reader) = reader else {
-            return;
-        };
-        if let Err(e) = reader.waker.wake() {
-            // Without the wake-up the join below would wait forever.
-            tracing::error!(error = %e, "stopping the NHRP reader failed; left running");
-            return;
-        }
-        if reader.thread.join().is_err() {
-            tracing::error!("the NHRP reader panicked");
-        }
-    }
-
-    /// Tells the NHRP reader that `ifindex` is `va`'s link (`None`: gone).
-    fn nhrp_link(&self, ifindex: u32, va: Option<VaId>) {
-        if let Ok(port) = &self.nhrp {
-            let mut links = port.links.write().unwrap_or_else(PoisonError::into_inner);
-            match va {
-                Some(va) => links.insert(ifindex, va),
-                None => links.remove(&ifindex),
-            };
-        }
-    }
-
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -258,137 +171,6 @@ impl KernelDatapath {
     }
 }
 
-/// Opens the NHRP socket, and starts its reader when there is someone to
-/// read for. The socket is opened here, not at the first NHRP, because a
-/// socket belongs to the network namespace of the thread that opens it: the
-/// netlink sockets are opened here too, so all of them see the same links.
-/// Without `events` it is a send-only socket (protocol 0), on which the
-/// kernel queues nothing unread. No socket (no CAP_NET_RAW, a kernel
-/// without CONFIG_PACKET) leaves the datapath running without NHRP, as a
-/// missing hairpin detector does.
-fn open_nhrp(
-    events: Option<&mpsc::Sender<DatapathEvent>>,
-) -> (Result<Arc<NhrpPort>, String>, Option<NhrpReader>) {
-    let socket = match events {
-        Some(_) => PacketSocket::open(ETH_P_NHRP),
-        None => PacketSocket::send_only(),
-    };
-    let port = match socket {
-        Ok(socket) => Arc::new(NhrpPort {
-            socket,
-            links: RwLock::new(HashMap::new()),
-            delivered: AtomicU64::new(0),
-            queue_full: AtomicU64::new(0),
-            unknown_link: AtomicU64::new(0),
-            truncated: AtomicU64::new(0),
-        }),
-        Err(e) => {
-            tracing::warn!(error = %e, "NHRP off: no packet socket");
-            return (Err(e.to_string()), None);
-        }
-    };
-    let Some(events) = events else {
-        return (Ok(port), None);
-    };
-    let reader = Waker::new().map(Arc::new).and_then(|waker| {
-        let (p, w, tx) = (Arc::clone(&port), Arc::clone(&waker), events.clone());
-        std::thread::Builder::new()
-            .name("nhrp-reader".into())
-            .spawn(move || read_nhrp(&p, &w, &tx))
-            .map(|thread| NhrpReader { waker, thread })
-    });
-    match reader {
-        Ok(reader) => (Ok(port), Some(reader)),
-        Err(e) => {
-            tracing::warn!(error = %e, "NHRP from the spokes is not read: no reader thread");
-            (Ok(port), None)
-        }
-    }
-}
-
-/// The NHRP reader: waits on the socket and the stop eventfd, drains the
-/// socket at every wake-up. The only allocation is the event's copy.
-fn read_nhrp(port: &NhrpPort, stop: &Waker, events: &mpsc::Sender<DatapathEvent>) {
-    let mut buf = vec![0u8; NHRP_BUFFER];
-    loop {
-        match poll_readable(&[port.socket.as_fd(), stop.as_fd()], None) {
-            Ok(ready) if ready.is_ready(1) => return,
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "NHRP reader stopped");
-                return;
-            }
-        }
-        loop {
-            let got = match port.socket.recv(&mut buf) {
-                Ok(Some(got)) => got,
-                Ok(None) => break,
-                Err(e) => {
-                    // A pending socket error is reported once, then cleared.
-                    tracing::warn!(error = %e, "NHRP reader");
-                    break;
-                }
-            };
-            // Only ETH_P_ALL sockets see outgoing packets; a filter is
-            // cheap insurance against reading our own.
-            if got.pkttype == libc::PACKET_OUTGOING {
-                continue;
-            }
-            if got.truncated(buf.len()) {
-                port.truncated.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            let va = port
-                .links
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(&got.ifindex)
-                .copied();
-            let Some(va) = va else {
-                port.unknown_link.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            let packet = buf.get(..got.len).unwrap_or_default().to_vec();
-            match events.try_send(DatapathEvent::Nhrp { va, packet }) {
-                Ok(()) => {
-                    port.delivered.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    port.queue_full.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
-            }
-        }
-    }
-}
-
-/// The kernel's name for the ESP transform.
-fn algorithms(
-    encr: Encr,
-    integ: Option<Integ>,
-    keys: &crate::ipsec::SaKeys,
-) -> Result<EspAlgorithms, DatapathError> {
-    match (encr, integ) {
-        (Encr::AesGcm16 { .. }, _) => Ok(EspAlgorithms::AesGcm {
-            key_with_salt: keys.encr.clone(),
-            icv_bits: 128,
-        }),
-        (Encr::AesCbc { .. }, Some(i)) => Ok(EspAlgorithms::AesCbc {
-            enc_key: keys.encr.clone(),
-            integrity: match i {
-                Integ::HmacSha1_96 => Integrity::HmacSha1_96,
-                Integ::HmacSha256_128 => Integrity::HmacSha256_128,
-                Integ::HmacSha384_192 => Integrity::HmacSha384_192,
-                Integ::HmacSha512_256 => Integrity::HmacSha512_256,
-            },
-            integ_key: keys.integ.clone(),
-        }),
-        (Encr::AesCbc { .. }, None) => Err(DatapathError::Keys(
-            "AES-CBC without an integrity algorithm".into(),
-        )),
-    }
-}
-
 /// The link's name, within IFNAMSIZ: `va<N>` for a hub's
 /// Virtual-AccessN, `tunnel<N>` for a spoke's TunnelN.
 fn link_name(id: VaId) -> String {
@@ -397,15 +179,6 @@ fn link_name(id: VaId) -> String {
         None => format!("va{}", id.raw()),
     }
 }
-
-fn host(a: Ipv4Addr) -> Ipv4Prefix {
-    Ipv4Prefix { addr: a, len: 32 }
-}
-
-const ANY: Ipv4Prefix = Ipv4Prefix {
-    addr: Ipv4Addr::UNSPECIFIED,
-    len: 0,
-};
 
 impl Drop for KernelDatapath {
     fn drop(&mut self) {
@@ -485,99 +258,6 @@ impl State {
             return Err(os(format!("configuring {name}"))(e));
         }
         Ok(ifindex)
-    }
-
-    fn states(sa: &SaPair, reqid: u32) -> Result<[XfrmState; 2], DatapathError> {
-        let mode = match sa.mode {
-            Mode::Transport => XfrmMode::Transport,
-            Mode::Tunnel => XfrmMode::Tunnel,
-        };
-        let selector = |src, dst| (sa.mode == Mode::Transport).then(|| XfrmSelector::gre(src, dst));
-        let out = XfrmState {
-            src: sa.local,
-            dst: sa.remote,
-            spi: sa.spi_out,
-            reqid,
-            mode,
-            algorithms: algorithms(sa.encr, sa.integ, &sa.outbound)?,
-            replay_window: 0,
-            esn: false,
-            encap: sa.encap.map(|(local, remote)| UdpEncap {
-                sport: local,
-                dport: remote,
-            }),
-            selector: selector(sa.local, sa.remote),
-            lifetime: XfrmLifetime::default(),
-        };
-        let inbound = XfrmState {
-            src: sa.remote,
-            dst: sa.local,
-            spi: sa.spi_in,
-            reqid,
-            mode,
-            algorithms: algorithms(sa.encr, sa.integ, &sa.inbound)?,
-            replay_window: REPLAY_WINDOW,
-            esn: false,
-            encap: sa.encap.map(|(local, remote)| UdpEncap {
-                sport: remote,
-                dport: local,
-            }),
-            selector: selector(sa.remote, sa.local),
-            lifetime: XfrmLifetime::default(),
-        };
-        Ok([out, inbound])
-    }
-
-    fn policies(sa: &SaPair, reqid: u32, inner: Option<Ipv4Addr>) -> Vec<XfrmPolicy> {
-        let template = |src, dst, mode| {
-            Some(XfrmTemplate {
-                src,
-                dst,
-                reqid,
-                mode,
-            })
-        };
-        let policy = |selector, dir, template| XfrmPolicy {
-            selector,
-            dir,
-            priority: POLICY_PRIORITY,
-            action: XfrmAction::Allow,
-            template,
-        };
-        match (sa.mode, inner) {
-            (Mode::Transport, _) => vec![
-                policy(
-                    XfrmSelector::gre(sa.local, sa.remote),
-                    XfrmDir::Out,
-                    template(sa.local, sa.remote, XfrmMode::Transport),
-                ),
-                policy(
-                    XfrmSelector::gre(sa.remote, sa.local),
-                    XfrmDir::In,
-                    template(sa.remote, sa.local, XfrmMode::Transport),
-                ),
-            ],
-            // A tunnel-mode peer's inner address; what it reaches through
-            // us is forwarded (decrypted, then routed on).
-            (Mode::Tunnel, Some(inner)) => vec![
-                policy(
-                    XfrmSelector::between(ANY, host(inner)),
-                    XfrmDir::Out,
-                    template(sa.local, sa.remote, XfrmMode::Tunnel),
-                ),
-                policy(
-                    XfrmSelector::between(host(inner), ANY),
-                    XfrmDir::In,
-                    template(sa.remote, sa.local, XfrmMode::Tunnel),
-                ),
-                policy(
-                    XfrmSelector::between(host(inner), ANY),
-                    XfrmDir::Fwd,
-                    template(sa.remote, sa.local, XfrmMode::Tunnel),
-                ),
-            ],
-            (Mode::Tunnel, None) => Vec::new(),
-        }
     }
 
     fn remove_sa(&mut self, id: VaId) {
@@ -819,65 +499,7 @@ impl Datapath for KernelDatapath {
     }
 
     fn report(&self) -> DatapathReport {
-        let mut s = self.state();
-        let mut report = DatapathReport {
-            kind: "kernel".into(),
-            workers: 0,
-            virtual_access: Vec::new(),
-            sas: Vec::new(),
-            global: GlobalCounters::default(),
-        };
-        if let Some(m) = &self.hairpin
-            && let Ok(h) = m.lock().unwrap_or_else(PoisonError::into_inner).report()
-        {
-            report.global.hairpin_events = h.delivered;
-            report.global.hairpin_events_lost = h.lost_ring_full + h.lost_queue_full;
-        }
-        report.global.nhrp_to_control = self.nhrp_counters().delivered;
-        let vas: Vec<(VaId, VirtualAccessSpec, Option<u32>, Option<InstalledSa>)> = s
-            .vas
-            .iter()
-            .map(|(id, v)| (*id, v.spec.clone(), v.ifindex, v.sa))
-            .collect();
-        for (id, spec, ifindex, sa) in vas {
-            let mut row = VaCounters {
-                id,
-                name: spec.name.clone(),
-                peer_inner: spec.peer_inner,
-                remote_outer: spec.remote_outer.to_string(),
-                mtu: spec.mtu,
-                ..VaCounters::default()
-            };
-            if let Some(stats) = ifindex.and_then(|i| s.nl.link_stats(i).ok()) {
-                row.rx_packets = stats.rx_packets;
-                row.rx_bytes = stats.rx_bytes;
-                row.tx_packets = stats.tx_packets;
-                row.tx_bytes = stats.tx_bytes;
-            }
-            report.virtual_access.push(row);
-            if let Some(sa) = sa {
-                let rx = s
-                    .xfrm
-                    .get_state_stats(sa.local, sa.spi_in)
-                    .unwrap_or_default();
-                let tx = s
-                    .xfrm
-                    .get_state_stats(sa.remote, sa.spi_out)
-                    .unwrap_or_default();
-                report.sas.push(SaCounters {
-                    va: id,
-                    spi_in: sa.spi_in,
-                    spi_out: sa.spi_out,
-                    rx_packets: rx.packets,
-                    rx_bytes: rx.bytes,
-                    tx_packets: tx.packets,
-                    tx_bytes: tx.bytes,
-                    replayed: u64::from(rx.replayed) + u64::from(rx.outside_window),
-                    auth_failed: u64::from(rx.integrity_failed),
-                });
-            }
-        }
-        report
+        self.counters()
     }
 }
 
