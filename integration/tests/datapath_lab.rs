@@ -27,6 +27,15 @@ const SESSIONS_UP: Duration = Duration::from_secs(30);
 /// How long a path gets to start working once the sessions are up (routes
 /// and SAs installed in the datapath, ARP).
 const PATH_UP: Duration = Duration::from_secs(10);
+/// How long the hub gets to forget a spoke that stopped: at once with the
+/// spoke's DELETE; without one, the hub's periodic DPD (every 10 s, retries
+/// 2 s apart) finds out within about 15 s. A functional bound, four times
+/// the DPD path; the time it took is printed.
+const SPOKE_GONE: Duration = Duration::from_mins(1);
+/// How long the spokes get to be back once the hub is: they dial with a
+/// backoff of up to 30 s (the gateway's `MAX_BACKOFF`), then IKE. The time
+/// it took is printed.
+const REDIAL_UP: Duration = Duration::from_mins(2);
 /// iperf3 run length, per direction.
 const IPERF_SECONDS: u32 = 3;
 /// Pings per check.
@@ -274,13 +283,16 @@ fn a_spoke_that_stops_loses_its_routes_and_gets_them_back_when_it_returns() {
     assert!(lab.spoke_virtual_access(1).unwrap().is_some());
 
     lab.stop_spoke(1).unwrap();
-    // With a DELETE from the spoke this is immediate; without one, the
-    // hub's periodic DPD (every 10 s, retries 2 s apart) finds out.
-    let gone = integration::wait_until(Duration::from_secs(40), Duration::from_millis(250), || {
+    let stopped = std::time::Instant::now();
+    let gone = integration::wait_until(SPOKE_GONE, Duration::from_millis(250), || {
         !lab.hub_has_route(&host_route).unwrap_or(true)
             && !lab.hub_has_route(&lan_route).unwrap_or(true)
             && lab.spoke_virtual_access(1).is_ok_and(|va| va.is_none())
     });
+    eprintln!(
+        "spoke 1's routes and virtual-access gone from the hub {:.1}s after it stopped",
+        stopped.elapsed().as_secs_f64()
+    );
     assert!(
         gone,
         "the hub still routes to spoke 1 ({host_route}: {}, {lan_route}: {}) or lists its \
@@ -347,7 +359,12 @@ fn spokes_dial_again_when_the_hub_comes_back() {
     // The spokes noticed (the hub's DELETE) and are dialling a dead hub.
     std::thread::sleep(Duration::from_secs(3));
     lab.start_hub().unwrap();
-    lab.wait_sessions(2, SESSIONS_UP).unwrap();
+    let back = std::time::Instant::now();
+    lab.wait_sessions(2, REDIAL_UP).unwrap();
+    eprintln!(
+        "both spokes back on the hub {:.1}s after it restarted",
+        back.elapsed().as_secs_f64()
+    );
     let after: Vec<Ipv4Addr> = (1..=2)
         .map(|k| lab.spoke_pool_address(k).unwrap())
         .collect();

@@ -28,8 +28,15 @@ fn a_strongswan_spoke_with_kernel_xfrm_reaches_the_hub_lan() {
         kernel_datapath: true,
         ..LabSpec::new(1, true)
     };
+    let started = std::time::Instant::now();
     let lab = FlexLab::start(&gateway, "kswan", &spec).unwrap();
-    lab.wait_sessions(2, Duration::from_mins(1)).unwrap();
+    // Two minutes, as in `kernel_datapath.rs`: IKE under emulation in the
+    // VM tier.
+    lab.wait_sessions(2, Duration::from_mins(2)).unwrap();
+    println!(
+        "both sessions up after {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     let vip = lab.strongswan_vip().unwrap();
     let swan = lab.strongswan_netns().unwrap();
     let _ = flex_lab::wait_ping(swan, HUB_LAN_HOST, Duration::from_secs(30));

@@ -186,9 +186,16 @@ fn drop_kills_processes_and_removes_namespaces() {
     assert!(listed_namespaces().is_superset(&names.iter().cloned().collect()));
 
     // The lab goes first while the Procs are still held: the lab stops them.
+    // A functional bound (dropping does not hang), not a speed claim: the
+    // time is printed.
     let start = Instant::now();
     drop(lab);
-    assert!(start.elapsed() < Duration::from_secs(15));
+    let took = start.elapsed();
+    eprintln!("the lab dropped in {:.2}s", took.as_secs_f64());
+    assert!(
+        took < Duration::from_mins(1),
+        "dropping the lab took {took:?}"
+    );
     assert!(
         !process_alive_with(pid, &secs(1001)),
         "sleep survived the lab"
@@ -233,8 +240,15 @@ fn proc_drop_stops_the_process_group() {
     let start = Instant::now();
     drop(stubborn);
     let took = start.elapsed();
+    eprintln!(
+        "a process that ignores SIGTERM stopped in {:.2}s",
+        took.as_secs_f64()
+    );
+    // At least most of the grace period (3 s) before the SIGKILL: the
+    // process was given its chance. The upper bound is functional (the drop
+    // ends), wide for a loaded machine.
     assert!(
-        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        took >= Duration::from_secs(2) && took < Duration::from_secs(30),
         "{took:?}"
     );
     assert!(!process_alive_with(pid, "trap"));

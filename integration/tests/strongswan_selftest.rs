@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::Ipv4Addr;
+use std::os::unix::process::ExitStatusExt as _;
 use std::time::{Duration, Instant};
 
 use integration::strongswan::{Charon, CharonConfig, HubParams, IkeSa, SpokeParams, StartAction};
@@ -310,9 +311,12 @@ fn missing_plugin_is_an_error_and_stop_is_clean() {
     let t = Instant::now();
     let status = charon.stop().unwrap();
     eprintln!("timing: charon stop {:?} ({status})", t.elapsed());
-    assert!(
-        t.elapsed() < Duration::from_secs(2),
-        "charon ignored SIGTERM"
+    // Stopping is SIGTERM, then SIGKILL after a grace period: a charon that
+    // ignored SIGTERM dies of the SIGKILL.
+    assert_ne!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "charon ignored SIGTERM ({status})"
     );
     let text = std::fs::read_to_string(log).unwrap();
     assert!(text.contains("SIGTERM received, shutting down"), "{text}");

@@ -168,6 +168,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
         runner.step("vm", || {
             vm::run_step(&vm::VmArgs {
                 command: vm::kernel_tier_command()?,
+                timeout: vm::KERNEL_TIER_TIMEOUT,
                 ..vm::VmArgs::default()
             })
         });

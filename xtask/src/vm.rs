@@ -41,6 +41,13 @@ const PREFIX: &str = "vm-test";
 /// The default command: the kernel datapath smoke test.
 pub const SMOKE_SCRIPT: &str = "integration/vm/smoke.sh";
 
+/// The bound on the kernel tier of `cargo xtask test` in the VM, in
+/// seconds: the smoke test, the library's kernel tests and three labs, all
+/// under emulation (TCG) on a machine other builds share. A functional
+/// bound (a VM that hangs is killed), not a speed target: `run_step`
+/// prints how long the run took.
+pub const KERNEL_TIER_TIMEOUT: u64 = 20 * 60;
+
 #[derive(Args, Debug)]
 pub struct VmArgs {
     /// Kill the VM after this many seconds.

@@ -1,0 +1,300 @@
+//! Traffic through the lab: `ping` (with its summary parsed) and `iperf3`
+//! (one or more TCP streams, the rate the server received).
+
+use std::{
+    net::Ipv4Addr,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use serde_json::Value;
+
+use crate::{
+    Netns,
+    cmd::{self, tail},
+    wait_until,
+};
+
+/// The port iperf3 listens on.
+pub const IPERF_PORT: u16 = 5201;
+
+// ---- ping ------------------------------------------------------------------
+
+/// What iputils `ping` reported.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PingResult {
+    pub transmitted: u32,
+    pub received: u32,
+    /// As printed, e.g. 0.0 or 100.0.
+    pub loss_percent: f64,
+    /// Round-trip times in milliseconds; `None` when nothing came back.
+    pub rtt: Option<Rtt>,
+}
+
+/// `rtt min/avg/max/mdev = ...` in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rtt {
+    pub min: f64,
+    pub avg: f64,
+    pub max: f64,
+    pub mdev: f64,
+}
+
+impl PingResult {
+    /// Every echo answered.
+    pub fn all_received(&self) -> bool {
+        self.transmitted > 0 && self.received == self.transmitted
+    }
+}
+
+/// Interval between echoes, in seconds (as `ping -i` takes it).
+const PING_INTERVAL: &str = "0.2";
+
+/// `ping -c COUNT` from `from` to `to` (0.2 s apart, 1 s for the last
+/// answer, bounded in time); lost echoes are not an error.
+pub fn ping(from: &Netns, to: Ipv4Addr, count: u32) -> Result<PingResult> {
+    ping_with(from, None, to, count)
+}
+
+/// [`ping`] from the source address `source` (`ping -I ADDRESS`).
+pub fn ping_from(from: &Netns, source: Ipv4Addr, to: Ipv4Addr, count: u32) -> Result<PingResult> {
+    ping_with(from, Some(source), to, count)
+}
+
+fn ping_with(
+    from: &Netns,
+    source: Option<Ipv4Addr>,
+    to: Ipv4Addr,
+    count: u32,
+) -> Result<PingResult> {
+    let count = count.max(1);
+    // No `-w`: with a deadline, iputils ping keeps sending until COUNT
+    // answers came back, so a lost echo would change what was sent. Without
+    // it, it sends COUNT echoes 0.2 s apart and waits `-W` (1 s) for the
+    // last answer: done in about COUNT / 5 + 1 s; the bound below is for a
+    // ping that misbehaves.
+    let bound = Duration::from_secs(u64::from(count.div_ceil(5)) + 10);
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", from.name(), "ping", "-n", "-q"]);
+    command.args(["-c", &count.to_string(), "-i", PING_INTERVAL, "-W", "1"]);
+    if let Some(source) = source {
+        command.args(["-I", &source.to_string()]);
+    }
+    command.arg(to.to_string());
+    let line = cmd::command_line(&command);
+    let output = cmd::run_unchecked(&mut command, bound)?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    parse_ping(&stdout).with_context(|| {
+        format!(
+            "`{line}` printed no summary ({}); stdout: {stdout}; stderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+    })
+}
+
+/// Polls with single pings (bounded by `timeout`) until one is answered:
+/// for the moment a path starts to work (routes and SAs installed, ARP).
+pub fn wait_ping(from: &Netns, to: Ipv4Addr, timeout: Duration) -> Result<()> {
+    let started = Instant::now();
+    let mut last = None;
+    let ok = wait_until(timeout, Duration::from_millis(100), || {
+        let result = ping(from, to, 1);
+        let ok = result.as_ref().is_ok_and(|r| r.received > 0);
+        last = Some(result);
+        ok
+    });
+    if ok {
+        return Ok(());
+    }
+    bail!(
+        "no answer from {to} to pings from netns {} within {:?}; last: {last:?}",
+        from.name(),
+        started.elapsed()
+    )
+}
+
+/// Parses the summary of iputils `ping` (`-q` or not).
+pub fn parse_ping(text: &str) -> Option<PingResult> {
+    let stats = text.lines().find(|l| l.contains("packets transmitted"))?;
+    let mut transmitted = None;
+    let mut received = None;
+    let mut loss = None;
+    for part in stats.split(',').map(str::trim) {
+        let mut words = part.split_whitespace();
+        let (Some(number), Some(word)) = (words.next(), words.next()) else {
+            continue;
+        };
+        match word {
+            "packets" => transmitted = number.parse().ok(),
+            "received" => received = number.parse().ok(),
+            "packet" => loss = number.strip_suffix('%').and_then(|n| n.parse().ok()),
+            _ => {}
+        }
+    }
+    let rtt = text
+        .lines()
+        .find_map(|l| l.strip_prefix("rtt min/avg/max/mdev = "))
+        .and_then(|rest| {
+            let numbers: Vec<f64> = rest
+                .split_whitespace()
+                .next()?
+                .split('/')
+                .map(|n| n.parse().ok())
+                .collect::<Option<_>>()?;
+            let [min, avg, max, mdev] = numbers.as_slice() else {
+                return None;
+            };
+            Some(Rtt {
+                min: *min,
+                avg: *avg,
+                max: *max,
+                mdev: *mdev,
+            })
+        });
+    Some(PingResult {
+        transmitted: transmitted?,
+        received: received?,
+        loss_percent: loss?,
+        rtt,
+    })
+}
+
+// ---- iperf3 ----------------------------------------------------------------
+
+/// How long the iperf3 server gets to listen.
+const IPERF_LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One TCP stream for `seconds` from `client_ns` to an iperf3 server on
+/// `server_addr` in `server_ns` ([`IPERF_PORT`]); returns what the server
+/// received, in bits per second. The server is a lab process (`iperf3 -s
+/// -1`: one test, then it exits; stopped in any case when this returns).
+pub fn iperf3(
+    server_ns: &Netns,
+    server_addr: Ipv4Addr,
+    client_ns: &Netns,
+    seconds: u32,
+) -> Result<f64> {
+    iperf3_streams(server_ns, server_addr, client_ns, seconds, 1)
+}
+
+/// [`iperf3`] with `streams` parallel TCP streams (`-P`), summed.
+pub fn iperf3_streams(
+    server_ns: &Netns,
+    server_addr: Ipv4Addr,
+    client_ns: &Netns,
+    seconds: u32,
+    streams: u32,
+) -> Result<f64> {
+    let port = IPERF_PORT.to_string();
+    let addr = server_addr.to_string();
+    let mut server = Command::new("iperf3");
+    server.args(["-s", "-1", "-B", &addr, "-p", &port]);
+    let server = server_ns.spawn(&server)?;
+    let listening = wait_until(IPERF_LISTEN_TIMEOUT, Duration::from_millis(50), || {
+        !server.is_running() || tcp_listening(server_ns, IPERF_PORT)
+    });
+    ensure!(
+        listening && server.is_running(),
+        "the iperf3 server on {addr} in netns {} did not listen within {IPERF_LISTEN_TIMEOUT:?}: {}",
+        server_ns.name(),
+        server.stderr_text().trim()
+    );
+
+    let mut client = Command::new("ip");
+    client.args(["netns", "exec", client_ns.name(), "iperf3", "-c", &addr]);
+    client.args(["-p", &port, "-t", &seconds.to_string()]);
+    client.args(["-P", &streams.max(1).to_string()]);
+    client.args(["--json", "--connect-timeout", "3000"]);
+    let line = cmd::command_line(&client);
+    let output = cmd::run_unchecked(&mut client, Duration::from_secs(u64::from(seconds) + 20))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let result = parse_iperf3_json(&stdout).with_context(|| {
+        format!(
+            "`{line}` ({}): stderr: {}; server: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim(),
+            server.stderr_text().trim()
+        )
+    });
+    // It exits by itself after one test; if the test failed, stop it.
+    if server.wait_timeout(Duration::from_secs(2)).is_err() {
+        let _ = server.terminate();
+    }
+    result
+}
+
+fn tcp_listening(netns: &Netns, port: u16) -> bool {
+    let filter = format!("sport = :{port}");
+    netns
+        .exec_unchecked(["ss", "-H", "-l", "-t", "-n", &filter])
+        .is_ok_and(|o| o.status.success() && !o.stdout.trim_ascii().is_empty())
+}
+
+/// `end.sum_received.bits_per_second` of `iperf3 --json` output; its
+/// `error` when it reports one.
+pub fn parse_iperf3_json(text: &str) -> Result<f64> {
+    let v: Value = serde_json::from_str(text)
+        .with_context(|| format!("iperf3 printed no JSON: {}", tail(text, 2000)))?;
+    if let Some(error) = v["error"].as_str() {
+        bail!("iperf3: {error}");
+    }
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .with_context(|| "iperf3's JSON has no end.sum_received.bits_per_second".to_owned())
+}
+
+/// `1.23 Gbit/s`, `456.7 Mbit/s`.
+pub fn human_rate(bits_per_second: f64) -> String {
+    if bits_per_second >= 1e9 {
+        format!("{:.2} Gbit/s", bits_per_second / 1e9)
+    } else if bits_per_second >= 1e6 {
+        format!("{:.1} Mbit/s", bits_per_second / 1e6)
+    } else {
+        format!("{:.1} kbit/s", bits_per_second / 1e3)
+    }
+}
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_iputils_ping() {
+        let ok = "PING 192.168.1.10 (192.168.1.10) 56(84) bytes of data.\n\n\
+                  --- 192.168.1.10 ping statistics ---\n\
+                  5 packets transmitted, 5 received, 0% packet loss, time 803ms\n\
+                  rtt min/avg/max/mdev = 0.045/0.061/0.080/0.014 ms\n";
+        let r = parse_ping(ok).unwrap();
+        assert!(r.all_received());
+        assert_eq!((r.transmitted, r.received), (5, 5));
+        assert!((r.rtt.unwrap().avg - 0.061).abs() < 1e-9);
+        let lost = "--- 192.168.0.10 ping statistics ---\n\
+                    3 packets transmitted, 0 received, +3 errors, 100% packet loss, time 2034ms\n";
+        let r = parse_ping(lost).unwrap();
+        assert_eq!((r.transmitted, r.received, r.rtt), (3, 0, None));
+        assert!((r.loss_percent - 100.0).abs() < 1e-9);
+        assert!(!r.all_received());
+        let some = "4 packets transmitted, 3 received, 25% packet loss, time 3004ms\n\
+                    rtt min/avg/max/mdev = 1.0/2.0/3.0/0.5 ms, pipe 2\n";
+        let r = parse_ping(some).unwrap();
+        assert_eq!(r.received, 3);
+        assert!((r.loss_percent - 25.0).abs() < 1e-9);
+        assert!((r.rtt.unwrap().max - 3.0).abs() < 1e-9);
+        assert_eq!(parse_ping("ping: connect: Network is unreachable\n"), None);
+    }
+
+    #[test]
+    fn parses_iperf3_json() {
+        let ok = r#"{"start":{},"intervals":[],"end":{"sum_sent":{"bits_per_second":2.0e9},
+                    "sum_received":{"bits_per_second":1.5e9}}}"#;
+        assert!((parse_iperf3_json(ok).unwrap() - 1.5e9).abs() < 1.0);
+        let err = r#"{"start":{},"intervals":[],"end":{},"error":"unable to connect to server: Connection refused"}"#;
+        let e = parse_iperf3_json(err).unwrap_err();
+        assert!(format!("{e}").contains("Connection refused"), "{e}");
+        assert!(parse_iperf3_json("iperf3: error").is_err());
+        assert_eq!(human_rate(1.5e9), "1.50 Gbit/s");
+        assert_eq!(human_rate(2.5e8), "250.0 Mbit/s");
+    }
+}
