@@ -80,13 +80,12 @@ fn stack_drops(hub: &Netns) -> Result<(u64, &'static str)> {
 }
 
 fn xdp_drops(gateway: &Gateway) -> Result<u64> {
-    let report = gateway.show_json(&["xdp"])?;
-    report["verdicts"]
-        .as_array()
-        .context("no verdicts")?
+    let report: gateway_report::xdp::XdpReport = gateway.show_report(&["xdp"])?;
+    report
+        .verdicts
         .iter()
-        .find(|v| v["verdict"] == "drop_esp_unknown_spi")
-        .and_then(|v| v["packets"].as_u64())
+        .find(|v| v.verdict == "drop_esp_unknown_spi")
+        .map(|v| v.packets)
         .context("no drop_esp_unknown_spi verdict")
 }
 

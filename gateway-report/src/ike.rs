@@ -47,6 +47,13 @@ pub struct ChildReport {
     pub remote_ts: Vec<String>,
 }
 
+impl SaReport {
+    /// IKE_AUTH done (`READY`) and at least one CHILD_SA: traffic can flow.
+    pub fn is_up(&self) -> bool {
+        self.status == "READY" && !self.children.is_empty()
+    }
+}
+
 /// The ESP mode of a CHILD_SA: `"tunnel"` or `"transport"` in JSON.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -93,6 +93,24 @@ counters! {
     }
 }
 
+impl VaCounters {
+    /// The peer's outer address, the IP part of `remote_outer`
+    /// (`172.25.1.11:4500`).
+    pub fn outer_ip(&self) -> Option<Ipv4Addr> {
+        self.remote_outer
+            .rsplit_once(':')
+            .map_or(self.remote_outer.as_str(), |(ip, _)| ip)
+            .parse()
+            .ok()
+    }
+
+    /// A cloned `Virtual-AccessN` (on a spoke: a spoke-to-spoke shortcut
+    /// tunnel), not a static `TunnelN`.
+    pub fn is_virtual_access(&self) -> bool {
+        self.name.starts_with("Virtual-Access")
+    }
+}
+
 /// What `show interfaces virtual-access` prints.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatapathReport {

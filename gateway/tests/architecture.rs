@@ -7,7 +7,9 @@
 //!   between sibling files of one module (a child using its parent is fine);
 //! - the layers: `datapath/` never reaches up into the control plane, `ike`
 //!   never reaches into the datapath or the sessions, and `spoke`, `nhrp`
-//!   and `bgp` talk to the datapath only through its contract (`iface`).
+//!   and `bgp` talk to the datapath only through its contract (`iface`);
+//! - the integration crate and xtask declare no copy of a report type of
+//!   `gateway-report` (they deserialize the gateway's own).
 //!
 //! The source is read as text: comments, strings and `#[cfg(test)]` items
 //! are stripped, then every `crate::`, `super::` and `self::` path and every
@@ -612,4 +614,53 @@ fn the_scanner_sees_cycles_and_test_code_as_it_should() {
     assert_eq!(cycles[0].first(), cycles[0].last());
     let fns = functions("fn a() {\n x;\n}\nfn b();\n");
     assert_eq!(fns, [("a".to_owned(), 1, 3)]);
+}
+
+/// Every `struct`/`enum` name declared in the Rust files under `dir`.
+fn declared_types(dir: &Path) -> BTreeSet<String> {
+    let mut paths = Vec::new();
+    rust_files(dir, &mut paths);
+    let mut names = BTreeSet::new();
+    for path in paths {
+        let text =
+            fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let code = strip_comments_and_strings(&text);
+        for keyword in ["struct ", "enum "] {
+            let mut search = 0;
+            while let Some(at) = code[search..].find(keyword).map(|p| p + search) {
+                search = at + keyword.len();
+                if ident_byte(code.as_bytes(), at) {
+                    continue;
+                }
+                let name: String = code[search..]
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() {
+                    names.insert(name);
+                }
+            }
+        }
+    }
+    names
+}
+
+/// The integration tests read the gateway's reports as the gateway's own
+/// types (`gateway_report`), never as look-alikes of their own.
+#[test]
+fn the_integration_crate_declares_no_copy_of_a_report_type() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let reports = declared_types(&root.join("gateway-report/src"));
+    assert!(
+        reports.contains("SaReport") && reports.contains("DatapathReport"),
+        "the report types were not found: {reports:?}"
+    );
+    let mut ours = declared_types(&root.join("integration/src"));
+    ours.extend(declared_types(&root.join("integration/tests")));
+    ours.extend(declared_types(&root.join("xtask/src")));
+    let copies: Vec<&String> = ours.intersection(&reports).collect();
+    assert!(
+        copies.is_empty(),
+        "the lab declares its own version of these gateway reports; use gateway_report's: {copies:?}"
+    );
 }

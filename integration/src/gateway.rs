@@ -151,16 +151,19 @@ impl Gateway {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    /// `gateway show WHAT... --json`, parsed.
-    pub fn show_json(&self, what: &[&str]) -> Result<serde_json::Value> {
+    /// `gateway show WHAT... --json`, read as the gateway's own report type
+    /// (`gateway_report::...`): a field the daemon no longer sends, or sends
+    /// as another type, is an error here rather than a zero.
+    pub fn show_report<T: serde::de::DeserializeOwned>(&self, what: &[&str]) -> Result<T> {
         let mut args = vec!["show"];
         args.extend_from_slice(what);
         args.push("--json");
         let text = self.cli_ok(&args)?;
         serde_json::from_str(&text).with_context(|| {
             format!(
-                "`gateway show {}` printed invalid JSON: {text}",
-                what.join(" ")
+                "`gateway show {}` printed JSON that is not a {}: {text}",
+                what.join(" "),
+                std::any::type_name::<T>()
             )
         })
     }

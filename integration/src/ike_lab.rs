@@ -9,7 +9,6 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use serde_json::Value;
 
 use crate::{
     Lab, Netns,
@@ -177,8 +176,9 @@ impl IkeLab {
             .expect("charon started on this spoke")
     }
 
-    pub fn show_json(&self, what: &[&str]) -> Result<Value> {
-        self.gateway().show_json(what)
+    /// `gateway show WHAT... --json` on the hub, as its report type.
+    pub fn show_report<T: serde::de::DeserializeOwned>(&self, what: &[&str]) -> Result<T> {
+        self.gateway().show_report(what)
     }
 }
 

@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use serde_json::Value;
+use gateway_report::xdp::XdpReport;
 
 use crate::{
     Lab, Netns,
@@ -228,8 +228,8 @@ impl XdpLab {
     }
 
     /// `gateway show xdp --json`.
-    pub fn show_xdp_json(&self) -> Result<Value> {
-        self.gateway().show_json(&["xdp"])
+    pub fn show_xdp(&self) -> Result<XdpReport> {
+        self.gateway().show_report(&["xdp"])
     }
 
     /// Checks the hub's counters against what was sent (the spokes are the
@@ -238,7 +238,7 @@ impl XdpLab {
     pub fn check_counters(&self, sent: &Sent) -> Result<Vec<String>> {
         let mut last_error = None;
         for _ in 0..20 {
-            let report = self.show_xdp_json()?;
+            let report = self.show_xdp()?;
             match check(&report, sent, self.spread_esp) {
                 Ok(summary) => return Ok(summary),
                 Err(e) => last_error = Some(e),
@@ -288,23 +288,23 @@ spread_esp = {spread_esp}
     )
 }
 
-fn verdict(report: &Value, name: &str) -> Result<u64> {
-    report["verdicts"]
-        .as_array()
-        .and_then(|vs| vs.iter().find(|v| v["verdict"] == name))
-        .and_then(|v| v["packets"].as_u64())
-        .with_context(|| format!("verdict {name} missing from `show xdp --json`: {report}"))
+fn verdict(report: &XdpReport, name: &str) -> Result<u64> {
+    report
+        .verdicts
+        .iter()
+        .find(|v| v.verdict == name)
+        .map(|v| v.packets)
+        .with_context(|| format!("verdict {name} missing from `show xdp --json`: {report:?}"))
 }
 
-fn sa_packets(report: &Value, spi: u32) -> Result<u64> {
-    report["sas"]
-        .as_array()
-        .and_then(|sas| sas.iter().find(|s| s["spi"] == spi))
-        .and_then(|s| s["packets"].as_u64())
-        .with_context(|| format!("SA {spi:#010x} missing from `show xdp --json`: {report}"))
+fn sa_packets(report: &XdpReport, spi: u32) -> Result<u64> {
+    report
+        .sa(spi)
+        .map(|s| s.packets)
+        .with_context(|| format!("SA {spi:#010x} missing from `show xdp --json`: {report:?}"))
 }
 
-fn check(report: &Value, sent: &Sent, spread_esp: bool) -> Result<Vec<String>> {
+fn check(report: &XdpReport, sent: &Sent, spread_esp: bool) -> Result<Vec<String>> {
     let expect_eq = |name: &str, want: u64| -> Result<u64> {
         let got = verdict(report, name)?;
         ensure!(got == want, "{name}: counted {got}, sent {want}");

@@ -16,6 +16,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use gateway_report::bgp::{NeighborSummary, Summary, TableView};
 use integration::{
     flex_lab::{
         self, BgpSpec, DMVPN_LAN, FlexLab, HUB_LAN_GATEWAY, HUB_LAN_HOST, LabSpec, Which,
@@ -65,13 +66,8 @@ fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<
 
 /// The prefixes of `show bgp --json` on one of our boxes.
 fn our_prefixes(lab: &FlexLab, on: Which) -> Result<BTreeSet<String>> {
-    let v = lab.show_json(on, &["bgp"])?;
-    Ok(v["rows"]
-        .as_array()
-        .context("show bgp --json has no rows")?
-        .iter()
-        .filter_map(|r| r["prefix"].as_str().map(str::to_owned))
-        .collect())
+    let table: TableView = lab.show_report(on, &["bgp"])?;
+    Ok(table.rows.into_iter().map(|r| r.prefix).collect())
 }
 
 fn frr_prefixes(bgpd: &Bgpd) -> Result<BTreeSet<String>> {
@@ -82,28 +78,10 @@ fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
 
-/// One row of the hub's `show bgp summary --json`.
-#[derive(Debug)]
-struct Neighbor {
-    address: String,
-    dynamic: bool,
-    state: String,
-    prefixes: Option<u64>,
-}
-
-fn hub_neighbors(lab: &FlexLab) -> Result<Vec<Neighbor>> {
-    let v = lab.show_json(Which::Hub, &["bgp", "summary"])?;
-    Ok(v["neighbors"]
-        .as_array()
-        .context("no neighbors array")?
-        .iter()
-        .map(|n| Neighbor {
-            address: n["address"].as_str().unwrap_or_default().to_owned(),
-            dynamic: n["dynamic"].as_bool().unwrap_or(false),
-            state: n["state"].as_str().unwrap_or_default().to_owned(),
-            prefixes: n["prefixes_received"].as_u64(),
-        })
-        .collect())
+/// The hub's neighbors (`show bgp summary --json`).
+fn hub_neighbors(lab: &FlexLab) -> Result<Vec<NeighborSummary>> {
+    let summary: Summary = lab.show_report(Which::Hub, &["bgp", "summary"])?;
+    Ok(summary.neighbors)
 }
 
 #[test]
@@ -158,12 +136,12 @@ fn dynamic_neighbors_and_the_summary(lab: &FlexLab, frr_spoke: &Bgpd) {
             Ok((spokes.len() == 3
                 && spokes
                     .iter()
-                    .all(|n| n.state == "Established" && n.prefixes == Some(1)))
+                    .all(|n| n.state == "Established" && n.prefixes_received == Some(1)))
             .then_some(n))
         },
     );
     for k in 1..=3 {
-        let pool = lab.spoke_pool_address(k).unwrap().to_string();
+        let pool = lab.spoke_pool_address(k).unwrap();
         assert!(
             neighbors.iter().any(|n| n.address == pool && n.dynamic),
             "spoke {k} ({pool}) is not a dynamic neighbor: {neighbors:?}"
@@ -352,7 +330,7 @@ fn a_dead_spoke_is_withdrawn_at_once(lab: &FlexLab, dmvpn: &Bgpd) {
         hub_neighbors(lab)
             .unwrap()
             .iter()
-            .all(|n| n.address != spoke2_pool.to_string()),
+            .all(|n| n.address != spoke2_pool),
         "the dynamic neighbor of spoke 2 is still listed"
     );
     let hub_log = lab.gateway(Which::Hub).unwrap().process().stdout_text()

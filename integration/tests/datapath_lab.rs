@@ -13,6 +13,7 @@
 
 use std::{net::Ipv4Addr, time::Duration};
 
+use gateway_report::tunnels::TunnelStatus;
 use integration::{
     capture::{Capture, read_pcap},
     flex_lab::{
@@ -346,13 +347,13 @@ fn spokes_dial_again_when_the_hub_comes_back() {
         HUB_LAN_HOST,
         "before: lan1 -> hub LAN",
     );
-    let tunnels = lab
-        .show_json(Which::Spoke(1), &["interfaces", "tunnel"])
+    let tunnels: Vec<TunnelStatus> = lab
+        .show_report(Which::Spoke(1), &["interfaces", "tunnel"])
         .unwrap();
-    assert_eq!(tunnels[0]["tunnel"], "Tunnel1", "{tunnels}");
-    assert_eq!(tunnels[0]["state"], "up", "{tunnels}");
-    assert_eq!(tunnels[0]["address"], before[0].to_string(), "{tunnels}");
-    assert_eq!(tunnels[0]["connects"], 1, "{tunnels}");
+    assert_eq!(tunnels[0].tunnel, "Tunnel1", "{tunnels:?}");
+    assert_eq!(tunnels[0].state, "up", "{tunnels:?}");
+    assert_eq!(tunnels[0].address, Some(before[0]), "{tunnels:?}");
+    assert_eq!(tunnels[0].connects, 1, "{tunnels:?}");
 
     let hub_log = lab.stop_hub().unwrap();
     assert!(hub_log.contains("hub shutting down"), "{hub_log}");
@@ -384,11 +385,11 @@ fn spokes_dial_again_when_the_hub_comes_back() {
         spoke_lan_host(1),
         "after: lan2 -> lan1",
     );
-    let tunnels = lab
-        .show_json(Which::Spoke(1), &["interfaces", "tunnel"])
+    let tunnels: Vec<TunnelStatus> = lab
+        .show_report(Which::Spoke(1), &["interfaces", "tunnel"])
         .unwrap();
-    assert_eq!(tunnels[0]["state"], "up", "{tunnels}");
-    assert!(tunnels[0]["connects"].as_u64().unwrap() >= 2, "{tunnels}");
+    assert_eq!(tunnels[0].state, "up", "{tunnels:?}");
+    assert!(tunnels[0].connects >= 2, "{tunnels:?}");
     let spoke_log = lab.stop_spoke(1).unwrap();
     assert!(
         spoke_log.contains("Crypto tunnel is DOWN") && spoke_log.contains("dialling again"),

@@ -83,8 +83,8 @@ fn sigint_detaches_xdp_and_exits_zero_and_a_second_daemon_is_refused() {
     let bin = gateway_bin().unwrap();
     let gateway = Gateway::start(&hub, &bin, &config, &socket).unwrap();
 
-    let version = gateway.show_json(&["version"]).unwrap();
-    assert_eq!(version["version"], env!("CARGO_PKG_VERSION"));
+    let version: gateway_report::version::VersionInfo = gateway.show_report(&["version"]).unwrap();
+    assert_eq!(version.version, env!("CARGO_PKG_VERSION"));
 
     // A second daemon with the same config must not steal the socket.
     let second = hub

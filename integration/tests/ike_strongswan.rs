@@ -5,6 +5,7 @@
 
 use std::net::Ipv4Addr;
 
+use gateway_report::{ike::SaReport, pool::PoolReport, xdp::XdpReport};
 use integration::{gateway::gateway_bin, ike_lab::IkeLab, skip_unless_root};
 
 fn in_pool(a: Ipv4Addr) -> bool {
@@ -31,21 +32,17 @@ fn dial(tag: &str, proposals: &str, esp: &str) {
     let vip = sa.local_vip_v4().expect("a virtual IP from the hub");
     assert!(in_pool(vip), "{vip} outside the pool");
 
-    let hub = lab.show_json(&["crypto", "ikev2", "sa"]).unwrap();
-    let row = &hub.as_array().unwrap()[0];
-    assert_eq!(row["status"], "READY", "{hub}");
-    assert_eq!(row["assigned_address"], vip.to_string());
-    assert_eq!(row["identity"], "fqdn:spoke1.example");
+    let hub: Vec<SaReport> = lab.show_report(&["crypto", "ikev2", "sa"]).unwrap();
+    let row = &hub[0];
+    assert_eq!(row.status, "READY", "{hub:?}");
+    assert_eq!(row.assigned_address, Some(vip));
+    assert_eq!(row.identity.as_deref(), Some("fqdn:spoke1.example"));
     // The spoke's outbound SPI is the hub's inbound one, and XDP passes it.
-    let xdp = lab.show_json(&["xdp"]).unwrap();
+    let xdp: XdpReport = lab.show_report(&["xdp"]).unwrap();
     let spi_in = child.spi_out;
     assert!(
-        xdp["sas"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["spi"] == spi_in),
-        "SPI {spi_in:#x} not in XDP: {xdp}"
+        xdp.sa(spi_in).is_some(),
+        "SPI {spi_in:#x} not in XDP: {xdp:?}"
     );
     let log = lab.gateway_log();
     assert!(
@@ -90,19 +87,20 @@ fn two_spokes_get_different_addresses_and_a_reconnect_gets_its_own_back_across_a
         std::time::Duration::from_secs(5),
         std::time::Duration::from_millis(50),
         || {
-            lab.show_json(&["crypto", "ikev2", "sa"])
-                .unwrap()
-                .as_array()
+            lab.show_report::<Vec<SaReport>>(&["crypto", "ikev2", "sa"])
                 .unwrap()
                 .len()
                 == 1
         },
     );
     assert!(gone, "the hub still lists spoke 1 after its DELETE");
-    let pools = lab.show_json(&["ip", "local", "pool"]).unwrap();
+    let pools: Vec<PoolReport> = lab.show_report(&["ip", "local", "pool"]).unwrap();
     assert!(
-        pools.to_string().contains("\"idle\"") || pools.to_string().contains("Idle"),
-        "{pools}"
+        pools
+            .iter()
+            .flat_map(|p| &p.leases)
+            .any(|l| l.address == vips[0] && l.state == "idle"),
+        "{pools:?}"
     );
     lab.spoke_charon(1).initiate("spoke", "hub").unwrap();
     assert_eq!(
@@ -147,9 +145,7 @@ fn a_wrong_psk_is_refused_with_authentication_failed_and_logged() {
         "{log}"
     );
     assert!(
-        lab.show_json(&["crypto", "ikev2", "sa"])
-            .unwrap()
-            .as_array()
+        lab.show_report::<Vec<SaReport>>(&["crypto", "ikev2", "sa"])
             .unwrap()
             .is_empty()
     );

@@ -17,6 +17,7 @@ use std::{
     time::Duration,
 };
 
+use gateway_report::{interfaces::DatapathReport, xdp::XdpReport};
 use integration::{
     Netns,
     capture::{Capture, read_pcap},
@@ -220,14 +221,8 @@ fn xdp_drops_forged_spis(lab: &FlexLab) {
     // XDP on the hub's uplink drops ESP with a forged SPI before XFRM
     // sees it, and counts it.
     let dropped = |lab: &FlexLab| -> u64 {
-        let report = lab.show_json(Which::Hub, &["xdp"]).unwrap();
-        report["verdicts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["verdict"] == "drop_esp_unknown_spi")
-            .and_then(|v| v["packets"].as_u64())
-            .unwrap()
+        let report: XdpReport = lab.show_report(Which::Hub, &["xdp"]).unwrap();
+        report.packets("drop_esp_unknown_spi")
     };
     let before = dropped(lab);
     for seq in 1..=3 {
@@ -331,19 +326,15 @@ fn spokes_reach_each_other_through_gre_over_esp_in_the_kernel() {
     println!("ip -s xfrm state packets: {packets:?}");
     assert_eq!(packets.len(), 4, "two SAs per spoke");
     assert!(packets.iter().all(|p| *p > 0), "{packets:?}");
-    let report = lab
-        .show_json(Which::Hub, &["interfaces", "virtual-access"])
+    let report: DatapathReport = lab
+        .show_report(Which::Hub, &["interfaces", "virtual-access"])
         .unwrap();
-    assert_eq!(report["kind"], "kernel");
+    assert_eq!(report.kind, "kernel");
     // Spoke 1 -> spoke 2 went in on va1 and out on va2: the tc program
     // reported it (for NHRP), once per pair and interval.
-    let hairpins = report["global"]["hairpin_events"].as_u64().unwrap();
-    assert!(hairpins >= 1, "no hairpin reported: {report}");
-    let sas = report["sas"].as_array().unwrap();
-    assert!(
-        sas.iter().all(|s| s["rx_packets"].as_u64() > Some(0)),
-        "{report}"
-    );
+    let hairpins = report.global.hairpin_events;
+    assert!(hairpins >= 1, "no hairpin reported: {report:?}");
+    assert!(report.sas.iter().all(|s| s.rx_packets > 0), "{report:?}");
 
     clamps_mss_and_answers_df_over_the_mtu(&lab);
     xdp_drops_forged_spis(&lab);

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use gateway_report::interfaces::DatapathReport;
 use integration::{
     flex_lab::{self, FlexLab, HUB_LAN_HOST, LabSpec, Which},
     gateway::gateway_bin,
@@ -62,25 +63,19 @@ fn a_strongswan_spoke_with_kernel_xfrm_reaches_the_hub_lan() {
     );
     // Tunnel mode: the strongSwan spoke's SAs counted it, and it got no
     // GRE link (the own spoke did).
-    let report = lab
-        .show_json(Which::Hub, &["interfaces", "virtual-access"])
+    let report: DatapathReport = lab
+        .show_report(Which::Hub, &["interfaces", "virtual-access"])
         .unwrap();
-    assert_eq!(report["kind"], "kernel");
-    let swan_va = report["virtual_access"]
-        .as_array()
-        .unwrap()
+    assert_eq!(report.kind, "kernel");
+    let swan_va = report
+        .virtual_access
         .iter()
-        .find(|v| v["peer_inner"] == vip.to_string())
-        .unwrap()["id"]
-        .clone();
-    let sa = report["sas"]
-        .as_array()
+        .find(|v| v.peer_inner == Some(vip))
         .unwrap()
-        .iter()
-        .find(|s| s["va"] == swan_va)
-        .unwrap();
-    assert!(sa["rx_packets"].as_u64() > Some(0), "{report}");
-    assert!(sa["tx_packets"].as_u64() > Some(0), "{report}");
+        .id;
+    let sa = report.sas.iter().find(|s| s.va == swan_va).unwrap();
+    assert!(sa.rx_packets > 0, "{report:?}");
+    assert!(sa.tx_packets > 0, "{report:?}");
     // strongSwan's SAs are in its kernel (kernel-netlink), not in a
     // userspace ESP stack.
     let states = swan.ip(["xfrm", "state"]).unwrap();

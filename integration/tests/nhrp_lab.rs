@@ -42,12 +42,13 @@ use std::{
 };
 
 use anyhow::Result;
+use gateway_report::{ike::SaReport, interfaces::DatapathReport, nhrp::NhrpTraffic};
 use integration::{
     Netns, Proc,
     capture::{ETHERTYPE_IPV4, read_pcap},
     flex_lab::{
-        self, BgpSpec, FlexLab, HUB_ADDRESS, HUB_LAN_HOST, LabSpec, NhrpSpec, NhrpTraffic,
-        PingResult, Which, spoke_address, spoke_lan_host, spoke_lan_prefix,
+        self, BgpSpec, FlexLab, HUB_ADDRESS, HUB_LAN_HOST, LabSpec, NhrpSpec, PingResult, Which,
+        nonzero_counters, spoke_address, spoke_lan_host, spoke_lan_prefix,
     },
     gateway::gateway_bin,
     wait_until,
@@ -175,7 +176,7 @@ fn nhrp_state(lab: &FlexLab) -> String {
         out,
         "hub traffic: {}",
         lab.nhrp_traffic(Which::Hub)
-            .map_or_else(|e| format!("{e:#}"), |t| t.to_string())
+            .map_or_else(|e| format!("{e:#}"), |t| nonzero_counters(&t))
     );
     for k in 1..=lab.spoke_count() {
         let on = Which::Spoke(k);
@@ -183,7 +184,7 @@ fn nhrp_state(lab: &FlexLab) -> String {
             out,
             "spoke {k}: traffic {}\n  entries {:?}\n  interfaces {:?}",
             lab.nhrp_traffic(on)
-                .map_or_else(|e| format!("{e:#}"), |t| t.to_string()),
+                .map_or_else(|e| format!("{e:#}"), |t| nonzero_counters(&t)),
             lab.nhrp_entries(on),
             lab.virtual_access_on(on).map(|l| l
                 .into_iter()
@@ -400,7 +401,7 @@ fn watch_shortcut(
         if seen.redirect.is_none() {
             let ok = lab
                 .nhrp_traffic(Which::Hub)
-                .is_ok_and(|t| t.get("redirects_sent") > redirects_before);
+                .is_ok_and(|t| t.redirects_sent > redirects_before);
             latch(&mut seen.redirect, ok);
         }
         if seen.tunnel_at_source.is_none() {
@@ -429,7 +430,7 @@ fn watch_shortcut(
 /// carries the flow, whose echoes are still answered. Spoke 3 (if the lab
 /// has it) has nothing of this.
 fn shortcut_replaces_the_hub_path(lab: &FlexLab) {
-    let redirects_before = traffic(lab, Which::Hub).get("redirects_sent");
+    let redirects_before = traffic(lab, Which::Hub).redirects_sent;
     let flow = Flow::start(
         lab.spoke_lan(1),
         spoke_lan_host(2),
@@ -467,7 +468,7 @@ fn shortcut_replaces_the_hub_path(lab: &FlexLab) {
     );
     check(
         lab,
-        entry.nbma == Some(spoke_address(2)) && tunnels.iter().any(|t| t.name == entry.interface),
+        entry.nbma == spoke_address(2) && tunnels.iter().any(|t| t.name == entry.interface),
         &format!(
             "spoke 1's entry for {} is not via a tunnel to spoke 2 ({}): {entry:?}; its tunnels \
              to spoke 2: {tunnels:?}",
@@ -603,7 +604,7 @@ fn spoke_3_is_untouched(lab: &FlexLab) {
     let session = must(lab, "spoke 3's session", lab.spoke_session(3));
     check(
         lab,
-        session.as_ref().is_some_and(flex_lab::Session::is_up),
+        session.as_ref().is_some_and(SaReport::is_up),
         &format!("spoke 3's session on the hub is not up: {session:?}"),
     );
     let entries = must(lab, "spoke 3's entries", lab.nhrp_entries(Which::Spoke(3)));
@@ -613,7 +614,7 @@ fn spoke_3_is_untouched(lab: &FlexLab) {
         "spoke 3's interfaces",
         lab.virtual_access_on(Which::Spoke(3)),
     );
-    let redirects = traffic(lab, Which::Spoke(3)).get("redirects_received");
+    let redirects = traffic(lab, Which::Spoke(3)).redirects_received;
     check(
         lab,
         entries.is_empty()
@@ -698,8 +699,8 @@ fn idle_shortcut_expires(lab: &FlexLab) {
     // Expiry made it go, on one side at least: when both spokes' entries
     // use the same tunnel, the first to expire closes it and the other's
     // entry goes with the tunnel.
-    let expired = traffic(lab, Which::Spoke(1)).get("shortcuts_expired")
-        + traffic(lab, Which::Spoke(2)).get("shortcuts_expired");
+    let expired = traffic(lab, Which::Spoke(1)).shortcuts_expired
+        + traffic(lab, Which::Spoke(2)).shortcuts_expired;
     check(
         lab,
         expired >= 1,
@@ -735,7 +736,7 @@ fn clear_ip_nhrp(lab: &FlexLab) {
     }
     let sessions_before: Vec<_> = must(lab, "sessions", lab.sessions())
         .into_iter()
-        .filter(flex_lab::Session::is_up)
+        .filter(SaReport::is_up)
         .map(|s| (s.identity, s.remote))
         .collect();
     // The tunnel spoke 1's shortcut uses.
@@ -757,7 +758,7 @@ fn clear_ip_nhrp(lab: &FlexLab) {
     while Instant::now() < deadline {
         let sessions: Vec<_> = must(lab, "sessions", lab.sessions())
             .into_iter()
-            .filter(flex_lab::Session::is_up)
+            .filter(SaReport::is_up)
             .map(|s| (s.identity, s.remote))
             .collect();
         let now = shortcut_in_use(lab, 1, 2);
@@ -875,15 +876,15 @@ fn kernel_datapath_shortcut_expiry_and_clear() {
         return;
     };
     let lab = nhrp_lab(&bin, "knhrp", 3, &NhrpSpec::new(HOLDTIME), true);
-    let report = must(
+    let report: DatapathReport = must(
         &lab,
         "hub datapath",
-        lab.show_json(Which::Hub, &["interfaces", "virtual-access"]),
+        lab.show_report(Which::Hub, &["interfaces", "virtual-access"]),
     );
     check(
         &lab,
-        report["kind"] == "kernel",
-        &format!("the hub's datapath is not the kernel's: {}", report["kind"]),
+        report.kind == "kernel",
+        &format!("the hub's datapath is not the kernel's: {}", report.kind),
     );
     shortcut_replaces_the_hub_path(&lab);
     idle_shortcut_expires(&lab);
@@ -926,23 +927,26 @@ fn redirects_are_rate_limited_per_pair() {
     let spoke1 = traffic(&lab, Which::Spoke(1));
     let spoke2 = traffic(&lab, Which::Spoke(2));
     let hairpinned = hub_va(&lab) - hairpinned_before;
-    let report = must(
+    let report: DatapathReport = must(
         &lab,
         "hub datapath",
-        lab.show_json(Which::Hub, &["interfaces", "virtual-access"]),
+        lab.show_report(Which::Hub, &["interfaces", "virtual-access"]),
     );
-    let hairpin_events = report["global"]["hairpin_events"].as_u64().unwrap_or(0);
+    let hairpin_events = report.global.hairpin_events;
     // 2 s per redirect and pair, and one at the start.
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let most = (lasted / f64::from(REDIRECT_TIMEOUT)).ceil() as u64 + 1;
-    let sent = hub.get("redirects_sent");
-    let pair = spoke1.get("redirects_received");
-    let reverse = spoke2.get("redirects_received");
+    let sent = hub.redirects_sent;
+    let pair = spoke1.redirects_received;
+    let reverse = spoke2.redirects_received;
     let summary = format!(
-        "flood {:?} over {lasted:.1} s; hub: {hub}; spoke 1: {spoke1}; spoke 2: {spoke2}; \
+        "flood {:?} over {lasted:.1} s; hub: {}; spoke 1: {}; spoke 2: {}; \
          hairpinned on spoke 1's virtual-access at the hub: {hairpinned}; hairpin events: \
          {hairpin_events}; at most {most} redirects per pair",
-        result.summary
+        result.summary,
+        nonzero_counters(&hub),
+        nonzero_counters(&spoke1),
+        nonzero_counters(&spoke2),
     );
     println!("{summary}");
     check(
@@ -969,8 +973,7 @@ fn redirects_are_rate_limited_per_pair() {
     );
     check(
         &lab,
-        hub.get("redirects_suppressed") > 0
-            || hairpinned * 2 >= u64::from(result.summary.transmitted),
+        hub.redirects_suppressed > 0 || hairpinned * 2 >= u64::from(result.summary.transmitted),
         &format!("neither suppressed redirects nor many hairpinned packets: {summary}"),
     );
     // Shortcuts off: nothing installed on spoke 1.

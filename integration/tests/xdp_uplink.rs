@@ -47,7 +47,7 @@ fn xdp_filter_on_a_native_veth_counts_and_drops_real_packets() {
     gateway
         .cli_ok(["sa", "remove-spi", &format!("{SPI_RAW:#x}")])
         .unwrap();
-    let before = verdict(&lab.show_xdp_json().unwrap(), "drop_esp_unknown_spi");
+    let before = lab.show_xdp().unwrap().packets("drop_esp_unknown_spi");
     let spoke = &lab.spokes[0].netns;
     packets::send_raw_ip(
         spoke,
@@ -58,26 +58,12 @@ fn xdp_filter_on_a_native_veth_counts_and_drops_real_packets() {
     .unwrap();
     let dropped =
         integration::wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
-            verdict(&lab.show_xdp_json().unwrap(), "drop_esp_unknown_spi") == before + 1
+            lab.show_xdp().unwrap().packets("drop_esp_unknown_spi") == before + 1
         });
     assert!(dropped, "ESP for a removed SPI was not dropped");
-    let report = lab.show_xdp_json().unwrap();
-    assert!(
-        report["sas"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s["spi"] != SPI_RAW),
-        "{report}"
-    );
-    assert!(
-        report["sas"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["spi"] == SPI_NATT),
-        "{report}"
-    );
+    let report = lab.show_xdp().unwrap();
+    assert!(report.sa(SPI_RAW).is_none(), "{report:?}");
+    assert!(report.sa(SPI_NATT).is_some(), "{report:?}");
 
     // Errors from the daemon reach the operator with a non-zero exit.
     let twice = gateway
@@ -98,16 +84,6 @@ fn xdp_filter_on_a_native_veth_counts_and_drops_real_packets() {
         log.contains("inbound SPI removed from XDP"),
         "SA changes are logged:\n{log}"
     );
-}
-
-fn verdict(report: &serde_json::Value, name: &str) -> u64 {
-    report["verdicts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["verdict"] == name)
-        .and_then(|v| v["packets"].as_u64())
-        .unwrap()
 }
 
 /// `xdp.spread_esp = true`: known-SPI ESP is redirected through the CPU map
@@ -163,15 +139,18 @@ fn spread_esp_redirects_known_spis_and_the_packets_still_arrive() {
         vec![SPI_NATT; usize::try_from(sent.esp_in_udp_known).unwrap()],
         "every redirected ESP-in-UDP datagram reached the socket, and no unknown SPI"
     );
-    let report = lab.show_xdp_json().unwrap();
-    assert_eq!(report["spread_cpus"], cpus, "{report}");
+    let report = lab.show_xdp().unwrap();
+    assert_eq!(
+        usize::try_from(report.spread_cpus).ok(),
+        Some(cpus),
+        "{report:?}"
+    );
     assert!(
-        report["sas"]
-            .as_array()
-            .unwrap()
+        report
+            .sas
             .iter()
-            .all(|s| s["last_seen_ms_ago"].as_u64().is_some_and(|ms| ms < 60_000)),
-        "both SAs were seen: {report}"
+            .all(|s| s.last_seen_ms_ago.is_some_and(|ms| ms < 60_000)),
+        "both SAs were seen: {report:?}"
     );
 
     let (status, log) = lab.stop().unwrap();

@@ -64,8 +64,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let sessions = lab.wait_sessions(1, SESSIONS_UP)?;
     let esp = sessions
         .first()
-        .and_then(|s| s.esp.clone())
-        .unwrap_or_else(|| "?".to_owned());
+        .and_then(|s| s.children.first())
+        .map_or_else(|| "?".to_owned(), |c| c.encryption.clone());
     wait_ping(lab.spoke_lan(1), HUB_LAN_HOST, PATH_UP)
         .with_context(|| format!("the path through our gateways\n{}", lab.logs()))?;
     let ours = iperf3_streams(

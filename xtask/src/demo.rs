@@ -322,7 +322,7 @@ fn shortcut_row(lab: &FlexLab) -> Row {
                     detail: format!(
                         "{} via {} on {} (waited {})",
                         entry.target,
-                        entry.via.map_or_else(|| "?".to_owned(), |a| a.to_string()),
+                        entry.via,
                         entry.interface,
                         util::human(started.elapsed())
                     ),

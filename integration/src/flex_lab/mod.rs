@@ -50,8 +50,8 @@
 //!   [`spoke_config`], their BGP and NHRP variants, FRR, strongSwan);
 //! - `lifecycle`: building the lab, starting and stopping its daemons,
 //!   their logs, [`ready`];
-//! - `show`: `gateway show ...` and its answers ([`Session`],
-//!   [`VirtualAccess`], [`NhrpEntry`], [`NhrpTraffic`]);
+//! - `show`: `gateway show ...`, its answers read as the gateway's own
+//!   report types (`gateway_report`), and [`nonzero_counters`];
 //! - `traffic`: [`ping`] and [`iperf3`];
 //! - `capture`: what the hub's uplink carries ([`check_uplink_capture`]).
 
@@ -69,7 +69,7 @@ pub use configs::{
     spoke_config_nhrp, spoke_config_with, strongswan_spoke_params, swanctl_reference_hub,
 };
 pub use lifecycle::{missing_tools, ready};
-pub use show::{NhrpEntry, NhrpTraffic, Session, VirtualAccess};
+pub use show::nonzero_counters;
 pub use topology::{
     BgpSpec, FlexLab, HUB_ADDRESS, HUB_IDENTITY, HUB_LAN_GATEWAY, HUB_LAN_HOST, HUB_TUNNEL_ADDRESS,
     LabSpec, MAX_OWN_SPOKES, NhrpSpec, POOL_FIRST, POOL_LAST, PSK, STRONGSWAN_ADDRESS,
