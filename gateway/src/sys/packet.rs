@@ -254,7 +254,7 @@ mod tests {
         let packet: Vec<u8> = (0..40u8).collect();
         sender.send(ia, ETH_P_NHRP, &packet).unwrap();
         let mut buf = [0u8; 2048];
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let got = loop {
             if let Some(r) = receiver.recv(&mut buf).unwrap() {
                 break r;

@@ -32,7 +32,7 @@ const SPOKE_VA: VaId = VaId::tunnel(1);
 const SPI_UP: u32 = 0xc0de_0001;
 const SPI_DOWN: u32 = 0xc0de_0002;
 /// Under TCG emulation a first packet (ARP, then ESP) takes a while.
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(30);
 
 /// Set in the VM tier, whose kernel has ip_gre and esp4.
 const REQUIRE_ENV: &str = "GATEWAY_REQUIRE_KERNEL_DATAPATH";
@@ -269,12 +269,15 @@ fn nhrp_crosses_a_gre_link_when_the_kernel_has_ip_gre_and_esp4() {
     );
     assert!(!links.contains("va7"), "{links}");
 
-    // The readers stop at once.
+    // The readers stop promptly: they are woken, not left to time out.
+    // A functional bound with a wide margin for the emulated CPU of the VM
+    // tier (it takes milliseconds); the time goes to the output.
     for end in [&hub, &spoke] {
         let started = Instant::now();
         end.dp.shutdown();
+        eprintln!("datapath shutdown took {:?}", started.elapsed());
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < Duration::from_secs(30),
             "{:?}",
             started.elapsed()
         );

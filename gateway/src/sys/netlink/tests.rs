@@ -792,7 +792,7 @@ fn link_counters_and_removal() {
         let socket = std::net::UdpSocket::bind((HUB, 0)).unwrap();
         socket.send_to(b"out", (SPOKE, 9)).unwrap();
         let mut buf = [0u8; 2048];
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let n = tun.queues()[0].read(&mut buf).unwrap_or(0);
             // Skip anything but our IPv4/UDP packet.
