@@ -27,25 +27,29 @@ const MAX_REQUEST: usize = 64 * 1024;
 pub enum Request {
     /// Daemon version and uptime, a `gateway_report::version::VersionInfo`.
     Version,
-    /// XDP verdict and per-SA counters.
+    /// XDP verdict and per-SA counters, a `gateway_report::xdp::XdpReport`.
     ShowXdp,
-    /// IKEv2 SAs (IOS `show crypto ikev2 sa`).
+    /// IKEv2 SAs (IOS `show crypto ikev2 sa`), a list of
+    /// `gateway_report::ike::SaReport`.
     ShowCryptoIkev2Sa,
-    /// Sessions with their CHILD_SAs (IOS `show crypto session`).
+    /// Sessions with their CHILD_SAs (IOS `show crypto session`), the same
+    /// list.
     ShowCryptoSession,
     /// Address pools and leases (IOS `show ip local pool`), a list of
     /// `gateway_report::pool::PoolReport`.
     ShowIpLocalPool,
     /// Virtual-access interfaces and their counters (IOS `show interfaces
-    /// virtual-access`), with the SA and datapath-wide counters.
+    /// virtual-access`), with the SA and datapath-wide counters, a
+    /// `gateway_report::interfaces::DatapathReport`.
     ShowInterfacesVirtualAccess,
     /// A spoke's static tunnels to its hubs (IOS `show interfaces Tunnel1`),
     /// a list of `gateway_report::tunnels::TunnelStatus`.
     ShowInterfacesTunnel,
     /// BGP neighbors and table counts (IOS `show bgp summary`), a
-    /// `bgp::summary::Summary`.
+    /// `gateway_report::bgp::Summary`.
     ShowBgpSummary,
-    /// Every path of the BGP table (IOS `show bgp`), a `bgp::rib::TableView`.
+    /// Every path of the BGP table (IOS `show bgp`), a
+    /// `gateway_report::bgp::TableView`.
     ShowBgp,
     /// The NHRP cache (IOS `show ip nhrp`), a
     /// `gateway_report::nhrp::NhrpView`.
