@@ -664,3 +664,41 @@ fn the_integration_crate_declares_no_copy_of_a_report_type() {
         "the lab declares its own version of these gateway reports; use gateway_report's: {copies:?}"
     );
 }
+
+/// ARCHITECTURE.md names every crate of the workspace and every top-level
+/// module of `gateway/src`, so a new one cannot go in unmapped.
+#[test]
+fn the_architecture_map_names_every_crate_and_module() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let map = fs::read_to_string(root.join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let mut missing = Vec::new();
+    for entry in fs::read_dir(&root).expect("the workspace") {
+        let path = entry.expect("entry").path();
+        if path.join("Cargo.toml").exists() {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if !map.contains(&format!("`{name}/`")) {
+                missing.push(format!("crate {name}/"));
+            }
+        }
+    }
+    for entry in fs::read_dir(src_dir()).expect("gateway/src") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if matches!(name.as_ref(), "lib.rs" | "main.rs") {
+            continue;
+        }
+        let shown = if path.is_dir() {
+            format!("`{name}/`")
+        } else {
+            format!("`{name}`")
+        };
+        if !map.contains(&shown) {
+            missing.push(format!("gateway/src/{name} (as {shown})"));
+        }
+    }
+    missing.sort();
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md does not mention: {missing:?}"
+    );
+}
