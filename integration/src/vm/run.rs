@@ -41,6 +41,18 @@ fn command_script<S: AsRef<str>>(argv: &[S], cwd: &Path, env: &[(String, String)
     script
 }
 
+/// Host folders the VM does not see: it mounts fresh tmpfs over them (see
+/// `init.sh`), so a checkout or binary under one is missing in the VM.
+const FRESH_IN_VM: &[&str] = &["/tmp", "/run", "/dev"];
+
+/// The host folder hiding `path` from the VM, if any.
+fn hidden_in_vm(path: &Path) -> Option<&'static str> {
+    FRESH_IN_VM
+        .iter()
+        .copied()
+        .find(|dir| path.starts_with(dir))
+}
+
 fn command_env(options: &VmOptions) -> Vec<(String, String)> {
     let mut vars: Vec<(String, String)> = vec![
         (
@@ -85,6 +97,13 @@ pub(super) fn boot<S: AsRef<str>>(
         Some(cwd) => cwd.clone(),
         None => env::current_dir().context("the current directory")?,
     };
+    if let Some(dir) = hidden_in_vm(&cwd) {
+        bail!(
+            "{} is under {dir}, which the VM replaces with an empty tmpfs: run the VM tier \
+             from a checkout elsewhere (e.g. under /root or /srv)",
+            cwd.display()
+        );
+    }
     fs::write(
         share.path().join("cmd.sh"),
         command_script(argv, &cwd, &command_env(options)),
@@ -292,5 +311,13 @@ mod tests {
             script.contains(r"exec 'sh' '-c' 'echo '\''hi'\'' $X'"),
             "{script}"
         );
+    }
+
+    #[test]
+    fn folders_the_vm_replaces_are_refused_up_front() {
+        assert_eq!(hidden_in_vm(Path::new("/tmp/clone")), Some("/tmp"));
+        assert_eq!(hidden_in_vm(Path::new("/run/x")), Some("/run"));
+        assert_eq!(hidden_in_vm(Path::new("/work/clone")), None);
+        assert_eq!(hidden_in_vm(Path::new("/tmpfoo")), None);
     }
 }
