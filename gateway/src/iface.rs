@@ -63,15 +63,6 @@ impl VaId {
         u16::try_from(self.0.checked_sub(Self::TUNNEL_BASE)?).ok()
     }
 
-    /// N of `Virtual-AccessN`, if this is a virtual-access.
-    pub const fn virtual_access_number(self) -> Option<u32> {
-        if self.0 < Self::TUNNEL_BASE {
-            Some(self.0)
-        } else {
-            None
-        }
-    }
-
     /// The raw handle, for maps keyed by it outside this process's types
     /// and for reports (the kernel's link names use
     /// [`VaId::tunnel_number`] instead).
@@ -270,12 +261,10 @@ mod tests {
     #[test]
     fn interface_handles_say_what_they_are() {
         let va = VaId::virtual_access(7);
-        assert_eq!(va.virtual_access_number(), Some(7));
         assert_eq!(va.tunnel_number(), None);
         assert_eq!(va.to_string(), "Virtual-Access7");
         let t = VaId::tunnel(1);
         assert_eq!(t.tunnel_number(), Some(1));
-        assert_eq!(t.virtual_access_number(), None);
         assert_eq!(t.to_string(), "Tunnel1");
         assert_eq!(VaId::tunnel(u16::MAX).tunnel_number(), Some(u16::MAX));
         assert!(va < t, "virtual-access numbers sort before the tunnels");

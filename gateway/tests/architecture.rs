@@ -443,16 +443,10 @@ fn find_word(s: &str, word: &str) -> Option<usize> {
 
 /// The absolute module path a reference from `module` leads to, cut to
 /// the longest prefix that is a module of the crate.
-fn resolve(
-    module: &[String],
-    is_mod_rs: bool,
-    path: &str,
-    modules: &BTreeSet<Vec<String>>,
-) -> Option<Vec<String>> {
+fn resolve(module: &[String], path: &str, modules: &BTreeSet<Vec<String>>) -> Option<Vec<String>> {
     let mut parts = path.split("::").filter(|p| !p.is_empty());
     let first = parts.next()?;
-    // `super` from `a/b.rs` (module a::b) is `a`; from `a/b/mod.rs` too.
-    let _ = is_mod_rs;
+    // `super` from `a/b.rs` and from `a/b/mod.rs` (both module a::b) is `a`.
     let mut abs: Vec<String> = match first {
         "crate" => Vec::new(),
         "self" => module.to_vec(),
@@ -485,9 +479,8 @@ fn references(files: &[SourceFile]) -> BTreeSet<(Vec<String>, Vec<String>)> {
         .collect();
     let mut edges = BTreeSet::new();
     for f in files {
-        let is_mod_rs = f.path.ends_with("mod.rs");
         for path in referenced_paths(&f.code) {
-            if let Some(to) = resolve(&f.module, is_mod_rs, &path, &modules)
+            if let Some(to) = resolve(&f.module, &path, &modules)
                 && to != f.module
             {
                 edges.insert((f.module.clone(), to));
