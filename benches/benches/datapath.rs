@@ -21,7 +21,7 @@ use gateway::{
         wire::ipv4,
     },
     esp::sa::{EspCipher, OutboundSa},
-    iface::{Route, SaPair, VaId, VirtualAccessSpec},
+    iface::{Route, SaLifetime, SaPair, VaId, VirtualAccessSpec},
     ipsec::{Encr, Integ, Mode, SaKeys, SystemRng},
     net::Ipv4Prefix,
 };
@@ -95,6 +95,8 @@ fn setup(encr: Encr, integ: Option<Integ>) -> Setup {
         encap: Some((4500, 4500)),
         local: HUB,
         remote: *SPOKE.ip(),
+        esn: false,
+        lifetime: SaLifetime::default(),
     })
     .unwrap();
     for prefix in ["10.1.1.100/32", "192.168.1.0/24"] {

@@ -546,6 +546,9 @@ async fn log_events(mut events: mpsc::Receiver<DatapathEvent>) {
                 interface = %va, len = packet.len(),
                 "NHRP packet received; NHRP is not enabled on this gateway"
             ),
+            DatapathEvent::SaExpired { .. } | DatapathEvent::PeerMoved { .. } => {
+                tracing::debug!(?event, "SA event (not yet handled)");
+            }
         }
     }
 }

@@ -109,6 +109,20 @@ pub struct VirtualAccessSpec {
     pub remote_outer: SocketAddrV4,
 }
 
+/// How long an SA may be used (RFC 4301 section 4.4.2.1): past a soft
+/// limit the datapath reports [`DatapathEvent::SaExpired`] with `hard:
+/// false` once (time to rekey); past a hard limit it stops using the SA,
+/// removes it and reports `hard: true`. `None` is no limit. Bytes count
+/// what the SA carried in either direction (IOS `kilobytes` counts both
+/// ways too), as the kernel's XFRM byte limits do for each state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SaLifetime {
+    pub soft_bytes: Option<u64>,
+    pub hard_bytes: Option<u64>,
+    pub soft_seconds: Option<u64>,
+    pub hard_seconds: Option<u64>,
+}
+
 /// An inbound and outbound ESP SA, as IKE negotiated them (RFC 7296
 /// section 2.17 for the keys, RFC 3948 for the UDP encapsulation).
 #[derive(Clone, Debug)]
@@ -127,6 +141,13 @@ pub struct SaPair {
     pub encap: Option<(u16, u16)>,
     pub local: Ipv4Addr,
     pub remote: Ipv4Addr,
+    /// Extended (64-bit) sequence numbers (RFC 4303 section 2.2.1): the
+    /// high 32 bits are not sent but enter the ICV, and the replay window
+    /// follows them (Appendix A). Without ESN the SA must be rekeyed before
+    /// the 32-bit counter wraps; the datapath reports a soft expiry when it
+    /// nears 2^32 (or 2^64) so that it is.
+    pub esn: bool,
+    pub lifetime: SaLifetime,
 }
 
 /// Where a route leads: a virtual-access, and the next hop inside it
@@ -195,6 +216,25 @@ pub enum DatapathEvent {
         va: VaId,
         packet: Vec<u8>,
     },
+    /// The SA pair with inbound SPI `spi_in` reached a soft limit (`hard:
+    /// false`: rekey it; also sent when its sequence number nears the
+    /// wrap) or a hard one (`hard: true`: the datapath has removed it). Each
+    /// is reported once per SA.
+    SaExpired {
+        va: VaId,
+        spi_in: u32,
+        hard: bool,
+    },
+    /// Authenticated ESP for `spi_in` came from `remote`, which is not the
+    /// SA's peer endpoint: the peer's NAT mapping changed (RFC 7296 section
+    /// 2.23, RFC 3948). The datapath keeps sending to the old endpoint
+    /// until the control plane calls [`Datapath::update_peer`]. Reported at
+    /// most once a second per SA while it lasts.
+    PeerMoved {
+        va: VaId,
+        spi_in: u32,
+        remote: SocketAddrV4,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -233,9 +273,22 @@ pub trait Datapath: Send + Sync {
     /// Removes the interface with its SAs and routes.
     fn remove_virtual_access(&self, id: VaId) -> Result<(), DatapathError>;
 
+    /// Installs an SA pair on `va`. If `va` already has pairs (a rekey,
+    /// RFC 7296 section 2.8) the new one is added beside them: outbound
+    /// traffic moves to the newest pair at once, and the older inbound SAs
+    /// keep decrypting until `remove_sa` names them (make-before-break).
     fn install_sa(&self, sa: &SaPair) -> Result<(), DatapathError>;
 
+    /// Removes the pair whose inbound SPI is `spi_in`, and only it. If it
+    /// carried the outbound traffic, the newest remaining pair does.
     fn remove_sa(&self, va: VaId, spi_in: u32) -> Result<(), DatapathError>;
+
+    /// The peer's outer endpoint moved (NAT rebinding, RFC 7296 section
+    /// 2.23): the interface and all its SAs now send to `remote` (and, with
+    /// UDP encapsulation, accept it as the source). A datapath that cannot
+    /// move an address (the kernel's XFRM states name it) says so with
+    /// `Unsupported`; a port change it must support.
+    fn update_peer(&self, va: VaId, remote: SocketAddrV4) -> Result<(), DatapathError>;
 
     fn add_route(&self, route: &Route) -> Result<(), DatapathError>;
 

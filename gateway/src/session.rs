@@ -267,6 +267,8 @@ impl Sessions {
             encap: child.encap,
             local: child.local,
             remote: child.remote,
+            esn: child.esp.esn,
+            lifetime: crate::iface::SaLifetime::default(),
         };
         if let Err(e) = self.datapath.install_sa(&sa) {
             let _ = self.datapath.remove_virtual_access(id);

@@ -5,6 +5,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    net::SocketAddrV4,
     sync::{Mutex, PoisonError},
 };
 
@@ -20,6 +21,7 @@ pub enum Call {
     RemoveVa(VaId),
     InstallSa { va: VaId, spi_in: u32, spi_out: u32 },
     RemoveSa { va: VaId, spi_in: u32 },
+    UpdatePeer { va: VaId, remote: SocketAddrV4 },
     AddRoute(String),
     RemoveRoute(String),
     SendNhrp { va: VaId, len: usize },
@@ -135,6 +137,23 @@ impl Datapath for RecordingDatapath {
             return Err(DatapathError::NoSuchSa(spi_in));
         }
         s.calls.push(Call::RemoveSa { va, spi_in });
+        Ok(())
+    }
+
+    fn update_peer(&self, va: VaId, remote: SocketAddrV4) -> Result<(), DatapathError> {
+        let mut s = self.state();
+        let spec = s
+            .vas
+            .get_mut(&va)
+            .ok_or(DatapathError::NoSuchInterface(va))?;
+        spec.remote_outer = remote;
+        for sa in s.sas.values_mut().filter(|sa| sa.va == va) {
+            sa.remote = *remote.ip();
+            if let Some((_, port)) = &mut sa.encap {
+                *port = remote.port();
+            }
+        }
+        s.calls.push(Call::UpdatePeer { va, remote });
         Ok(())
     }
 

@@ -392,6 +392,8 @@ impl Nhrp {
             }
             // A spoke's own hairpins (shortcut to hub) are not redirected.
             (Machine::Spoke { .. }, DatapathEvent::Hairpin(_)) => {}
+            // SA events are the IKE task's (the daemon sends them there).
+            (_, DatapathEvent::SaExpired { .. } | DatapathEvent::PeerMoved { .. }) => {}
         }
     }
 

@@ -100,7 +100,7 @@ async fn collect_some(rx: &mut mpsc::Receiver<DatapathEvent>) -> Vec<Hairpin> {
     eprintln!("first hairpin event after {:?}", started.elapsed());
     let mut out = match first {
         DatapathEvent::Hairpin(h) => vec![h],
-        other @ DatapathEvent::Nhrp { .. } => panic!("unexpected event {other:?}"),
+        other => panic!("unexpected event {other:?}"),
     };
     out.extend(collect(rx, SETTLE).await);
     out
@@ -112,7 +112,7 @@ async fn collect(rx: &mut mpsc::Receiver<DatapathEvent>, wait: Duration) -> Vec<
     while let Ok(Some(event)) = tokio::time::timeout_at(deadline, rx.recv()).await {
         match event {
             DatapathEvent::Hairpin(h) => out.push(h),
-            other @ DatapathEvent::Nhrp { .. } => panic!("unexpected event {other:?}"),
+            other => panic!("unexpected event {other:?}"),
         }
     }
     out

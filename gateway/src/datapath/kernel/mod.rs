@@ -427,6 +427,13 @@ impl Datapath for KernelDatapath {
         }
     }
 
+    fn update_peer(&self, va: VaId, remote: std::net::SocketAddrV4) -> Result<(), DatapathError> {
+        // Moving the peer's endpoint (NAT rebinding) lands with issue 14.
+        Err(DatapathError::Unsupported(format!(
+            "{va}: moving the peer to {remote} is not supported by this datapath yet"
+        )))
+    }
+
     fn add_route(&self, route: &Route) -> Result<(), DatapathError> {
         let mut s = self.state();
         let va = s.va(route.va)?;

@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 
 use super::KernelDatapath;
 use crate::{
-    iface::{Datapath, DatapathError, DatapathEvent, SaPair, VaId, VirtualAccessSpec},
+    iface::{Datapath, DatapathError, DatapathEvent, SaLifetime, SaPair, VaId, VirtualAccessSpec},
     ipsec::{Encr, Mode, SaKeys},
 };
 
@@ -124,6 +124,8 @@ fn sa_pair(va: VaId, local: Ipv4Addr, remote: Ipv4Addr) -> SaPair {
         encap: None,
         local,
         remote,
+        esn: false,
+        lifetime: SaLifetime::default(),
     }
 }
 
@@ -167,7 +169,12 @@ fn next_nhrp(events: &mut mpsc::Receiver<DatapathEvent>) -> Option<(VaId, Vec<u8
     while Instant::now() < deadline {
         match events.try_recv() {
             Ok(DatapathEvent::Nhrp { va, packet }) => return Some((va, packet)),
-            Ok(DatapathEvent::Hairpin(_)) | Err(mpsc::error::TryRecvError::Empty) => {
+            Ok(
+                DatapathEvent::Hairpin(_)
+                | DatapathEvent::SaExpired { .. }
+                | DatapathEvent::PeerMoved { .. },
+            )
+            | Err(mpsc::error::TryRecvError::Empty) => {
                 std::thread::sleep(Duration::from_millis(10));
             }
             Err(mpsc::error::TryRecvError::Disconnected) => return None,

@@ -337,6 +337,13 @@ impl Datapath for UserspaceDatapath {
         Ok(())
     }
 
+    fn update_peer(&self, va: VaId, remote: std::net::SocketAddrV4) -> Result<(), DatapathError> {
+        // Moving the peer's endpoint (NAT rebinding) lands with issue 14.
+        Err(DatapathError::Unsupported(format!(
+            "{va}: moving the peer to {remote} is not supported by this datapath yet"
+        )))
+    }
+
     fn add_route(&self, route: &Route) -> Result<(), DatapathError> {
         let mut m = self.master();
         m.add_route(route)?;

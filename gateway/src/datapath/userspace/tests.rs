@@ -20,7 +20,7 @@ use crate::net::ETH_P_IPV4;
 use crate::{
     datapath::wire::{gre, ipv4},
     esp::sa::{EspCipher, InboundSa, OutboundSa},
-    iface::{DatapathEvent, Route, SaPair, VaId, VirtualAccessSpec},
+    iface::{DatapathEvent, Route, SaLifetime, SaPair, VaId, VirtualAccessSpec},
     ipsec::{Encr, Integ, Mode, SaKeys, SystemRng},
     net::Ipv4Prefix,
 };
@@ -109,6 +109,8 @@ impl Spoke {
             encap: Some((4500, 4500)),
             local: HUB,
             remote: *self.outer.ip(),
+            esn: false,
+            lifetime: SaLifetime::default(),
         })
         .unwrap();
         for &prefix in routes {
@@ -695,6 +697,8 @@ fn packets_for_our_own_tunnel_address_go_to_the_host_despite_a_covering_route() 
         encap: Some((4500, 4500)),
         local: HUB,
         remote: *hub_side.outer.ip(),
+        esn: false,
+        lifetime: SaLifetime::default(),
     })
     .unwrap();
     m.add_route(&Route {
