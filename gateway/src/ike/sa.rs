@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{AuthMethod, Identity},
+    iface::SaLifetime,
     ike::{
         crypto::{self, ChildKeys, CryptoError, IkeKeys, SkCipher},
         proposal::{EspChoice, IkeChoice},
@@ -93,6 +94,9 @@ pub struct ChildSaParams {
     pub keys: ChildKeys,
     pub ts_local: Vec<TrafficSelector>,
     pub ts_remote: Vec<TrafficSelector>,
+    /// The limits the datapath enforces (soft: rekey; hard: gone), from
+    /// the profile's lifetimes with jitter.
+    pub lifetime: SaLifetime,
 }
 
 /// What happened to a spoke's session, for the log and the other modules.
@@ -379,9 +383,11 @@ impl Keymat {
     }
 }
 
-/// A CHILD_SA of a responder's IKE SA.
+/// A CHILD_SA of an IKE SA.
 pub(crate) struct ChildSa {
     pub(crate) params: ChildSaParams,
+    /// When it was installed (its lifetime counts from here).
+    pub(crate) created: Instant,
 }
 
 /// One IKE SA the hub answered (it is the original responder of every SA

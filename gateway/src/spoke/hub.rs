@@ -275,7 +275,7 @@ impl SpokeRunner {
             local: child.local,
             remote: child.remote,
             esn: child.esp.esn,
-            lifetime: crate::iface::SaLifetime::default(),
+            lifetime: child.lifetime,
         };
         if let Err(e) = self.datapath.install_sa(&sa) {
             let _ = self.datapath.remove_virtual_access(va);

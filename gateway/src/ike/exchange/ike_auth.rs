@@ -14,6 +14,7 @@ use std::{
 use super::{Answer, Established, InitiatorConfig, InitiatorError, Step, fragments, ike_sa_init};
 use crate::{
     config::{AuthMethod, Identity},
+    iface::SaLifetime,
     ike::{
         crypto,
         policy::{Policy, ProfilePolicy},
@@ -170,7 +171,10 @@ pub(crate) fn respond(
         let params = install_child(sa, &profile, spi_in, child, &cfg, &mut payloads);
         actions.push(Action::KeysDerived(DerivedKeys::child(&params, false)));
         actions.push(Action::ChildUp(params.clone()));
-        sa.children.push(ChildSa { params });
+        sa.children.push(ChildSa {
+            params,
+            created: now,
+        });
     }
     establish(sa, now, &identity, &profile, cfg.lease.clone());
     actions.insert(
@@ -413,6 +417,7 @@ fn install_child(
         keys,
         ts_local: child.ts_r,
         ts_remote: child.ts_i,
+        lifetime: SaLifetime::default(),
     }
 }
 
@@ -777,5 +782,6 @@ fn our_child(
         keys,
         ts_local: ts_i.clone(),
         ts_remote: ts_r.clone(),
+        lifetime: SaLifetime::default(),
     }))
 }
