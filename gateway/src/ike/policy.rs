@@ -3,11 +3,15 @@
 //! lookups the exchanges need (IOS `match identity remote`, keyring peers,
 //! `route accept any`).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    time::Duration,
+};
 
 use crate::{
     config::{AuthMethod, Config, Identity, IdentityMatch},
     ike::{
+        crypto::DhGroup,
         proposal::{EspProposal, IkeProposal, ProposalError},
         sa::subnet_attribute,
         wire::{ConfigAttribute, ConfigAttributeType},
@@ -53,6 +57,36 @@ pub struct ProfilePolicy {
     /// IOS `on-demand` (the default): ask only a peer that was silent while
     /// we sent it traffic; `periodic`: ask any peer silent for the interval.
     pub dpd_on_demand: bool,
+    /// Lifetimes and PFS: when the SAs of this profile are rekeyed.
+    pub rekey: Rekey,
+}
+
+/// When a profile's SAs are rekeyed, with the IOS names and defaults. The
+/// side whose lifetime runs out first rekeys (RFC 7296 section 2.8: each
+/// end keeps its own lifetimes; nothing is negotiated).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rekey {
+    /// IOS `lifetime` in `crypto ikev2 profile` (default 86,400 s).
+    pub ike_lifetime: Duration,
+    /// IOS `set security-association lifetime seconds` (default 3,600 s).
+    pub ipsec_lifetime: Duration,
+    /// IOS `set security-association lifetime kilobytes` (default
+    /// 4,608,000 KB).
+    pub ipsec_kilobytes: u64,
+    /// IOS `set pfs groupN`: a fresh Diffie-Hellman in every CHILD_SA
+    /// rekey (RFC 7296 section 1.3.1); `None` (the IOS default) is none.
+    pub pfs: Option<DhGroup>,
+}
+
+impl Default for Rekey {
+    fn default() -> Self {
+        Rekey {
+            ike_lifetime: Duration::from_secs(86_400),
+            ipsec_lifetime: Duration::from_secs(3_600),
+            ipsec_kilobytes: 4_608_000,
+            pfs: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -178,6 +212,7 @@ impl Policy {
                     .dpd
                     .as_ref()
                     .is_none_or(|d| d.mode == crate::config::DpdMode::OnDemand),
+                rekey: Rekey::default(),
             });
         }
         Ok(Policy {
