@@ -53,6 +53,10 @@ pub trait SessionLayer: Send {
     fn session_down(&mut self, tunnel_id: u32);
     /// IKE SAs whose CHILD_SAs the datapath saw traffic on since last asked.
     fn peer_activity(&mut self) -> PeerActivity;
+    /// The session's IKE SA is now the one with our SPI `ike_spi` (a rekey).
+    fn ike_rekeyed(&mut self, tunnel_id: u32, ike_spi: u64);
+    /// The peer's outer endpoint moved (NAT rebinding): its ESP goes there.
+    fn peer_moved(&mut self, tunnel_id: u32, remote: SocketAddrV4) -> Result<(), String>;
 }
 
 /// What the datapath saw of the peers since the last look (IKE SPIs).
@@ -74,6 +78,9 @@ pub struct IkeShared<S> {
     pub sessions: Option<Mutex<S>>,
     /// Initiator SPIs of our own outgoing IKE SAs, and who handles them.
     pub initiators: Mutex<HashMap<u64, mpsc::Sender<Inbound>>>,
+    /// Told why, when the session of a tunnel id ends (a spoke's dial to
+    /// its hub waits on it once the engine has the SA).
+    pub watchers: Mutex<HashMap<u32, tokio::sync::oneshot::Sender<String>>>,
 }
 
 impl<S> IkeShared<S> {
@@ -83,6 +90,11 @@ impl<S> IkeShared<S> {
 
     pub fn unregister_initiator(&self, spi_i: u64) {
         lock(&self.initiators).remove(&spi_i);
+    }
+
+    /// `tx` hears the reason when the session of `tunnel_id` ends.
+    pub fn watch_session(&self, tunnel_id: u32, tx: tokio::sync::oneshot::Sender<String>) {
+        lock(&self.watchers).insert(tunnel_id, tx);
     }
 
     /// Lets the uplink filter pass ESP for a new inbound SA (it drops ESP
@@ -417,6 +429,18 @@ pub async fn apply<S: SessionLayer>(
             }
             Action::ChildUp(child) => {
                 shared.allow_spi(child.spi_in);
+                if let Some(old) = child.replaces {
+                    tracing::info!(
+                        "%IKEV2-5-CHILD_REKEY: CHILD_SA rekeyed. Peer {} SPI in {old:#010x} -> {:#010x} ({})",
+                        child.remote,
+                        child.spi_in,
+                        if child.initiator {
+                            "initiated"
+                        } else {
+                            "answered"
+                        }
+                    );
+                }
                 tracing::info!(
                     peer = %child.remote,
                     spi_in = format_args!("{:#010x}", child.spi_in),
@@ -465,6 +489,9 @@ pub async fn apply<S: SessionLayer>(
                 if let Some(sessions) = &shared.sessions {
                     lock(sessions).session_down(tunnel_id);
                 }
+                if let Some(tx) = lock(&shared.watchers).remove(&tunnel_id) {
+                    let _ = tx.send(reason.clone());
+                }
                 let identity = identity.unwrap_or_else(|| "unknown".to_owned());
                 tracing::info!(
                     "%CRYPTO-5-SESSION_STATUS: Crypto tunnel is DOWN. Peer {peer} Id: {identity} Tunnel-id: {tunnel_id} Reason: {reason}"
@@ -473,8 +500,58 @@ pub async fn apply<S: SessionLayer>(
             Action::Refused { peer, reason } => {
                 tracing::warn!("%IKEV2-5-REFUSED: Peer {peer}: {reason}");
             }
+            Action::IkeRekeyed {
+                tunnel_id,
+                peer,
+                old_spi,
+                new_spi,
+                initiated,
+            } => {
+                if let Some(sessions) = &shared.sessions {
+                    lock(sessions).ike_rekeyed(tunnel_id, new_spi);
+                }
+                tracing::info!(
+                    "%IKEV2-5-IKE_REKEY: IKE SA rekeyed. Peer {peer} SPI {old_spi:016x} -> {new_spi:016x} ({})",
+                    if initiated { "initiated" } else { "answered" }
+                );
+            }
+            Action::PeerMoved {
+                tunnel_id,
+                from,
+                to,
+            } => {
+                tracing::info!("%IKEV2-5-PEER_MOVED: Peer {from} moved to {to}");
+                if let Some(sessions) = &shared.sessions
+                    && let Err(e) = lock(sessions).peer_moved(tunnel_id, to)
+                {
+                    tracing::error!(peer = %to, error = %e, "the datapath could not follow the peer: its ESP still goes to {from}");
+                }
+            }
         }
     }
+}
+
+/// What the datapath says of a CHILD_SA: a lifetime ran out (rekey it, or
+/// it is gone), or its peer's ESP comes from a new endpoint (follow it).
+pub async fn sa_event<S: SessionLayer>(
+    shared: &IkeShared<S>,
+    sockets: &IkeSockets,
+    event: &crate::iface::DatapathEvent,
+) {
+    use crate::iface::DatapathEvent;
+    let now = Instant::now();
+    let actions = {
+        let mut engine = lock(&shared.engine);
+        match *event {
+            DatapathEvent::SaExpired { spi_in, hard, .. } => {
+                let mut pools = lock(&shared.pools);
+                engine.child_expired(spi_in, hard, now, &mut PoolsRef(&mut pools))
+            }
+            DatapathEvent::PeerMoved { spi_in, remote, .. } => engine.esp_moved(spi_in, remote),
+            DatapathEvent::Hairpin(_) | DatapathEvent::Nhrp { .. } => Vec::new(),
+        }
+    };
+    apply(shared, sockets, actions).await;
 }
 
 /// Deletes one accepted IKE SA (DELETE to its peer) and takes its
