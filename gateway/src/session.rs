@@ -646,6 +646,7 @@ mod tests {
         dialled.spi_in ^= 0x0101;
         dialled.tunnel_id += 100;
         dialled.remote = Ipv4Addr::new(172, 25, 1, 12);
+        dialled.initiator = true;
         let a = s.child_up(&accepted).unwrap();
         let d = s.child_up_initiated(&dialled).unwrap();
         let sa = dp.sa(dialled.spi_in).unwrap();
@@ -706,6 +707,47 @@ mod tests {
         assert!(matches!(err, DatapathError::SpiInUse(_)), "{err}");
         assert_eq!(dp.interfaces().len(), 1);
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn a_rekeyed_child_sa_goes_on_the_same_interface_and_the_old_pair_alone_goes_later() {
+        let dp = Arc::new(RecordingDatapath::new());
+        let mut s = sessions(&dp);
+        let child = child_from_hub();
+        let va = s.child_up(&child).unwrap();
+        dp.take_calls();
+        let mut new = child.clone();
+        new.spi_in ^= 0x00ff_0000;
+        new.spi_out ^= 0x00ff_0000;
+        new.replaces = Some(child.spi_in);
+        assert_eq!(s.child_up(&new).unwrap(), va, "the same interface");
+        s.child_down(child.spi_in);
+        assert_eq!(
+            dp.take_calls(),
+            vec![
+                Call::InstallSa {
+                    va,
+                    spi_in: new.spi_in,
+                    spi_out: new.spi_out
+                },
+                Call::RemoveSa {
+                    va,
+                    spi_in: child.spi_in
+                },
+            ],
+            "make-before-break: the routes and the interface stay"
+        );
+        // A second CHILD_SA that rekeys nothing is refused.
+        let mut stray = new.clone();
+        stray.spi_in ^= 0x1;
+        stray.replaces = None;
+        assert!(s.child_up(&stray).is_err());
+        // The peer moves: the datapath follows.
+        let to = SocketAddrV4::new(child.remote, 40_000);
+        s.peer_moved(child.tunnel_id, to).unwrap();
+        assert_eq!(dp.take_calls(), vec![Call::UpdatePeer { va, remote: to }]);
+        s.child_down(new.spi_in);
+        assert!(dp.interfaces().is_empty(), "the last pair takes the session");
     }
 
     #[test]
