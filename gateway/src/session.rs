@@ -747,7 +747,10 @@ mod tests {
         s.peer_moved(child.tunnel_id, to).unwrap();
         assert_eq!(dp.take_calls(), vec![Call::UpdatePeer { va, remote: to }]);
         s.child_down(new.spi_in);
-        assert!(dp.interfaces().is_empty(), "the last pair takes the session");
+        assert!(
+            dp.interfaces().is_empty(),
+            "the last pair takes the session"
+        );
     }
 
     #[test]

@@ -427,105 +427,117 @@ pub async fn apply<S: SessionLayer>(
                     tracing::warn!(%remote, error = %e, "sending an IKE message failed");
                 }
             }
-            Action::ChildUp(child) => {
-                shared.allow_spi(child.spi_in);
-                if let Some(old) = child.replaces {
-                    tracing::info!(
-                        "%IKEV2-5-CHILD_REKEY: CHILD_SA rekeyed. Peer {} SPI in {old:#010x} -> {:#010x} ({})",
-                        child.remote,
-                        child.spi_in,
-                        if child.initiator {
-                            "initiated"
-                        } else {
-                            "answered"
-                        }
-                    );
-                }
-                tracing::info!(
-                    peer = %child.remote,
-                    spi_in = format_args!("{:#010x}", child.spi_in),
-                    spi_out = format_args!("{:#010x}", child.spi_out),
-                    mode = ?child.mode,
-                    encap = child.encap.is_some(),
-                    "CHILD_SA installed"
-                );
-                if let Some(sessions) = &shared.sessions
-                    && let Err(e) = SessionLayer::child_up(&mut *lock(sessions), &child)
-                {
-                    tracing::error!(peer = %child.remote, error = %e, "no virtual-access for the session: its traffic cannot flow");
-                }
+            other => session_event(shared, other),
+        }
+    }
+}
+
+/// A new CHILD_SA (or a rekey's): its SPI into the uplink filter, its pair
+/// into the datapath.
+fn child_up<S: SessionLayer>(shared: &IkeShared<S>, child: &ChildSaParams) {
+    shared.allow_spi(child.spi_in);
+    if let Some(old) = child.replaces {
+        tracing::info!(
+            "%IKEV2-5-CHILD_REKEY: CHILD_SA rekeyed. Peer {} SPI in {old:#010x} -> {:#010x} ({})",
+            child.remote,
+            child.spi_in,
+            if child.initiator {
+                "initiated"
+            } else {
+                "answered"
             }
-            Action::ChildDown {
-                spi_in, spi_out, ..
-            } => {
-                if let Some(sessions) = &shared.sessions {
-                    lock(sessions).child_down(spi_in);
-                }
-                shared.forget_spi(spi_in);
-                tracing::info!(
-                    spi_in = format_args!("{spi_in:#010x}"),
-                    spi_out = format_args!("{spi_out:#010x}"),
-                    "CHILD_SA removed"
-                );
+        );
+    }
+    tracing::info!(
+        peer = %child.remote,
+        spi_in = format_args!("{:#010x}", child.spi_in),
+        spi_out = format_args!("{:#010x}", child.spi_out),
+        mode = ?child.mode,
+        encap = child.encap.is_some(),
+        "CHILD_SA installed"
+    );
+    if let Some(sessions) = &shared.sessions
+        && let Err(e) = SessionLayer::child_up(&mut *lock(sessions), child)
+    {
+        tracing::error!(peer = %child.remote, error = %e, "no virtual-access for the session: its traffic cannot flow");
+    }
+}
+
+/// What an action means for the sessions, the uplink filter and the log.
+fn session_event<S: SessionLayer>(shared: &IkeShared<S>, action: Action) {
+    match action {
+        Action::KeysDerived(_) | Action::Send { .. } => {}
+        Action::ChildUp(child) => child_up(shared, &child),
+        Action::ChildDown {
+            spi_in, spi_out, ..
+        } => {
+            if let Some(sessions) = &shared.sessions {
+                lock(sessions).child_down(spi_in);
             }
-            Action::SessionUp {
-                tunnel_id,
-                peer,
-                identity,
-                profile,
-                address,
-            } => {
-                let address = address.map_or_else(|| "none".to_owned(), |a| a.to_string());
-                tracing::info!(
-                    "%CRYPTO-5-SESSION_STATUS: Crypto tunnel is UP. Peer {peer} Id: {identity} Profile: {profile} Assigned: {address} Tunnel-id: {tunnel_id}"
-                );
+            shared.forget_spi(spi_in);
+            tracing::info!(
+                spi_in = format_args!("{spi_in:#010x}"),
+                spi_out = format_args!("{spi_out:#010x}"),
+                "CHILD_SA removed"
+            );
+        }
+        Action::SessionUp {
+            tunnel_id,
+            peer,
+            identity,
+            profile,
+            address,
+        } => {
+            let address = address.map_or_else(|| "none".to_owned(), |a| a.to_string());
+            tracing::info!(
+                "%CRYPTO-5-SESSION_STATUS: Crypto tunnel is UP. Peer {peer} Id: {identity} Profile: {profile} Assigned: {address} Tunnel-id: {tunnel_id}"
+            );
+        }
+        Action::SessionDown {
+            tunnel_id,
+            peer,
+            identity,
+            reason,
+        } => {
+            if let Some(sessions) = &shared.sessions {
+                lock(sessions).session_down(tunnel_id);
             }
-            Action::SessionDown {
-                tunnel_id,
-                peer,
-                identity,
-                reason,
-            } => {
-                if let Some(sessions) = &shared.sessions {
-                    lock(sessions).session_down(tunnel_id);
-                }
-                if let Some(tx) = lock(&shared.watchers).remove(&tunnel_id) {
-                    let _ = tx.send(reason.clone());
-                }
-                let identity = identity.unwrap_or_else(|| "unknown".to_owned());
-                tracing::info!(
-                    "%CRYPTO-5-SESSION_STATUS: Crypto tunnel is DOWN. Peer {peer} Id: {identity} Tunnel-id: {tunnel_id} Reason: {reason}"
-                );
+            if let Some(tx) = lock(&shared.watchers).remove(&tunnel_id) {
+                let _ = tx.send(reason.clone());
             }
-            Action::Refused { peer, reason } => {
-                tracing::warn!("%IKEV2-5-REFUSED: Peer {peer}: {reason}");
+            let identity = identity.unwrap_or_else(|| "unknown".to_owned());
+            tracing::info!(
+                "%CRYPTO-5-SESSION_STATUS: Crypto tunnel is DOWN. Peer {peer} Id: {identity} Tunnel-id: {tunnel_id} Reason: {reason}"
+            );
+        }
+        Action::Refused { peer, reason } => {
+            tracing::warn!("%IKEV2-5-REFUSED: Peer {peer}: {reason}");
+        }
+        Action::IkeRekeyed {
+            tunnel_id,
+            peer,
+            old_spi,
+            new_spi,
+            initiated,
+        } => {
+            if let Some(sessions) = &shared.sessions {
+                lock(sessions).ike_rekeyed(tunnel_id, new_spi);
             }
-            Action::IkeRekeyed {
-                tunnel_id,
-                peer,
-                old_spi,
-                new_spi,
-                initiated,
-            } => {
-                if let Some(sessions) = &shared.sessions {
-                    lock(sessions).ike_rekeyed(tunnel_id, new_spi);
-                }
-                tracing::info!(
-                    "%IKEV2-5-IKE_REKEY: IKE SA rekeyed. Peer {peer} SPI {old_spi:016x} -> {new_spi:016x} ({})",
-                    if initiated { "initiated" } else { "answered" }
-                );
-            }
-            Action::PeerMoved {
-                tunnel_id,
-                from,
-                to,
-            } => {
-                tracing::info!("%IKEV2-5-PEER_MOVED: Peer {from} moved to {to}");
-                if let Some(sessions) = &shared.sessions
-                    && let Err(e) = lock(sessions).peer_moved(tunnel_id, to)
-                {
-                    tracing::error!(peer = %to, error = %e, "the datapath could not follow the peer: its ESP still goes to {from}");
-                }
+            tracing::info!(
+                "%IKEV2-5-IKE_REKEY: IKE SA rekeyed. Peer {peer} SPI {old_spi:016x} -> {new_spi:016x} ({})",
+                if initiated { "initiated" } else { "answered" }
+            );
+        }
+        Action::PeerMoved {
+            tunnel_id,
+            from,
+            to,
+        } => {
+            tracing::info!("%IKEV2-5-PEER_MOVED: Peer {from} moved to {to}");
+            if let Some(sessions) = &shared.sessions
+                && let Err(e) = lock(sessions).peer_moved(tunnel_id, to)
+            {
+                tracing::error!(peer = %to, error = %e, "the datapath could not follow the peer: its ESP still goes to {from}");
             }
         }
     }

@@ -28,7 +28,7 @@ use crate::{
             TransformType,
         },
     },
-    ipsec::{Mode, Rng},
+    ipsec::{Mode, Rng, Secret},
 };
 
 /// What our outstanding CREATE_CHILD_SA is for, with the secrets its
@@ -192,37 +192,12 @@ fn rekey_child_respond(
     ) else {
         return refuse(NotifyType::NoProposalChosen, vec![]);
     };
-    let chosen = proposals.iter().find(|p| p.number == number);
-    let offered_groups: Vec<u16> = chosen
-        .map(|p| {
-            p.transforms
-                .iter()
-                .filter(|t| t.kind == TransformType::Dh && t.id != 0)
-                .map(|t| t.id)
-                .collect()
-        })
-        .unwrap_or_default();
-    let group = match pfs_group(rekey_cfg.pfs, ke, &offered_groups) {
-        Ok(g) => g,
+    let offered = offered_groups(proposals, number);
+    let (shared, ke_out) = match pfs_group(rekey_cfg.pfs, ke, &offered)
+        .and_then(|group| responder_dh(group, ke, ctx.rng))
+    {
+        Ok(dh) => dh,
         Err(refusal) => return refusal,
-    };
-    let (shared, ke_out) = match (group, ke) {
-        (Some(g), Some(ke)) => {
-            let Ok(dh) = g.generate(ctx.rng) else {
-                return refuse(NotifyType::NoProposalChosen, vec![]);
-            };
-            let Ok(shared) = dh.shared_secret(&ke.data) else {
-                return refuse(NotifyType::InvalidSyntax, vec![]);
-            };
-            (
-                Some(shared),
-                Some(KeyExchange {
-                    group: g.iana(),
-                    data: dh.public_key().to_vec(),
-                }),
-            )
-        }
-        _ => (None, None),
     };
     let nr = random_nonce(ctx.rng);
     let Ok(keys) = sa
@@ -307,6 +282,42 @@ fn pfs_group(
             .map_or_else(|| refuse(NotifyType::NoProposalChosen, vec![]), ask)),
         (None, None) => Ok(None),
     }
+}
+
+/// The Diffie-Hellman groups the peer's proposal `number` offers.
+fn offered_groups(proposals: &[Proposal], number: u8) -> Vec<u16> {
+    proposals
+        .iter()
+        .filter(|p| p.number == number)
+        .flat_map(|p| &p.transforms)
+        .filter(|t| t.kind == TransformType::Dh && t.id != 0)
+        .map(|t| t.id)
+        .collect()
+}
+
+/// Our half of a CHILD_SA rekey's Diffie-Hellman in `group`, if any: the
+/// shared secret and our KE.
+fn responder_dh(
+    group: Option<DhGroup>,
+    ke: Option<&KeyExchange>,
+    rng: &mut dyn Rng,
+) -> Result<(Option<Secret>, Option<KeyExchange>), Answer> {
+    let (Some(g), Some(ke)) = (group, ke) else {
+        return Ok((None, None));
+    };
+    let dh = g
+        .generate(rng)
+        .map_err(|_| refuse(NotifyType::NoProposalChosen, vec![]))?;
+    let shared = dh
+        .shared_secret(&ke.data)
+        .map_err(|_| refuse(NotifyType::InvalidSyntax, vec![]))?;
+    Ok((
+        Some(shared),
+        Some(KeyExchange {
+            group: g.iana(),
+            data: dh.public_key().to_vec(),
+        }),
+    ))
 }
 
 /// Records that the CHILD_SA at `index` was replaced by `new_spi_in` (made
