@@ -501,6 +501,7 @@ fn sa_pair(va: VaId, child: &ChildSaParams) -> SaPair {
         remote: child.remote,
         esn: child.esp.esn,
         lifetime: child.lifetime,
+        defer_outbound: child.replaces.is_some() && !child.initiator,
     }
 }
 

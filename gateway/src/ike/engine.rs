@@ -298,7 +298,14 @@ impl Engine {
             wire::parse_payloads(first_inner, &plaintext).map_err(|_| Dropped::Malformed)?;
         let mut actions = requests::heard_from(sa, received);
         let mut sa = self.sas.remove(&spi).expect("found above");
+        let was_half_open = sa.state == SaState::HalfOpen;
         let answer = self.exchange(&mut sa, received, &inner, pools);
+        if was_half_open && sa.state == SaState::Ready {
+            let initial_contact = inner
+                .iter()
+                .any(|p| matches!(p, Payload::Notify(n) if n.kind == NotifyType::InitialContact));
+            actions.extend(self.replace_older(&sa, initial_contact, pools));
+        }
         let id = header.message_id;
         let packet = sa
             .keymat
@@ -385,6 +392,56 @@ impl Engine {
                 ..Answer::default()
             },
         }
+    }
+
+    /// One IKE SA per identity (strongSwan `uniqueids = yes`, what an IOS
+    /// hub does): the identity's older SAs go, with their sessions, before
+    /// `new`'s is installed. With INITIAL_CONTACT (RFC 7296 section 3.16:
+    /// the peer has no other SA with us, it rebooted) they go without a
+    /// DELETE; without, the peer is told. An address both hold stays leased.
+    fn replace_older(
+        &mut self,
+        new: &IkeSa,
+        initial_contact: bool,
+        pools: &mut dyn AddressPools,
+    ) -> Vec<Action> {
+        let older: Vec<u64> = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| {
+                sa.identity.is_some()
+                    && sa.identity == new.identity
+                    && sa.tunnel_id != new.tunnel_id
+                    && sa.state != SaState::HalfOpen
+            })
+            .map(|(spi, _)| *spi)
+            .collect();
+        let mut actions = Vec::new();
+        for spi in older {
+            let Some(sa) = self.sas.get_mut(&spi) else {
+                continue;
+            };
+            if sa.lease == new.lease {
+                sa.lease = None;
+            }
+            tracing::info!(
+                peer = %sa.remote,
+                identity = ?sa.identity.as_ref().map(ToString::to_string),
+                initial_contact,
+                "a new IKE SA of the same identity replaces this one"
+            );
+            if initial_contact {
+                let sa = self.sas.remove(&spi).expect("found above");
+                actions.extend(self.teardown(&sa, "replaced (INITIAL_CONTACT)", pools));
+            } else {
+                actions.extend(self.delete(
+                    spi,
+                    "replaced by a new IKE SA of the same identity",
+                    pools,
+                ));
+            }
+        }
+        actions
     }
 
     /// Removes an SA's children, releases its address, reports it down. An

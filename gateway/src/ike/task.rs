@@ -409,32 +409,62 @@ pub async fn apply<S: SessionLayer>(
     sockets: &IkeSockets,
     actions: Vec<Action>,
 ) {
-    // New CHILD_SAs go into the datapath before the IKE_AUTH response
-    // leaves: the initiator may send ESP as soon as it has the response.
-    // Their keys are logged before either.
-    let (ups, rest): (Vec<Action>, Vec<Action>) = actions
-        .into_iter()
-        .partition(|a| matches!(a, Action::KeysDerived(_) | Action::ChildUp(_)));
-    for action in ups.into_iter().chain(rest) {
-        match action {
-            Action::KeysDerived(keys) => sockets.log_keys(&keys),
-            Action::Send {
+    // Events in their order (an older session of the same peer goes
+    // before its replacement comes), then the datagrams: new CHILD_SAs are
+    // in the datapath before the response that creates them leaves, since
+    // the peer may send ESP as soon as it has it.
+    let mut actions = actions;
+    // A session the datapath refused is ended, not left dead: its DELETE
+    // and teardown are one more round (they create nothing, so two rounds
+    // at most).
+    for _ in 0..2 {
+        let (sends, events): (Vec<Action>, Vec<Action>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::Send { .. }));
+        let mut refused = Vec::new();
+        for action in events {
+            match action {
+                Action::KeysDerived(keys) => sockets.log_keys(&keys),
+                Action::ChildUp(child) => {
+                    if !child_up(shared, &child) {
+                        refused.push(child.ike_spi);
+                    }
+                }
+                other => session_event(shared, other),
+            }
+        }
+        for action in sends {
+            if let Action::Send {
                 local,
                 remote,
                 packet,
-            } => {
-                if let Err(e) = sockets.send(local.port(), remote, &packet).await {
-                    tracing::warn!(%remote, error = %e, "sending an IKE message failed");
-                }
+            } = action
+                && let Err(e) = sockets.send(local.port(), remote, &packet).await
+            {
+                tracing::warn!(%remote, error = %e, "sending an IKE message failed");
             }
-            other => session_event(shared, other),
         }
+        if refused.is_empty() {
+            return;
+        }
+        let mut engine = lock(&shared.engine);
+        let mut pools = lock(&shared.pools);
+        actions = refused
+            .into_iter()
+            .flat_map(|spi| {
+                engine.delete(
+                    spi,
+                    "the datapath refused its CHILD_SA",
+                    &mut PoolsRef(&mut pools),
+                )
+            })
+            .collect();
     }
 }
 
 /// A new CHILD_SA (or a rekey's): its SPI into the uplink filter, its pair
-/// into the datapath.
-fn child_up<S: SessionLayer>(shared: &IkeShared<S>, child: &ChildSaParams) {
+/// into the datapath. False if the datapath refused it.
+fn child_up<S: SessionLayer>(shared: &IkeShared<S>, child: &ChildSaParams) -> bool {
     shared.allow_spi(child.spi_in);
     if let Some(old) = child.replaces {
         tracing::info!(
@@ -459,15 +489,20 @@ fn child_up<S: SessionLayer>(shared: &IkeShared<S>, child: &ChildSaParams) {
     if let Some(sessions) = &shared.sessions
         && let Err(e) = SessionLayer::child_up(&mut *lock(sessions), child)
     {
-        tracing::error!(peer = %child.remote, error = %e, "no virtual-access for the session: its traffic cannot flow");
+        tracing::error!(peer = %child.remote, error = %e, "the datapath refused the CHILD_SA: ending the session so that the peer dials again");
+        shared.forget_spi(child.spi_in);
+        return false;
     }
+    true
 }
 
 /// What an action means for the sessions, the uplink filter and the log.
 fn session_event<S: SessionLayer>(shared: &IkeShared<S>, action: Action) {
     match action {
         Action::KeysDerived(_) | Action::Send { .. } => {}
-        Action::ChildUp(child) => child_up(shared, &child),
+        Action::ChildUp(child) => {
+            child_up(shared, &child);
+        }
         Action::ChildDown {
             spi_in, spi_out, ..
         } => {

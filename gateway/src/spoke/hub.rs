@@ -328,6 +328,7 @@ impl SpokeRunner {
             remote: child.remote,
             esn: child.esp.esn,
             lifetime: child.lifetime,
+            defer_outbound: false,
         };
         if let Err(e) = self.datapath.install_sa(&sa) {
             let _ = self.datapath.remove_virtual_access(va);

@@ -527,7 +527,13 @@ pub(crate) fn request(
         &id_i.body_bytes(),
     );
     let auth = crypto::psk_auth(keymat.choice.prf, &config.psk_local, &octets);
-    let mut payloads = vec![Payload::IdI(id_i)];
+    // Every dial starts afresh (a restarted spoke has no SA with the peer):
+    // INITIAL_CONTACT lets the peer drop what it still holds for us
+    // (RFC 7296 section 3.16), in the place section 1.2 gives it.
+    let mut payloads = vec![
+        Payload::IdI(id_i),
+        notify(NotifyType::InitialContact, vec![]),
+    ];
     if let Some(r) = &config.remote_identity {
         payloads.push(Payload::IdR(identification_of(r)));
     }

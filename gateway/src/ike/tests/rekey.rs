@@ -424,3 +424,49 @@ fn a_hard_lifetime_deletes_the_child_sa_and_an_empty_ike_sa_goes() {
     p.run(actions, vec![]);
     assert!(p.spoke.sas.is_empty() || p.spoke_child().is_empty());
 }
+
+/// The hub and one established dial of `spoke1.cisco.com` (asking for an
+/// address), with the actions of the dial.
+fn dial_once(hub: &mut Engine, pools: &mut MemPools, seed: u64) -> Vec<Action> {
+    let mut config = spoke("aes256-sha256-x25519", "aes256gcm16", Mode::Transport);
+    config.request_address = true;
+    let (result, actions) = dial(hub, pools, config, seed);
+    result.unwrap();
+    actions
+}
+
+#[test]
+fn a_spoke_that_dials_again_replaces_its_old_session_and_keeps_its_address() {
+    let mut hub = hub("");
+    let mut pools = MemPools {
+        size: 10,
+        ..MemPools::default()
+    };
+    let first = dial_once(&mut hub, &mut pools, 1);
+    let first_child = child_up(&first);
+    // The spoke rebooted: a new dial, with INITIAL_CONTACT as every dial
+    // of ours sends.
+    let second = dial_once(&mut hub, &mut pools, 2);
+    let down = second
+        .iter()
+        .position(|a| matches!(a, Action::SessionDown { .. }))
+        .expect("the old session goes");
+    let up = second
+        .iter()
+        .position(|a| matches!(a, Action::ChildUp(_)))
+        .unwrap();
+    assert!(
+        down < up,
+        "the old one goes before the new one is installed"
+    );
+    assert!(
+        second.iter().any(
+            |a| matches!(a, Action::ChildDown { spi_in, .. } if *spi_in == first_child.spi_in)
+        )
+    );
+    // INITIAL_CONTACT: the peer has nothing left to be told (no DELETE).
+    assert_eq!(sends(&second).len(), 2, "only the two responses");
+    assert_eq!(hub.sas.len(), 1, "exactly one IKE SA");
+    assert!(pools.released.is_empty(), "the address stays the spoke's");
+    assert_eq!(child_up(&second).peer_inner, first_child.peer_inner);
+}
