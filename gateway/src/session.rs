@@ -36,6 +36,8 @@ struct Session {
     /// Inbound SPIs of its SA pairs, oldest first: more than one while a
     /// rekey overlaps the old pair with the new (make-before-break).
     spis: Vec<u32>,
+    /// The outbound SPI of the newest pair.
+    spi_out: u32,
     /// The peer's outer address.
     remote: Ipv4Addr,
     /// We dialled the session (a spoke's shortcut tunnel), so the keys are
@@ -279,6 +281,7 @@ impl Sessions {
                 tunnel_id: child.tunnel_id,
                 ike_spi: child.ike_spi,
                 spis: vec![child.spi_in],
+                spi_out: child.spi_out,
                 remote: child.remote,
                 initiated,
                 external: false,
@@ -302,6 +305,7 @@ impl Sessions {
         self.datapath.install_sa(&sa_pair(va, child))?;
         if let Some(session) = self.by_va.get_mut(&va) {
             session.spis.push(child.spi_in);
+            session.spi_out = child.spi_out;
             session.ike_spi = child.ike_spi;
         }
         Ok(va)
@@ -339,6 +343,7 @@ impl Sessions {
                 tunnel_id,
                 ike_spi: child.ike_spi,
                 spis: vec![child.spi_in],
+                spi_out: child.spi_out,
                 remote: child.remote,
                 initiated: true,
                 external: true,
@@ -346,6 +351,12 @@ impl Sessions {
                 seen: HashMap::new(),
             },
         );
+    }
+
+    /// The newest SA pair on `va` (inbound and outbound SPI).
+    pub fn newest_pair(&self, va: VaId) -> Option<(u32, u32)> {
+        let s = self.by_va.get(&va)?;
+        Some((*s.spis.last()?, s.spi_out))
     }
 
     /// The inbound SPIs of the pairs on `va`, oldest first.

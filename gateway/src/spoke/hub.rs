@@ -268,7 +268,21 @@ impl SpokeRunner {
                     return Ended::Lost(reason.unwrap_or_else(|_| "the IKE task stopped".into()));
                 }
                 _ = self.shutdown.changed() => return Ended::Shutdown,
-                _ = tick.tick() => self.set_status(|s| s.up_seconds = up.elapsed().as_secs()),
+                _ = tick.tick() => {
+                    // Rekeys change the SPIs under the status.
+                    let pair = self.ike.sessions.as_ref().and_then(|s| {
+                        s.lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .newest_pair(self.tunnel.va())
+                    });
+                    self.set_status(|s| {
+                        s.up_seconds = up.elapsed().as_secs();
+                        if let Some((spi_in, spi_out)) = pair {
+                            s.spi_in = Some(spi_in);
+                            s.spi_out = Some(spi_out);
+                        }
+                    });
+                }
             }
         }
     }
