@@ -11,7 +11,7 @@
 //! of 1 in both directions (section 2.3: a retransmitted request gets the
 //! cached response, bytes for bytes; our own requests go one at a time and
 //! are resent until answered), the timers, and the end of an SA. What our
-//! requests are and what their answers do is `ike::requests`.
+//! requests are and what their answers do is `engine::requests`.
 
 use std::{
     collections::HashMap,
@@ -27,13 +27,14 @@ use crate::{
             Answer, Received, create_child_sa, fragments, ike_auth, ike_sa_init, informational,
         },
         policy::Policy,
-        requests,
         sa::{Action, AddressPools, ChildSpis, Dropped, IkeSa, SaState, notify},
         show,
         wire::{self, ExchangeType, Header, Message, NotifyType, Payload},
     },
     ipsec::Rng,
 };
+
+mod requests;
 
 /// Half-open SAs (IKE_SA_INIT answered, no IKE_AUTH yet) are dropped after this.
 const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -32,7 +32,6 @@ pub mod keylog;
 pub(crate) mod lifetime;
 pub mod policy;
 pub mod proposal;
-pub(crate) mod requests;
 pub mod sa;
 pub mod show;
 pub mod task;

@@ -24,7 +24,7 @@ use crate::{
     config::{AuthMethod, Identity},
     iface::SaLifetime,
     ike::{
-        crypto::{self, ChildKeys, CryptoError, IkeKeys, SkCipher},
+        crypto::{self, ChildKeys, CryptoError, DhPrivate, IkeKeys, SkCipher},
         proposal::{EspChoice, IkeChoice},
         wire::{
             self, ExchangeType, Header, HeaderFlags, Notify, NotifyType, Payload, PayloadType,
@@ -504,7 +504,25 @@ pub(crate) enum Request {
     /// A DELETE of these CHILD_SAs (our inbound SPIs), or of the IKE SA.
     Delete { children: Vec<u32>, ike: bool },
     /// A CREATE_CHILD_SA rekeying a CHILD_SA or the IKE SA.
-    Rekey(crate::ike::exchange::create_child_sa::Rekeying),
+    Rekey(Rekeying),
+}
+
+/// What our outstanding CREATE_CHILD_SA is for, with the secrets its
+/// response needs.
+pub(crate) enum Rekeying {
+    Child {
+        /// The inbound SPI of the CHILD_SA being rekeyed, and of its successor.
+        old_spi_in: u32,
+        new_spi_in: u32,
+        ni: Vec<u8>,
+        dh: Option<DhPrivate>,
+    },
+    Ike {
+        /// Our SPI of the new IKE SA (its SPIi: we are its original initiator).
+        new_spi: u64,
+        ni: Vec<u8>,
+        dh: DhPrivate,
+    },
 }
 
 /// Our request in flight, resent until answered.

@@ -21,7 +21,7 @@ use crate::{
         proposal::{self, IkeChoice},
         sa::{
             Action, ChildSa, ChildSaParams, ChildSpis, DerivedKeys, IkeSa, Keymat, NONCE_LEN,
-            SaState, notify,
+            Rekeying, SaState, notify,
         },
         wire::{
             KeyExchange, Notify, NotifyType, Payload, Proposal, ProtocolId, Transform,
@@ -30,24 +30,6 @@ use crate::{
     },
     ipsec::{Mode, Rng, Secret},
 };
-
-/// What our outstanding CREATE_CHILD_SA is for, with the secrets its
-/// response needs.
-pub(crate) enum Rekeying {
-    Child {
-        /// The inbound SPI of the CHILD_SA being rekeyed, and of its successor.
-        old_spi_in: u32,
-        new_spi_in: u32,
-        ni: Vec<u8>,
-        dh: Option<DhPrivate>,
-    },
-    Ike {
-        /// Our SPI of the new IKE SA (its SPIi: we are its original initiator).
-        new_spi: u64,
-        ni: Vec<u8>,
-        dh: DhPrivate,
-    },
-}
 
 /// What the engine needs from the outside to answer or make a rekey.
 pub(crate) struct Context<'a> {

@@ -11,14 +11,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::Engine;
 use crate::ike::{
-    engine::Engine,
     exchange::{
         Received,
-        create_child_sa::{self, Answered, Rekeying},
+        create_child_sa::{self, Answered},
         informational,
     },
-    sa::{Action, AddressPools, Dropped, IkeSa, REQUEST_TRIES, Request, SaState},
+    sa::{Action, AddressPools, Dropped, IkeSa, REQUEST_TRIES, Rekeying, Request, SaState},
     wire::{self, ExchangeType, Payload},
 };
 
