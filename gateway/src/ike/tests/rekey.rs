@@ -470,3 +470,50 @@ fn a_spoke_that_dials_again_replaces_its_old_session_and_keeps_its_address() {
     assert!(pools.released.is_empty(), "the address stays the spoke's");
     assert_eq!(child_up(&second).peer_inner, first_child.peer_inner);
 }
+
+#[test]
+fn an_authenticated_message_from_a_new_port_moves_the_sa_and_its_child_sas() {
+    let mut p = Pair::new("aes256gcm16");
+    // The spoke's NAT rebinds: its requests now come from port 40000.
+    let moved = SocketAddrV4::new(*SPOKE.ip(), 40_000);
+    let request = p.expire_spoke_child();
+    let packet = sends(&request).remove(0);
+    let actions = p
+        .hub
+        .handle(p.now, HUB, moved, &packet, &mut p.pools)
+        .unwrap();
+    let moves: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::PeerMoved { from, to, .. } => Some((*from, *to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(moves, vec![(SPOKE, moved)]);
+    // The answer goes to the new endpoint, and so does the new CHILD_SA.
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Send { remote, .. } if *remote == moved))
+    );
+    let sa = p.hub.sas.values().next().unwrap();
+    assert_eq!(sa.remote, moved);
+    // An unauthenticated copy from elsewhere moves nothing.
+    let mut forged = packet.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let elsewhere = SocketAddrV4::new(*SPOKE.ip(), 50_000);
+    let _ = p.hub.handle(p.now, HUB, elsewhere, &forged, &mut p.pools);
+    assert_eq!(p.hub.sas.values().next().unwrap().remote, moved);
+    // ESP from yet another port (the datapath's report) moves it too.
+    let spi_in = p.hub_child()[0].spi_in;
+    let esp_from = SocketAddrV4::new(*SPOKE.ip(), 41_000);
+    let actions = p.hub.esp_moved(spi_in, esp_from);
+    assert!(matches!(actions[..], [Action::PeerMoved { to, .. }] if to == esp_from));
+    for c in p.hub_child() {
+        if c.encap.is_some() {
+            assert_eq!(c.encap.unwrap().1, 41_000);
+        }
+        assert_eq!(c.remote, *SPOKE.ip());
+    }
+}
