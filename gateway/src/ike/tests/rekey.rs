@@ -511,8 +511,8 @@ fn an_authenticated_message_from_a_new_port_moves_the_sa_and_its_child_sas() {
     let actions = p.hub.esp_moved(spi_in, esp_from);
     assert!(matches!(actions[..], [Action::PeerMoved { to, .. }] if to == esp_from));
     for c in p.hub_child() {
-        if c.encap.is_some() {
-            assert_eq!(c.encap.unwrap().1, 41_000);
+        if let Some((_, port)) = c.encap {
+            assert_eq!(port, 41_000);
         }
         assert_eq!(c.remote, *SPOKE.ip());
     }
