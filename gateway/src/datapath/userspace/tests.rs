@@ -1105,6 +1105,8 @@ fn peer_moved_is_reported_for_authenticated_esp_only_and_update_peer_moves_all_p
     assert!(h.events().is_empty(), "nothing authenticated yet");
     assert_eq!(h.global.get(GlobalCounter::WrongEndpoint), 0);
 
+    // Sealed now, delivered only after the move (reordered on the way).
+    let held = s1.ping(&up);
     let started = std::time::Instant::now();
     assert!(matches!(
         h.processor
@@ -1157,6 +1159,14 @@ fn peer_moved_is_reported_for_authenticated_esp_only_and_update_peer_moves_all_p
             .from_network(&h.tables, moved, &mut first.clone()),
         FromNet::Done,
         "the replay window outlived the move"
+    );
+    assert!(
+        matches!(
+            h.processor
+                .from_network(&h.tables, moved, &mut held.clone()),
+            FromNet::ToTun(_)
+        ),
+        "with what it had not seen yet"
     );
     let (vas, _) = h.master.counters();
     assert_eq!(vas[0].remote_outer, moved.to_string());
