@@ -26,6 +26,7 @@ use crate::{
         exchange::{
             Answer, Received, create_child_sa, fragments, ike_auth, ike_sa_init, informational,
         },
+        lifetime,
         policy::Policy,
         sa::{Action, AddressPools, ChildSpis, Dropped, IkeSa, SaState, notify},
         show,
@@ -306,6 +307,8 @@ impl Engine {
                 .iter()
                 .any(|p| matches!(p, Payload::Notify(n) if n.kind == NotifyType::InitialContact));
             actions.extend(self.replace_older(&sa, initial_contact, pools));
+            let rekey = lifetime::rekey_of(&self.policy, &sa);
+            lifetime::schedule_ike_rekey(&mut sa, &rekey, &mut *self.rng, received.now);
         }
         let id = header.message_id;
         let packet = sa

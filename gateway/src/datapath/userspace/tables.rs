@@ -155,6 +155,20 @@ struct PairEntry {
     installed: Instant,
     /// A soft expiry was reported (once per SA).
     soft_reported: bool,
+    /// Installed with `SaPair::defer_outbound` beside older pairs: they
+    /// keep the outbound traffic until they are removed.
+    deferred: bool,
+}
+
+/// The pair that carries an interface's outbound traffic: the newest not
+/// deferred (a rekey's responder waits for the old pair's removal), else
+/// the newest.
+fn outbound_pair(pairs: &[PairEntry]) -> Option<&PairEntry> {
+    pairs
+        .iter()
+        .rev()
+        .find(|p| !p.deferred)
+        .or_else(|| pairs.last())
 }
 
 struct VaEntry {
@@ -296,6 +310,7 @@ impl Master {
             lifetime: sa.lifetime,
             installed: now,
             soft_reported: false,
+            deferred: sa.defer_outbound && !entry.pairs.is_empty(),
         });
         self.inbound.insert(sa.spi_in, Arc::new(inbound));
         // The newest SA names the peer's endpoint as IKE last saw it; the
@@ -434,7 +449,7 @@ impl Master {
                     *id,
                     Arc::new(Va {
                         spec: e.spec.clone(),
-                        out: e.pairs.last().map(|p| p.out.clone()),
+                        out: outbound_pair(&e.pairs).map(|p| p.out.clone()),
                         dest: e.dest,
                         stats: e.stats.clone(),
                     }),

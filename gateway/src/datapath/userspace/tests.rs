@@ -790,6 +790,30 @@ fn spi_of(esp: &[u8]) -> u32 {
 /// pair takes the outbound traffic at once, the old inbound SA decrypts
 /// until it is removed, and the report lists every pair meanwhile.
 #[test]
+fn a_rekey_responders_new_pair_takes_the_outbound_traffic_only_when_the_old_one_goes() {
+    let s1 = Spoke::new(1, Mode::Transport, GCM, None);
+    let mut h = hub(&[&s1]);
+    let s1b = s1.rekeyed(1);
+    h.master
+        .install_sa(&SaPair {
+            defer_outbound: true,
+            ..s1b.sa_pair()
+        })
+        .unwrap();
+    h.publish();
+    // The peer may not have the new inbound SA yet: the old one sends.
+    assert_eq!(spi_of(&h.send(&s1).unwrap().0), s1.spi_out);
+    let new_up = s1b.uplink();
+    assert!(
+        matches!(from(&mut h, &s1, &mut s1.ping(&new_up)), FromNet::ToTun(_)),
+        "the new inbound SA decrypts at once"
+    );
+    h.master.remove_sa(s1.va, s1.spi_in).unwrap();
+    h.publish();
+    assert_eq!(spi_of(&h.send(&s1).unwrap().0), s1b.spi_out);
+}
+
+#[test]
 fn make_before_break_outbound_moves_at_once_and_the_old_inbound_drains_until_removed() {
     let s1 = Spoke::new(1, Mode::Transport, GCM, None);
     let mut h = hub(&[&s1]);

@@ -517,3 +517,23 @@ fn an_authenticated_message_from_a_new_port_moves_the_sa_and_its_child_sas() {
         assert_eq!(c.remote, *SPOKE.ip());
     }
 }
+
+#[test]
+fn an_accepted_sa_is_rekeyed_by_the_hub_when_its_profile_lifetime_runs_out() {
+    let mut p = Pair::new("aes256gcm16");
+    let hub_sa = p.hub.sas.values().next().unwrap();
+    let (rekey_at, expire_at) = (hub_sa.rekey_at.unwrap(), hub_sa.expire_at.unwrap());
+    // 85-95 % of the IOS default of 86,400 s, then the hard end.
+    // (The dial's clock ran a little before the pair's.)
+    let life = expire_at.saturating_duration_since(p.now);
+    assert!(life.abs_diff(Duration::from_secs(86_400)) < Duration::from_secs(1));
+    assert!(rekey_at - p.now >= life.mul_f64(0.85) && rekey_at < expire_at);
+    for sa in p.spoke.sas.values_mut() {
+        sa.rekey_at = None;
+    }
+    p.now = rekey_at;
+    let request = p.hub.tick(p.now, &mut p.pools);
+    p.run(request, vec![]);
+    assert!(p.hub.sas.values().next().unwrap().keymat.initiator);
+    p.assert_agree();
+}
