@@ -21,7 +21,8 @@
 //! - `a_strongswan_spoke_killed_and_restarted_has_exactly_one_session`:
 //!   SIGKILL (no DELETE) and a restart, DPD off on both sides: traffic
 //!   again within 5 s, and the hub has exactly one IKE SA, one
-//!   virtual-access and one SA pair for the spoke (twice in a row).
+//!   virtual-access and one SA pair for the spoke (twice in a row); the
+//!   same with the kernel datapath, in the VM tier (`kernel_datapath_...`).
 //! - `nat_rebinding_moves_the_tunnel_to_the_new_port`: the NAT in front of
 //!   a strongSwan spoke swaps its port mid-flow: traffic again within 2 s,
 //!   `show crypto session` shows the new port.
@@ -446,7 +447,35 @@ fn a_strongswan_spoke_killed_and_restarted_has_exactly_one_session() {
     let Some(bin) = flex_lab::ready(true) else {
         return;
     };
-    let mut lab = FlexLab::new(&bin, "rekeykill", &LabSpec::new(0, false)).unwrap();
+    killed_and_restarted(&bin, "rekeykill", false);
+}
+
+/// The same with the kernel datapath on the hub and strongSwan's ESP in
+/// the kernel's XFRM (the VM tier: `cargo xtask vm-test` runs it; a skip
+/// elsewhere).
+#[test]
+fn kernel_datapath_a_strongswan_spoke_killed_and_restarted_has_exactly_one_session() {
+    if !integration::vm::kernel_datapath_available() {
+        return;
+    }
+    let Some(bin) = flex_lab::ready(true) else {
+        // In the VM tier a skip must not pass for a run.
+        assert!(
+            std::env::var_os("GATEWAY_REQUIRE_KERNEL_DATAPATH").is_none(),
+            "the kernel datapath is required here, but the lab cannot run"
+        );
+        return;
+    };
+    killed_and_restarted(&bin, "krekeykill", true);
+}
+
+/// Spoke D on the WAN, DPD off; kill and restart it twice.
+fn killed_and_restarted(bin: &std::path::Path, tag: &str, kernel: bool) {
+    let spec = LabSpec {
+        kernel_datapath: kernel,
+        ..LabSpec::new(0, false)
+    };
+    let mut lab = FlexLab::new(bin, tag, &spec).unwrap();
     let d = lab
         .add_swan(SwanSpec::new("swand", D_IDENTITY, D_ADDRESS))
         .unwrap();
@@ -491,11 +520,12 @@ fn a_strongswan_spoke_killed_and_restarted_has_exactly_one_session() {
         let settled_after = dialled.elapsed();
         let new = lab.swan_sessions(d).unwrap();
         eprintln!(
-            "round {round}: charon restarted in {:.1} s; traffic again {:.2} s and exactly one \
+            "round {round}: charon restarted in {:.1} s; traffic again {:.2} s (restart to traffic {:.2} s) and exactly one \
              session {:.2} s after it dialled; hub: (IKE SAs, CHILD_SAs, virtual-accesses, SA pairs, \
              XDP SPIs) = {state:?}",
             charon_up.as_secs_f64(),
             traffic_after.as_secs_f64(),
+            (traffic_after + charon_up).as_secs_f64(),
             settled_after.as_secs_f64()
         );
         if let Err(e) = flows {
