@@ -88,10 +88,14 @@ pub fn parse_spi(text: &str) -> Option<u32> {
     u32::from_str_radix(hex, 16).ok()
 }
 
-/// (CHILD_SA rekeys, IKE_SA rekeys) in a charon log: the CHILD_SAs
-/// established (`CHILD_SA hub{N} established with SPIs`, counted by their
-/// unique id N, the first one not being a rekey) and `IKE_SA ...
-/// rekeyed between`. Both lines are charon's own, in either role.
+/// (CHILD_SA rekeys, IKE_SA rekeys) in a charon log, in either role: the
+/// CHILD_SAs established (`CHILD_SA hub{N} established with SPIs`,
+/// counted by their unique id N) other than the first of each IKE_SA
+/// that was authenticated (`IKE_SA spoke[M] established between`: the
+/// first one, and any reauthentication, which charon falls back to when a
+/// peer refuses CREATE_CHILD_SA, and which is no rekey), and the IKE_SAs
+/// `rekeyed between`. (A rekeyed IKE_SA keeps its CHILD_SAs: no CHILD_SA
+/// is established with it.)
 pub fn strongswan_rekeys(log: &str) -> (usize, usize) {
     let children: BTreeSet<&str> = log
         .lines()
@@ -101,11 +105,14 @@ pub fn strongswan_rekeys(log: &str) -> (usize, usize) {
             rest.split_whitespace().next()
         })
         .collect();
-    let ike = log
-        .lines()
-        .filter(|l| l.contains("IKE_SA ") && l.contains(" rekeyed between "))
-        .count();
-    (children.len().saturating_sub(1), ike)
+    let ike_line = |what: &str| {
+        log.lines()
+            .filter(|l| l.contains("IKE_SA ") && l.contains(what))
+            .count()
+    };
+    let authenticated = ike_line(" established between ");
+    let rekeyed = ike_line(" rekeyed between ");
+    (children.len().saturating_sub(authenticated), rekeyed)
 }
 
 /// What one gateway says about its SAs at one moment.
@@ -175,17 +182,29 @@ impl SpiSnapshot {
         }
         let datapath: BTreeSet<u32> = pairs.values().flatten().copied().collect();
         let xdp: BTreeSet<u32> = self.xdp.sas.iter().map(|s| s.spi).collect();
-        for (name, set) in [("datapath", &datapath), ("xdp", &xdp)] {
-            for spi in set.difference(&child_spis) {
+        // What the views are held against: the CHILD_SAs; where `show
+        // crypto session` lists no IKE SA at all (a spoke, whose IKE SA
+        // with its hub it does not list), the datapath's SA pairs.
+        let (reference, what, views) = if self.sessions.is_empty() {
+            (&datapath, "SA pair of the datapath", vec![("xdp", &xdp)])
+        } else {
+            (
+                &child_spis,
+                "CHILD_SA",
+                vec![("datapath", &datapath), ("xdp", &xdp)],
+            )
+        };
+        for (name, set) in views {
+            for spi in set.difference(reference) {
                 out.insert(
                     format!("{name}-extra:{spi:08x}"),
-                    format!("inbound SPI {spi:#010x} in the {name} but in no CHILD_SA"),
+                    format!("inbound SPI {spi:#010x} in the {name} but in no {what}"),
                 );
             }
-            for spi in child_spis.difference(set) {
+            for spi in reference.difference(set) {
                 out.insert(
                     format!("{name}-missing:{spi:08x}"),
-                    format!("the CHILD_SA with inbound SPI {spi:#010x} is not in the {name}"),
+                    format!("the {what} with inbound SPI {spi:#010x} is not in the {name}"),
                 );
             }
         }
@@ -303,6 +322,7 @@ mod tests {
     #[test]
     fn counts_charons_rekeys() {
         let log = "\
+10:00:00 14[IKE] <spoke|1> IKE_SA spoke[1] established between 172.25.1.51[swan-a]...172.25.1.1[hub]
 10:00:00 14[IKE] <spoke|1> CHILD_SA hub{1} established with SPIs c1_i c2_o and TS 10.1.1.100/32 === 192.168.0.0/16
 10:00:20 14[IKE] <spoke|1> inbound CHILD_SA hub{2} established with SPIs c3_i c4_o and TS 10.1.1.100/32 === 192.168.0.0/16
 10:00:20 14[IKE] <spoke|1> outbound CHILD_SA hub{2} established with SPIs c3_i c4_o and TS 10.1.1.100/32 === 192.168.0.0/16
@@ -311,6 +331,12 @@ mod tests {
 ";
         assert_eq!(strongswan_rekeys(log), (2, 1));
         assert_eq!(strongswan_rekeys(""), (0, 0));
+        // A reauthentication (a new IKE_SA with a new CHILD_SA) is no rekey.
+        let reauth = format!(
+            "{log}10:01:10 09[IKE] <spoke|3> IKE_SA spoke[3] established between 172.25.1.51[swan-a]...172.25.1.1[hub]\n\
+             10:01:10 09[IKE] <spoke|3> CHILD_SA hub{{4}} established with SPIs c7_i c8_o and TS 10.1.1.100/32 === 192.168.0.0/16\n"
+        );
+        assert_eq!(strongswan_rekeys(&reauth), (2, 1));
     }
 
     fn session(identity: &str, spis_in: &[&str]) -> SaReport {
@@ -381,6 +407,14 @@ mod tests {
         assert_eq!(keys, ["child:fqdn:a", "pairs:1"]);
         let stale_xdp = snapshot(&["0x00000011"], &[0x11], &[0x10, 0x11]);
         let keys: Vec<String> = stale_xdp.surplus().into_keys().collect();
+        assert_eq!(keys, ["xdp-extra:00000010"]);
+        // Without sessions (a spoke), XDP is held against the datapath.
+        let mut spoke = snapshot(&[], &[0x11], &[0x11]);
+        spoke.sessions.clear();
+        assert!(spoke.surplus().is_empty(), "{:?}", spoke.surplus());
+        let mut spoke = snapshot(&[], &[0x11], &[0x10, 0x11]);
+        spoke.sessions.clear();
+        let keys: Vec<String> = spoke.surplus().into_keys().collect();
         assert_eq!(keys, ["xdp-extra:00000010"]);
 
         let t0 = Instant::now();
