@@ -27,9 +27,12 @@
 pub mod crypto;
 pub mod engine;
 pub mod exchange;
+pub(crate) mod ids;
 pub mod keylog;
+pub(crate) mod lifetime;
 pub mod policy;
 pub mod proposal;
+pub(crate) mod requests;
 pub mod sa;
 pub mod show;
 pub mod task;

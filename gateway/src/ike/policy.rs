@@ -81,8 +81,8 @@ pub struct Rekey {
 impl Default for Rekey {
     fn default() -> Self {
         Rekey {
-            ike_lifetime: Duration::from_secs(86_400),
-            ipsec_lifetime: Duration::from_secs(3_600),
+            ike_lifetime: Duration::from_hours(24),
+            ipsec_lifetime: Duration::from_hours(1),
             ipsec_kilobytes: 4_608_000,
             pfs: None,
         }
