@@ -53,7 +53,7 @@ impl RekeyCounts {
 /// every peer).
 pub fn gateway_rekeys(log: &str, peer: &str) -> RekeyCounts {
     let mut counts = RekeyCounts::default();
-    for line in log.lines().filter(|l| l.contains(peer)) {
+    for line in log.lines().filter(|l| mentions(l, peer)) {
         let initiated = line.contains("(initiated)");
         let answered = line.contains("(answered)");
         if line.contains(CHILD_REKEY_LOG) {
@@ -65,6 +65,17 @@ pub fn gateway_rekeys(log: &str, peer: &str) -> RekeyCounts {
         }
     }
     counts
+}
+
+/// Whether `line` has `word` with no digit or dot right after it (so
+/// that 172.25.1.5 is not 172.25.1.51).
+fn mentions(line: &str, word: &str) -> bool {
+    line.match_indices(word).any(|(at, _)| {
+        !line[at + word.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit() || c == '.')
+    })
 }
 
 /// The CHILD_SA rekeys of a gateway's log as (old, new) inbound SPIs.
@@ -313,6 +324,7 @@ mod tests {
         let b = gateway_rekeys(log, "172.25.1.52");
         assert_eq!((b.child_initiated, b.child(), b.ike()), (1, 1, 0));
         assert_eq!(gateway_rekeys(log, "").child(), 2);
+        assert_eq!(gateway_rekeys(log, "172.25.1.5"), RekeyCounts::default());
         assert_eq!(
             gateway_child_rekey_spis(log),
             [(0xabcd, 0xc000_0002), (0xc000_0003, 0xc000_0004)]
