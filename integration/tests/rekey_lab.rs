@@ -160,6 +160,8 @@ struct Figures {
     hub: RekeyCounts,
     /// (CHILD, IKE) rekeys the spoke logged.
     spoke: (usize, usize),
+    /// Echoes without a reply, with about when they left (Unix seconds).
+    missing: Vec<(u32, f64)>,
 }
 
 impl Figures {
@@ -362,6 +364,7 @@ fn rekeys_under_traffic_lose_nothing_and_leave_only_the_current_spis() {
             received: flow.summary.received,
             hub: gateway_rekeys(&hub_log, &peer.to_string()),
             spoke,
+            missing: flow.missing(),
         })
         .collect();
     eprintln!(
@@ -378,7 +381,7 @@ fn rekeys_under_traffic_lose_nothing_and_leave_only_the_current_spis() {
     let mut problems: Vec<String> = figures
         .iter()
         .filter(|f| f.sent < FLOW_COUNT || f.received != f.sent)
-        .map(|f| format!("lost echoes: {}", f.line()))
+        .map(|f| format!("lost echoes: {} (seq, sent at: {:?})", f.line(), f.missing))
         .collect();
     problems.extend(check_rekeys(&figures, &spoke_c));
     problems.extend(
