@@ -97,6 +97,7 @@ fn setup(encr: Encr, integ: Option<Integ>) -> Setup {
         remote: *SPOKE.ip(),
         esn: false,
         lifetime: SaLifetime::default(),
+        defer_outbound: false,
     })
     .unwrap();
     for prefix in ["10.1.1.100/32", "192.168.1.0/24"] {

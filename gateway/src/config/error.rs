@@ -108,6 +108,7 @@ fn friendlier(message: &str, at_root: bool) -> String {
         ("expected u8", "expected an integer in 0..=255"),
         ("expected u16", "expected an integer in 0..=65535"),
         ("expected u32", "expected an integer in 0..=4294967295"),
+        ("expected u64", "expected a non-negative integer"),
         (
             "expected IPv4 address",
             "expected an IPv4 address (\"a.b.c.d\")",

@@ -28,7 +28,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 pub use error::{ConfigError, Problem};
 pub use types::{
-    AuthMethod, Datapath, DpdMode, Identity, IdentityMatch, Role, Secret, Unnumbered, XdpMode,
+    AuthMethod, Datapath, DpdMode, Identity, IdentityMatch, PfsGroup, Role, Secret, Unnumbered,
+    XdpMode,
 };
 
 use crate::net::Ipv4Prefix;
@@ -166,6 +167,44 @@ pub struct Profile {
     /// (INTERNAL_IP4_SUBNET) via its virtual-access.
     #[serde(default)]
     pub route_accept: bool,
+    /// IOS `lifetime SECONDS` in `crypto ikev2 profile`: the IKE SA is
+    /// rekeyed before it is this old. 120..=86400; default 86400 as in IOS.
+    #[serde(default = "default_ike_lifetime")]
+    pub lifetime: u64,
+    /// IOS `set security-association lifetime seconds N` (the IPsec profile
+    /// of the tunnel or virtual template): the CHILD_SAs are rekeyed before
+    /// they are this old. 120..=86400; default 3600 as in IOS.
+    #[serde(default = "default_ipsec_lifetime_seconds")]
+    pub ipsec_lifetime_seconds: u64,
+    /// IOS `set security-association lifetime kilobytes N`: ... or once they
+    /// carried this many kilobytes, both directions counted. 2560..=4294967295;
+    /// default 4608000 as in IOS.
+    #[serde(default = "default_ipsec_lifetime_kilobytes")]
+    pub ipsec_lifetime_kilobytes: u64,
+    /// IOS `set pfs groupN`: a fresh Diffie-Hellman exchange in every
+    /// CHILD_SA rekey, in this group (`"ecp256"`, `"modp2048"`,
+    /// `"curve25519"` ...). Absent (the IOS default): no PFS.
+    #[serde(default)]
+    pub pfs: Option<PfsGroup>,
+}
+
+/// The IOS defaults of the lifetimes, and the ranges IOS accepts.
+pub const IKE_LIFETIME_DEFAULT: u64 = 86_400;
+pub const IPSEC_LIFETIME_SECONDS_DEFAULT: u64 = 3_600;
+pub const IPSEC_LIFETIME_KILOBYTES_DEFAULT: u64 = 4_608_000;
+pub const LIFETIME_SECONDS_RANGE: (u64, u64) = (120, 86_400);
+pub const LIFETIME_KILOBYTES_RANGE: (u64, u64) = (2_560, 4_294_967_295);
+
+fn default_ike_lifetime() -> u64 {
+    IKE_LIFETIME_DEFAULT
+}
+
+fn default_ipsec_lifetime_seconds() -> u64 {
+    IPSEC_LIFETIME_SECONDS_DEFAULT
+}
+
+fn default_ipsec_lifetime_kilobytes() -> u64 {
+    IPSEC_LIFETIME_KILOBYTES_DEFAULT
 }
 
 /// IOS `dpd 30 5 on-demand`.

@@ -1268,3 +1268,195 @@ fn bgp_redistribute_takes_connected_and_static_only() {
     assert!(e.key.starts_with("bgp.redistribute"), "{}", e.key);
     assert!(e.message.contains("ospf"), "{}", e.message);
 }
+
+// --- lifetimes and PFS (IOS `lifetime`, `set security-association
+// lifetime`, `set pfs`) --------------------------------------------------
+
+/// The policy's `Rekey` of the hub example's profile, its text changed.
+fn rekey_of(text: &str) -> crate::ike::policy::Rekey {
+    let c = parse(text, ORIGIN).unwrap();
+    let policy = crate::ike::policy::Policy::from_config(&c).unwrap();
+    assert_eq!(policy.profiles.len(), 1);
+    policy.profiles[0].rekey
+}
+
+#[test]
+fn lifetimes_default_to_the_ios_ones() {
+    use crate::ike::policy::Rekey;
+
+    // The examples spell the defaults out; leaving the keys out is the same.
+    let c = parse(HUB, ORIGIN).unwrap();
+    let p = &c.ikev2.profile["Flex_IKEv2"];
+    assert_eq!(
+        (
+            p.lifetime,
+            p.ipsec_lifetime_seconds,
+            p.ipsec_lifetime_kilobytes,
+            p.pfs
+        ),
+        (86_400, 3_600, 4_608_000, None)
+    );
+    let bare = HUB
+        .lines()
+        .filter(|l| !l.starts_with("lifetime =") && !l.starts_with("ipsec_lifetime_"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!bare.contains("ipsec_lifetime_seconds"));
+    let rekey = rekey_of(&bare);
+    assert_eq!(rekey, Rekey::default());
+    assert_eq!(
+        (
+            rekey.ike_lifetime.as_secs(),
+            rekey.ipsec_lifetime.as_secs(),
+            rekey.ipsec_kilobytes,
+            rekey.pfs
+        ),
+        (86_400, 3_600, 4_608_000, None)
+    );
+    let spoke = parse(SPOKE, ORIGIN).unwrap();
+    assert_eq!(spoke.ikev2.profile["Flex_IKEv2"].lifetime, 86_400);
+}
+
+#[test]
+fn each_lifetime_key_and_pfs_reach_the_policy() {
+    use crate::ike::crypto::DhGroup;
+
+    let text = hub_with("lifetime = 86400", "lifetime = 600")
+        .replacen(
+            "ipsec_lifetime_seconds = 3600",
+            "ipsec_lifetime_seconds = 120",
+            1,
+        )
+        .replacen(
+            "ipsec_lifetime_kilobytes = 4608000",
+            "ipsec_lifetime_kilobytes = 2560",
+            1,
+        )
+        .replacen("# pfs = \"ecp256\"", "pfs = \"ecp384\"", 1);
+    let rekey = rekey_of(&text);
+    assert_eq!(rekey.ike_lifetime.as_secs(), 600);
+    assert_eq!(rekey.ipsec_lifetime.as_secs(), 120);
+    assert_eq!(rekey.ipsec_kilobytes, 2560);
+    assert_eq!(rekey.pfs, Some(DhGroup::Ecp384));
+
+    // Every group the proposals know, spelled as they spell it.
+    for (name, group) in [
+        ("modp2048", DhGroup::Modp2048),
+        ("ecp256", DhGroup::Ecp256),
+        ("ecp384", DhGroup::Ecp384),
+        ("ecp521", DhGroup::Ecp521),
+        ("curve25519", DhGroup::Curve25519),
+        ("x25519", DhGroup::Curve25519),
+    ] {
+        let text = hub_with("# pfs = \"ecp256\"", &format!("pfs = \"{name}\""));
+        assert_eq!(rekey_of(&text).pfs, Some(group), "{name}");
+        // `show running-config` writes it back in the canonical spelling.
+        let c = parse(&text, ORIGIN).unwrap();
+        let again = toml::to_string(&c).unwrap();
+        assert!(
+            again.contains(&format!("pfs = \"{}\"", group_name(group))),
+            "{again}"
+        );
+    }
+    // The upper ends of the ranges are accepted.
+    let text = hub_with(
+        "ipsec_lifetime_kilobytes = 4608000",
+        "ipsec_lifetime_kilobytes = 4294967295",
+    )
+    .replacen(
+        "ipsec_lifetime_seconds = 3600",
+        "ipsec_lifetime_seconds = 86400",
+        1,
+    );
+    let rekey = rekey_of(&text);
+    assert_eq!(
+        (rekey.ipsec_lifetime.as_secs(), rekey.ipsec_kilobytes),
+        (86_400, 4_294_967_295)
+    );
+}
+
+fn group_name(group: crate::ike::crypto::DhGroup) -> &'static str {
+    use crate::ike::crypto::DhGroup;
+    match group {
+        DhGroup::Modp2048 => "modp2048",
+        DhGroup::Ecp256 => "ecp256",
+        DhGroup::Ecp384 => "ecp384",
+        DhGroup::Ecp521 => "ecp521",
+        DhGroup::Curve25519 => "curve25519",
+    }
+}
+
+#[test]
+fn lifetimes_out_of_the_ios_ranges_are_refused_naming_the_key() {
+    let p = "ikev2.profile.Flex_IKEv2";
+    for (from, to, key, message) in [
+        (
+            "lifetime = 86400",
+            "lifetime = 119",
+            "lifetime",
+            "119 is out of range; expected 120..=86400 seconds",
+        ),
+        (
+            "lifetime = 86400",
+            "lifetime = 86401",
+            "lifetime",
+            "86401 is out of range; expected 120..=86400 seconds",
+        ),
+        (
+            "ipsec_lifetime_seconds = 3600",
+            "ipsec_lifetime_seconds = 0",
+            "ipsec_lifetime_seconds",
+            "0 is out of range; expected 120..=86400 seconds",
+        ),
+        (
+            "ipsec_lifetime_seconds = 3600",
+            "ipsec_lifetime_seconds = 100000",
+            "ipsec_lifetime_seconds",
+            "100000 is out of range; expected 120..=86400 seconds",
+        ),
+        (
+            "ipsec_lifetime_kilobytes = 4608000",
+            "ipsec_lifetime_kilobytes = 2559",
+            "ipsec_lifetime_kilobytes",
+            "2559 is out of range; expected 2560..=4294967295 kilobytes",
+        ),
+        (
+            "ipsec_lifetime_kilobytes = 4608000",
+            "ipsec_lifetime_kilobytes = 4294967296",
+            "ipsec_lifetime_kilobytes",
+            "4294967296 is out of range; expected 2560..=4294967295 kilobytes",
+        ),
+    ] {
+        let text = hub_with(from, to);
+        one_problem(&text, &format!("{p}.{key}"), message);
+        // The whole line, as the operator sees it, starts with the file.
+        let e = parse(&text, ORIGIN).unwrap_err().to_string();
+        assert_eq!(e, format!("{ORIGIN}: {p}.{key}: {message}"));
+    }
+
+    let text = hub_with("lifetime = 86400", "lifetime = -5");
+    let e = syntax(&text);
+    assert_eq!(
+        (e.key.as_str(), e.line),
+        (
+            "ikev2.profile.Flex_IKEv2.lifetime",
+            line_of(&text, "lifetime = -5")
+        )
+    );
+    assert!(
+        e.message.ends_with("expected a non-negative integer"),
+        "{}",
+        e.message
+    );
+
+    let text = hub_with("# pfs = \"ecp256\"", "pfs = \"group2\"");
+    let e = syntax(&text);
+    assert_eq!(e.key, "ikev2.profile.Flex_IKEv2.pfs");
+    assert!(
+        e.message
+            .contains("unknown Diffie-Hellman group \"group2\"")
+            && e.message.contains("\"ecp256\""),
+        "{}",
+        e.message
+    );
+}

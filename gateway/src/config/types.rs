@@ -224,9 +224,64 @@ macro_rules! string_serde {
 
 string_serde!(
     Identity: "an identity (fqdn:NAME, address:A.B.C.D, email:USER@DOMAIN or key-id:ID)",
+    PfsGroup: "a Diffie-Hellman group (modp2048, ecp256, ecp384, ecp521 or curve25519)",
     IdentityMatch: "an identity match (fqdn-domain:DOMAIN, fqdn:NAME, address:A.B.C.D/LEN, ...)",
     Unnumbered: "an IPv4 address or a tunnel (\"Tunnel1\")"
 );
+
+/// IOS `set pfs groupN`: the Diffie-Hellman group of the KE payload in a
+/// CHILD_SA rekey (RFC 7296 section 1.3.1), spelled as in the proposals
+/// (`ecp256`; `x25519` is another name of `curve25519`). IOS `group14` is
+/// `modp2048`, `group19` `ecp256`, `group20` `ecp384`, `group21` `ecp521`,
+/// `group31` `curve25519`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PfsGroup {
+    Modp2048,
+    Ecp256,
+    Ecp384,
+    Ecp521,
+    Curve25519,
+}
+
+impl PfsGroup {
+    /// The spelling in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Modp2048 => "modp2048",
+            Self::Ecp256 => "ecp256",
+            Self::Ecp384 => "ecp384",
+            Self::Ecp521 => "ecp521",
+            Self::Curve25519 => "curve25519",
+        }
+    }
+}
+
+impl fmt::Display for PfsGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PfsGroup {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "modp2048" => Self::Modp2048,
+            "ecp256" => Self::Ecp256,
+            "ecp384" => Self::Ecp384,
+            "ecp521" => Self::Ecp521,
+            "curve25519" | "x25519" => Self::Curve25519,
+            _ => {
+                return Err(format!(
+                    "unknown Diffie-Hellman group \"{s}\", expected one of \"modp2048\", \
+                     \"ecp256\", \"ecp384\", \"ecp521\", \"curve25519\" (\"x25519\"); leave \
+                     the key out for no PFS"
+                ));
+            }
+        })
+    }
+}
 
 /// A pre-shared key. Its `Debug` and `Serialize` print `<redacted>`, so the
 /// key never reaches a log line or `show running-config`; `expose()` is the

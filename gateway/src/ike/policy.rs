@@ -9,7 +9,7 @@ use std::{
 };
 
 use crate::{
-    config::{AuthMethod, Config, Identity, IdentityMatch},
+    config::{self, AuthMethod, Config, Identity, IdentityMatch, PfsGroup, Profile},
     ike::{
         crypto::DhGroup,
         proposal::{EspProposal, IkeProposal, ProposalError},
@@ -81,10 +81,30 @@ pub struct Rekey {
 impl Default for Rekey {
     fn default() -> Self {
         Rekey {
-            ike_lifetime: Duration::from_secs(86_400),
-            ipsec_lifetime: Duration::from_secs(3_600),
-            ipsec_kilobytes: 4_608_000,
+            ike_lifetime: Duration::from_secs(config::IKE_LIFETIME_DEFAULT),
+            ipsec_lifetime: Duration::from_secs(config::IPSEC_LIFETIME_SECONDS_DEFAULT),
+            ipsec_kilobytes: config::IPSEC_LIFETIME_KILOBYTES_DEFAULT,
             pfs: None,
+        }
+    }
+}
+
+impl Rekey {
+    /// The profile's `lifetime`, `ipsec_lifetime_seconds`,
+    /// `ipsec_lifetime_kilobytes` and `pfs` (the config has checked the
+    /// ranges; its defaults are the IOS ones, as `Rekey::default`).
+    pub fn from_profile(profile: &Profile) -> Self {
+        Rekey {
+            ike_lifetime: Duration::from_secs(profile.lifetime),
+            ipsec_lifetime: Duration::from_secs(profile.ipsec_lifetime_seconds),
+            ipsec_kilobytes: profile.ipsec_lifetime_kilobytes,
+            pfs: profile.pfs.map(|g| match g {
+                PfsGroup::Modp2048 => DhGroup::Modp2048,
+                PfsGroup::Ecp256 => DhGroup::Ecp256,
+                PfsGroup::Ecp384 => DhGroup::Ecp384,
+                PfsGroup::Ecp521 => DhGroup::Ecp521,
+                PfsGroup::Curve25519 => DhGroup::Curve25519,
+            }),
         }
     }
 }
@@ -118,6 +138,7 @@ pub enum PolicyError {
 }
 
 impl Policy {
+    #[allow(clippy::too_many_lines, reason = "one field per profile key")]
     pub fn from_config(config: &Config) -> Result<Self, PolicyError> {
         let mut profiles = Vec::new();
         let mut ike_proposals: Vec<IkeProposal> = Vec::new();
@@ -212,7 +233,7 @@ impl Policy {
                     .dpd
                     .as_ref()
                     .is_none_or(|d| d.mode == crate::config::DpdMode::OnDemand),
-                rekey: Rekey::default(),
+                rekey: Rekey::from_profile(profile),
             });
         }
         Ok(Policy {

@@ -5,7 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Checker, undefined};
-use crate::config::{AuthMethod, Config, KeyringPeer, Profile, Secret, error::quote_key};
+use crate::config::{
+    AuthMethod, Config, KeyringPeer, LIFETIME_KILOBYTES_RANGE, LIFETIME_SECONDS_RANGE, Profile,
+    Secret, error::quote_key,
+};
 
 impl Checker {
     pub(super) fn profiles(&mut self, config: &Config) {
@@ -110,8 +113,29 @@ impl Checker {
                 self.range(format!("{p}.dpd.retry"), dpd.retry, 2, 60, " seconds");
             }
 
+            self.lifetimes(&p, profile);
             self.proposals(&p, profile);
         }
+    }
+
+    /// The IOS ranges of `lifetime` (`crypto ikev2 profile`) and `set
+    /// security-association lifetime seconds|kilobytes`.
+    fn lifetimes(&mut self, p: &str, profile: &Profile) {
+        let (lo, hi) = LIFETIME_SECONDS_RANGE;
+        for (key, value) in [
+            ("lifetime", profile.lifetime),
+            ("ipsec_lifetime_seconds", profile.ipsec_lifetime_seconds),
+        ] {
+            self.range(format!("{p}.{key}"), value, lo, hi, " seconds");
+        }
+        let (lo, hi) = LIFETIME_KILOBYTES_RANGE;
+        self.range(
+            format!("{p}.ipsec_lifetime_kilobytes"),
+            profile.ipsec_lifetime_kilobytes,
+            lo,
+            hi,
+            " kilobytes",
+        );
     }
 
     pub(super) fn proposals(&mut self, p: &str, profile: &Profile) {

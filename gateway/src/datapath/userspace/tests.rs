@@ -111,6 +111,7 @@ impl Spoke {
             remote: *self.outer.ip(),
             esn: false,
             lifetime: SaLifetime::default(),
+            defer_outbound: false,
         })
         .unwrap();
         for &prefix in routes {
@@ -699,6 +700,7 @@ fn packets_for_our_own_tunnel_address_go_to_the_host_despite_a_covering_route() 
         remote: *hub_side.outer.ip(),
         esn: false,
         lifetime: SaLifetime::default(),
+        defer_outbound: false,
     })
     .unwrap();
     m.add_route(&Route {
