@@ -537,3 +537,24 @@ fn an_accepted_sa_is_rekeyed_by_the_hub_when_its_profile_lifetime_runs_out() {
     assert!(p.hub.sas.values().next().unwrap().keymat.initiator);
     p.assert_agree();
 }
+
+#[test]
+fn esn_is_chosen_when_both_ends_offer_it_and_not_otherwise() {
+    // Our spoke and our hub: ESN, kept across a rekey.
+    let mut p = Pair::new("aes256gcm16");
+    assert!(p.hub_child()[0].esp.esn && p.spoke_child()[0].esp.esn);
+    let request = p.expire_spoke_child();
+    p.run(vec![], request);
+    assert!(p.hub_child()[0].esp.esn);
+    // A spoke that says `noesn` (or, like strongSwan by default, offers
+    // only "no ESN") gets none.
+    let mut hub = hub("");
+    let mut pools = MemPools {
+        size: 10,
+        ..MemPools::default()
+    };
+    let config = spoke("aes256-sha256-x25519", "aes256gcm16-noesn", Mode::Transport);
+    let (result, actions) = dial(&mut hub, &mut pools, config, 5);
+    assert!(!result.unwrap().child.unwrap().esp.esn);
+    assert!(!child_up(&actions).esp.esn);
+}
