@@ -405,6 +405,85 @@ fn rekeys_under_traffic_lose_nothing_and_leave_only_the_current_spis() {
     );
 }
 
+/// Our spoke against our hub with the kernel datapath on both (XFRM states
+/// with lifetimes, ESN and make-before-break pairs on the GRE links): the
+/// spoke's short lifetimes make it rekey, traffic flows throughout, and
+/// only the current SPIs stay. The VM tier runs it (a skip elsewhere).
+#[test]
+fn kernel_datapath_our_spoke_rekeys_against_our_hub_and_loses_nothing() {
+    if !integration::vm::kernel_datapath_available() {
+        return;
+    }
+    let Some(bin) = flex_lab::ready(false) else {
+        assert!(
+            std::env::var_os("GATEWAY_REQUIRE_KERNEL_DATAPATH").is_none(),
+            "the kernel datapath is required here, but the lab cannot run"
+        );
+        return;
+    };
+    let spec = LabSpec {
+        kernel_datapath: true,
+        ..LabSpec::new(1, false)
+    };
+    let mut lab = FlexLab::new(&bin, "krekey", &spec).unwrap();
+    lab.edit_config(Which::Spoke(1), |c| Ok(short_spoke_config(&c)))
+        .unwrap();
+    if let Err(e) = lab.start_daemons() {
+        panic!("{e:#}\n{}", lab.logs());
+    }
+    if let Err(e) = lab.wait_sessions(1, SESSIONS_UP) {
+        panic!("{e:#}\n{}", lab.logs());
+    }
+    let from = [("C (our spoke, initiates)", lab.spoke_lan(1).clone())];
+    let (results, watch, run) = run_flows(&lab, &from);
+    let hub_log = lab.gateway(Which::Hub).unwrap().process().stderr_text();
+    let spoke_log = lab
+        .gateway(Which::Spoke(1))
+        .unwrap()
+        .process()
+        .stderr_text();
+    let spoke_c = gateway_rekeys(&spoke_log, "");
+    let (name, flow) = &results[0];
+    let figures = Figures {
+        name,
+        sent: flow.summary.transmitted,
+        received: flow.summary.received,
+        hub: gateway_rekeys(&hub_log, &spoke_address(1).to_string()),
+        spoke: (spoke_c.child(), spoke_c.ike()),
+        missing: flow.missing(),
+    };
+    eprintln!(
+        "kernel rekey run: {:.0} s; {} samples of the SPIs; {}",
+        run.as_secs_f64(),
+        watch.samples,
+        figures.line()
+    );
+    let mut problems = Vec::new();
+    if figures.sent < FLOW_COUNT || figures.received != figures.sent {
+        problems.push(format!("lost echoes: {:?}", figures.missing));
+    }
+    let child = expected(ISSUE_CHILD_REKEYS, SHORT_IPSEC_LIFETIME_S);
+    let ike = expected(ISSUE_IKE_REKEYS, SHORT_IKE_LIFETIME_S);
+    if figures.hub.child_answered < child || spoke_c.child_initiated < child {
+        problems.push(format!("CHILD rekeys short of {child}"));
+    }
+    if figures.hub.ike_answered < ike || spoke_c.ike_initiated < ike {
+        problems.push(format!("IKE rekeys short of {ike}"));
+    }
+    problems.extend(
+        watch
+            .violations
+            .iter()
+            .map(|v| format!("not only the current SPIs: {v}")),
+    );
+    assert!(
+        problems.is_empty(),
+        "{}\n\n{}",
+        problems.join("\n"),
+        lab.logs()
+    );
+}
+
 // ---- a spoke that reboots -----------------------------------------------------
 
 /// The issue's bound for traffic again after the restart, counted from the
