@@ -656,7 +656,33 @@ fn nat_rebinding_moves_the_tunnel_to_the_new_port() {
     let Some(bin) = flex_lab::ready(true) else {
         return;
     };
-    let mut lab = FlexLab::new(&bin, "rekeynat", &LabSpec::new(0, false)).unwrap();
+    nat_rebinding(&bin, "rekeynat", false);
+}
+
+/// The same with the kernel datapath on the hub: the kernel's NAT mapping
+/// event (XFRM_MSG_MAPPING) reports the new port, the states' encapsulation
+/// follows (UPDSA). The VM tier runs it (a skip elsewhere).
+#[test]
+fn kernel_datapath_nat_rebinding_moves_the_tunnel_to_the_new_port() {
+    if !integration::vm::kernel_datapath_available() {
+        return;
+    }
+    let Some(bin) = flex_lab::ready(true) else {
+        assert!(
+            std::env::var_os("GATEWAY_REQUIRE_KERNEL_DATAPATH").is_none(),
+            "the kernel datapath is required here, but the lab cannot run"
+        );
+        return;
+    };
+    nat_rebinding(&bin, "krekeynat", true);
+}
+
+fn nat_rebinding(bin: &std::path::Path, tag: &str, kernel: bool) {
+    let spec = LabSpec {
+        kernel_datapath: kernel,
+        ..LabSpec::new(0, false)
+    };
+    let mut lab = FlexLab::new(bin, tag, &spec).unwrap();
     let mut spec = SwanSpec::new("swannat", NAT_IDENTITY, NAT_OUTSIDE);
     spec.nat_port = Some(NAT_PORT_BEFORE);
     let id = lab.add_swan(spec).unwrap();
