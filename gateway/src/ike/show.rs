@@ -91,7 +91,7 @@ fn child_row(c: &ChildSa, rekey: &Rekey, now: Instant) -> ChildReport {
         // remaining key lifetime.
         lifetime_s: limits
             .hard_seconds
-            .unwrap_or_else(|| rekey.ipsec_lifetime.as_secs()),
+            .unwrap_or(rekey.ipsec_lifetime.as_secs()),
         lifetime_kb: limits
             .hard_bytes
             .map_or(rekey.ipsec_kilobytes, |bytes| bytes / 1024),
@@ -366,7 +366,7 @@ mod tests {
 
         // An SA without limits of its own shows the profile's ...
         let rekey = Rekey {
-            ipsec_lifetime: std::time::Duration::from_secs(300),
+            ipsec_lifetime: std::time::Duration::from_mins(5),
             ipsec_kilobytes: 10_000,
             ..Rekey::default()
         };
