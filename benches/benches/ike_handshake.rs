@@ -84,6 +84,7 @@ fn handshake(engine: &mut Engine, pools: &mut Counter, ike: &IkeProposal, esp: &
         tunnel_id: 1,
         profile: "Flex".into(),
         virtual_template: None,
+        rekey: gateway::ike::policy::Rekey::default(),
         ts_remote: vec![TrafficSelector::ipv4(
             0,
             0..=65535,

@@ -205,6 +205,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let datapath = start_datapath(&config, config_path, &events_tx)?;
     let ike = start_ike(&config, config_path, &xdp, datapath.as_ref()).await?;
     let bgp = start_bgp(&config, config_path, datapath.as_ref(), ike.as_ref())?;
+    let events_rx = split_events(events_rx, ike.clone());
     let (nhrp, mut events_task) = start_nhrp(
         &config,
         config_path,
@@ -442,6 +443,7 @@ async fn start_ike(
         xdp: xdp.clone(),
         sessions,
         initiators: Mutex::default(),
+        watchers: Mutex::default(),
     };
     Ok(Some((
         Arc::new(shared),
@@ -548,6 +550,32 @@ fn start_datapath(
 /// The TUN device of the userspace datapath.
 const TUN_NAME: &str = "gw-tun0";
 
+/// Splits the datapath's events: SA lifetimes and peer moves go to IKE
+/// (rekeys, DELETEs, NAT rebinding); hairpins and NHRP packets go on.
+fn split_events(
+    mut events: mpsc::Receiver<DatapathEvent>,
+    ike: Option<(Arc<IkeShared<Sessions>>, Arc<IkeSockets>)>,
+) -> mpsc::Receiver<DatapathEvent> {
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            match event {
+                DatapathEvent::SaExpired { .. } | DatapathEvent::PeerMoved { .. } => {
+                    if let Some((shared, sockets)) = &ike {
+                        ike_task::sa_event(shared, sockets, &event).await;
+                    }
+                }
+                other => {
+                    if tx.send(other).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
 /// What the datapath reports when NHRP is off.
 async fn log_events(mut events: mpsc::Receiver<DatapathEvent>) {
     while let Some(event) = events.recv().await {
@@ -560,9 +588,8 @@ async fn log_events(mut events: mpsc::Receiver<DatapathEvent>) {
                 interface = %va, len = packet.len(),
                 "NHRP packet received; NHRP is not enabled on this gateway"
             ),
-            DatapathEvent::SaExpired { .. } | DatapathEvent::PeerMoved { .. } => {
-                tracing::debug!(?event, "SA event (not yet handled)");
-            }
+            // `split_events` sends these to IKE.
+            DatapathEvent::SaExpired { .. } | DatapathEvent::PeerMoved { .. } => {}
         }
     }
 }

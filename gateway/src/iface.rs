@@ -148,6 +148,12 @@ pub struct SaPair {
     /// nears 2^32 (or 2^64) so that it is.
     pub esn: bool,
     pub lifetime: SaLifetime,
+    /// Keep sending on the older pair of the interface until it is removed
+    /// (then this one takes over): set on the responder of a rekey, whose
+    /// peer installs the new inbound SA only when our response reaches it
+    /// (RFC 7296 section 2.8; strongSwan does the same). The initiator's
+    /// new pair takes the outbound traffic at once.
+    pub defer_outbound: bool,
 }
 
 /// Where a route leads: a virtual-access, and the next hop inside it

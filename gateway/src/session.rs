@@ -33,16 +33,23 @@ struct Session {
     va: VaId,
     tunnel_id: u32,
     ike_spi: u64,
-    spi_in: u32,
+    /// Inbound SPIs of its SA pairs, oldest first: more than one while a
+    /// rekey overlaps the old pair with the new (make-before-break).
+    spis: Vec<u32>,
+    /// The outbound SPI of the newest pair.
+    spi_out: u32,
     /// The peer's outer address.
     remote: Ipv4Addr,
     /// We dialled the session (a spoke's shortcut tunnel), so the keys are
     /// the other way round and the IKE SA is not the responder engine's.
     initiated: bool,
+    /// The interface and its routes are someone else's (a spoke's static
+    /// tunnel, `attach`): only its SA pairs are ours to change.
+    external: bool,
     routes: Vec<Route>,
-    /// Inbound and outbound ESP packets counted when last looked at.
-    rx_seen: u64,
-    tx_seen: u64,
+    /// Inbound and outbound ESP packets counted when last looked at, per
+    /// inbound SPI.
+    seen: HashMap<u32, (u64, u64)>,
 }
 
 /// Told when routes come and go with the sessions (BGP closes the session
@@ -206,6 +213,7 @@ impl Sessions {
     pub fn peer_tunnels(&self) -> Vec<crate::iface::PeerTunnel> {
         self.by_va
             .values()
+            .filter(|s| !s.external)
             .map(|s| crate::iface::PeerTunnel {
                 va: s.va,
                 nbma: s.remote,
@@ -228,49 +236,13 @@ impl Sessions {
         child: &ChildSaParams,
         initiated: bool,
     ) -> Result<VaId, DatapathError> {
-        if let Some(va) = self.by_tunnel.get(&child.tunnel_id) {
-            return Err(DatapathError::Unsupported(format!(
-                "tunnel {} already has {va}; a second CHILD_SA per session needs rekeying support",
-                child.tunnel_id
-            )));
+        if let Some(va) = self.by_tunnel.get(&child.tunnel_id).copied() {
+            return self.rekeyed(va, child);
         }
         let id = self.free_number();
         let spec = self.spec_for(id, child);
         self.datapath.create_virtual_access(&spec)?;
-        let keys = &child.keys;
-        let (initiator, responder) = (
-            SaKeys {
-                encr: keys.encr_i.clone(),
-                integ: keys.integ_i.clone(),
-            },
-            SaKeys {
-                encr: keys.encr_r.clone(),
-                integ: keys.integ_r.clone(),
-            },
-        );
-        let (ours, theirs) = if initiated {
-            (initiator, responder)
-        } else {
-            (responder, initiator)
-        };
-        let sa = SaPair {
-            va: id,
-            spi_in: child.spi_in,
-            spi_out: child.spi_out,
-            encr: child.esp.encr,
-            integ: child.esp.integ,
-            // The initiator's keys protect what the initiator sends (RFC
-            // 7296 section 2.17).
-            inbound: theirs,
-            outbound: ours,
-            mode: child.mode,
-            encap: child.encap,
-            local: child.local,
-            remote: child.remote,
-            esn: child.esp.esn,
-            lifetime: child.lifetime,
-        };
-        if let Err(e) = self.datapath.install_sa(&sa) {
+        if let Err(e) = self.datapath.install_sa(&sa_pair(id, child)) {
             let _ = self.datapath.remove_virtual_access(id);
             return Err(e);
         }
@@ -308,29 +280,119 @@ impl Sessions {
                 va: id,
                 tunnel_id: child.tunnel_id,
                 ike_spi: child.ike_spi,
-                spi_in: child.spi_in,
+                spis: vec![child.spi_in],
+                spi_out: child.spi_out,
                 remote: child.remote,
                 initiated,
+                external: false,
                 routes,
-                rx_seen: 0,
-                tx_seen: 0,
+                seen: HashMap::new(),
             },
         );
         Ok(id)
     }
 
-    /// A CHILD_SA went away: routes, SAs and the interface go, in the
-    /// reverse order of `child_up`.
+    /// A CHILD_SA that rekeys one of the session on `va` (RFC 7296 section
+    /// 1.3.3): its pair goes on the same interface beside the old one,
+    /// which keeps decrypting until it is deleted.
+    fn rekeyed(&mut self, va: VaId, child: &ChildSaParams) -> Result<VaId, DatapathError> {
+        if child.replaces.is_none() {
+            return Err(DatapathError::Unsupported(format!(
+                "tunnel {} already has {va}, and the new CHILD_SA rekeys none of its SAs",
+                child.tunnel_id
+            )));
+        }
+        self.datapath.install_sa(&sa_pair(va, child))?;
+        if let Some(session) = self.by_va.get_mut(&va) {
+            session.spis.push(child.spi_in);
+            session.spi_out = child.spi_out;
+            session.ike_spi = child.ike_spi;
+        }
+        Ok(va)
+    }
+
+    /// A CHILD_SA went away. If a newer pair of the session is on the
+    /// interface (a rekey) only this pair goes; with the last one, routes,
+    /// SAs and the interface go, in the reverse order of `child_up`.
     pub fn child_down(&mut self, spi_in: u32) {
-        let Some(id) = self
-            .by_va
-            .values()
-            .find(|s| s.spi_in == spi_in)
-            .map(|s| s.va)
-        else {
+        let Some(session) = self.by_va.values_mut().find(|s| s.spis.contains(&spi_in)) else {
             return;
         };
+        if session.spis.len() > 1 {
+            session.spis.retain(|s| *s != spi_in);
+            session.seen.remove(&spi_in);
+            let va = session.va;
+            if let Err(e) = self.datapath.remove_sa(va, spi_in) {
+                tracing::debug!(interface = %va, error = %e, "SA removal after a rekey failed (the datapath may have expired it)");
+            }
+            return;
+        }
+        let id = session.va;
         self.remove(id);
+    }
+
+    /// A spoke's static tunnel (`TunnelN`), brought up by its dialler with
+    /// its first SA pair: its rekeys and peer moves come through here like
+    /// any session's, but the interface stays the dialler's.
+    pub fn attach(&mut self, va: VaId, tunnel_id: u32, child: &ChildSaParams) {
+        self.by_tunnel.insert(tunnel_id, va);
+        self.by_va.insert(
+            va,
+            Session {
+                va,
+                tunnel_id,
+                ike_spi: child.ike_spi,
+                spis: vec![child.spi_in],
+                spi_out: child.spi_out,
+                remote: child.remote,
+                initiated: true,
+                external: true,
+                routes: Vec::new(),
+                seen: HashMap::new(),
+            },
+        );
+    }
+
+    /// The newest SA pair on `va` (inbound and outbound SPI).
+    pub fn newest_pair(&self, va: VaId) -> Option<(u32, u32)> {
+        let s = self.by_va.get(&va)?;
+        Some((*s.spis.last()?, s.spi_out))
+    }
+
+    /// The inbound SPIs of the pairs on `va`, oldest first.
+    pub fn spis_of(&self, va: VaId) -> Vec<u32> {
+        self.by_va
+            .get(&va)
+            .map(|s| s.spis.clone())
+            .unwrap_or_default()
+    }
+
+    /// The session's IKE SA is now the one with our SPI `ike_spi`.
+    pub fn ike_rekeyed(&mut self, tunnel_id: u32, ike_spi: u64) {
+        if let Some(s) = self
+            .by_tunnel
+            .get(&tunnel_id)
+            .and_then(|va| self.by_va.get_mut(va))
+        {
+            s.ike_spi = ike_spi;
+        }
+    }
+
+    /// The peer of `tunnel_id` moved to `remote` (NAT rebinding): its
+    /// interface and SAs send there.
+    pub fn peer_moved(
+        &mut self,
+        tunnel_id: u32,
+        remote: SocketAddrV4,
+    ) -> Result<(), DatapathError> {
+        let Some(va) = self.by_tunnel.get(&tunnel_id).copied() else {
+            return Ok(());
+        };
+        self.datapath.update_peer(va, remote)?;
+        if let Some(s) = self.by_va.get_mut(&va) {
+            s.remote = *remote.ip();
+        }
+        Ok(())
     }
 
     /// The IKE session ended; anything still up for it goes.
@@ -345,6 +407,10 @@ impl Sessions {
             return;
         };
         self.by_tunnel.remove(&session.tunnel_id);
+        if session.external {
+            // The dialler takes its interface down itself.
+            return;
+        }
         for route in session.routes.iter().rev() {
             if let Err(e) = self.datapath.remove_route(route) {
                 tracing::warn!(prefix = %route.prefix, interface = %id, error = %e, "route removal failed");
@@ -354,8 +420,10 @@ impl Sessions {
             let prefixes: Vec<Ipv4Prefix> = session.routes.iter().map(|r| r.prefix).collect();
             watch.routes_removed(&prefixes);
         }
-        if let Err(e) = self.datapath.remove_sa(id, session.spi_in) {
-            tracing::warn!(interface = %id, error = %e, "SA removal failed");
+        for spi in session.spis.iter().rev() {
+            if let Err(e) = self.datapath.remove_sa(id, *spi) {
+                tracing::warn!(interface = %id, error = %e, "SA removal failed");
+            }
         }
         if let Err(e) = self.datapath.remove_virtual_access(id) {
             tracing::warn!(interface = %id, error = %e, "interface removal failed");
@@ -381,14 +449,15 @@ impl Sessions {
         let mut activity = PeerActivity::default();
         for sa in report.sas {
             if let Some(s) = self.by_va.get_mut(&VaId::from_raw(sa.va))
-                && s.spi_in == sa.spi_in
+                && s.spis.contains(&sa.spi_in)
             {
-                if sa.rx_packets > s.rx_seen {
-                    s.rx_seen = sa.rx_packets;
+                let seen = s.seen.entry(sa.spi_in).or_default();
+                if sa.rx_packets > seen.0 {
+                    seen.0 = sa.rx_packets;
                     activity.heard.push(s.ike_spi);
                 }
-                if sa.tx_packets > s.tx_seen {
-                    s.tx_seen = sa.tx_packets;
+                if sa.tx_packets > seen.1 {
+                    seen.1 = sa.tx_packets;
                     activity.sent_to.push(s.ike_spi);
                 }
             }
@@ -406,6 +475,44 @@ impl Sessions {
 
     pub fn is_empty(&self) -> bool {
         self.by_va.is_empty()
+    }
+}
+
+/// The SA pair of `child` on `va`. Whoever initiated the exchange that
+/// made the CHILD_SA protects what it sends with the initiator's keys (RFC
+/// 7296 section 2.17).
+fn sa_pair(va: VaId, child: &ChildSaParams) -> SaPair {
+    let keys = &child.keys;
+    let (initiator, responder) = (
+        SaKeys {
+            encr: keys.encr_i.clone(),
+            integ: keys.integ_i.clone(),
+        },
+        SaKeys {
+            encr: keys.encr_r.clone(),
+            integ: keys.integ_r.clone(),
+        },
+    );
+    let (ours, theirs) = if child.initiator {
+        (initiator, responder)
+    } else {
+        (responder, initiator)
+    };
+    SaPair {
+        va,
+        spi_in: child.spi_in,
+        spi_out: child.spi_out,
+        encr: child.esp.encr,
+        integ: child.esp.integ,
+        inbound: theirs,
+        outbound: ours,
+        mode: child.mode,
+        encap: child.encap,
+        local: child.local,
+        remote: child.remote,
+        esn: child.esp.esn,
+        lifetime: child.lifetime,
+        defer_outbound: child.replaces.is_some() && !child.initiator,
     }
 }
 
@@ -438,6 +545,14 @@ impl SessionLayer for Sessions {
 
     fn peer_activity(&mut self) -> PeerActivity {
         Sessions::peer_activity(self)
+    }
+
+    fn ike_rekeyed(&mut self, tunnel_id: u32, ike_spi: u64) {
+        Sessions::ike_rekeyed(self, tunnel_id, ike_spi);
+    }
+
+    fn peer_moved(&mut self, tunnel_id: u32, remote: SocketAddrV4) -> Result<(), String> {
+        Sessions::peer_moved(self, tunnel_id, remote).map_err(|e| e.to_string())
     }
 }
 
@@ -543,6 +658,7 @@ mod tests {
         dialled.spi_in ^= 0x0101;
         dialled.tunnel_id += 100;
         dialled.remote = Ipv4Addr::new(172, 25, 1, 12);
+        dialled.initiator = true;
         let a = s.child_up(&accepted).unwrap();
         let d = s.child_up_initiated(&dialled).unwrap();
         let sa = dp.sa(dialled.spi_in).unwrap();
@@ -603,6 +719,50 @@ mod tests {
         assert!(matches!(err, DatapathError::SpiInUse(_)), "{err}");
         assert_eq!(dp.interfaces().len(), 1);
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn a_rekeyed_child_sa_goes_on_the_same_interface_and_the_old_pair_alone_goes_later() {
+        let dp = Arc::new(RecordingDatapath::new());
+        let mut s = sessions(&dp);
+        let child = child_from_hub();
+        let va = s.child_up(&child).unwrap();
+        dp.take_calls();
+        let mut new = child.clone();
+        new.spi_in ^= 0x00ff_0000;
+        new.spi_out ^= 0x00ff_0000;
+        new.replaces = Some(child.spi_in);
+        assert_eq!(s.child_up(&new).unwrap(), va, "the same interface");
+        s.child_down(child.spi_in);
+        assert_eq!(
+            dp.take_calls(),
+            vec![
+                Call::InstallSa {
+                    va,
+                    spi_in: new.spi_in,
+                    spi_out: new.spi_out
+                },
+                Call::RemoveSa {
+                    va,
+                    spi_in: child.spi_in
+                },
+            ],
+            "make-before-break: the routes and the interface stay"
+        );
+        // A second CHILD_SA that rekeys nothing is refused.
+        let mut stray = new.clone();
+        stray.spi_in ^= 0x1;
+        stray.replaces = None;
+        assert!(s.child_up(&stray).is_err());
+        // The peer moves: the datapath follows.
+        let to = SocketAddrV4::new(child.remote, 40_000);
+        s.peer_moved(child.tunnel_id, to).unwrap();
+        assert_eq!(dp.take_calls(), vec![Call::UpdatePeer { va, remote: to }]);
+        s.child_down(new.spi_in);
+        assert!(
+            dp.interfaces().is_empty(),
+            "the last pair takes the session"
+        );
     }
 
     #[test]

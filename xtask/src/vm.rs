@@ -168,8 +168,8 @@ pub fn run(args: &VmArgs) -> anyhow::Result<i32> {
 /// What `cargo xtask test` runs in the VM, in one boot: the smoke test,
 /// then the tests that need a kernel with ip_gre and esp4 (the netlink and
 /// XFRM ones of the gateway library, `integration/tests/kernel_datapath.rs`
-/// and `kernel_datapath_strongswan.rs`, and the kernel-datapath test of
-/// `nhrp_lab.rs`),
+/// and `kernel_datapath_strongswan.rs`, and the kernel-datapath tests of
+/// `nhrp_lab.rs` and `rekey_lab.rs`),
 /// with `GATEWAY_REQUIRE_KERNEL_DATAPATH=1` so that they fail rather than
 /// skip if the kernel lacks something.
 pub fn kernel_tier_command() -> anyhow::Result<Vec<String>> {
@@ -178,13 +178,15 @@ pub fn kernel_tier_command() -> anyhow::Result<Vec<String>> {
     let strongswan =
         test_executable(&["-p", "integration", "--test", "kernel_datapath_strongswan"])?;
     let nhrp = test_executable(&["-p", "integration", "--test", "nhrp_lab"])?;
+    let rekey = test_executable(&["-p", "integration", "--test", "rekey_lab"])?;
     let smoke = util::workspace_root().join(SMOKE_SCRIPT);
     let script = format!(
         "set -e; {smoke}; export GATEWAY_REQUIRE_KERNEL_DATAPATH=1; \
          {gateway_lib} --test-threads=1 when_the_kernel_has; \
          {kernel_datapath} --test-threads=1 --nocapture; \
          {strongswan} --test-threads=1; \
-         {nhrp} --test-threads=1 --nocapture kernel_datapath_",
+         {nhrp} --test-threads=1 --nocapture kernel_datapath_; \
+         {rekey} --test-threads=1 --nocapture kernel_datapath_",
         smoke = smoke.display(),
     );
     Ok(vec!["sh".into(), "-c".into(), script])

@@ -1392,27 +1392,27 @@ fn lifetimes_out_of_the_ios_ranges_are_refused_naming_the_key() {
     for (from, to, key, message) in [
         (
             "lifetime = 86400",
-            "lifetime = 119",
+            "lifetime = 9",
             "lifetime",
-            "119 is out of range; expected 120..=86400 seconds",
+            "9 is out of range; expected 10..=86400 seconds",
         ),
         (
             "lifetime = 86400",
             "lifetime = 86401",
             "lifetime",
-            "86401 is out of range; expected 120..=86400 seconds",
+            "86401 is out of range; expected 10..=86400 seconds",
         ),
         (
             "ipsec_lifetime_seconds = 3600",
             "ipsec_lifetime_seconds = 0",
             "ipsec_lifetime_seconds",
-            "0 is out of range; expected 120..=86400 seconds",
+            "0 is out of range; expected 10..=86400 seconds",
         ),
         (
             "ipsec_lifetime_seconds = 3600",
             "ipsec_lifetime_seconds = 100000",
             "ipsec_lifetime_seconds",
-            "100000 is out of range; expected 120..=86400 seconds",
+            "100000 is out of range; expected 10..=86400 seconds",
         ),
         (
             "ipsec_lifetime_kilobytes = 4608000",

@@ -55,6 +55,48 @@ impl ReplayWindow {
         self.top
     }
 
+    /// The full 64-bit sequence number of a packet that carries only the
+    /// low 32 bits, with extended sequence numbers (RFC 4303 appendix
+    /// A2.2): the high half is the window's, or one more when the low half
+    /// lies before the window (the sender wrapped), or one less when the
+    /// window straddles a 2^32 boundary and the packet belongs to the older
+    /// side. A wrong guess fails the ICV, which covers the high half.
+    pub fn infer(&self, seq_lo: u32) -> u64 {
+        const W: u64 = WINDOW;
+        let th = self.top >> 32;
+        let tl = self.top & 0xffff_ffff;
+        let seql = u64::from(seq_lo);
+        let seqh = if tl >= W - 1 {
+            // Case A: the window lies within one 2^32 subspace.
+            if seql >= tl - (W - 1) { th } else { th + 1 }
+        } else {
+            // Case B: the window reaches back into the previous subspace;
+            // `tl - W + 1` modulo 2^32.
+            let bottom = (tl + (1 << 32) - (W - 1)) & 0xffff_ffff;
+            if seql >= bottom {
+                // Before the first packet (top 0) nothing is older: a
+                // sender that starts high is still in subspace 0.
+                th.saturating_sub(1)
+            } else {
+                th
+            }
+        };
+        // The high half cannot pass 2^32 - 1: a sender stops at 2^64 - 1.
+        (seqh.min(0xffff_ffff) << 32) | seql
+    }
+
+    /// Moves the window up to `top` as if everything up to it had been
+    /// received: for a window that starts late (another worker has already
+    /// received this SA's packets), so that nothing it may have seen is
+    /// accepted again and ESN inference starts from the right subspace.
+    /// Does nothing if the window is already there.
+    pub fn fast_forward(&mut self, top: u64) {
+        if top > self.top {
+            self.top = top;
+            self.bits = [u64::MAX; WORDS];
+        }
+    }
+
     /// Whether a packet with `seq` may be accepted. Call before decrypting.
     pub fn check(&self, seq: u64) -> Result<(), ReplayError> {
         if seq == 0 {
@@ -190,6 +232,76 @@ mod tests {
         accept(&mut w, 1034 + 5000).unwrap();
         assert!(matches!(w.check(1034), Err(ReplayError::TooOld { .. })));
         accept(&mut w, 1034 + 5000 - 1).unwrap();
+    }
+
+    /// RFC 4303 appendix A2.2, both cases, at and around their edges.
+    #[test]
+    fn esn_high_half_is_inferred_from_the_window() {
+        let at = |top: u64| {
+            let mut w = ReplayWindow::new();
+            w.mark(top);
+            w
+        };
+        let hi = |h: u64, l: u64| (h << 32) | l;
+        // Case A: the window lies inside subspace 3.
+        let w = at(hi(3, 5000));
+        assert_eq!(w.infer(5000), hi(3, 5000));
+        assert_eq!(w.infer(6000), hi(3, 6000), "ahead, same subspace");
+        assert_eq!(
+            w.infer(5000 - 1023),
+            hi(3, 5000 - 1023),
+            "bottom of the window"
+        );
+        assert_eq!(
+            w.infer(5000 - 1024),
+            hi(4, 5000 - 1024),
+            "below it: wrapped"
+        );
+        assert_eq!(w.infer(0), hi(4, 0));
+        // Exactly W - 1 is still case A.
+        let w = at(hi(3, 1023));
+        assert_eq!(w.infer(0), hi(3, 0));
+        assert_eq!(
+            w.infer(u32::MAX),
+            hi(3, u64::from(u32::MAX)),
+            "all of it is ahead"
+        );
+        // Case B: the window reaches back into subspace 2.
+        let w = at(hi(3, 10));
+        assert_eq!(w.infer(10), hi(3, 10));
+        assert_eq!(w.infer(11), hi(3, 11));
+        assert_eq!(
+            w.infer(u32::MAX),
+            hi(2, u64::from(u32::MAX)),
+            "just before the wrap"
+        );
+        let bottom = (1u64 << 32) + 10 - 1023;
+        #[allow(clippy::cast_possible_truncation)]
+        let (b, below) = (bottom as u32, (bottom - 1) as u32);
+        assert_eq!(w.infer(b), hi(2, bottom));
+        assert_eq!(w.infer(below), hi(3, bottom - 1), "far ahead instead");
+        // Before the first packet there is no older subspace.
+        let w = ReplayWindow::new();
+        assert_eq!(w.infer(u32::MAX - 5), u64::from(u32::MAX - 5));
+        assert_eq!(w.infer(1), 1);
+        // At the very top the high half cannot grow.
+        let w = at(u64::MAX - 5000);
+        assert_eq!(w.infer(0) >> 32, u64::from(u32::MAX));
+    }
+
+    #[test]
+    fn a_window_fast_forwarded_refuses_everything_up_to_there() {
+        let mut w = ReplayWindow::new();
+        accept(&mut w, 10).unwrap();
+        w.fast_forward(5000);
+        assert_eq!(w.highest(), 5000);
+        assert_eq!(w.check(5000), Err(ReplayError::Replayed(5000)));
+        assert_eq!(w.check(4500), Err(ReplayError::Replayed(4500)));
+        assert!(matches!(w.check(10), Err(ReplayError::TooOld { .. })));
+        accept(&mut w, 5002).unwrap();
+        assert_eq!(w.check(5001), Ok(()), "what comes after is new");
+        w.fast_forward(100);
+        assert_eq!(w.highest(), 5002, "never backwards");
     }
 
     #[test]

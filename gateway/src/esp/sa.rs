@@ -5,6 +5,13 @@
 //! trailer and ICV around a payload the caller already placed in the buffer;
 //! `open` checks the replay window, verifies, decrypts in place and returns
 //! the inner packet as a slice of the same buffer.
+//!
+//! Extended sequence numbers (RFC 4303 section 2.2.1): the counter is 64
+//! bits, only its low half is sent, and the high half enters the ICV: for
+//! AES-GCM as part of the AAD (SPI || seq_hi || seq_lo, RFC 4106 section
+//! 5), for HMAC appended to the bytes it covers (RFC 4303 section
+//! 3.3.2.2). The receiver infers the high half from its replay window
+//! (appendix A2.2).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -45,7 +52,7 @@ pub enum EspError {
     NotBlockAligned,
     #[error("the buffer has no room for the trailer and ICV")]
     NoRoom,
-    #[error("the 32-bit sequence number space is used up; the SA must be rekeyed")]
+    #[error("the sequence number space is used up; the SA must be rekeyed")]
     SequenceExhausted,
     #[error("key of {got} bytes for {what}")]
     KeyLength { what: &'static str, got: usize },
@@ -197,32 +204,90 @@ fn icv(key: &hmac::Key, parts: &[&[u8]]) -> hmac::Tag {
     ctx.sign()
 }
 
+/// The high 32 bits of an extended sequence number, as they enter the ICV.
+fn seq_hi(seq: u64) -> [u8; 4] {
+    // Truncation intended: the high half of the 64-bit counter.
+    #[allow(clippy::cast_possible_truncation)]
+    ((seq >> 32) as u32).to_be_bytes()
+}
+
+/// The AES-GCM AAD (RFC 4106 section 5): SPI and the 32-bit sequence
+/// number, or with ESN SPI, high and low halves; returned with its length.
+fn gcm_aad(header: &[u8], seq: u64, esn: bool) -> ([u8; 12], usize) {
+    let mut aad = [0u8; 12];
+    aad[..4].copy_from_slice(&header[..4]);
+    if esn {
+        aad[4..8].copy_from_slice(&seq_hi(seq));
+        aad[8..12].copy_from_slice(&header[4..8]);
+        (aad, 12)
+    } else {
+        aad[4..8].copy_from_slice(&header[4..8]);
+        (aad, 8)
+    }
+}
+
 /// Our outbound half of a CHILD_SA. Shared by the datapath workers: the
 /// sequence number is an atomic counter, so sealing takes `&self`.
 pub struct OutboundSa {
     spi: u32,
     cipher: EspCipher,
-    /// Last sequence number handed out; the first packet carries 1.
+    /// Last sequence number handed out; the first packet carries 1. It
+    /// stops at the last one allowed (`limit`), so it never wraps.
     seq: AtomicU64,
+    /// Extended (64-bit) sequence numbers were negotiated.
+    esn: bool,
 }
 
 impl OutboundSa {
+    /// Without ESN; see [`OutboundSa::with_esn`].
     pub fn new(spi: u32, cipher: EspCipher) -> Self {
         OutboundSa {
             spi,
             cipher,
             seq: AtomicU64::new(0),
+            esn: false,
         }
+    }
+
+    /// With extended sequence numbers (RFC 4303 section 2.2.1) if `esn`.
+    #[must_use]
+    pub fn with_esn(mut self, esn: bool) -> Self {
+        self.esn = esn;
+        self
+    }
+
+    /// The first packet carries sequence number `next` instead of 1 (at
+    /// least 1). Only for a fresh SA: sequence numbers must never repeat
+    /// under a key, so this consumes the SA before any packet was sealed.
+    /// Tests use it to cross the 2^32 boundary without 2^32 packets.
+    #[must_use]
+    pub fn starting_at(self, next: u64) -> Self {
+        self.seq.store(next.max(1) - 1, Ordering::Relaxed);
+        self
     }
 
     pub fn spi(&self) -> u32 {
         self.spi
     }
 
-    /// Sequence numbers used so far (packets sealed, plus any refused for
-    /// exhaustion).
+    pub fn esn(&self) -> bool {
+        self.esn
+    }
+
+    /// The last sequence number handed out (0: none yet); once the space
+    /// is used up it stays at [`OutboundSa::limit`].
     pub fn sequence(&self) -> u64 {
         self.seq.load(Ordering::Relaxed)
+    }
+
+    /// The last sequence number this SA may send: 2^32 - 1, or with ESN
+    /// 2^64 - 1 (RFC 4303 section 3.3.3: the counter must not cycle).
+    pub fn limit(&self) -> u64 {
+        if self.esn {
+            u64::MAX
+        } else {
+            u64::from(u32::MAX)
+        }
     }
 
     pub fn cipher(&self) -> &EspCipher {
@@ -247,12 +312,21 @@ impl OutboundSa {
         if buf.len() < total {
             return Err(EspError::NoRoom);
         }
-        // Without ESN the 32-bit counter must not wrap (RFC 4303 section
-        // 3.3.3); once past it, every later call fails too.
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let seq32 = u32::try_from(seq).map_err(|_| EspError::SequenceExhausted)?;
+        // The counter must not cycle (RFC 4303 section 3.3.3): it stops at
+        // the limit and every later call fails. A compare-and-swap loop,
+        // not a lock: workers sealing for the same SA retry, never wait.
+        let limit = self.limit();
+        let seq = self
+            .seq
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                s.checked_add(1).filter(|n| *n <= limit)
+            })
+            .map_err(|_| EspError::SequenceExhausted)?
+            + 1;
         buf[..4].copy_from_slice(&self.spi.to_be_bytes());
-        buf[4..8].copy_from_slice(&seq32.to_be_bytes());
+        // Only the low half is sent (RFC 4303 section 2.2.1).
+        #[allow(clippy::cast_possible_truncation)]
+        buf[4..8].copy_from_slice(&(seq as u32).to_be_bytes());
         // Padding 1, 2, 3 ... (RFC 4303 section 2.4), pad length, next header.
         let pad_len = padded - unpadded;
         for (i, b) in buf[start + payload_len..start + payload_len + pad_len]
@@ -265,14 +339,17 @@ impl OutboundSa {
         buf[start + padded - 1] = next_header;
         match &self.cipher.protection {
             Protection::Gcm { key, salt } => {
+                // The 64-bit counter is the IV: unique per key (RFC 4106
+                // section 3.1), with or without ESN.
                 let iv = seq.to_be_bytes();
                 buf[ESP_HEADER_LEN..start].copy_from_slice(&iv);
-                let (head, rest) = buf.split_at_mut(start);
+                let (aad, aad_len) = gcm_aad(buf, seq, self.esn);
+                let (_, rest) = buf.split_at_mut(start);
                 let (body, tail) = rest.split_at_mut(padded);
                 let tag = key
                     .seal_in_place_separate_tag(
                         gcm_nonce(*salt, iv),
-                        Aad::from(&head[..ESP_HEADER_LEN]),
+                        Aad::from(&aad[..aad_len]),
                         body,
                     )
                     .map_err(|_| EspError::Integrity)?;
@@ -294,7 +371,11 @@ impl OutboundSa {
                         EncryptionContext::Iv128(FixedLength::from(iv)),
                     )
                     .map_err(|_| EspError::NotBlockAligned)?;
-                let tag = icv(integ, &[&buf[..start + padded]]);
+                // With ESN the high half is appended to what the ICV
+                // covers, but not sent (RFC 4303 section 3.3.2.2).
+                let hi = seq_hi(seq);
+                let extra: &[u8] = if self.esn { &hi } else { &[] };
+                let tag = icv(integ, &[&buf[..start + padded], extra]);
                 buf[start + padded..total].copy_from_slice(&tag.as_ref()[..*icv_len]);
             }
         }
@@ -307,6 +388,7 @@ pub struct InboundSa {
     spi: u32,
     cipher: EspCipher,
     replay: ReplayWindow,
+    esn: bool,
 }
 
 /// A verified, decrypted ESP packet.
@@ -324,7 +406,31 @@ impl InboundSa {
             spi,
             cipher,
             replay: ReplayWindow::new(),
+            esn: false,
         }
+    }
+
+    /// With extended sequence numbers (RFC 4303 section 2.2.1) if `esn`.
+    #[must_use]
+    pub fn with_esn(mut self, esn: bool) -> Self {
+        self.esn = esn;
+        self
+    }
+
+    pub fn spi(&self) -> u32 {
+        self.spi
+    }
+
+    /// The highest sequence number accepted so far (0: none).
+    pub fn highest(&self) -> u64 {
+        self.replay.highest()
+    }
+
+    /// Treats everything up to `seq` as received (see
+    /// [`ReplayWindow::fast_forward`]): when another receiver of the same
+    /// SA got that far already.
+    pub fn catch_up(&mut self, seq: u64) {
+        self.replay.fast_forward(seq);
     }
 
     /// Checks, verifies and decrypts `packet` (SPI onwards) in place.
@@ -338,24 +444,24 @@ impl InboundSa {
         if spi != self.spi {
             return Err(EspError::WrongSpi(spi));
         }
-        let seq = u64::from(u32::from_be_bytes([
-            packet[4], packet[5], packet[6], packet[7],
-        ]));
+        let seq_lo = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+        let seq = if self.esn {
+            self.replay.infer(seq_lo)
+        } else {
+            u64::from(seq_lo)
+        };
         // Cheap check first: a replay costs no crypto (section 3.4.3).
         self.replay.check(seq)?;
         let body_end = packet.len() - icv_len;
         let plain_len = match &self.cipher.protection {
             Protection::Gcm { key, salt } => {
+                let (aad, aad_len) = gcm_aad(packet, seq, self.esn);
                 let (head, rest) = packet.split_at_mut(start);
                 let iv: [u8; GCM_IV_LEN] = head[ESP_HEADER_LEN..]
                     .try_into()
                     .map_err(|_| EspError::Truncated)?;
                 let plain = key
-                    .open_in_place(
-                        gcm_nonce(*salt, iv),
-                        Aad::from(&head[..ESP_HEADER_LEN]),
-                        rest,
-                    )
+                    .open_in_place(gcm_nonce(*salt, iv), Aad::from(&aad[..aad_len]), rest)
                     .map_err(|_| EspError::Integrity)?;
                 plain.len()
             }
@@ -366,7 +472,11 @@ impl InboundSa {
                     icv_len,
                     ..
                 } = &**cbc;
-                let tag = icv(integ, &[&packet[..body_end]]);
+                // The inferred high half enters the ICV (RFC 4303 section
+                // 3.3.2.2): a wrong guess fails here (appendix A2.2).
+                let hi = seq_hi(seq);
+                let extra: &[u8] = if self.esn { &hi } else { &[] };
+                let tag = icv(integ, &[&packet[..body_end], extra]);
                 constant_time::verify_slices_are_equal(
                     &tag.as_ref()[..*icv_len],
                     &packet[body_end..],
@@ -583,13 +693,161 @@ mod tests {
     #[test]
     fn the_32_bit_sequence_space_ends_in_an_error_not_a_wrap() {
         let (encr, integ, ek, ik) = pairs().remove(0);
-        let mut out = OutboundSa::new(9, EspCipher::new(encr, integ, &ek, &ik).unwrap());
-        out.seq = AtomicU64::new(u64::from(u32::MAX) - 1);
+        let out = OutboundSa::new(9, EspCipher::new(encr, integ, &ek, &ik).unwrap())
+            .starting_at(u64::from(u32::MAX));
         let mut buf = vec![0u8; 64];
+        assert!(out.seal(&mut buf, 4, 4, &mut Counter(0)).is_ok());
+        assert_eq!(&buf[4..8], &[0xff; 4], "2^32 - 1 is the last one sent");
+        for _ in 0..3 {
+            assert_eq!(
+                out.seal(&mut buf, 4, 4, &mut Counter(0)),
+                Err(EspError::SequenceExhausted)
+            );
+        }
+        assert_eq!(out.sequence(), out.limit(), "the counter stays at the end");
+    }
+
+    #[test]
+    fn with_esn_the_64_bit_space_ends_in_an_error_not_a_wrap() {
+        let (encr, integ, ek, ik) = pairs().remove(0);
+        let out = OutboundSa::new(9, EspCipher::new(encr, integ, &ek, &ik).unwrap())
+            .with_esn(true)
+            .starting_at(u64::MAX - 1);
+        let mut buf = vec![0u8; 64];
+        assert!(out.seal(&mut buf, 4, 4, &mut Counter(0)).is_ok());
         assert!(out.seal(&mut buf, 4, 4, &mut Counter(0)).is_ok());
         assert_eq!(
             out.seal(&mut buf, 4, 4, &mut Counter(0)),
             Err(EspError::SequenceExhausted)
         );
+        assert_eq!(out.sequence(), u64::MAX);
+    }
+
+    /// Seals a `size`-byte payload with `out`; the ESP packet.
+    fn seal_one(out: &OutboundSa, size: usize) -> Vec<u8> {
+        let at = out.cipher().payload_offset();
+        let mut buf = vec![0u8; at + size + out.cipher().overhead_after(size)];
+        for (i, b) in buf[at..at + size].iter_mut().enumerate() {
+            *b = u8::try_from(i % 256).unwrap();
+        }
+        let n = out.seal(&mut buf, size, 4, &mut Counter(1)).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    /// An SA started just below 2^32 carries traffic across the boundary
+    /// with ESN, every cipher: the wire carries the low half (which wraps
+    /// to 0), the receiver infers the high half, and packets from before
+    /// the boundary that arrive late are still accepted once.
+    #[test]
+    fn esn_carries_traffic_across_2_32_for_every_cipher() {
+        let start = (1u64 << 32) - 3;
+        for (encr, integ, ek, ik) in pairs() {
+            let out = OutboundSa::new(0x77, EspCipher::new(encr, integ, &ek, &ik).unwrap())
+                .with_esn(true)
+                .starting_at(start);
+            let mut inb =
+                InboundSa::new(0x77, EspCipher::new(encr, integ, &ek, &ik).unwrap()).with_esn(true);
+            let packets: Vec<Vec<u8>> = (0..8).map(|_| seal_one(&out, 40)).collect();
+            // Hold the one sealed at 2^32 - 2 back: it comes after the wrap.
+            let late = packets[1].clone();
+            for (i, p) in packets.iter().enumerate() {
+                if i == 1 {
+                    continue;
+                }
+                let seq = start + i as u64;
+                #[allow(clippy::cast_possible_truncation)]
+                let low = (seq as u32).to_be_bytes();
+                assert_eq!(&p[4..8], &low, "{encr:?}: the low half on the wire");
+                let mut copy = p.clone();
+                let opened = inb.open(&mut copy).unwrap();
+                assert_eq!(opened.seq, seq, "{encr:?} {integ:?}");
+                assert_eq!(opened.payload.len(), 40);
+            }
+            assert_eq!(inb.highest(), start + 7);
+            let mut copy = late.clone();
+            let opened = inb.open(&mut copy).unwrap();
+            assert_eq!(opened.seq, (1 << 32) - 2, "{encr:?}: late, from below 2^32");
+            // Replays from either side of the boundary are refused.
+            assert_eq!(
+                inb.open(&mut late.clone()),
+                Err(EspError::Replay(ReplayError::Replayed((1 << 32) - 2)))
+            );
+            assert_eq!(
+                inb.open(&mut packets[3].clone()),
+                Err(EspError::Replay(ReplayError::Replayed(1 << 32)))
+            );
+        }
+    }
+
+    /// The high half enters the ICV exactly as the RFCs place it, checked
+    /// against the primitives directly: AES-GCM's AAD is SPI || seq_hi ||
+    /// seq_lo (RFC 4106 section 5), HMAC covers the packet then seq_hi
+    /// (RFC 4303 section 3.3.2.2). A receiver without ESN, or one whose
+    /// window points at the wrong 2^32 subspace, fails the ICV.
+    #[test]
+    fn the_esn_high_half_enters_the_icv_where_the_rfcs_put_it() {
+        let seq = (5u64 << 32) | 7;
+        for (encr, integ, ek, ik) in pairs() {
+            let out = OutboundSa::new(0x0102_0304, EspCipher::new(encr, integ, &ek, &ik).unwrap())
+                .with_esn(true)
+                .starting_at(seq);
+            let packet = seal_one(&out, 33);
+            assert_eq!(&packet[..8], &[1, 2, 3, 4, 0, 0, 0, 7]);
+            let key_len = usize::from(encr.key_bits() / 8);
+            match integ {
+                None => {
+                    let alg = if key_len == 16 {
+                        &aws_lc_rs::aead::AES_128_GCM
+                    } else {
+                        &aws_lc_rs::aead::AES_256_GCM
+                    };
+                    let key = LessSafeKey::new(UnboundKey::new(alg, &ek[..key_len]).unwrap());
+                    let mut nonce = [0u8; 12];
+                    nonce[..4].copy_from_slice(&ek[key_len..]);
+                    nonce[4..].copy_from_slice(&packet[8..16]);
+                    assert_eq!(&packet[8..16], &seq.to_be_bytes(), "IV = 64-bit counter");
+                    let aad = [1, 2, 3, 4, 0, 0, 0, 5, 0, 0, 0, 7];
+                    let mut body = packet[16..].to_vec();
+                    assert!(
+                        key.open_in_place(
+                            Nonce::assume_unique_for_key(nonce),
+                            Aad::from(aad),
+                            &mut body
+                        )
+                        .is_ok()
+                    );
+                }
+                Some(integ) => {
+                    let alg = match integ {
+                        Integ::HmacSha1_96 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+                        Integ::HmacSha256_128 => hmac::HMAC_SHA256,
+                        Integ::HmacSha384_192 => hmac::HMAC_SHA384,
+                        Integ::HmacSha512_256 => hmac::HMAC_SHA512,
+                    };
+                    let body_end = packet.len() - integ.icv_len();
+                    let mut covered = packet[..body_end].to_vec();
+                    covered.extend_from_slice(&[0, 0, 0, 5]);
+                    let tag = hmac::sign(&hmac::Key::new(alg, &ik), &covered);
+                    assert_eq!(&tag.as_ref()[..integ.icv_len()], &packet[body_end..]);
+                }
+            }
+            let plain = InboundSa::new(0x0102_0304, EspCipher::new(encr, integ, &ek, &ik).unwrap());
+            let mut copy = packet.clone();
+            assert_eq!(
+                { plain }.open(&mut copy),
+                Err(EspError::Integrity),
+                "{encr:?}: without ESN the high half is missing"
+            );
+            // A fresh ESN receiver infers subspace 0: wrong, refused.
+            let mut fresh =
+                InboundSa::new(0x0102_0304, EspCipher::new(encr, integ, &ek, &ik).unwrap())
+                    .with_esn(true);
+            assert_eq!(fresh.open(&mut packet.clone()), Err(EspError::Integrity));
+            assert_eq!(fresh.highest(), 0, "a failed ICV does not move the window");
+            // Caught up to where the sender is, it opens.
+            fresh.catch_up(seq - 1);
+            assert_eq!(fresh.open(&mut packet.clone()).unwrap().seq, seq);
+        }
     }
 }

@@ -1,13 +1,17 @@
-//! The responder (RFC 7296): datagrams, time and events in; datagrams to
-//! send and session events out. No sockets, no clocks, no files, no
-//! randomness of its own: the socket task (`ike::task`) owns those and
-//! passes the time and an RNG in, and tests drive the engine directly.
+//! The IKE SAs of this gateway (RFC 7296): datagrams, time and events in;
+//! datagrams to send and session events out. No sockets, no clocks, no
+//! files, no randomness of its own: the socket task (`ike::task`) owns
+//! those and passes the time and an RNG in, and tests drive the engine
+//! directly.
 //!
-//! The engine is the dispatcher: the SA table (one `IkeSa` per spoke, keyed
-//! by our responder SPI), the routing of each datagram to its SA and
-//! exchange (`ike::exchange`), the message-ID window of 1 (section 2.3: a
-//! retransmitted request gets the cached response, bytes for bytes), the
-//! timers, and the end of an SA.
+//! The engine is the dispatcher: the SA table (one `IkeSa` per peer, keyed
+//! by our SPI: SAs it answered, SAs a spoke dialled and handed over with
+//! [`Engine::adopt`], and the SAs rekeys made), the routing of each
+//! datagram to its SA and exchange (`ike::exchange`), the message-ID window
+//! of 1 in both directions (section 2.3: a retransmitted request gets the
+//! cached response, bytes for bytes; our own requests go one at a time and
+//! are resent until answered), the timers, and the end of an SA. What our
+//! requests are and what their answers do is `engine::requests`.
 
 use std::{
     collections::HashMap,
@@ -15,37 +19,50 @@ use std::{
     time::{Duration, Instant},
 };
 
+use gateway_report::ike::SaReport;
+
 use crate::{
     ike::{
         exchange::{
-            Answer, Received, create_child_sa, fragments, ike_auth, ike_sa_init,
-            informational::{self, DPD_TRIES, Liveness},
+            Answer, Received, create_child_sa, fragments, ike_auth, ike_sa_init, informational,
         },
+        lifetime,
         policy::Policy,
         sa::{Action, AddressPools, ChildSpis, Dropped, IkeSa, SaState, notify},
         show,
-        wire::{self, ExchangeType, Message, NotifyType, Payload},
+        wire::{self, ExchangeType, Header, Message, NotifyType, Payload},
     },
     ipsec::Rng,
 };
 
-use gateway_report::ike::SaReport;
+mod requests;
 
 /// Half-open SAs (IKE_SA_INIT answered, no IKE_AUTH yet) are dropped after this.
 const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Engine {
-    policy: Policy,
-    sas: HashMap<u64, IkeSa>,
+    pub(crate) policy: Policy,
+    pub(crate) sas: HashMap<u64, IkeSa>,
     /// (peer, SPIi) -> our SPI: recognises a retransmitted IKE_SA_INIT.
     by_initiator: HashMap<(SocketAddrV4, u64), u64>,
-    rng: Box<dyn Rng + Send>,
+    pub(crate) rng: Box<dyn Rng + Send>,
     next_tunnel_id: u32,
     /// Inbound CHILD_SA SPIs in use: a new one must not collide.
-    child_spis: ChildSpis,
+    pub(crate) child_spis: ChildSpis,
     /// Pretend the peer is behind NAT so ESP goes in UDP 4500 (see
     /// `with_forced_encapsulation`).
     forced_encapsulation: bool,
+}
+
+/// Our SPI in a message's header: the responder's if the sender is the
+/// SA's original initiator (the I flag, RFC 7296 section 3.1), else the
+/// initiator's.
+fn our_spi(header: &Header) -> u64 {
+    if header.flags.initiator {
+        header.spi_r
+    } else {
+        header.spi_i
+    }
 }
 
 impl Engine {
@@ -98,9 +115,7 @@ impl Engine {
             message: &message,
         };
         if message.header.flags.response {
-            // The only requests the hub sends are liveness checks.
-            let sa = self.sa_of(&message)?;
-            return informational::probe_answered(sa, &message, datagram, now);
+            return requests::answered(self, &received, pools);
         }
         match message.header.exchange {
             ExchangeType::IkeSaInit => Ok(self.sa_init(&received)),
@@ -108,7 +123,9 @@ impl Engine {
         }
     }
 
-    /// Expires half-open SAs, and runs dead peer detection.
+    /// Expires half-open SAs; resends our unanswered requests (the SAs of
+    /// peers that never answer go); starts what is due: DELETEs, rekeys,
+    /// liveness checks.
     pub fn tick(&mut self, now: Instant, pools: &mut dyn AddressPools) -> Vec<Action> {
         let expired: Vec<u64> = self
             .sas
@@ -124,46 +141,22 @@ impl Engine {
                 tracing::debug!(peer = %sa.remote, "half-open IKE SA expired without IKE_AUTH");
             }
         }
-        self.dead_peer_detection(now, pools)
+        requests::tick(self, now, pools)
     }
 
-    /// Liveness checks for the SAs that need one (`informational::liveness`);
-    /// the SAs of peers that never answered go.
-    fn dead_peer_detection(&mut self, now: Instant, pools: &mut dyn AddressPools) -> Vec<Action> {
-        let mut actions = Vec::new();
-        let mut dead = Vec::new();
-        for (spi, sa) in &mut self.sas {
-            match informational::liveness(sa, &mut *self.rng, now) {
-                Liveness::Send(packet) => actions.push(Action::Send {
-                    local: sa.local,
-                    remote: sa.remote,
-                    packet,
-                }),
-                Liveness::Dead => dead.push(*spi),
-                Liveness::Quiet => {}
-            }
-        }
-        for spi in dead {
-            if let Some(sa) = self.sas.remove(&spi) {
-                tracing::info!(peer = %sa.remote, tries = DPD_TRIES, "DPD: the peer did not answer; deleting its SA");
-                actions.extend(self.teardown(&sa, "DPD: peer not responding", pools));
-            }
-        }
-        actions
-    }
-
-    /// The datapath saw ESP from the peer of IKE SA `spi_r`: it is alive,
-    /// no liveness check is needed (IOS `on-demand`, strongSwan `dpd_delay`).
-    pub fn note_alive(&mut self, spi_r: u64, now: Instant) {
-        if let Some(sa) = self.sas.get_mut(&spi_r) {
+    /// The datapath saw ESP from the peer of IKE SA `spi` (ours): it is
+    /// alive, no liveness check is needed (IOS `on-demand`, strongSwan
+    /// `dpd_delay`).
+    pub fn note_alive(&mut self, spi: u64, now: Instant) {
+        if let Some(sa) = self.sas.get_mut(&spi) {
             sa.last_heard = now;
         }
     }
 
-    /// The datapath saw us send ESP to the peer of IKE SA `spi_r` (for
+    /// The datapath saw us send ESP to the peer of IKE SA `spi` (for
     /// `on-demand` dead peer detection).
-    pub fn note_sending(&mut self, spi_r: u64, now: Instant) {
-        if let Some(sa) = self.sas.get_mut(&spi_r) {
+    pub fn note_sending(&mut self, spi: u64, now: Instant) {
+        if let Some(sa) = self.sas.get_mut(&spi) {
             sa.last_sent = Some(now);
         }
     }
@@ -173,7 +166,20 @@ impl Engine {
         show::rows(self.sas.values(), &self.policy, now)
     }
 
-    /// Tears down every SA (hub shutting down): DELETE to each peer.
+    /// Whether an IKE SA with our SPI `spi` is in the table.
+    pub fn has_sa(&self, spi: u64) -> bool {
+        self.sas.contains_key(&spi)
+    }
+
+    /// Our SPI of the live (not rekeyed) IKE SA of `tunnel_id`, if any.
+    pub fn sa_of_tunnel(&self, tunnel_id: u32) -> Option<u64> {
+        self.sas
+            .iter()
+            .find(|(_, sa)| sa.tunnel_id == tunnel_id && sa.state == SaState::Ready)
+            .map(|(spi, _)| *spi)
+    }
+
+    /// Tears down every SA (the gateway stopping): DELETE to each peer.
     pub fn shutdown(&mut self, pools: &mut dyn AddressPools) -> Vec<Action> {
         let spis: Vec<u64> = self.sas.keys().copied().collect();
         let mut actions = Vec::new();
@@ -183,22 +189,19 @@ impl Engine {
         actions
     }
 
-    /// Deletes one IKE SA (ours as responder, `spi_r`) with its CHILD_SAs:
-    /// a DELETE to the peer (RFC 7296 section 1.4.1), sent once without
-    /// waiting for the answer, and the local teardown. Used when the SA is
-    /// no longer wanted (an idle NHRP shortcut, `clear ip nhrp`).
-    pub fn delete(
-        &mut self,
-        spi_r: u64,
-        reason: &str,
-        pools: &mut dyn AddressPools,
-    ) -> Vec<Action> {
-        let Some(mut sa) = self.sas.remove(&spi_r) else {
+    /// Deletes one IKE SA (ours: `spi`) with its CHILD_SAs: a DELETE to the
+    /// peer (RFC 7296 section 1.4.1), sent once without waiting for the
+    /// answer, and the local teardown. Used when the SA is no longer wanted
+    /// (an idle NHRP shortcut, `clear ip nhrp`, a newer SA of the same
+    /// peer).
+    pub fn delete(&mut self, spi: u64, reason: &str, pools: &mut dyn AddressPools) -> Vec<Action> {
+        let Some(mut sa) = self.sas.remove(&spi) else {
             return Vec::new();
         };
         let mut actions = Vec::new();
-        if sa.state == SaState::Ready {
-            let packet = informational::delete_request(&mut sa, &mut *self.rng);
+        if matches!(sa.state, SaState::Ready | SaState::Rekeyed) {
+            let heard = sa.last_heard;
+            let packet = informational::delete_ike(&mut sa, &mut *self.rng, heard);
             actions.push(Action::Send {
                 local: sa.local,
                 remote: sa.remote,
@@ -209,12 +212,11 @@ impl Engine {
         actions
     }
 
-    /// The SA a message names by its SPIs (ours is the responder's).
-    fn sa_of(&mut self, message: &Message) -> Result<&mut IkeSa, Dropped> {
-        let header = &message.header;
+    /// The SA a message names by its SPIs.
+    pub(crate) fn sa_of(&mut self, header: &Header) -> Result<&mut IkeSa, Dropped> {
         self.sas
-            .get_mut(&header.spi_r)
-            .filter(|sa| sa.keymat.spi_i == header.spi_i)
+            .get_mut(&our_spi(header))
+            .filter(|sa| sa.keymat.spi_i == header.spi_i && sa.keymat.spi_r == header.spi_r)
             .ok_or(Dropped::UnknownSpi)
     }
 
@@ -261,7 +263,7 @@ impl Engine {
         }
     }
 
-    /// The exchanges protected by SK: the window, decryption (and
+    /// The peer's requests protected by SK: the window, decryption (and
     /// reassembly), then the exchange the request belongs to.
     fn protected(
         &mut self,
@@ -270,7 +272,8 @@ impl Engine {
     ) -> Result<Vec<Action>, Dropped> {
         let (message, local, remote) = (received.message, received.local, received.remote);
         let header = &message.header;
-        let sa = self.sa_of(message)?;
+        let spi = our_spi(header);
+        let sa = self.sa_of(header)?;
         // Window of one: the next request, or the last one again.
         if let Some((id, packet)) = &sa.last_response
             && header.message_id == *id
@@ -284,8 +287,7 @@ impl Engine {
                 packet: packet.clone(),
             }]);
         }
-        let expected = sa.last_response.as_ref().map_or(1, |(id, _)| id + 1);
-        if header.message_id != expected {
+        if header.message_id != sa.next_peer_id {
             return Err(Dropped::BadMessageId);
         }
         let Some((first_inner, plaintext)) =
@@ -296,35 +298,43 @@ impl Engine {
         };
         let inner =
             wire::parse_payloads(first_inner, &plaintext).map_err(|_| Dropped::Malformed)?;
-        sa.last_heard = received.now;
-        // The peer may float to 4500 (RFC 7296 section 2.23).
-        sa.local = local;
-        sa.remote = remote;
-        let answer = self.exchange(received, &inner, pools)?;
+        let mut actions = requests::heard_from(sa, received);
+        let mut sa = self.sas.remove(&spi).expect("found above");
+        let was_half_open = sa.state == SaState::HalfOpen;
+        let answer = self.exchange(&mut sa, received, &inner, pools);
+        if was_half_open && sa.state == SaState::Ready {
+            let initial_contact = inner
+                .iter()
+                .any(|p| matches!(p, Payload::Notify(n) if n.kind == NotifyType::InitialContact));
+            actions.extend(self.replace_older(&sa, initial_contact, pools));
+            let rekey = lifetime::rekey_of(&self.policy, &sa);
+            lifetime::schedule_ike_rekey(&mut sa, &rekey, &mut *self.rng, received.now);
+        }
         let id = header.message_id;
-        let sa = self.sas.get_mut(&header.spi_r).expect("checked above");
         let packet = sa
             .keymat
             .seal(&mut *self.rng, header.exchange, id, true, &answer.payloads);
         sa.last_response = Some((id, packet.clone()));
-        let mut actions = answer.actions;
-        actions.insert(
-            0,
-            Action::Send {
-                local,
-                remote,
-                packet,
-            },
-        );
-        if answer.end_sa
-            && let Some(sa) = self.sas.remove(&header.spi_r)
-        {
+        sa.next_peer_id = id.wrapping_add(1);
+        actions.push(Action::Send {
+            local,
+            remote,
+            packet,
+        });
+        actions.extend(answer.actions);
+        if let Some(new) = answer.new_sa {
+            self.sas.insert(new.keymat.our_spi(), *new);
+        }
+        if answer.end_sa {
             let reason = if header.exchange == ExchangeType::IkeAuth {
                 "IKE_AUTH failed"
             } else {
                 "deleted by peer"
             };
             actions.extend(self.teardown(&sa, reason, pools));
+        } else {
+            self.sas.insert(spi, sa);
+            actions.extend(requests::kick(self, spi, received.now));
         }
         Ok(actions)
     }
@@ -332,12 +342,12 @@ impl Engine {
     /// Routes a decrypted request to its exchange's responder half.
     fn exchange(
         &mut self,
+        sa: &mut IkeSa,
         received: &Received<'_>,
         inner: &[Payload],
         pools: &mut dyn AddressPools,
-    ) -> Result<Answer, Dropped> {
+    ) -> Answer {
         let header = &received.message.header;
-        let sa = self.sas.get_mut(&header.spi_r).ok_or(Dropped::UnknownSpi)?;
         // RFC 7296 section 2.5: an unknown payload marked critical rejects
         // the whole request (and an IKE_AUTH with it, the SA).
         let critical = inner.iter().find_map(|p| match p {
@@ -348,7 +358,7 @@ impl Engine {
             } => Some(*kind),
             _ => None,
         });
-        Ok(match (header.exchange, sa.state, critical) {
+        match (header.exchange, sa.state, critical) {
             (_, state, Some(kind)) => Answer {
                 payloads: vec![notify(NotifyType::UnsupportedCriticalPayload, vec![kind])],
                 actions: vec![Action::Refused {
@@ -356,6 +366,7 @@ impl Engine {
                     reason: format!("unsupported critical payload {kind}"),
                 }],
                 end_sa: state == SaState::HalfOpen,
+                ..Answer::default()
             },
             (ExchangeType::IkeAuth, SaState::HalfOpen, None) => ike_auth::respond(
                 sa,
@@ -366,16 +377,85 @@ impl Engine {
                 received.now,
                 inner,
             ),
-            (ExchangeType::Informational, SaState::Ready, None) => {
+            (ExchangeType::Informational, SaState::Ready | SaState::Rekeyed, None) => {
                 informational::respond(sa, &mut self.child_spis, inner)
             }
-            (ExchangeType::CreateChildSa, SaState::Ready, None) => create_child_sa::respond(),
-            _ => return Err(Dropped::BadMessageId),
-        })
+            (ExchangeType::CreateChildSa, SaState::Ready | SaState::Rekeyed, None) => {
+                let sas = &self.sas;
+                let taken = |spi: u64| sas.contains_key(&spi);
+                let mut ctx = create_child_sa::Context {
+                    policy: &self.policy,
+                    rng: &mut *self.rng,
+                    child_spis: &mut self.child_spis,
+                    now: received.now,
+                };
+                create_child_sa::respond(sa, &mut ctx, &taken, inner)
+            }
+            _ => Answer {
+                payloads: vec![notify(NotifyType::InvalidSyntax, vec![])],
+                ..Answer::default()
+            },
+        }
     }
 
-    /// Removes an SA's children, releases its address, reports it down.
-    fn teardown(&mut self, sa: &IkeSa, reason: &str, pools: &mut dyn AddressPools) -> Vec<Action> {
+    /// One IKE SA per identity (strongSwan `uniqueids = yes`, what an IOS
+    /// hub does): the identity's older SAs go, with their sessions, before
+    /// `new`'s is installed. With INITIAL_CONTACT (RFC 7296 section 3.16:
+    /// the peer has no other SA with us, it rebooted) they go without a
+    /// DELETE; without, the peer is told. An address both hold stays leased.
+    fn replace_older(
+        &mut self,
+        new: &IkeSa,
+        initial_contact: bool,
+        pools: &mut dyn AddressPools,
+    ) -> Vec<Action> {
+        let older: Vec<u64> = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| {
+                sa.identity.is_some()
+                    && sa.identity == new.identity
+                    && sa.tunnel_id != new.tunnel_id
+                    && sa.state != SaState::HalfOpen
+            })
+            .map(|(spi, _)| *spi)
+            .collect();
+        let mut actions = Vec::new();
+        for spi in older {
+            let Some(sa) = self.sas.get_mut(&spi) else {
+                continue;
+            };
+            if sa.lease == new.lease {
+                sa.lease = None;
+            }
+            tracing::info!(
+                peer = %sa.remote,
+                identity = ?sa.identity.as_ref().map(ToString::to_string),
+                initial_contact,
+                "a new IKE SA of the same identity replaces this one"
+            );
+            if initial_contact {
+                let sa = self.sas.remove(&spi).expect("found above");
+                actions.extend(self.teardown(&sa, "replaced (INITIAL_CONTACT)", pools));
+            } else {
+                actions.extend(self.delete(
+                    spi,
+                    "replaced by a new IKE SA of the same identity",
+                    pools,
+                ));
+            }
+        }
+        actions
+    }
+
+    /// Removes an SA's children, releases its address, reports it down. An
+    /// SA that was rekeyed has handed all of that to its successor.
+    pub(crate) fn teardown(
+        &mut self,
+        sa: &IkeSa,
+        reason: &str,
+        pools: &mut dyn AddressPools,
+    ) -> Vec<Action> {
         self.by_initiator.remove(&(sa.remote, sa.keymat.spi_i));
         for child in &sa.children {
             self.child_spis.release(child.params.spi_in);
@@ -387,7 +467,7 @@ impl Engine {
             .iter()
             .rev()
             .map(|c| Action::ChildDown {
-                ike_spi: sa.keymat.spi_r,
+                ike_spi: sa.keymat.our_spi(),
                 spi_in: c.params.spi_in,
                 spi_out: c.params.spi_out,
             })
@@ -402,6 +482,8 @@ impl Engine {
                 identity: sa.identity.as_ref().map(ToString::to_string),
                 reason: reason.to_owned(),
             });
+        } else if sa.state == SaState::Rekeyed {
+            tracing::debug!(peer = %sa.remote, spi = format_args!("{:016x}", sa.keymat.our_spi()), "rekeyed IKE SA removed");
         }
         actions
     }

@@ -27,7 +27,9 @@
 pub mod crypto;
 pub mod engine;
 pub mod exchange;
+pub(crate) mod ids;
 pub mod keylog;
+pub(crate) mod lifetime;
 pub mod policy;
 pub mod proposal;
 pub mod sa;

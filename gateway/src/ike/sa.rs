@@ -16,15 +16,19 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use crate::ike::ids::{
+    fake_nat_hash, identification_of, identity_of, nat_hash, subnet_attribute, subnet_value,
+};
+
 use crate::{
     config::{AuthMethod, Identity},
     iface::SaLifetime,
     ike::{
-        crypto::{self, ChildKeys, CryptoError, IkeKeys, SkCipher},
+        crypto::{self, ChildKeys, CryptoError, DhPrivate, IkeKeys, SkCipher},
         proposal::{EspChoice, IkeChoice},
         wire::{
-            self, ExchangeType, Header, HeaderFlags, IdType, Identification, Notify, NotifyType,
-            Payload, PayloadType, ProtocolId, TrafficSelector,
+            self, ExchangeType, Header, HeaderFlags, Notify, NotifyType, Payload, PayloadType,
+            ProtocolId, TrafficSelector,
         },
     },
     ipsec::{Encr, Integ, Mode, Rng, Secret},
@@ -34,8 +38,6 @@ use crate::{
 /// Length of the nonces we send (RFC 7296 section 2.10: at least half the
 /// PRF's key size; 32 bytes covers SHA-512).
 pub(crate) const NONCE_LEN: usize = 32;
-/// Length of a NAT_DETECTION hash (SHA-1, RFC 7296 section 3.10.1).
-const NAT_HASH_LEN: usize = 20;
 
 /// Requests from the original initiator: I set, R clear (RFC 7296 section 3.1).
 pub(crate) const INITIATOR_REQUEST: HeaderFlags = HeaderFlags {
@@ -97,6 +99,14 @@ pub struct ChildSaParams {
     /// The limits the datapath enforces (soft: rekey; hard: gone), from
     /// the profile's lifetimes with jitter.
     pub lifetime: SaLifetime,
+    /// We initiated the exchange that created this CHILD_SA (IKE_AUTH as a
+    /// dialling spoke, or a CREATE_CHILD_SA of ours), so `keys.encr_i` and
+    /// `keys.integ_i` protect what we send (RFC 7296 section 2.17).
+    pub initiator: bool,
+    /// The inbound SPI of the CHILD_SA this one rekeys (RFC 7296 section
+    /// 1.3.3): the new pair goes on the same interface, beside the old one
+    /// until the old one is deleted.
+    pub replaces: Option<u32>,
 }
 
 /// What happened to a spoke's session, for the log and the other modules.
@@ -126,6 +136,23 @@ pub enum Action {
         peer: SocketAddrV4,
         identity: Option<String>,
         reason: String,
+    },
+    /// The IKE SA of `tunnel_id` was rekeyed (RFC 7296 section 1.3.2): its
+    /// CHILD_SAs now belong to the IKE SA whose SPI (ours) is `new_spi`.
+    IkeRekeyed {
+        tunnel_id: u32,
+        peer: SocketAddrV4,
+        old_spi: u64,
+        new_spi: u64,
+        initiated: bool,
+    },
+    /// An authenticated IKE message came from a new address or port (a NAT
+    /// rebinding, RFC 7296 section 2.23): the IKE SA answers there now, and
+    /// its CHILD_SAs' ESP must go there too.
+    PeerMoved {
+        tunnel_id: u32,
+        from: SocketAddrV4,
+        to: SocketAddrV4,
     },
     /// An exchange failed in a way the operator should see (auth failure,
     /// no proposal chosen ...), with the peer it concerns.
@@ -228,6 +255,9 @@ pub enum SaState {
     HalfOpen,
     /// IKE_AUTH done: READY in IOS terms.
     Ready,
+    /// Rekeyed (RFC 7296 section 1.3.2): its CHILD_SAs moved to the new IKE
+    /// SA; it only waits for its DELETE (ours or the peer's).
+    Rekeyed,
 }
 
 /// Why an incoming datagram produced nothing: counted by the task.
@@ -280,6 +310,48 @@ impl Keymat {
             spi_i,
             spi_r,
         );
+        Self::with_keys(initiator, choice, keys, ni, nr, spi_i, spi_r)
+    }
+
+    /// The keys of the IKE SA that rekeys this one (RFC 7296 section 2.18):
+    /// `SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr)` with this SA's
+    /// PRF, then the new SA's keys from its own transforms and SPIs.
+    /// `initiator`: we initiated the rekey, so we are the new SA's original
+    /// initiator.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn rekeyed(
+        &self,
+        initiator: bool,
+        choice: IkeChoice,
+        ni: Vec<u8>,
+        nr: Vec<u8>,
+        shared: &[u8],
+        spi_i: u64,
+        spi_r: u64,
+    ) -> Result<Self, CryptoError> {
+        let skeyseed = IkeKeys::skeyseed_rekey(self.choice.prf, &self.keys.sk_d, shared, &ni, &nr);
+        let keys = IkeKeys::from_skeyseed(
+            choice.prf,
+            choice.encr,
+            choice.integ,
+            &skeyseed,
+            &ni,
+            &nr,
+            spi_i,
+            spi_r,
+        );
+        Self::with_keys(initiator, choice, keys, ni, nr, spi_i, spi_r)
+    }
+
+    fn with_keys(
+        initiator: bool,
+        choice: IkeChoice,
+        keys: IkeKeys,
+        ni: Vec<u8>,
+        nr: Vec<u8>,
+        spi_i: u64,
+        spi_r: u64,
+    ) -> Result<Self, CryptoError> {
         let cipher = |sk_e: &[u8], sk_a: &[u8]| {
             SkCipher::new(choice.encr, choice.integ, sk_e, choice.integ.map(|_| sk_a))
         };
@@ -356,16 +428,31 @@ impl Keymat {
     /// The keys of a CHILD_SA created with IKE_AUTH: `KEYMAT = prf+(SK_d,
     /// Ni | Nr)` (section 2.17).
     pub(crate) fn child_keys(&self, esp: EspChoice) -> Result<ChildKeys, CryptoError> {
+        self.new_child_keys(esp, &self.ni, &self.nr, None)
+    }
+
+    /// The keys of a CHILD_SA created with CREATE_CHILD_SA: `KEYMAT =
+    /// prf+(SK_d, [g^ir (new) |] Ni | Nr)` with that exchange's nonces
+    /// (section 2.17).
+    pub(crate) fn new_child_keys(
+        &self,
+        esp: EspChoice,
+        ni: &[u8],
+        nr: &[u8],
+        shared: Option<&[u8]>,
+    ) -> Result<ChildKeys, CryptoError> {
         let len = ChildKeys::keymat_len(esp.encr, esp.integ);
-        let keymat = crypto::child_keymat(
-            self.choice.prf,
-            &self.keys.sk_d,
-            &self.ni,
-            &self.nr,
-            None,
-            len,
-        );
+        let keymat = crypto::child_keymat(self.choice.prf, &self.keys.sk_d, ni, nr, shared, len);
         ChildKeys::split(&keymat, esp.encr, esp.integ)
+    }
+
+    /// Our SPI of the SA: the one the peer's messages name us by.
+    pub(crate) fn our_spi(&self) -> u64 {
+        if self.initiator {
+            self.spi_i
+        } else {
+            self.spi_r
+        }
     }
 
     /// The keys that decrypt this SA's messages, for the key log.
@@ -388,10 +475,69 @@ pub(crate) struct ChildSa {
     pub(crate) params: ChildSaParams,
     /// When it was installed (its lifetime counts from here).
     pub(crate) created: Instant,
+    /// The datapath said its soft lifetime ran out: a rekey is due.
+    pub(crate) rekey_due: bool,
+    /// A new CHILD_SA replaced it (the inbound SPI of the new one, the
+    /// lowest nonce of the exchange that did, and whether we initiated
+    /// that exchange) (RFC 7296 section 2.8.1: when
+    /// both ends rekeyed it at once, the SA made with the lowest of the
+    /// four nonces is redundant). It lives on until deleted.
+    pub(crate) replaced: Option<(u32, Vec<u8>, bool)>,
 }
 
-/// One IKE SA the hub answered (it is the original responder of every SA
-/// in the engine's table), keyed by our SPI.
+impl ChildSa {
+    pub(crate) fn new(params: ChildSaParams, created: Instant) -> Self {
+        ChildSa {
+            params,
+            created,
+            rekey_due: false,
+            replaced: None,
+        }
+    }
+}
+
+/// What our outstanding request on an IKE SA is for (one at a time: the
+/// window of one, RFC 7296 section 2.3).
+pub(crate) enum Request {
+    /// An empty INFORMATIONAL: dead peer detection (section 2.4).
+    Liveness,
+    /// A DELETE of these CHILD_SAs (our inbound SPIs), or of the IKE SA.
+    Delete { children: Vec<u32>, ike: bool },
+    /// A CREATE_CHILD_SA rekeying a CHILD_SA or the IKE SA.
+    Rekey(Rekeying),
+}
+
+/// What our outstanding CREATE_CHILD_SA is for, with the secrets its
+/// response needs.
+pub(crate) enum Rekeying {
+    Child {
+        /// The inbound SPI of the CHILD_SA being rekeyed, and of its successor.
+        old_spi_in: u32,
+        new_spi_in: u32,
+        ni: Vec<u8>,
+        dh: Option<DhPrivate>,
+    },
+    Ike {
+        /// Our SPI of the new IKE SA (its SPIi: we are its original initiator).
+        new_spi: u64,
+        ni: Vec<u8>,
+        dh: DhPrivate,
+    },
+}
+
+/// Our request in flight, resent until answered.
+pub(crate) struct Outstanding {
+    pub(crate) id: u32,
+    pub(crate) packet: Vec<u8>,
+    pub(crate) tries: u32,
+    pub(crate) next_try: Instant,
+    pub(crate) request: Request,
+}
+
+/// One IKE SA, keyed in the engine by our SPI: one the hub answered, one
+/// a spoke dialled and handed over once up (`Engine::adopt`), or one made
+/// by a rekey, in which the rekey's initiator is the original initiator
+/// (RFC 7296 section 2.18).
 pub(crate) struct IkeSa {
     pub(crate) tunnel_id: u32,
     pub(crate) keymat: Keymat,
@@ -403,8 +549,11 @@ pub(crate) struct IkeSa {
     pub(crate) init_response: Vec<u8>,
     /// NAT between us and the peer (RFC 7296 section 2.23): ESP goes in UDP.
     pub(crate) nat: bool,
-    /// The message ID of our next request (liveness checks, DELETE).
+    /// The message ID of our next request (liveness checks, DELETE,
+    /// rekeys).
     pub(crate) next_request_id: u32,
+    /// The message ID the peer's next request must carry.
+    pub(crate) next_peer_id: u32,
     /// The peer's last request's ID and our response: the window of one
     /// (section 2.3), answered again, bytes for bytes, when retransmitted.
     pub(crate) last_response: Option<(u32, Vec<u8>)>,
@@ -417,8 +566,12 @@ pub(crate) struct IkeSa {
     pub(crate) dpd_on_demand: bool,
     /// When the datapath last saw us send ESP to the peer (`note_sending`).
     pub(crate) last_sent: Option<Instant>,
-    /// Our outstanding liveness check: message id, packet, tries, next try.
-    pub(crate) probe: Option<(u32, Vec<u8>, u32, Instant)>,
+    /// Our request in flight, if any.
+    pub(crate) outstanding: Option<Outstanding>,
+    /// When the IKE SA is to be rekeyed (its lifetime less jitter), and
+    /// when it must be gone if that failed (its lifetime).
+    pub(crate) rekey_at: Option<Instant>,
+    pub(crate) expire_at: Option<Instant>,
     pub(crate) created: Instant,
     pub(crate) established: Option<Instant>,
     pub(crate) identity: Option<Identity>,
@@ -428,6 +581,19 @@ pub(crate) struct IkeSa {
     pub(crate) lease: Option<(String, Ipv4Addr)>,
     pub(crate) children: Vec<ChildSa>,
     pub(crate) fragments: Reassembly,
+    /// CHILD_SAs (our inbound SPIs) to DELETE when no request is in flight:
+    /// the old one after our rekey, a redundant one after a collision, one
+    /// past its hard lifetime.
+    pub(crate) pending_delete: Vec<u32>,
+    /// DELETE this IKE SA when no request is in flight (we rekeyed it, or
+    /// it is our redundant half of a collision).
+    pub(crate) pending_delete_ike: bool,
+    /// No rekey of ours starts before this (after a refusal, try later).
+    pub(crate) next_rekey_try: Instant,
+    /// The lowest nonce of the rekey that made this SA (section 2.8.1).
+    pub(crate) rekey_nonce: Option<Vec<u8>>,
+    /// When `Rekeyed`: our SPI of the SA that replaced it.
+    pub(crate) rekeyed_to: Option<u64>,
 }
 
 /// An IKE SA we initiated, once IKE_AUTH is done (a spoke's dial): what its
@@ -437,6 +603,106 @@ pub(crate) struct InitiatedSa {
     pub(crate) next_message_id: u32,
     /// Our inbound SPI of the CHILD_SA, if one was created.
     pub(crate) child_spi: Option<u32>,
+}
+
+/// Requests are resent this often when the SA has no DPD retry interval.
+const RETRANSMIT: Duration = Duration::from_secs(2);
+/// Tries of a request before the peer is declared gone (section 2.4).
+pub(crate) const REQUEST_TRIES: u32 = 5;
+
+impl IkeSa {
+    /// Sends a request of ours (one at a time: the window of one, section
+    /// 2.3) and keeps it for retransmission until answered.
+    pub(crate) fn start_request(
+        &mut self,
+        rng: &mut dyn Rng,
+        now: Instant,
+        exchange: ExchangeType,
+        payloads: &[Payload],
+        request: Request,
+    ) -> Vec<u8> {
+        let id = self.next_request_id;
+        self.next_request_id = self.next_request_id.wrapping_add(1);
+        let packet = self.keymat.seal(rng, exchange, id, false, payloads);
+        self.outstanding = Some(Outstanding {
+            id,
+            packet: packet.clone(),
+            tries: 1,
+            next_try: now + self.retry_interval(),
+            request,
+        });
+        packet
+    }
+
+    /// How long a request waits for its answer before it is sent again.
+    pub(crate) fn retry_interval(&self) -> Duration {
+        self.dpd.map_or(RETRANSMIT, |(_, retry)| retry)
+    }
+
+    /// An IKE SA made by a rekey of this one (section 2.18): the same peer and
+    /// identity, message IDs from zero, nothing else yet. As made it is only
+    /// good for being deleted (`Rekeyed`): the successor of a rekey gets the
+    /// session on top (`successor`); our losing half of a simultaneous rekey
+    /// stays like this, to be deleted by us, its creator (section 2.8.1).
+    pub(crate) fn next(&self, keymat: Keymat, now: Instant, nonce: Vec<u8>) -> IkeSa {
+        IkeSa {
+            tunnel_id: self.tunnel_id,
+            local: self.local,
+            remote: self.remote,
+            nat: self.nat,
+            identity: self.identity.clone(),
+            profile: self.profile.clone(),
+            auth_remote: self.auth_remote,
+            auth_local: self.auth_local,
+            rekey_nonce: Some(nonce),
+            ..IkeSa::placeholder(keymat, now)
+        }
+    }
+
+    /// An SA with `keymat` and nothing else yet, `Rekeyed` (only good for
+    /// being deleted) until the caller says otherwise.
+    pub(crate) fn placeholder(keymat: Keymat, now: Instant) -> IkeSa {
+        let unspecified = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
+        IkeSa {
+            tunnel_id: 0,
+            keymat,
+            local: unspecified,
+            remote: unspecified,
+            state: SaState::Rekeyed,
+            init_request: Vec::new(),
+            init_response: Vec::new(),
+            nat: false,
+            next_request_id: 0,
+            next_peer_id: 0,
+            last_response: None,
+            last_heard: now,
+            dpd: None,
+            dpd_on_demand: true,
+            last_sent: None,
+            outstanding: None,
+            rekey_at: None,
+            expire_at: Some(now + std::time::Duration::from_mins(1)),
+            created: now,
+            established: Some(now),
+            identity: None,
+            profile: None,
+            auth_remote: None,
+            auth_local: None,
+            lease: None,
+            children: Vec::new(),
+            fragments: Reassembly::default(),
+            pending_delete: Vec::new(),
+            pending_delete_ike: false,
+            next_rekey_try: now,
+            rekey_nonce: None,
+            rekeyed_to: None,
+        }
+    }
+
+    /// The CHILD_SA with inbound SPI `spi_in`.
+    pub(crate) fn child(&self, spi_in: u32) -> Option<&ChildSa> {
+        self.children.iter().find(|c| c.params.spi_in == spi_in)
+    }
 }
 
 /// Decrypted fragments of the request being reassembled (RFC 7383 section
@@ -463,6 +729,11 @@ impl ChildSpis {
                 return spi;
             }
         }
+    }
+
+    /// Marks an SPI chosen elsewhere (a dial's) as in use.
+    pub(crate) fn insert(&mut self, spi: u32) {
+        self.0.insert(spi);
     }
 
     pub(crate) fn release(&mut self, spi: u32) {
@@ -499,87 +770,4 @@ pub(crate) fn notify(kind: NotifyType, data: Vec<u8>) -> Payload {
         kind,
         data,
     })
-}
-
-/// A NAT_DETECTION_SOURCE_IP that matches no address, to force UDP
-/// encapsulation: SHA-1-sized random bytes, as strongSwan's `encap = yes`
-/// sends (`generate_natd_hash_faked`). Random rather than the hash of
-/// 0.0.0.0:0 because the point is to look like a real NAT to every peer:
-/// a fixed fake is recognisable by anyone who computes it (and a peer that
-/// special-cased it would defeat the forcing), while random bytes are what
-/// any NAT's rewritten address hashes to, and cannot match a real endpoint
-/// (one chance in 2^160).
-pub(crate) fn fake_nat_hash(rng: &mut dyn Rng) -> Vec<u8> {
-    let mut hash = vec![0u8; NAT_HASH_LEN];
-    rng.fill(&mut hash);
-    hash
-}
-
-/// RFC 7296 section 2.23: SHA-1(SPIi | SPIr | IP | port).
-pub(crate) fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddrV4) -> Vec<u8> {
-    let mut data = Vec::with_capacity(8 + 8 + 4 + 2);
-    data.extend_from_slice(&spi_i.to_be_bytes());
-    data.extend_from_slice(&spi_r.to_be_bytes());
-    data.extend_from_slice(&addr.ip().octets());
-    data.extend_from_slice(&addr.port().to_be_bytes());
-    crypto::sha1(&data)
-}
-
-pub(crate) fn identity_of(id: &Identification) -> Option<Identity> {
-    let text = || String::from_utf8(id.data.clone()).ok();
-    match id.id_type {
-        IdType::Fqdn => text().map(Identity::Fqdn),
-        IdType::Rfc822Addr => text().map(Identity::Email),
-        IdType::KeyId => text().map(Identity::KeyId),
-        IdType::Ipv4Addr => <[u8; 4]>::try_from(id.data.as_slice())
-            .ok()
-            .map(|o| Identity::Address(Ipv4Addr::from(o))),
-        _ => None,
-    }
-}
-
-pub(crate) fn identification_of(identity: &Identity) -> Identification {
-    match identity {
-        Identity::Fqdn(n) => Identification {
-            id_type: IdType::Fqdn,
-            data: n.as_bytes().to_vec(),
-        },
-        Identity::Email(e) => Identification {
-            id_type: IdType::Rfc822Addr,
-            data: e.as_bytes().to_vec(),
-        },
-        Identity::KeyId(k) => Identification {
-            id_type: IdType::KeyId,
-            data: k.as_bytes().to_vec(),
-        },
-        Identity::Address(a) => Identification {
-            id_type: IdType::Ipv4Addr,
-            data: a.octets().to_vec(),
-        },
-    }
-}
-
-/// An INTERNAL_IP4_SUBNET value: address then netmask, 8 octets (RFC 7296
-/// section 3.15.1).
-pub(crate) fn subnet_value(prefix: Ipv4Prefix) -> Vec<u8> {
-    [prefix.addr.octets(), prefix.netmask().octets()].concat()
-}
-
-/// An INTERNAL_IP4_SUBNET value as a prefix: address then netmask, 8
-/// octets (RFC 7296 section 3.15.1); the netmask must be contiguous and the
-/// address must have no bits beyond it.
-pub(crate) fn subnet_attribute(value: &[u8]) -> Result<Ipv4Prefix, String> {
-    let Ok(v) = <[u8; 8]>::try_from(value) else {
-        return Err(format!("{} octets instead of 8", value.len()));
-    };
-    let addr = Ipv4Addr::new(v[0], v[1], v[2], v[3]);
-    let mask = Ipv4Addr::new(v[4], v[5], v[6], v[7]);
-    let bits = u32::from(mask);
-    let len = bits.leading_ones();
-    if bits.checked_shl(len).unwrap_or(0) != 0 {
-        return Err(format!("{addr} mask {mask}: the netmask is not contiguous"));
-    }
-    let len = u8::try_from(len).expect("at most 32");
-    Ipv4Prefix::new(addr, len)
-        .ok_or_else(|| format!("{addr}/{len} has host bits set (the address is not the network's)"))
 }

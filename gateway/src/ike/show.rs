@@ -49,6 +49,7 @@ fn row(sa: &IkeSa, rekey: &Rekey, now: Instant) -> SaReport {
         status: match sa.state {
             SaState::HalfOpen => "IN-NEG".into(),
             SaState::Ready => "READY".into(),
+            SaState::Rekeyed => "DELETE".into(),
         },
         encryption: choice.encr.to_string(),
         prf: prf_name(choice.prf).to_owned(),

@@ -53,6 +53,10 @@ pub trait SessionLayer: Send {
     fn session_down(&mut self, tunnel_id: u32);
     /// IKE SAs whose CHILD_SAs the datapath saw traffic on since last asked.
     fn peer_activity(&mut self) -> PeerActivity;
+    /// The session's IKE SA is now the one with our SPI `ike_spi` (a rekey).
+    fn ike_rekeyed(&mut self, tunnel_id: u32, ike_spi: u64);
+    /// The peer's outer endpoint moved (NAT rebinding): its ESP goes there.
+    fn peer_moved(&mut self, tunnel_id: u32, remote: SocketAddrV4) -> Result<(), String>;
 }
 
 /// What the datapath saw of the peers since the last look (IKE SPIs).
@@ -74,6 +78,9 @@ pub struct IkeShared<S> {
     pub sessions: Option<Mutex<S>>,
     /// Initiator SPIs of our own outgoing IKE SAs, and who handles them.
     pub initiators: Mutex<HashMap<u64, mpsc::Sender<Inbound>>>,
+    /// Told why, when the session of a tunnel id ends (a spoke's dial to
+    /// its hub waits on it once the engine has the SA).
+    pub watchers: Mutex<HashMap<u32, tokio::sync::oneshot::Sender<String>>>,
 }
 
 impl<S> IkeShared<S> {
@@ -83,6 +90,11 @@ impl<S> IkeShared<S> {
 
     pub fn unregister_initiator(&self, spi_i: u64) {
         lock(&self.initiators).remove(&spi_i);
+    }
+
+    /// `tx` hears the reason when the session of `tunnel_id` ends.
+    pub fn watch_session(&self, tunnel_id: u32, tx: tokio::sync::oneshot::Sender<String>) {
+        lock(&self.watchers).insert(tunnel_id, tx);
     }
 
     /// Lets the uplink filter pass ESP for a new inbound SA (it drops ESP
@@ -397,84 +409,196 @@ pub async fn apply<S: SessionLayer>(
     sockets: &IkeSockets,
     actions: Vec<Action>,
 ) {
-    // New CHILD_SAs go into the datapath before the IKE_AUTH response
-    // leaves: the initiator may send ESP as soon as it has the response.
-    // Their keys are logged before either.
-    let (ups, rest): (Vec<Action>, Vec<Action>) = actions
-        .into_iter()
-        .partition(|a| matches!(a, Action::KeysDerived(_) | Action::ChildUp(_)));
-    for action in ups.into_iter().chain(rest) {
-        match action {
-            Action::KeysDerived(keys) => sockets.log_keys(&keys),
-            Action::Send {
+    // Events in their order (an older session of the same peer goes
+    // before its replacement comes), then the datagrams: new CHILD_SAs are
+    // in the datapath before the response that creates them leaves, since
+    // the peer may send ESP as soon as it has it.
+    let mut actions = actions;
+    // A session the datapath refused is ended, not left dead: its DELETE
+    // and teardown are one more round (they create nothing, so two rounds
+    // at most).
+    for _ in 0..2 {
+        let (sends, events): (Vec<Action>, Vec<Action>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::Send { .. }));
+        let mut refused = Vec::new();
+        for action in events {
+            match action {
+                Action::KeysDerived(keys) => sockets.log_keys(&keys),
+                Action::ChildUp(child) => {
+                    if !child_up(shared, &child) {
+                        refused.push(child.ike_spi);
+                    }
+                }
+                other => session_event(shared, other),
+            }
+        }
+        for action in sends {
+            if let Action::Send {
                 local,
                 remote,
                 packet,
-            } => {
-                if let Err(e) = sockets.send(local.port(), remote, &packet).await {
-                    tracing::warn!(%remote, error = %e, "sending an IKE message failed");
-                }
+            } = action
+                && let Err(e) = sockets.send(local.port(), remote, &packet).await
+            {
+                tracing::warn!(%remote, error = %e, "sending an IKE message failed");
             }
-            Action::ChildUp(child) => {
-                shared.allow_spi(child.spi_in);
-                tracing::info!(
-                    peer = %child.remote,
-                    spi_in = format_args!("{:#010x}", child.spi_in),
-                    spi_out = format_args!("{:#010x}", child.spi_out),
-                    mode = ?child.mode,
-                    encap = child.encap.is_some(),
-                    "CHILD_SA installed"
-                );
-                if let Some(sessions) = &shared.sessions
-                    && let Err(e) = SessionLayer::child_up(&mut *lock(sessions), &child)
-                {
-                    tracing::error!(peer = %child.remote, error = %e, "no virtual-access for the session: its traffic cannot flow");
-                }
+        }
+        if refused.is_empty() {
+            return;
+        }
+        let mut engine = lock(&shared.engine);
+        let mut pools = lock(&shared.pools);
+        actions = refused
+            .into_iter()
+            .flat_map(|spi| {
+                engine.delete(
+                    spi,
+                    "the datapath refused its CHILD_SA",
+                    &mut PoolsRef(&mut pools),
+                )
+            })
+            .collect();
+    }
+}
+
+/// A new CHILD_SA (or a rekey's): its SPI into the uplink filter, its pair
+/// into the datapath. False if the datapath refused it.
+fn child_up<S: SessionLayer>(shared: &IkeShared<S>, child: &ChildSaParams) -> bool {
+    shared.allow_spi(child.spi_in);
+    if let Some(old) = child.replaces {
+        tracing::info!(
+            "%IKEV2-5-CHILD_REKEY: CHILD_SA rekeyed. Peer {} SPI in {old:#010x} -> {:#010x} ({})",
+            child.remote,
+            child.spi_in,
+            if child.initiator {
+                "initiated"
+            } else {
+                "answered"
             }
-            Action::ChildDown {
-                spi_in, spi_out, ..
-            } => {
-                if let Some(sessions) = &shared.sessions {
-                    lock(sessions).child_down(spi_in);
-                }
-                shared.forget_spi(spi_in);
-                tracing::info!(
-                    spi_in = format_args!("{spi_in:#010x}"),
-                    spi_out = format_args!("{spi_out:#010x}"),
-                    "CHILD_SA removed"
-                );
+        );
+    }
+    tracing::info!(
+        peer = %child.remote,
+        spi_in = format_args!("{:#010x}", child.spi_in),
+        spi_out = format_args!("{:#010x}", child.spi_out),
+        mode = ?child.mode,
+        encap = child.encap.is_some(),
+        "CHILD_SA installed"
+    );
+    if let Some(sessions) = &shared.sessions
+        && let Err(e) = SessionLayer::child_up(&mut *lock(sessions), child)
+    {
+        tracing::error!(peer = %child.remote, error = %e, "the datapath refused the CHILD_SA: ending the session so that the peer dials again");
+        shared.forget_spi(child.spi_in);
+        return false;
+    }
+    true
+}
+
+/// What an action means for the sessions, the uplink filter and the log.
+fn session_event<S: SessionLayer>(shared: &IkeShared<S>, action: Action) {
+    match action {
+        Action::KeysDerived(_) | Action::Send { .. } => {}
+        Action::ChildUp(child) => {
+            child_up(shared, &child);
+        }
+        Action::ChildDown {
+            spi_in, spi_out, ..
+        } => {
+            if let Some(sessions) = &shared.sessions {
+                lock(sessions).child_down(spi_in);
             }
-            Action::SessionUp {
-                tunnel_id,
-                peer,
-                identity,
-                profile,
-                address,
-            } => {
-                let address = address.map_or_else(|| "none".to_owned(), |a| a.to_string());
-                tracing::info!(
-                    "%CRYPTO-5-SESSION_STATUS: Crypto tunnel is UP. Peer {peer} Id: {identity} Profile: {profile} Assigned: {address} Tunnel-id: {tunnel_id}"
-                );
+            shared.forget_spi(spi_in);
+            tracing::info!(
+                spi_in = format_args!("{spi_in:#010x}"),
+                spi_out = format_args!("{spi_out:#010x}"),
+                "CHILD_SA removed"
+            );
+        }
+        Action::SessionUp {
+            tunnel_id,
+            peer,
+            identity,
+            profile,
+            address,
+        } => {
+            let address = address.map_or_else(|| "none".to_owned(), |a| a.to_string());
+            tracing::info!(
+                "%CRYPTO-5-SESSION_STATUS: Crypto tunnel is UP. Peer {peer} Id: {identity} Profile: {profile} Assigned: {address} Tunnel-id: {tunnel_id}"
+            );
+        }
+        Action::SessionDown {
+            tunnel_id,
+            peer,
+            identity,
+            reason,
+        } => {
+            if let Some(sessions) = &shared.sessions {
+                lock(sessions).session_down(tunnel_id);
             }
-            Action::SessionDown {
-                tunnel_id,
-                peer,
-                identity,
-                reason,
-            } => {
-                if let Some(sessions) = &shared.sessions {
-                    lock(sessions).session_down(tunnel_id);
-                }
-                let identity = identity.unwrap_or_else(|| "unknown".to_owned());
-                tracing::info!(
-                    "%CRYPTO-5-SESSION_STATUS: Crypto tunnel is DOWN. Peer {peer} Id: {identity} Tunnel-id: {tunnel_id} Reason: {reason}"
-                );
+            if let Some(tx) = lock(&shared.watchers).remove(&tunnel_id) {
+                let _ = tx.send(reason.clone());
             }
-            Action::Refused { peer, reason } => {
-                tracing::warn!("%IKEV2-5-REFUSED: Peer {peer}: {reason}");
+            let identity = identity.unwrap_or_else(|| "unknown".to_owned());
+            tracing::info!(
+                "%CRYPTO-5-SESSION_STATUS: Crypto tunnel is DOWN. Peer {peer} Id: {identity} Tunnel-id: {tunnel_id} Reason: {reason}"
+            );
+        }
+        Action::Refused { peer, reason } => {
+            tracing::warn!("%IKEV2-5-REFUSED: Peer {peer}: {reason}");
+        }
+        Action::IkeRekeyed {
+            tunnel_id,
+            peer,
+            old_spi,
+            new_spi,
+            initiated,
+        } => {
+            if let Some(sessions) = &shared.sessions {
+                lock(sessions).ike_rekeyed(tunnel_id, new_spi);
+            }
+            tracing::info!(
+                "%IKEV2-5-IKE_REKEY: IKE SA rekeyed. Peer {peer} SPI {old_spi:016x} -> {new_spi:016x} ({})",
+                if initiated { "initiated" } else { "answered" }
+            );
+        }
+        Action::PeerMoved {
+            tunnel_id,
+            from,
+            to,
+        } => {
+            tracing::info!("%IKEV2-5-PEER_MOVED: Peer {from} moved to {to}");
+            if let Some(sessions) = &shared.sessions
+                && let Err(e) = lock(sessions).peer_moved(tunnel_id, to)
+            {
+                tracing::error!(peer = %to, error = %e, "the datapath could not follow the peer: its ESP still goes to {from}");
             }
         }
     }
+}
+
+/// What the datapath says of a CHILD_SA: a lifetime ran out (rekey it, or
+/// it is gone), or its peer's ESP comes from a new endpoint (follow it).
+pub async fn sa_event<S: SessionLayer>(
+    shared: &IkeShared<S>,
+    sockets: &IkeSockets,
+    event: &crate::iface::DatapathEvent,
+) {
+    use crate::iface::DatapathEvent;
+    let now = Instant::now();
+    let actions = {
+        let mut engine = lock(&shared.engine);
+        match *event {
+            DatapathEvent::SaExpired { spi_in, hard, .. } => {
+                let mut pools = lock(&shared.pools);
+                engine.child_expired(spi_in, hard, now, &mut PoolsRef(&mut pools))
+            }
+            DatapathEvent::PeerMoved { spi_in, remote, .. } => engine.esp_moved(spi_in, remote),
+            DatapathEvent::Hairpin(_) | DatapathEvent::Nhrp { .. } => Vec::new(),
+        }
+    };
+    apply(shared, sockets, actions).await;
 }
 
 /// Deletes one accepted IKE SA (DELETE to its peer) and takes its

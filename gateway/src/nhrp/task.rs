@@ -390,10 +390,10 @@ impl Nhrp {
                 let actions = shortcuts.on_packet(now, va, &packet);
                 self.carry_out(shortcuts, actions);
             }
-            // A spoke's own hairpins (shortcut to hub) are not redirected.
-            (Machine::Spoke { .. }, DatapathEvent::Hairpin(_)) => {}
+            // A spoke's own hairpins (shortcut to hub) are not redirected;
             // SA events are the IKE task's (the daemon sends them there).
-            (_, DatapathEvent::SaExpired { .. } | DatapathEvent::PeerMoved { .. }) => {}
+            (Machine::Spoke { .. }, DatapathEvent::Hairpin(_))
+            | (_, DatapathEvent::SaExpired { .. } | DatapathEvent::PeerMoved { .. }) => {}
         }
     }
 

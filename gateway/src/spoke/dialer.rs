@@ -11,7 +11,7 @@ use std::{
 use tokio::sync::{mpsc, watch};
 
 use super::{
-    exchange::{Ended, dial, keep_alive, say_goodbye},
+    exchange::{Ended, dial, say_goodbye},
     hub::{SpokeTunnel, keys_for},
 };
 use crate::{
@@ -191,29 +191,32 @@ impl ShortcutDialer {
             established.peer_identity,
         );
         let _ = report.send(ShortcutEvent::Up { nbma, va });
-        let ended = keep_alive(
-            &sockets,
-            &mut stop,
-            &mut initiator,
-            &mut rx,
-            self.dpd,
-            &peer,
-            || {},
-        )
-        .await;
-        let reason = match &ended {
-            Ended::Shutdown => {
-                say_goodbye(&sockets, &mut initiator, &mut rx).await;
-                "closed".to_owned()
-            }
-            Ended::Lost(r) => r.clone(),
+        // The engine answers the peer's requests, checks liveness and
+        // rekeys from here; we wait for the session to end, or stop.
+        let (tx, mut ended) = tokio::sync::oneshot::channel();
+        ike.watch_session(tunnel_id, tx);
+        let ike_spi = {
+            let mut engine = ike.engine.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            initiator
+                .take_sa(&established, Some(self.dpd), now)
+                .map(|sa| {
+                    let spi = sa.keymat.our_spi();
+                    engine.adopt(sa, now);
+                    spi
+                })
         };
         ike.unregister_initiator(spi_i);
-        sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .child_down(child.spi_in);
-        ike.forget_spi(child.spi_in);
+        let reason = tokio::select! {
+            reason = &mut ended => reason.unwrap_or_else(|_| "the IKE task stopped".into()),
+            _ = stop.changed() => {
+                if let Some(spi) = ike_spi {
+                    crate::ike::task::delete_session(&ike, &sockets, spi, "closed").await;
+                }
+                "closed".to_owned()
+            }
+        };
+        // The session's end took its interface (`Sessions::session_down`).
         tracing::info!(
             "%CRYPTO-5-SESSION_STATUS: Crypto tunnel is DOWN. Peer {nbma} Interface: {va} Reason: {reason}"
         );

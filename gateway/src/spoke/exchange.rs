@@ -1,6 +1,7 @@
 //! The IKE exchanges of a tunnel this spoke dials, to its hub or to
-//! another spoke: IKE_SA_INIT and IKE_AUTH with retransmissions, liveness
-//! checks and the peer's requests while up, and the DELETE on the way out.
+//! another spoke: IKE_SA_INIT and IKE_AUTH with retransmissions, and the
+//! DELETE when the tunnel cannot be used. Once up, the SA is the engine's
+//! (`Engine::adopt`): it answers the peer, checks liveness and rekeys.
 
 use std::{net::SocketAddrV4, time::Duration};
 
@@ -92,74 +93,4 @@ pub(super) async fn say_goodbye(
         send(sockets, initiator.endpoints(), &request).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
     }
-}
-
-/// Liveness checks (RFC 7296 section 2.4) and requests from the peer,
-/// until the peer is gone, deletes us, or we stop. `answered` runs on
-/// each answered check.
-pub(super) async fn keep_alive(
-    sockets: &IkeSockets,
-    shutdown: &mut tokio::sync::watch::Receiver<bool>,
-    initiator: &mut Initiator,
-    rx: &mut mpsc::Receiver<Inbound>,
-    (dpd_interval, dpd_retry): (Duration, Duration),
-    peer: &str,
-    mut answered: impl FnMut(),
-) -> Ended {
-    let mut next_check = tokio::time::Instant::now() + dpd_interval;
-    let mut outstanding: Option<(Vec<u8>, u32, tokio::time::Instant)> = None;
-    let endpoints = initiator.endpoints();
-    loop {
-        let deadline = outstanding.as_ref().map_or(next_check, |o| o.2);
-        tokio::select! {
-            _ = shutdown.changed() => return Ended::Shutdown,
-            () = tokio::time::sleep_until(deadline) => {
-                match &mut outstanding {
-                    None => match initiator.informational(&[]) {
-                        Ok(request) => {
-                            send(sockets, endpoints, &request).await;
-                            outstanding = Some((request, 1, tokio::time::Instant::now() + dpd_retry));
-                        }
-                        Err(e) => return Ended::Lost(format!("liveness check: {e}")),
-                    },
-                    Some((request, tries, at)) => {
-                        if *tries >= ATTEMPTS {
-                            return Ended::Lost(format!(
-                                "{peer} did not answer {ATTEMPTS} liveness checks (DPD)"
-                            ));
-                        }
-                        send(sockets, endpoints, request).await;
-                        *tries += 1;
-                        *at = tokio::time::Instant::now() + dpd_retry;
-                    }
-                }
-            }
-            got = rx.recv() => {
-                let Some(inbound) = got else { return Ended::Shutdown };
-                if is_response(&inbound.datagram) {
-                    if initiator.informational_response(&inbound.datagram).is_ok() {
-                        outstanding = None;
-                        next_check = tokio::time::Instant::now() + dpd_interval;
-                        answered();
-                    }
-                    continue;
-                }
-                match initiator.respond(&inbound.datagram) {
-                    Ok((response, payloads)) => {
-                        send(sockets, endpoints, &response).await;
-                        let deleted = payloads.iter().any(|p| matches!(p, Payload::Delete(d) if d.protocol == ProtocolId::Ike || d.protocol == ProtocolId::Esp));
-                        if deleted {
-                            return Ended::Lost(format!("{peer} deleted the session"));
-                        }
-                    }
-                    Err(e) => tracing::debug!(error = %e, "request from {peer} not understood"),
-                }
-            }
-        }
-    }
-}
-
-/// The R flag of an IKE header (RFC 7296 section 3.1).
-fn is_response(datagram: &[u8]) -> bool {
-    datagram.get(19).is_some_and(|f| f & 0x20 != 0)
 }

@@ -12,7 +12,7 @@ use std::{
 use gateway_report::tunnels::TunnelStatus;
 use tokio::sync::mpsc;
 
-use super::exchange::{Ended, dial, keep_alive, say_goodbye};
+use super::exchange::{Ended, dial, say_goodbye};
 use crate::{
     config::{Config, Tunnel},
     iface::{Datapath, Route, SaPair, VaId, VirtualAccessSpec},
@@ -84,9 +84,11 @@ impl SpokeTunnel {
                     // The userspace datapath carries ESP in UDP only.
                     force_encapsulation: true,
                     route_set: profile.route_set.clone(),
-                    tunnel_id: u32::from(*n),
+                    // Apart from the engine's own tunnel ids (1 up).
+                    tunnel_id: VaId::tunnel(*n).raw(),
                     profile: profile.name.clone(),
                     virtual_template: profile.virtual_template,
+                    rekey: profile.rekey,
                 },
                 dpd_interval: Duration::from_secs(u64::from(interval.max(1))),
                 dpd_retry: Duration::from_secs(u64::from(retry.max(1))),
@@ -205,20 +207,84 @@ impl SpokeRunner {
                 return ended;
             }
         };
-        let ended = match self.bring_up(&established) {
-            Ok(routes) => {
-                let ended = self.keep_alive(&mut initiator, &mut rx).await;
-                let spi_in = established.child.as_ref().map(|c| c.spi_in);
-                self.take_down(&routes, spi_in);
-                ended
+        let routes = match self.bring_up(&established) {
+            Ok(routes) => routes,
+            Err(e) => {
+                say_goodbye(&self.sockets, &mut initiator, &mut rx).await;
+                self.ike.unregister_initiator(spi_i);
+                return Ended::Lost(format!("the datapath refused the tunnel: {e}"));
             }
-            Err(e) => Ended::Lost(format!("the datapath refused the tunnel: {e}")),
         };
-        if matches!(ended, Ended::Shutdown) {
-            say_goodbye(&self.sockets, &mut initiator, &mut rx).await;
-        }
+        // From here the engine answers the hub's requests on the SA, checks
+        // liveness and rekeys it; we wait for the session to end.
+        let (tx, ended_rx) = tokio::sync::oneshot::channel();
+        let tunnel_id = self.tunnel.initiator.tunnel_id;
+        self.ike.watch_session(tunnel_id, tx);
+        let dpd = Some((self.tunnel.dpd_interval, self.tunnel.dpd_retry));
+        let ike_spi = {
+            let mut engine = self
+                .ike
+                .engine
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let sa = initiator.take_sa(&established, dpd, Instant::now());
+            let spi = sa.as_ref().map(|sa| sa.keymat.our_spi());
+            if let Some(sa) = sa {
+                engine.adopt(sa, Instant::now());
+            }
+            spi
+        };
         self.ike.unregister_initiator(spi_i);
+        if let (Some(sessions), Some(child)) = (&self.ike.sessions, &established.child) {
+            sessions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .attach(self.tunnel.va(), tunnel_id, child);
+        }
+        let ended = self.wait_for_end(ended_rx).await;
+        if matches!(ended, Ended::Shutdown)
+            && let Some(spi) = ike_spi
+        {
+            crate::ike::task::delete_session(&self.ike, &self.sockets, spi, "shutting down").await;
+        }
+        let spis = self.ike.sessions.as_ref().map(|s| {
+            let mut s = s.lock().unwrap_or_else(PoisonError::into_inner);
+            let spis = s.spis_of(self.tunnel.va());
+            s.session_down(tunnel_id);
+            spis
+        });
+        self.take_down(&routes, &spis.unwrap_or_default());
         ended
+    }
+
+    /// Until the engine ends the session (the hub deleted it, it stopped
+    /// answering) or we stop; the status shows how long it has been up.
+    async fn wait_for_end(&mut self, mut ended: tokio::sync::oneshot::Receiver<String>) -> Ended {
+        let up = Instant::now();
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                reason = &mut ended => {
+                    return Ended::Lost(reason.unwrap_or_else(|_| "the IKE task stopped".into()));
+                }
+                _ = self.shutdown.changed() => return Ended::Shutdown,
+                _ = tick.tick() => {
+                    // Rekeys change the SPIs under the status.
+                    let pair = self.ike.sessions.as_ref().and_then(|s| {
+                        s.lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .newest_pair(self.tunnel.va())
+                    });
+                    self.set_status(|s| {
+                        s.up_seconds = up.elapsed().as_secs();
+                        if let Some((spi_in, spi_out)) = pair {
+                            s.spi_in = Some(spi_in);
+                            s.spi_out = Some(spi_out);
+                        }
+                    });
+                }
+            }
+        }
     }
 
     async fn dial(
@@ -276,6 +342,7 @@ impl SpokeRunner {
             remote: child.remote,
             esn: child.esp.esn,
             lifetime: child.lifetime,
+            defer_outbound: false,
         };
         if let Err(e) = self.datapath.install_sa(&sa) {
             let _ = self.datapath.remove_virtual_access(va);
@@ -349,12 +416,12 @@ impl SpokeRunner {
         }
     }
 
-    fn take_down(&self, routes: &[Route], spi_in: Option<u32>) {
+    fn take_down(&self, routes: &[Route], spis: &[u32]) {
         let va = self.tunnel.va();
         self.tell_route_watch(routes, false);
         self.share_address(None);
-        if let Some(spi) = spi_in {
-            self.ike.forget_spi(spi);
+        for spi in spis {
+            self.ike.forget_spi(*spi);
         }
         for r in routes.iter().rev() {
             let _ = self.datapath.remove_route(r);
@@ -364,32 +431,5 @@ impl SpokeRunner {
             "%LINEPROTO-5-UPDOWN: Line protocol on Interface {}, changed state to down",
             self.tunnel.name()
         );
-    }
-
-    /// Liveness checks (RFC 7296 section 2.4) and requests from the hub,
-    /// until the hub is gone, deletes us, or we stop.
-    async fn keep_alive(
-        &mut self,
-        initiator: &mut Initiator,
-        rx: &mut mpsc::Receiver<Inbound>,
-    ) -> Ended {
-        let up = Instant::now();
-        let status = self.status.clone();
-        let dpd = (self.tunnel.dpd_interval, self.tunnel.dpd_retry);
-        keep_alive(
-            &self.sockets,
-            &mut self.shutdown,
-            initiator,
-            rx,
-            dpd,
-            "the hub",
-            || {
-                status
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .up_seconds = up.elapsed().as_secs();
-            },
-        )
-        .await
     }
 }

@@ -331,6 +331,47 @@ fn spoke_nhrp_parts(k: usize, nhrp: &NhrpSpec) -> (String, String, String) {
     (profile, tunnel, template)
 }
 
+/// A second hub profile, `[ikev2.profile.NAME]`, for exactly the peer
+/// identities `fqdn:` each of `identities` (more specific than the lab's
+/// `any` profile, so it wins for them), otherwise like the lab's profile
+/// (keyring, pool, template, routes) but without DPD, plus `extra` (e.g.
+/// lifetimes: `lifetime = 120`). Append it to the hub's config
+/// ([`FlexLab::append_config`](super::FlexLab::append_config)).
+pub fn hub_profile_section(name: &str, identities: &[&str], extra: &str) -> String {
+    let matches: Vec<String> = identities.iter().map(|i| format!("\"fqdn:{i}\"")).collect();
+    format!(
+        r#"
+# Written by integration::flex_lab: a profile of its own for {ids}.
+[ikev2.profile.{name}]
+match_identity_remote = [{list}]
+local_identity = "fqdn:{HUB_IDENTITY}"
+authentication_local = "pre-share"
+authentication_remote = "pre-share"
+keyring = "Flex_key"
+pool = "FlexSpokes"
+virtual_template = 1
+route_set = ["192.168.0.0/16", "10.1.1.0/24"]
+route_accept = true
+{extra}
+"#,
+        ids = identities.join(", "),
+        list = matches.join(", "),
+    )
+}
+
+/// `config` with `lines` put at the top of its `[ikev2.profile.PROFILE]`
+/// table (right after the header, where they cannot end up in another
+/// table); `None` if the config has no such table.
+pub fn with_profile_lines(config: &str, profile: &str, lines: &str) -> Option<String> {
+    let header = format!("[ikev2.profile.{profile}]\n");
+    let at = config.find(&header)? + header.len();
+    let mut lines = lines.to_owned();
+    if !lines.ends_with('\n') {
+        lines.push('\n');
+    }
+    Some(format!("{}{lines}{}", &config[..at], &config[at..]))
+}
+
 /// The strongSwan spoke: PSK, a virtual IP from the hub's pool, tunnel mode
 /// to the hub's LANs and the tunnel addresses, aes256gcm16.
 pub fn strongswan_spoke_params() -> SpokeParams {
@@ -398,6 +439,22 @@ pub fn reference_spoke_params(k: usize) -> SpokeParams {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profile_lines_and_sections() {
+        let dir = Path::new("/tmp/lab");
+        let hub = hub_config("u", dir);
+        let text = with_profile_lines(&hub, "Flex_IKEv2", "lifetime = 120").unwrap();
+        assert!(text.contains("[ikev2.profile.Flex_IKEv2]\nlifetime = 120\nmatch_identity_remote"));
+        assert_eq!(with_profile_lines(&hub, "Nope", "x = 1"), None);
+        let section = hub_profile_section("Short", &["a.example", "b.example"], "lifetime = 120");
+        assert!(section.contains("[ikev2.profile.Short]\n"), "{section}");
+        assert!(
+            section.contains(r#"match_identity_remote = ["fqdn:a.example", "fqdn:b.example"]"#),
+            "{section}"
+        );
+        assert!(section.contains("\nlifetime = 120\n") && !section.contains("dpd"));
+    }
 
     #[test]
     fn nhrp_configs_only_add_to_the_plain_ones() {

@@ -140,12 +140,14 @@ impl FlexLab {
         };
 
         Ok(FlexLab {
+            swans: Vec::new(),
             swan,
             spokes,
             hub,
             hub_port,
             wan,
             gateway_bin: gateway_bin.to_owned(),
+            kernel_datapath: spec.kernel_datapath,
             lab,
         })
     }
@@ -161,7 +163,29 @@ impl FlexLab {
         if self.swan.is_some() {
             self.start_strongswan()?;
         }
+        for i in 0..self.swans.len() {
+            self.start_swan(super::SwanId(i))?;
+        }
         Ok(())
+    }
+
+    /// Rewrites the config file of the hub or an own spoke with `edit`
+    /// (before its gateway starts, or before a restart).
+    pub fn edit_config(
+        &self,
+        which: super::Which,
+        edit: impl FnOnce(String) -> Result<String>,
+    ) -> Result<()> {
+        let path = self.config_path(which)?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        write(path, &edit(text)?)
+    }
+
+    /// Appends `text` (e.g. [`hub_profile_section`](super::hub_profile_section))
+    /// to the config of the hub or an own spoke.
+    pub fn append_config(&self, which: super::Which, text: &str) -> Result<()> {
+        self.edit_config(which, |config| Ok(config + text))
     }
 
     /// Starts the hub's gateway (waits until its control socket answers).
@@ -218,16 +242,7 @@ impl FlexLab {
         let charon =
             Charon::start(&swan.netns, &dir, &config).context("starting the strongSwan spoke")?;
         charon.load_all()?;
-        let mut last = None;
-        for _ in 0..SWAN_INITIATE_ATTEMPTS {
-            match charon.initiate(&swan.params.name, &swan.params.child) {
-                Ok(()) => {
-                    last = None;
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
+        let last = initiate(&charon, &swan.params.name, &swan.params.child).err();
         swan.charon = Some(charon);
         if let Some(e) = last {
             return Err(e.context(format!(
@@ -272,7 +287,7 @@ impl FlexLab {
         charon.initiate(&params.name, &params.child)?;
         Ok((hub, charon))
     }
-    fn hub_log_tail(&self) -> String {
+    pub(super) fn hub_log_tail(&self) -> String {
         log_tail("the hub's gateway", self.hub.gateway.as_ref())
     }
 
@@ -285,7 +300,11 @@ impl FlexLab {
                 spoke.gateway.as_ref(),
             ));
         }
-        if let Some(charon) = self.strongswan() {
+        let swans = self
+            .strongswan()
+            .into_iter()
+            .chain(self.swans.iter().filter_map(|s| s.charon.as_ref()));
+        for charon in swans {
             let _ = write!(
                 out,
                 "----- {} (tail) -----\n{}\n",
@@ -336,7 +355,21 @@ fn gateway_box(
         port,
     ))
 }
-fn write(path: &Path, text: &str) -> Result<()> {
+/// `swanctl --initiate` up to [`SWAN_INITIATE_ATTEMPTS`] times (the hub's
+/// IKE rate limit and its start-up may refuse the first one); the last
+/// error if none worked.
+pub(super) fn initiate(charon: &Charon, ike: &str, child: &str) -> Result<()> {
+    let mut last = None;
+    for _ in 0..SWAN_INITIATE_ATTEMPTS {
+        match charon.initiate(ike, child) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt to initiate {ike}/{child}")))
+}
+
+pub(super) fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 

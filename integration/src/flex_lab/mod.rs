@@ -52,24 +52,36 @@
 //!   their logs, [`ready`];
 //! - `show`: `gateway show ...`, its answers read as the gateway's own
 //!   report types (`gateway_report`), and [`nonzero_counters`];
+//! - `rekey`: rekeys counted in the logs, and whether the SAs' views hold
+//!   only the current SPIs ([`SpiWatch`]);
+//! - `swans`: more strongSwan spokes ([`FlexLab::add_swan`]), also behind
+//!   a NAT namespace whose port mapping a test can change;
 //! - `traffic`: [`ping`] and [`iperf3`];
 //! - `capture`: what the hub's uplink carries ([`check_uplink_capture`]).
 
 mod capture;
 mod configs;
 mod lifecycle;
+mod rekey;
 mod show;
+mod swans;
 mod topology;
 mod traffic;
 
 pub use capture::{INNER_PREFIXES, UplinkSummary, check_uplink_capture, classify_uplink};
 pub use configs::{
     BGP_ASN, DMVPN_LAN, frr_lan_hub_config, frr_spoke_config, hub_bgp_section, hub_config,
-    hub_config_nhrp, hub_config_with, reference_spoke_params, spoke_bgp_section, spoke_config,
-    spoke_config_nhrp, spoke_config_with, strongswan_spoke_params, swanctl_reference_hub,
+    hub_config_nhrp, hub_config_with, hub_profile_section, reference_spoke_params,
+    spoke_bgp_section, spoke_config, spoke_config_nhrp, spoke_config_with, strongswan_spoke_params,
+    swanctl_reference_hub, with_profile_lines,
 };
 pub use lifecycle::{missing_tools, ready};
+pub use rekey::{
+    CHILD_REKEY_LOG, IKE_REKEY_LOG, PEER_MOVED_LOG, RekeyCounts, SpiSnapshot, SpiWatch,
+    gateway_child_rekey_spis, gateway_rekeys, parse_spi, strongswan_rekeys,
+};
 pub use show::nonzero_counters;
+pub use swans::{SwanId, SwanSpec, nat_ruleset};
 pub use topology::{
     BgpSpec, FlexLab, HUB_ADDRESS, HUB_IDENTITY, HUB_LAN_GATEWAY, HUB_LAN_HOST, HUB_TUNNEL_ADDRESS,
     LabSpec, MAX_OWN_SPOKES, NhrpSpec, POOL_FIRST, POOL_LAST, PSK, STRONGSWAN_ADDRESS,
@@ -77,8 +89,8 @@ pub use topology::{
     spoke_lan_prefix,
 };
 pub use traffic::{
-    IPERF_PORT, PingResult, Rtt, human_rate, iperf3, iperf3_streams, parse_iperf3_json, parse_ping,
-    ping, ping_from, wait_ping,
+    FlowResult, IPERF_PORT, PingFlow, PingResult, Reply, Rtt, human_rate, iperf3, iperf3_streams,
+    parse_iperf3_json, parse_ping, parse_ping_replies, ping, ping_flow, ping_from, wait_ping,
 };
 
 use topology::{GatewayBox, SwanSpoke, router_sysctls};

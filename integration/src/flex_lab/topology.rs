@@ -191,6 +191,8 @@ pub(super) struct SwanSpoke {
 /// then the hub) and removes the namespaces.
 pub struct FlexLab {
     // Field order is drop order: daemons before their namespaces.
+    /// The strongSwan spokes added with [`FlexLab::add_swan`].
+    pub(super) swans: Vec<super::swans::ExtraSwan>,
     pub(super) swan: Option<SwanSpoke>,
     pub(super) spokes: Vec<GatewayBox>,
     pub(super) hub: GatewayBox,
@@ -198,6 +200,8 @@ pub struct FlexLab {
     pub(super) hub_port: Link,
     pub(super) wan: Netns,
     pub(super) gateway_bin: PathBuf,
+    /// [`LabSpec::kernel_datapath`]: strongSwan spokes use the kernel's XFRM.
+    pub(super) kernel_datapath: bool,
     pub(super) lab: Lab,
 }
 

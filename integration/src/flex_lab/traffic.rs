@@ -161,6 +161,143 @@ pub fn parse_ping(text: &str) -> Option<PingResult> {
     })
 }
 
+// ---- a ping in the background ----------------------------------------------
+
+/// A `ping` flow running in the background ([`ping_flow`]): every reply
+/// with its time, to see when a path stopped and started again.
+pub struct PingFlow {
+    proc: crate::Proc,
+    bound: Duration,
+    line: String,
+}
+
+/// One echo reply of a [`PingFlow`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reply {
+    pub seq: u32,
+    /// When it arrived, in seconds since the Unix epoch (`ping -D`).
+    pub received_at: f64,
+    /// Its round-trip time in milliseconds.
+    pub rtt_ms: f64,
+}
+
+impl Reply {
+    /// When its echo request left, in seconds since the Unix epoch.
+    pub fn sent_at(&self) -> f64 {
+        self.received_at - self.rtt_ms / 1000.0
+    }
+}
+
+/// What a [`PingFlow`] saw.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowResult {
+    pub summary: PingResult,
+    pub replies: Vec<Reply>,
+}
+
+impl FlowResult {
+    /// Echo requests that got no answer.
+    pub fn lost(&self) -> u32 {
+        self.summary
+            .transmitted
+            .saturating_sub(self.summary.received)
+    }
+
+    /// The first reply to an echo sent after `at` (Unix seconds).
+    pub fn first_reply_sent_after(&self, at: f64) -> Option<&Reply> {
+        self.replies.iter().find(|r| r.sent_at() > at)
+    }
+
+    /// The sequence numbers that got no reply, each with about when it was
+    /// sent (Unix seconds, from its neighbours' replies), to set beside the
+    /// logs' timestamps.
+    pub fn missing(&self) -> Vec<(u32, f64)> {
+        let mut out = Vec::new();
+        for w in self.replies.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            let gap = b.seq.saturating_sub(a.seq);
+            for k in 1..gap {
+                let t = a.sent_at() + (b.sent_at() - a.sent_at()) * f64::from(k) / f64::from(gap);
+                out.push((a.seq + k, t));
+            }
+        }
+        out
+    }
+
+    /// The longest time between two replies in a row.
+    pub fn longest_gap(&self) -> Duration {
+        self.replies
+            .windows(2)
+            .map(|w| w[1].received_at - w[0].received_at)
+            .fold(Duration::ZERO, |m, g| {
+                m.max(Duration::from_secs_f64(g.max(0.0)))
+            })
+    }
+}
+
+/// Starts `ping -D -c COUNT -i INTERVAL` from `from` to `to` in the
+/// background (root may send faster than every 0.2 s). [`PingFlow::finish`]
+/// waits for it.
+pub fn ping_flow(from: &Netns, to: Ipv4Addr, interval: Duration, count: u32) -> Result<PingFlow> {
+    let mut command = Command::new("ping");
+    command.args(["-n", "-D", "-W", "1"]);
+    command.args(["-c", &count.max(1).to_string()]);
+    command.args(["-i", &format!("{:.3}", interval.as_secs_f64())]);
+    command.arg(to.to_string());
+    let line = format!("{} in netns {}", cmd::command_line(&command), from.name());
+    let proc = from.spawn(&command)?;
+    // Its own run time, plus the last answer's wait and some slack.
+    let bound = interval * count + Duration::from_secs(30);
+    Ok(PingFlow { proc, bound, line })
+}
+
+impl PingFlow {
+    /// Whether ping is still sending.
+    pub fn is_running(&self) -> bool {
+        self.proc.is_running()
+    }
+
+    /// Waits (bounded) for ping to end and reads what it saw.
+    pub fn finish(self) -> Result<FlowResult> {
+        if self.proc.wait_timeout(self.bound).is_err() {
+            let _ = self.proc.terminate();
+        }
+        let stdout = self.proc.stdout_text();
+        let summary = parse_ping(&stdout).with_context(|| {
+            format!(
+                "`{}` printed no summary; stdout: {}; stderr: {}",
+                self.line,
+                tail(&stdout, 2000),
+                self.proc.stderr_text().trim()
+            )
+        })?;
+        Ok(FlowResult {
+            summary,
+            replies: parse_ping_replies(&stdout),
+        })
+    }
+}
+
+/// The replies in `ping -D` output:
+/// `[1700000000.123456] 64 bytes from 192.168.0.10: icmp_seq=1 ttl=63 time=0.512 ms`.
+pub fn parse_ping_replies(text: &str) -> Vec<Reply> {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix('[')?;
+            let (stamp, rest) = rest.split_once(']')?;
+            if !rest.contains(" bytes from ") {
+                return None;
+            }
+            let field = |name: &str| rest.split_whitespace().find_map(|w| w.strip_prefix(name));
+            Some(Reply {
+                seq: field("icmp_seq=")?.parse().ok()?,
+                received_at: stamp.parse().ok()?,
+                rtt_ms: field("time=")?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
 // ---- iperf3 ----------------------------------------------------------------
 
 /// How long the iperf3 server gets to listen.
@@ -283,6 +420,27 @@ mod tests {
         assert!((r.loss_percent - 25.0).abs() < 1e-9);
         assert!((r.rtt.unwrap().max - 3.0).abs() < 1e-9);
         assert_eq!(parse_ping("ping: connect: Network is unreachable\n"), None);
+    }
+
+    #[test]
+    fn parses_timestamped_replies() {
+        let text = "PING 192.168.0.10 (192.168.0.10) 56(84) bytes of data.\n\
+                    [1700000000.100000] 64 bytes from 192.168.0.10: icmp_seq=1 ttl=63 time=0.500 ms\n\
+                    [1700000000.120000] From 172.25.1.1 icmp_seq=2 Destination Host Unreachable\n\
+                    [1700000002.500000] 64 bytes from 192.168.0.10: icmp_seq=3 ttl=63 time=1000 ms\n\n\
+                    --- 192.168.0.10 ping statistics ---\n\
+                    3 packets transmitted, 2 received, 33% packet loss, time 40ms\n";
+        let replies = parse_ping_replies(text);
+        assert_eq!(replies.len(), 2);
+        assert_eq!(replies[1].seq, 3);
+        assert!((replies[1].sent_at() - 1_700_000_001.5).abs() < 1e-6);
+        let flow = FlowResult {
+            summary: parse_ping(text).unwrap(),
+            replies,
+        };
+        assert_eq!(flow.lost(), 1);
+        assert_eq!(flow.first_reply_sent_after(1_700_000_000.2).unwrap().seq, 3);
+        assert!((flow.longest_gap().as_secs_f64() - 2.4).abs() < 1e-6);
     }
 
     #[test]

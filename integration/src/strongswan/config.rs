@@ -265,6 +265,12 @@ pub struct SpokeParams {
     /// `remote_ts`, e.g. the hub's LAN `10.1.2.0/24`.
     pub remote_ts: String,
     pub start_action: StartAction,
+    /// The IKE_SA's `rekey_time` (e.g. `60s`); `None`: swanctl's default
+    /// (4 h). A rekey, not a reauthentication (`reauth_time` stays 0).
+    pub ike_rekey_time: Option<String>,
+    /// The CHILD_SA's `rekey_time` (e.g. `20s`); `None`: swanctl's default
+    /// (1 h).
+    pub child_rekey_time: Option<String>,
 }
 
 impl SpokeParams {
@@ -288,6 +294,8 @@ impl SpokeParams {
             local_ts: None,
             remote_ts: "10.1.2.0/24".to_owned(),
             start_action: StartAction::None,
+            ike_rekey_time: None,
+            child_rekey_time: None,
         }
     }
 
@@ -320,6 +328,9 @@ pub fn swanctl_spoke(p: &SpokeParams) -> String {
     if let Some(vips) = &p.vips {
         let _ = writeln!(s, "        vips = {vips}");
     }
+    if let Some(rekey) = &p.ike_rekey_time {
+        let _ = writeln!(s, "        rekey_time = {rekey}");
+    }
     let _ = writeln!(
         s,
         "        encap = {encap}\n        \
@@ -337,6 +348,9 @@ pub fn swanctl_spoke(p: &SpokeParams) -> String {
     );
     if let Some(local_ts) = &p.local_ts {
         let _ = writeln!(s, "                local_ts = {local_ts}");
+    }
+    if let Some(rekey) = &p.child_rekey_time {
+        let _ = writeln!(s, "                rekey_time = {rekey}");
     }
     let _ = writeln!(
         s,
@@ -513,6 +527,23 @@ mod tests {
             assert!(lines.iter().any(|l| l == want), "{want} in\n{text}");
         }
         assert!(!text.contains("vips"), "{text}");
+    }
+
+    #[test]
+    fn rekey_times_go_to_the_ike_sa_and_the_child() {
+        let mut p = SpokeParams::new(Ipv4Addr::new(172, 25, 1, 2), Ipv4Addr::new(172, 25, 1, 1));
+        assert!(!swanctl_spoke(&p).contains("rekey_time"));
+        p.ike_rekey_time = Some("60s".to_owned());
+        p.child_rekey_time = Some("20s".to_owned());
+        let text = swanctl_spoke(&p);
+        assert!(text.contains("\n        rekey_time = 60s\n"), "{text}");
+        assert!(
+            text.contains("\n                rekey_time = 20s\n"),
+            "{text}"
+        );
+        let ike = text.find("rekey_time = 60s").unwrap();
+        let child = text.find("rekey_time = 20s").unwrap();
+        assert!(ike < text.find("children").unwrap() && child > text.find("children").unwrap());
     }
 
     #[test]

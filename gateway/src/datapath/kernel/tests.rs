@@ -126,6 +126,7 @@ fn sa_pair(va: VaId, local: Ipv4Addr, remote: Ipv4Addr) -> SaPair {
         remote,
         esn: false,
         lifetime: SaLifetime::default(),
+        defer_outbound: false,
     }
 }
 

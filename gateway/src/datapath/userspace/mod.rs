@@ -9,9 +9,11 @@
 //! an immutable snapshot of interfaces, routes and SAs (`tables`); the
 //! control plane changes the master copy and publishes a new snapshot.
 //! IKE messages on 4500 (behind the non-ESP marker) go to the IKE task over
-//! a channel, and IKE sends through a clone of a worker's socket.
+//! a channel, and IKE sends through a clone of a worker's socket. A
+//! housekeeping thread applies the SAs' lifetimes once a second.
 
 pub mod counters;
+pub mod housekeeping;
 pub mod process;
 pub mod tables;
 #[cfg(test)]
@@ -33,6 +35,7 @@ use tokio::sync::mpsc;
 
 use self::{
     counters::GlobalStats,
+    housekeeping::Housekeeping,
     process::{Encap, HEADROOM, Processor, TAILROOM},
     tables::{Master, Tables},
 };
@@ -78,9 +81,37 @@ fn buffer_size(mtu: u16) -> usize {
     (usize::from(mtu) + HEADROOM + TAILROOM).max(2048)
 }
 
+/// The TUN device with one queue per worker, its MTU and addresses, up.
+fn create_tun(config: &UserspaceConfig, workers: usize) -> anyhow::Result<(Tun, Netlink)> {
+    use anyhow::Context as _;
+    let tun = Tun::create(&config.tun_name, workers)
+        .with_context(|| format!("creating TUN device {}", config.tun_name))?;
+    let mut netlink = Netlink::open().context("opening a netlink socket")?;
+    let ifindex = tun.ifindex();
+    netlink
+        .set_mtu(ifindex, u32::from(config.tun_mtu))
+        .with_context(|| format!("setting the MTU of {}", config.tun_name))?;
+    for a in &config.tun_addresses {
+        netlink
+            .add_address(ifindex, *a, 32, None)
+            .with_context(|| format!("adding {a}/32 to {}", config.tun_name))?;
+    }
+    // IPv4 only: without this the host sends router solicitations into
+    // the tunnels.
+    let ipv6_off = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", config.tun_name);
+    if let Err(e) = std::fs::write(&ipv6_off, "1") {
+        tracing::debug!(path = ipv6_off, error = %e, "could not turn IPv6 off on the TUN device");
+    }
+    netlink
+        .set_link_up(ifindex)
+        .with_context(|| format!("bringing {} up", config.tun_name))?;
+    Ok((tun, netlink))
+}
+
 pub struct UserspaceDatapath {
     tables: Arc<ArcSwap<Tables>>,
-    master: Mutex<Master>,
+    /// Shared with the housekeeping thread.
+    master: Arc<Mutex<Master>>,
     netlink: Mutex<Netlink>,
     tun_ifindex: u32,
     tun_name: String,
@@ -110,27 +141,8 @@ impl UserspaceDatapath {
             .map(|_| udp::bind_reuseport(bind, config.socket_buffer))
             .collect::<std::io::Result<Vec<_>>>()
             .with_context(|| format!("binding ESP-in-UDP and IKE on {bind}"))?;
-        let tun = Tun::create(&config.tun_name, workers)
-            .with_context(|| format!("creating TUN device {}", config.tun_name))?;
-        let mut netlink = Netlink::open().context("opening a netlink socket")?;
+        let (tun, netlink) = create_tun(config, workers)?;
         let ifindex = tun.ifindex();
-        netlink
-            .set_mtu(ifindex, u32::from(config.tun_mtu))
-            .with_context(|| format!("setting the MTU of {}", config.tun_name))?;
-        for a in &config.tun_addresses {
-            netlink
-                .add_address(ifindex, *a, 32, None)
-                .with_context(|| format!("adding {a}/32 to {}", config.tun_name))?;
-        }
-        // IPv4 only: without this the host sends router solicitations into
-        // the tunnels.
-        let ipv6_off = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", config.tun_name);
-        if let Err(e) = std::fs::write(&ipv6_off, "1") {
-            tracing::debug!(path = ipv6_off, error = %e, "could not turn IPv6 off on the TUN device");
-        }
-        netlink
-            .set_link_up(ifindex)
-            .with_context(|| format!("bringing {} up", config.tun_name))?;
 
         let (ike_tx, ike_rx) = mpsc::channel(1024);
         let ike_socket = sockets[0]
@@ -165,6 +177,21 @@ impl UserspaceDatapath {
                 .context("starting a datapath worker")?;
             handles.push(handle);
         }
+        let master = Arc::new(Mutex::new({
+            let mut m = Master::default();
+            m.set_local(&config.tun_addresses);
+            m
+        }));
+        handles.push(
+            Housekeeping {
+                master: master.clone(),
+                tables: tables.clone(),
+                events: events.cloned(),
+                global: global.clone(),
+            }
+            .spawn(stop.clone())
+            .context("starting the datapath housekeeping thread")?,
+        );
         tracing::info!(
             tun = %config.tun_name,
             address = %bind,
@@ -174,11 +201,7 @@ impl UserspaceDatapath {
         );
         let dp = Arc::new(UserspaceDatapath {
             tables,
-            master: Mutex::new({
-                let mut m = Master::default();
-                m.set_local(&config.tun_addresses);
-                m
-            }),
+            master,
             netlink: Mutex::new(netlink),
             tun_ifindex: ifindex,
             tun_name: config.tun_name.clone(),
@@ -275,6 +298,8 @@ impl UserspaceDatapath {
         let handles =
             std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
         for h in handles {
+            // The housekeeping thread sleeps parked.
+            h.thread().unpark();
             let _ = h.join();
         }
     }
@@ -338,10 +363,10 @@ impl Datapath for UserspaceDatapath {
     }
 
     fn update_peer(&self, va: VaId, remote: std::net::SocketAddrV4) -> Result<(), DatapathError> {
-        // Moving the peer's endpoint (NAT rebinding) lands with issue 14.
-        Err(DatapathError::Unsupported(format!(
-            "{va}: moving the peer to {remote} is not supported by this datapath yet"
-        )))
+        let mut m = self.master();
+        m.update_peer(va, remote)?;
+        self.publish(&mut m);
+        Ok(())
     }
 
     fn add_route(&self, route: &Route) -> Result<(), DatapathError> {

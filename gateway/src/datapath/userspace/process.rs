@@ -10,7 +10,7 @@ use std::{
     collections::HashMap,
     net::{Ipv4Addr, SocketAddrV4},
     ops::Range,
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -138,11 +138,17 @@ impl Processor {
             return;
         }
         self.generation = tables.generation;
+        // An SA whose spec changed only in its peer (NAT rebinding) keeps
+        // its replay window: same `shared`, same SA.
         self.inbound.retain(|spi, ours| {
-            tables
-                .inbound
-                .get(spi)
-                .is_some_and(|spec| Arc::ptr_eq(spec, &ours.spec))
+            let Some(spec) = tables.inbound.get(spi) else {
+                return false;
+            };
+            if !Arc::ptr_eq(&spec.shared, &ours.spec.shared) {
+                return false;
+            }
+            ours.spec = spec.clone();
+            true
         });
         for (spi, spec) in &tables.inbound {
             if self.inbound.contains_key(spi) {
@@ -187,16 +193,20 @@ impl Processor {
             self.global.bump(GlobalCounter::UnknownSpi, 1);
             return FromNet::Done;
         };
-        if inbound.spec.peer != src {
-            self.global.bump(GlobalCounter::WrongEndpoint, 1);
-            return FromNet::Done;
-        }
+        // Another worker may have received this SA's packets before (the
+        // peer's 4-tuple changed): start from where it got to.
+        let shared = &inbound.spec.shared;
+        let highest = shared.highest.load(Ordering::Relaxed);
+        inbound.sa.catch_up(highest);
         let stats = inbound.spec.stats.clone();
         let from_id = inbound.spec.va;
         let esp_len = pkt.len();
         let base = pkt.as_ptr() as usize;
         let (next_header, payload) = match inbound.sa.open(pkt) {
             Ok(opened) => {
+                if opened.seq > highest {
+                    shared.highest.fetch_max(opened.seq, Ordering::Relaxed);
+                }
                 let start = opened.payload.as_ptr() as usize - base;
                 (opened.next_header, start..start + opened.payload.len())
             }
@@ -215,6 +225,22 @@ impl Processor {
         };
         stats.bump(SaCounter::RxPackets, 1);
         stats.bump(SaCounter::RxBytes, esp_len as u64);
+        if inbound.spec.peer != src {
+            // Authenticated and not a replay, from elsewhere: the peer's
+            // NAT mapping changed (RFC 7296 section 2.23). The packet is
+            // genuine, so it is delivered (as the kernel's ESP-in-UDP input
+            // does, raising a mapping event); sending moves only when the
+            // control plane calls `update_peer`.
+            self.global.bump(GlobalCounter::WrongEndpoint, 1);
+            if inbound.spec.shared.may_report_move(Instant::now()) {
+                let event = DatapathEvent::PeerMoved {
+                    va: from_id,
+                    spi_in: spi,
+                    remote: src,
+                };
+                send_event(self.events.as_ref(), &self.global, event);
+            }
+        }
         let Some(from) = tables.vas.get(&from_id) else {
             self.global.bump(GlobalCounter::NoRoute, 1);
             return FromNet::Done;
@@ -438,7 +464,7 @@ impl Processor {
                 out.stats.bump(SaCounter::TxBytes, n as u64);
                 Encap::Send {
                     packet: start..start + n,
-                    dest: out.dest,
+                    dest: to.dest,
                 }
             }
             Err(e) => {
@@ -470,7 +496,7 @@ impl Processor {
         ) {
             Ok(n) => Encap::Send {
                 packet: start..start + n,
-                dest: out.dest,
+                dest: to.dest,
             },
             Err(_) => Encap::Dropped,
         }
@@ -478,6 +504,22 @@ impl Processor {
 
     pub fn global(&self) -> &GlobalStats {
         &self.global
+    }
+}
+
+/// Hands an event to the control plane without ever waiting: a full queue
+/// loses it, counted.
+pub fn send_event(
+    events: Option<&mpsc::Sender<DatapathEvent>>,
+    global: &GlobalStats,
+    event: DatapathEvent,
+) {
+    if let Some(events) = events
+        && events.try_send(event).is_err()
+    {
+        // The report has one counter for lost events, named for the first
+        // kind (NHRP packets are counted there too).
+        global.bump(GlobalCounter::HairpinEventsLost, 1);
     }
 }
 

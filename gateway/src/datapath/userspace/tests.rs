@@ -20,7 +20,7 @@ use crate::net::ETH_P_IPV4;
 use crate::{
     datapath::wire::{gre, ipv4},
     esp::sa::{EspCipher, InboundSa, OutboundSa},
-    iface::{DatapathEvent, Route, SaLifetime, SaPair, VaId, VirtualAccessSpec},
+    iface::{DatapathError, DatapathEvent, Route, SaLifetime, SaPair, VaId, VirtualAccessSpec},
     ipsec::{Encr, Integ, Mode, SaKeys, SystemRng},
     net::Ipv4Prefix,
 };
@@ -97,7 +97,20 @@ impl Spoke {
             remote_outer: self.outer,
         })
         .unwrap();
-        m.install_sa(&SaPair {
+        m.install_sa(&self.sa_pair()).unwrap();
+        for &prefix in routes {
+            m.add_route(&Route {
+                prefix,
+                va: self.va,
+                next_hop: None,
+            })
+            .unwrap();
+        }
+    }
+
+    /// The hub's side of this spoke's SA pair.
+    fn sa_pair(&self) -> SaPair {
+        SaPair {
             va: self.va,
             spi_in: self.spi_in,
             spi_out: self.spi_out,
@@ -111,16 +124,24 @@ impl Spoke {
             remote: *self.outer.ip(),
             esn: false,
             lifetime: SaLifetime::default(),
-        })
-        .unwrap();
-        for &prefix in routes {
-            m.add_route(&Route {
-                prefix,
-                va: self.va,
-                next_hop: None,
-            })
-            .unwrap();
+            defer_outbound: false,
         }
+    }
+
+    /// The same spoke after its `n`th CHILD_SA rekey: new SPIs, new keys.
+    fn rekeyed(&self, n: u8) -> Spoke {
+        let mut next = Spoke::new(
+            u8::try_from(self.va.raw()).unwrap(),
+            self.mode,
+            self.encr,
+            self.integ,
+        );
+        next.spi_in = self.spi_in + (u32::from(n) << 16);
+        next.spi_out = self.spi_out + (u32::from(n) << 16);
+        let seed = n.wrapping_mul(17);
+        next.up.encr = key(self.up.encr.len(), seed);
+        next.down.encr = key(self.down.encr.len(), seed.wrapping_add(1));
+        next
     }
 
     /// What the spoke sends: `inner` in GRE (transport) or bare (tunnel), in ESP.
@@ -153,6 +174,13 @@ impl Spoke {
             self.spi_out,
             EspCipher::new(self.encr, self.integ, &self.down.encr, &self.down.integ).unwrap(),
         )
+    }
+
+    /// A ping from the spoke's LAN to the hub's, sealed with `sender`.
+    fn ping(&self, sender: &OutboundSa) -> Vec<u8> {
+        let lan = self.lan.addr.octets();
+        let src = Ipv4Addr::new(lan[0], lan[1], lan[2], 10);
+        self.seal(sender, &icmp_echo(src, Ipv4Addr::new(192, 168, 0, 10), 56))
     }
 }
 
@@ -210,6 +238,7 @@ fn tcp_checksum(p: &[u8]) -> u16 {
 }
 
 struct Hub {
+    master: Master,
     tables: Tables,
     processor: Processor,
     global: Arc<GlobalStats>,
@@ -221,16 +250,57 @@ fn hub(spokes: &[&Spoke]) -> Hub {
     for s in spokes {
         s.install(&mut m);
     }
+    hub_from(m)
+}
+
+fn hub_from(mut master: Master) -> Hub {
     let global = Arc::new(GlobalStats::default());
     let (tx, rx) = mpsc::channel(16);
     let mut processor = Processor::new(global.clone(), Some(tx));
-    let tables = m.snapshot();
+    let tables = master.snapshot();
     processor.sync(&tables);
     Hub {
+        master,
         tables,
         processor,
         global,
         events: rx,
+    }
+}
+
+impl Hub {
+    /// A new snapshot of the master copy, as the workers pick it up.
+    fn publish(&mut self) {
+        self.tables = self.master.snapshot();
+        self.processor.sync(&self.tables);
+    }
+
+    /// The hub sends a ping to `spoke`'s LAN: the ESP packet and where it
+    /// goes, or `None` if it was not sent.
+    fn send(&mut self, spoke: &Spoke) -> Option<(Vec<u8>, SocketAddrV4)> {
+        let lan = spoke.lan.addr.octets();
+        let ping = icmp_echo(
+            Ipv4Addr::new(192, 168, 0, 10),
+            Ipv4Addr::new(lan[0], lan[1], lan[2], 10),
+            56,
+        );
+        let mut buf = vec![0u8; HEADROOM + ping.len() + TAILROOM];
+        buf[HEADROOM..HEADROOM + ping.len()].copy_from_slice(&ping);
+        let to = self.tables.vas[&spoke.va].clone();
+        let mut scratch = vec![0u8; 2048];
+        match self.processor.encapsulate(
+            &to,
+            &mut buf,
+            HEADROOM..HEADROOM + ping.len(),
+            &mut scratch,
+        ) {
+            Encap::Send { packet, dest } => Some((buf[packet].to_vec(), dest)),
+            _ => None,
+        }
+    }
+
+    fn events(&mut self) -> Vec<DatapathEvent> {
+        std::iter::from_fn(|| self.events.try_recv().ok()).collect()
     }
 }
 
@@ -268,7 +338,7 @@ fn transport_and_tunnel_mode_packets_reach_the_tun_device_and_are_counted() {
 }
 
 #[test]
-fn replays_forgeries_unknown_spis_and_wrong_endpoints_are_dropped_and_counted() {
+fn replays_forgeries_and_unknown_spis_are_dropped_and_counted() {
     let s1 = Spoke::new(1, Mode::Transport, GCM, None);
     let mut h = hub(&[&s1]);
     let up = s1.uplink();
@@ -293,13 +363,16 @@ fn replays_forgeries_unknown_spis_and_wrong_endpoints_are_dropped_and_counted() 
     assert_eq!(from(&mut h, &s1, &mut unknown), FromNet::Done);
     assert_eq!(h.global.get(GlobalCounter::UnknownSpi), 1);
 
-    let mut moved = s1.seal(&up, &ping);
+    // From elsewhere a replay is still a replay (and no sign of a move).
     let elsewhere = SocketAddrV4::new(Ipv4Addr::new(172, 25, 1, 99), 4500);
     assert_eq!(
-        h.processor.from_network(&h.tables, elsewhere, &mut moved),
+        h.processor
+            .from_network(&h.tables, elsewhere, &mut sealed.clone()),
         FromNet::Done
     );
-    assert_eq!(h.global.get(GlobalCounter::WrongEndpoint), 1);
+    assert_eq!(out.stats.get(SaCounter::Replayed), 2);
+    assert_eq!(h.global.get(GlobalCounter::WrongEndpoint), 0);
+    assert!(h.events.try_recv().is_err());
 
     // IKE behind the marker and keepalives are told apart from ESP.
     let mut ike = vec![0, 0, 0, 0, 1, 2, 3];
@@ -451,18 +524,7 @@ fn spoke_with_shortcut() -> (Spoke, Spoke, Hub) {
     to_hub.install_with(&mut m, None, &["192.168.0.0/16".parse().unwrap()]);
     shortcut.install(&mut m);
     Spoke::new(3, Mode::Transport, GCM, None).install(&mut m);
-    let global = Arc::new(GlobalStats::default());
-    let (tx, rx) = mpsc::channel(16);
-    let mut processor = Processor::new(global.clone(), Some(tx));
-    let tables = m.snapshot();
-    processor.sync(&tables);
-    let h = Hub {
-        tables,
-        processor,
-        global,
-        events: rx,
-    };
-    (to_hub, shortcut, h)
+    (to_hub, shortcut, hub_from(m))
 }
 
 #[test]
@@ -699,6 +761,7 @@ fn packets_for_our_own_tunnel_address_go_to_the_host_despite_a_covering_route() 
         remote: *hub_side.outer.ip(),
         esn: false,
         lifetime: SaLifetime::default(),
+        defer_outbound: false,
     })
     .unwrap();
     m.add_route(&Route {
@@ -716,4 +779,562 @@ fn packets_for_our_own_tunnel_address_go_to_the_host_despite_a_covering_route() 
         p.from_network(&tables, hub_side.outer, &mut wire),
         FromNet::ToTun(_)
     ));
+}
+
+/// The SPI an ESP packet carries.
+fn spi_of(esp: &[u8]) -> u32 {
+    u32::from_be_bytes(esp[..4].try_into().unwrap())
+}
+
+/// A CHILD_SA rekey, make-before-break (RFC 7296 section 2.8): the new
+/// pair takes the outbound traffic at once, the old inbound SA decrypts
+/// until it is removed, and the report lists every pair meanwhile.
+#[test]
+fn a_rekey_responders_new_pair_takes_the_outbound_traffic_only_when_the_old_one_goes() {
+    let s1 = Spoke::new(1, Mode::Transport, GCM, None);
+    let mut h = hub(&[&s1]);
+    let s1b = s1.rekeyed(1);
+    h.master
+        .install_sa(&SaPair {
+            defer_outbound: true,
+            ..s1b.sa_pair()
+        })
+        .unwrap();
+    h.publish();
+    // The peer may not have the new inbound SA yet: the old one sends.
+    assert_eq!(spi_of(&h.send(&s1).unwrap().0), s1.spi_out);
+    let new_up = s1b.uplink();
+    assert!(
+        matches!(from(&mut h, &s1, &mut s1.ping(&new_up)), FromNet::ToTun(_)),
+        "the new inbound SA decrypts at once"
+    );
+    h.master.remove_sa(s1.va, s1.spi_in).unwrap();
+    h.publish();
+    assert_eq!(spi_of(&h.send(&s1).unwrap().0), s1b.spi_out);
+}
+
+#[test]
+fn make_before_break_outbound_moves_at_once_and_the_old_inbound_drains_until_removed() {
+    let s1 = Spoke::new(1, Mode::Transport, GCM, None);
+    let mut h = hub(&[&s1]);
+    let old_up = s1.uplink();
+    assert!(matches!(
+        from(&mut h, &s1, &mut s1.ping(&old_up)),
+        FromNet::ToTun(_)
+    ));
+    let (esp, _) = h.send(&s1).unwrap();
+    assert_eq!(spi_of(&esp), s1.spi_out);
+
+    let s1b = s1.rekeyed(1);
+    h.master.install_sa(&s1b.sa_pair()).unwrap();
+    h.publish();
+    let (mut esp, dest) = h.send(&s1).unwrap();
+    assert_eq!(
+        spi_of(&esp),
+        s1b.spi_out,
+        "outbound on the new pair at once"
+    );
+    assert_eq!(dest, s1.outer);
+    assert_eq!(s1b.downlink().open(&mut esp).unwrap().seq, 1);
+    // Both inbound SAs decrypt: the peer may still send on the old one.
+    let new_up = s1b.uplink();
+    for _ in 0..2 {
+        assert!(matches!(
+            from(&mut h, &s1, &mut s1.ping(&old_up)),
+            FromNet::ToTun(_)
+        ));
+        assert!(matches!(
+            from(&mut h, &s1, &mut s1.ping(&new_up)),
+            FromNet::ToTun(_)
+        ));
+    }
+    let (_, sas) = h.master.counters();
+    let listed: Vec<(u32, u32, u64, u64)> = sas
+        .iter()
+        .map(|c| (c.spi_in, c.spi_out, c.rx_packets, c.tx_packets))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (s1.spi_in, s1.spi_out, 3, 1),
+            (s1b.spi_in, s1b.spi_out, 2, 1)
+        ],
+        "the report lists both pairs with their counters"
+    );
+
+    // The old pair's DELETE: its ESP is now an unknown SPI.
+    h.master.remove_sa(s1.va, s1.spi_in).unwrap();
+    h.publish();
+    assert_eq!(from(&mut h, &s1, &mut s1.ping(&old_up)), FromNet::Done);
+    assert_eq!(h.global.get(GlobalCounter::UnknownSpi), 1);
+    assert!(matches!(
+        from(&mut h, &s1, &mut s1.ping(&new_up)),
+        FromNet::ToTun(_)
+    ));
+    assert_eq!(spi_of(&h.send(&s1).unwrap().0), s1b.spi_out);
+    assert!(matches!(
+        h.master.remove_sa(s1.va, s1.spi_in),
+        Err(DatapathError::NoSuchSa(_))
+    ));
+    let (_, sas) = h.master.counters();
+    assert_eq!(sas.len(), 1);
+
+    // Removing the newest pair hands outbound back to the newest left.
+    let s1c = s1.rekeyed(2);
+    h.master.install_sa(&s1c.sa_pair()).unwrap();
+    h.publish();
+    assert_eq!(spi_of(&h.send(&s1).unwrap().0), s1c.spi_out);
+    h.master.remove_sa(s1.va, s1c.spi_in).unwrap();
+    h.publish();
+    let (mut esp, _) = h.send(&s1).unwrap();
+    assert_eq!(spi_of(&esp), s1b.spi_out, "back on pair 2");
+    let mut down = s1b.downlink();
+    down.catch_up(2);
+    assert_eq!(down.open(&mut esp).unwrap().seq, 3, "its counter went on");
+    // The last pair gone: nothing to send with.
+    h.master.remove_sa(s1.va, s1b.spi_in).unwrap();
+    h.publish();
+    assert!(h.send(&s1).is_none());
+}
+
+/// The pair with `lifetime`, installed at `at` on a fresh hub for `s`.
+fn hub_with_lifetime(s: &Spoke, lifetime: SaLifetime, at: std::time::Instant) -> Hub {
+    let mut m = Master::default();
+    s.install_with(&mut m, Some(1), &[s.lan]);
+    m.remove_sa(s.va, s.spi_in).unwrap();
+    let mut pair = s.sa_pair();
+    pair.lifetime = lifetime;
+    m.install_sa_starting_at(&pair, 1, at).unwrap();
+    hub_from(m)
+}
+
+fn expired(va: VaId, spi_in: u32, hard: bool) -> DatapathEvent {
+    DatapathEvent::SaExpired { va, spi_in, hard }
+}
+
+/// Bytes count both directions; the soft limit is reported once, the hard
+/// one removes the SA first and is reported then.
+#[test]
+fn byte_lifetimes_report_soft_once_and_hard_after_removing_the_sa() {
+    let s1 = Spoke::new(1, Mode::Transport, GCM, None);
+    let now = std::time::Instant::now();
+    let lifetime = SaLifetime {
+        soft_bytes: Some(500),
+        hard_bytes: Some(1000),
+        ..SaLifetime::default()
+    };
+    let mut h = hub_with_lifetime(&s1, lifetime, now);
+    let up = s1.uplink();
+    let bytes = |h: &Hub| {
+        h.master
+            .counters()
+            .1
+            .first()
+            .map_or((0, 0), |c| (c.rx_bytes, c.tx_bytes))
+    };
+    // Pings both ways, the limits checked after each packet: each event
+    // comes at the first check past its limit, counting both directions.
+    let (mut before, mut soft, mut hard) = (0, None, None);
+    for i in 0..40 {
+        if i % 2 == 0 {
+            assert!(matches!(
+                from(&mut h, &s1, &mut s1.ping(&up)),
+                FromNet::ToTun(_)
+            ));
+        } else {
+            h.send(&s1).unwrap();
+        }
+        let (rx, tx) = bytes(&h);
+        let e = h.master.expire(now);
+        for event in &e.events {
+            match event {
+                DatapathEvent::SaExpired { hard: false, .. } => {
+                    assert!(soft.is_none(), "soft once only");
+                    assert!(before < 500 && rx + tx >= 500, "{before} -> {rx}+{tx}");
+                    assert!(rx > 0 && tx > 0);
+                    soft = Some(event.clone());
+                }
+                DatapathEvent::SaExpired { hard: true, .. } => {
+                    assert!(before < 1000 && rx + tx >= 1000, "{before} -> {rx}+{tx}");
+                    assert!(e.removed);
+                    hard = Some(event.clone());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        before = rx + tx;
+        if hard.is_some() {
+            break;
+        }
+    }
+    assert_eq!(soft, Some(expired(s1.va, s1.spi_in, false)));
+    assert_eq!(hard, Some(expired(s1.va, s1.spi_in, true)));
+    assert!(h.master.counters().1.is_empty(), "gone from the report");
+    h.publish();
+    assert_eq!(from(&mut h, &s1, &mut s1.ping(&up)), FromNet::Done);
+    assert_eq!(h.global.get(GlobalCounter::UnknownSpi), 1);
+    assert!(h.send(&s1).is_none());
+    assert!(h.master.expire(now).events.is_empty(), "hard once only");
+}
+
+/// Time limits count from the install, per pair: a rekeyed pair has its
+/// own clock, and the old one's hard expiry leaves it carrying traffic.
+#[test]
+fn time_lifetimes_are_per_pair_and_counted_from_the_install() {
+    use std::time::Duration;
+    let s1 = Spoke::new(1, Mode::Transport, GCM, None);
+    let t0 = std::time::Instant::now();
+    let lifetime = SaLifetime {
+        soft_seconds: Some(10),
+        hard_seconds: Some(20),
+        ..SaLifetime::default()
+    };
+    let mut h = hub_with_lifetime(&s1, lifetime, t0);
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    assert!(h.master.expire(at(9)).events.is_empty());
+    assert_eq!(
+        h.master.expire(at(10)).events,
+        [expired(s1.va, s1.spi_in, false)]
+    );
+    // The rekey, with the same lifetimes, 12 s in.
+    let s1b = s1.rekeyed(1);
+    let mut pair = s1b.sa_pair();
+    pair.lifetime = lifetime;
+    h.master.install_sa_starting_at(&pair, 1, at(12)).unwrap();
+    assert!(h.master.expire(at(19)).events.is_empty());
+    let e = h.master.expire(at(20));
+    assert_eq!(e.events, [expired(s1.va, s1.spi_in, true)]);
+    h.publish();
+    assert_eq!(spi_of(&h.send(&s1).unwrap().0), s1b.spi_out);
+    assert!(matches!(
+        from(&mut h, &s1, &mut s1.ping(&s1b.uplink())),
+        FromNet::ToTun(_)
+    ));
+    assert_eq!(
+        h.master.expire(at(22)).events,
+        [expired(s1.va, s1b.spi_in, false)]
+    );
+    assert_eq!(
+        h.master.expire(at(32)).events,
+        [expired(s1.va, s1b.spi_in, true)]
+    );
+}
+
+/// Without ESN an SA is reported for rekey 2^20 packets before its 32-bit
+/// counter ends, and past the end it sends nothing; with ESN the same
+/// number is nowhere near its end.
+#[test]
+fn a_sequence_number_near_its_end_asks_for_a_rekey_and_never_wraps() {
+    let s1 = Spoke::new(1, Mode::Transport, GCM, None);
+    let now = std::time::Instant::now();
+    for esn in [false, true] {
+        let mut m = Master::default();
+        s1.install_with(&mut m, Some(1), &[s1.lan]);
+        m.remove_sa(s1.va, s1.spi_in).unwrap();
+        let mut pair = s1.sa_pair();
+        pair.esn = esn;
+        let start = (1u64 << 32) - (1 << 20) - 2;
+        m.install_sa_starting_at(&pair, start, now).unwrap();
+        let mut h = hub_from(m);
+        h.send(&s1).unwrap();
+        assert!(h.master.expire(now).events.is_empty(), "esn {esn}");
+        h.send(&s1).unwrap();
+        let events = h.master.expire(now).events;
+        if esn {
+            assert!(events.is_empty());
+        } else {
+            assert_eq!(events, [expired(s1.va, s1.spi_in, false)]);
+        }
+    }
+    // At the very end: the last number goes, then nothing.
+    let mut m = Master::default();
+    s1.install_with(&mut m, Some(1), &[s1.lan]);
+    m.remove_sa(s1.va, s1.spi_in).unwrap();
+    m.install_sa_starting_at(&s1.sa_pair(), u64::from(u32::MAX), now)
+        .unwrap();
+    let mut h = hub_from(m);
+    let (esp, _) = h.send(&s1).unwrap();
+    assert_eq!(&esp[4..8], &[0xff; 4]);
+    assert!(h.send(&s1).is_none(), "no wrap to 0");
+}
+
+/// ESN through the datapath: a pair started just below 2^32 carries
+/// traffic across the boundary both ways.
+#[test]
+fn an_esn_pair_started_below_2_32_carries_traffic_across_it_both_ways() {
+    let s1 = Spoke::new(1, Mode::Transport, GCM, None);
+    let start = (1u64 << 32) - 3;
+    let mut m = Master::default();
+    s1.install_with(&mut m, Some(1), &[s1.lan]);
+    m.remove_sa(s1.va, s1.spi_in).unwrap();
+    let mut pair = s1.sa_pair();
+    pair.esn = true;
+    m.install_sa_starting_at(&pair, start, std::time::Instant::now())
+        .unwrap();
+    let mut h = hub_from(m);
+    let up = s1.uplink().with_esn(true).starting_at(start);
+    let mut down = s1.downlink().with_esn(true);
+    for i in 0..6 {
+        let mut esp = s1.ping(&up);
+        assert!(
+            matches!(from(&mut h, &s1, &mut esp), FromNet::ToTun(_)),
+            "inbound packet {i}"
+        );
+        let (mut esp, _) = h.send(&s1).unwrap();
+        assert_eq!(down.open(&mut esp).unwrap().seq, start + i);
+    }
+    let out = h.tables.vas[&s1.va].out.clone().unwrap();
+    assert_eq!(out.stats.get(SaCounter::RxPackets), 6);
+    assert_eq!(out.stats.get(SaCounter::AuthFailed), 0);
+    assert_eq!(out.sa.sequence(), (1 << 32) + 2);
+    // The same pair without ESN on our side would fail the ICV past 2^32.
+    let mut m = Master::default();
+    s1.install(&mut m);
+    let mut plain = hub_from(m);
+    let late = s1.uplink().with_esn(true).starting_at((1 << 32) + 5);
+    assert_eq!(from(&mut plain, &s1, &mut s1.ping(&late)), FromNet::Done);
+    let out = plain.tables.vas[&s1.va].out.clone().unwrap();
+    assert_eq!(out.stats.get(SaCounter::AuthFailed), 1);
+}
+
+/// NAT rebinding (RFC 7296 section 2.23): authenticated ESP from a new
+/// endpoint is delivered and reported (at most once a second per SA);
+/// forgeries and replays from there are not. Sending moves only with
+/// `update_peer`, for every pair of the interface, and the replay window
+/// survives it.
+#[test]
+fn peer_moved_is_reported_for_authenticated_esp_only_and_update_peer_moves_all_pairs() {
+    let s1 = Spoke::new(1, Mode::Transport, GCM, None);
+    let mut h = hub(&[&s1]);
+    let up = s1.uplink();
+    let first = s1.ping(&up);
+    assert!(matches!(
+        from(&mut h, &s1, &mut first.clone()),
+        FromNet::ToTun(_)
+    ));
+    let s1b = s1.rekeyed(1);
+    h.master.install_sa(&s1b.sa_pair()).unwrap();
+    h.publish();
+    let moved = SocketAddrV4::new(*s1.outer.ip(), 31_000);
+    let mut forged = s1.ping(&up);
+    forged[20] ^= 1;
+    assert_eq!(
+        h.processor.from_network(&h.tables, moved, &mut forged),
+        FromNet::Done
+    );
+    assert_eq!(
+        h.processor
+            .from_network(&h.tables, moved, &mut first.clone()),
+        FromNet::Done,
+        "a replay"
+    );
+    assert!(h.events().is_empty(), "nothing authenticated yet");
+    assert_eq!(h.global.get(GlobalCounter::WrongEndpoint), 0);
+
+    // Sealed now, delivered only after the move (reordered on the way).
+    let held = s1.ping(&up);
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        h.processor
+            .from_network(&h.tables, moved, &mut s1.ping(&up)),
+        FromNet::ToTun(_)
+    ));
+    assert_eq!(
+        h.events(),
+        [DatapathEvent::PeerMoved {
+            va: s1.va,
+            spi_in: s1.spi_in,
+            remote: moved,
+        }]
+    );
+    for _ in 0..20 {
+        assert!(matches!(
+            h.processor
+                .from_network(&h.tables, moved, &mut s1.ping(&up)),
+            FromNet::ToTun(_)
+        ));
+    }
+    let again = h.events().len() as u64;
+    assert!(
+        again <= started.elapsed().as_secs(),
+        "{again} more reports within {:?}",
+        started.elapsed()
+    );
+    assert_eq!(h.global.get(GlobalCounter::WrongEndpoint), 21);
+    assert_eq!(h.send(&s1).unwrap().1, s1.outer, "not moved by itself");
+
+    h.master.update_peer(s1.va, moved).unwrap();
+    h.publish();
+    let (esp, dest) = h.send(&s1).unwrap();
+    assert_eq!((spi_of(&esp), dest), (s1b.spi_out, moved));
+    for sender in [&up, &s1b.uplink()] {
+        assert!(matches!(
+            h.processor
+                .from_network(&h.tables, moved, &mut s1.ping(sender)),
+            FromNet::ToTun(_)
+        ));
+    }
+    assert_eq!(
+        h.global.get(GlobalCounter::WrongEndpoint),
+        21,
+        "both pairs take the new endpoint"
+    );
+    assert!(h.events().is_empty());
+    assert_eq!(
+        h.processor
+            .from_network(&h.tables, moved, &mut first.clone()),
+        FromNet::Done,
+        "the replay window outlived the move"
+    );
+    assert!(
+        matches!(
+            h.processor
+                .from_network(&h.tables, moved, &mut held.clone()),
+            FromNet::ToTun(_)
+        ),
+        "with what it had not seen yet"
+    );
+    let (vas, _) = h.master.counters();
+    assert_eq!(vas[0].remote_outer, moved.to_string());
+    assert!(matches!(
+        h.master.update_peer(VaId::virtual_access(99), moved),
+        Err(DatapathError::NoSuchInterface(_))
+    ));
+}
+
+/// After a NAT rebinding the kernel may hand the peer's packets to another
+/// worker: it starts from where the first one got to, so what that one
+/// accepted is refused, and ESN inference starts in the right subspace.
+#[test]
+fn a_worker_that_gets_an_sa_late_refuses_what_another_accepted_and_infers_esn_right() {
+    let s1 = Spoke::new(1, Mode::Transport, GCM, None);
+    let start = (1u64 << 32) - 2;
+    let mut m = Master::default();
+    s1.install_with(&mut m, Some(1), &[s1.lan]);
+    m.remove_sa(s1.va, s1.spi_in).unwrap();
+    let mut pair = s1.sa_pair();
+    pair.esn = true;
+    m.install_sa_starting_at(&pair, 1, std::time::Instant::now())
+        .unwrap();
+    let tables = m.snapshot();
+    let global = Arc::new(GlobalStats::default());
+    let mut a = Processor::new(global.clone(), None);
+    let mut b = Processor::new(global.clone(), None);
+    a.sync(&tables);
+    b.sync(&tables);
+    let up = s1.uplink().with_esn(true).starting_at(start);
+    let seen: Vec<Vec<u8>> = (0..4).map(|_| s1.ping(&up)).collect();
+    for p in &seen {
+        assert!(matches!(
+            a.from_network(&tables, s1.outer, &mut p.clone()),
+            FromNet::ToTun(_)
+        ));
+    }
+    let moved = SocketAddrV4::new(*s1.outer.ip(), 31_000);
+    for p in &seen {
+        assert_eq!(
+            b.from_network(&tables, moved, &mut p.clone()),
+            FromNet::Done
+        );
+    }
+    let out = tables.vas[&s1.va].out.clone().unwrap();
+    assert_eq!(out.stats.get(SaCounter::Replayed), 4);
+    // 2^32 + 2 arrives as low half 2: B infers the high half 1.
+    assert!(matches!(
+        b.from_network(&tables, moved, &mut s1.ping(&up)),
+        FromNet::ToTun(_)
+    ));
+    assert_eq!(out.stats.get(SaCounter::AuthFailed), 0);
+}
+
+/// The housekeeping thread applies lifetimes on its own, once a second:
+/// soft, then hard with the SA gone from the workers' tables. Bounded
+/// waits, wide margins.
+#[test]
+fn the_housekeeping_thread_reports_soft_then_hard_and_removes_the_sa() {
+    use super::housekeeping::Housekeeping;
+    use arc_swap::ArcSwap;
+    use std::sync::{Mutex, atomic::AtomicBool};
+    use std::time::{Duration, Instant};
+
+    let s1 = Spoke::new(1, Mode::Transport, GCM, None);
+    let mut m = Master::default();
+    s1.install_with(&mut m, Some(1), &[s1.lan]);
+    m.remove_sa(s1.va, s1.spi_in).unwrap();
+    let mut pair = s1.sa_pair();
+    pair.lifetime = SaLifetime {
+        soft_seconds: Some(1),
+        hard_seconds: Some(2),
+        ..SaLifetime::default()
+    };
+    m.install_sa(&pair).unwrap();
+    let tables = Arc::new(ArcSwap::from_pointee(m.snapshot()));
+    let (tx, mut rx) = mpsc::channel(16);
+    let global = Arc::new(GlobalStats::default());
+    let hk = Housekeeping {
+        master: Arc::new(Mutex::new(m)),
+        tables: tables.clone(),
+        events: Some(tx),
+        global: global.clone(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = stop.clone();
+        std::thread::spawn(move || hk.run(&stop))
+    };
+    let started = Instant::now();
+    let mut got = Vec::new();
+    while got.len() < 2 && started.elapsed() < Duration::from_secs(30) {
+        match rx.try_recv() {
+            Ok(e) => got.push(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    println!("soft and hard expiry after {:?}", started.elapsed());
+    assert_eq!(
+        got,
+        [
+            expired(s1.va, s1.spi_in, false),
+            expired(s1.va, s1.spi_in, true)
+        ]
+    );
+    assert!(!tables.load().inbound.contains_key(&s1.spi_in));
+    assert!(tables.load().vas[&s1.va].out.is_none());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    thread.thread().unpark();
+    thread.join().unwrap();
+}
+
+/// A full event queue never blocks housekeeping: the event is lost and
+/// counted.
+#[test]
+fn expiry_events_that_find_the_queue_full_are_counted_not_waited_for() {
+    use super::housekeeping::Housekeeping;
+    use arc_swap::ArcSwap;
+    use std::sync::Mutex;
+
+    let s1 = Spoke::new(1, Mode::Transport, GCM, None);
+    let t0 = std::time::Instant::now();
+    let lifetime = SaLifetime {
+        hard_seconds: Some(5),
+        ..SaLifetime::default()
+    };
+    let h = hub_with_lifetime(&s1, lifetime, t0);
+    let (tx, mut rx) = mpsc::channel(1);
+    tx.try_send(expired(s1.va, 1, false)).unwrap();
+    let global = Arc::new(GlobalStats::default());
+    let tables = Arc::new(ArcSwap::from_pointee(Tables::default()));
+    let hk = Housekeeping {
+        master: Arc::new(Mutex::new(h.master)),
+        tables: tables.clone(),
+        events: Some(tx),
+        global: global.clone(),
+    };
+    hk.tick(t0 + std::time::Duration::from_secs(5));
+    assert_eq!(global.get(GlobalCounter::HairpinEventsLost), 1);
+    assert!(
+        !tables.load().inbound.contains_key(&s1.spi_in) && tables.load().vas.contains_key(&s1.va),
+        "published without the SA"
+    );
+    assert_eq!(rx.try_recv().unwrap(), expired(s1.va, 1, false));
 }

@@ -133,6 +133,7 @@ pub(crate) fn respond(
                     reason,
                 }],
                 end_sa: true,
+                ..Answer::default()
             };
         }
     };
@@ -168,13 +169,11 @@ pub(crate) fn respond(
     };
     if let Some(child) = child {
         let spi_in = child_spis.allocate(rng);
-        let params = install_child(sa, &profile, spi_in, child, &cfg, &mut payloads);
+        let lifetime = crate::ike::lifetime::child_lifetime(&profile.rekey, rng);
+        let params = install_child(sa, &profile, spi_in, child, &cfg, lifetime, &mut payloads);
         actions.push(Action::KeysDerived(DerivedKeys::child(&params, false)));
         actions.push(Action::ChildUp(params.clone()));
-        sa.children.push(ChildSa {
-            params,
-            created: now,
-        });
+        sa.children.push(ChildSa::new(params, now));
     }
     establish(sa, now, &identity, &profile, cfg.lease.clone());
     actions.insert(
@@ -190,7 +189,7 @@ pub(crate) fn respond(
     Answer {
         payloads,
         actions,
-        end_sa: false,
+        ..Answer::default()
     }
 }
 
@@ -384,6 +383,7 @@ fn install_child(
     spi_in: u32,
     child: ChildChoice,
     cfg: &Configuration,
+    lifetime: SaLifetime,
     payloads: &mut Vec<Payload>,
 ) -> ChildSaParams {
     let Ok(keys) = sa.keymat.child_keys(child.esp) else {
@@ -417,7 +417,9 @@ fn install_child(
         keys,
         ts_local: child.ts_r,
         ts_remote: child.ts_i,
-        lifetime: SaLifetime::default(),
+        lifetime,
+        initiator: false,
+        replaces: None,
     }
 }
 
@@ -525,7 +527,13 @@ pub(crate) fn request(
         &id_i.body_bytes(),
     );
     let auth = crypto::psk_auth(keymat.choice.prf, &config.psk_local, &octets);
-    let mut payloads = vec![Payload::IdI(id_i)];
+    // Every dial starts afresh (a restarted spoke has no SA with the peer):
+    // INITIAL_CONTACT lets the peer drop what it still holds for us
+    // (RFC 7296 section 3.16), in the place section 1.2 gives it.
+    let mut payloads = vec![
+        Payload::IdI(id_i),
+        notify(NotifyType::InitialContact, vec![]),
+    ];
     if let Some(r) = &config.remote_identity {
         payloads.push(Payload::IdR(identification_of(r)));
     }
@@ -688,6 +696,7 @@ fn pushed_routes(config: &InitiatorConfig, cp: &CpPayload) -> Vec<Ipv4Prefix> {
 /// The responder's answer: its identity and AUTH checked, our address and
 /// routes, the CHILD_SA. Returns the result and the established SA.
 pub(crate) fn response(
+    rng: &mut dyn Rng,
     config: &InitiatorConfig,
     nat: bool,
     sent: AuthSent,
@@ -729,7 +738,7 @@ pub(crate) fn response(
     {
         return Err(InitiatorError::AuthFailed);
     }
-    let child = our_child(config, nat, &sent, &response)?;
+    let child = our_child(config, nat, &sent, &response, rng)?;
     let established = Established {
         spi_i: k.spi_i,
         spi_r: k.spi_r,
@@ -753,6 +762,7 @@ fn our_child(
     nat: bool,
     sent: &AuthSent,
     response: &AuthResponse<'_>,
+    rng: &mut dyn Rng,
 ) -> Result<Option<ChildSaParams>, InitiatorError> {
     let (Some(sa), Some(ts_i), Some(ts_r)) = (response.sa, &response.ts_i, &response.ts_r) else {
         return Ok(None);
@@ -782,6 +792,8 @@ fn our_child(
         keys,
         ts_local: ts_i.clone(),
         ts_remote: ts_r.clone(),
-        lifetime: SaLifetime::default(),
+        lifetime: crate::ike::lifetime::child_lifetime(&config.rekey, rng),
+        initiator: true,
+        replaces: None,
     }))
 }

@@ -297,12 +297,15 @@ fn half_open(
         init_response,
         nat,
         next_request_id: 0,
+        next_peer_id: 1,
         last_response: None,
         last_heard: received.now,
         dpd: None,
         dpd_on_demand: true,
         last_sent: None,
-        probe: None,
+        outstanding: None,
+        rekey_at: None,
+        expire_at: None,
         created: received.now,
         established: None,
         identity: None,
@@ -312,6 +315,11 @@ fn half_open(
         lease: None,
         children: Vec::new(),
         fragments: Reassembly::default(),
+        pending_delete: Vec::new(),
+        pending_delete_ike: false,
+        next_rekey_try: received.now,
+        rekey_nonce: None,
+        rekeyed_to: None,
     }
 }
 

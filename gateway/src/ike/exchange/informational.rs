@@ -10,14 +10,11 @@ use std::time::Instant;
 use super::{Answer, InitiatorError};
 use crate::{
     ike::{
-        sa::{Action, ChildSpis, Dropped, IkeSa, InitiatedSa, SaState},
+        sa::{Action, ChildSpis, IkeSa, InitiatedSa, Request, SaState},
         wire::{self, Delete, ExchangeType, Message, Payload, ProtocolId},
     },
     ipsec::Rng,
 };
-
-/// Liveness checks sent before a silent peer is declared dead.
-pub(crate) const DPD_TRIES: u32 = 5;
 
 // ----- responder -----
 
@@ -33,9 +30,9 @@ pub(crate) fn respond(sa: &mut IkeSa, child_spis: &mut ChildSpis, inner: &[Paylo
             // Deleting the IKE SA deletes its children too (section 1.4.1).
             ProtocolId::Ike => {
                 return Answer {
-                    payloads: vec![],
                     actions,
                     end_sa: true,
+                    ..Answer::default()
                 };
             }
             ProtocolId::Esp | ProtocolId::Ah => {
@@ -49,9 +46,10 @@ pub(crate) fn respond(sa: &mut IkeSa, child_spis: &mut ChildSpis, inner: &[Paylo
                     {
                         let child = sa.children.remove(pos);
                         child_spis.release(child.params.spi_in);
+                        sa.pending_delete.retain(|spi| *spi != child.params.spi_in);
                         ours.push(child.params.spi_in.to_be_bytes().to_vec());
                         actions.push(Action::ChildDown {
-                            ike_spi: sa.keymat.spi_r,
+                            ike_spi: sa.keymat.our_spi(),
                             spi_in: child.params.spi_in,
                             spi_out,
                         });
@@ -71,93 +69,75 @@ pub(crate) fn respond(sa: &mut IkeSa, child_spis: &mut ChildSpis, inner: &[Paylo
     Answer {
         payloads,
         actions,
-        end_sa: false,
+        ..Answer::default()
     }
-}
-
-/// What dead peer detection does with one SA at a tick.
-pub(crate) enum Liveness {
-    Quiet,
-    /// Send this liveness check (the first, or a retry).
-    Send(Vec<u8>),
-    /// `DPD_TRIES` checks went unanswered: the SA goes.
-    Dead,
 }
 
 /// RFC 7296 section 2.4: a peer silent for the profile's DPD interval (no
 /// IKE message, no ESP) gets an empty INFORMATIONAL request, resent every
-/// retry interval; after `DPD_TRIES` unanswered the SA is deleted, as IOS
-/// does with `dpd INTERVAL RETRY`.
-pub(crate) fn liveness(sa: &mut IkeSa, rng: &mut dyn Rng, now: Instant) -> Liveness {
-    let Some((interval, retry)) = sa.dpd.filter(|_| sa.state == SaState::Ready) else {
-        return Liveness::Quiet;
-    };
+/// retry interval; after `REQUEST_TRIES` unanswered the SA is deleted, as
+/// IOS does with `dpd INTERVAL RETRY`. Only when no other request of ours
+/// is in flight (which is as good a liveness check).
+pub(crate) fn liveness(sa: &mut IkeSa, rng: &mut dyn Rng, now: Instant) -> Option<Vec<u8>> {
+    let (interval, _) = sa.dpd.filter(|_| sa.state == SaState::Ready)?;
     // On demand (IOS's default, RFC 7296 section 2.4's "only when
     // there is traffic to send"): a peer we sent nothing to since
     // it was last heard is not asked.
     let wanted = !sa.dpd_on_demand || sa.last_sent.is_some_and(|t| t > sa.last_heard);
-    match &mut sa.probe {
-        None if wanted && now.duration_since(sa.last_heard) >= interval => {
-            let id = sa.next_request_id;
-            sa.next_request_id += 1;
-            let packet = sa
-                .keymat
-                .seal(rng, ExchangeType::Informational, id, false, &[]);
-            sa.probe = Some((id, packet.clone(), 1, now + retry));
-            Liveness::Send(packet)
-        }
-        Some((_, packet, tries, next)) if now >= *next => {
-            if *tries >= DPD_TRIES {
-                return Liveness::Dead;
-            }
-            *tries += 1;
-            *next = now + retry;
-            Liveness::Send(packet.clone())
-        }
-        _ => Liveness::Quiet,
+    if sa.outstanding.is_some() || !wanted || now.duration_since(sa.last_heard) < interval {
+        return None;
     }
+    Some(sa.start_request(
+        rng,
+        now,
+        ExchangeType::Informational,
+        &[],
+        Request::Liveness,
+    ))
 }
 
-/// The peer answered our liveness check (a response to the SA's
-/// outstanding request).
-pub(crate) fn probe_answered(
+/// A DELETE of the CHILD_SAs with inbound SPIs `children` (section 1.4.1),
+/// kept in flight until answered.
+pub(crate) fn delete_children(
     sa: &mut IkeSa,
-    message: &Message,
-    datagram: &[u8],
+    rng: &mut dyn Rng,
     now: Instant,
-) -> Result<Vec<Action>, Dropped> {
-    let header = &message.header;
-    if header.exchange != ExchangeType::Informational
-        || sa
-            .probe
-            .as_ref()
-            .is_none_or(|(id, ..)| *id != header.message_id)
-    {
-        return Err(Dropped::NotARequest);
-    }
-    let Some(Payload::Encrypted(sk)) = message.payloads.last() else {
-        return Err(Dropped::Malformed);
-    };
-    sa.keymat
-        .open(datagram, &sk.body)
-        .map_err(|_| Dropped::Integrity)?;
-    sa.probe = None;
-    sa.last_heard = now;
-    Ok(Vec::new())
+    children: Vec<u32>,
+) -> Vec<u8> {
+    let delete = Payload::Delete(Delete {
+        protocol: ProtocolId::Esp,
+        spi_size: 4,
+        spis: children.iter().map(|s| s.to_be_bytes().to_vec()).collect(),
+    });
+    sa.start_request(
+        rng,
+        now,
+        ExchangeType::Informational,
+        &[delete],
+        Request::Delete {
+            children,
+            ike: false,
+        },
+    )
 }
 
-/// A DELETE of the IKE SA with its CHILD_SAs (section 1.4.1), for when the
-/// hub ends the session; sent once, without waiting for the answer.
-pub(crate) fn delete_request(sa: &mut IkeSa, rng: &mut dyn Rng) -> Vec<u8> {
+/// A DELETE of the IKE SA with its CHILD_SAs (section 1.4.1).
+pub(crate) fn delete_ike(sa: &mut IkeSa, rng: &mut dyn Rng, now: Instant) -> Vec<u8> {
     let delete = Payload::Delete(Delete {
         protocol: ProtocolId::Ike,
         spi_size: 0,
         spis: vec![],
     });
-    let id = sa.next_request_id;
-    sa.next_request_id += 1;
-    sa.keymat
-        .seal(rng, ExchangeType::Informational, id, false, &[delete])
+    sa.start_request(
+        rng,
+        now,
+        ExchangeType::Informational,
+        &[delete],
+        Request::Delete {
+            children: Vec::new(),
+            ike: true,
+        },
+    )
 }
 
 // ----- initiator -----

@@ -30,7 +30,7 @@ use crate::{
     ike::{
         crypto,
         proposal::{EspProposal, IkeChoice, IkeProposal},
-        sa::{Action, ChildSaParams, DerivedKeys, InitiatedSa},
+        sa::{Action, ChildSa, ChildSaParams, DerivedKeys, IkeSa, InitiatedSa, SaState},
         wire::{Message, NotifyType, Payload, TrafficSelector},
     },
     ipsec::{Mode, Rng},
@@ -50,10 +50,14 @@ pub(crate) struct Received<'a> {
 /// A responder half's answer to a request on an existing SA: the payloads
 /// of the response (the engine seals and caches it), the actions for the
 /// caller, and whether the IKE SA ends with it.
+#[derive(Default)]
 pub(crate) struct Answer {
     pub(crate) payloads: Vec<Payload>,
     pub(crate) actions: Vec<Action>,
     pub(crate) end_sa: bool,
+    /// An IKE SA the request created (a rekey of this one, RFC 7296
+    /// section 1.3.2): into the engine's table once the answer is sealed.
+    pub(crate) new_sa: Option<Box<crate::ike::sa::IkeSa>>,
 }
 
 #[derive(Clone, Debug)]
@@ -95,6 +99,9 @@ pub struct InitiatorConfig {
     /// tunnel to the hub (`[tunnel.N]`), the profile's template for a
     /// tunnel cloned from one (spoke-to-spoke shortcuts).
     pub virtual_template: Option<u16>,
+    /// The profile's lifetimes and PFS (the CHILD_SA's limits, and when
+    /// the IKE SA is rekeyed once up).
+    pub rekey: crate::ike::policy::Rekey,
 }
 
 /// The outcome of a successful dial.
@@ -253,8 +260,14 @@ impl Initiator {
                 }
             }
             State::SentAuth(sent) => {
-                let (established, up) =
-                    ike_auth::response(&self.config, self.nat, *sent, &message, datagram)?;
+                let (established, up) = ike_auth::response(
+                    &mut *self.rng,
+                    &self.config,
+                    self.nat,
+                    *sent,
+                    &message,
+                    datagram,
+                )?;
                 if let Some(child) = &established.child {
                     self.derived.push(DerivedKeys::child(child, true));
                 }
@@ -299,6 +312,47 @@ impl Initiator {
             return Err(InitiatorError::Unexpected("the IKE SA is not established"));
         };
         informational::answer(&mut *self.rng, up, datagram)
+    }
+
+    /// The established IKE SA, to hand to the engine (`Engine::adopt`),
+    /// which answers the peer's requests on it, checks liveness and rekeys
+    /// it from then on; the initiator is done with it. `dpd`: the liveness
+    /// check interval and retry.
+    pub(crate) fn take_sa(
+        &mut self,
+        established: &Established,
+        dpd: Option<(std::time::Duration, std::time::Duration)>,
+        now: Instant,
+    ) -> Option<IkeSa> {
+        let State::Up(up) = std::mem::replace(&mut self.state, State::Done) else {
+            return None;
+        };
+        let (local, remote) = self.endpoints();
+        let mut sa = IkeSa {
+            tunnel_id: self.config.tunnel_id,
+            local,
+            remote,
+            nat: self.nat,
+            dpd,
+            dpd_on_demand: false,
+            identity: Some(established.peer_identity.clone()),
+            profile: Some(self.config.profile.clone()),
+            auth_local: Some(crate::config::AuthMethod::PreShare),
+            auth_remote: Some(crate::config::AuthMethod::PreShare),
+            children: established
+                .child
+                .iter()
+                .map(|c| ChildSa::new(c.clone(), now))
+                .collect(),
+            ..IkeSa::placeholder(up.keymat, now)
+        };
+        sa.state = SaState::Ready;
+        sa.next_request_id = up.next_message_id;
+        // Our requests so far were IKE_SA_INIT and IKE_AUTH; the responder
+        // has sent none (section 2.2: each direction counts from zero).
+        sa.next_peer_id = 0;
+        sa.expire_at = None;
+        Some(sa)
     }
 
     /// The payloads of the response to an INFORMATIONAL request.

@@ -174,14 +174,10 @@ fn delete_ends_one_session_and_tells_its_peer() {
     };
     let mut ends = Vec::new();
     for seed in [43, 44] {
-        let est = dial(
-            &mut engine,
-            &mut pools,
-            spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel),
-            seed,
-        )
-        .0
-        .unwrap();
+        // Two spokes (one identity would have one session).
+        let mut config = spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel);
+        config.identity = Identity::Fqdn(format!("spoke{seed}.cisco.com"));
+        let est = dial(&mut engine, &mut pools, config, seed).0.unwrap();
         ends.push(est.spi_r);
     }
     let actions = engine.delete(ends[0], "NHRP shortcut idle", &mut pools);

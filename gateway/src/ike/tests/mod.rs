@@ -33,6 +33,7 @@ mod ike_auth;
 mod ike_sa_init;
 mod informational;
 mod nat;
+mod rekey;
 
 pub struct SeededRng(pub u64);
 impl Rng for SeededRng {
@@ -133,6 +134,7 @@ pub fn spoke(ike: &str, esp: &str, mode: Mode) -> InitiatorConfig {
         tunnel_id: 1,
         profile: "Flex_IKEv2".into(),
         virtual_template: None,
+        rekey: crate::ike::policy::Rekey::default(),
         ts_remote: vec![wire::TrafficSelector::ipv4(
             0,
             0..=65535,
