@@ -63,6 +63,10 @@ pub struct ChildReport {
     pub lifetime_s: u64,
     #[serde(default)]
     pub lifetime_kb: u64,
+    /// The datapath sends on this pair: the newest, or during a rekey we
+    /// answered the older one until it is deleted.
+    #[serde(default)]
+    pub outbound: bool,
 }
 
 impl SaReport {
@@ -122,6 +126,7 @@ mod tests {
                 active_s: 5,
                 lifetime_s: 3_600,
                 lifetime_kb: 4_608_000,
+                outbound: true,
             }],
         };
         let json = concat!(
@@ -136,12 +141,12 @@ mod tests {
             r#""encryption":"AES-GCM, keysize: 256","integrity":null,"#,
             r#""local_ts":["172.25.1.1/32 proto 47"],"#,
             r#""remote_ts":["172.25.1.2/32 proto 47"],"transform":"esp-gcm 256","#,
-            r#""esn":true,"active_s":5,"lifetime_s":3600,"lifetime_kb":4608000}]}"#,
+            r#""esn":true,"active_s":5,"lifetime_s":3600,"lifetime_kb":4608000,"outbound":true}]}"#,
         );
         assert_eq!(serde_json::to_string(&row).unwrap(), json);
         // What a gateway sent before the CHILD_SAs had lifetimes still reads.
         let before = json.replace(
-            r#","transform":"esp-gcm 256","esn":true,"active_s":5,"lifetime_s":3600,"lifetime_kb":4608000"#,
+            r#","transform":"esp-gcm 256","esn":true,"active_s":5,"lifetime_s":3600,"lifetime_kb":4608000,"outbound":true"#,
             "",
         );
         assert_ne!(before, json);

@@ -37,8 +37,8 @@ pub struct IpsecInterface {
     /// Inbound packets dropped as replays, and whose ICV did not verify.
     pub pkts_replay_failed: u64,
     pub pkts_verify_failed: u64,
-    /// IOS `current outbound spi`: the newest pair's (the datapath sends
-    /// on the newest pair once it is installed).
+    /// IOS `current outbound spi`: the pair the datapath sends on (the
+    /// newest, or during a rekey we answered the older until it goes).
     pub current_outbound_spi: Option<u32>,
     /// Every pair, oldest first: during a rekey the old and the new one.
     pub sas: Vec<IpsecSa>,
@@ -65,6 +65,8 @@ pub struct IpsecSa {
     /// counted, as the limit is) and seconds left before the hard limit.
     pub remaining_kb: Option<u64>,
     pub remaining_s: Option<u64>,
+    /// The datapath sends on this pair (IOS `current outbound spi`).
+    pub outbound: bool,
     /// `ACTIVE`.
     pub status: String,
 }
@@ -110,6 +112,7 @@ mod tests {
             active_s: Some(active_s),
             remaining_kb: Some(4_607_999),
             remaining_s: Some(3_600 - active_s),
+            outbound: active_s == 1,
             status: "ACTIVE".into(),
         };
         IpsecSaReport {
@@ -142,7 +145,8 @@ mod tests {
                 r#"{"spi_in":49153,"spi_out":53249,"transform":"esp-gcm 256","#,
                 r#""mode":"transport","esn":true,"packets_in":3,"bytes_in":300,"#,
                 r#""packets_out":2,"bytes_out":200,"active_s":3000,"#,
-                r#""remaining_kb":4607999,"remaining_s":600,"status":"ACTIVE"}"#,
+                r#""remaining_kb":4607999,"remaining_s":600,"outbound":false,"#,
+                r#""status":"ACTIVE"}"#,
             )),
             "{json}"
         );

@@ -93,6 +93,7 @@ pub fn ipsec_sa(
             active_s: None,
             remaining_kb: None,
             remaining_s: None,
+            outbound: true,
             status: "ACTIVE".into(),
         };
         let entry = IpsecInterface {
@@ -146,12 +147,14 @@ fn add(
     let (replayed, auth_failed) = (sum(|c| c.replayed), sum(|c| c.auth_failed));
     i.pkts_replay_failed = replayed;
     i.pkts_verify_failed = auth_failed;
-    // The newest pair sends (make-before-break moves outbound at once).
+    // The pair IKE says the datapath sends on; else the newest (the
+    // datapath moves outbound to a new pair at once unless told to wait).
     i.current_outbound_spi = i
         .sas
         .iter()
         .rev()
-        .min_by_key(|s| s.active_s.unwrap_or(0))
+        .find(|s| s.outbound)
+        .or_else(|| i.sas.iter().rev().min_by_key(|s| s.active_s.unwrap_or(0)))
         .map(|s| s.spi_out);
 }
 
@@ -177,6 +180,7 @@ fn child_pair(c: &ChildReport, counters: &HashMap<u32, &SaCounters>) -> Option<I
         active_s: Some(c.active_s),
         remaining_kb: Some(c.lifetime_kb.saturating_sub(used_kb)),
         remaining_s: Some(c.lifetime_s.saturating_sub(c.active_s)),
+        outbound: c.outbound,
         status: "ACTIVE".into(),
     })
 }

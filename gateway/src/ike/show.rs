@@ -67,15 +67,35 @@ fn row(sa: &IkeSa, rekey: &Rekey, now: Instant) -> SaReport {
         profile: sa.profile.clone(),
         assigned_address: sa.lease.as_ref().map(|l| l.1),
         nat_t: sa.nat,
-        children: sa
-            .children
-            .iter()
-            .map(|c| child_row(c, rekey, now))
-            .collect(),
+        children: {
+            let sender = sending(&sa.children);
+            sa.children
+                .iter()
+                .map(|c| child_row(c, rekey, now, sender == Some(c.params.spi_in)))
+                .collect()
+        },
     }
 }
 
-fn child_row(c: &ChildSa, rekey: &Rekey, now: Instant) -> ChildReport {
+/// The inbound SPI of the pair the datapath sends on: the newest, unless
+/// it is a rekey we answered, which waits for the pairs before it to go
+/// (`iface::SaPair::defer_outbound`, RFC 7296 section 2.8: the peer
+/// installs its inbound SA only when our response reaches it).
+fn sending(children: &[ChildSa]) -> Option<u32> {
+    let mut by_age: Vec<&ChildSa> = children.iter().collect();
+    by_age.sort_by_key(|c| c.created);
+    let oldest = by_age.first()?.params.spi_in;
+    by_age
+        .iter()
+        .rev()
+        .find(|c| {
+            let defers = c.params.replaces.is_some() && !c.params.initiator;
+            !defers || c.params.spi_in == oldest
+        })
+        .map(|c| c.params.spi_in)
+}
+
+fn child_row(c: &ChildSa, rekey: &Rekey, now: Instant, outbound: bool) -> ChildReport {
     let limits = &c.params.lifetime;
     ChildReport {
         spi_in: format!("{:#010x}", c.params.spi_in),
@@ -96,6 +116,7 @@ fn child_row(c: &ChildSa, rekey: &Rekey, now: Instant) -> ChildReport {
         lifetime_kb: limits
             .hard_bytes
             .map_or(rekey.ipsec_kilobytes, |bytes| bytes / 1024),
+        outbound,
     }
 }
 
@@ -286,6 +307,7 @@ mod tests {
                 active_s: 42,
                 lifetime_s: 3_600,
                 lifetime_kb: 4_608_000,
+                outbound: true,
             }],
         };
         let sa = render_ikev2_sa(std::slice::from_ref(&row));
@@ -341,10 +363,7 @@ mod tests {
                 _ => None,
             })
             .unwrap();
-        let child = ChildSa {
-            params,
-            created: Instant::now(),
-        };
+        let child = ChildSa::new(params, Instant::now());
         (engine, child)
     }
 
@@ -373,7 +392,7 @@ mod tests {
         };
         child.params.lifetime = crate::iface::SaLifetime::default();
         child.created = now.checked_sub(std::time::Duration::from_secs(7)).unwrap();
-        let r = child_row(&child, &rekey, now);
+        let r = child_row(&child, &rekey, now, true);
         assert_eq!((r.lifetime_s, r.lifetime_kb, r.active_s), (300, 10_000, 7));
         // ... and one with hard limits (the profile's with jitter) its own.
         child.params.lifetime = crate::iface::SaLifetime {
@@ -383,7 +402,7 @@ mod tests {
             hard_seconds: Some(290),
         };
         child.params.esp.esn = true;
-        let r = child_row(&child, &rekey, now);
+        let r = child_row(&child, &rekey, now, true);
         assert_eq!((r.lifetime_s, r.lifetime_kb, r.esn), (290, 9_500, true));
         assert_eq!(
             (r.spi_in.as_str(), r.mode),
@@ -399,7 +418,7 @@ mod tests {
         let (engine, child) = dialled("", "aes128-sha1");
         let rows = engine.report(Instant::now());
         assert_eq!(rows[0].lifetime_s, 86_400);
-        let r = child_row(&child, &Rekey::default(), Instant::now());
+        let r = child_row(&child, &Rekey::default(), Instant::now(), true);
         assert_eq!((r.lifetime_s, r.lifetime_kb), (3_600, 4_608_000));
         assert_eq!(r.transform, "esp-aes esp-sha-hmac");
     }
@@ -429,5 +448,33 @@ mod tests {
         ] {
             assert_eq!(transform(choice), text);
         }
+    }
+
+    #[test]
+    fn the_sending_pair_is_the_newest_unless_it_waits_for_an_older_one() {
+        let (_, base) = dialled("", "aes256gcm16");
+        let t0 = base.created;
+        let pair = |spi_in: u32, age: u64, replaces: Option<u32>, initiator: bool| {
+            let mut params = base.params.clone();
+            params.spi_in = spi_in;
+            params.replaces = replaces;
+            params.initiator = initiator;
+            ChildSa::new(
+                params,
+                t0.checked_sub(std::time::Duration::from_secs(age)).unwrap(),
+            )
+        };
+        assert_eq!(sending(&[]), None);
+        assert_eq!(sending(&[pair(1, 10, None, false)]), Some(1));
+        // We initiated the rekey: the new pair sends at once.
+        let ours = [pair(1, 10, None, false), pair(2, 1, Some(1), true)];
+        assert_eq!(sending(&ours), Some(2));
+        // We answered it: the old pair sends until it is deleted ...
+        let answered = [pair(2, 1, Some(1), false), pair(1, 10, None, false)];
+        assert_eq!(sending(&answered), Some(1));
+        // ... then the new one, though it still names what it replaced.
+        assert_eq!(sending(&[pair(2, 1, Some(1), false)]), Some(2));
+        let rows = child_row(&answered[1], &Rekey::default(), t0, true);
+        assert!(rows.outbound);
     }
 }

@@ -14,7 +14,7 @@ fn version_in_one_line() {
     assert_eq!(render_version(&v), "gateway 0.1.0 (pid 42), up 61s\n");
 }
 
-fn child(spi_in: &str, spi_out: &str, active_s: u64) -> ChildReport {
+fn child(spi_in: &str, spi_out: &str, active_s: u64, outbound: bool) -> ChildReport {
     ChildReport {
         spi_in: spi_in.into(),
         spi_out: spi_out.into(),
@@ -28,6 +28,7 @@ fn child(spi_in: &str, spi_out: &str, active_s: u64) -> ChildReport {
         active_s,
         lifetime_s: 3_600,
         lifetime_kb: 4_608_000,
+        outbound,
     }
 }
 
@@ -107,8 +108,8 @@ fn ipsec_sa_joins_ike_and_the_datapath_per_interface() {
     let ike = [ike_sa(
         1,
         vec![
-            child("0x0000c002", "0x0000d002", 1),
-            child("0x0000c001", "0x0000d001", 3_000),
+            child("0x0000c002", "0x0000d002", 1, true),
+            child("0x0000c001", "0x0000d001", 3_000, false),
         ],
     )];
     let report = ipsec_sa(&ike, Some(&datapath()), &[]);
@@ -145,6 +146,18 @@ fn ipsec_sa_joins_ike_and_the_datapath_per_interface() {
         (Some(IpsecMode::Transport), Some(false))
     );
     assert_eq!(i.sas[1].remaining_s, Some(3_599));
+
+    // A rekey we answered: the old pair sends until it is deleted.
+    let answered = [ike_sa(
+        1,
+        vec![
+            child("0x0000c002", "0x0000d002", 1, false),
+            child("0x0000c001", "0x0000d001", 3_000, true),
+        ],
+    )];
+    let deferred = ipsec_sa(&answered, Some(&datapath()), &[]);
+    assert_eq!(deferred.interfaces[0].current_outbound_spi, Some(0xd001));
+    assert!(deferred.interfaces[0].sas[0].outbound && !deferred.interfaces[0].sas[1].outbound);
 
     // Without a datapath (or before the SA is installed): IKE's view only.
     let bare = ipsec_sa(&ike, None, &[]);
@@ -200,8 +213,8 @@ fn ipsec_sa_text_is_the_ios_layout_and_json_reads_back() {
     let ike = [ike_sa(
         1,
         vec![
-            child("0x0000c002", "0x0000d002", 1),
-            child("0x0000c001", "0x0000d001", 3_000),
+            child("0x0000c002", "0x0000d002", 1, true),
+            child("0x0000c001", "0x0000d001", 3_000, false),
         ],
     )];
     let report = ipsec_sa(&ike, Some(&datapath()), &[]);
