@@ -21,6 +21,7 @@ pub struct SaReport {
     pub dh_group: u16,
     pub auth_sign: Option<String>,
     pub auth_verify: Option<String>,
+    /// The profile's IKE SA `lifetime` (IOS default 86400 s).
     pub lifetime_s: u64,
     pub active_time_s: u64,
     /// SPIs in hex, 16 digits.
@@ -45,6 +46,27 @@ pub struct ChildReport {
     pub integrity: Option<String>,
     pub local_ts: Vec<String>,
     pub remote_ts: Vec<String>,
+    /// The ESP transform as IOS `show crypto ipsec sa` spells it:
+    /// `esp-gcm 256`, `esp-256-aes esp-sha256-hmac`.
+    #[serde(default)]
+    pub transform: String,
+    /// Extended sequence numbers (RFC 4303 section 2.2.1).
+    #[serde(default)]
+    pub esn: bool,
+    /// Seconds since the CHILD_SA was installed.
+    #[serde(default)]
+    pub active_s: u64,
+    /// Its hard limits: seconds and kilobytes (both directions counted);
+    /// the profile's `ipsec_lifetime_seconds` and `ipsec_lifetime_kilobytes`
+    /// when the SA has none of its own.
+    #[serde(default)]
+    pub lifetime_s: u64,
+    #[serde(default)]
+    pub lifetime_kb: u64,
+    /// The datapath sends on this pair: the newest, or during a rekey we
+    /// answered the older one until it is deleted.
+    #[serde(default)]
+    pub outbound: bool,
 }
 
 impl SaReport {
@@ -99,6 +121,12 @@ mod tests {
                 integrity: None,
                 local_ts: vec!["172.25.1.1/32 proto 47".into()],
                 remote_ts: vec!["172.25.1.2/32 proto 47".into()],
+                transform: "esp-gcm 256".into(),
+                esn: true,
+                active_s: 5,
+                lifetime_s: 3_600,
+                lifetime_kb: 4_608_000,
+                outbound: true,
             }],
         };
         let json = concat!(
@@ -112,9 +140,21 @@ mod tests {
             r#"{"spi_in":"0xb6801a40","spi_out":"0x6a3b5108","mode":"transport","#,
             r#""encryption":"AES-GCM, keysize: 256","integrity":null,"#,
             r#""local_ts":["172.25.1.1/32 proto 47"],"#,
-            r#""remote_ts":["172.25.1.2/32 proto 47"]}]}"#,
+            r#""remote_ts":["172.25.1.2/32 proto 47"],"transform":"esp-gcm 256","#,
+            r#""esn":true,"active_s":5,"lifetime_s":3600,"lifetime_kb":4608000,"outbound":true}]}"#,
         );
         assert_eq!(serde_json::to_string(&row).unwrap(), json);
+        // What a gateway sent before the CHILD_SAs had lifetimes still reads.
+        let before = json.replace(
+            r#","transform":"esp-gcm 256","esn":true,"active_s":5,"lifetime_s":3600,"lifetime_kb":4608000,"outbound":true"#,
+            "",
+        );
+        assert_ne!(before, json);
+        let old = serde_json::from_str::<SaReport>(&before).unwrap();
+        assert_eq!(
+            (old.children[0].esn, old.children[0].lifetime_kb),
+            (false, 0)
+        );
         assert_eq!(serde_json::from_str::<SaReport>(json).unwrap(), row);
         let address = r#""assigned_address":"10.1.1.100""#;
         let leased = json.replace(r#""assigned_address":null"#, address);

@@ -14,6 +14,7 @@ pub mod bgp;
 pub mod counters;
 pub mod ike;
 pub mod interfaces;
+pub mod ipsec;
 pub mod nhrp;
 pub mod pool;
 pub mod tunnels;

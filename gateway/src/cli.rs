@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use gateway_report::{
     ike::SaReport,
     interfaces::DatapathReport,
+    ipsec::IpsecSaReport,
     nhrp::{NhrpCleared, NhrpTraffic, NhrpView},
     pool::PoolReport,
     tunnels::TunnelStatus,
@@ -73,7 +74,8 @@ pub enum Show {
     Xdp(JsonFlag),
     /// Version, pid and uptime of the running daemon.
     Version(JsonFlag),
-    /// Crypto state: `show crypto ikev2 sa`, `show crypto session`.
+    /// Crypto state: `show crypto ikev2 sa`, `show crypto session`, `show
+    /// crypto ipsec sa`.
     Crypto {
         #[command(subcommand)]
         what: ShowCrypto,
@@ -110,6 +112,18 @@ pub enum ShowCrypto {
     },
     /// Sessions: peer, identity, assigned address, CHILD_SAs.
     Session(JsonFlag),
+    /// IPsec: `show crypto ipsec sa`.
+    Ipsec {
+        #[command(subcommand)]
+        what: ShowIpsec,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShowIpsec {
+    /// The CHILD_SAs per interface in the IOS layout: SPIs, transform,
+    /// packets encrypted and decrypted, remaining lifetime (KB/s).
+    Sa(JsonFlag),
 }
 
 #[derive(Debug, Subcommand)]
@@ -295,6 +309,19 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             let rows: Vec<SaReport> =
                 serde_json::from_value(body).context("decoding the sessions")?;
             Ok(render_crypto_session(&rows))
+        }),
+        Command::Show {
+            what:
+                Show::Crypto {
+                    what:
+                        ShowCrypto::Ipsec {
+                            what: ShowIpsec::Sa(flag),
+                        },
+                },
+        } => ask(&socket, &Request::ShowCryptoIpsecSa, flag.json, |body| {
+            let report: IpsecSaReport =
+                serde_json::from_value(body).context("decoding the IPsec SAs")?;
+            Ok(crate::daemon::show::render_ipsec_sa(&report))
         }),
         Command::Show {
             what:
@@ -546,6 +573,37 @@ mod tests {
             assert_eq!(bgp.request(), (request, json), "{args:?}");
         }
         assert!(Cli::try_parse_from(["gateway", "show", "bgp", "neighbors"]).is_err());
+    }
+
+    #[test]
+    fn show_crypto_ipsec_sa_parses() {
+        for (args, json) in [
+            (&["show", "crypto", "ipsec", "sa"][..], false),
+            (&["show", "crypto", "ipsec", "sa", "--json"][..], true),
+        ] {
+            let cli = Cli::try_parse_from(std::iter::once("gateway").chain(args.iter().copied()))
+                .unwrap();
+            assert!(
+                matches!(
+                    cli.command,
+                    Command::Show {
+                        what: Show::Crypto {
+                            what: ShowCrypto::Ipsec {
+                                what: ShowIpsec::Sa(JsonFlag { json: j })
+                            }
+                        }
+                    } if j == json
+                ),
+                "{args:?}: {:?}",
+                cli.command
+            );
+        }
+        assert!(Cli::try_parse_from(["gateway", "show", "crypto", "ipsec"]).is_err());
+        // The request's name on the socket.
+        assert_eq!(
+            serde_json::to_string(&Request::ShowCryptoIpsecSa).unwrap(),
+            r#"{"request":"show-crypto-ipsec-sa"}"#
+        );
     }
 
     #[test]

@@ -102,6 +102,20 @@ impl Daemon {
         }
     }
 
+    /// A spoke's tunnels to its hubs, as they are now.
+    fn tunnel_statuses(&self) -> Vec<TunnelStatus> {
+        self.tunnels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|t| {
+                t.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+            })
+            .collect()
+    }
+
     /// Adds or removes an inbound SPI in the filter, and logs it.
     fn change_sa(
         &self,
@@ -134,6 +148,20 @@ impl Handler for Daemon {
                         .report(Instant::now()),
                 ))
             }),
+            Request::ShowCryptoIpsecSa => {
+                let ike = self.ike.as_ref().map(|ike| {
+                    ike.engine
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .report(Instant::now())
+                });
+                let datapath = self.datapath.as_ref().map(|dp| dp.report());
+                Ok(Response::ok(&show::ipsec_sa(
+                    &ike.unwrap_or_default(),
+                    datapath.as_ref(),
+                    &self.tunnel_statuses(),
+                )))
+            }
             Request::ShowIpLocalPool => self.with_ike(|ike| {
                 Ok(Response::ok(
                     &ike.pools
@@ -148,21 +176,7 @@ impl Handler for Daemon {
                     Err("no datapath runs on this gateway (no IKEv2 profiles configured)".into())
                 }
             },
-            Request::ShowInterfacesTunnel => {
-                let tunnels = self
-                    .tunnels
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let list: Vec<TunnelStatus> = tunnels
-                    .iter()
-                    .map(|t| {
-                        t.lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .clone()
-                    })
-                    .collect();
-                Ok(Response::ok(&list))
-            }
+            Request::ShowInterfacesTunnel => Ok(Response::ok(&self.tunnel_statuses())),
             Request::ShowBgpSummary => self.with_bgp(|bgp| Response::ok(&bgp.summary())),
             Request::ShowBgp => self.with_bgp(|bgp| Response::ok(&bgp.table())),
             Request::ShowIpNhrp => self.with_nhrp(|nhrp| Response::ok(&nhrp.view())),

@@ -35,6 +35,10 @@ pub enum Request {
     /// Sessions with their CHILD_SAs (IOS `show crypto session`), the same
     /// list.
     ShowCryptoSession,
+    /// The CHILD_SAs per interface with their counters and remaining
+    /// lifetimes (IOS `show crypto ipsec sa`), a
+    /// `gateway_report::ipsec::IpsecSaReport`.
+    ShowCryptoIpsecSa,
     /// Address pools and leases (IOS `show ip local pool`), a list of
     /// `gateway_report::pool::PoolReport`.
     ShowIpLocalPool,

@@ -163,7 +163,7 @@ impl Engine {
 
     /// Rows for `show crypto ikev2 sa` and `show crypto session`.
     pub fn report(&self, now: Instant) -> Vec<SaReport> {
-        show::rows(self.sas.values(), now)
+        show::rows(self.sas.values(), &self.policy, now)
     }
 
     /// Whether an IKE SA with our SPI `spi` is in the table.

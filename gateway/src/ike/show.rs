@@ -9,23 +9,37 @@ use gateway_report::ike::{ChildReport, IpsecMode, SaReport};
 use crate::{
     ike::{
         crypto::Prf,
-        sa::{IkeSa, SaState},
+        policy::{Policy, Rekey},
+        proposal::EspChoice,
+        sa::{ChildSa, IkeSa, SaState},
         wire::TrafficSelector,
     },
-    ipsec::{Integ, Mode},
+    ipsec::{Encr, Integ, Mode},
 };
 
-/// IKE SA lifetime we report (IOS default 86400 s); rekeying comes later.
-const IKE_LIFETIME_S: u64 = 86_400;
-
-/// One row per IKE SA, by tunnel id.
-pub(crate) fn rows<'a>(sas: impl IntoIterator<Item = &'a IkeSa>, now: Instant) -> Vec<SaReport> {
-    let mut rows: Vec<SaReport> = sas.into_iter().map(|sa| row(sa, now)).collect();
+/// One row per IKE SA, by tunnel id. The lifetimes an SA does not carry
+/// itself are its profile's in `policy` (the IOS defaults without one).
+pub(crate) fn rows<'a>(
+    sas: impl IntoIterator<Item = &'a IkeSa>,
+    policy: &Policy,
+    now: Instant,
+) -> Vec<SaReport> {
+    let mut rows: Vec<SaReport> = sas
+        .into_iter()
+        .map(|sa| {
+            let rekey = sa
+                .profile
+                .as_deref()
+                .and_then(|name| policy.profiles.iter().find(|p| p.name == name))
+                .map_or_else(Rekey::default, |p| p.rekey);
+            row(sa, &rekey, now)
+        })
+        .collect();
     rows.sort_by_key(|r| r.tunnel_id);
     rows
 }
 
-fn row(sa: &IkeSa, now: Instant) -> SaReport {
+fn row(sa: &IkeSa, rekey: &Rekey, now: Instant) -> SaReport {
     let hex = |v: u64| format!("{v:016x}");
     let choice = &sa.keymat.choice;
     SaReport {
@@ -43,7 +57,7 @@ fn row(sa: &IkeSa, now: Instant) -> SaReport {
         dh_group: choice.dh.iana(),
         auth_sign: sa.auth_local.map(|a| a.as_str().to_owned()),
         auth_verify: sa.auth_remote.map(|a| a.as_str().to_owned()),
-        lifetime_s: IKE_LIFETIME_S,
+        lifetime_s: rekey.ike_lifetime.as_secs(),
         active_time_s: sa
             .established
             .map_or(0, |t| now.duration_since(t).as_secs()),
@@ -53,19 +67,77 @@ fn row(sa: &IkeSa, now: Instant) -> SaReport {
         profile: sa.profile.clone(),
         assigned_address: sa.lease.as_ref().map(|l| l.1),
         nat_t: sa.nat,
-        children: sa
-            .children
-            .iter()
-            .map(|c| ChildReport {
-                spi_in: format!("{:#010x}", c.params.spi_in),
-                spi_out: format!("{:#010x}", c.params.spi_out),
-                mode: report_mode(c.params.mode),
-                encryption: c.params.esp.encr.to_string(),
-                integrity: c.params.esp.integ.map(|i| integ_name(i).to_owned()),
-                local_ts: c.params.ts_local.iter().map(describe_ts).collect(),
-                remote_ts: c.params.ts_remote.iter().map(describe_ts).collect(),
-            })
-            .collect(),
+        children: {
+            let sender = sending(&sa.children);
+            sa.children
+                .iter()
+                .map(|c| child_row(c, rekey, now, sender == Some(c.params.spi_in)))
+                .collect()
+        },
+    }
+}
+
+/// The inbound SPI of the pair the datapath sends on: the newest, unless
+/// it is a rekey we answered, which waits for the pairs before it to go
+/// (`iface::SaPair::defer_outbound`, RFC 7296 section 2.8: the peer
+/// installs its inbound SA only when our response reaches it).
+fn sending(children: &[ChildSa]) -> Option<u32> {
+    let mut by_age: Vec<&ChildSa> = children.iter().collect();
+    by_age.sort_by_key(|c| c.created);
+    let oldest = by_age.first()?.params.spi_in;
+    by_age
+        .iter()
+        .rev()
+        .find(|c| {
+            let defers = c.params.replaces.is_some() && !c.params.initiator;
+            !defers || c.params.spi_in == oldest
+        })
+        .map(|c| c.params.spi_in)
+}
+
+fn child_row(c: &ChildSa, rekey: &Rekey, now: Instant, outbound: bool) -> ChildReport {
+    let limits = &c.params.lifetime;
+    ChildReport {
+        spi_in: format!("{:#010x}", c.params.spi_in),
+        spi_out: format!("{:#010x}", c.params.spi_out),
+        mode: report_mode(c.params.mode),
+        encryption: c.params.esp.encr.to_string(),
+        integrity: c.params.esp.integ.map(|i| integ_name(i).to_owned()),
+        local_ts: c.params.ts_local.iter().map(describe_ts).collect(),
+        remote_ts: c.params.ts_remote.iter().map(describe_ts).collect(),
+        transform: transform(c.params.esp),
+        esn: c.params.esp.esn,
+        active_s: now.saturating_duration_since(c.created).as_secs(),
+        // The hard limits: what is left of them is what IOS shows as the
+        // remaining key lifetime.
+        lifetime_s: limits
+            .hard_seconds
+            .unwrap_or(rekey.ipsec_lifetime.as_secs()),
+        lifetime_kb: limits
+            .hard_bytes
+            .map_or(rekey.ipsec_kilobytes, |bytes| bytes / 1024),
+        outbound,
+    }
+}
+
+/// The transform as IOS `show crypto ipsec sa` names it (`transform:
+/// esp-256-aes esp-sha256-hmac`, `esp-gcm 256`; 128-bit keys unnamed).
+fn transform(esp: EspChoice) -> String {
+    let encr = match esp.encr {
+        Encr::AesCbc { key_bits: 128 } => "esp-aes".to_owned(),
+        Encr::AesCbc { key_bits } => format!("esp-{key_bits}-aes"),
+        Encr::AesGcm16 { key_bits: 128 } => "esp-gcm".to_owned(),
+        Encr::AesGcm16 { key_bits } => format!("esp-gcm {key_bits}"),
+    };
+    let integ = esp.integ.map(|i| match i {
+        Integ::HmacSha1_96 => "esp-sha-hmac",
+        Integ::HmacSha256_128 => "esp-sha256-hmac",
+        Integ::HmacSha384_192 => "esp-sha384-hmac",
+        Integ::HmacSha512_256 => "esp-sha512-hmac",
+    });
+    match integ {
+        Some(integ) => format!("{encr} {integ}"),
+        None => encr,
     }
 }
 
@@ -230,6 +302,12 @@ mod tests {
                 integrity: None,
                 local_ts: vec!["10.1.2.0-10.1.2.255 proto 0".into()],
                 remote_ts: vec!["10.1.1.100/32 proto 0".into()],
+                transform: "esp-gcm 256".into(),
+                esn: false,
+                active_s: 42,
+                lifetime_s: 3_600,
+                lifetime_kb: 4_608_000,
+                outbound: true,
             }],
         };
         let sa = render_ikev2_sa(std::slice::from_ref(&row));
@@ -258,5 +336,145 @@ mod tests {
             session.contains("(Tunnel) Active SAs: 2, in SPI 0x0000c001 out SPI 0x0000d002"),
             "{session}"
         );
+    }
+
+    /// The hub of the in-memory exchange tests with `profile` added to its
+    /// profile, after a spoke dialled it with `esp`: the IKE SA and the
+    /// CHILD_SA it negotiated.
+    fn dialled(profile: &str, esp: &str) -> (crate::ike::engine::Engine, ChildSa) {
+        use crate::ike::{
+            sa::Action,
+            tests::{MemPools, dial, hub, spoke},
+        };
+        let mut engine = hub(profile);
+        let mut pools = MemPools::default();
+        pools.size = 4;
+        let (result, actions) = dial(
+            &mut engine,
+            &mut pools,
+            spoke("aes256-sha256-ecp256", esp, Mode::Transport),
+            11,
+        );
+        result.unwrap();
+        let params = actions
+            .into_iter()
+            .find_map(|a| match a {
+                Action::ChildUp(c) => Some(c),
+                _ => None,
+            })
+            .unwrap();
+        let child = ChildSa::new(params, Instant::now());
+        (engine, child)
+    }
+
+    #[test]
+    fn lifetimes_are_the_profiles_unless_the_sa_has_its_own() {
+        let (engine, mut child) = dialled(
+            "lifetime = 600\nipsec_lifetime_seconds = 300\nipsec_lifetime_kilobytes = 10000",
+            "aes256gcm16",
+        );
+        let now = Instant::now();
+        let rows = engine.report(now);
+        assert_eq!(rows.len(), 1);
+        // The IKE SA's lifetime is its profile's `lifetime`, not 86400.
+        assert_eq!(rows[0].lifetime_s, 600);
+        let c = &rows[0].children[0];
+        assert_eq!(c.transform, "esp-gcm 256");
+        assert!(!c.esn);
+        assert!(c.lifetime_s > 0 && c.lifetime_s <= 300, "{c:?}");
+        assert!(c.lifetime_kb > 0 && c.lifetime_kb <= 10_000, "{c:?}");
+
+        // An SA without limits of its own shows the profile's ...
+        let rekey = Rekey {
+            ipsec_lifetime: std::time::Duration::from_mins(5),
+            ipsec_kilobytes: 10_000,
+            ..Rekey::default()
+        };
+        child.params.lifetime = crate::iface::SaLifetime::default();
+        child.created = now.checked_sub(std::time::Duration::from_secs(7)).unwrap();
+        let r = child_row(&child, &rekey, now, true);
+        assert_eq!((r.lifetime_s, r.lifetime_kb, r.active_s), (300, 10_000, 7));
+        // ... and one with hard limits (the profile's with jitter) its own.
+        child.params.lifetime = crate::iface::SaLifetime {
+            soft_bytes: Some(9_000 * 1024),
+            hard_bytes: Some(9_500 * 1024),
+            soft_seconds: Some(270),
+            hard_seconds: Some(290),
+        };
+        child.params.esp.esn = true;
+        let r = child_row(&child, &rekey, now, true);
+        assert_eq!((r.lifetime_s, r.lifetime_kb, r.esn), (290, 9_500, true));
+        assert_eq!(
+            (r.spi_in.as_str(), r.mode),
+            (
+                format!("{:#010x}", child.params.spi_in).as_str(),
+                IpsecMode::Transport
+            )
+        );
+    }
+
+    #[test]
+    fn a_profile_without_lifetimes_shows_the_ios_defaults() {
+        let (engine, child) = dialled("", "aes128-sha1");
+        let rows = engine.report(Instant::now());
+        assert_eq!(rows[0].lifetime_s, 86_400);
+        let r = child_row(&child, &Rekey::default(), Instant::now(), true);
+        assert_eq!((r.lifetime_s, r.lifetime_kb), (3_600, 4_608_000));
+        assert_eq!(r.transform, "esp-aes esp-sha-hmac");
+    }
+
+    #[test]
+    fn transforms_are_spelled_as_ios_does() {
+        let esp = |encr, integ| EspChoice {
+            encr,
+            integ,
+            esn: false,
+        };
+        for (choice, text) in [
+            (
+                esp(Encr::AesCbc { key_bits: 256 }, Some(Integ::HmacSha256_128)),
+                "esp-256-aes esp-sha256-hmac",
+            ),
+            (
+                esp(Encr::AesCbc { key_bits: 192 }, Some(Integ::HmacSha384_192)),
+                "esp-192-aes esp-sha384-hmac",
+            ),
+            (
+                esp(Encr::AesCbc { key_bits: 128 }, Some(Integ::HmacSha512_256)),
+                "esp-aes esp-sha512-hmac",
+            ),
+            (esp(Encr::AesGcm16 { key_bits: 256 }, None), "esp-gcm 256"),
+            (esp(Encr::AesGcm16 { key_bits: 128 }, None), "esp-gcm"),
+        ] {
+            assert_eq!(transform(choice), text);
+        }
+    }
+
+    #[test]
+    fn the_sending_pair_is_the_newest_unless_it_waits_for_an_older_one() {
+        let (_, base) = dialled("", "aes256gcm16");
+        let t0 = base.created;
+        let pair = |spi_in: u32, age: u64, replaces: Option<u32>, initiator: bool| {
+            let mut params = base.params.clone();
+            params.spi_in = spi_in;
+            params.replaces = replaces;
+            params.initiator = initiator;
+            ChildSa::new(
+                params,
+                t0.checked_sub(std::time::Duration::from_secs(age)).unwrap(),
+            )
+        };
+        assert_eq!(sending(&[]), None);
+        assert_eq!(sending(&[pair(1, 10, None, false)]), Some(1));
+        // We initiated the rekey: the new pair sends at once.
+        let ours = [pair(1, 10, None, false), pair(2, 1, Some(1), true)];
+        assert_eq!(sending(&ours), Some(2));
+        // We answered it: the old pair sends until it is deleted ...
+        let answered = [pair(2, 1, Some(1), false), pair(1, 10, None, false)];
+        assert_eq!(sending(&answered), Some(1));
+        // ... then the new one, though it still names what it replaced.
+        assert_eq!(sending(&[pair(2, 1, Some(1), false)]), Some(2));
+        let rows = child_row(&answered[1], &Rekey::default(), t0, true);
+        assert!(rows.outbound);
     }
 }

@@ -381,6 +381,12 @@ mod tests {
                     integrity: None,
                     local_ts: Vec::new(),
                     remote_ts: Vec::new(),
+                    transform: String::new(),
+                    esn: false,
+                    active_s: 0,
+                    lifetime_s: 0,
+                    lifetime_kb: 0,
+                    outbound: true,
                 })
                 .collect(),
         }
