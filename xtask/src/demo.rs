@@ -31,7 +31,12 @@
 //! (`--release` for a faster datapath; figures come from `cargo xtask
 //! bench-throughput`).
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{Context as _, bail};
 use clap::Args;
@@ -236,7 +241,20 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         explore(&lab)?;
         integration::wait_for_interrupt(None)?;
     }
-    // Stop the spokes, then the hub, so that the log shows them leaving.
+    stop(&mut lab, args.soak.is_some());
+    println!("\ndemo: done; namespaces removed");
+    if rows.is_empty() {
+        bail!("the lab did not come up (see above)");
+    }
+    if failed {
+        bail!("some paths did not work (see the table above)");
+    }
+    Ok(())
+}
+
+/// Stops the spokes, then the hub, so that the log shows them leaving;
+/// after a soak (`keep_logs`), keeps the lab's configs and logs.
+fn stop(lab: &mut FlexLab, keep_logs: bool) {
     for k in 1..=lab.spoke_count() {
         let _ = lab.stop_spoke(k);
     }
@@ -246,14 +264,16 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             last_lines(&log, 25)
         );
     }
-    println!("\ndemo: done; namespaces removed");
-    if rows.is_empty() {
-        bail!("the lab did not come up (see above)");
+    if keep_logs {
+        // The record of a long run: the lab's directory goes with the lab.
+        match keep_files(lab.lab().temp_dir()) {
+            Ok(dir) => println!(
+                "\ndemo: the lab's configs and logs copied to {}",
+                dir.display()
+            ),
+            Err(e) => eprintln!("demo: could not keep the lab's logs: {e:#}"),
+        }
     }
-    if failed {
-        bail!("some paths did not work (see the table above)");
-    }
-    Ok(())
 }
 
 fn describe(lab: &FlexLab, lifetimes: Lifetimes) {
@@ -541,6 +561,32 @@ fn explore(lab: &FlexLab) -> anyhow::Result<()> {
     }
     println!("\n  configs and logs: {}\n", lab.lab().temp_dir().display());
     Ok(())
+}
+
+/// Copies the regular files under `from` (configs, logs) to
+/// `target/demo-logs`, replacing what an earlier run left there.
+fn keep_files(from: &Path) -> anyhow::Result<PathBuf> {
+    fn copy(from: &Path, to: &Path) -> anyhow::Result<()> {
+        fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+        for entry in fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let target = to.join(entry.file_name());
+            if kind.is_dir() {
+                copy(&entry.path(), &target)?;
+            } else if kind.is_file() {
+                fs::copy(entry.path(), &target)
+                    .with_context(|| format!("copying {}", entry.path().display()))?;
+            }
+        }
+        Ok(())
+    }
+    let to = util::workspace_root().join("target").join("demo-logs");
+    if to.exists() {
+        fs::remove_dir_all(&to).with_context(|| format!("removing {}", to.display()))?;
+    }
+    copy(from, &to)?;
+    Ok(to)
 }
 
 fn first_line(text: &str) -> String {

@@ -171,15 +171,24 @@ fn status_line(
     let mut notes = Vec::new();
     for (path, flow) in flows {
         let replies = flow.replies_so_far();
-        let n = lost_so_far(&replies);
+        // The gaps, and the echoes of a path gone silent (no later reply
+        // closes that gap yet).
+        let silent = replies
+            .last()
+            .map_or(elapsed.as_secs_f64(), |r| now - r.received_at);
+        let stalled = flow.is_running() && silent > STALLED.as_secs_f64();
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let unanswered = if stalled {
+            (silent / INTERVAL.as_secs_f64()) as u32
+        } else {
+            0
+        };
+        let n = lost_so_far(&replies) + unanswered;
         lost += n;
         if n > 0 {
             notes.push(format!("{}: {n} lost", path.name));
         }
-        let silent = replies
-            .last()
-            .map_or(f64::INFINITY, |r| now - r.received_at);
-        if flow.is_running() && silent > STALLED.as_secs_f64() {
+        if stalled {
             notes.push(format!("{}: no reply for {silent:.0} s", path.name));
         }
     }
@@ -261,7 +270,7 @@ fn rekey_rows(lab: &FlexLab, soak: Duration, lifetimes: &Lifetimes) -> Vec<Row> 
         .collect();
     let all = gateway_rekeys(&log, "");
     let secs = soak.as_secs();
-    vec![
+    let mut rows = vec![
         rekey_row(
             "hub: CHILD_SA rekeys",
             all.child(),
@@ -276,10 +285,45 @@ fn rekey_rows(lab: &FlexLab, soak: Duration, lifetimes: &Lifetimes) -> Vec<Row> 
             &counts,
             |c| (c.ike(), c.ike_initiated),
         ),
+    ];
+    if lab.spoke_count() >= 2 {
+        rows.extend(shortcut_rekey_rows(lab, secs, lifetimes));
+    }
+    rows
+}
+
+/// The rekeys of the spoke-to-spoke shortcut as spoke 1 logged them (its
+/// lines that name spoke 2's address): our spokes' profiles have the
+/// scaled lifetimes too, so the shortcut the soak uses rekeys as often.
+fn shortcut_rekey_rows(lab: &FlexLab, secs: u64, lifetimes: &Lifetimes) -> Vec<Row> {
+    let log = match lab.gateway(Which::Spoke(1)) {
+        Ok(g) => g.process().stderr_text(),
+        Err(e) => return vec![failed("spoke 1: shortcut rekeys", &e)],
+    };
+    let counts = [(
+        "spoke 1 <-> spoke 2".to_owned(),
+        gateway_rekeys(&log, &spoke_address(2).to_string()),
+    )];
+    vec![
+        rekey_row(
+            "spoke 1: shortcut CHILD_SA rekeys",
+            counts[0].1.child(),
+            secs / lifetimes.ipsec_s,
+            &counts,
+            |c| (c.child(), c.child_initiated),
+        ),
+        rekey_row(
+            "spoke 1: shortcut IKE SA rekeys",
+            counts[0].1.ike(),
+            secs / lifetimes.ike_s,
+            &counts,
+            |c| (c.ike(), c.ike_initiated),
+        ),
     ]
 }
 
-/// A rekey row: the total, and per peer (rekeys, initiated by the hub).
+/// A rekey row: the total, and per peer (rekeys, initiated by the gateway
+/// whose log was read).
 fn rekey_row(
     path: &str,
     total: usize,
@@ -297,7 +341,7 @@ fn rekey_row(
         .iter()
         .map(|(name, c)| {
             let (n, initiated) = of(c);
-            format!("{name} {n} ({initiated} by the hub)")
+            format!("{name} {n} ({initiated} initiated)")
         })
         .collect();
     let mut detail = format!("{}; at least {due} each due", per_peer.join(", "));
