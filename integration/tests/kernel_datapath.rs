@@ -55,7 +55,11 @@ fn xfrm_packets(lab: &FlexLab) -> Vec<u64> {
     out.lines()
         .filter_map(|l| {
             let l = l.trim();
-            // "0(bytes), 0(packets)"
+            // "0(bytes), 0(packets)", not the limits ("limit: soft
+            // 4227858432(packets), ...": outbound SAs have one).
+            if l.starts_with("limit:") {
+                return None;
+            }
             let at = l.find("(packets)")?;
             let before = &l[..at];
             before.rsplit([' ', ',']).next()?.parse().ok()

@@ -160,6 +160,8 @@ struct Figures {
     hub: RekeyCounts,
     /// (CHILD, IKE) rekeys the spoke logged.
     spoke: (usize, usize),
+    /// Echoes without a reply, with about when they left (Unix seconds).
+    missing: Vec<(u32, f64)>,
 }
 
 impl Figures {
@@ -362,6 +364,7 @@ fn rekeys_under_traffic_lose_nothing_and_leave_only_the_current_spis() {
             received: flow.summary.received,
             hub: gateway_rekeys(&hub_log, &peer.to_string()),
             spoke,
+            missing: flow.missing(),
         })
         .collect();
     eprintln!(
@@ -378,7 +381,7 @@ fn rekeys_under_traffic_lose_nothing_and_leave_only_the_current_spis() {
     let mut problems: Vec<String> = figures
         .iter()
         .filter(|f| f.sent < FLOW_COUNT || f.received != f.sent)
-        .map(|f| format!("lost echoes: {}", f.line()))
+        .map(|f| format!("lost echoes: {} (seq, sent at: {:?})", f.line(), f.missing))
         .collect();
     problems.extend(check_rekeys(&figures, &spoke_c));
     problems.extend(
@@ -393,6 +396,85 @@ fn rekeys_under_traffic_lose_nothing_and_leave_only_the_current_spis() {
             .iter()
             .take(3)
             .map(|e| format!("a sample failed: {e}")),
+    );
+    assert!(
+        problems.is_empty(),
+        "{}\n\n{}",
+        problems.join("\n"),
+        lab.logs()
+    );
+}
+
+/// Our spoke against our hub with the kernel datapath on both (XFRM states
+/// with lifetimes, ESN and make-before-break pairs on the GRE links): the
+/// spoke's short lifetimes make it rekey, traffic flows throughout, and
+/// only the current SPIs stay. The VM tier runs it (a skip elsewhere).
+#[test]
+fn kernel_datapath_our_spoke_rekeys_against_our_hub_and_loses_nothing() {
+    if !integration::vm::kernel_datapath_available() {
+        return;
+    }
+    let Some(bin) = flex_lab::ready(false) else {
+        assert!(
+            std::env::var_os("GATEWAY_REQUIRE_KERNEL_DATAPATH").is_none(),
+            "the kernel datapath is required here, but the lab cannot run"
+        );
+        return;
+    };
+    let spec = LabSpec {
+        kernel_datapath: true,
+        ..LabSpec::new(1, false)
+    };
+    let mut lab = FlexLab::new(&bin, "krekey", &spec).unwrap();
+    lab.edit_config(Which::Spoke(1), |c| Ok(short_spoke_config(&c)))
+        .unwrap();
+    if let Err(e) = lab.start_daemons() {
+        panic!("{e:#}\n{}", lab.logs());
+    }
+    if let Err(e) = lab.wait_sessions(1, SESSIONS_UP) {
+        panic!("{e:#}\n{}", lab.logs());
+    }
+    let from = [("C (our spoke, initiates)", lab.spoke_lan(1).clone())];
+    let (results, watch, run) = run_flows(&lab, &from);
+    let hub_log = lab.gateway(Which::Hub).unwrap().process().stderr_text();
+    let spoke_log = lab
+        .gateway(Which::Spoke(1))
+        .unwrap()
+        .process()
+        .stderr_text();
+    let spoke_c = gateway_rekeys(&spoke_log, "");
+    let (name, flow) = &results[0];
+    let figures = Figures {
+        name,
+        sent: flow.summary.transmitted,
+        received: flow.summary.received,
+        hub: gateway_rekeys(&hub_log, &spoke_address(1).to_string()),
+        spoke: (spoke_c.child(), spoke_c.ike()),
+        missing: flow.missing(),
+    };
+    eprintln!(
+        "kernel rekey run: {:.0} s; {} samples of the SPIs; {}",
+        run.as_secs_f64(),
+        watch.samples,
+        figures.line()
+    );
+    let mut problems = Vec::new();
+    if figures.sent < FLOW_COUNT || figures.received != figures.sent {
+        problems.push(format!("lost echoes: {:?}", figures.missing));
+    }
+    let child = expected(ISSUE_CHILD_REKEYS, SHORT_IPSEC_LIFETIME_S);
+    let ike = expected(ISSUE_IKE_REKEYS, SHORT_IKE_LIFETIME_S);
+    if figures.hub.child_answered < child || spoke_c.child_initiated < child {
+        problems.push(format!("CHILD rekeys short of {child}"));
+    }
+    if figures.hub.ike_answered < ike || spoke_c.ike_initiated < ike {
+        problems.push(format!("IKE rekeys short of {ike}"));
+    }
+    problems.extend(
+        watch
+            .violations
+            .iter()
+            .map(|v| format!("not only the current SPIs: {v}")),
     );
     assert!(
         problems.is_empty(),
@@ -574,7 +656,33 @@ fn nat_rebinding_moves_the_tunnel_to_the_new_port() {
     let Some(bin) = flex_lab::ready(true) else {
         return;
     };
-    let mut lab = FlexLab::new(&bin, "rekeynat", &LabSpec::new(0, false)).unwrap();
+    nat_rebinding(&bin, "rekeynat", false);
+}
+
+/// The same with the kernel datapath on the hub: the kernel's NAT mapping
+/// event (XFRM_MSG_MAPPING) reports the new port, the states' encapsulation
+/// follows (UPDSA). The VM tier runs it (a skip elsewhere).
+#[test]
+fn kernel_datapath_nat_rebinding_moves_the_tunnel_to_the_new_port() {
+    if !integration::vm::kernel_datapath_available() {
+        return;
+    }
+    let Some(bin) = flex_lab::ready(true) else {
+        assert!(
+            std::env::var_os("GATEWAY_REQUIRE_KERNEL_DATAPATH").is_none(),
+            "the kernel datapath is required here, but the lab cannot run"
+        );
+        return;
+    };
+    nat_rebinding(&bin, "krekeynat", true);
+}
+
+fn nat_rebinding(bin: &std::path::Path, tag: &str, kernel: bool) {
+    let spec = LabSpec {
+        kernel_datapath: kernel,
+        ..LabSpec::new(0, false)
+    };
+    let mut lab = FlexLab::new(bin, tag, &spec).unwrap();
     let mut spec = SwanSpec::new("swannat", NAT_IDENTITY, NAT_OUTSIDE);
     spec.nat_port = Some(NAT_PORT_BEFORE);
     let id = lab.add_swan(spec).unwrap();

@@ -378,7 +378,7 @@ impl Engine {
                 inner,
             ),
             (ExchangeType::Informational, SaState::Ready | SaState::Rekeyed, None) => {
-                informational::respond(sa, &mut self.child_spis, inner)
+                informational::respond(sa, &mut self.child_spis, inner, received.now)
             }
             (ExchangeType::CreateChildSa, SaState::Ready | SaState::Rekeyed, None) => {
                 let sas = &self.sas;
@@ -460,16 +460,21 @@ impl Engine {
         for child in &sa.children {
             self.child_spis.release(child.params.spi_in);
         }
+        for (spi_in, ..) in &sa.lingering {
+            self.child_spis.release(*spi_in);
+        }
         // The reverse of the setup (SessionUp, then each ChildUp): the
         // children go first, last one first, then the session.
         let mut actions: Vec<Action> = sa
             .children
             .iter()
+            .map(|c| (c.params.spi_in, c.params.spi_out))
+            .chain(sa.lingering.iter().map(|(i, o, _)| (*i, *o)))
             .rev()
-            .map(|c| Action::ChildDown {
+            .map(|(spi_in, spi_out)| Action::ChildDown {
                 ike_spi: sa.keymat.our_spi(),
-                spi_in: c.params.spi_in,
-                spi_out: c.params.spi_out,
+                spi_in,
+                spi_out,
             })
             .collect();
         if let Some((pool, address)) = &sa.lease {

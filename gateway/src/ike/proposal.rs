@@ -38,8 +38,10 @@ pub struct IkeProposal {
 pub struct EspProposal {
     pub encr: Vec<Encr>,
     pub integ: Vec<Integ>,
-    /// Extended sequence numbers accepted (RFC 4303 section 2.2.1); the
-    /// no-ESN choice is always preferred when offered.
+    /// Extended sequence numbers accepted (RFC 4303 section 2.2.1), and
+    /// chosen when the peer offers them: an SA with them never has to be
+    /// rekeyed for its sequence number. On unless the proposal says only
+    /// `noesn`.
     pub esn: bool,
 }
 
@@ -232,7 +234,10 @@ impl EspProposal {
         if p.encr.is_empty() || (aead == 0 && p.integ.is_empty()) {
             return Err(ProposalError::IncompleteEsp(text.to_owned()));
         }
-        let _ = saw_esn;
+        // Without a word on it, ESN is accepted.
+        if !saw_esn {
+            p.esn = true;
+        }
         Ok(p)
     }
 
@@ -321,10 +326,10 @@ pub fn choose_esp(hub: &[EspProposal], peer: &[Proposal]) -> Option<(EspChoice, 
                 };
                 // No ESN transform at all means no ESN (RFC 7296 section 3.3.2).
                 let esns: Vec<u16> = offered(TransformType::Esn).map(|t| t.id).collect();
-                let esn = if esns.is_empty() || esns.contains(&0) {
-                    false
-                } else if ours.esn && esns.contains(&1) {
+                let esn = if ours.esn && esns.contains(&1) {
                     true
+                } else if esns.is_empty() || esns.contains(&0) {
+                    false
                 } else {
                     return None;
                 };
@@ -395,7 +400,8 @@ impl IkeChoice {
 }
 
 impl EspChoice {
-    /// For offers we make as an initiator (no ESN).
+    /// For offers we make as an initiator: ESN first when the proposal
+    /// accepts it, and no ESN, for a peer without them.
     pub fn offer(hub: &EspProposal, number: u8, our_spi: u32) -> Proposal {
         let mut transforms: Vec<Transform> = hub.encr.iter().map(|e| encr_transform(*e)).collect();
         transforms.extend(
@@ -403,6 +409,9 @@ impl EspChoice {
                 .iter()
                 .map(|i| plain(TransformType::Integ, i.iana())),
         );
+        if hub.esn {
+            transforms.push(plain(TransformType::Esn, 1));
+        }
         transforms.push(plain(TransformType::Esn, 0));
         Proposal {
             number,

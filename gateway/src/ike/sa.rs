@@ -594,6 +594,9 @@ pub(crate) struct IkeSa {
     pub(crate) rekey_nonce: Option<Vec<u8>>,
     /// When `Rekeyed`: our SPI of the SA that replaced it.
     pub(crate) rekeyed_to: Option<u64>,
+    /// Deleted CHILD_SAs that a rekey replaced, still in the datapath until
+    /// the instant given (inbound SPI, outbound SPI, until): see `LINGER`.
+    pub(crate) lingering: Vec<(u32, u32, Instant)>,
 }
 
 /// An IKE SA we initiated, once IKE_AUTH is done (a spoke's dial): what its
@@ -607,6 +610,12 @@ pub(crate) struct InitiatedSa {
 
 /// Requests are resent this often when the SA has no DPD retry interval.
 const RETRANSMIT: Duration = Duration::from_secs(2);
+/// A deleted CHILD_SA that a rekey replaced keeps decrypting this long:
+/// ESP its peer sealed on it an instant before switching to the new one
+/// (a datapath worker holds its tables for a batch) may arrive after the
+/// DELETE's exchange is done.
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
+
 /// Tries of a request before the peer is declared gone (section 2.4).
 pub(crate) const REQUEST_TRIES: u32 = 5;
 
@@ -696,7 +705,43 @@ impl IkeSa {
             next_rekey_try: now,
             rekey_nonce: None,
             rekeyed_to: None,
+            lingering: Vec::new(),
         }
+    }
+
+    /// Takes the CHILD_SA at `index` out of the SA (deleted): its
+    /// `ChildDown` now, or, if a rekey replaced it, after `LINGER`. The
+    /// caller releases its SPI with the `ChildDown`.
+    pub(crate) fn retire_child(&mut self, index: usize, now: Instant) -> Option<Action> {
+        let child = self.children.remove(index);
+        let (spi_in, spi_out) = (child.params.spi_in, child.params.spi_out);
+        if child.replaced.is_some() {
+            self.lingering.push((spi_in, spi_out, now + LINGER));
+            return None;
+        }
+        Some(Action::ChildDown {
+            ike_spi: self.keymat.our_spi(),
+            spi_in,
+            spi_out,
+        })
+    }
+
+    /// The lingering CHILD_SAs whose time is up (all of them with `None`).
+    pub(crate) fn lingered(&mut self, now: Option<Instant>) -> Vec<Action> {
+        let ike_spi = self.keymat.our_spi();
+        let mut out = Vec::new();
+        self.lingering.retain(|(spi_in, spi_out, until)| {
+            if now.is_some_and(|now| now < *until) {
+                return true;
+            }
+            out.push(Action::ChildDown {
+                ike_spi,
+                spi_in: *spi_in,
+                spi_out: *spi_out,
+            });
+            false
+        });
+        out
     }
 
     /// The CHILD_SA with inbound SPI `spi_in`.

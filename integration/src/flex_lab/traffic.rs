@@ -208,6 +208,22 @@ impl FlowResult {
         self.replies.iter().find(|r| r.sent_at() > at)
     }
 
+    /// The sequence numbers that got no reply, each with about when it was
+    /// sent (Unix seconds, from its neighbours' replies), to set beside the
+    /// logs' timestamps.
+    pub fn missing(&self) -> Vec<(u32, f64)> {
+        let mut out = Vec::new();
+        for w in self.replies.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            let gap = b.seq.saturating_sub(a.seq);
+            for k in 1..gap {
+                let t = a.sent_at() + (b.sent_at() - a.sent_at()) * f64::from(k) / f64::from(gap);
+                out.push((a.seq + k, t));
+            }
+        }
+        out
+    }
+
     /// The longest time between two replies in a row.
     pub fn longest_gap(&self) -> Duration {
         self.replies

@@ -21,8 +21,16 @@
 //! Everything is programmed over rtnetlink and xfrm netlink
 //! (`sys::netlink`, `sys::xfrm`) and undone in the reverse order.
 //!
+//! An interface may hold several SA pairs (a rekey, make-before-break);
+//! the newest sends. The SAs carry the negotiated lifetimes as XFRM limits
+//! and ESN as the kernel's replay state, and a monitor thread turns the
+//! kernel's expire and NAT mapping events into [`DatapathEvent::SaExpired`]
+//! and [`DatapathEvent::PeerMoved`]; `update_peer` moves the states' UDP
+//! ports.
+//!
 //! The NHRP socket and its reader are in `nhrp`; what an SA pair becomes
-//! in XFRM (states, policies, algorithm names) in `ipsec`; where the
+//! in XFRM (states, policies, algorithm names) and the pairs of an
+//! interface in `ipsec`; the XFRM event monitor in `events`; where the
 //! report's counters come from in `report`.
 
 use std::{
@@ -34,7 +42,11 @@ use std::{
 
 use tokio::sync::mpsc;
 
-use self::nhrp::{NhrpPort, NhrpReader, open_nhrp};
+use self::{
+    events::{SaEventStats, SaMonitor, start_sa_monitor},
+    ipsec::InstalledSa,
+    nhrp::{NhrpPort, NhrpReader, open_nhrp},
+};
 use super::{fib::Fib, hairpin::HairpinMonitor};
 use gateway_report::interfaces::DatapathReport;
 
@@ -42,17 +54,19 @@ use crate::iface::{
     Datapath, DatapathError, DatapathEvent, Route, SaPair, VaId, VirtualAccessSpec,
 };
 use crate::ipsec::Mode;
-use crate::net::{ETH_P_NHRP, IPPROTO_ESP};
+use crate::net::ETH_P_NHRP;
 use crate::sys::{
     netlink::Netlink,
     nft::{self, MssClamp},
     xfrm::{Xfrm, XfrmDir, XfrmSelector},
 };
 
+mod events;
 mod ipsec;
 mod nhrp;
 mod report;
 
+pub use events::SaEventCounters;
 pub use nhrp::NhrpCounters;
 
 /// TTL of the GRE packets (the outer header gets the inner one's otherwise,
@@ -63,17 +77,17 @@ struct Va {
     spec: VirtualAccessSpec,
     /// The GRE link, once the SA told us the peer runs GRE.
     ifindex: Option<u32>,
-    sa: Option<InstalledSa>,
+    /// Its SA pairs, oldest first.
+    pairs: Vec<InstalledSa>,
+    /// The policies, laid with the first pair and removed with the last.
+    policies: Vec<(XfrmSelector, XfrmDir)>,
 }
 
-#[derive(Clone, Copy)]
-struct InstalledSa {
-    spi_in: u32,
-    spi_out: u32,
-    local: Ipv4Addr,
-    remote: Ipv4Addr,
-    mode: Mode,
-    policies: [Option<(XfrmSelector, XfrmDir)>; 3],
+impl Va {
+    /// The mode of its pairs (all the same), if it has any.
+    fn mode(&self) -> Option<Mode> {
+        self.pairs.last().map(|p| p.mode)
+    }
 }
 
 struct State {
@@ -87,11 +101,14 @@ struct State {
     /// Whether our nftables table may exist (laid, or maybe left by a
     /// previous run).
     nft_table: bool,
+    /// Where new SAs start their sequence numbers: 0, but in tests.
+    initial_seq: u64,
 }
 
 /// The kernel datapath (`datapath = "kernel"`).
 pub struct KernelDatapath {
-    state: Mutex<State>,
+    /// Shared with the SA monitor thread, which removes hard-expired pairs.
+    state: Arc<Mutex<State>>,
     /// Spoke-to-spoke traffic through the hub (for NHRP): the tc program on
     /// the links of templates with an NHRP network id.
     hairpin: Option<Mutex<HairpinMonitor>>,
@@ -99,6 +116,9 @@ pub struct KernelDatapath {
     nhrp: Result<Arc<NhrpPort>, String>,
     /// The thread reading `nhrp`'s socket, when events are wanted.
     nhrp_reader: Mutex<Option<NhrpReader>>,
+    /// The thread reading the kernel's XFRM events, when events are wanted.
+    sa_monitor: Mutex<Option<SaMonitor>>,
+    sa_events: Arc<SaEventStats>,
 }
 
 /// IOS's default NHRP redirect timeout: one Traffic Indication per flow
@@ -131,20 +151,34 @@ impl KernelDatapath {
             }
         };
         let (nhrp, nhrp_reader) = open_nhrp(events);
+        let state = Arc::new(Mutex::new(State {
+            nl,
+            xfrm,
+            vas: BTreeMap::new(),
+            routes: Fib::new(),
+            clamps: BTreeMap::new(),
+            // A table a previous run left goes with the first change
+            // (or at shutdown), when `nft` is there to ask.
+            nft_table: nft::available(),
+            initial_seq: 0,
+        }));
+        let sa_events = Arc::new(SaEventStats::default());
+        // Without the monitor SAs still expire in the kernel; only the
+        // control plane does not hear of it (and rekeys on its own clock).
+        let sa_monitor = events.and_then(|tx| {
+            start_sa_monitor(Arc::clone(&state), tx.clone(), Arc::clone(&sa_events))
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "SA expiry and NAT mapping events off: no XFRM monitor");
+                })
+                .ok()
+        });
         Ok(KernelDatapath {
             hairpin,
             nhrp,
             nhrp_reader: Mutex::new(nhrp_reader),
-            state: Mutex::new(State {
-                nl,
-                xfrm,
-                vas: BTreeMap::new(),
-                routes: Fib::new(),
-                clamps: BTreeMap::new(),
-                // A table a previous run left goes with the first change
-                // (or at shutdown), when `nft` is there to ask.
-                nft_table: nft::available(),
-            }),
+            state,
+            sa_monitor: Mutex::new(sa_monitor),
+            sa_events,
         })
     }
 
@@ -153,6 +187,8 @@ impl KernelDatapath {
     /// drop; a second call does nothing more.
     pub fn shutdown(&self) {
         self.stop_nhrp_reader();
+        // Before taking the state's lock, which the monitor may wait for.
+        self.stop_sa_monitor();
         let mut s = self.state();
         s.clamps.clear();
         if let Err(e) = s.apply_clamps() {
@@ -260,22 +296,6 @@ impl State {
         Ok(ifindex)
     }
 
-    fn remove_sa(&mut self, id: VaId) {
-        let Some(sa) = self.vas.get_mut(&id).and_then(|v| v.sa.take()) else {
-            return;
-        };
-        for (selector, dir) in sa.policies.iter().flatten().rev() {
-            if let Err(e) = self.xfrm.del_policy(selector, *dir) {
-                tracing::warn!(interface = %id, error = %e, "removing an XFRM policy failed");
-            }
-        }
-        for (dst, spi) in [(sa.local, sa.spi_in), (sa.remote, sa.spi_out)] {
-            if let Err(e) = self.xfrm.del_state(dst, spi, IPPROTO_ESP) {
-                tracing::warn!(interface = %id, spi = format_args!("{spi:#010x}"), error = %e, "removing an XFRM state failed");
-            }
-        }
-    }
-
     /// Where a tunnel-mode peer's inner prefixes are routed: the way to
     /// its outer address (the XFRM output policy then takes them).
     fn outer_path(&mut self, remote: Ipv4Addr) -> Result<(u32, Option<Ipv4Addr>), DatapathError> {
@@ -311,7 +331,8 @@ impl Datapath for KernelDatapath {
             Va {
                 spec: spec.clone(),
                 ifindex: None,
-                sa: None,
+                pairs: Vec::new(),
+                policies: Vec::new(),
             },
         );
         Ok(())
@@ -329,7 +350,7 @@ impl Datapath for KernelDatapath {
         for r in gone {
             s.routes.remove(r.prefix);
         }
-        s.remove_sa(id);
+        s.remove_all_pairs(id);
         if s.clamps.remove(&id).is_some()
             && let Err(e) = s.apply_clamps()
         {
@@ -351,19 +372,21 @@ impl Datapath for KernelDatapath {
 
     fn install_sa(&self, sa: &SaPair) -> Result<(), DatapathError> {
         let mut s = self.state();
+        // Before the link: a pair refused leaves nothing behind.
+        s.check_new_pair(sa)?;
         let va = s.va(sa.va)?;
-        if va.sa.is_some() {
-            return Err(DatapathError::Unsupported(format!(
-                "{} already has an SA pair",
-                sa.va
-            )));
-        }
-        let inner = va.spec.peer_inner;
-        let reqid = sa.va.raw();
         let nhrp = va.spec.nhrp_network_id;
-        if sa.mode == Mode::Transport && va.ifindex.is_none() {
+        let new_link = sa.mode == Mode::Transport && va.ifindex.is_none();
+        if new_link {
             let ifindex = s.create_link(sa.va)?;
             if let Err(e) = s.add_clamp(sa.va) {
+                let _ = s.nl.del_link(ifindex);
+                return Err(e);
+            }
+            if let Err(e) = s.add_pair(sa) {
+                // The link came for this pair: it goes with it.
+                s.clamps.remove(&sa.va);
+                let _ = s.apply_clamps();
                 let _ = s.nl.del_link(ifindex);
                 return Err(e);
             }
@@ -378,66 +401,29 @@ impl Datapath for KernelDatapath {
                     }
                 });
             }
+            return Ok(());
         }
-        let states = State::states(sa, reqid)?;
-        let mut installed = InstalledSa {
-            spi_in: sa.spi_in,
-            spi_out: sa.spi_out,
-            local: sa.local,
-            remote: sa.remote,
-            mode: sa.mode,
-            policies: [None; 3],
-        };
-        let mut result = Ok(());
-        for (i, state) in states.iter().enumerate() {
-            if let Err(e) = s.xfrm.add_state(state) {
-                // Undo the states already in.
-                for done in &states[..i] {
-                    let _ = s.xfrm.del_state(done.dst, done.spi, IPPROTO_ESP);
-                }
-                result = Err(os(format!("adding XFRM state spi {:#010x}", state.spi))(e));
-                break;
-            }
-        }
-        result?;
-        for (i, policy) in State::policies(sa, reqid, inner).into_iter().enumerate() {
-            if let Err(e) = s.xfrm.add_policy(&policy) {
-                if let Some(v) = s.vas.get_mut(&sa.va) {
-                    v.sa = Some(installed);
-                }
-                s.remove_sa(sa.va);
-                return Err(os(format!("adding XFRM policy {}", policy.selector))(e));
-            }
-            installed.policies[i] = Some((policy.selector, policy.dir));
-        }
-        if let Some(v) = s.vas.get_mut(&sa.va) {
-            v.sa = Some(installed);
-        }
-        Ok(())
+        s.add_pair(sa)
     }
 
     fn remove_sa(&self, va: VaId, spi_in: u32) -> Result<(), DatapathError> {
         let mut s = self.state();
-        match s.va(va)?.sa {
-            Some(sa) if sa.spi_in == spi_in => {
-                s.remove_sa(va);
-                Ok(())
-            }
-            _ => Err(DatapathError::NoSuchSa(spi_in)),
+        s.va(va)?;
+        if s.remove_pair(va, spi_in) {
+            Ok(())
+        } else {
+            Err(DatapathError::NoSuchSa(spi_in))
         }
     }
 
     fn update_peer(&self, va: VaId, remote: std::net::SocketAddrV4) -> Result<(), DatapathError> {
-        // Moving the peer's endpoint (NAT rebinding) lands with issue 14.
-        Err(DatapathError::Unsupported(format!(
-            "{va}: moving the peer to {remote} is not supported by this datapath yet"
-        )))
+        self.state().update_peer(va, remote)
     }
 
     fn add_route(&self, route: &Route) -> Result<(), DatapathError> {
         let mut s = self.state();
         let va = s.va(route.va)?;
-        let (ifindex, gateway) = match (va.ifindex, va.sa) {
+        let (ifindex, gateway) = match (va.ifindex, va.pairs.last()) {
             (Some(ifindex), _) => (ifindex, None),
             (None, Some(sa)) if sa.mode == Mode::Tunnel => {
                 let remote = sa.remote;
@@ -486,8 +472,8 @@ impl Datapath for KernelDatapath {
         let s = self.state();
         let v = s.va(va)?;
         let Some(ifindex) = v.ifindex else {
-            return Err(DatapathError::Unsupported(match v.sa {
-                Some(sa) if sa.mode == Mode::Tunnel => format!(
+            return Err(DatapathError::Unsupported(match v.mode() {
+                Some(Mode::Tunnel) => format!(
                     "{va}: a tunnel-mode peer has no GRE link, and NHRP travels in GRE \
                      (protocol 0x2001)"
                 ),

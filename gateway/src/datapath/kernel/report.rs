@@ -10,12 +10,17 @@ use gateway_report::{
     interfaces::{DatapathReport, GlobalCounter, SaCounter, SaCounters, VaCounter, VaCounters},
 };
 
-use super::{InstalledSa, KernelDatapath, nhrp::NhrpCounters};
+use std::net::Ipv4Addr;
+
+use super::{KernelDatapath, nhrp::NhrpCounters};
 use crate::{
     datapath::hairpin::HairpinReport,
     iface::{VaId, VirtualAccessSpec},
     sys::{netlink::LinkStats, xfrm::XfrmStateStats},
 };
+
+/// An SA pair's SPIs in and out, our address and the peer's.
+type PairIds = (u32, u32, Ipv4Addr, Ipv4Addr);
 
 impl KernelDatapath {
     pub(super) fn counters(&self) -> DatapathReport {
@@ -37,12 +42,19 @@ impl KernelDatapath {
                 .set(c, global_counter(c, hairpin.as_ref(), &nhrp));
         }
         let mut s = self.state();
-        let vas: Vec<(VaId, VirtualAccessSpec, Option<u32>, Option<InstalledSa>)> = s
+        let vas: Vec<(VaId, VirtualAccessSpec, Option<u32>, Vec<PairIds>)> = s
             .vas
             .iter()
-            .map(|(id, v)| (*id, v.spec.clone(), v.ifindex, v.sa))
+            .map(|(id, v)| {
+                let pairs = v
+                    .pairs
+                    .iter()
+                    .map(|p| (p.spi_in, p.spi_out, p.local, p.remote))
+                    .collect();
+                (*id, v.spec.clone(), v.ifindex, pairs)
+            })
             .collect();
-        for (id, spec, ifindex, sa) in vas {
+        for (id, spec, ifindex, pairs) in vas {
             let mut row = VaCounters {
                 id: id.raw(),
                 name: spec.name.clone(),
@@ -60,19 +72,15 @@ impl KernelDatapath {
                 row.set(c, va_counter(c, &link));
             }
             report.virtual_access.push(row);
-            if let Some(sa) = sa {
-                let rx = s
-                    .xfrm
-                    .get_state_stats(sa.local, sa.spi_in)
-                    .unwrap_or_default();
-                let tx = s
-                    .xfrm
-                    .get_state_stats(sa.remote, sa.spi_out)
-                    .unwrap_or_default();
+            // Oldest first; a deferred outbound state not yet added counts
+            // zero.
+            for (spi_in, spi_out, local, remote) in pairs {
+                let rx = s.xfrm.get_state_stats(local, spi_in).unwrap_or_default();
+                let tx = s.xfrm.get_state_stats(remote, spi_out).unwrap_or_default();
                 let mut row = SaCounters {
                     va: id.raw(),
-                    spi_in: sa.spi_in,
-                    spi_out: sa.spi_out,
+                    spi_in,
+                    spi_out,
                     ..SaCounters::default()
                 };
                 for &c in SaCounter::ALL {

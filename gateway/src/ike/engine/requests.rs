@@ -102,7 +102,7 @@ pub(crate) fn answered(
         Request::Liveness => {}
         Request::Delete { children, ike } => {
             for spi_in in children {
-                actions.extend(remove_child(engine, &mut sa, spi_in));
+                actions.extend(remove_child(engine, &mut sa, spi_in, now));
             }
             if ike {
                 actions.extend(engine.teardown(&sa, "deleted", pools));
@@ -118,17 +118,15 @@ pub(crate) fn answered(
     Ok(actions)
 }
 
-fn remove_child(engine: &mut Engine, sa: &mut IkeSa, spi_in: u32) -> Vec<Action> {
+fn remove_child(engine: &mut Engine, sa: &mut IkeSa, spi_in: u32, now: Instant) -> Vec<Action> {
     let Some(pos) = sa.children.iter().position(|c| c.params.spi_in == spi_in) else {
         return Vec::new();
     };
-    let child = sa.children.remove(pos);
-    engine.child_spis.release(spi_in);
-    vec![Action::ChildDown {
-        ike_spi: sa.keymat.our_spi(),
-        spi_in,
-        spi_out: child.params.spi_out,
-    }]
+    let down = sa.retire_child(pos, now);
+    if down.is_some() {
+        engine.child_spis.release(spi_in);
+    }
+    down.into_iter().collect()
 }
 
 fn rekey_answered(
@@ -195,7 +193,7 @@ fn rekey_answered(
         }
         Answered::ChildGone(spi_in) => {
             tracing::warn!(peer = %sa.remote, spi_in = format_args!("{spi_in:#010x}"), "the peer does not know the CHILD_SA it was asked to rekey; removing it");
-            remove_child(engine, sa, spi_in)
+            remove_child(engine, sa, spi_in, now)
         }
     }
 }
@@ -332,6 +330,12 @@ pub(crate) fn tick(engine: &mut Engine, now: Instant, pools: &mut dyn AddressPoo
     let mut dead = Vec::new();
     let mut expired = Vec::new();
     for (spi, sa) in &mut engine.sas {
+        for down in sa.lingered(Some(now)) {
+            if let Action::ChildDown { spi_in, .. } = down {
+                engine.child_spis.release(spi_in);
+            }
+            actions.push(down);
+        }
         let retry = sa.retry_interval();
         if let Some(o) = &mut sa.outstanding
             && now >= o.next_try
@@ -416,7 +420,7 @@ impl Engine {
         let mut actions = Vec::new();
         if hard {
             tracing::warn!(peer = %sa.remote, spi_in = format_args!("{spi_in:#010x}"), "CHILD_SA hard lifetime reached before a rekey: deleting it");
-            actions.extend(remove_child(self, &mut sa, spi_in));
+            actions.extend(remove_child(self, &mut sa, spi_in, now));
             sa.pending_delete.push(spi_in);
         } else if let Some(child) = sa.children.iter_mut().find(|c| c.params.spi_in == spi_in) {
             child.rekey_due = true;

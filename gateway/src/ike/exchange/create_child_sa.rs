@@ -462,6 +462,7 @@ fn successor(
     new.lease = sa.lease.take();
     new.children = children;
     new.pending_delete = std::mem::take(&mut sa.pending_delete);
+    new.lingering = std::mem::take(&mut sa.lingering);
     schedule_ike_rekey(&mut new, &rekey, ctx.rng, ctx.now);
     sa.state = SaState::Rekeyed;
     sa.rekeyed_to = Some(new_spi);

@@ -320,6 +320,7 @@ fn half_open(
         next_rekey_try: received.now,
         rekey_nonce: None,
         rekeyed_to: None,
+        lingering: Vec::new(),
     }
 }
 

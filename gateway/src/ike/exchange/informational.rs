@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::{Answer, InitiatorError};
 use crate::{
     ike::{
-        sa::{Action, ChildSpis, IkeSa, InitiatedSa, Request, SaState},
+        sa::{ChildSpis, IkeSa, InitiatedSa, Request, SaState},
         wire::{self, Delete, ExchangeType, Message, Payload, ProtocolId},
     },
     ipsec::Rng,
@@ -21,7 +21,12 @@ use crate::{
 /// Answers a request on an established SA: deleted CHILD_SAs are answered
 /// with ours (section 1.4.1); a Delete of the IKE SA ends it; an empty
 /// request is a liveness check, and the empty response is the answer.
-pub(crate) fn respond(sa: &mut IkeSa, child_spis: &mut ChildSpis, inner: &[Payload]) -> Answer {
+pub(crate) fn respond(
+    sa: &mut IkeSa,
+    child_spis: &mut ChildSpis,
+    inner: &[Payload],
+    now: Instant,
+) -> Answer {
     let mut payloads = Vec::new();
     let mut actions = Vec::new();
     for p in inner {
@@ -44,15 +49,13 @@ pub(crate) fn respond(sa: &mut IkeSa, child_spis: &mut ChildSpis, inner: &[Paylo
                     let spi_out = u32::from_be_bytes(bytes);
                     if let Some(pos) = sa.children.iter().position(|c| c.params.spi_out == spi_out)
                     {
-                        let child = sa.children.remove(pos);
-                        child_spis.release(child.params.spi_in);
-                        sa.pending_delete.retain(|spi| *spi != child.params.spi_in);
-                        ours.push(child.params.spi_in.to_be_bytes().to_vec());
-                        actions.push(Action::ChildDown {
-                            ike_spi: sa.keymat.our_spi(),
-                            spi_in: child.params.spi_in,
-                            spi_out,
-                        });
+                        let spi_in = sa.children[pos].params.spi_in;
+                        sa.pending_delete.retain(|spi| *spi != spi_in);
+                        ours.push(spi_in.to_be_bytes().to_vec());
+                        if let Some(down) = sa.retire_child(pos, now) {
+                            child_spis.release(spi_in);
+                            actions.push(down);
+                        }
                     }
                 }
                 if !ours.is_empty() {

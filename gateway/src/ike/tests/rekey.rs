@@ -80,6 +80,15 @@ impl Pair {
         panic!("the exchange did not settle");
     }
 
+    /// Past the time deleted CHILD_SAs linger (`sa::LINGER`): a tick on
+    /// both ends.
+    fn settle(&mut self) {
+        self.now += crate::ike::sa::LINGER + Duration::from_secs(1);
+        let a = self.hub.tick(self.now, &mut self.pools);
+        let b = self.spoke.tick(self.now, &mut NoPools);
+        self.run(a, b);
+    }
+
     fn spoke_child(&self) -> Vec<ChildSaParams> {
         children(&self.spoke)
     }
@@ -160,6 +169,10 @@ fn the_spoke_rekeys_its_child_sa_make_before_break_and_deletes_the_old_one() {
     assert_eq!(spoke_new[0].replaces, Some(old_spoke.spi_in));
     assert!(spoke_new[0].initiator && !hub_new[0].initiator);
     // The new pair is handed out before the old one goes, on both ends.
+    // The old pair lingers a moment after its DELETE (ESP already on its
+    // way still opens), then goes.
+    assert!(downs(&p.hub_log).is_empty() && downs(&p.spoke_log).is_empty());
+    p.settle();
     let hub_up = p
         .hub_log
         .iter()
@@ -277,6 +290,7 @@ fn simultaneous_child_rekeys_keep_exactly_one_child_sa() {
     let from_hub = p.expire_hub_child();
     let from_spoke = p.expire_spoke_child();
     p.run(from_hub, from_spoke);
+    p.settle();
     p.assert_agree();
     // Two were made, the redundant one and the old one went.
     assert_eq!(rekeyed_children(&p.hub_log).len(), 2);
@@ -536,4 +550,25 @@ fn an_accepted_sa_is_rekeyed_by_the_hub_when_its_profile_lifetime_runs_out() {
     p.run(request, vec![]);
     assert!(p.hub.sas.values().next().unwrap().keymat.initiator);
     p.assert_agree();
+}
+
+#[test]
+fn esn_is_chosen_when_both_ends_offer_it_and_not_otherwise() {
+    // Our spoke and our hub: ESN, kept across a rekey.
+    let mut p = Pair::new("aes256gcm16");
+    assert!(p.hub_child()[0].esp.esn && p.spoke_child()[0].esp.esn);
+    let request = p.expire_spoke_child();
+    p.run(vec![], request);
+    assert!(p.hub_child()[0].esp.esn);
+    // A spoke that says `noesn` (or, like strongSwan by default, offers
+    // only "no ESN") gets none.
+    let mut hub = hub("");
+    let mut pools = MemPools {
+        size: 10,
+        ..MemPools::default()
+    };
+    let config = spoke("aes256-sha256-x25519", "aes256gcm16-noesn", Mode::Transport);
+    let (result, actions) = dial(&mut hub, &mut pools, config, 5);
+    assert!(!result.unwrap().child.unwrap().esp.esn);
+    assert!(!child_up(&actions).esp.esn);
 }

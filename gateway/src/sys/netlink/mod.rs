@@ -49,7 +49,7 @@ pub use route::{
 };
 #[cfg(test)]
 pub(super) use transport::request_packet;
-pub(super) use transport::{KernelError, Transport, open_socket};
+pub(super) use transport::{HEADER_LEN, KernelError, Transport, open_socket, parse_header};
 
 /// A blocking NETLINK_ROUTE socket in the network namespace of the thread
 /// that opened it (it stays there, whichever thread uses it later).

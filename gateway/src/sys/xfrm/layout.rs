@@ -123,4 +123,24 @@ pub const ENCAP_OA: usize = 8;
 /// replay_window, then `__u32 bmp[]`.
 pub const REPLAY_ESN_LEN: usize = 24;
 pub const ESN_BMP_LEN: usize = 0;
+pub const ESN_OSEQ: usize = 4;
+pub const ESN_SEQ: usize = 8;
+pub const ESN_OSEQ_HI: usize = 12;
+pub const ESN_SEQ_HI: usize = 16;
 pub const ESN_REPLAY_WINDOW: usize = 20;
+
+/// `struct xfrm_user_expire` (XFRM_MSG_EXPIRE): `xfrm_usersa_info`, then
+/// `__u8` hard and 7 bytes of tail padding (the info is 8-aligned).
+pub const USER_EXPIRE_LEN: usize = 232;
+pub const EXPIRE_STATE: usize = 0;
+pub const EXPIRE_HARD: usize = 224;
+
+/// `struct xfrm_user_mapping` (XFRM_MSG_MAPPING): `xfrm_usersa_id`,
+/// `__u32` reqid, old_saddr, new_saddr, `__be16` old_sport, new_sport.
+pub const USER_MAPPING_LEN: usize = 64;
+pub const MAP_ID: usize = 0;
+pub const MAP_REQID: usize = 24;
+pub const MAP_OLD_SADDR: usize = 28;
+pub const MAP_NEW_SADDR: usize = 44;
+pub const MAP_OLD_SPORT: usize = 60;
+pub const MAP_NEW_SPORT: usize = 62;

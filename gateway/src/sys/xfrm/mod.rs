@@ -22,8 +22,9 @@
 //!
 //! One file per concern: `layout` (the C structures as offsets), `codec`
 //! (attributes and byte order), `selector` (selectors, modes and lifetimes,
-//! which SAs and policies share), `state` (SAs), `policy`, and `sockopt`
-//! (the IKE sockets' options). The socket client is here.
+//! which SAs and policies share), `state` (SAs), `policy`, `sockopt`
+//! (the IKE sockets' options) and `monitor` (the kernel's expire and NAT
+//! mapping events). The request socket client is here.
 
 use std::{
     fmt,
@@ -37,9 +38,9 @@ use netlink_sys::protocols::NETLINK_XFRM;
 use zeroize::Zeroizing;
 
 use self::{
-    codec::{get_addr, get_be32, get_u16, get_u32, invalid_data},
+    codec::invalid_data,
     policy::userpolicy_id,
-    state::{decode_stats, usersa_id},
+    state::{decode_id, decode_stats, is_ipv4, usersa_id},
 };
 use super::netlink::{KernelError, Transport, open_socket};
 use crate::net::IPPROTO_ESP;
@@ -47,15 +48,20 @@ use crate::net::IPPROTO_ESP;
 mod codec;
 #[allow(dead_code)] // the whole layout, also the fields never set here
 pub(crate) mod layout;
+mod monitor;
 mod policy;
 mod selector;
 mod sockopt;
 mod state;
 
+pub use monitor::{XfrmEvent, XfrmMapping, XfrmMonitor};
 pub use policy::{XfrmAction, XfrmDir, XfrmPolicy, XfrmTemplate};
 pub use selector::{XfrmLifetime, XfrmMode, XfrmSelector};
 pub use sockopt::{bypass_policies, set_udp_encap_espinudp, udp_encap};
-pub use state::{EspAlgorithms, Integrity, UdpEncap, XfrmState, XfrmStateId, XfrmStateStats};
+pub use state::{
+    EspAlgorithms, Integrity, UdpEncap, XfrmReplay, XfrmState, XfrmStateId, XfrmStateInfo,
+    XfrmStateStats,
+};
 
 /// `UDP_ENCAP_ESPINUDP` (linux/udp.h): ESP in UDP as RFC 3948 frames it,
 /// with the non-ESP marker for IKE on the same port.
@@ -68,7 +74,12 @@ const XFRM_MSG_GETSA: u16 = 0x12;
 const XFRM_MSG_NEWPOLICY: u16 = 0x13;
 const XFRM_MSG_DELPOLICY: u16 = 0x14;
 const XFRM_MSG_GETPOLICY: u16 = 0x15;
+const XFRM_MSG_EXPIRE: u16 = 0x18;
 const XFRM_MSG_UPDPOLICY: u16 = 0x19;
+const XFRM_MSG_UPDSA: u16 = 0x1a;
+#[cfg_attr(not(test), allow(dead_code))] // the monitor's tests make one
+const XFRM_MSG_POLEXPIRE: u16 = 0x1b;
+const XFRM_MSG_MAPPING: u16 = 0x26;
 
 // Attributes (enum xfrm_attr_type_t).
 const XFRMA_ALG_CRYPT: u16 = 2;
@@ -79,6 +90,11 @@ const XFRMA_SRCADDR: u16 = 13;
 const XFRMA_ALG_AEAD: u16 = 18;
 const XFRMA_ALG_AUTH_TRUNC: u16 = 20;
 const XFRMA_REPLAY_ESN_VAL: u16 = 23;
+const XFRMA_MTIMER_THRESH: u16 = 32;
+
+// Multicast groups (enum xfrm_nlgroups).
+const XFRMNLGRP_EXPIRE: u32 = 2;
+const XFRMNLGRP_MAPPING: u32 = 8;
 
 // xfrm_usersa_info.flags.
 const XFRM_STATE_AF_UNSPEC: u8 = 32;
@@ -135,6 +151,34 @@ impl Xfrm {
         self.request(XFRM_MSG_NEWSA, 0, &msg.bytes, &what).map(drop)
     }
 
+    /// Changes an SA in place (`XFRM_MSG_UPDSA`, `ip xfrm state update`):
+    /// the kernel builds `state` (keys and all, so they must be given
+    /// again), then xfrm_state_update copies into the SA with the same
+    /// destination, SPI and protocol only its UDP encapsulation ports (same
+    /// encapsulation type), its lifetime limits (which clears a soft
+    /// expiry) and, for an SA without SPI, the selector; counters, keys and
+    /// the replay state stay. ESRCH if there is no such SA, EINVAL if one
+    /// has UDP encapsulation and the other not.
+    pub fn update_state(&mut self, state: &XfrmState) -> io::Result<()> {
+        let what = || format!("updating SA {}", state.label());
+        let msg = state
+            .encode()
+            .map_err(|e| io::Error::new(ErrorKind::InvalidInput, format!("{}: {e}", what())))?;
+        self.request(XFRM_MSG_UPDSA, 0, &msg.bytes, &what).map(drop)
+    }
+
+    /// The ESP SA to `dst` with `spi` as the kernel has it (no keys);
+    /// ESRCH if there is none.
+    pub fn get_state(&mut self, dst: Ipv4Addr, spi: u32) -> io::Result<XfrmStateInfo> {
+        let what = || format!("reading SA esp spi {spi:#010x} dst {dst}");
+        let answers = self.request(XFRM_MSG_GETSA, 0, &usersa_id(dst, spi, IPPROTO_ESP), &what)?;
+        let (_, payload) = answers
+            .iter()
+            .find(|(kind, _)| *kind == XFRM_MSG_NEWSA)
+            .ok_or_else(|| invalid_data(&format!("{}: no SA in the kernel's answer", what())))?;
+        XfrmStateInfo::decode(payload).map_err(|e| super::context(e, what()))
+    }
+
     /// Removes the SA (`ip xfrm state delete dst D proto P spi S`); ESRCH
     /// if there is none.
     pub fn del_state(&mut self, dst: Ipv4Addr, spi: u32, proto: u8) -> io::Result<()> {
@@ -168,16 +212,10 @@ impl Xfrm {
             let info = payload
                 .get(..l::USERSA_INFO_LEN)
                 .ok_or_else(|| invalid_data(&format!("{}: a short SA", what())))?;
-            if get_u16(info, l::SA_FAMILY) != AF_INET {
+            if !is_ipv4(info) {
                 continue;
             }
-            out.push(XfrmStateId {
-                src: get_addr(info, l::SA_SADDR),
-                dst: get_addr(info, l::SA_ID + l::ID_DADDR),
-                spi: get_be32(info, l::SA_ID + l::ID_SPI),
-                proto: info[l::SA_ID + l::ID_PROTO],
-                reqid: get_u32(info, l::SA_REQID),
-            });
+            out.push(decode_id(info));
         }
         Ok(out)
     }

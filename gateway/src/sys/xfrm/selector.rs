@@ -4,7 +4,9 @@ use std::{fmt, io, net::Ipv4Addr};
 
 use super::{
     AF_INET, XFRM_INF,
-    codec::{get_addr, get_be16, get_u16, invalid_data, put_addr, put_be16, put_u16, put_u64},
+    codec::{
+        get_addr, get_be16, get_u16, get_u64, invalid_data, put_addr, put_be16, put_u16, put_u64,
+    },
     layout as l,
 };
 use crate::net::{IPPROTO_GRE, Ipv4Prefix};
@@ -179,6 +181,18 @@ impl XfrmLifetime {
         ];
         for (i, value) in fields.into_iter().enumerate() {
             put_u64(out, i * 8, value);
+        }
+    }
+
+    /// From `struct xfrm_lifetime_cfg` (the use-expires limits ignored).
+    pub(super) fn decode(b: &[u8]) -> XfrmLifetime {
+        XfrmLifetime {
+            soft_bytes: get_u64(b, 0),
+            hard_bytes: get_u64(b, 8),
+            soft_packets: get_u64(b, 16),
+            hard_packets: get_u64(b, 24),
+            soft_add_seconds: get_u64(b, 32),
+            hard_add_seconds: get_u64(b, 40),
         }
     }
 }

@@ -1,15 +1,18 @@
 //! ESP SAs: the algorithms and keys, UDP encapsulation, the NEWSA
 //! request, and what the kernel counted.
 
-use std::{fmt, net::Ipv4Addr};
+use std::{fmt, io, net::Ipv4Addr};
 
 use zeroize::Zeroizing;
 
 use super::{
     AF_INET, LEGACY_REPLAY_WINDOW, MAX_REPLAY_WINDOW, UDP_ENCAP_ESPINUDP, XFRM_STATE_AF_UNSPEC,
     XFRM_STATE_ESN, XFRMA_ALG_AEAD, XFRMA_ALG_AUTH_TRUNC, XFRMA_ALG_CRYPT, XFRMA_ENCAP,
-    XFRMA_REPLAY_ESN_VAL,
-    codec::{Message, get_u32, get_u64, put_addr, put_be16, put_be32, put_u16, put_u32},
+    XFRMA_MTIMER_THRESH, XFRMA_REPLAY_ESN_VAL,
+    codec::{
+        Message, attributes, get_addr, get_be16, get_be32, get_u16, get_u32, get_u64, invalid_data,
+        put_addr, put_be16, put_be32, put_u16, put_u32,
+    },
     layout as l,
     selector::{XfrmLifetime, XfrmMode, XfrmSelector},
 };
@@ -203,7 +206,22 @@ pub struct XfrmState {
     /// strongSwan does for tunnel mode. A transport-mode SA for GRE takes
     /// [`XfrmSelector::gre`].
     pub selector: Option<XfrmSelector>,
+    /// Soft limits make the kernel send `XFRM_MSG_EXPIRE` (hard 0) once;
+    /// hard ones make it delete the SA and send `XFRM_MSG_EXPIRE` (hard 1).
     pub lifetime: XfrmLifetime,
+    /// Where the sequence numbers start (RFC 4303 2.2, 64 bits with ESN):
+    /// for an outbound SA the number of the last packet sent (the next one
+    /// gets one more), for an inbound one the highest received. 0 for a
+    /// new SA; tests start one just below 2^32 to cross into the ESN's high
+    /// half. Above 0 it goes in `XFRMA_REPLAY_ESN_VAL` (oseq, seq and their
+    /// high halves).
+    pub initial_seq: u64,
+    /// `XFRMA_MTIMER_THRESH` (Linux 5.17): an inbound SA in UDP reports a
+    /// new source address or port of authenticated ESP (`XFRM_MSG_MAPPING`,
+    /// the peer's NAT mapping moved) at most once per this many seconds
+    /// while the port stays the same; without it, once per packet. Needs
+    /// `encap` (the kernel refuses it otherwise); older kernels ignore it.
+    pub mapping_interval: Option<u32>,
 }
 
 impl XfrmState {
@@ -239,8 +257,26 @@ impl XfrmState {
                 self.replay_window
             ));
         }
+        // xfrm_init_replay: an ESN state needs a window, also outbound
+        // (unless XFRMA_SA_DIR says out, Linux 6.10), else "Invalid
+        // argument".
+        if self.esn && self.replay_window == 0 {
+            return Err("an ESN SA needs a replay window above 0".into());
+        }
+        if !self.esn && self.initial_seq > u64::from(u32::MAX) {
+            return Err(format!(
+                "sequence number {:#x} needs ESN (32 bits without it)",
+                self.initial_seq
+            ));
+        }
+        if self.mapping_interval.is_some() && self.encap.is_none() {
+            return Err(
+                "a mapping report interval (XFRMA_MTIMER_THRESH) needs UDP encapsulation".into(),
+            );
+        }
         // The kernel refuses a legacy window beside the ESN state.
-        let esn_state = self.esn || self.replay_window > LEGACY_REPLAY_WINDOW;
+        let esn_state =
+            self.esn || self.replay_window > LEGACY_REPLAY_WINDOW || self.initial_seq != 0;
         if !esn_state {
             info[l::SA_REPLAY_WINDOW] = u8::try_from(self.replay_window).unwrap_or(u8::MAX);
         }
@@ -271,7 +307,17 @@ impl XfrmState {
                 self.replay_window.div_ceil(LEGACY_REPLAY_WINDOW),
             );
             put_u32(&mut esn, l::ESN_REPLAY_WINDOW, self.replay_window);
+            // The same number for both directions: the kernel uses oseq on
+            // output and seq on input.
+            let (low, high) = split_seq(self.initial_seq);
+            put_u32(&mut esn, l::ESN_OSEQ, low);
+            put_u32(&mut esn, l::ESN_OSEQ_HI, high);
+            put_u32(&mut esn, l::ESN_SEQ, low);
+            put_u32(&mut esn, l::ESN_SEQ_HI, high);
             msg.attr(XFRMA_REPLAY_ESN_VAL, &esn);
+        }
+        if let Some(seconds) = self.mapping_interval {
+            msg.attr(XFRMA_MTIMER_THRESH, &seconds.to_ne_bytes());
         }
         Ok(msg)
     }
@@ -295,6 +341,100 @@ pub struct XfrmStateStats {
     pub replayed: u32,
     /// Inbound packets whose ICV did not verify.
     pub integrity_failed: u32,
+}
+
+/// The low and high 32 bits of a 64-bit sequence number.
+#[allow(clippy::cast_possible_truncation)] // the halves, by construction
+fn split_seq(seq: u64) -> (u32, u32) {
+    (seq as u32, (seq >> 32) as u32)
+}
+
+/// An SA as the kernel describes it (`XFRM_MSG_GETSA`'s answer, the state
+/// in an `XFRM_MSG_EXPIRE`), without its keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XfrmStateInfo {
+    pub id: XfrmStateId,
+    pub esn: bool,
+    pub lifetime: XfrmLifetime,
+    pub stats: XfrmStateStats,
+    pub encap: Option<UdpEncap>,
+    /// The sequence numbers, when the SA has the ESN replay state.
+    pub replay: Option<XfrmReplay>,
+    /// `XFRMA_MTIMER_THRESH`, when set.
+    pub mapping_interval: Option<u32>,
+}
+
+/// The ESN replay state's counters (`struct xfrm_replay_state_esn`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XfrmReplay {
+    /// The last sequence number sent (outbound), high half included.
+    pub oseq: u64,
+    /// The highest sequence number received (inbound).
+    pub seq: u64,
+    /// The replay window, in packets.
+    pub window: u32,
+}
+
+impl XfrmStateInfo {
+    /// From `xfrm_usersa_info` and its attributes.
+    pub(super) fn decode(payload: &[u8]) -> io::Result<XfrmStateInfo> {
+        let info = payload
+            .get(..l::USERSA_INFO_LEN)
+            .ok_or_else(|| invalid_data(&format!("an SA of {} bytes", payload.len())))?;
+        let mut out = XfrmStateInfo {
+            id: decode_id(info),
+            esn: info[l::SA_FLAGS] & XFRM_STATE_ESN != 0,
+            lifetime: XfrmLifetime::decode(&info[l::SA_LFT..l::SA_CURLFT]),
+            stats: decode_stats(info),
+            encap: None,
+            replay: None,
+            mapping_interval: None,
+        };
+        for (kind, value) in attributes(&payload[l::USERSA_INFO_LEN..]) {
+            let short = || invalid_data(&format!("SA attribute {kind} of {} bytes", value.len()));
+            match kind {
+                XFRMA_ENCAP => {
+                    let t = value.get(..l::ENCAP_TMPL_LEN).ok_or_else(short)?;
+                    out.encap = Some(UdpEncap {
+                        sport: get_be16(t, l::ENCAP_SPORT),
+                        dport: get_be16(t, l::ENCAP_DPORT),
+                    });
+                }
+                XFRMA_REPLAY_ESN_VAL => {
+                    let r = value.get(..l::REPLAY_ESN_LEN).ok_or_else(short)?;
+                    let join =
+                        |low, high| u64::from(get_u32(r, high)) << 32 | u64::from(get_u32(r, low));
+                    out.replay = Some(XfrmReplay {
+                        oseq: join(l::ESN_OSEQ, l::ESN_OSEQ_HI),
+                        seq: join(l::ESN_SEQ, l::ESN_SEQ_HI),
+                        window: get_u32(r, l::ESN_REPLAY_WINDOW),
+                    });
+                }
+                XFRMA_MTIMER_THRESH => {
+                    let v = value.get(..4).ok_or_else(short)?;
+                    out.mapping_interval = Some(get_u32(v, 0));
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Which SA an `xfrm_usersa_info` describes.
+pub(super) fn decode_id(info: &[u8]) -> XfrmStateId {
+    XfrmStateId {
+        src: get_addr(info, l::SA_SADDR),
+        dst: get_addr(info, l::SA_ID + l::ID_DADDR),
+        spi: get_be32(info, l::SA_ID + l::ID_SPI),
+        proto: info[l::SA_ID + l::ID_PROTO],
+        reqid: get_u32(info, l::SA_REQID),
+    }
+}
+
+/// Whether an `xfrm_usersa_info` is of an IPv4 SA.
+pub(super) fn is_ipv4(info: &[u8]) -> bool {
+    get_u16(info, l::SA_FAMILY) == AF_INET
 }
 
 /// An SA as a dump lists it (the fields that identify it).

@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used)]
 
-use std::{mem::offset_of, net::UdpSocket};
+use std::{mem::offset_of, net::UdpSocket, os::fd::AsFd};
 
 use super::codec::{put_u32, put_u64};
 use super::*;
@@ -60,6 +60,8 @@ fn gcm_udp_state() -> XfrmState {
         }),
         selector: Some(XfrmSelector::gre(HUB, SPOKE)),
         lifetime: XfrmLifetime::default(),
+        initial_seq: 0,
+        mapping_interval: None,
     }
 }
 
@@ -189,6 +191,20 @@ mod c {
         pub seq_hi: u32,
         pub replay_window: u32,
     }
+    #[repr(C)]
+    pub struct UserExpire {
+        pub state: UsersaInfo,
+        pub hard: u8,
+    }
+    #[repr(C)]
+    pub struct UserMapping {
+        pub id: UsersaId,
+        pub reqid: u32,
+        pub old_saddr: [u32; 4],
+        pub new_saddr: [u32; 4],
+        pub old_sport: u16,
+        pub new_sport: u16,
+    }
 }
 
 #[test]
@@ -288,6 +304,22 @@ fn layouts_match_the_c_structures() {
         offset_of!(c::ReplayStateEsn, replay_window),
         l::ESN_REPLAY_WINDOW
     );
+    assert_eq!(offset_of!(c::ReplayStateEsn, oseq), l::ESN_OSEQ);
+    assert_eq!(offset_of!(c::ReplayStateEsn, seq), l::ESN_SEQ);
+    assert_eq!(offset_of!(c::ReplayStateEsn, oseq_hi), l::ESN_OSEQ_HI);
+    assert_eq!(offset_of!(c::ReplayStateEsn, seq_hi), l::ESN_SEQ_HI);
+
+    assert_eq!(size_of::<c::UserExpire>(), l::USER_EXPIRE_LEN);
+    assert_eq!(offset_of!(c::UserExpire, state), l::EXPIRE_STATE);
+    assert_eq!(offset_of!(c::UserExpire, hard), l::EXPIRE_HARD);
+
+    assert_eq!(size_of::<c::UserMapping>(), l::USER_MAPPING_LEN);
+    assert_eq!(offset_of!(c::UserMapping, id), l::MAP_ID);
+    assert_eq!(offset_of!(c::UserMapping, reqid), l::MAP_REQID);
+    assert_eq!(offset_of!(c::UserMapping, old_saddr), l::MAP_OLD_SADDR);
+    assert_eq!(offset_of!(c::UserMapping, new_saddr), l::MAP_NEW_SADDR);
+    assert_eq!(offset_of!(c::UserMapping, old_sport), l::MAP_OLD_SPORT);
+    assert_eq!(offset_of!(c::UserMapping, new_sport), l::MAP_NEW_SPORT);
 }
 
 // --- Byte-exact encodings, against iproute2 (testdata/capture.sh) ---------
@@ -922,4 +954,425 @@ fn bypassed_sockets_pass_blocking_policies() {
         assert_eq!(&buf[..n], b"resp");
     })
     .unwrap();
+}
+
+// --- Lifetimes, ESN sequence numbers, updates and events -------------------
+
+/// The SA of `newsa_esn_seq_limits_udp` in capture.sh: ESN with window 64,
+/// the sequence numbers at 2^33 - 4, soft and hard limits in seconds and
+/// bytes, ESP in UDP.
+fn esn_limits_state() -> XfrmState {
+    XfrmState {
+        spi: 0x1004,
+        reqid: 9,
+        replay_window: 64,
+        esn: true,
+        initial_seq: 0x1_ffff_fffc,
+        lifetime: XfrmLifetime {
+            soft_bytes: 1000,
+            hard_bytes: 2000,
+            soft_add_seconds: 30,
+            hard_add_seconds: 60,
+            ..XfrmLifetime::default()
+        },
+        ..gcm_udp_state()
+    }
+}
+
+#[test]
+fn newsa_with_esn_sequence_numbers_and_limits_matches_iproute2() {
+    let ours = esn_limits_state().encode().unwrap();
+    assert_bytes(
+        &ours.bytes,
+        &captured!("newsa_esn_seq_limits_udp"),
+        "ESN from 2^33 - 4, limits, ESP in UDP",
+    );
+}
+
+#[test]
+fn updsa_with_a_new_port_matches_iproute2() {
+    // `ip xfrm state update` sends the whole SA, as NEWSA does.
+    let state = XfrmState {
+        encap: Some(UdpEncap {
+            sport: 4500,
+            dport: 4502,
+        }),
+        ..gcm_udp_state()
+    };
+    assert_bytes(
+        &state.encode().unwrap().bytes,
+        &captured!("updsa_gcm_udp"),
+        "update with dport 4502",
+    );
+    let packet = crate::sys::netlink::request_packet(XFRM_MSG_UPDSA, 0, 1, &[]).unwrap();
+    assert_eq!(u16::from_ne_bytes([packet[4], packet[5]]), 0x1a);
+}
+
+#[test]
+fn mapping_interval_is_the_last_attribute() {
+    // iproute2 6.1 cannot send XFRMA_MTIMER_THRESH: its capture plus the
+    // attribute (length 8, type 32, the seconds).
+    let state = XfrmState {
+        mapping_interval: Some(2),
+        ..gcm_udp_state()
+    };
+    let mut expected = captured!("newsa_gcm_udp");
+    expected.extend_from_slice(&[8, 0, 32, 0, 2, 0, 0, 0]);
+    assert_bytes(
+        &state.encode().unwrap().bytes,
+        &expected,
+        "with XFRMA_MTIMER_THRESH",
+    );
+}
+
+#[test]
+fn sequence_numbers_without_esn_use_the_esn_replay_state() {
+    // A start below 2^32 without ESN: the replay state carries it, no ESN
+    // flag, the high halves 0.
+    let state = XfrmState {
+        initial_seq: 0xffff_fff0,
+        ..gcm_udp_state()
+    };
+    let bytes = state.encode().unwrap().bytes;
+    assert_eq!(bytes[l::SA_FLAGS] & XFRM_STATE_ESN, 0);
+    assert_eq!(bytes[l::SA_REPLAY_WINDOW], 0);
+    let info = XfrmStateInfo::decode(&bytes).unwrap();
+    assert_eq!(
+        info.replay,
+        Some(XfrmReplay {
+            oseq: 0xffff_fff0,
+            seq: 0xffff_fff0,
+            window: 32
+        })
+    );
+}
+
+#[test]
+fn esn_and_mapping_mistakes_are_refused_before_the_kernel() {
+    let cases = [
+        (
+            XfrmState {
+                esn: true,
+                replay_window: 0,
+                ..gcm_udp_state()
+            },
+            "an ESN SA needs a replay window above 0",
+        ),
+        (
+            XfrmState {
+                initial_seq: 1 << 32,
+                ..gcm_udp_state()
+            },
+            "sequence number 0x100000000 needs ESN (32 bits without it)",
+        ),
+        (
+            XfrmState {
+                mapping_interval: Some(1),
+                encap: None,
+                ..gcm_udp_state()
+            },
+            "a mapping report interval (XFRMA_MTIMER_THRESH) needs UDP encapsulation",
+        ),
+    ];
+    for (state, expected) in cases {
+        assert_eq!(state.encode().err().as_deref(), Some(expected));
+    }
+}
+
+#[test]
+fn state_info_decodes_what_newsa_encodes() {
+    // The kernel's GETSA answer has NEWSA's layout: the info, then
+    // attributes (here our own request's, keys and all, which are skipped).
+    let state = XfrmState {
+        mapping_interval: Some(1),
+        ..esn_limits_state()
+    };
+    let info = XfrmStateInfo::decode(&state.encode().unwrap().bytes).unwrap();
+    assert_eq!(
+        info,
+        XfrmStateInfo {
+            id: XfrmStateId {
+                src: HUB,
+                dst: SPOKE,
+                spi: 0x1004,
+                proto: IPPROTO_ESP,
+                reqid: 9,
+            },
+            esn: true,
+            lifetime: state.lifetime,
+            stats: XfrmStateStats::default(),
+            encap: Some(UdpEncap {
+                sport: 4500,
+                dport: 4501
+            }),
+            replay: Some(XfrmReplay {
+                oseq: 0x1_ffff_fffc,
+                seq: 0x1_ffff_fffc,
+                window: 64
+            }),
+            mapping_interval: Some(1),
+        }
+    );
+    let err = XfrmStateInfo::decode(&[0; 100]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidData);
+    // A truncated attribute is named.
+    let mut bytes = gcm_udp_state().encode().unwrap().bytes.to_vec();
+    bytes.truncate(l::USERSA_INFO_LEN);
+    bytes.extend_from_slice(&[8, 0, 4, 0, 0, 0, 0, 0]);
+    let err = XfrmStateInfo::decode(&bytes).unwrap_err();
+    assert!(
+        err.to_string().contains("SA attribute 4 of 4 bytes"),
+        "{err}"
+    );
+}
+
+/// A netlink message as the kernel multicasts it: header, then `payload`.
+fn event(kind: u16, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let len = u32::try_from(16 + payload.len()).unwrap();
+    out.extend_from_slice(&len.to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(&[0; 10]);
+    out.extend_from_slice(payload);
+    out.resize(out.len().next_multiple_of(4), 0);
+    out
+}
+
+/// `struct xfrm_user_expire` of `state`, with `hard`, and the mark
+/// attribute the kernel appends (build_expire).
+fn expire_payload(state: &XfrmState, hard: bool) -> Vec<u8> {
+    let mut out = state.encode().unwrap().bytes[..l::USERSA_INFO_LEN].to_vec();
+    out.push(u8::from(hard));
+    out.resize(l::USER_EXPIRE_LEN, 0);
+    // XFRMA_MARK (21): value and mask 0.
+    out.extend_from_slice(&[12, 0, 21, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    out
+}
+
+fn mapping_payload() -> Vec<u8> {
+    let mut m = vec![0u8; l::USER_MAPPING_LEN];
+    m[..l::USERSA_ID_LEN].copy_from_slice(&usersa_id(HUB, 0xc0ff_ee02, IPPROTO_ESP));
+    put_u32(&mut m, l::MAP_REQID, 7);
+    m[l::MAP_OLD_SADDR..l::MAP_OLD_SADDR + 4].copy_from_slice(&SPOKE.octets());
+    m[l::MAP_NEW_SADDR..l::MAP_NEW_SADDR + 4].copy_from_slice(&[203, 0, 113, 5]);
+    m[l::MAP_OLD_SPORT..l::MAP_OLD_SPORT + 2].copy_from_slice(&4501u16.to_be_bytes());
+    m[l::MAP_NEW_SPORT..l::MAP_NEW_SPORT + 2].copy_from_slice(&61000u16.to_be_bytes());
+    m
+}
+
+#[test]
+fn expire_and_mapping_events_are_parsed() {
+    let state = esn_limits_state();
+    let mut datagram = event(XFRM_MSG_EXPIRE, &expire_payload(&state, false));
+    datagram.extend(event(XFRM_MSG_EXPIRE, &expire_payload(&state, true)));
+    datagram.extend(event(XFRM_MSG_MAPPING, &mapping_payload()));
+    datagram.extend(event(XFRM_MSG_POLEXPIRE, &[0; 40]));
+    let mut events = Vec::new();
+    monitor::parse_events(&datagram, &mut events).unwrap();
+    let id = XfrmStateId {
+        src: HUB,
+        dst: SPOKE,
+        spi: 0x1004,
+        proto: IPPROTO_ESP,
+        reqid: 9,
+    };
+    match &events[..] {
+        [
+            XfrmEvent::Expire {
+                state: soft,
+                hard: false,
+            },
+            XfrmEvent::Expire {
+                state: hard,
+                hard: true,
+            },
+            XfrmEvent::Mapping(mapping),
+            XfrmEvent::Other(XFRM_MSG_POLEXPIRE),
+        ] => {
+            assert_eq!((soft.id, hard.id), (id, id));
+            assert_eq!(soft.lifetime, state.lifetime);
+            // No attributes of the SA come with an expire.
+            assert_eq!((soft.encap, soft.replay), (None, None));
+            assert_eq!(
+                *mapping,
+                XfrmMapping {
+                    dst: HUB,
+                    spi: 0xc0ff_ee02,
+                    reqid: 7,
+                    old: "198.51.100.7:4501".parse().unwrap(),
+                    new: "203.0.113.5:61000".parse().unwrap(),
+                }
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Truncated: an error, not a guess.
+    let mut short = Vec::new();
+    let cut = &event(XFRM_MSG_MAPPING, &mapping_payload()[..40]);
+    let err = monitor::parse_events(cut, &mut short).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unexpected XFRM mapping of 40 bytes from the kernel"
+    );
+    let mut bad_len = event(XFRM_MSG_EXPIRE, &[0; 8]);
+    bad_len[0] = 200;
+    let err = monitor::parse_events(&bad_len, &mut short).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("XFRM event of 200 bytes in 24 left"),
+        "{err}"
+    );
+    // An IPv6 SA's expire is not ours to read.
+    let mut v6 = expire_payload(&state, true);
+    put_u16_at(&mut v6, l::SA_FAMILY, 10);
+    let mut events = Vec::new();
+    monitor::parse_events(&event(XFRM_MSG_EXPIRE, &v6), &mut events).unwrap();
+    assert_eq!(events, vec![XfrmEvent::Other(XFRM_MSG_EXPIRE)]);
+}
+
+fn put_u16_at(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_ne_bytes());
+}
+
+#[test]
+fn the_monitor_hears_the_expire_group() {
+    // Without esp4 no SA can expire here, but a policy can: its hard
+    // lifetime makes the kernel delete it and send XFRM_MSG_POLEXPIRE to
+    // XFRMNLGRP_EXPIRE (xfrm_exp_policy_notify), which the monitor reports
+    // as another message. That is the subscription working.
+    in_netns("xfrmmon", || {
+        let mut monitor = XfrmMonitor::open().unwrap();
+        let mut events = Vec::new();
+        assert!(!monitor.read(&mut events).unwrap(), "{events:?}");
+        let mut x = Xfrm::open().unwrap();
+        let mut msg = transport_policy().encode();
+        let lifetime = XfrmLifetime {
+            hard_add_seconds: 1,
+            ..XfrmLifetime::default()
+        };
+        lifetime.encode(&mut msg.bytes[l::POL_LFT..l::POL_CURLFT]);
+        x.request(XFRM_MSG_NEWPOLICY, 0, &msg.bytes, &|| "adding".into())
+            .unwrap();
+        // The kernel's policy timer: a second, then the event. A wide
+        // margin for a loaded machine.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while events.is_empty() && std::time::Instant::now() < deadline {
+            let ready = crate::sys::poll::poll_readable(
+                &[monitor.as_fd()],
+                Some(std::time::Duration::from_secs(1)),
+            )
+            .unwrap();
+            if ready.is_ready(0) {
+                monitor.read(&mut events).unwrap();
+            }
+        }
+        assert_eq!(events, vec![XfrmEvent::Other(XFRM_MSG_POLEXPIRE)]);
+        assert_eq!(x.policies().unwrap(), vec![], "the kernel removed it");
+    });
+}
+
+#[test]
+fn updating_or_reading_a_missing_state_names_it() {
+    in_netns("xfrmupd", || {
+        let mut x = Xfrm::open().unwrap();
+        // AES-CBC, which this host's kernel has (not AES-GCM).
+        let cbc = XfrmState {
+            algorithms: EspAlgorithms::AesCbc {
+                enc_key: counting(0, 16),
+                integrity: Integrity::HmacSha256_128,
+                integ_key: counting(0x20, 32),
+            },
+            ..gcm_udp_state()
+        };
+        let err = x.update_state(&cbc).unwrap_err();
+        // ESRCH from xfrm_state_update, or the kernel without esp4 refusing
+        // to build the SA first.
+        assert!(
+            [Some(libc::ESRCH), Some(libc::EPROTONOSUPPORT)].contains(&raw_os_error(&err)),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("updating SA esp spi 0xc0ffee01 192.0.2.1 -> 198.51.100.7 reqid 7: "),
+            "{err}"
+        );
+        let err = x.get_state(SPOKE, 0xc0ff_ee01).unwrap_err();
+        assert_eq!(raw_os_error(&err), Some(libc::ESRCH), "{err}");
+        let err = x
+            .update_state(&XfrmState {
+                esn: true,
+                replay_window: 0,
+                ..gcm_udp_state()
+            })
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    });
+}
+
+#[test]
+fn states_update_and_read_back_when_the_kernel_has_esp() {
+    const TEST: &str = "states_update_and_read_back_when_the_kernel_has_esp";
+    in_netns("xfrmupdsa", || {
+        let mut x = Xfrm::open().unwrap();
+        let state = XfrmState {
+            mapping_interval: Some(1),
+            ..esn_limits_state()
+        };
+        if try_add(&mut x, &state, TEST, "rfc4106(gcm(aes))").is_none() {
+            return;
+        }
+        let info = x.get_state(SPOKE, 0x1004).unwrap();
+        assert!(info.esn, "{info:?}");
+        assert_eq!(info.lifetime, state.lifetime);
+        assert_eq!(
+            info.replay,
+            Some(XfrmReplay {
+                oseq: 0x1_ffff_fffc,
+                seq: 0x1_ffff_fffc,
+                window: 64
+            })
+        );
+        // The kernel has XFRMA_MTIMER_THRESH since 5.17 and reports it back.
+        assert_eq!(info.mapping_interval, Some(1));
+
+        // The peer's NAT port moved: the kernel copies the encapsulation
+        // (and the limits) into the SA; the sequence numbers stay.
+        let moved = XfrmState {
+            encap: Some(UdpEncap {
+                sport: 4500,
+                dport: 4502,
+            }),
+            lifetime: XfrmLifetime {
+                soft_bytes: 5000,
+                ..state.lifetime
+            },
+            initial_seq: 0,
+            ..state.clone()
+        };
+        x.update_state(&moved).unwrap();
+        let info = x.get_state(SPOKE, 0x1004).unwrap();
+        assert_eq!(
+            info.encap,
+            Some(UdpEncap {
+                sport: 4500,
+                dport: 4502
+            })
+        );
+        assert_eq!(info.lifetime.soft_bytes, 5000);
+        assert_eq!(info.replay.map(|r| r.oseq), Some(0x1_ffff_fffc));
+
+        // Without encapsulation the update is refused, not half done.
+        let err = x
+            .update_state(&XfrmState {
+                encap: None,
+                mapping_interval: None,
+                ..moved.clone()
+            })
+            .unwrap_err();
+        assert_eq!(raw_os_error(&err), Some(libc::EINVAL), "{err}");
+        x.del_state(SPOKE, 0x1004, IPPROTO_ESP).unwrap();
+        let err = x.update_state(&moved).unwrap_err();
+        assert_eq!(raw_os_error(&err), Some(libc::ESRCH), "{err}");
+    });
 }

@@ -27,6 +27,13 @@ cap newsa_cbc_sha1 xfrm state add $SA spi 0x1003 reqid 9 mode transport replay-w
     auth-trunc 'hmac(sha1)' 0x2021222324252627282930313233343536373839 96 $SEL
 cap newsa_esn xfrm state add $SA spi 0x1001 reqid 9 mode transport replay-window 128 flag esn \
     aead 'rfc4106(gcm(aes))' $GCM 128 $SEL
+cap newsa_esn_seq_limits_udp xfrm state add $SA spi 0x1004 reqid 9 mode transport replay-window 64 flag esn \
+    replay-seq 0xfffffffc replay-oseq 0xfffffffc replay-seq-hi 1 replay-oseq-hi 1 \
+    aead 'rfc4106(gcm(aes))' $GCM 128 $SEL \
+    limit time-soft 30 limit time-hard 60 limit byte-soft 1000 limit byte-hard 2000 \
+    encap espinudp 4500 4501 0.0.0.0
+cap updsa_gcm_udp xfrm state update $SA spi 0xc0ffee01 reqid 7 mode transport replay-window 32 \
+    aead 'rfc4106(gcm(aes))' $GCM 128 encap espinudp 4500 4502 0.0.0.0 $SEL
 cap newsa_window64 xfrm state add $SA spi 0x1002 reqid 9 mode transport replay-window 64 \
     aead 'rfc4106(gcm(aes))' $GCM 128 $SEL
 cap delsa xfrm state delete dst 198.51.100.7 proto esp spi 0xc0ffee01
