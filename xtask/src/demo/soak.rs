@@ -237,20 +237,49 @@ fn flow_row(name: &str, flow: PingFlow) -> Row {
     match flow.finish() {
         Ok(r) => {
             let lost = r.lost();
+            let mut detail = format!(
+                "{} sent, {} received, {lost} lost, longest gap {:.2} s",
+                r.summary.transmitted,
+                r.summary.received,
+                r.longest_gap().as_secs_f64()
+            );
+            // When they left, to set beside the logs' timestamps.
+            let missing: Vec<String> = r
+                .missing()
+                .iter()
+                .take(MISSING_SHOWN)
+                .map(|(seq, at)| format!("#{seq} ~{}", utc_time(*at)))
+                .collect();
+            if !missing.is_empty() {
+                detail = format!("{detail}; missing {}", missing.join(", "));
+            }
             Row {
                 path,
                 ok: lost == 0 && r.summary.transmitted > 0,
                 result: if lost == 0 { "ok" } else { "FAILED" }.to_owned(),
-                detail: format!(
-                    "{} sent, {} received, {lost} lost, longest gap {:.2} s",
-                    r.summary.transmitted,
-                    r.summary.received,
-                    r.longest_gap().as_secs_f64()
-                ),
+                detail,
             }
         }
         Err(e) => failed(&path, &e),
     }
+}
+
+/// How many missing echoes a flow's row names.
+const MISSING_SHOWN: usize = 5;
+
+/// `16:39:24.577Z`: the time of day of Unix time `at`, as the gateways'
+/// logs print it (UTC).
+fn utc_time(at: f64) -> String {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let ms = (at.max(0.0) * 1000.0) as u64;
+    let day_ms = ms % 86_400_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}Z",
+        day_ms / 3_600_000,
+        day_ms / 60_000 % 60,
+        day_ms / 1000 % 60,
+        day_ms % 1000
+    )
 }
 
 fn hub_log(lab: &FlexLab) -> anyhow::Result<String> {
@@ -545,5 +574,7 @@ mod tests {
         assert_eq!(lost_so_far(&wrapped), 0);
         assert_eq!(echoes(Duration::from_mins(1)), 300);
         assert_eq!(echoes(Duration::from_millis(1)), 1);
+        // 2026-12-05T16:39:24.577Z
+        assert_eq!(utc_time(1_796_488_764.577_4), "16:39:24.577Z");
     }
 }
