@@ -10,13 +10,33 @@
 //! the LANs. Prints what an operator would look at on the hub
 //! and a summary table; `--keep` leaves it all up until Ctrl-C.
 //!
+//! Tunnels that stay up (issue 14): `--lifetime-scale N` gives the hub's
+//! and our spokes' profiles the IOS default lifetimes divided by N (IKE SA
+//! 86400 s, IPsec SA 3600 s; at least 10 s, the config's minimum); the
+//! strongSwan spoke keeps its own (1 h and 4 h), so the hub initiates its
+//! rekeys. `--soak DURATION` then keeps 5 pings a second on every path for
+//! DURATION, prints a status line every minute and adds to the table what
+//! each flow lost (a lost echo fails the demo), the rekeys the hub logged,
+//! and whether the hub still has exactly its three sessions with one SA
+//! pair each. The issue's hour-long run, with CHILD_SAs rekeying about
+//! every 36 s and IKE SAs about every 864 s:
+//!
+//! ```text
+//! cargo xtask demo --lifetime-scale 100 --soak 1h
+//! ```
+//!
 //! The gateway is a debug build by default: the one `cargo xtask test` and
 //! `cargo xtask lab` build, so the demo starts without a second multi-minute
 //! build. The demo shows behaviour; its TCP rate is only a sign of life
 //! (`--release` for a faster datapath; figures come from `cargo xtask
 //! bench-throughput`).
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{Context as _, bail};
 use clap::Args;
@@ -24,9 +44,11 @@ use integration::{
     Netns,
     flex_lab::{
         self, BgpSpec, FlexLab, HUB_LAN_HOST, LabSpec, NhrpSpec, Which, human_rate, spoke_lan_host,
-        spoke_lan_prefix, wait_ping,
+        spoke_lan_prefix, wait_ping, with_profile_lines,
     },
 };
+
+mod soak;
 
 use crate::{
     setup,
@@ -43,7 +65,69 @@ pub struct DemoArgs {
     /// first release build takes several minutes).
     #[arg(long)]
     pub release: bool,
+    /// Divide the IOS default lifetimes (IKE SA 86400 s, IPsec SA 3600 s)
+    /// by N in the hub's and our spokes' profiles (at least 10 s each);
+    /// the strongSwan spoke keeps its own, so the hub rekeys it.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub lifetime_scale: u64,
+    /// After the checks, ping every path 5 times a second for DURATION
+    /// (`90s`, `3m`, `1h`) while the SAs rekey, a status line a minute;
+    /// the issue's run: `--lifetime-scale 100 --soak 1h`.
+    #[arg(long, value_name = "DURATION", value_parser = soak::parse_duration)]
+    pub soak: Option<Duration>,
 }
+
+/// The IOS defaults (`lifetime` of `crypto ikev2 profile`, `set
+/// security-association lifetime seconds`) and the config's minimum.
+const IOS_IKE_LIFETIME_S: u64 = 86_400;
+const IOS_IPSEC_LIFETIME_S: u64 = 3_600;
+const MIN_LIFETIME_S: u64 = 10;
+
+/// The lifetimes of the hub's and our spokes' profiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lifetimes {
+    pub ike_s: u64,
+    pub ipsec_s: u64,
+}
+
+impl Lifetimes {
+    /// The IOS defaults divided by `scale`, at least [`MIN_LIFETIME_S`].
+    pub fn scaled(scale: u64) -> Self {
+        let scale = scale.max(1);
+        Lifetimes {
+            ike_s: (IOS_IKE_LIFETIME_S / scale).max(MIN_LIFETIME_S),
+            ipsec_s: (IOS_IPSEC_LIFETIME_S / scale).max(MIN_LIFETIME_S),
+        }
+    }
+
+    /// The profile lines (config keys of issue 14).
+    fn profile_lines(self, scale: u64) -> String {
+        format!(
+            "# cargo xtask demo --lifetime-scale {scale}: the IOS defaults / {scale}.\n\
+             lifetime = {}\nipsec_lifetime_seconds = {}\n",
+            self.ike_s, self.ipsec_s
+        )
+    }
+}
+
+/// Puts `lifetimes` into the `Flex_IKEv2` profile of the hub and of each
+/// own spoke (before their gateways start).
+fn set_lifetimes(lab: &FlexLab, lifetimes: Lifetimes, scale: u64) -> anyhow::Result<()> {
+    let lines = lifetimes.profile_lines(scale);
+    let boxes = std::iter::once(Which::Hub).chain((1..=lab.spoke_count()).map(Which::Spoke));
+    for which in boxes {
+        lab.edit_config(which, |config| {
+            with_profile_lines(&config, PROFILE, &lines).with_context(|| {
+                format!("the config of {which:?} has no [ikev2.profile.{PROFILE}]")
+            })
+        })?;
+    }
+    Ok(())
+}
+
+/// The lab's profile, on the hub and on our spokes.
+const PROFILE: &str = "Flex_IKEv2";
 
 /// How long the three spokes get to be up on the hub.
 const SESSIONS_UP: Duration = Duration::from_mins(1);
@@ -87,7 +171,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let nhrp = NhrpSpec::new(NHRP_HOLDTIME);
     let mut lab = FlexLab::new_with_nhrp(&gateway, "demo", &spec, Some(&nhrp))
         .context("creating the lab's namespaces")?;
-    describe(&lab);
+    let lifetimes = Lifetimes::scaled(args.lifetime_scale);
+    if args.lifetime_scale > 1 {
+        set_lifetimes(&lab, lifetimes, args.lifetime_scale)?;
+    }
+    describe(&lab, lifetimes);
     let started = lab.start_daemons();
     let sessions = started.and_then(|()| lab.wait_sessions(3, SESSIONS_UP));
     let rows = match sessions {
@@ -126,6 +214,15 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
                 },
             }];
             rows.extend(traffic(&lab));
+            if let Some(duration) = args.soak {
+                let keys: Vec<String> = sessions
+                    .iter()
+                    .map(|s| {
+                        soak::session_key(s.identity.as_deref(), &s.remote, s.assigned_address)
+                    })
+                    .collect();
+                rows.extend(soak::run(&lab, duration, &lifetimes, &keys));
+            }
             rows
         }
         Err(e) => {
@@ -144,16 +241,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         explore(&lab)?;
         integration::wait_for_interrupt(None)?;
     }
-    // Stop the spokes, then the hub, so that the log shows them leaving.
-    for k in 1..=lab.spoke_count() {
-        let _ = lab.stop_spoke(k);
-    }
-    if let Ok(log) = lab.stop_hub() {
-        println!(
-            "\ndemo: the hub's log (last lines):\n{}",
-            last_lines(&log, 25)
-        );
-    }
+    stop(&mut lab, args.soak.is_some());
     println!("\ndemo: done; namespaces removed");
     if rows.is_empty() {
         bail!("the lab did not come up (see above)");
@@ -164,7 +252,31 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn describe(lab: &FlexLab) {
+/// Stops the spokes, then the hub, so that the log shows them leaving;
+/// after a soak (`keep_logs`), keeps the lab's configs and logs.
+fn stop(lab: &mut FlexLab, keep_logs: bool) {
+    for k in 1..=lab.spoke_count() {
+        let _ = lab.stop_spoke(k);
+    }
+    if let Ok(log) = lab.stop_hub() {
+        println!(
+            "\ndemo: the hub's log (last lines):\n{}",
+            last_lines(&log, 25)
+        );
+    }
+    if keep_logs {
+        // The record of a long run: the lab's directory goes with the lab.
+        match keep_files(lab.lab().temp_dir()) {
+            Ok(dir) => println!(
+                "\ndemo: the lab's configs and logs copied to {}",
+                dir.display()
+            ),
+            Err(e) => eprintln!("demo: could not keep the lab's logs: {e:#}"),
+        }
+    }
+}
+
+fn describe(lab: &FlexLab, lifetimes: Lifetimes) {
     println!("\ndemo: the lab (network namespaces)");
     println!(
         "  {:<28} hub: uplink {} on the WAN bridge, LAN {}/24",
@@ -196,6 +308,10 @@ fn describe(lab: &FlexLab) {
     println!(
         "  {:<28} the WAN: bridge br0 joining the uplinks",
         lab.wan().name()
+    );
+    println!(
+        "  lifetimes of the hub's and our spokes' profiles: IKE SA {} s, IPsec SA {} s",
+        lifetimes.ike_s, lifetimes.ipsec_s
     );
     println!("  configs and logs in {}\n", lab.lab().temp_dir().display());
 }
@@ -447,6 +563,32 @@ fn explore(lab: &FlexLab) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Copies the regular files under `from` (configs, logs) to
+/// `target/demo-logs`, replacing what an earlier run left there.
+fn keep_files(from: &Path) -> anyhow::Result<PathBuf> {
+    fn copy(from: &Path, to: &Path) -> anyhow::Result<()> {
+        fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+        for entry in fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let target = to.join(entry.file_name());
+            if kind.is_dir() {
+                copy(&entry.path(), &target)?;
+            } else if kind.is_file() {
+                fs::copy(entry.path(), &target)
+                    .with_context(|| format!("copying {}", entry.path().display()))?;
+            }
+        }
+        Ok(())
+    }
+    let to = util::workspace_root().join("target").join("demo-logs");
+    if to.exists() {
+        fs::remove_dir_all(&to).with_context(|| format!("removing {}", to.display()))?;
+    }
+    copy(from, &to)?;
+    Ok(to)
+}
+
 fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or_default().to_owned()
 }
@@ -454,4 +596,25 @@ fn first_line(text: &str) -> String {
 fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes_are_the_ios_defaults_scaled_down_to_ten_seconds() {
+        let l = |scale| {
+            let l = Lifetimes::scaled(scale);
+            (l.ike_s, l.ipsec_s)
+        };
+        assert_eq!(l(1), (86_400, 3_600));
+        assert_eq!(l(100), (864, 36));
+        assert_eq!(l(360), (240, 10));
+        assert_eq!(l(10_000), (10, 10));
+        let lines = Lifetimes::scaled(100).profile_lines(100);
+        assert!(
+            lines.contains("lifetime = 864\n") && lines.contains("ipsec_lifetime_seconds = 36\n")
+        );
+    }
 }

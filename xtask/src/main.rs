@@ -139,6 +139,19 @@ mod tests {
             panic!("not the demo task: {cli:?}");
         };
         assert!(args.keep && !args.release);
+        assert_eq!((args.lifetime_scale, args.soak), (1, None));
+        let cli = Cli::try_parse_from(["xtask", "demo", "--lifetime-scale", "100", "--soak", "1h"])
+            .expect("valid command line");
+        let Task::Demo(args) = cli.command else {
+            panic!("not the demo task: {cli:?}");
+        };
+        assert_eq!(
+            (args.lifetime_scale, args.soak),
+            (100, Some(std::time::Duration::from_hours(1)))
+        );
+        for bad in [["--lifetime-scale", "0"], ["--soak", "1x"]] {
+            assert!(Cli::try_parse_from(["xtask", "demo", bad[0], bad[1]]).is_err());
+        }
         let cli = Cli::try_parse_from(["xtask", "bench-throughput", "--seconds", "5"])
             .expect("valid command line");
         let Task::BenchThroughput(args) = cli.command else {

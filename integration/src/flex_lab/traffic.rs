@@ -257,6 +257,12 @@ impl PingFlow {
         self.proc.is_running()
     }
 
+    /// The replies so far, while ping runs (for a status line during a
+    /// long flow).
+    pub fn replies_so_far(&self) -> Vec<Reply> {
+        parse_ping_replies(&self.proc.stdout_text())
+    }
+
     /// Waits (bounded) for ping to end and reads what it saw.
     pub fn finish(self) -> Result<FlowResult> {
         if self.proc.wait_timeout(self.bound).is_err() {
