@@ -33,6 +33,7 @@ pub(crate) mod lifetime;
 pub mod policy;
 pub mod proposal;
 pub mod sa;
+pub mod secrets;
 pub mod show;
 pub mod task;
 #[cfg(test)]

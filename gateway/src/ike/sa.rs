@@ -9,12 +9,13 @@
 
 use std::{
     collections::HashSet,
-    fmt,
     net::{Ipv4Addr, SocketAddrV4},
     time::{Duration, Instant},
 };
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::ike::secrets::{DerivedKeys, EspSecrets, IkeSaSecrets};
 
 pub(crate) use crate::ike::ids::{
     fake_nat_hash, identification_of, identity_of, nat_hash, subnet_attribute, subnet_value,
@@ -31,7 +32,7 @@ use crate::{
             ProtocolId, TrafficSelector,
         },
     },
-    ipsec::{Encr, Integ, Mode, Rng, Secret},
+    ipsec::{Mode, Rng, Secret},
     net::Ipv4Prefix,
 };
 
@@ -109,6 +110,32 @@ pub struct ChildSaParams {
     pub replaces: Option<u32>,
 }
 
+impl ChildSaParams {
+    /// Both directions' keys, for the key log. `initiator`: we initiated
+    /// the CHILD_SA, so the initiator's keys protect what we send.
+    pub fn derived_keys(&self, initiator: bool) -> DerivedKeys {
+        let child = self;
+        let k = &child.keys;
+        let (ours, theirs) = if initiator {
+            ((&k.encr_i, &k.integ_i), (&k.encr_r, &k.integ_r))
+        } else {
+            ((&k.encr_r, &k.integ_r), (&k.encr_i, &k.integ_i))
+        };
+        let direction = |src, dst, spi, (encr, integ): (&Secret, &Secret)| EspSecrets {
+            src,
+            dst,
+            spi,
+            esp: child.esp,
+            encr: encr.clone(),
+            integ: integ.clone(),
+        };
+        DerivedKeys::ChildSa {
+            inbound: direction(child.remote, child.local, child.spi_in, theirs),
+            outbound: direction(child.local, child.remote, child.spi_out, ours),
+        }
+    }
+}
+
 /// What happened to a spoke's session, for the log and the other modules.
 #[derive(Clone, Debug)]
 pub enum Action {
@@ -163,90 +190,6 @@ pub enum Action {
     /// Keys were derived: for the key log (`ike::keylog`), written by the
     /// socket task when one is open, dropped otherwise.
     KeysDerived(DerivedKeys),
-}
-
-/// Keys an exchange has just derived, with what Wireshark's decryption
-/// tables need to use them. Debugging only: the state machine hands them
-/// out and writes nothing; `ike::keylog` formats them.
-#[derive(Clone, Debug)]
-pub enum DerivedKeys {
-    /// A new IKE SA (a row of the `ikev2_decryption_table` UAT).
-    IkeSa(IkeSaSecrets),
-    /// A new CHILD_SA (two rows of the `esp_sa` UAT).
-    ChildSa {
-        inbound: EspSecrets,
-        outbound: EspSecrets,
-    },
-}
-
-/// The SK_e and SK_a keys of an IKE SA, both ways (RFC 7296 section 2.14).
-/// `sk_ai`/`sk_ar` are empty with an AEAD cipher; GCM keys carry the salt.
-#[derive(Clone)]
-pub struct IkeSaSecrets {
-    pub spi_i: u64,
-    pub spi_r: u64,
-    pub encr: Encr,
-    pub integ: Option<Integ>,
-    pub sk_ei: Secret,
-    pub sk_er: Secret,
-    pub sk_ai: Secret,
-    pub sk_ar: Secret,
-}
-
-impl fmt::Debug for IkeSaSecrets {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IkeSaSecrets")
-            .field("spi_i", &format_args!("{:016x}", self.spi_i))
-            .field("spi_r", &format_args!("{:016x}", self.spi_r))
-            .finish_non_exhaustive()
-    }
-}
-
-/// One direction of a CHILD_SA: the outer addresses Wireshark matches on,
-/// the SPI, the algorithms and the keys (`integ` empty with an AEAD).
-#[derive(Clone)]
-pub struct EspSecrets {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
-    pub spi: u32,
-    pub esp: EspChoice,
-    pub encr: Secret,
-    pub integ: Secret,
-}
-
-impl fmt::Debug for EspSecrets {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EspSecrets")
-            .field("src", &self.src)
-            .field("dst", &self.dst)
-            .field("spi", &format_args!("{:#010x}", self.spi))
-            .finish_non_exhaustive()
-    }
-}
-
-impl DerivedKeys {
-    /// The two directions of `child`. `initiator`: we initiated the
-    /// CHILD_SA, so the initiator's keys protect what we send.
-    pub fn child(child: &ChildSaParams, initiator: bool) -> Self {
-        let k = &child.keys;
-        let (ours, theirs) = if initiator {
-            ((&k.encr_i, &k.integ_i), (&k.encr_r, &k.integ_r))
-        } else {
-            ((&k.encr_r, &k.integ_r), (&k.encr_i, &k.integ_i))
-        };
-        let direction = |src, dst, spi, (encr, integ): (&Secret, &Secret)| EspSecrets {
-            src,
-            dst,
-            spi,
-            esp: child.esp,
-            encr: encr.clone(),
-            integ: integ.clone(),
-        };
-        DerivedKeys::ChildSa {
-            inbound: direction(child.remote, child.local, child.spi_in, theirs),
-            outbound: direction(child.local, child.remote, child.spi_out, ours),
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -380,7 +380,7 @@ mod tests {
         assert_eq!(rows[0].lifetime_s, 600);
         let c = &rows[0].children[0];
         assert_eq!(c.transform, "esp-gcm 256");
-        assert!(!c.esn);
+        assert!(c.esn, "both ends offer ESN, so it is chosen");
         assert!(c.lifetime_s > 0 && c.lifetime_s <= 300, "{c:?}");
         assert!(c.lifetime_kb > 0 && c.lifetime_kb <= 10_000, "{c:?}");
 

@@ -20,8 +20,8 @@ use crate::{
         policy::Policy,
         proposal::{self, IkeChoice},
         sa::{
-            Action, ChildSa, ChildSaParams, ChildSpis, DerivedKeys, IkeSa, Keymat, NONCE_LEN,
-            Rekeying, SaState, notify,
+            Action, ChildSa, ChildSaParams, ChildSpis, IkeSa, Keymat, NONCE_LEN, Rekeying, SaState,
+            notify,
         },
         wire::{
             KeyExchange, Notify, NotifyType, Payload, Proposal, ProtocolId, Transform,
@@ -216,7 +216,7 @@ fn rekey_child_respond(
     payloads.push(Payload::TsI(params.ts_remote.clone()));
     payloads.push(Payload::TsR(params.ts_local.clone()));
     let actions = vec![
-        Action::KeysDerived(DerivedKeys::child(&params, false)),
+        Action::KeysDerived(params.derived_keys(false)),
         Action::ChildUp(params.clone()),
     ];
     let created = min_nonce(ni, &nr).to_vec();
@@ -686,7 +686,7 @@ fn child_answered(
         ..old.clone()
     };
     let actions = vec![
-        Action::KeysDerived(DerivedKeys::child(&params, true)),
+        Action::KeysDerived(params.derived_keys(true)),
         Action::ChildUp(params.clone()),
     ];
     let redundant = note_replacement(sa, index, new_spi_in, min_nonce(ni, nr).to_vec(), true);

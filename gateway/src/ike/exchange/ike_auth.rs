@@ -20,9 +20,8 @@ use crate::{
         policy::{Policy, ProfilePolicy},
         proposal::{self, EspChoice},
         sa::{
-            Action, AddressPools, ChildSa, ChildSaParams, ChildSpis, DerivedKeys, IkeSa,
-            InitiatedSa, Keymat, SaState, identification_of, identity_of, notify, subnet_attribute,
-            subnet_value,
+            Action, AddressPools, ChildSa, ChildSaParams, ChildSpis, IkeSa, InitiatedSa, Keymat,
+            SaState, identification_of, identity_of, notify, subnet_attribute, subnet_value,
         },
         wire::{
             self, Auth, AuthMethod as WireAuth, CfgType, Config as CpPayload, ConfigAttribute,
@@ -171,7 +170,7 @@ pub(crate) fn respond(
         let spi_in = child_spis.allocate(rng);
         let lifetime = crate::ike::lifetime::child_lifetime(&profile.rekey, rng);
         let params = install_child(sa, &profile, spi_in, child, &cfg, lifetime, &mut payloads);
-        actions.push(Action::KeysDerived(DerivedKeys::child(&params, false)));
+        actions.push(Action::KeysDerived(params.derived_keys(false)));
         actions.push(Action::ChildUp(params.clone()));
         sa.children.push(ChildSa::new(params, now));
     }

@@ -269,7 +269,7 @@ impl Initiator {
                     datagram,
                 )?;
                 if let Some(child) = &established.child {
-                    self.derived.push(DerivedKeys::child(child, true));
+                    self.derived.push(child.derived_keys(true));
                 }
                 self.state = State::Up(Box::new(up));
                 Ok(Step::Established(Box::new(established)))
