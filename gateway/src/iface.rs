@@ -289,6 +289,11 @@ pub trait Datapath: Send + Sync {
     /// carried the outbound traffic, the newest remaining pair does.
     fn remove_sa(&self, va: VaId, spi_in: u32) -> Result<(), DatapathError>;
 
+    /// The pair whose inbound SPI is `spi_in` was deleted after a rekey but
+    /// lingers: it sends no more (the newest other pair does, deferred or
+    /// not) and keeps decrypting until `remove_sa` names it.
+    fn retire_sa(&self, va: VaId, spi_in: u32) -> Result<(), DatapathError>;
+
     /// The peer's outer endpoint moved (NAT rebinding, RFC 7296 section
     /// 2.23): the interface and all its SAs now send to `remote` (and, with
     /// UDP encapsulation, accept it as the source). A datapath that cannot

@@ -311,6 +311,19 @@ impl Sessions {
         Ok(va)
     }
 
+    /// A CHILD_SA a rekey replaced was deleted: the datapath stops sending
+    /// on its pair (the successor takes over, even one installed with
+    /// `defer_outbound`) and keeps decrypting with it until `child_down`.
+    pub fn child_retired(&mut self, spi_in: u32) {
+        let Some(session) = self.by_va.values().find(|s| s.spis.contains(&spi_in)) else {
+            return;
+        };
+        let va = session.va;
+        if let Err(e) = self.datapath.retire_sa(va, spi_in) {
+            tracing::debug!(interface = %va, error = %e, "retiring an SA after its rekey failed (the datapath may have expired it)");
+        }
+    }
+
     /// A CHILD_SA went away. If a newer pair of the session is on the
     /// interface (a rekey) only this pair goes; with the last one, routes,
     /// SAs and the interface go, in the reverse order of `child_up`.
@@ -539,6 +552,10 @@ impl SessionLayer for Sessions {
         Sessions::child_down(self, spi_in);
     }
 
+    fn child_retired(&mut self, spi_in: u32) {
+        Sessions::child_retired(self, spi_in);
+    }
+
     fn session_down(&mut self, tunnel_id: u32) {
         Sessions::session_down(self, tunnel_id);
     }
@@ -733,6 +750,7 @@ mod tests {
         new.spi_out ^= 0x00ff_0000;
         new.replaces = Some(child.spi_in);
         assert_eq!(s.child_up(&new).unwrap(), va, "the same interface");
+        s.child_retired(child.spi_in);
         s.child_down(child.spi_in);
         assert_eq!(
             dp.take_calls(),
@@ -741,6 +759,10 @@ mod tests {
                     va,
                     spi_in: new.spi_in,
                     spi_out: new.spi_out
+                },
+                Call::RetireSa {
+                    va,
+                    spi_in: child.spi_in
                 },
                 Call::RemoveSa {
                     va,

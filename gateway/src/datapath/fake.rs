@@ -21,6 +21,7 @@ pub enum Call {
     RemoveVa(VaId),
     InstallSa { va: VaId, spi_in: u32, spi_out: u32 },
     RemoveSa { va: VaId, spi_in: u32 },
+    RetireSa { va: VaId, spi_in: u32 },
     UpdatePeer { va: VaId, remote: SocketAddrV4 },
     AddRoute(String),
     RemoveRoute(String),
@@ -137,6 +138,15 @@ impl Datapath for RecordingDatapath {
             return Err(DatapathError::NoSuchSa(spi_in));
         }
         s.calls.push(Call::RemoveSa { va, spi_in });
+        Ok(())
+    }
+
+    fn retire_sa(&self, va: VaId, spi_in: u32) -> Result<(), DatapathError> {
+        let mut s = self.state();
+        if !s.sas.contains_key(&spi_in) {
+            return Err(DatapathError::NoSuchSa(spi_in));
+        }
+        s.calls.push(Call::RetireSa { va, spi_in });
         Ok(())
     }
 

@@ -151,6 +151,14 @@ pub enum Action {
         spi_in: u32,
         spi_out: u32,
     },
+    /// A CHILD_SA a rekey replaced was deleted: it sends no more (its
+    /// successor takes the outbound traffic now, RFC 7296 section 2.8) but
+    /// keeps decrypting for `LINGER`, then its `ChildDown` follows.
+    ChildRetired {
+        ike_spi: u64,
+        spi_in: u32,
+        spi_out: u32,
+    },
     SessionUp {
         tunnel_id: u32,
         peer: SocketAddrV4,
@@ -653,20 +661,26 @@ impl IkeSa {
     }
 
     /// Takes the CHILD_SA at `index` out of the SA (deleted): its
-    /// `ChildDown` now, or, if a rekey replaced it, after `LINGER`. The
-    /// caller releases its SPI with the `ChildDown`.
-    pub(crate) fn retire_child(&mut self, index: usize, now: Instant) -> Option<Action> {
+    /// `ChildDown`, or, if a rekey replaced it, its `ChildRetired` now and
+    /// its `ChildDown` after `LINGER`. The caller releases its SPI with the
+    /// `ChildDown`.
+    pub(crate) fn retire_child(&mut self, index: usize, now: Instant) -> Action {
         let child = self.children.remove(index);
         let (spi_in, spi_out) = (child.params.spi_in, child.params.spi_out);
+        let ike_spi = self.keymat.our_spi();
         if child.replaced.is_some() {
             self.lingering.push((spi_in, spi_out, now + LINGER));
-            return None;
+            return Action::ChildRetired {
+                ike_spi,
+                spi_in,
+                spi_out,
+            };
         }
-        Some(Action::ChildDown {
-            ike_spi: self.keymat.our_spi(),
+        Action::ChildDown {
+            ike_spi,
             spi_in,
             spi_out,
-        })
+        }
     }
 
     /// The lingering CHILD_SAs whose time is up (all of them with `None`).

@@ -49,6 +49,9 @@ pub trait SessionLayer: Send {
     /// in now, before the IKE_AUTH response leaves. The error says why not.
     fn child_up(&mut self, child: &ChildSaParams) -> Result<(), String>;
     fn child_down(&mut self, spi_in: u32);
+    /// A CHILD_SA a rekey replaced was deleted: its successor sends from
+    /// now on; it only decrypts until its `child_down`.
+    fn child_retired(&mut self, spi_in: u32);
     /// The IKE SA `tunnel_id` is gone: whatever is left of its session goes.
     fn session_down(&mut self, tunnel_id: u32);
     /// IKE SAs whose CHILD_SAs the datapath saw traffic on since last asked.
@@ -502,6 +505,18 @@ fn session_event<S: SessionLayer>(shared: &IkeShared<S>, action: Action) {
         Action::KeysDerived(_) | Action::Send { .. } => {}
         Action::ChildUp(child) => {
             child_up(shared, &child);
+        }
+        Action::ChildRetired {
+            spi_in, spi_out, ..
+        } => {
+            if let Some(sessions) = &shared.sessions {
+                lock(sessions).child_retired(spi_in);
+            }
+            tracing::debug!(
+                spi_in = format_args!("{spi_in:#010x}"),
+                spi_out = format_args!("{spi_out:#010x}"),
+                "CHILD_SA deleted after its rekey: it sends no more and decrypts a moment longer"
+            );
         }
         Action::ChildDown {
             spi_in, spi_out, ..

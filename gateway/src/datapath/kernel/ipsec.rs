@@ -70,6 +70,9 @@ pub(super) struct InstalledSa {
     /// Whether the outbound state is in the kernel (a deferred one waits
     /// for the older pairs to go).
     pub outbound_installed: bool,
+    /// Deleted after a rekey and lingering: its outbound state is gone for
+    /// good, its inbound state decrypts until the pair is removed.
+    pub retired: bool,
     /// A soft expiry was reported for the pair (once per pair).
     pub soft_reported: bool,
     /// When a NAT mapping change was last reported.
@@ -336,6 +339,7 @@ impl State {
             mode: sa.mode,
             states,
             outbound_installed: !defer,
+            retired: false,
             soft_reported: false,
             last_moved: None,
         });
@@ -345,8 +349,7 @@ impl State {
     /// Removes the pair of `id` with `spi_in` from the kernel (states the
     /// kernel already deleted at a hard expiry are no error); the last pair
     /// takes the policies with it. If no pair is left sending, the deferred
-    /// ones get their outbound states (oldest first: the kernel sends on
-    /// the newest). `false` if there is no such pair.
+    /// ones get their outbound states. `false` if there is no such pair.
     pub(super) fn remove_pair(&mut self, id: VaId, spi_in: u32) -> bool {
         let Some(v) = self.vas.get_mut(&id) else {
             return false;
@@ -360,36 +363,14 @@ impl State {
         } else {
             Vec::new()
         };
-        let sending = v.pairs.iter().any(|p| p.outbound_installed);
-        let deferred: Vec<XfrmState> = if sending {
-            Vec::new()
-        } else {
-            v.pairs
-                .iter_mut()
-                .map(|p| {
-                    p.outbound_installed = true;
-                    p.outbound().clone()
-                })
-                .collect()
-        };
-        // The successor first, so that there is always a state to send on
-        // (adding it makes the kernel look again, and it is the newest).
-        for state in deferred {
-            if let Err(e) = self.xfrm.add_state(&state) {
-                tracing::error!(interface = %id, spi = format_args!("{:#010x}", state.spi), error = %e, "the deferred outbound SA could not be added: nothing sends on the interface");
-            }
-        }
+        // The successor first, so that there is always a state to send on.
+        self.promote_deferred(id);
         let mut states = vec![pair.inbound()];
         if pair.outbound_installed {
             states.push(pair.outbound());
         }
         for state in states {
-            match self.xfrm.del_state(state.dst, state.spi, IPPROTO_ESP) {
-                Err(e) if raw_os_error(&e) != Some(libc::ESRCH) => {
-                    tracing::warn!(interface = %id, spi = format_args!("{:#010x}", state.spi), error = %e, "removing an XFRM state failed");
-                }
-                _ => {}
-            }
+            self.delete_state(id, state);
         }
         for (selector, dir) in policies.iter().rev() {
             if let Err(e) = self.xfrm.del_policy(selector, *dir) {
@@ -397,6 +378,63 @@ impl State {
             }
         }
         true
+    }
+
+    /// The pair of `id` with `spi_in` sends no more (deleted after a rekey,
+    /// RFC 7296 section 2.8): a deferred successor gets its outbound state
+    /// first, then this pair's goes; its inbound state stays until
+    /// `remove_pair`. `false` if there is no such pair.
+    pub(super) fn retire_pair(&mut self, id: VaId, spi_in: u32) -> bool {
+        let Some(pair) = self
+            .vas
+            .get_mut(&id)
+            .and_then(|v| v.pairs.iter_mut().find(|p| p.spi_in == spi_in))
+        else {
+            return false;
+        };
+        pair.retired = true;
+        let sending = std::mem::replace(&mut pair.outbound_installed, false);
+        let outbound = pair.outbound().clone();
+        self.promote_deferred(id);
+        if sending {
+            self.delete_state(id, &outbound);
+        }
+        true
+    }
+
+    /// If no pair of `id` sends, the deferred ones (not retired) get their
+    /// outbound states, oldest first: the kernel sends on the newest, and
+    /// adding a state makes it look again.
+    fn promote_deferred(&mut self, id: VaId) {
+        let Some(v) = self.vas.get_mut(&id) else {
+            return;
+        };
+        if v.pairs.iter().any(|p| p.outbound_installed) {
+            return;
+        }
+        let deferred: Vec<XfrmState> = v
+            .pairs
+            .iter_mut()
+            .filter(|p| !p.retired)
+            .map(|p| {
+                p.outbound_installed = true;
+                p.outbound().clone()
+            })
+            .collect();
+        for state in deferred {
+            if let Err(e) = self.xfrm.add_state(&state) {
+                tracing::error!(interface = %id, spi = format_args!("{:#010x}", state.spi), error = %e, "the deferred outbound SA could not be added: nothing sends on the interface");
+            }
+        }
+    }
+
+    fn delete_state(&mut self, id: VaId, state: &XfrmState) {
+        match self.xfrm.del_state(state.dst, state.spi, IPPROTO_ESP) {
+            Err(e) if raw_os_error(&e) != Some(libc::ESRCH) => {
+                tracing::warn!(interface = %id, spi = format_args!("{:#010x}", state.spi), error = %e, "removing an XFRM state failed");
+            }
+            _ => {}
+        }
     }
 
     /// Removes all the pairs of `id` and its policies.

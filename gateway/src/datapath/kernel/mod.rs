@@ -416,6 +416,16 @@ impl Datapath for KernelDatapath {
         }
     }
 
+    fn retire_sa(&self, va: VaId, spi_in: u32) -> Result<(), DatapathError> {
+        let mut s = self.state();
+        s.va(va)?;
+        if s.retire_pair(va, spi_in) {
+            Ok(())
+        } else {
+            Err(DatapathError::NoSuchSa(spi_in))
+        }
+    }
+
     fn update_peer(&self, va: VaId, remote: std::net::SocketAddrV4) -> Result<(), DatapathError> {
         self.state().update_peer(va, remote)
     }

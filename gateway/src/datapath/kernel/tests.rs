@@ -384,6 +384,7 @@ fn book_pair(dp: &KernelDatapath, sa: &SaPair) {
         mode: sa.mode,
         states,
         outbound_installed: true,
+        retired: false,
         soft_reported: false,
         last_moved: None,
     });
@@ -876,12 +877,31 @@ fn sa_pairs_make_before_break_when_the_kernel_has_ip_gre_and_esp4() {
     assert_eq!(sa_packets(&lab.hub, hub1.spi_in), (3, 0));
     assert_eq!(sa_packets(&lab.hub, hub0.spi_in), (1, 4));
 
-    // The old pair goes, at the hub first (the spoke still decrypts it):
-    // the hub's deferred outbound SA takes over.
-    lab.hub.dp.remove_sa(HUB_VA, hub0.spi_in).unwrap();
+    // The old pair is deleted (its DELETE exchange is done) and lingers:
+    // the hub's deferred outbound SA takes over at once, the old inbound
+    // state stays to open what was already on its way.
+    let hub_spis = |lab: &Pair| {
+        let states = lab
+            .hub
+            .ns
+            .run_in(|| Xfrm::open().unwrap().states().unwrap())
+            .unwrap();
+        let mut spis: Vec<u32> = states.iter().map(|s| s.spi).collect();
+        spis.sort_unstable();
+        spis
+    };
+    lab.hub.dp.retire_sa(HUB_VA, hub0.spi_in).unwrap();
+    let spis = hub_spis(&lab);
+    assert!(
+        spis.contains(&hub0.spi_in) && !spis.contains(&hub0.spi_out),
+        "{spis:x?}"
+    );
+    assert!(spis.contains(&hub1.spi_out), "{spis:x?}");
     for _ in 0..3 {
         lab.round_trip(100);
     }
+    // Then it goes, at the hub first (the spoke still decrypts it).
+    lab.hub.dp.remove_sa(HUB_VA, hub0.spi_in).unwrap();
     lab.spoke.dp.remove_sa(SPOKE_VA, spoke0.spi_in).unwrap();
     lab.round_trip(100);
     assert_eq!(sa_packets(&lab.hub, hub1.spi_in), (7, 4));
@@ -889,13 +909,7 @@ fn sa_pairs_make_before_break_when_the_kernel_has_ip_gre_and_esp4() {
     let report = lab.hub.dp.report();
     assert_eq!(report.sas.len(), 1, "{report:?}");
     // Only the new pair's states are left, the policies with them.
-    let hub_states = lab
-        .hub
-        .ns
-        .run_in(|| Xfrm::open().unwrap().states().unwrap())
-        .unwrap();
-    let mut spis: Vec<u32> = hub_states.iter().map(|s| s.spi).collect();
-    spis.sort_unstable();
+    let spis = hub_spis(&lab);
     let mut expected = vec![hub1.spi_in, hub1.spi_out];
     expected.sort_unstable();
     assert_eq!(spis, expected);

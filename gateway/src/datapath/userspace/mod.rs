@@ -362,6 +362,13 @@ impl Datapath for UserspaceDatapath {
         Ok(())
     }
 
+    fn retire_sa(&self, va: VaId, spi_in: u32) -> Result<(), DatapathError> {
+        let mut m = self.master();
+        m.retire_sa(va, spi_in)?;
+        self.publish(&mut m);
+        Ok(())
+    }
+
     fn update_peer(&self, va: VaId, remote: std::net::SocketAddrV4) -> Result<(), DatapathError> {
         let mut m = self.master();
         m.update_peer(va, remote)?;

@@ -158,16 +158,19 @@ struct PairEntry {
     /// Installed with `SaPair::defer_outbound` beside older pairs: they
     /// keep the outbound traffic until they are removed.
     deferred: bool,
+    /// Deleted after a rekey and lingering: decrypts, sends no more.
+    retired: bool,
 }
 
-/// The pair that carries an interface's outbound traffic: the newest not
-/// deferred (a rekey's responder waits for the old pair's removal), else
-/// the newest.
+/// The pair that carries an interface's outbound traffic: the newest
+/// neither deferred (a rekey's responder waits for the old pair's DELETE)
+/// nor retired, else the newest not retired, else the newest.
 fn outbound_pair(pairs: &[PairEntry]) -> Option<&PairEntry> {
     pairs
         .iter()
         .rev()
-        .find(|p| !p.deferred)
+        .find(|p| !p.deferred && !p.retired)
+        .or_else(|| pairs.iter().rev().find(|p| !p.retired))
         .or_else(|| pairs.last())
 }
 
@@ -311,6 +314,7 @@ impl Master {
             installed: now,
             soft_reported: false,
             deferred: sa.defer_outbound && !entry.pairs.is_empty(),
+            retired: false,
         });
         self.inbound.insert(sa.spi_in, Arc::new(inbound));
         // The newest SA names the peer's endpoint as IKE last saw it; the
@@ -333,6 +337,22 @@ impl Master {
             .ok_or(DatapathError::NoSuchSa(spi_in))?;
         entry.pairs.remove(at);
         self.inbound.remove(&spi_in);
+        Ok(())
+    }
+
+    /// The pair with inbound SPI `spi_in` sends no more (deleted after a
+    /// rekey); it keeps decrypting until `remove_sa`.
+    pub fn retire_sa(&mut self, va: VaId, spi_in: u32) -> Result<(), DatapathError> {
+        let entry = self
+            .vas
+            .get_mut(&va)
+            .ok_or(DatapathError::NoSuchInterface(va))?;
+        let pair = entry
+            .pairs
+            .iter_mut()
+            .find(|p| p.spi_in == spi_in)
+            .ok_or(DatapathError::NoSuchSa(spi_in))?;
+        pair.retired = true;
         Ok(())
     }
 

@@ -808,6 +808,16 @@ fn a_rekey_responders_new_pair_takes_the_outbound_traffic_only_when_the_old_one_
         matches!(from(&mut h, &s1, &mut s1.ping(&new_up)), FromNet::ToTun(_)),
         "the new inbound SA decrypts at once"
     );
+    // The old pair's DELETE is done: the new one sends at once, while the
+    // old inbound SA still opens what was on its way.
+    h.master.retire_sa(s1.va, s1.spi_in).unwrap();
+    h.publish();
+    assert_eq!(spi_of(&h.send(&s1).unwrap().0), s1b.spi_out);
+    let old_up = s1.uplink();
+    assert!(
+        matches!(from(&mut h, &s1, &mut s1.ping(&old_up)), FromNet::ToTun(_)),
+        "a retired pair still decrypts"
+    );
     h.master.remove_sa(s1.va, s1.spi_in).unwrap();
     h.publish();
     assert_eq!(spi_of(&h.send(&s1).unwrap().0), s1b.spi_out);

@@ -123,10 +123,10 @@ fn remove_child(engine: &mut Engine, sa: &mut IkeSa, spi_in: u32, now: Instant) 
         return Vec::new();
     };
     let down = sa.retire_child(pos, now);
-    if down.is_some() {
+    if matches!(down, Action::ChildDown { .. }) {
         engine.child_spis.release(spi_in);
     }
-    down.into_iter().collect()
+    vec![down]
 }
 
 fn rekey_answered(

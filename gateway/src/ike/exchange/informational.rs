@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::{Answer, InitiatorError};
 use crate::{
     ike::{
-        sa::{ChildSpis, IkeSa, InitiatedSa, Request, SaState},
+        sa::{Action, ChildSpis, IkeSa, InitiatedSa, Request, SaState},
         wire::{self, Delete, ExchangeType, Message, Payload, ProtocolId},
     },
     ipsec::Rng,
@@ -52,10 +52,11 @@ pub(crate) fn respond(
                         let spi_in = sa.children[pos].params.spi_in;
                         sa.pending_delete.retain(|spi| *spi != spi_in);
                         ours.push(spi_in.to_be_bytes().to_vec());
-                        if let Some(down) = sa.retire_child(pos, now) {
+                        let down = sa.retire_child(pos, now);
+                        if matches!(down, Action::ChildDown { .. }) {
                             child_spis.release(spi_in);
-                            actions.push(down);
                         }
+                        actions.push(down);
                     }
                 }
                 if !ours.is_empty() {

@@ -145,6 +145,15 @@ fn rekeyed_children(log: &[Action]) -> Vec<ChildSaParams> {
         .collect()
 }
 
+fn retired(log: &[Action]) -> Vec<u32> {
+    log.iter()
+        .filter_map(|a| match a {
+            Action::ChildRetired { spi_in, .. } => Some(*spi_in),
+            _ => None,
+        })
+        .collect()
+}
+
 fn downs(log: &[Action]) -> Vec<u32> {
     log.iter()
         .filter_map(|a| match a {
@@ -172,6 +181,10 @@ fn the_spoke_rekeys_its_child_sa_make_before_break_and_deletes_the_old_one() {
     // The old pair lingers a moment after its DELETE (ESP already on its
     // way still opens), then goes.
     assert!(downs(&p.hub_log).is_empty() && downs(&p.spoke_log).is_empty());
+    // The DELETE is done: the old pairs send no more at once (the hub's
+    // new one was deferred until now), they only decrypt while lingering.
+    assert_eq!(retired(&p.hub_log), vec![old_hub.spi_in]);
+    assert_eq!(retired(&p.spoke_log), vec![old_spoke.spi_in]);
     p.settle();
     let hub_up = p
         .hub_log
