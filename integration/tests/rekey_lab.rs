@@ -696,7 +696,9 @@ fn nat_rebinding(bin: &std::path::Path, tag: &str, kernel: bool) {
     assert_eq!(before[0].remote, want(NAT_PORT_BEFORE), "{before:#?}");
     assert!(before[0].nat_t, "{before:#?}");
     let ns: Netns = lab.swan_netns(id).unwrap().clone();
-    wait_ping(&ns, HUB_LAN_HOST, PATH_UP).unwrap();
+    if let Err(e) = wait_ping(&ns, HUB_LAN_HOST, PATH_UP) {
+        panic!("{e:#}\n{}", lab.logs());
+    }
 
     let flow = ping_flow(&ns, HUB_LAN_HOST, FLOW_INTERVAL, NAT_FLOW_COUNT).unwrap();
     std::thread::sleep(SWAP_AFTER);

@@ -99,28 +99,47 @@ const NAT_T_PORT: u16 = 4500;
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The NAT namespace's rules (a whole `nft -f` file): `inside` as
-/// `outside`, its UDP 4500 as `port`, both ways, untracked. With `replace`
-/// the table's old rules go first, in the same transaction.
-pub fn nat_ruleset(inside: Ipv4Addr, outside: Ipv4Addr, port: u16, replace: bool) -> String {
+/// `outside`, its UDP 4500 as `port`, both ways, untracked (`notrack`; a
+/// kernel without conntrack, like the VM tier's, tracks nothing and takes
+/// no `notrack` rule). With `replace` the table's old rules go first, in
+/// the same transaction.
+///
+/// The kernel sends ESP in UDP with a zero checksum (RFC 3948 section
+/// 3.1.2), and nft's port rewrite would turn that zero into a wrong
+/// checksum: those packets have rules of their own that keep it zero.
+pub fn nat_ruleset(
+    inside: Ipv4Addr,
+    outside: Ipv4Addr,
+    port: u16,
+    replace: bool,
+    notrack: bool,
+) -> String {
     let flush = if replace {
         format!("flush table ip {NAT_TABLE}\n")
     } else {
         String::new()
     };
-    format!(
-        "{flush}table ip {NAT_TABLE} {{
-    chain raw {{
+    let raw = if notrack {
+        "    chain raw {
         type filter hook prerouting priority raw; policy accept;
         notrack
-    }}
-    chain to_inside {{
+    }
+"
+    } else {
+        ""
+    };
+    format!(
+        "{flush}table ip {NAT_TABLE} {{
+{raw}    chain to_inside {{
         type filter hook prerouting priority mangle; policy accept;
         ip daddr {outside} udp dport 500 ip daddr set {inside}
+        ip daddr {outside} udp dport {port} udp checksum 0 ip daddr set {inside} udp dport set {NAT_T_PORT} udp checksum set 0
         ip daddr {outside} udp dport {port} ip daddr set {inside} udp dport set {NAT_T_PORT}
     }}
     chain to_outside {{
         type filter hook postrouting priority mangle; policy accept;
         ip saddr {inside} udp sport 500 ip saddr set {outside}
+        ip saddr {inside} udp sport {NAT_T_PORT} udp checksum 0 ip saddr set {outside} udp sport set {port} udp checksum set 0
         ip saddr {inside} udp sport {NAT_T_PORT} ip saddr set {outside} udp sport set {port}
     }}
 }}
@@ -188,26 +207,39 @@ impl FlexLab {
     }
 
     fn load_nat(&self, label: &str, nat: &Nat, outside: Ipv4Addr, replace: bool) -> Result<()> {
-        let rules = nat_ruleset(nat.inside, outside, nat.port, replace);
-        let path = self
-            .lab
-            .temp_dir()
-            .join(format!("{label}-nat-{}.nft", nat.port));
-        lifecycle::write(&path, &rules)?;
-        let file = path.to_string_lossy().into_owned();
-        nat.netns
-            .exec(["nft", "-f", file.as_str()])
-            .with_context(|| format!("loading the NAT rules of {label}:\n{rules}"))?;
-        Ok(())
+        let mut first_error = None;
+        for notrack in [true, false] {
+            let rules = nat_ruleset(nat.inside, outside, nat.port, replace, notrack);
+            let path = self
+                .lab
+                .temp_dir()
+                .join(format!("{label}-nat-{}-{notrack}.nft", nat.port));
+            lifecycle::write(&path, &rules)?;
+            let file = path.to_string_lossy().into_owned();
+            match nat.netns.exec(["nft", "-f", file.as_str()]) {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    // Without conntrack in the kernel there is nothing to
+                    // untrack: the rules without `notrack` are the same NAT.
+                    let e = e.context(format!("loading the NAT rules of {label}:\n{rules}"));
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.expect("tried at least once"))
     }
 
     /// Starts (again) charon on strongSwan spoke `id`, in a new directory
     /// (`swan-LABEL-RUN`), loads its config and initiates; its session is
     /// up when this returns.
     pub fn start_swan(&mut self, id: SwanId) -> Result<()> {
-        let kernel_xfrm = self.kernel_datapath;
         let dir = self.lab.temp_dir().to_owned();
+        let kernel_datapath = self.kernel_datapath;
         let swan = self.swan_mut(id)?;
+        // A spoke behind the lab's NAT keeps kernel-libipsec, as in the
+        // userspace lab: what the NAT labs test is the hub following the
+        // spoke's port, in either of the hub's datapaths.
+        let kernel_xfrm = kernel_datapath && swan.spec.nat_port.is_none();
         ensure!(
             swan.charon.is_none(),
             "strongSwan spoke {} is running",
@@ -335,7 +367,7 @@ mod tests {
     fn nat_rules_map_4500_to_the_port_both_ways() {
         let inside = Ipv4Addr::new(10, 99, 1, 2);
         let outside = Ipv4Addr::new(172, 25, 1, 60);
-        let text = nat_ruleset(inside, outside, 40001, false);
+        let text = nat_ruleset(inside, outside, 40001, false, true);
         assert!(!text.contains("flush"), "{text}");
         assert!(text.contains(
             "ip saddr 10.99.1.2 udp sport 4500 ip saddr set 172.25.1.60 udp sport set 40001\n"
@@ -345,7 +377,25 @@ mod tests {
         ));
         assert!(text.contains("ip saddr 10.99.1.2 udp sport 500 ip saddr set 172.25.1.60\n"));
         assert!(text.contains("notrack"));
-        let swapped = nat_ruleset(inside, outside, 40002, true);
+        // The kernel's zero-checksum ESP in UDP keeps its zero, both ways,
+        // before the general rule could make it a wrong checksum.
+        for (zero, plain) in [
+            (
+                "udp dport 40001 udp checksum 0 ip daddr set 10.99.1.2 udp dport set 4500 udp checksum set 0\n",
+                "udp dport 40001 ip daddr set",
+            ),
+            (
+                "udp sport 4500 udp checksum 0 ip saddr set 172.25.1.60 udp sport set 40001 udp checksum set 0\n",
+                "udp sport 4500 ip saddr set 172.25.1.60 udp sport",
+            ),
+        ] {
+            let (Some(zero), Some(plain)) = (text.find(zero), text.find(plain)) else {
+                panic!("{text}");
+            };
+            assert!(zero < plain, "{text}");
+        }
+        let swapped = nat_ruleset(inside, outside, 40002, true, false);
+        assert!(!swapped.contains("notrack"));
         assert!(swapped.starts_with("flush table ip flexlab_nat\ntable ip flexlab_nat {"));
         assert!(!swapped.contains("40001"));
     }
