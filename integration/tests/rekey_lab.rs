@@ -405,20 +405,28 @@ fn rekeys_under_traffic_lose_nothing_and_leave_only_the_current_spis() {
     );
 }
 
+/// The gateway binary for a kernel-datapath lab (`strongswan`: the lab
+/// needs it too), or `None` where the kernel lacks the datapath (a skip,
+/// with its message). In the VM tier a lab that cannot run fails.
+fn kernel_lab(strongswan: bool) -> Option<std::path::PathBuf> {
+    if !integration::vm::kernel_datapath_available() {
+        return None;
+    }
+    let bin = flex_lab::ready(strongswan);
+    assert!(
+        bin.is_some() || std::env::var_os("GATEWAY_REQUIRE_KERNEL_DATAPATH").is_none(),
+        "the kernel datapath is required here, but the lab cannot run"
+    );
+    bin
+}
+
 /// Our spoke against our hub with the kernel datapath on both (XFRM states
 /// with lifetimes, ESN and make-before-break pairs on the GRE links): the
 /// spoke's short lifetimes make it rekey, traffic flows throughout, and
 /// only the current SPIs stay. The VM tier runs it (a skip elsewhere).
 #[test]
 fn kernel_datapath_our_spoke_rekeys_against_our_hub_and_loses_nothing() {
-    if !integration::vm::kernel_datapath_available() {
-        return;
-    }
-    let Some(bin) = flex_lab::ready(false) else {
-        assert!(
-            std::env::var_os("GATEWAY_REQUIRE_KERNEL_DATAPATH").is_none(),
-            "the kernel datapath is required here, but the lab cannot run"
-        );
+    let Some(bin) = kernel_lab(false) else {
         return;
     };
     let spec = LabSpec {
@@ -533,15 +541,7 @@ fn a_strongswan_spoke_killed_and_restarted_has_exactly_one_session() {
 /// elsewhere).
 #[test]
 fn kernel_datapath_a_strongswan_spoke_killed_and_restarted_has_exactly_one_session() {
-    if !integration::vm::kernel_datapath_available() {
-        return;
-    }
-    let Some(bin) = flex_lab::ready(true) else {
-        // In the VM tier a skip must not pass for a run.
-        assert!(
-            std::env::var_os("GATEWAY_REQUIRE_KERNEL_DATAPATH").is_none(),
-            "the kernel datapath is required here, but the lab cannot run"
-        );
+    let Some(bin) = kernel_lab(true) else {
         return;
     };
     killed_and_restarted(&bin, "krekeykill", true);
@@ -664,14 +664,7 @@ fn nat_rebinding_moves_the_tunnel_to_the_new_port() {
 /// follows (UPDSA). The VM tier runs it (a skip elsewhere).
 #[test]
 fn kernel_datapath_nat_rebinding_moves_the_tunnel_to_the_new_port() {
-    if !integration::vm::kernel_datapath_available() {
-        return;
-    }
-    let Some(bin) = flex_lab::ready(true) else {
-        assert!(
-            std::env::var_os("GATEWAY_REQUIRE_KERNEL_DATAPATH").is_none(),
-            "the kernel datapath is required here, but the lab cannot run"
-        );
+    let Some(bin) = kernel_lab(true) else {
         return;
     };
     nat_rebinding(&bin, "krekeynat", true);
