@@ -18,7 +18,9 @@ use std::{
 };
 
 use anyhow::Result;
-use gateway_report::{ike::SaReport, interfaces::DatapathReport, xdp::XdpReport};
+use gateway_report::{
+    ike::SaReport, interfaces::DatapathReport, ipsec::IpsecSaReport, xdp::XdpReport,
+};
 
 use super::{FlexLab, Which};
 
@@ -135,6 +137,8 @@ pub struct SpiSnapshot {
     pub datapath: DatapathReport,
     /// `show xdp`: the inbound SPIs the uplink filter passes.
     pub xdp: XdpReport,
+    /// `show crypto ipsec sa`: the SA pairs per interface.
+    pub ipsec: IpsecSaReport,
 }
 
 impl FlexLab {
@@ -144,6 +148,7 @@ impl FlexLab {
             sessions: self.show_report(on, &["crypto", "session"])?,
             datapath: self.show_report(on, &["interfaces", "virtual-access"])?,
             xdp: self.show_report(on, &["xdp"])?,
+            ipsec: self.show_report(on, &["crypto", "ipsec", "sa"])?,
         })
     }
 }
@@ -193,16 +198,21 @@ impl SpiSnapshot {
         }
         let datapath: BTreeSet<u32> = pairs.values().flatten().copied().collect();
         let xdp: BTreeSet<u32> = self.xdp.sas.iter().map(|s| s.spi).collect();
+        let ipsec: BTreeSet<u32> = self.ipsec.spis_in().into_iter().collect();
         // What the views are held against: the CHILD_SAs; where `show
         // crypto session` lists no IKE SA at all (a spoke, whose IKE SA
         // with its hub it does not list), the datapath's SA pairs.
         let (reference, what, views) = if self.sessions.is_empty() {
-            (&datapath, "SA pair of the datapath", vec![("xdp", &xdp)])
+            (
+                &datapath,
+                "SA pair of the datapath",
+                vec![("xdp", &xdp), ("ipsec-sa", &ipsec)],
+            )
         } else {
             (
                 &child_spis,
                 "CHILD_SA",
-                vec![("datapath", &datapath), ("xdp", &xdp)],
+                vec![("datapath", &datapath), ("xdp", &xdp), ("ipsec-sa", &ipsec)],
             )
         };
         for (name, set) in views {
@@ -231,7 +241,8 @@ impl SpiSnapshot {
             .filter_map(|c| parse_spi(&c.spi_in));
         let pairs = self.datapath.sas.iter().map(|s| s.spi_in);
         let xdp = self.xdp.sas.iter().map(|s| s.spi);
-        children.chain(pairs).chain(xdp).collect()
+        let ipsec = self.ipsec.sas().map(|s| s.spi_in);
+        children.chain(pairs).chain(xdp).chain(ipsec).collect()
     }
 }
 
@@ -393,6 +404,15 @@ mod tests {
     }
 
     fn snapshot(children: &[&str], pairs: &[u32], xdp: &[u32]) -> SpiSnapshot {
+        snapshot_with_ipsec(children, pairs, xdp, pairs)
+    }
+
+    fn snapshot_with_ipsec(
+        children: &[&str],
+        pairs: &[u32],
+        xdp: &[u32],
+        ipsec: &[u32],
+    ) -> SpiSnapshot {
         let datapath: DatapathReport = serde_json::from_value(serde_json::json!({
             "kind": "userspace", "workers": 1, "virtual_access": [],
             "sas": pairs.iter().map(|s| serde_json::json!({
@@ -409,11 +429,37 @@ mod tests {
                 "spi": s, "packets": 0, "bytes": 0, "last_seen_ms_ago": null})).collect::<Vec<_>>(),
         }))
         .unwrap();
+        let ipsec: IpsecSaReport = serde_json::from_value(serde_json::json!({
+            "interfaces": [{
+                "interface": "Virtual-Access1", "tunnel_id": 1, "local": null,
+                "remote": "172.25.1.11", "remote_port": 4500, "pkts_encaps": 0,
+                "pkts_decaps": 0, "pkts_replay_failed": 0, "pkts_verify_failed": 0,
+                "current_outbound_spi": null,
+                "sas": ipsec.iter().map(|s| serde_json::json!({
+                    "spi_in": s, "spi_out": 1, "transform": null, "mode": null, "esn": null,
+                    "packets_in": 0, "bytes_in": 0, "packets_out": 0, "bytes_out": 0,
+                    "active_s": null, "remaining_kb": null, "remaining_s": null,
+                    "outbound": true, "status": "ACTIVE"})).collect::<Vec<_>>(),
+            }],
+        }))
+        .unwrap();
         SpiSnapshot {
             sessions: vec![session("fqdn:a", children)],
             datapath,
             xdp,
+            ipsec,
         }
+    }
+
+    #[test]
+    fn show_crypto_ipsec_sa_is_held_to_the_current_spis_too() {
+        let stale = snapshot_with_ipsec(&["0x00000011"], &[0x11], &[0x11], &[0x10, 0x11]);
+        let keys: Vec<String> = stale.surplus().into_keys().collect();
+        assert_eq!(keys, ["ipsec-sa-extra:00000010"]);
+        let short = snapshot_with_ipsec(&["0x00000011"], &[0x11], &[0x11], &[]);
+        let keys: Vec<String> = short.surplus().into_keys().collect();
+        assert_eq!(keys, ["ipsec-sa-missing:00000011"]);
+        assert!(stale.inbound_spis().contains(&0x10));
     }
 
     #[test]
