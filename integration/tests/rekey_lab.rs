@@ -377,6 +377,12 @@ fn rekeys_under_traffic_lose_nothing_and_leave_only_the_current_spis() {
     for f in &figures {
         eprintln!("{}", f.line());
     }
+    for (name, which) in [("hub", Which::Hub), ("our spoke", Which::Spoke(1))] {
+        match lab.spi_snapshot(which) {
+            Ok(s) => eprintln!("{name} dropped: {}", s.drops()),
+            Err(e) => eprintln!("{name} dropped: ? ({e:#})"),
+        }
+    }
 
     let mut problems: Vec<String> = figures
         .iter()

@@ -232,6 +232,27 @@ impl SpiSnapshot {
         out
     }
 
+    /// What the box dropped on the way in, for a run's figures: ESP for an
+    /// unknown SPI (XDP and datapath), the datapath's other drops, and the
+    /// current SAs' replays and ICV failures.
+    pub fn drops(&self) -> String {
+        let xdp_unknown: u64 = self
+            .xdp
+            .verdicts
+            .iter()
+            .filter(|v| v.drop && v.verdict.contains("unknown_spi"))
+            .map(|v| v.packets)
+            .sum();
+        let g = &self.datapath.global;
+        let replayed: u64 = self.datapath.sas.iter().map(|s| s.replayed).sum();
+        let auth_failed: u64 = self.datapath.sas.iter().map(|s| s.auth_failed).sum();
+        format!(
+            "unknown SPI {xdp_unknown} (XDP) + {} (datapath), no route {}, wrong endpoint {}, \
+             malformed {}, replayed {replayed}, ICV failed {auth_failed}",
+            g.unknown_spi, g.no_route, g.wrong_endpoint, g.malformed
+        )
+    }
+
     /// Every inbound SPI the snapshot holds, in any view.
     pub fn inbound_spis(&self) -> BTreeSet<u32> {
         let children = self
