@@ -162,15 +162,19 @@ struct PairEntry {
     retired: bool,
 }
 
-/// The pair that carries an interface's outbound traffic: the newest
-/// neither deferred (a rekey's responder waits for the old pair's DELETE)
-/// nor retired, else the newest not retired, else the newest.
+/// The pair that carries an interface's outbound traffic: the newest not
+/// retired that waits for nothing, else the newest. A deferred pair (a
+/// rekey's responder) waits only while an older pair is still live: once
+/// that one is retired or gone it sends, and keeps sending while the next
+/// rekey's deferred pair waits for it in turn.
 fn outbound_pair(pairs: &[PairEntry]) -> Option<&PairEntry> {
+    let live_before = |at: usize| pairs[..at].iter().any(|p| !p.retired);
     pairs
         .iter()
+        .enumerate()
         .rev()
-        .find(|p| !p.deferred && !p.retired)
-        .or_else(|| pairs.iter().rev().find(|p| !p.retired))
+        .find(|(at, p)| !p.retired && (!p.deferred || !live_before(*at)))
+        .map(|(_, p)| p)
         .or_else(|| pairs.last())
 }
 

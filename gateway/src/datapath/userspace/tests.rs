@@ -823,6 +823,43 @@ fn a_rekey_responders_new_pair_takes_the_outbound_traffic_only_when_the_old_one_
     assert_eq!(spi_of(&h.send(&s1).unwrap().0), s1b.spi_out);
 }
 
+/// The second rekey a responder answers waits for its DELETE like the
+/// first: the pair that itself came deferred, now the only live one, keeps
+/// sending meanwhile. (It once lost the echo that fell between the
+/// response and the DELETE: both pairs deferred, the newest sent.)
+#[test]
+fn a_responders_second_rekey_in_a_row_is_deferred_too() {
+    let s1 = Spoke::new(1, Mode::Transport, GCM, None);
+    let mut h = hub(&[&s1]);
+    let s1b = s1.rekeyed(1);
+    let s1c = s1.rekeyed(2);
+    h.master
+        .install_sa(&SaPair {
+            defer_outbound: true,
+            ..s1b.sa_pair()
+        })
+        .unwrap();
+    h.master.retire_sa(s1.va, s1.spi_in).unwrap();
+    h.master.remove_sa(s1.va, s1.spi_in).unwrap();
+    h.publish();
+    assert_eq!(spi_of(&h.send(&s1).unwrap().0), s1b.spi_out);
+    h.master
+        .install_sa(&SaPair {
+            defer_outbound: true,
+            ..s1c.sa_pair()
+        })
+        .unwrap();
+    h.publish();
+    assert_eq!(
+        spi_of(&h.send(&s1).unwrap().0),
+        s1b.spi_out,
+        "the peer may not have the newest inbound SA yet"
+    );
+    h.master.retire_sa(s1.va, s1b.spi_in).unwrap();
+    h.publish();
+    assert_eq!(spi_of(&h.send(&s1).unwrap().0), s1c.spi_out);
+}
+
 #[test]
 fn make_before_break_outbound_moves_at_once_and_the_old_inbound_drains_until_removed() {
     let s1 = Spoke::new(1, Mode::Transport, GCM, None);
