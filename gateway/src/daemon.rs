@@ -428,8 +428,9 @@ async fn start_ike(
     if force_encapsulation {
         tracing::info!("UDP encapsulation of ESP forced for every peer (NAT or not)");
     }
-    let engine =
-        Engine::new(policy, Box::new(SystemRng)).with_forced_encapsulation(force_encapsulation);
+    let engine = Engine::new(policy, Box::new(SystemRng))
+        .with_forced_encapsulation(force_encapsulation)
+        .with_nat_keepalive(config.ikev2.nat_keepalive_interval());
     let sessions = datapath.map(|r| {
         Mutex::new(Sessions::new(
             r.datapath.clone(),

@@ -752,3 +752,69 @@ fn nat_rebinding(bin: &std::path::Path, tag: &str, kernel: bool) {
     let r = ping(&ns, HUB_LAN_HOST, 5).unwrap();
     assert!(r.all_received(), "{r:?}");
 }
+
+// ---- NAT keepalives -----------------------------------------------------------
+
+const KEEPALIVE_OUTSIDE: Ipv4Addr = Ipv4Addr::new(172, 25, 1, 61);
+const KEEPALIVE_PORT: u16 = 40_003;
+const KEEPALIVE_EVERY_S: u64 = 5;
+/// Two keepalives are due within 2 x 5 s; the bound is a functional one.
+const KEEPALIVES_WITHIN: Duration = Duration::from_mins(1);
+
+/// Our spoke behind a NAT finds itself there (RFC 7296 section 2.23) and
+/// sends the NAT keepalives of RFC 3948 section 2.3 to the hub, which
+/// counts them in its uplink filter; the hub, not behind a NAT, sends none.
+#[test]
+fn our_spoke_behind_a_nat_sends_keepalives_and_the_hub_none() {
+    let Some(bin) = flex_lab::ready(false) else {
+        return;
+    };
+    let mut lab = FlexLab::new(&bin, "natka", &LabSpec::new(1, false)).unwrap();
+    lab.nat_own_spoke(1, KEEPALIVE_OUTSIDE, KEEPALIVE_PORT)
+        .unwrap();
+    lab.append_config(
+        Which::Spoke(1),
+        &format!("\n[ikev2]\nnat_keepalive = {KEEPALIVE_EVERY_S}\n"),
+    )
+    .unwrap();
+    if let Err(e) = lab.start_daemons() {
+        panic!("{e:#}\n{}", lab.logs());
+    }
+    let sessions = lab.wait_sessions(1, SESSIONS_UP).unwrap();
+    assert_eq!(
+        sessions[0].remote,
+        format!("{KEEPALIVE_OUTSIDE}/{KEEPALIVE_PORT}"),
+        "the hub sees the NAT's address and port: {sessions:#?}"
+    );
+    if let Err(e) = wait_ping(lab.spoke_lan(1), HUB_LAN_HOST, PATH_UP) {
+        panic!("{e:#}\n{}", lab.logs());
+    }
+    let keepalives = |on: Which| -> u64 {
+        lab.show_report::<gateway_report::xdp::XdpReport>(on, &["xdp"])
+            .unwrap()
+            .packets("pass_natt_keepalive")
+    };
+    let started = Instant::now();
+    while keepalives(Which::Hub) < 2 {
+        assert!(
+            started.elapsed() < KEEPALIVES_WITHIN,
+            "the hub saw {} NAT keepalives in {KEEPALIVES_WITHIN:?}\n{}",
+            keepalives(Which::Hub),
+            lab.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!(
+        "NAT keepalives: hub received {} in {:.1} s (every {KEEPALIVE_EVERY_S} s), spoke received {}",
+        keepalives(Which::Hub),
+        started.elapsed().as_secs_f64(),
+        keepalives(Which::Spoke(1))
+    );
+    assert_eq!(
+        keepalives(Which::Spoke(1)),
+        0,
+        "the hub is not behind a NAT"
+    );
+    let r = ping(lab.spoke_lan(1), HUB_LAN_HOST, 3).unwrap();
+    assert!(r.all_received(), "{r:?}");
+}

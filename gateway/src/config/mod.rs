@@ -113,7 +113,7 @@ fn default_control_socket() -> PathBuf {
 }
 
 /// `[ikev2]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ikev2 {
     /// `[ikev2.profile.NAME]`: IOS `crypto ikev2 profile NAME`.
@@ -122,6 +122,39 @@ pub struct Ikev2 {
     /// `[ikev2.keyring.NAME]`: IOS `crypto ikev2 keyring NAME`.
     #[serde(default)]
     pub keyring: BTreeMap<String, Keyring>,
+    /// IOS `crypto ikev2 nat keepalive SECONDS` (5..=3600; 0: off): where
+    /// NAT detection finds this gateway behind a NAT, it sends a keepalive
+    /// to the peer this often so that the NAT keeps the mapping the
+    /// peer's traffic comes back through. Default 20 s, as strongSwan: IOS
+    /// leaves it off, and then a quiet spoke behind a NAT silently loses
+    /// the way back.
+    #[serde(default = "default_nat_keepalive")]
+    pub nat_keepalive: u64,
+}
+
+impl Default for Ikev2 {
+    fn default() -> Self {
+        Ikev2 {
+            profile: BTreeMap::new(),
+            keyring: BTreeMap::new(),
+            nat_keepalive: NAT_KEEPALIVE_DEFAULT,
+        }
+    }
+}
+
+pub const NAT_KEEPALIVE_DEFAULT: u64 = 20;
+/// IOS accepts 5..=3600 seconds; 0 turns keepalives off.
+pub const NAT_KEEPALIVE_RANGE: (u64, u64) = (5, 3_600);
+
+fn default_nat_keepalive() -> u64 {
+    NAT_KEEPALIVE_DEFAULT
+}
+
+impl Ikev2 {
+    /// The keepalive interval, `None` when turned off.
+    pub fn nat_keepalive_interval(&self) -> Option<std::time::Duration> {
+        (self.nat_keepalive > 0).then(|| std::time::Duration::from_secs(self.nat_keepalive))
+    }
 }
 
 /// An IKEv2 profile: which peers it accepts and how they authenticate.

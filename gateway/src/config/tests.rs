@@ -1460,3 +1460,41 @@ fn lifetimes_out_of_the_ios_ranges_are_refused_naming_the_key() {
         e.message
     );
 }
+
+// --- NAT keepalives (IOS `crypto ikev2 nat keepalive`) -------------------
+
+#[test]
+fn nat_keepalive_defaults_to_20_s_takes_0_for_off_and_refuses_the_rest_of_what_ios_does() {
+    let line = "nat_keepalive = 20 ";
+    assert!(HUB.contains(line), "the example spells the default out");
+    let bare = HUB.replacen(line, "# nat_keepalive = 20 ", 1);
+    let c = parse(&bare, ORIGIN).unwrap();
+    assert_eq!(
+        c.ikev2.nat_keepalive_interval(),
+        Some(std::time::Duration::from_secs(20))
+    );
+    assert_eq!(
+        parse(MINIMAL, ORIGIN)
+            .unwrap()
+            .ikev2
+            .nat_keepalive_interval(),
+        Some(std::time::Duration::from_secs(20)),
+        "without an [ikev2] table too"
+    );
+    let off = parse(&hub_with(line, "nat_keepalive = 0 "), ORIGIN).unwrap();
+    assert_eq!(off.ikev2.nat_keepalive_interval(), None);
+    for (value, ok) in [(4, false), (5, true), (3600, true), (3601, false)] {
+        let text = hub_with(line, &format!("nat_keepalive = {value} "));
+        if ok {
+            parse(&text, ORIGIN).unwrap();
+        } else {
+            one_problem(
+                &text,
+                "ikev2.nat_keepalive",
+                &format!(
+                    "{value} is out of range; expected 5..=3600 seconds (or 0 for no keepalives)"
+                ),
+            );
+        }
+    }
+}

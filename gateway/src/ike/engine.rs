@@ -52,6 +52,8 @@ pub struct Engine {
     /// Pretend the peer is behind NAT so ESP goes in UDP 4500 (see
     /// `with_forced_encapsulation`).
     forced_encapsulation: bool,
+    /// How often an SA behind a NAT sends a keepalive (`with_nat_keepalive`).
+    pub(crate) nat_keepalive: Option<Duration>,
 }
 
 /// Our SPI in a message's header: the responder's if the sender is the
@@ -75,6 +77,7 @@ impl Engine {
             next_tunnel_id: 1,
             child_spis: ChildSpis::default(),
             forced_encapsulation: false,
+            nat_keepalive: None,
         }
     }
 
@@ -89,6 +92,16 @@ impl Engine {
     #[must_use]
     pub fn with_forced_encapsulation(mut self, on: bool) -> Self {
         self.forced_encapsulation = on;
+        self
+    }
+
+    /// IOS `crypto ikev2 nat keepalive SECONDS`: on each IKE SA where we
+    /// are the side behind a NAT, a keepalive every `every` so that the
+    /// NAT keeps the mapping that the peer's ESP and IKE come back through
+    /// (RFC 3948 section 2.3, RFC 7296 section 2.23). `None`: never.
+    #[must_use]
+    pub fn with_nat_keepalive(mut self, every: Option<Duration>) -> Self {
+        self.nat_keepalive = every;
         self
     }
 

@@ -145,6 +145,11 @@ pub enum Action {
         remote: SocketAddrV4,
         packet: Vec<u8>,
     },
+    /// Send a NAT keepalive (RFC 3948 section 2.3: one 0xFF byte, no
+    /// non-ESP marker) from our UDP 4500 to the peer.
+    NatKeepalive {
+        remote: SocketAddrV4,
+    },
     ChildUp(ChildSaParams),
     ChildDown {
         ike_spi: u64,
@@ -500,6 +505,11 @@ pub(crate) struct IkeSa {
     pub(crate) init_response: Vec<u8>,
     /// NAT between us and the peer (RFC 7296 section 2.23): ESP goes in UDP.
     pub(crate) nat: bool,
+    /// Only when we are the side behind the NAT (the peer's
+    /// NAT_DETECTION_DESTINATION_IP hash did not match our address), since
+    /// that side sends the keepalives that keep the mapping open (RFC 3948
+    /// section 2.3): when we last sent one (at first, when the SA started).
+    pub(crate) keepalive_sent: Option<Instant>,
     /// The message ID of our next request (liveness checks, DELETE,
     /// rekeys).
     pub(crate) next_request_id: u32,
@@ -610,6 +620,7 @@ impl IkeSa {
             local: self.local,
             remote: self.remote,
             nat: self.nat,
+            keepalive_sent: self.keepalive_sent,
             identity: self.identity.clone(),
             profile: self.profile.clone(),
             auth_remote: self.auth_remote,
@@ -632,6 +643,7 @@ impl IkeSa {
             init_request: Vec::new(),
             init_response: Vec::new(),
             nat: false,
+            keepalive_sent: None,
             next_request_id: 0,
             next_peer_id: 0,
             last_response: None,

@@ -293,6 +293,14 @@ impl IkeSockets {
             Natt::Own(s) | Natt::Datapath { tx: s, .. } => s.send_to(&framed, remote).await,
         }
     }
+
+    /// A NAT keepalive to `remote` from our port 4500: the single 0xFF
+    /// byte of RFC 3948 section 2.3, without the non-ESP marker.
+    pub async fn send_nat_keepalive(&self, remote: SocketAddrV4) -> std::io::Result<usize> {
+        match &self.natt {
+            Natt::Own(s) | Natt::Datapath { tx: s, .. } => s.send_to(&[0xff], remote).await,
+        }
+    }
 }
 
 /// The next IKE datagram on 4500 (marker removed), whichever way it comes.
@@ -423,7 +431,7 @@ pub async fn apply<S: SessionLayer>(
     for _ in 0..2 {
         let (sends, events): (Vec<Action>, Vec<Action>) = actions
             .into_iter()
-            .partition(|a| matches!(a, Action::Send { .. }));
+            .partition(|a| matches!(a, Action::Send { .. } | Action::NatKeepalive { .. }));
         let mut refused = Vec::new();
         for action in events {
             match action {
@@ -437,14 +445,22 @@ pub async fn apply<S: SessionLayer>(
             }
         }
         for action in sends {
-            if let Action::Send {
-                local,
-                remote,
-                packet,
-            } = action
-                && let Err(e) = sockets.send(local.port(), remote, &packet).await
-            {
-                tracing::warn!(%remote, error = %e, "sending an IKE message failed");
+            match action {
+                Action::Send {
+                    local,
+                    remote,
+                    packet,
+                } => {
+                    if let Err(e) = sockets.send(local.port(), remote, &packet).await {
+                        tracing::warn!(%remote, error = %e, "sending an IKE message failed");
+                    }
+                }
+                Action::NatKeepalive { remote } => {
+                    if let Err(e) = sockets.send_nat_keepalive(remote).await {
+                        tracing::warn!(%remote, error = %e, "sending a NAT keepalive failed");
+                    }
+                }
+                _ => {}
             }
         }
         if refused.is_empty() {
@@ -502,7 +518,7 @@ fn child_up<S: SessionLayer>(shared: &IkeShared<S>, child: &ChildSaParams) -> bo
 /// What an action means for the sessions, the uplink filter and the log.
 fn session_event<S: SessionLayer>(shared: &IkeShared<S>, action: Action) {
     match action {
-        Action::KeysDerived(_) | Action::Send { .. } => {}
+        Action::KeysDerived(_) | Action::Send { .. } | Action::NatKeepalive { .. } => {}
         Action::ChildUp(child) => {
             child_up(shared, &child);
         }
@@ -674,6 +690,29 @@ mod tests {
                 .lines()
                 .count()
         }
+    }
+
+    /// A NAT keepalive leaves our port 4500 as the single 0xFF byte of RFC
+    /// 3948 section 2.3, without the non-ESP marker IKE gets there.
+    #[tokio::test]
+    async fn a_nat_keepalive_is_one_ff_byte_from_port_4500() {
+        let local = Ipv4Addr::new(127, 77, 0, 2);
+        let Ok(sockets) = IkeSockets::bind(local).await else {
+            eprintln!("skipped: cannot bind UDP 500 and 4500 on {local}");
+            return;
+        };
+        let peer = tokio::net::UdpSocket::bind("127.77.0.3:0").await.unwrap();
+        let SocketAddr::V4(to) = peer.local_addr().unwrap() else {
+            unreachable!()
+        };
+        sockets.send_nat_keepalive(to).await.unwrap();
+        let mut buf = [0u8; 16];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(10), peer.recv_from(&mut buf))
+            .await
+            .expect("the keepalive arrives")
+            .unwrap();
+        assert_eq!(&buf[..n], [0xff]);
+        assert_eq!(from, SocketAddr::V4(SocketAddrV4::new(local, NATT_PORT)));
     }
 
     /// A spoke's dial through `dial_step` logs its IKE SA (one line) and

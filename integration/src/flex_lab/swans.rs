@@ -206,6 +206,22 @@ impl FlexLab {
         Ok(SwanId(self.swans.len() - 1))
     }
 
+    /// Puts own spoke k behind a NAT of its own (before its gateway
+    /// starts): rules in its namespace rewrite what leaves its uplink to
+    /// come from `outside` (an address it also answers ARP for), its UDP
+    /// 4500 from `port`, and back. The hub sees the NAT's address and
+    /// port; the spoke's NAT detection finds itself behind a NAT.
+    pub fn nat_own_spoke(&self, k: usize, outside: Ipv4Addr, port: u16) -> Result<()> {
+        let spoke = self.spoke_box(k);
+        spoke.uplink.add_addr(&format!("{outside}/24"))?;
+        let nat = Nat {
+            netns: spoke.netns.clone(),
+            inside: super::spoke_address(k),
+            port,
+        };
+        self.load_nat(&format!("spoke{k}"), &nat, outside, false)
+    }
+
     fn load_nat(&self, label: &str, nat: &Nat, outside: Ipv4Addr, replace: bool) -> Result<()> {
         let mut first_error = None;
         for notrack in [true, false] {

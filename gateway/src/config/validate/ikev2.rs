@@ -6,13 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Checker, undefined};
 use crate::config::{
-    AuthMethod, Config, KeyringPeer, LIFETIME_KILOBYTES_RANGE, LIFETIME_SECONDS_RANGE, Profile,
-    Secret, error::quote_key,
+    AuthMethod, Config, KeyringPeer, LIFETIME_KILOBYTES_RANGE, LIFETIME_SECONDS_RANGE,
+    NAT_KEEPALIVE_RANGE, Profile, Secret, error::quote_key,
 };
 
 impl Checker {
     pub(super) fn profiles(&mut self, config: &Config) {
         let ikev2 = &config.ikev2;
+        self.nat_keepalive(ikev2.nat_keepalive);
         let used_by_tunnel: BTreeSet<&str> = config
             .tunnel
             .values()
@@ -115,6 +116,20 @@ impl Checker {
 
             self.lifetimes(&p, profile);
             self.proposals(&p, profile);
+        }
+    }
+
+    /// IOS `crypto ikev2 nat keepalive` takes 5..=3600 seconds; 0 is off.
+    fn nat_keepalive(&mut self, seconds: u64) {
+        if seconds != 0 {
+            let (lo, hi) = NAT_KEEPALIVE_RANGE;
+            self.range(
+                "ikev2.nat_keepalive".to_string(),
+                seconds,
+                lo,
+                hi,
+                " seconds (or 0 for no keepalives)",
+            );
         }
     }
 

@@ -329,7 +329,17 @@ pub(crate) fn tick(engine: &mut Engine, now: Instant, pools: &mut dyn AddressPoo
     let mut actions = Vec::new();
     let mut dead = Vec::new();
     let mut expired = Vec::new();
+    let keepalive = engine.nat_keepalive;
     for (spi, sa) in &mut engine.sas {
+        if let Some(every) = keepalive
+            && sa.state == SaState::Ready
+            && sa
+                .keepalive_sent
+                .is_some_and(|at| now.saturating_duration_since(at) >= every)
+        {
+            sa.keepalive_sent = Some(now);
+            actions.push(Action::NatKeepalive { remote: sa.remote });
+        }
         for down in sa.lingered(Some(now)) {
             if let Action::ChildDown { spi_in, .. } = down {
                 engine.child_spis.release(spi_in);

@@ -352,10 +352,11 @@ fn choose_child(
             ),
         ));
     };
-    let Some((mode, ts_i, ts_r)) = narrow(
+    let Some((mode, ts_i, ts_r)) = super::selectors::narrow(
         ts_i,
         ts_r,
         request.transport,
+        sa.nat,
         *sa.remote.ip(),
         *sa.local.ip(),
         lease.map(|l| l.1),
@@ -445,57 +446,6 @@ fn establish(
     sa.auth_local = Some(profile.auth_local);
     sa.lease = lease;
     sa.next_request_id = 0;
-}
-
-/// Chooses the mode and narrows the selectors (RFC 7296 section 2.9).
-/// Transport mode when the peer asks for it and the selectors cover GRE
-/// between the two outer addresses (an IOS spoke's Tunnel1, `CISCO-GRE-MODE`);
-/// otherwise tunnel mode, with the peer's side narrowed to its pool address.
-fn narrow(
-    ts_i: &[TrafficSelector],
-    ts_r: &[TrafficSelector],
-    transport: bool,
-    peer: Ipv4Addr,
-    local: Ipv4Addr,
-    lease: Option<Ipv4Addr>,
-) -> Option<(Mode, Vec<TrafficSelector>, Vec<TrafficSelector>)> {
-    let covers = |list: &[TrafficSelector], addr: Ipv4Addr, proto: u8| {
-        list.iter().any(|t| {
-            t.as_ipv4().is_some_and(|(a, b)| a <= addr && addr <= b)
-                && (t.ip_protocol == 0 || t.ip_protocol == proto)
-        })
-    };
-    if transport && covers(ts_i, peer, IPPROTO_GRE) && covers(ts_r, local, IPPROTO_GRE) {
-        return Some((
-            Mode::Transport,
-            vec![TrafficSelector::ipv4(IPPROTO_GRE, 0..=65535, peer, peer)],
-            vec![TrafficSelector::ipv4(IPPROTO_GRE, 0..=65535, local, local)],
-        ));
-    }
-    let first_v4 = |list: &[TrafficSelector]| list.iter().find(|t| t.as_ipv4().is_some()).cloned();
-    let tsi = match lease {
-        Some(address) => {
-            if !covers(ts_i, address, 0)
-                && !ts_i.iter().any(|t| {
-                    t.as_ipv4()
-                        .is_some_and(|(a, b)| a <= address && address <= b)
-                })
-            {
-                return None;
-            }
-            TrafficSelector::ipv4(0, 0..=65535, address, address)
-        }
-        None => first_v4(ts_i)?,
-    };
-    let tsr: Vec<TrafficSelector> = ts_r
-        .iter()
-        .filter(|t| t.as_ipv4().is_some())
-        .cloned()
-        .collect();
-    if tsr.is_empty() {
-        return None;
-    }
-    Some((Mode::Tunnel, vec![tsi], tsr))
 }
 
 // ----- initiator -----

@@ -82,7 +82,8 @@ pub(crate) fn respond(
     let spi_r = new_spi(rng, spi_taken);
     let mut nr = vec![0u8; NONCE_LEN];
     rng.fill(&mut nr);
-    let (nat, forced) = nat_detection(&request, spi_i, local, remote, forced_encapsulation);
+    let (nat, forced, behind_nat) =
+        nat_detection(&request, spi_i, local, remote, forced_encapsulation);
     let frag = received
         .message
         .notify(NotifyType::Ikev2FragmentationSupported)
@@ -124,7 +125,8 @@ pub(crate) fn respond(
     };
     let packet = reply.emit();
     let keys = keymat.secrets();
-    let sa = half_open(tunnel_id, keymat, received, packet.clone(), nat);
+    let mut sa = half_open(tunnel_id, keymat, received, packet.clone(), nat);
+    sa.keepalive_sent = behind_nat.then_some(received.now);
     tracing::debug!(peer = %remote, %choice, nat, forced, "IKE_SA_INIT answered");
     let actions = vec![
         Action::KeysDerived(keys),
@@ -253,14 +255,15 @@ fn new_spi(rng: &mut dyn Rng, taken: impl Fn(u64) -> bool) -> u64 {
 }
 
 /// NAT detection (section 2.23): the peer's hashes against what we see.
-/// Returns whether ESP goes in UDP, and whether that is forced.
+/// Returns whether ESP goes in UDP, whether that is forced, and whether we
+/// are the side behind a NAT.
 fn nat_detection(
     request: &InitRequest<'_>,
     spi_i: u64,
     local: SocketAddrV4,
     remote: SocketAddrV4,
     forced_encapsulation: bool,
-) -> (bool, bool) {
+) -> (bool, bool, bool) {
     let nat_src = &request.nat_src;
     let peer_natted =
         !nat_src.is_empty() && !nat_src.iter().any(|h| *h == nat_hash(spi_i, 0, remote));
@@ -276,7 +279,7 @@ fn nat_detection(
     if forced_encapsulation && !peer_does_natt {
         tracing::warn!(peer = %remote, "UDP encapsulation is forced but the peer sent no NAT_DETECTION notifies (no NAT-T): its ESP will not be in UDP");
     }
-    (peer_natted || we_natted || forced, forced)
+    (peer_natted || we_natted || forced, forced, we_natted)
 }
 
 /// The SA the response creates, waiting for IKE_AUTH.
@@ -296,6 +299,7 @@ fn half_open(
         init_request: received.datagram.to_vec(),
         init_response,
         nat,
+        keepalive_sent: None,
         next_request_id: 0,
         next_peer_id: 1,
         last_response: None,
@@ -346,6 +350,8 @@ pub(crate) struct InitDone {
     pub(crate) keymat: Keymat,
     /// NAT-T in use: IKE moves to 4500 and ESP goes in UDP.
     pub(crate) nat: bool,
+    /// We are behind the NAT: we send the keepalives.
+    pub(crate) behind_nat: bool,
     /// Our request, which our AUTH signs (section 2.15).
     pub(crate) request: Vec<u8>,
     /// The responder's answer, which its AUTH signs.
@@ -473,6 +479,7 @@ pub(crate) fn response(
     Ok(InitResponse::Done(Box::new(InitDone {
         keymat,
         nat,
+        behind_nat: responder_does_natt && we_natted,
         request: sent.request,
         response: datagram.to_vec(),
         fragmentation: message

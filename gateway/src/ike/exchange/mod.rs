@@ -19,6 +19,7 @@ pub(crate) mod fragments;
 pub(crate) mod ike_auth;
 pub(crate) mod ike_sa_init;
 pub(crate) mod informational;
+pub(crate) mod selectors;
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
@@ -169,6 +170,8 @@ pub struct Initiator {
     /// NAT-T in use (RFC 7296 section 2.23): requests after IKE_SA_INIT go
     /// on UDP 4500 and ESP in UDP.
     nat: bool,
+    /// We are behind the NAT (we send the keepalives).
+    behind_nat: bool,
     /// Keys derived and not yet taken by the caller.
     derived: Vec<DerivedKeys>,
 }
@@ -184,6 +187,7 @@ impl Initiator {
             spi_i,
             state: State::Idle,
             nat: false,
+            behind_nat: false,
             derived: Vec::new(),
         }
     }
@@ -288,6 +292,7 @@ impl Initiator {
     fn auth_request(&mut self, init: Box<ike_sa_init::InitDone>) -> Step {
         self.derived.push(init.keymat.secrets());
         let nat = init.nat;
+        self.behind_nat = init.behind_nat;
         let (sent, step) = ike_auth::request(&mut *self.rng, &self.config, init);
         self.nat = nat;
         self.state = State::SentAuth(Box::new(sent));
@@ -333,6 +338,7 @@ impl Initiator {
             local,
             remote,
             nat: self.nat,
+            keepalive_sent: self.behind_nat.then_some(now),
             dpd,
             dpd_on_demand: false,
             identity: Some(established.peer_identity.clone()),

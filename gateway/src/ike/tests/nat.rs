@@ -66,28 +66,35 @@ fn without_nat_or_forcing_esp_is_not_encapsulated() {
     assert!(!engine.report(Instant::now())[0].nat_t);
 }
 
+/// In tunnel mode, and in transport mode, where the spoke names its own
+/// (private) address in TSi and the hub gives it back as sent (RFC 7296
+/// section 2.23.1).
 #[test]
 fn a_nat_in_front_of_the_spoke_is_seen_by_both_ends() {
-    let mut engine = hub("");
-    let mut pools = MemPools {
-        size: 10,
-        ..MemPools::default()
-    };
-    // The spoke's 500 and 4500 come out of the NAT as 40500 and 44500.
-    let outside = Ipv4Addr::new(203, 0, 113, 9);
-    let (result, actions, initiator) = dial_through(
-        &mut engine,
-        &mut pools,
-        spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel),
-        83,
-        |a| SocketAddrV4::new(outside, a.port() + 40_000),
-    );
-    let est = result.unwrap();
-    assert!(initiator.nat_detected(), "our address was rewritten");
-    assert_eq!(est.child.unwrap().encap, Some((4500, 4500)));
-    let hub_child = child_up(&actions);
-    assert_eq!(hub_child.encap, Some((4500, 44_500)), "to the NAT's port");
-    assert_eq!(hub_child.remote, outside);
+    for mode in [Mode::Tunnel, Mode::Transport] {
+        let mut engine = hub("");
+        let mut pools = MemPools {
+            size: 10,
+            ..MemPools::default()
+        };
+        // The spoke's 500 and 4500 come out of the NAT as 40500 and 44500.
+        let outside = Ipv4Addr::new(203, 0, 113, 9);
+        let (result, actions, initiator) = dial_through(
+            &mut engine,
+            &mut pools,
+            spoke("aes256-sha256-ecp256", "aes256gcm16", mode),
+            83,
+            |a| SocketAddrV4::new(outside, a.port() + 40_000),
+        );
+        let est = result.unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        assert!(initiator.nat_detected(), "our address was rewritten");
+        let ours = est.child.unwrap();
+        assert_eq!((ours.mode, ours.encap), (mode, Some((4500, 4500))));
+        let hub_child = child_up(&actions);
+        assert_eq!(hub_child.mode, mode);
+        assert_eq!(hub_child.encap, Some((4500, 44_500)), "to the NAT's port");
+        assert_eq!(hub_child.remote, outside);
+    }
 }
 
 #[test]
@@ -149,4 +156,111 @@ fn forcing_needs_a_peer_that_does_nat_t() {
     );
     assert!(reply.notify(NotifyType::NatDetectionSourceIp).is_some());
     assert!(!engine.report(Instant::now())[0].nat_t);
+}
+
+/// The NAT keepalives (RFC 3948 section 2.3) an engine's tick asks for
+/// between `from` and `to` (after `start`).
+fn keepalives(engine: &mut Engine, start: Instant, from: u64, to: u64) -> Vec<(u64, SocketAddrV4)> {
+    let mut sent = Vec::new();
+    for s in from..=to {
+        for a in engine.tick(start + Duration::from_secs(s), &mut NoPools) {
+            if let Action::NatKeepalive { remote } = a {
+                sent.push((s, remote));
+            }
+        }
+    }
+    sent
+}
+
+#[test]
+fn the_side_behind_a_nat_sends_keepalives_and_the_other_does_not() {
+    let every = Some(Duration::from_secs(20));
+    // A NAT in front of the spoke; then none, with the hub forcing
+    // encapsulation (its lie makes the spoke think the hub is NATed).
+    for (nat, forced) in [(true, false), (false, true)] {
+        let case = format!("NAT in front of the spoke: {nat}, forced: {forced}");
+        let mut hub = hub("")
+            .with_forced_encapsulation(forced)
+            .with_nat_keepalive(every);
+        let mut pools = MemPools {
+            size: 10,
+            ..MemPools::default()
+        };
+        let outside = Ipv4Addr::new(203, 0, 113, 9);
+        let (result, _, mut initiator) = dial_through(
+            &mut hub,
+            &mut pools,
+            spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel),
+            85,
+            |a| {
+                if nat {
+                    SocketAddrV4::new(outside, a.port() + 40_000)
+                } else {
+                    a
+                }
+            },
+        );
+        let established = result.unwrap();
+        let start = Instant::now();
+        let sa = initiator.take_sa(&established, None, start).unwrap();
+        let mut ours = Engine::new(
+            Policy::from_config(&hub_config("")).unwrap(),
+            Box::new(SeededRng(86)),
+        )
+        .with_nat_keepalive(every);
+        ours.adopt(sa, start);
+        let sent = keepalives(&mut ours, start, 1, 45);
+        if nat {
+            let to_hub = SocketAddrV4::new(*HUB.ip(), 4500);
+            assert_eq!(sent, [(20, to_hub), (40, to_hub)], "{case}");
+        } else {
+            assert!(sent.is_empty(), "{case}: {sent:?}");
+        }
+        assert!(
+            keepalives(&mut hub, start, 1, 45).is_empty(),
+            "{case}: the hub is not behind a NAT"
+        );
+    }
+}
+
+#[test]
+fn a_hub_behind_a_nat_sends_keepalives_unless_they_are_off() {
+    for every in [Some(Duration::from_secs(20)), None] {
+        let mut hub = hub("").with_nat_keepalive(every);
+        let mut pools = MemPools {
+            size: 10,
+            ..MemPools::default()
+        };
+        // The spoke dials the NAT's public address; it reaches the hub's
+        // own one.
+        let public = Ipv4Addr::new(198, 51, 100, 1);
+        let mut config = spoke("aes256-sha256-ecp256", "aes256gcm16", Mode::Tunnel);
+        config.remote = SocketAddrV4::new(public, 500);
+        let mut initiator = Initiator::new(config, Box::new(SeededRng(87)));
+        let mut requests = vec![initiator.start().unwrap()];
+        let start = Instant::now();
+        let mut established = false;
+        for _ in 0..4 {
+            let (from, to) = initiator.endpoints();
+            let inside = SocketAddrV4::new(*HUB.ip(), to.port());
+            let actions = hub
+                .handle(start, inside, from, requests.last().unwrap(), &mut pools)
+                .unwrap();
+            match initiator.handle(sends(&actions).last().unwrap()).unwrap() {
+                Step::Send(next) => requests = vec![next],
+                Step::Established(_) => {
+                    established = true;
+                    break;
+                }
+                Step::SendAll(_) => panic!("no fragmentation configured"),
+            }
+        }
+        assert!(established);
+        assert!(initiator.nat_detected());
+        let sent = keepalives(&mut hub, start, 1, 25);
+        match every {
+            Some(_) => assert_eq!(sent, [(20, SocketAddrV4::new(*SPOKE.ip(), 4500))]),
+            None => assert!(sent.is_empty(), "keepalives off: {sent:?}"),
+        }
+    }
 }
