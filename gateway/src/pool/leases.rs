@@ -163,6 +163,34 @@ impl PoolLeases {
         Ok(())
     }
 
+    /// Puts a lease from the journal on `address`, over what was there (a
+    /// journal line is the whole new state of its address).
+    pub fn replay(&mut self, address: Ipv4Addr, lease: Lease) -> Result<(), LoadProblem> {
+        if !self.contains(address) {
+            return Err(LoadProblem::OutOfRange);
+        }
+        let addr = u32::from(address);
+        if let Some(&other) = self.by_identity.get(&lease.identity)
+            && other != addr
+        {
+            return Err(LoadProblem::DuplicateIdentity {
+                address: Ipv4Addr::from(other),
+            });
+        }
+        self.set(addr, Some(lease));
+        Ok(())
+    }
+
+    /// The lease on `address`, if any.
+    pub fn lease(&self, address: Ipv4Addr) -> Option<&Lease> {
+        self.leases.get(&u32::from(address))
+    }
+
+    /// Leases, active or idle.
+    pub fn bound(&self) -> u64 {
+        self.leases.len() as u64
+    }
+
     /// An address for `identity`: its own (active or idle), else the lowest
     /// unbound one, else the idle lease released longest ago. `None`: every
     /// address is active.

@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! {
-//!   "version": 1,
+//!   "version": 2,
 //!   "saved_at": 1767225600,
+//!   "journal_seq": 42,
 //!   "pools": {
 //!     "FlexSpokes": [
 //!       {"address":"10.1.1.100","identity":"fqdn:spoke1.cisco.com","state":"active","since":1767225600},
@@ -16,8 +17,10 @@
 //!
 //! One lease per line, in address order, so an operator can read and diff
 //! it. `saved_at` is the latest `now` the pools were given: on open, leases
-//! that were active become idle as of then. `version` changes whenever the
-//! meaning of the file changes; a gateway refuses a version it does not know.
+//! that were active become idle as of then. `journal_seq` is the last line of
+//! the journal (see `journal`) the file includes. `version` changes whenever
+//! the meaning of the file changes; a gateway refuses a version it does not
+//! know (version 1, without the journal, is read as well).
 
 use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -34,8 +37,8 @@ use super::leases::{Lease, PoolLeases};
 /// The lease file's name in the state directory.
 pub const LEASE_FILE: &str = "pool-leases.json";
 
-/// The format version this gateway reads and writes.
-pub const VERSION: u32 = 1;
+/// The format version this gateway writes; it reads it and version 1.
+pub const VERSION: u32 = 2;
 
 /// Just enough to read the version before trusting the rest.
 #[derive(Deserialize)]
@@ -50,6 +53,8 @@ pub(crate) struct LeaseFile {
     pub version: u32,
     #[serde(default)]
     pub saved_at: u64,
+    #[serde(default)]
+    pub journal_seq: u64,
     pub pools: BTreeMap<String, Vec<FileLease>>,
 }
 
@@ -72,7 +77,7 @@ pub(crate) enum DecodeError {
 pub(crate) fn decode(bytes: &[u8]) -> Result<LeaseFile, DecodeError> {
     let header: Header =
         serde_json::from_slice(bytes).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
-    if header.version != VERSION {
+    if !(1..=VERSION).contains(&header.version) {
         return Err(DecodeError::Version(header.version));
     }
     serde_json::from_slice(bytes).map_err(|e| DecodeError::Corrupt(e.to_string()))
@@ -81,12 +86,13 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<LeaseFile, DecodeError> {
 /// Encodes every pool's leases.
 pub(crate) fn encode<'a>(
     saved_at: u64,
+    journal_seq: u64,
     pools: impl ExactSizeIterator<Item = (&'a str, &'a PoolLeases)>,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(4096);
     let _ = write!(
         out,
-        "{{\n  \"version\": {VERSION},\n  \"saved_at\": {saved_at},\n  \"pools\": {{"
+        "{{\n  \"version\": {VERSION},\n  \"saved_at\": {saved_at},\n  \"journal_seq\": {journal_seq},\n  \"pools\": {{"
     );
     let n = pools.len();
     for (i, (name, pool)) in pools.enumerate() {
@@ -112,7 +118,7 @@ pub(crate) fn encode<'a>(
 /// every lease on every change, and the generic paths (serde, `write!`) are
 /// several times slower. [`FileLease`] is the schema; the tests read back
 /// what this writes.
-fn encode_lease(out: &mut Vec<u8>, address: Ipv4Addr, lease: &Lease) {
+pub(crate) fn encode_lease(out: &mut Vec<u8>, address: Ipv4Addr, lease: &Lease) {
     out.extend_from_slice(b"{\"address\":\"");
     for (i, octet) in address.octets().into_iter().enumerate() {
         if i > 0 {

@@ -11,7 +11,7 @@ use super::leases::PoolLeases;
 use gateway_report::pool::{LeaseReport, PoolReport};
 
 use super::show::render_pools;
-use super::{LEASE_FILE, LeaseState, PoolError, Pools};
+use super::{JOURNAL_FILE, LEASE_FILE, LeaseState, PoolError, Pools};
 use crate::config;
 
 const T0: u64 = 1_767_225_600; // 2026-01-01 00:00:00 UTC
@@ -300,13 +300,16 @@ fn lease_file_format() {
     p.acquire("A", "fqdn:a1", T0).unwrap();
     p.acquire("A", "fqdn:a2", T0 + 1).unwrap();
     p.release("A", ip("10.0.0.1"), T0 + 2).unwrap();
-    let text = std::fs::read_to_string(p.path()).unwrap();
+    let path = p.path().to_owned();
+    drop(p);
+    let text = std::fs::read_to_string(path).unwrap();
     assert_eq!(
         text,
         concat!(
             "{\n",
-            "  \"version\": 1,\n",
+            "  \"version\": 2,\n",
             "  \"saved_at\": 1767225602,\n",
+            "  \"journal_seq\": 3,\n",
             "  \"pools\": {\n",
             "    \"A\": [\n",
             "      {\"address\":\"10.0.0.1\",\"identity\":\"fqdn:a1\",\"state\":\"idle\",\"since\":1767225602},\n",
@@ -415,9 +418,12 @@ fn removed_pool_leases_are_dropped_on_open() {
     }
     assert_eq!(p.report().len(), 1);
     assert_eq!(lease(&report_of(&p, "A"), "10.0.0.1").identity, "sa");
-    // The next change drops B from the file.
+    // The lease file no longer has B once the journal is folded in (a
+    // clean stop).
     p.acquire("A", "sa", T0 + 1).unwrap();
-    let text = std::fs::read_to_string(p.path()).unwrap();
+    let path = p.path().to_owned();
+    drop(p);
+    let text = std::fs::read_to_string(path).unwrap();
     assert!(!text.contains("sb"), "{text}");
 }
 
@@ -468,13 +474,13 @@ fn corrupt_lease_file_is_an_error_naming_the_file() {
 fn unknown_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(LEASE_FILE);
-    std::fs::write(&path, r#"{"version": 2, "leases": "something new"}"#).unwrap();
+    std::fs::write(&path, r#"{"version": 3, "leases": "something new"}"#).unwrap();
     let e = Pools::open(dir.path(), &tiny()).unwrap_err();
-    assert!(matches!(e, PoolError::Version { found: 2, .. }), "{e:?}");
+    assert!(matches!(e, PoolError::Version { found: 3, .. }), "{e:?}");
     let msg = e.to_string();
     assert!(msg.starts_with(&path.display().to_string()), "{msg}");
     assert!(
-        msg.contains("version 2 is not supported (this gateway reads version 1)"),
+        msg.contains("version 3 is not supported (this gateway reads versions 1 to 2)"),
         "{msg}"
     );
 }
@@ -496,11 +502,14 @@ fn atomic_write_leaves_no_temporary_files() {
         p.acquire("P", &format!("s{i}"), T0).unwrap();
         p.release("P", ip("10.0.0.1"), T0 + 1).unwrap();
     }
+    // Changes go to the journal; a clean stop folds it into the lease file.
+    assert_eq!(dir_names(&dir), [JOURNAL_FILE]);
+    assert_eq!(mode(&dir.join(JOURNAL_FILE)), 0o600);
+    drop(p);
     assert_eq!(dir_names(&dir), [LEASE_FILE]);
     assert_eq!(mode(&dir.join(LEASE_FILE)), 0o600);
 
     // A temporary file left by a crash is cleaned up on open.
-    drop(p);
     std::fs::write(dir.join(format!(".{LEASE_FILE}.tmp")), "half written").unwrap();
     let _p = Pools::open(&dir, &tiny()).unwrap();
     assert_eq!(dir_names(&dir), [LEASE_FILE]);
@@ -517,9 +526,9 @@ fn a_change_that_cannot_be_recorded_is_not_made() {
     p.release("P", ip("10.0.0.2"), T0 + 3).unwrap();
     let before = p.report();
 
-    // A non-empty directory where the lease file goes: the rename fails
-    // (even for root, unlike permissions).
-    let path = dir.path().join(LEASE_FILE);
+    // A non-empty directory where the journal goes: appending fails (even
+    // for root, unlike permissions).
+    let path = dir.path().join(JOURNAL_FILE);
     std::fs::remove_file(&path).unwrap();
     std::fs::create_dir(&path).unwrap();
     std::fs::write(path.join("x"), "").unwrap();
@@ -543,7 +552,7 @@ fn a_change_that_cannot_be_recorded_is_not_made() {
         p.acquire("P", "s5", T0 + 5),
         Err(PoolError::Persist { .. })
     ));
-    assert_eq!(dir_names(dir.path()), [LEASE_FILE]);
+    assert_eq!(dir_names(dir.path()), [JOURNAL_FILE]);
 
     std::fs::remove_dir_all(&path).unwrap();
     assert_eq!(p.acquire("P", "s4", T0 + 6).unwrap(), ip("10.0.0.1"));
@@ -638,7 +647,7 @@ fn a_slash_16_with_5000_identities_persisted() {
     for i in (0..5_000).step_by(2) {
         leases.release(nth(i), T0 + u64::from(i));
     }
-    let bytes = super::store::encode(T0 + 5_000, [("Big", &leases)].into_iter());
+    let bytes = super::store::encode(T0 + 5_000, 0, [("Big", &leases)].into_iter());
     std::fs::write(dir.path().join(LEASE_FILE), bytes).unwrap();
 
     let mut p = Pools::open(dir.path(), &big).unwrap();
