@@ -17,7 +17,7 @@ use crate::{
             Action, INITIATOR_REQUEST, IkeSa, Keymat, NONCE_LEN, RESPONDER_RESPONSE, Reassembly,
             SaState, fake_nat_hash, header, nat_hash, notify,
         },
-        wire::{ExchangeType, KeyExchange, Message, NotifyType, Payload, Proposal},
+        wire::{ExchangeType, KeyExchange, Message, NotifyType, Payload, PayloadType, Proposal},
     },
     ipsec::Rng,
 };
@@ -336,12 +336,30 @@ pub(crate) struct InitSent {
     ni: Vec<u8>,
     request: Vec<u8>,
     group: u16,
+    /// The responder's COOKIE (section 2.6), first in every request since.
+    pub(crate) cookie: Option<Vec<u8>>,
+    cookie_rounds: u8,
 }
+
+impl InitSent {
+    /// The request as last sent.
+    pub(crate) fn request(&self) -> &[u8] {
+        &self.request
+    }
+}
+
+/// COOKIEs answered before giving up: a responder under load asks once; one
+/// that asks again and again is not going to answer.
+const COOKIE_ROUNDS: u8 = 3;
 
 /// What the responder's answer leads to.
 pub(crate) enum InitResponse {
-    /// INVALID_KE_PAYLOAD: start over with this group (section 1.2).
-    Retry(u16),
+    /// INVALID_KE_PAYLOAD: start over with this group (section 1.2), and
+    /// the cookie if we were given one (section 2.6).
+    Retry(u16, Option<Vec<u8>>),
+    /// COOKIE (section 2.6): send the same request again with the cookie
+    /// first (`InitSent::request`), and wait in this state.
+    Cookie(Box<InitSent>),
     Done(Box<InitDone>),
 }
 
@@ -366,6 +384,7 @@ pub(crate) fn request(
     config: &InitiatorConfig,
     spi_i: u64,
     group: u16,
+    cookie: Option<Vec<u8>>,
 ) -> Result<(InitSent, Vec<u8>), InitiatorError> {
     let dh_group =
         DhGroup::from_iana(group).ok_or(InitiatorError::Unexpected("unknown DH group"))?;
@@ -378,7 +397,7 @@ pub(crate) fn request(
         .enumerate()
         .map(|(i, p)| IkeChoice::offer(p, u8::try_from(i + 1).unwrap_or(u8::MAX)))
         .collect();
-    let message = Message {
+    let mut message = Message {
         header: header(spi_i, 0, ExchangeType::IkeSaInit, 0, INITIATOR_REQUEST),
         payloads: vec![
             Payload::Sa(proposals),
@@ -404,14 +423,42 @@ pub(crate) fn request(
             notify(NotifyType::Ikev2FragmentationSupported, vec![]),
         ],
     };
+    if let Some(cookie) = &cookie {
+        message
+            .payloads
+            .insert(0, notify(NotifyType::Cookie, cookie.clone()));
+    }
     let request = message.emit();
     let sent = InitSent {
         dh,
         ni,
         request: request.clone(),
         group,
+        cookie,
+        cookie_rounds: 0,
     };
     Ok((sent, request))
+}
+
+/// The same request with the responder's COOKIE first and every other
+/// payload unchanged (RFC 7296 section 2.6); it replaces the one our AUTH
+/// signs, as it is the request the responder answers (section 2.15).
+fn with_cookie(mut sent: InitSent, cookie: Vec<u8>) -> Result<InitResponse, InitiatorError> {
+    if sent.cookie_rounds >= COOKIE_ROUNDS {
+        return Err(InitiatorError::Refused(NotifyType::Cookie));
+    }
+    let mut message =
+        Message::parse(&sent.request).map_err(|e| InitiatorError::Malformed(e.to_string()))?;
+    message
+        .payloads
+        .retain(|p| !matches!(p, Payload::Notify(n) if n.kind == NotifyType::Cookie));
+    message
+        .payloads
+        .insert(0, notify(NotifyType::Cookie, cookie.clone()));
+    sent.request = message.emit();
+    sent.cookie = Some(cookie);
+    sent.cookie_rounds += 1;
+    Ok(InitResponse::Cookie(Box::new(sent)))
 }
 
 /// The responder's answer: a new group to try, or the IKE SA's keys.
@@ -430,10 +477,23 @@ pub(crate) fn response(
         if n.kind == NotifyType::InvalidKePayload && n.data.len() == 2 {
             let wanted = u16::from_be_bytes([n.data[0], n.data[1]]);
             if wanted != sent.group {
-                return Ok(InitResponse::Retry(wanted));
+                return Ok(InitResponse::Retry(wanted, sent.cookie));
             }
         }
         return Err(InitiatorError::Refused(n.kind));
+    }
+    // Section 2.6: a responder under load answers with a COOKIE only (1 to
+    // 64 octets) and keeps no state until we send it back.
+    if let Some(cookie) = message.notify(NotifyType::Cookie)
+        && message.find(PayloadType::Sa).is_none()
+    {
+        if cookie.data.is_empty() || cookie.data.len() > 64 {
+            return Err(InitiatorError::Malformed(format!(
+                "a COOKIE of {} octets",
+                cookie.data.len()
+            )));
+        }
+        return with_cookie(sent, cookie.data.clone());
     }
     let (mut sa, mut ke, mut nr) = (None, None, None);
     let (mut nat_src, mut nat_dst) = (Vec::new(), None);

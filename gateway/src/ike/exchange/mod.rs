@@ -1,12 +1,12 @@
 //! The IKEv2 exchanges, one file each, with the initiator half and the
 //! responder half side by side (as strongSwan's `libcharon/sa/ikev2/tasks`):
 //!
-//! - `ike_sa_init`: proposals, Diffie-Hellman, nonces, NAT detection;
+//! - `ike_sa_init`: proposals, Diffie-Hellman, nonces, NAT detection, a
+//!   responder's COOKIE (section 2.6);
 //! - `ike_auth`: identities, PSK authentication, configuration payload,
 //!   the first CHILD_SA and its traffic selectors;
 //! - `informational`: liveness checks (DPD) and DELETE, both ways;
-//! - `create_child_sa`: more CHILD_SAs and rekeying (answered
-//!   NO_ADDITIONAL_SAS for now);
+//! - `create_child_sa`: CHILD_SA and IKE SA rekeys, collisions;
 //! - `fragments`: RFC 7383 reassembly and fragmenting.
 //!
 //! The halves work on the shared SA state of `ike::sa` and do no I/O. The
@@ -237,12 +237,16 @@ impl Initiator {
             .first()
             .and_then(|p| p.dh.first())
             .map_or(31, |g| g.iana());
-        self.init_request(group)
+        self.init_request(group, None)
     }
 
-    fn init_request(&mut self, group: u16) -> Result<Vec<u8>, InitiatorError> {
+    fn init_request(
+        &mut self,
+        group: u16,
+        cookie: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, InitiatorError> {
         let (sent, request) =
-            ike_sa_init::request(&mut *self.rng, &self.config, self.spi_i, group)?;
+            ike_sa_init::request(&mut *self.rng, &self.config, self.spi_i, group, cookie)?;
         self.state = State::SentInit(sent);
         Ok(request)
     }
@@ -257,8 +261,13 @@ impl Initiator {
         match std::mem::replace(&mut self.state, State::Done) {
             State::SentInit(sent) => {
                 match ike_sa_init::response(&self.config, self.spi_i, sent, &message, datagram)? {
-                    ike_sa_init::InitResponse::Retry(group) => {
-                        self.init_request(group).map(Step::Send)
+                    ike_sa_init::InitResponse::Retry(group, cookie) => {
+                        self.init_request(group, cookie).map(Step::Send)
+                    }
+                    ike_sa_init::InitResponse::Cookie(sent) => {
+                        let request = sent.request().to_vec();
+                        self.state = State::SentInit(*sent);
+                        Ok(Step::Send(request))
                     }
                     ike_sa_init::InitResponse::Done(init) => Ok(self.auth_request(init)),
                 }

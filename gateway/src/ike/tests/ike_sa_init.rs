@@ -232,3 +232,84 @@ fn sa_init_hands_out_the_keys_of_each_new_sa_once() {
         "{refused:?}"
     );
 }
+
+/// A responder under load answers IKE_SA_INIT with a COOKIE only (RFC 7296
+/// section 2.6, strongSwan past `cookie_threshold`): the initiator sends
+/// the same request again with the cookie first, and the AUTH that follows
+/// signs that second request, which the responder verifies.
+#[test]
+fn a_cookie_is_returned_first_in_the_same_request_and_the_dial_completes() {
+    let (hub_end, spoke_end) = addrs();
+    let mut engine = hub("");
+    let mut pools = MemPools {
+        size: 10,
+        ..MemPools::default()
+    };
+    let now = Instant::now();
+    let mut initiator = Initiator::new(
+        spoke("aes256-sha256-x25519", "aes256gcm16", Mode::Tunnel),
+        Box::new(SeededRng(61)),
+    );
+    let first_message = Message::parse(&initiator.start().unwrap()).unwrap();
+    let cookie = vec![0xC0, 0x0C, 0x1E, 7, 7, 7];
+    let challenge = cookie_challenge(&first_message, &cookie);
+    let Ok(Step::Send(second)) = initiator.handle(&challenge) else {
+        panic!("a COOKIE is answered with the request again");
+    };
+    let second_message = Message::parse(&second).unwrap();
+    assert!(
+        matches!(&second_message.payloads[0], Payload::Notify(n) if n.kind == NotifyType::Cookie && n.data == cookie),
+        "the cookie comes first"
+    );
+    assert_eq!(second_message.payloads[1..], first_message.payloads[..]);
+    assert_eq!(second_message.header.message_id, 0);
+
+    let mut request = second;
+    for _ in 0..2 {
+        let actions = engine
+            .handle(now, hub_end, spoke_end, &request, &mut pools)
+            .unwrap();
+        let response = sends(&actions).pop().expect("the hub answers");
+        match initiator.handle(&response) {
+            Ok(Step::Send(next)) => request = next,
+            Ok(Step::Established(e)) => {
+                assert!(e.child.is_some());
+                return;
+            }
+            other => panic!("after the cookie: {other:?}"),
+        }
+    }
+    panic!("not established after IKE_AUTH");
+}
+
+/// A responder that keeps asking for cookies is given up on, not looped on.
+#[test]
+fn cookies_without_end_are_refused_after_three_rounds() {
+    let mut initiator = Initiator::new(
+        spoke("aes256-sha256-x25519", "aes256gcm16", Mode::Tunnel),
+        Box::new(SeededRng(62)),
+    );
+    let request = Message::parse(&initiator.start().unwrap()).unwrap();
+    let challenge = cookie_challenge(&request, &[1; 16]);
+    for _ in 0..3 {
+        assert!(matches!(initiator.handle(&challenge), Ok(Step::Send(_))));
+    }
+    assert!(matches!(
+        initiator.handle(&challenge),
+        Err(InitiatorError::Refused(NotifyType::Cookie))
+    ));
+}
+
+/// A responder's answer to `request` that only asks for `cookie`.
+fn cookie_challenge(request: &Message, cookie: &[u8]) -> Vec<u8> {
+    let mut challenge = request.clone();
+    challenge.header.flags.response = true;
+    challenge.header.flags.initiator = false;
+    challenge.payloads = vec![Payload::Notify(wire::Notify {
+        protocol: ProtocolId::None,
+        spi: vec![],
+        kind: NotifyType::Cookie,
+        data: cookie.to_vec(),
+    })];
+    challenge.emit()
+}
