@@ -15,6 +15,7 @@ pub mod counters;
 pub mod ike;
 pub mod interfaces;
 pub mod ipsec;
+pub mod loadgen;
 pub mod nhrp;
 pub mod pool;
 pub mod tunnels;

@@ -35,6 +35,7 @@ pub mod ike_lab;
 mod lab;
 pub mod packets;
 mod process;
+pub mod scale_lab;
 pub mod strongswan;
 pub mod vm;
 pub mod xdp_lab;

@@ -11,6 +11,7 @@
 //!   qemu (default: the GRE-over-ESP smoke test).
 
 mod bench;
+mod bench_ike;
 mod demo;
 mod lab;
 mod setup;
@@ -52,6 +53,10 @@ enum Task {
     /// N BGP dynamic neighbors up and one prefix each exchanged with the
     /// hub's speaker over loopback (for BENCHMARKS.md).
     BenchScale(bench::ScaleArgs),
+    /// N simulated spokes (`loadgen`) dialling our hub and strongSwan's
+    /// charon over UDP in namespaces: SAs/s, setup times, CPU and memory
+    /// per SA, side by side (for BENCHMARKS.md).
+    BenchIkeScale(bench_ike::IkeScaleArgs),
     /// The XDP filter against a forged-SPI ESP flood, with and without it,
     /// in the VM (release builds): the drop rates and their ratio.
     BenchXdpFlood,
@@ -88,6 +93,7 @@ fn main() -> ExitCode {
         Task::Lab(args) => lab::run(args),
         Task::BenchThroughput(args) => bench::run(args),
         Task::BenchScale(args) => bench::run_scale(args),
+        Task::BenchIkeScale(args) => bench_ike::run(args),
         Task::BenchXdpFlood => vm::bench_xdp_flood(),
         Task::VmTest(_) => unreachable!("handled above"),
     };

@@ -140,16 +140,27 @@ pub fn probe(cmd: &mut Command) -> Option<String> {
 /// if `release`) and returns its path in the target directory
 /// (`$CARGO_TARGET_DIR` if set).
 pub fn build_gateway(release: bool) -> anyhow::Result<PathBuf> {
-    let step = Step::new(
-        "build",
+    build_binary(
+        "gateway",
         if release {
             "the gateway (release)"
         } else {
             "the gateway"
         },
-    );
+        release,
+    )
+}
+
+/// Builds the spoke simulator (`loadgen`) and returns its path.
+pub fn build_loadgen(release: bool) -> anyhow::Result<PathBuf> {
+    build_binary("loadgen", "the spoke simulator", release)
+}
+
+/// Builds the binary named like its package and returns its path.
+fn build_binary(package: &str, what: &str, release: bool) -> anyhow::Result<PathBuf> {
+    let step = Step::new("build", what);
     let mut cmd = command("cargo");
-    cmd.args(["build", "--package", "gateway", "--bin", "gateway"]);
+    cmd.args(["build", "--package", package, "--bin", package]);
     if release {
         cmd.arg("--release");
     }
@@ -158,10 +169,10 @@ pub fn build_gateway(release: bool) -> anyhow::Result<PathBuf> {
         .map_or_else(|| workspace_root().join("target"), PathBuf::from);
     let binary = target
         .join(if release { "release" } else { "debug" })
-        .join("gateway");
+        .join(package);
     anyhow::ensure!(
         binary.is_file(),
-        "built the gateway but {} is not there",
+        "built {package} but {} is not there",
         binary.display()
     );
     step.say(format_args!("{} ready", binary.display()));
