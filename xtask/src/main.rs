@@ -60,6 +60,10 @@ enum Task {
     /// The XDP filter against a forged-SPI ESP flood, with and without it,
     /// in the VM (release builds): the drop rates and their ratio.
     BenchXdpFlood,
+    /// N spokes' GRE links, XFRM states and policies and routes created and
+    /// removed through the kernel datapath, in the VM: time per batch and
+    /// memory per spoke.
+    BenchKernelScale(vm::KernelScaleArgs),
     /// Run a command in a VM with a Debian kernel (ip_gre, esp4, AES-GCM),
     /// the host's root shared read-only; default: the GRE-over-ESP smoke
     /// test. Exits with the command's status.
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
         Task::BenchScale(args) => bench::run_scale(args),
         Task::BenchIkeScale(args) => bench_ike::run(args),
         Task::BenchXdpFlood => vm::bench_xdp_flood(),
+        Task::BenchKernelScale(args) => vm::bench_kernel_scale(args),
         Task::VmTest(_) => unreachable!("handled above"),
     };
     match result {

@@ -210,6 +210,38 @@ pub fn bench_xdp_flood() -> anyhow::Result<()> {
     })
 }
 
+/// `cargo xtask bench-kernel-scale`: `benches/benches/kernel_scale.rs`
+/// (release) in the VM, whose kernel has ip_gre, esp4 and AES-GCM: N
+/// spokes' links, SA pairs and routes created and removed through the
+/// kernel datapath, per batch.
+pub fn bench_kernel_scale(args: &KernelScaleArgs) -> anyhow::Result<()> {
+    setup::run()?;
+    let bench = cargo_executable("bench", &["-p", "benches", "--bench", "kernel_scale"])?;
+    run_step(&VmArgs {
+        command: vec![
+            "env".into(),
+            format!("KERNEL_SCALE_N={}", args.n),
+            format!("KERNEL_SCALE_BATCH={}", args.batch),
+            bench,
+            "--bench".into(),
+        ],
+        timeout: 900,
+        memory: 2048,
+        ..VmArgs::default()
+    })
+}
+
+/// Options of `cargo xtask bench-kernel-scale`.
+#[derive(clap::Args, Debug)]
+pub struct KernelScaleArgs {
+    /// Spokes to create and remove.
+    #[arg(long, default_value_t = 1000)]
+    pub n: u32,
+    /// Spokes per timed batch.
+    #[arg(long, default_value_t = 100)]
+    pub batch: u32,
+}
+
 /// Builds a test target (`cargo test --no-run`) and returns its executable.
 fn test_executable(target: &[&str]) -> anyhow::Result<String> {
     cargo_executable("test", target)
