@@ -518,6 +518,12 @@ fn child_up<S: SessionLayer>(shared: &IkeShared<S>, child: &ChildSaParams) -> bo
 /// What an action means for the sessions, the uplink filter and the log.
 fn session_event<S: SessionLayer>(shared: &IkeShared<S>, action: Action) {
     match action {
+        Action::Compute(job) => {
+            // The engine makes jobs only with offload on, and whoever turns
+            // it on runs them: this one has nowhere to run.
+            tracing::error!(?job, "IKE crypto job outside the IKE task: dropped");
+            lock(&shared.engine).abandon(&job);
+        }
         Action::KeysDerived(_) | Action::Send { .. } | Action::NatKeepalive { .. } => {}
         Action::ChildUp(child) => {
             child_up(shared, &child);

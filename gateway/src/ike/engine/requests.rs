@@ -14,7 +14,7 @@ use std::{
 use super::Engine;
 use crate::ike::{
     exchange::{
-        Received,
+        self, Received,
         create_child_sa::{self, Answered},
         informational,
     },
@@ -140,7 +140,7 @@ fn rekey_answered(
         Rekeying::Child { old_spi_in, .. } => Some(*old_spi_in),
         Rekeying::Ike { .. } => None,
     };
-    let mut ctx = create_child_sa::Context {
+    let mut ctx = exchange::Context {
         policy: &engine.policy,
         rng: &mut *engine.rng,
         child_spis: &mut engine.child_spis,
@@ -157,7 +157,7 @@ fn rekey_answered(
         Answered::RetryWithGroup(group) => {
             let sas = &engine.sas;
             let taken = |spi: u64| sas.contains_key(&spi);
-            let mut ctx = create_child_sa::Context {
+            let mut ctx = exchange::Context {
                 policy: &engine.policy,
                 rng: &mut *engine.rng,
                 child_spis: &mut engine.child_spis,
@@ -290,7 +290,7 @@ fn next_request(engine: &mut Engine, sa: &mut IkeSa, now: Instant) -> Option<Vec
     if now >= sa.next_rekey_try {
         let sas = &engine.sas;
         let taken = |spi: u64| sas.contains_key(&spi);
-        let mut ctx = create_child_sa::Context {
+        let mut ctx = exchange::Context {
             policy: &engine.policy,
             rng: &mut *engine.rng,
             child_spis: &mut engine.child_spis,

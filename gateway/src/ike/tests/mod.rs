@@ -27,6 +27,7 @@ use crate::{
     net::Ipv4Prefix,
 };
 
+mod compute;
 mod engine;
 mod fragments;
 mod ike_auth;
