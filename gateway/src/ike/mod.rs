@@ -20,6 +20,7 @@
 //!   or hands out (`engine::compute`).
 //! - `show`: `show crypto ikev2 sa` / `show crypto session`.
 //! - `task`: the sockets, the clock and the RNG; carries out the actions.
+//! - `workers`: the threads that run the engine's jobs for the task.
 //! - `keylog`: the opt-in key log for Wireshark (debugging only).
 //!
 //! None of it below `task` does I/O: no sockets, clocks, files or RNG of
@@ -44,3 +45,4 @@ pub mod task;
 #[cfg(test)]
 pub(crate) mod tests;
 pub mod wire;
+pub mod workers;

@@ -124,3 +124,52 @@ fn a_request_still_computing_expires_like_its_half_open_sa() {
     assert!(engine.report(later).is_empty());
     assert!(pools.bound.is_empty(), "no address leased");
 }
+
+/// The workers refuse what they have no room for, and count it; the
+/// engine forgets the refused request.
+#[test]
+fn saturated_workers_refuse_jobs_and_the_engine_forgets_them() {
+    let (mut engine, mut pools, mut initiator) = offloaded();
+    let now = Instant::now();
+    let (mut workers, _results) = Workers::start(0, 0).unwrap();
+    let init = initiator.start().unwrap();
+    let actions = engine.handle(now, HUB, SPOKE, &init, &mut pools).unwrap();
+    assert!(workers.take_jobs(actions, &mut engine).is_empty());
+    assert_eq!(workers.refused(), 1);
+    only_job(engine.handle(now, HUB, SPOKE, &init, &mut pools).unwrap());
+}
+
+/// Jobs beyond what the workers run and queue are refused, and every job
+/// taken comes back.
+#[test]
+fn workers_take_what_they_have_room_for_and_give_every_result_back() {
+    let mut engine = hub("");
+    engine.set_offload(true);
+    let (local, remote) = addrs();
+    let jobs: Vec<Job> = (1..=50)
+        .map(|spi| {
+            let init = modp_init(spi);
+            only_job(
+                engine
+                    .handle(Instant::now(), local, remote, &init, &mut NoPools)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let (mut workers, mut results) = Workers::start(1, 1).unwrap();
+    let taken = jobs
+        .into_iter()
+        .filter_map(|job| workers.submit(job).ok())
+        .count();
+    // One running and one queued, and what the worker finished while the
+    // jobs went in (milliseconds each): far from fifty.
+    assert!((1..50).contains(&taken), "{taken} taken");
+    assert_eq!(workers.refused(), 50 - taken as u64);
+    for _ in 0..taken {
+        let done = results.blocking_recv().expect("a result per job taken");
+        assert_eq!(
+            sends(&engine.computed(Instant::now(), done, &mut NoPools)).len(),
+            1
+        );
+    }
+}
