@@ -22,6 +22,7 @@ use std::{
 use gateway_report::ike::SaReport;
 
 use crate::{
+    config::Identity,
     ike::{
         exchange::{
             self, Answer, Received, create_child_sa, fragments, ike_auth, ike_sa_init,
@@ -84,6 +85,10 @@ pub struct Engine {
     pub(crate) sas: HashMap<u64, IkeSa>,
     /// (peer, SPIi) -> our SPI: recognises a retransmitted IKE_SA_INIT.
     by_initiator: HashMap<(SocketAddrV4, u64), u64>,
+    /// Identity -> our SPIs of its SAs, so that a new SA finds the older
+    /// ones it replaces without a scan of the table: every SA with an
+    /// identity goes in with `insert_new` and out with its teardown.
+    pub(crate) by_identity: HashMap<Identity, Vec<u64>>,
     pub(crate) rng: Box<dyn Rng + Send>,
     next_tunnel_id: u32,
     /// Inbound CHILD_SA SPIs in use: a new one must not collide.
@@ -118,6 +123,7 @@ impl Engine {
             policy,
             sas: HashMap::new(),
             by_initiator: HashMap::new(),
+            by_identity: HashMap::new(),
             rng,
             next_tunnel_id: 1,
             child_spis: ChildSpis::default(),
@@ -275,6 +281,23 @@ impl Engine {
         actions
     }
 
+    /// A new SA with an identity (established, adopted, or made by a rekey)
+    /// into the table, and into the identity index.
+    pub(crate) fn insert_new(&mut self, sa: IkeSa) {
+        self.index_identity(&sa);
+        self.sas.insert(sa.keymat.our_spi(), sa);
+    }
+
+    fn index_identity(&mut self, sa: &IkeSa) {
+        if let Some(identity) = &sa.identity {
+            let spis = self.by_identity.entry(identity.clone()).or_default();
+            let spi = sa.keymat.our_spi();
+            if !spis.contains(&spi) {
+                spis.push(spi);
+            }
+        }
+    }
+
     /// The SA a message names by its SPIs.
     pub(crate) fn sa_of(&mut self, header: &Header) -> Result<&mut IkeSa, Dropped> {
         self.sas
@@ -404,6 +427,7 @@ impl Engine {
         let mut actions = Vec::new();
         if asked.half_open && sa.state == SaState::Ready {
             actions.extend(self.replace_older(&sa, asked.initial_contact, pools));
+            self.index_identity(&sa);
             let rekey = lifetime::rekey_of(&self.policy, &sa);
             lifetime::schedule_ike_rekey(&mut sa, &rekey, &mut *self.rng, now);
         }
@@ -420,7 +444,7 @@ impl Engine {
         });
         actions.extend(answer.actions);
         if let Some(new) = answer.new_sa {
-            self.sas.insert(new.keymat.our_spi(), *new);
+            self.insert_new(*new);
         }
         if answer.end_sa {
             let reason = if asked.exchange == ExchangeType::IkeAuth {
@@ -503,16 +527,22 @@ impl Engine {
         initial_contact: bool,
         pools: &mut dyn AddressPools,
     ) -> Vec<Action> {
+        let Some(identity) = &new.identity else {
+            return Vec::new();
+        };
         let older: Vec<u64> = self
-            .sas
-            .iter()
-            .filter(|(_, sa)| {
-                sa.identity.is_some()
-                    && sa.identity == new.identity
-                    && sa.tunnel_id != new.tunnel_id
-                    && sa.state != SaState::HalfOpen
+            .by_identity
+            .get(identity)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|spi| {
+                self.sas.get(spi).is_some_and(|sa| {
+                    sa.identity.as_ref() == Some(identity)
+                        && sa.tunnel_id != new.tunnel_id
+                        && sa.state != SaState::HalfOpen
+                })
             })
-            .map(|(spi, _)| *spi)
             .collect();
         let mut actions = Vec::new();
         for spi in older {
@@ -552,6 +582,14 @@ impl Engine {
     ) -> Vec<Action> {
         self.by_initiator.remove(&(sa.remote, sa.keymat.spi_i));
         self.computing_auth.remove(&sa.keymat.our_spi());
+        if let Some(identity) = &sa.identity
+            && let Some(spis) = self.by_identity.get_mut(identity)
+        {
+            spis.retain(|spi| *spi != sa.keymat.our_spi());
+            if spis.is_empty() {
+                self.by_identity.remove(identity);
+            }
+        }
         for child in &sa.children {
             self.child_spis.release(child.params.spi_in);
         }
