@@ -712,6 +712,7 @@ mod tests {
         ike::{
             sa::RETRANSMIT,
             tests::{MemPools, SeededRng, hub, hub_config, modp_init, spoke},
+            wire::{Delete, Payload},
         },
         ipsec::{Mode, SystemRng},
     };
@@ -872,10 +873,10 @@ mod tests {
 
     /// The test: handshakes in progress on all workers (and more
     /// queued behind them, and more refused) do not delay an established
-    /// session's liveness check beyond one retransmission interval: the
-    /// task answers it between the handshakes.
+    /// session's liveness check, nor its DELETE, beyond one retransmission
+    /// interval: the task answers them between the handshakes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_liveness_check_is_answered_while_every_worker_computes_handshakes() {
+    async fn liveness_checks_and_deletes_are_answered_while_every_worker_computes_handshakes() {
         let (hub_ip, spoke_end) = (
             Ipv4Addr::new(127, 77, 0, 20),
             SocketAddrV4::new(Ipv4Addr::new(127, 77, 0, 21), IKE_PORT),
@@ -897,7 +898,7 @@ mod tests {
             initiators: Mutex::default(),
             watchers: Mutex::default(),
         });
-        let task = tokio::spawn(run(shared, Arc::new(sockets), 2));
+        let task = tokio::spawn(run(shared.clone(), Arc::new(sockets), 2));
         let hub_end = SocketAddrV4::new(hub_ip, IKE_PORT);
         let mut config = spoke("aes256gcm16-prfsha256-ecp256", "aes256gcm16", Mode::Tunnel);
         (config.local, config.remote) = (spoke_end, hub_end);
@@ -919,18 +920,33 @@ mod tests {
         let asked = Instant::now();
         let response = exchange(&client, hub_end, &dpd).await;
         let waited = asked.elapsed();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let (sent, answered) = flooding.join().unwrap();
-        task.abort();
         assert!(
             initiator
                 .informational_response(&response)
                 .unwrap()
                 .is_empty()
         );
+        // And the spoke going away: its DELETE is done as promptly.
+        let delete = Payload::Delete(Delete::ike());
+        let delete = initiator.informational(&[delete]).unwrap();
+        let asked = Instant::now();
+        exchange(&client, hub_end, &delete).await;
+        let waited_delete = asked.elapsed();
+        let rows = lock(&shared.engine).report(Instant::now());
+        assert!(
+            rows.iter().all(|r| r.status != "READY"),
+            "the session is gone"
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (sent, answered) = flooding.join().unwrap();
+        task.abort();
         assert!(
             waited < RETRANSMIT,
             "the liveness check waited {waited:?} for its answer"
+        );
+        assert!(
+            waited_delete < RETRANSMIT,
+            "the DELETE waited {waited_delete:?} for its answer"
         );
         assert!(
             answered < sent,
