@@ -222,9 +222,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         bgp: bgp.as_ref().map(|(speaker, _)| speaker.clone()),
         nhrp: nhrp.clone(),
     });
-    let ike_task = ike
-        .as_ref()
-        .map(|(shared, sockets)| tokio::spawn(ike_task::run(shared.clone(), sockets.clone())));
+    let ike_task = ike.as_ref().map(|(shared, sockets)| {
+        tokio::spawn(ike_task::run(
+            shared.clone(),
+            sockets.clone(),
+            crate::ike::workers::default_threads(),
+        ))
+    });
     let (stop_spokes, spokes_stopped) = tokio::sync::watch::channel(false);
     let spoke_tasks = start_spokes(
         &config,

@@ -22,10 +22,13 @@ use std::{
 use gateway_report::ike::SaReport;
 
 use crate::{
+    config::Identity,
     ike::{
         exchange::{
-            Answer, Received, create_child_sa, fragments, ike_auth, ike_sa_init, informational,
+            self, Answer, Received, create_child_sa, fragments, ike_auth, ike_sa_init,
+            informational,
         },
+        job::{AuthJob, Job, Work},
         lifetime,
         policy::Policy,
         sa::{Action, AddressPools, ChildSpis, Dropped, IkeSa, SaState, notify},
@@ -35,16 +38,57 @@ use crate::{
     ipsec::Rng,
 };
 
+mod compute;
 mod requests;
 
-/// Half-open SAs (IKE_SA_INIT answered, no IKE_AUTH yet) are dropped after this.
+/// Half-open SAs (IKE_SA_INIT answered, no IKE_AUTH yet) are dropped after
+/// this, and so are requests whose keys are still being computed.
 const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A request on an SA, as the end of its answer needs it.
+struct Asked {
+    local: SocketAddrV4,
+    remote: SocketAddrV4,
+    exchange: ExchangeType,
+    message_id: u32,
+    /// The SA was half-open: an answer that establishes it is IKE_AUTH's.
+    half_open: bool,
+    /// The peer has no other SA with us (RFC 7296 section 3.16).
+    initial_contact: bool,
+}
+
+impl Asked {
+    fn of(received: &Received<'_>, inner: &[Payload], half_open: bool) -> Self {
+        let header = &received.message.header;
+        Asked {
+            local: received.local,
+            remote: received.remote,
+            exchange: header.exchange,
+            message_id: header.message_id,
+            half_open,
+            initial_contact: inner
+                .iter()
+                .any(|p| matches!(p, Payload::Notify(n) if n.kind == NotifyType::InitialContact)),
+        }
+    }
+}
+
+/// What a responder half made of a request: the answer, or (IKE_AUTH) a
+/// job to run before it can answer.
+enum Exchanged {
+    Answer(Answer),
+    Verify(Box<(ike_auth::Identified, AuthJob)>),
+}
 
 pub struct Engine {
     pub(crate) policy: Policy,
     pub(crate) sas: HashMap<u64, IkeSa>,
     /// (peer, SPIi) -> our SPI: recognises a retransmitted IKE_SA_INIT.
     by_initiator: HashMap<(SocketAddrV4, u64), u64>,
+    /// Identity -> our SPIs of its SAs, so that a new SA finds the older
+    /// ones it replaces without a scan of the table: every SA with an
+    /// identity goes in with `insert_new` and out with its teardown.
+    pub(crate) by_identity: HashMap<Identity, Vec<u64>>,
     pub(crate) rng: Box<dyn Rng + Send>,
     next_tunnel_id: u32,
     /// Inbound CHILD_SA SPIs in use: a new one must not collide.
@@ -54,6 +98,12 @@ pub struct Engine {
     forced_encapsulation: bool,
     /// How often an SA behind a NAT sends a keepalive (`with_nat_keepalive`).
     pub(crate) nat_keepalive: Option<Duration>,
+    /// Jobs go out as `Action::Compute` rather than run here (`set_offload`).
+    offload: bool,
+    /// Accepted IKE_SA_INITs whose keys are being computed, by our SPI.
+    computing_init: HashMap<u64, ike_sa_init::Accepted>,
+    /// IKE_AUTHs whose AUTH is being checked, by our SPI.
+    computing_auth: HashMap<u64, compute::Verifying>,
 }
 
 /// Our SPI in a message's header: the responder's if the sender is the
@@ -73,11 +123,15 @@ impl Engine {
             policy,
             sas: HashMap::new(),
             by_initiator: HashMap::new(),
+            by_identity: HashMap::new(),
             rng,
             next_tunnel_id: 1,
             child_spis: ChildSpis::default(),
             forced_encapsulation: false,
             nat_keepalive: None,
+            offload: false,
+            computing_init: HashMap::new(),
+            computing_auth: HashMap::new(),
         }
     }
 
@@ -131,7 +185,7 @@ impl Engine {
             return requests::answered(self, &received, pools);
         }
         match message.header.exchange {
-            ExchangeType::IkeSaInit => Ok(self.sa_init(&received)),
+            ExchangeType::IkeSaInit => Ok(self.sa_init(&received, pools)),
             _ => self.protected(&received, pools),
         }
     }
@@ -149,11 +203,13 @@ impl Engine {
             .map(|(spi, _)| *spi)
             .collect();
         for spi in &expired {
+            self.computing_auth.remove(spi);
             if let Some(sa) = self.sas.remove(spi) {
                 self.by_initiator.remove(&(sa.remote, sa.keymat.spi_i));
                 tracing::debug!(peer = %sa.remote, "half-open IKE SA expired without IKE_AUTH");
             }
         }
+        self.expire_computing(now, HALF_OPEN_TIMEOUT);
         requests::tick(self, now, pools)
     }
 
@@ -225,6 +281,23 @@ impl Engine {
         actions
     }
 
+    /// A new SA with an identity (established, adopted, or made by a rekey)
+    /// into the table, and into the identity index.
+    pub(crate) fn insert_new(&mut self, sa: IkeSa) {
+        self.index_identity(&sa);
+        self.sas.insert(sa.keymat.our_spi(), sa);
+    }
+
+    fn index_identity(&mut self, sa: &IkeSa) {
+        if let Some(identity) = &sa.identity {
+            let spis = self.by_identity.entry(identity.clone()).or_default();
+            let spi = sa.keymat.our_spi();
+            if !spis.contains(&spi) {
+                spis.push(spi);
+            }
+        }
+    }
+
     /// The SA a message names by its SPIs.
     pub(crate) fn sa_of(&mut self, header: &Header) -> Result<&mut IkeSa, Dropped> {
         self.sas
@@ -234,43 +307,45 @@ impl Engine {
     }
 
     /// IKE_SA_INIT: the cached answer to a retransmission, or a new
-    /// half-open SA (`ike_sa_init::respond`).
-    fn sa_init(&mut self, received: &Received<'_>) -> Vec<Action> {
+    /// half-open SA (`ike_sa_init::accept`, its job, `respond`).
+    fn sa_init(&mut self, received: &Received<'_>, pools: &mut dyn AddressPools) -> Vec<Action> {
         let header = &received.message.header;
         if header.message_id != 0 || header.spi_r != 0 {
             return vec![];
         }
         let (local, remote) = (received.local, received.remote);
-        // A retransmission: the same answer again.
-        if let Some(sa) = self
-            .by_initiator
-            .get(&(remote, header.spi_i))
-            .and_then(|spi| self.sas.get(spi))
-        {
-            if sa.init_request == received.datagram {
-                return vec![Action::Send {
-                    local,
-                    remote,
-                    packet: sa.init_response.clone(),
-                }];
+        if let Some(spi) = self.by_initiator.get(&(remote, header.spi_i)) {
+            // A retransmission: the same answer again.
+            if let Some(sa) = self.sas.get(spi) {
+                if sa.init_request == received.datagram {
+                    return vec![Action::Send {
+                        local,
+                        remote,
+                        packet: sa.init_response.clone(),
+                    }];
+                }
+                return vec![];
             }
-            return vec![];
+            // None yet while its keys are computed: one computation per
+            // request (RFC 7296 section 2.1).
+            if self.computing_init.contains_key(spi) {
+                return vec![];
+            }
         }
-        let sas = &self.sas;
-        match ike_sa_init::respond(
+        let (sas, computing) = (&self.sas, &self.computing_init);
+        let taken = |spi| sas.contains_key(&spi) || computing.contains_key(&spi);
+        match ike_sa_init::accept(
             &mut *self.rng,
             &self.policy,
             self.forced_encapsulation,
-            |spi| sas.contains_key(&spi),
-            self.next_tunnel_id,
+            taken,
             received,
         ) {
-            Ok((sa, actions)) => {
-                self.next_tunnel_id = self.next_tunnel_id.wrapping_add(1).max(1);
-                self.by_initiator
-                    .insert((remote, header.spi_i), sa.keymat.spi_r);
-                self.sas.insert(sa.keymat.spi_r, sa);
-                actions
+            Ok((accepted, job)) => {
+                let spi_r = accepted.spi_r;
+                self.by_initiator.insert((remote, header.spi_i), spi_r);
+                self.computing_init.insert(spi_r, accepted);
+                self.dispatch(Job(Box::new(Work::Init(job))), received.now, pools)
             }
             Err(refused) => refused,
         }
@@ -286,6 +361,11 @@ impl Engine {
         let (message, local, remote) = (received.message, received.local, received.remote);
         let header = &message.header;
         let spi = our_spi(header);
+        if self.computing_auth.contains_key(&spi) {
+            // Its IKE_AUTH is being verified: a retransmission does not
+            // start a second computation (RFC 7296 section 2.1).
+            return Ok(Vec::new());
+        }
         let sa = self.sa_of(header)?;
         // Window of one: the next request, or the last one again.
         if let Some((id, packet)) = &sa.last_response
@@ -313,33 +393,61 @@ impl Engine {
             wire::parse_payloads(first_inner, &plaintext).map_err(|_| Dropped::Malformed)?;
         let mut actions = requests::heard_from(sa, received);
         let mut sa = self.sas.remove(&spi).expect("found above");
-        let was_half_open = sa.state == SaState::HalfOpen;
-        let answer = self.exchange(&mut sa, received, &inner, pools);
-        if was_half_open && sa.state == SaState::Ready {
-            let initial_contact = inner
-                .iter()
-                .any(|p| matches!(p, Payload::Notify(n) if n.kind == NotifyType::InitialContact));
-            actions.extend(self.replace_older(&sa, initial_contact, pools));
-            let rekey = lifetime::rekey_of(&self.policy, &sa);
-            lifetime::schedule_ike_rekey(&mut sa, &rekey, &mut *self.rng, received.now);
+        let asked = Asked::of(received, &inner, sa.state == SaState::HalfOpen);
+        match self.exchange(&mut sa, received, &inner) {
+            Exchanged::Answer(answer) => {
+                actions.extend(self.answer(spi, sa, &asked, answer, received.now, pools));
+            }
+            Exchanged::Verify(verify) => {
+                let (identified, job) = *verify;
+                self.sas.insert(spi, sa);
+                let verifying = compute::Verifying {
+                    asked,
+                    inner,
+                    identified,
+                };
+                self.computing_auth.insert(spi, verifying);
+                actions.extend(self.dispatch(Job(Box::new(Work::Auth(job))), received.now, pools));
+            }
         }
-        let id = header.message_id;
+        Ok(actions)
+    }
+
+    /// Seals, caches and sends the answer to the request `asked` on SA
+    /// `spi` (taken out of the table), and does what the answer says.
+    fn answer(
+        &mut self,
+        spi: u64,
+        mut sa: IkeSa,
+        asked: &Asked,
+        answer: Answer,
+        now: Instant,
+        pools: &mut dyn AddressPools,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if asked.half_open && sa.state == SaState::Ready {
+            actions.extend(self.replace_older(&sa, asked.initial_contact, pools));
+            self.index_identity(&sa);
+            let rekey = lifetime::rekey_of(&self.policy, &sa);
+            lifetime::schedule_ike_rekey(&mut sa, &rekey, &mut *self.rng, now);
+        }
+        let id = asked.message_id;
         let packet = sa
             .keymat
-            .seal(&mut *self.rng, header.exchange, id, true, &answer.payloads);
+            .seal(&mut *self.rng, asked.exchange, id, true, &answer.payloads);
         sa.last_response = Some((id, packet.clone()));
         sa.next_peer_id = id.wrapping_add(1);
         actions.push(Action::Send {
-            local,
-            remote,
+            local: asked.local,
+            remote: asked.remote,
             packet,
         });
         actions.extend(answer.actions);
         if let Some(new) = answer.new_sa {
-            self.sas.insert(new.keymat.our_spi(), *new);
+            self.insert_new(*new);
         }
         if answer.end_sa {
-            let reason = if header.exchange == ExchangeType::IkeAuth {
+            let reason = if asked.exchange == ExchangeType::IkeAuth {
                 "IKE_AUTH failed"
             } else {
                 "deleted by peer"
@@ -347,9 +455,9 @@ impl Engine {
             actions.extend(self.teardown(&sa, reason, pools));
         } else {
             self.sas.insert(spi, sa);
-            actions.extend(requests::kick(self, spi, received.now));
+            actions.extend(requests::kick(self, spi, now));
         }
-        Ok(actions)
+        actions
     }
 
     /// Routes a decrypted request to its exchange's responder half.
@@ -358,8 +466,7 @@ impl Engine {
         sa: &mut IkeSa,
         received: &Received<'_>,
         inner: &[Payload],
-        pools: &mut dyn AddressPools,
-    ) -> Answer {
+    ) -> Exchanged {
         let header = &received.message.header;
         // RFC 7296 section 2.5: an unknown payload marked critical rejects
         // the whole request (and an IKE_AUTH with it, the SA).
@@ -371,7 +478,7 @@ impl Engine {
             } => Some(*kind),
             _ => None,
         });
-        match (header.exchange, sa.state, critical) {
+        let answer = match (header.exchange, sa.state, critical) {
             (_, state, Some(kind)) => Answer {
                 payloads: vec![notify(NotifyType::UnsupportedCriticalPayload, vec![kind])],
                 actions: vec![Action::Refused {
@@ -381,22 +488,19 @@ impl Engine {
                 end_sa: state == SaState::HalfOpen,
                 ..Answer::default()
             },
-            (ExchangeType::IkeAuth, SaState::HalfOpen, None) => ike_auth::respond(
-                sa,
-                &self.policy,
-                &mut *self.rng,
-                &mut self.child_spis,
-                pools,
-                received.now,
-                inner,
-            ),
+            (ExchangeType::IkeAuth, SaState::HalfOpen, None) => {
+                match ike_auth::accept(sa, &self.policy, inner) {
+                    Ok(verify) => return Exchanged::Verify(Box::new(verify)),
+                    Err(refused) => refused,
+                }
+            }
             (ExchangeType::Informational, SaState::Ready | SaState::Rekeyed, None) => {
                 informational::respond(sa, &mut self.child_spis, inner, received.now)
             }
             (ExchangeType::CreateChildSa, SaState::Ready | SaState::Rekeyed, None) => {
                 let sas = &self.sas;
                 let taken = |spi: u64| sas.contains_key(&spi);
-                let mut ctx = create_child_sa::Context {
+                let mut ctx = exchange::Context {
                     policy: &self.policy,
                     rng: &mut *self.rng,
                     child_spis: &mut self.child_spis,
@@ -408,7 +512,8 @@ impl Engine {
                 payloads: vec![notify(NotifyType::InvalidSyntax, vec![])],
                 ..Answer::default()
             },
-        }
+        };
+        Exchanged::Answer(answer)
     }
 
     /// One IKE SA per identity (strongSwan `uniqueids = yes`, what an IOS
@@ -422,16 +527,22 @@ impl Engine {
         initial_contact: bool,
         pools: &mut dyn AddressPools,
     ) -> Vec<Action> {
+        let Some(identity) = &new.identity else {
+            return Vec::new();
+        };
         let older: Vec<u64> = self
-            .sas
-            .iter()
-            .filter(|(_, sa)| {
-                sa.identity.is_some()
-                    && sa.identity == new.identity
-                    && sa.tunnel_id != new.tunnel_id
-                    && sa.state != SaState::HalfOpen
+            .by_identity
+            .get(identity)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|spi| {
+                self.sas.get(spi).is_some_and(|sa| {
+                    sa.identity.as_ref() == Some(identity)
+                        && sa.tunnel_id != new.tunnel_id
+                        && sa.state != SaState::HalfOpen
+                })
             })
-            .map(|(spi, _)| *spi)
             .collect();
         let mut actions = Vec::new();
         for spi in older {
@@ -470,6 +581,15 @@ impl Engine {
         pools: &mut dyn AddressPools,
     ) -> Vec<Action> {
         self.by_initiator.remove(&(sa.remote, sa.keymat.spi_i));
+        self.computing_auth.remove(&sa.keymat.our_spi());
+        if let Some(identity) = &sa.identity
+            && let Some(spis) = self.by_identity.get_mut(identity)
+        {
+            spis.retain(|spi| *spi != sa.keymat.our_spi());
+            if spis.is_empty() {
+                self.by_identity.remove(identity);
+            }
+        }
         for child in &sa.children {
             self.child_spis.release(child.params.spi_in);
         }

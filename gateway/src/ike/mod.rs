@@ -12,10 +12,15 @@
 //!   side by side (`ike_sa_init`, `ike_auth`, `informational`,
 //!   `create_child_sa`, `fragments`), and `Initiator`, the sequencer a
 //!   dialling spoke drives.
+//! - `job`: the expensive steps of answering a handshake (Diffie-Hellman,
+//!   key derivation, AUTH) as data in and out, so that they can run on
+//!   other threads.
 //! - `engine`: the responder's dispatcher: the SA table, each datagram to
-//!   its SA and exchange, timers, the public `Engine` API.
+//!   its SA and exchange, timers, the public `Engine` API; the jobs it runs
+//!   or hands out (`engine::compute`).
 //! - `show`: `show crypto ikev2 sa` / `show crypto session`.
 //! - `task`: the sockets, the clock and the RNG; carries out the actions.
+//! - `workers`: the threads that run the engine's jobs for the task.
 //! - `keylog`: the opt-in key log for Wireshark (debugging only).
 //!
 //! None of it below `task` does I/O: no sockets, clocks, files or RNG of
@@ -28,6 +33,7 @@ pub mod crypto;
 pub mod engine;
 pub mod exchange;
 pub(crate) mod ids;
+pub mod job;
 pub mod keylog;
 pub(crate) mod lifetime;
 pub mod policy;
@@ -39,3 +45,4 @@ pub mod task;
 #[cfg(test)]
 pub(crate) mod tests;
 pub mod wire;
+pub mod workers;

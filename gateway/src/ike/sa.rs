@@ -26,6 +26,7 @@ use crate::{
     iface::SaLifetime,
     ike::{
         crypto::{self, ChildKeys, CryptoError, DhPrivate, IkeKeys, SkCipher},
+        job::Job,
         proposal::{EspChoice, IkeChoice},
         wire::{
             self, ExchangeType, Header, HeaderFlags, Notify, NotifyType, Payload, PayloadType,
@@ -203,6 +204,9 @@ pub enum Action {
     /// Keys were derived: for the key log (`ike::keylog`), written by the
     /// socket task when one is open, dropped otherwise.
     KeysDerived(DerivedKeys),
+    /// Run this off the engine's thread and hand the result back with
+    /// `Engine::computed` (or `Engine::abandon` it). Only with offload on.
+    Compute(Job),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -299,7 +303,7 @@ impl Keymat {
         Self::with_keys(initiator, choice, keys, ni, nr, spi_i, spi_r)
     }
 
-    fn with_keys(
+    pub(crate) fn with_keys(
         initiator: bool,
         choice: IkeChoice,
         keys: IkeKeys,
@@ -570,7 +574,7 @@ pub(crate) struct InitiatedSa {
 }
 
 /// Requests are resent this often when the SA has no DPD retry interval.
-const RETRANSMIT: Duration = Duration::from_secs(2);
+pub(crate) const RETRANSMIT: Duration = Duration::from_secs(2);
 /// A deleted CHILD_SA that a rekey replaced keeps decrypting this long:
 /// ESP its peer sealed on it an instant before switching to the new one
 /// (a datapath worker holds its tables for a batch) may arrive after the

@@ -21,6 +21,7 @@ use crate::{
         exchange::{Initiator, InitiatorError, Step},
         keylog::KeyLog,
         sa::{Action, AddressPools, ChildSaParams, DerivedKeys},
+        workers::{self, Workers},
     },
     net::{IKE_PORT, NATT_PORT},
     pool::Pools,
@@ -329,8 +330,23 @@ async fn recv_natt(
     }
 }
 
-/// Runs until the future is dropped.
-pub async fn run<S: SessionLayer>(shared: Arc<IkeShared<S>>, sockets: Arc<IkeSockets>) {
+/// Runs until the future is dropped. `crypto_threads`: the workers that
+/// compute the handshakes (`ike::workers`); with none the engine computes
+/// them on this task.
+pub async fn run<S: SessionLayer>(
+    shared: Arc<IkeShared<S>>,
+    sockets: Arc<IkeSockets>,
+    crypto_threads: usize,
+) {
+    let (mut workers, mut computed) = match Workers::start(crypto_threads, workers::QUEUE) {
+        Ok(started) => started,
+        Err(e) => {
+            tracing::error!(error = %e, "could not start the IKE crypto workers: handshakes are computed on the IKE task");
+            Workers::start(0, 0).expect("no thread to start")
+        }
+    };
+    lock(&shared.engine).set_offload(workers.threads() > 0);
+    let mut refused = 0;
     let mut buf_500 = vec![0u8; MAX_DATAGRAM];
     let mut buf_4500 = vec![0u8; MAX_DATAGRAM];
     let mut from_datapath = match &sockets.natt {
@@ -375,6 +391,23 @@ pub async fn run<S: SessionLayer>(shared: Arc<IkeShared<S>>, sockets: Arc<IkeSoc
                     engine.tick(now, &mut PoolsRef(&mut pools))
                 };
                 apply(&shared, &sockets, actions).await;
+                if workers.refused() > refused {
+                    tracing::warn!(
+                        refused = workers.refused() - refused,
+                        "IKE crypto workers saturated: handshakes dropped (their peers retransmit)"
+                    );
+                    refused = workers.refused();
+                }
+                continue;
+            }
+            Some(done) = computed.recv() => {
+                let actions = {
+                    let mut engine = lock(&shared.engine);
+                    let mut pools = lock(&shared.pools);
+                    let actions = engine.computed(Instant::now(), done, &mut PoolsRef(&mut pools));
+                    workers.take_jobs(actions, &mut engine)
+                };
+                apply(&shared, &sockets, actions).await;
                 continue;
             }
         };
@@ -385,7 +418,8 @@ pub async fn run<S: SessionLayer>(shared: Arc<IkeShared<S>>, sockets: Arc<IkeSoc
         };
         if let Some(inbound) = shared.to_initiator(inbound) {
             let local = SocketAddrV4::new(sockets.local, inbound.local_port);
-            handle(&shared, &sockets, local, inbound.peer, &inbound.datagram).await;
+            let (peer, datagram) = (inbound.peer, &inbound.datagram);
+            handle(&shared, &sockets, &mut workers, local, peer, datagram).await;
         }
     }
 }
@@ -393,6 +427,7 @@ pub async fn run<S: SessionLayer>(shared: Arc<IkeShared<S>>, sockets: Arc<IkeSoc
 async fn handle<S: SessionLayer>(
     shared: &IkeShared<S>,
     sockets: &IkeSockets,
+    workers: &mut Workers,
     local: SocketAddrV4,
     peer: SocketAddrV4,
     datagram: &[u8],
@@ -400,13 +435,15 @@ async fn handle<S: SessionLayer>(
     let result = {
         let mut engine = lock(&shared.engine);
         let mut pools = lock(&shared.pools);
-        engine.handle(
-            Instant::now(),
-            local,
-            peer,
-            datagram,
-            &mut PoolsRef(&mut pools),
-        )
+        engine
+            .handle(
+                Instant::now(),
+                local,
+                peer,
+                datagram,
+                &mut PoolsRef(&mut pools),
+            )
+            .map(|actions| workers.take_jobs(actions, &mut engine))
     };
     match result {
         Ok(actions) => apply(shared, sockets, actions).await,
@@ -518,6 +555,12 @@ fn child_up<S: SessionLayer>(shared: &IkeShared<S>, child: &ChildSaParams) -> bo
 /// What an action means for the sessions, the uplink filter and the log.
 fn session_event<S: SessionLayer>(shared: &IkeShared<S>, action: Action) {
     match action {
+        Action::Compute(job) => {
+            // Only `Engine::handle` and `computed` make jobs, and `run`
+            // hands those to the workers: this one has nowhere to run.
+            tracing::error!(?job, "IKE crypto job outside the IKE task: dropped");
+            lock(&shared.engine).abandon(&job);
+        }
         Action::KeysDerived(_) | Action::Send { .. } | Action::NatKeepalive { .. } => {}
         Action::ChildUp(child) => {
             child_up(shared, &child);
@@ -666,8 +709,12 @@ mod tests {
 
     use super::*;
     use crate::{
-        ike::tests::{MemPools, SeededRng, hub, spoke},
-        ipsec::Mode,
+        ike::{
+            sa::RETRANSMIT,
+            tests::{MemPools, SeededRng, hub, hub_config, modp_init, spoke},
+            wire::{Delete, Payload},
+        },
+        ipsec::{Mode, SystemRng},
     };
 
     #[derive(Clone, Default)]
@@ -761,5 +808,149 @@ mod tests {
             }
         }
         panic!("not established after two exchanges");
+    }
+
+    /// The task without a datapath.
+    struct NoSessions;
+
+    impl SessionLayer for NoSessions {
+        fn child_up(&mut self, _: &ChildSaParams) -> Result<(), String> {
+            Ok(())
+        }
+        fn child_down(&mut self, _: u32) {}
+        fn child_retired(&mut self, _: u32) {}
+        fn session_down(&mut self, _: u32) {}
+        fn peer_activity(&mut self) -> PeerActivity {
+            PeerActivity::default()
+        }
+        fn ike_rekeyed(&mut self, _: u32, _: u64) {}
+        fn peer_moved(&mut self, _: u32, _: SocketAddrV4) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    async fn exchange(socket: &UdpSocket, to: SocketAddrV4, request: &[u8]) -> Vec<u8> {
+        socket.send_to(request, to).await.unwrap();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(30), socket.recv_from(&mut buf))
+            .await
+            .expect("the hub answers")
+            .unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    /// Sends MODP-2048 IKE_SA_INITs (milliseconds of work each) from new
+    /// SPIs to `hub`, `per_5ms` every 5 ms, until `stop`; returns how many
+    /// it sent and how many were answered.
+    fn flood(
+        hub: SocketAddrV4,
+        per_5ms: u64,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::thread::JoinHandle<(u64, u64)> {
+        let socket = std::net::UdpSocket::bind("127.77.0.22:0").unwrap();
+        socket.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            let (mut sent, mut answered) = (0, 0);
+            let mut buf = [0u8; 2048];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for _ in 0..per_5ms {
+                    sent += 1;
+                    let _ = socket.send_to(&modp_init(0x1000 + sent), hub);
+                }
+                while socket.recv(&mut buf).is_ok() {
+                    answered += 1;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            while socket.recv(&mut buf).is_ok() {
+                answered += 1;
+            }
+            (sent, answered)
+        })
+    }
+
+    /// The test: handshakes in progress on all workers (and more
+    /// queued behind them, and more refused) do not delay an established
+    /// session's liveness check, nor its DELETE, beyond one retransmission
+    /// interval: the task answers them between the handshakes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn liveness_checks_and_deletes_are_answered_while_every_worker_computes_handshakes() {
+        let (hub_ip, spoke_end) = (
+            Ipv4Addr::new(127, 77, 0, 20),
+            SocketAddrV4::new(Ipv4Addr::new(127, 77, 0, 21), IKE_PORT),
+        );
+        let (Ok(sockets), Ok(client)) = (
+            IkeSockets::bind(hub_ip).await,
+            UdpSocket::bind(spoke_end).await,
+        ) else {
+            eprintln!("skipped: cannot bind UDP 500 and 4500 on 127.77.0.20 and .21");
+            return;
+        };
+        let state = tempfile::tempdir().unwrap();
+        let pools = Pools::open(state.path(), &hub_config("").pool).unwrap();
+        let shared = Arc::new(IkeShared::<NoSessions> {
+            engine: Mutex::new(hub("")),
+            pools: Mutex::new(pools),
+            xdp: Arc::default(),
+            sessions: None,
+            initiators: Mutex::default(),
+            watchers: Mutex::default(),
+        });
+        let task = tokio::spawn(run(shared.clone(), Arc::new(sockets), 2));
+        let hub_end = SocketAddrV4::new(hub_ip, IKE_PORT);
+        let mut config = spoke("aes256gcm16-prfsha256-ecp256", "aes256gcm16", Mode::Tunnel);
+        (config.local, config.remote) = (spoke_end, hub_end);
+        let mut initiator = Initiator::new(config, Box::new(SystemRng));
+        let mut request = initiator.start().unwrap();
+        loop {
+            let response = exchange(&client, hub_end, &request).await;
+            match initiator.handle(&response).unwrap() {
+                Step::Send(next) => request = next,
+                Step::Established(_) => break,
+                Step::SendAll(_) => unreachable!("no fragmentation configured"),
+            }
+        }
+        // Far more than two workers compute: they and their queues fill.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flooding = flood(hub_end, 10, stop.clone());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let dpd = initiator.informational(&[]).unwrap();
+        let asked = Instant::now();
+        let response = exchange(&client, hub_end, &dpd).await;
+        let waited = asked.elapsed();
+        assert!(
+            initiator
+                .informational_response(&response)
+                .unwrap()
+                .is_empty()
+        );
+        // And the spoke going away: its DELETE is done as promptly.
+        let delete = Payload::Delete(Delete::ike());
+        let delete = initiator.informational(&[delete]).unwrap();
+        let asked = Instant::now();
+        exchange(&client, hub_end, &delete).await;
+        let waited_delete = asked.elapsed();
+        let rows = lock(&shared.engine).report(Instant::now());
+        assert!(
+            rows.iter().all(|r| r.status != "READY"),
+            "the session is gone"
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (sent, answered) = flooding.join().unwrap();
+        task.abort();
+        assert!(
+            waited < RETRANSMIT,
+            "the liveness check waited {waited:?} for its answer"
+        );
+        assert!(
+            waited_delete < RETRANSMIT,
+            "the DELETE waited {waited_delete:?} for its answer"
+        );
+        assert!(
+            answered < sent,
+            "the workers were not saturated: {answered} of {sent} handshakes answered"
+        );
     }
 }

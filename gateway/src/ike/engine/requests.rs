@@ -14,7 +14,7 @@ use std::{
 use super::Engine;
 use crate::ike::{
     exchange::{
-        Received,
+        self, Received,
         create_child_sa::{self, Answered},
         informational,
     },
@@ -140,7 +140,7 @@ fn rekey_answered(
         Rekeying::Child { old_spi_in, .. } => Some(*old_spi_in),
         Rekeying::Ike { .. } => None,
     };
-    let mut ctx = create_child_sa::Context {
+    let mut ctx = exchange::Context {
         policy: &engine.policy,
         rng: &mut *engine.rng,
         child_spis: &mut engine.child_spis,
@@ -157,7 +157,7 @@ fn rekey_answered(
         Answered::RetryWithGroup(group) => {
             let sas = &engine.sas;
             let taken = |spi: u64| sas.contains_key(&spi);
-            let mut ctx = create_child_sa::Context {
+            let mut ctx = exchange::Context {
                 policy: &engine.policy,
                 rng: &mut *engine.rng,
                 child_spis: &mut engine.child_spis,
@@ -210,16 +210,16 @@ fn adopt_successor(
 ) -> Vec<Action> {
     let new_spi = new.keymat.our_spi();
     if new.state != SaState::Rekeyed {
-        engine.sas.insert(new_spi, new);
+        engine.insert_new(new);
         return Vec::new();
     }
     let Some(theirs_spi) = old.rekeyed_to else {
-        engine.sas.insert(new_spi, new);
+        engine.insert_new(new);
         return Vec::new();
     };
     let Some(mut theirs) = engine.sas.remove(&theirs_spi) else {
         new.pending_delete_ike = true;
-        engine.sas.insert(new_spi, new);
+        engine.insert_new(new);
         return Vec::new();
     };
     let mut actions = Vec::new();
@@ -254,7 +254,7 @@ fn adopt_successor(
     }
     tracing::info!(peer = %new.remote, "both ends rekeyed the IKE SA at once; the one with the lowest nonce is redundant");
     engine.sas.insert(theirs_spi, theirs);
-    engine.sas.insert(new_spi, new);
+    engine.insert_new(new);
     actions
 }
 
@@ -290,7 +290,7 @@ fn next_request(engine: &mut Engine, sa: &mut IkeSa, now: Instant) -> Option<Vec
     if now >= sa.next_rekey_try {
         let sas = &engine.sas;
         let taken = |spi: u64| sas.contains_key(&spi);
-        let mut ctx = create_child_sa::Context {
+        let mut ctx = exchange::Context {
             policy: &engine.policy,
             rng: &mut *engine.rng,
             child_spis: &mut engine.child_spis,
@@ -405,7 +405,7 @@ impl Engine {
         if sa.rekey_at.is_none() {
             crate::ike::lifetime::schedule_ike_rekey(&mut sa, &rekey, &mut *self.rng, now);
         }
-        self.sas.insert(sa.keymat.our_spi(), sa);
+        self.insert_new(sa);
     }
 
     /// The datapath says a CHILD_SA (our inbound SPI) reached a lifetime

@@ -10,19 +10,15 @@
 //! `replaces`) before our response or follow-up leaves, and the old one goes
 //! only with its DELETE.
 
-use std::{cmp::Ordering, time::Instant};
+use std::cmp::Ordering;
 
-use super::Answer;
+use super::{Answer, Context};
 use crate::{
     ike::{
         crypto::{DhGroup, DhPrivate},
         lifetime::{child_lifetime, rekey_of, schedule_ike_rekey},
-        policy::Policy,
         proposal::{self, IkeChoice},
-        sa::{
-            Action, ChildSa, ChildSaParams, ChildSpis, IkeSa, Keymat, NONCE_LEN, Rekeying, SaState,
-            notify,
-        },
+        sa::{Action, ChildSa, ChildSaParams, IkeSa, Keymat, NONCE_LEN, Rekeying, SaState, notify},
         wire::{
             KeyExchange, Notify, NotifyType, Payload, Proposal, ProtocolId, Transform,
             TransformType,
@@ -30,14 +26,6 @@ use crate::{
     },
     ipsec::{Mode, Rng, Secret},
 };
-
-/// What the engine needs from the outside to answer or make a rekey.
-pub(crate) struct Context<'a> {
-    pub(crate) policy: &'a Policy,
-    pub(crate) rng: &'a mut dyn Rng,
-    pub(crate) child_spis: &'a mut ChildSpis,
-    pub(crate) now: Instant,
-}
 
 fn random_nonce(rng: &mut dyn Rng) -> Vec<u8> {
     let mut n = vec![0u8; NONCE_LEN];

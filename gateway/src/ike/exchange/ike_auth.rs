@@ -7,21 +7,24 @@
 //! of the answer.
 
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddrV4},
     time::{Duration, Instant},
 };
 
-use super::{Answer, Established, InitiatorConfig, InitiatorError, Step, fragments, ike_sa_init};
+use super::{
+    Answer, Context, Established, InitiatorConfig, InitiatorError, Step, fragments, ike_sa_init,
+};
 use crate::{
     config::{AuthMethod, Identity},
     iface::SaLifetime,
     ike::{
         crypto,
+        job::{AuthJob, Signed},
         policy::{Policy, ProfilePolicy},
         proposal::{self, EspChoice},
         sa::{
-            Action, AddressPools, ChildSa, ChildSaParams, ChildSpis, IkeSa, InitiatedSa, Keymat,
-            SaState, identification_of, identity_of, notify, subnet_attribute, subnet_value,
+            Action, AddressPools, ChildSa, ChildSaParams, IkeSa, InitiatedSa, Keymat, SaState,
+            identification_of, identity_of, notify, subnet_attribute, subnet_value,
         },
         wire::{
             self, Auth, AuthMethod as WireAuth, CfgType, Config as CpPayload, ConfigAttribute,
@@ -29,7 +32,7 @@ use crate::{
             Proposal, TrafficSelector,
         },
     },
-    ipsec::{Mode, Rng},
+    ipsec::{Mode, Rng, Secret},
     net::{IPPROTO_GRE, Ipv4Prefix, NATT_PORT},
 };
 
@@ -75,12 +78,12 @@ impl<'a> AuthRequest<'a> {
     }
 }
 
-/// An initiator whose AUTH verified: who, under which profile, and the key
-/// our AUTH is made with.
-struct Authenticated {
+/// An initiator whose identity found its profile and keyring peer: who,
+/// under which profile, and the keyring peer (named if its AUTH fails).
+pub(crate) struct Identified {
     identity: Identity,
     profile: ProfilePolicy,
-    psk_local: Vec<u8>,
+    keyring_peer: String,
 }
 
 /// What the configuration payload gave the initiator (section 2.19).
@@ -105,38 +108,65 @@ struct ChildChoice {
     ts_r: Vec<TrafficSelector>,
 }
 
-/// Answers IKE_AUTH on the half-open `sa`. The SA lives on unless the
-/// initiator failed to authenticate.
+fn refusal(remote: SocketAddrV4, kind: NotifyType, reason: String) -> Answer {
+    Answer {
+        payloads: vec![notify(kind, vec![])],
+        actions: vec![Action::Refused {
+            peer: remote,
+            reason,
+        }],
+        end_sa: true,
+        ..Answer::default()
+    }
+}
+
+/// An IKE_AUTH request on the half-open `sa`: the initiator's identity, its
+/// profile and keyring peer, and the job (`ike::job`) that checks its AUTH
+/// and makes ours; `respond` answers with the job's result. The error: the
+/// answer that refuses it, which ends the SA.
+pub(crate) fn accept(
+    sa: &IkeSa,
+    policy: &Policy,
+    inner: &[Payload],
+) -> Result<(Identified, AuthJob), Answer> {
+    let request = AuthRequest::read(inner);
+    identify(policy, sa, &request).map_err(|(kind, reason)| refusal(sa.remote, kind, reason))
+}
+
+/// Answers IKE_AUTH on the half-open `sa` with the result of its job: our
+/// AUTH, or `None` if the initiator's did not verify. The SA lives on
+/// unless the initiator failed to authenticate.
 pub(crate) fn respond(
     sa: &mut IkeSa,
-    policy: &Policy,
-    rng: &mut dyn Rng,
-    child_spis: &mut ChildSpis,
+    ctx: &mut Context<'_>,
     pools: &mut dyn AddressPools,
-    now: Instant,
     inner: &[Payload],
+    identified: Identified,
+    our_auth: Option<Vec<u8>>,
 ) -> Answer {
     let remote = sa.remote;
     let request = AuthRequest::read(inner);
-    let Authenticated {
+    let Identified {
         identity,
         profile,
-        psk_local,
-    } = match authenticate(policy, sa, &request) {
-        Ok(a) => a,
-        Err((kind, reason)) => {
-            return Answer {
-                payloads: vec![notify(kind, vec![])],
-                actions: vec![Action::Refused {
-                    peer: remote,
-                    reason,
-                }],
-                end_sa: true,
-                ..Answer::default()
-            };
-        }
+        keyring_peer,
+    } = identified;
+    let Some(our_auth) = our_auth else {
+        return refusal(
+            remote,
+            NotifyType::AuthenticationFailed,
+            format!(
+                "identity {identity}: pre-shared key does not match (keyring peer {keyring_peer})"
+            ),
+        );
     };
-    let mut payloads = our_auth(sa, &profile, &psk_local);
+    let mut payloads = vec![
+        Payload::IdR(identification_of(&profile.local_identity)),
+        Payload::Auth(Auth {
+            method: WireAuth::SharedKeyMic,
+            data: our_auth,
+        }),
+    ];
     let mut actions = Vec::new();
     let mut refused = |payloads: &mut Vec<Payload>, kind: NotifyType, reason: String| {
         actions.push(Action::Refused {
@@ -166,9 +196,10 @@ pub(crate) fn respond(
             }
         }
     };
+    let now = ctx.now;
     if let Some(child) = child {
-        let spi_in = child_spis.allocate(rng);
-        let lifetime = crate::ike::lifetime::child_lifetime(&profile.rekey, rng);
+        let spi_in = ctx.child_spis.allocate(ctx.rng);
+        let lifetime = crate::ike::lifetime::child_lifetime(&profile.rekey, ctx.rng);
         let params = install_child(sa, &profile, spi_in, child, &cfg, lifetime, &mut payloads);
         actions.push(Action::KeysDerived(params.derived_keys(false)));
         actions.push(Action::ChildUp(params.clone()));
@@ -192,13 +223,15 @@ pub(crate) fn respond(
     }
 }
 
-/// The initiator's identity, its profile and its AUTH (PSK; certificates
-/// come with a later issue). The error: the notify and the reason.
-fn authenticate(
+/// The initiator's identity, its profile, its keyring peer (PSK;
+/// certificates come with a later issue), and the job that checks its AUTH
+/// over its IKE_SA_INIT request and makes ours over our response (section
+/// 2.15). The error: the notify and the reason.
+fn identify(
     policy: &Policy,
     sa: &IkeSa,
     request: &AuthRequest<'_>,
-) -> Result<Authenticated, (NotifyType, String)> {
+) -> Result<(Identified, AuthJob), (NotifyType, String)> {
     let fail = |reason: String| Err((NotifyType::AuthenticationFailed, reason));
     let (Some(id_i), Some(auth)) = (request.id_i, request.auth) else {
         return Err((
@@ -224,50 +257,35 @@ fn authenticate(
             profile.name
         ));
     };
-    let (Some(psk_remote), Some(psk_local)) = (entry.psk_remote.clone(), entry.psk_local.clone())
-    else {
+    let (Some(psk_remote), Some(psk_local)) = (&entry.psk_remote, &entry.psk_local) else {
         return fail(format!("keyring peer {} has no pre-shared key", entry.name));
     };
     let k = &sa.keymat;
-    let octets = crypto::signed_octets(
-        &sa.init_request,
-        &k.nr,
-        k.choice.prf,
-        &k.keys.sk_pi,
-        &id_i.body_bytes(),
-    );
-    if !crypto::psk_auth_verify(k.choice.prf, &psk_remote, &octets, &auth.data) {
-        return fail(format!(
-            "identity {identity}: pre-shared key does not match (keyring peer {})",
-            entry.name
-        ));
-    }
-    Ok(Authenticated {
+    let job = AuthJob {
+        spi: k.our_spi(),
+        prf: k.choice.prf,
+        theirs: Signed {
+            message: sa.init_request.clone(),
+            nonce: k.nr.clone(),
+            sk_p: k.keys.sk_pi.clone(),
+            id_body: id_i.body_bytes(),
+        },
+        their_auth: auth.data.clone(),
+        psk_remote: Secret::new(psk_remote.clone()),
+        ours: Signed {
+            message: sa.init_response.clone(),
+            nonce: k.ni.clone(),
+            sk_p: k.keys.sk_pr.clone(),
+            id_body: identification_of(&profile.local_identity).body_bytes(),
+        },
+        psk_local: Secret::new(psk_local.clone()),
+    };
+    let identified = Identified {
         identity,
+        keyring_peer: entry.name.clone(),
         profile,
-        psk_local,
-    })
-}
-
-/// IDr and our AUTH, over our IKE_SA_INIT response (section 2.15).
-fn our_auth(sa: &IkeSa, profile: &ProfilePolicy, psk_local: &[u8]) -> Vec<Payload> {
-    let k = &sa.keymat;
-    let id_r = identification_of(&profile.local_identity);
-    let octets = crypto::signed_octets(
-        &sa.init_response,
-        &k.ni,
-        k.choice.prf,
-        &k.keys.sk_pr,
-        &id_r.body_bytes(),
-    );
-    let data = crypto::psk_auth(k.choice.prf, psk_local, &octets);
-    vec![
-        Payload::IdR(id_r),
-        Payload::Auth(Auth {
-            method: WireAuth::SharedKeyMic,
-            data,
-        }),
-    ]
+    };
+    Ok((identified, job))
 }
 
 /// The configuration payload: an address from the profile's pool (with the

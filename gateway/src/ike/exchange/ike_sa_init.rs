@@ -5,12 +5,13 @@
 //! half-open SA; the initiator half is a spoke's first request and what it
 //! makes of the answer.
 
-use std::net::SocketAddrV4;
+use std::{net::SocketAddrV4, time::Instant};
 
 use super::{InitiatorConfig, InitiatorError, Received};
 use crate::{
     ike::{
         crypto::{DhGroup, DhPrivate},
+        job::{InitFailed, InitJob, InitKeys},
         policy::Policy,
         proposal::{self, IkeChoice},
         sa::{
@@ -51,56 +52,108 @@ struct InitRequest<'a> {
     nat_dst: Option<Vec<u8>>,
 }
 
-/// Answers an IKE_SA_INIT request that is not a retransmission: a new
-/// half-open SA (with our SPI from `spi_taken`'s complement, tunnel id
-/// `tunnel_id`) and the actions that go with it, or the refusal's actions.
-pub(crate) fn respond(
+/// A new IKE_SA_INIT request, accepted, while its job (`ike::job`) runs:
+/// what the response and the half-open SA need besides the keys.
+pub(crate) struct Accepted {
+    choice: IkeChoice,
+    /// The number of the proposal chosen, for the response's SA payload.
+    number: u8,
+    pub(crate) spi_i: u64,
+    pub(crate) spi_r: u64,
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+    pub(crate) local: SocketAddrV4,
+    pub(crate) remote: SocketAddrV4,
+    /// When it came: half-open SAs (and requests still computing) expire.
+    pub(crate) received: Instant,
+    request: Vec<u8>,
+    nat: NatFound,
+    frag: bool,
+}
+
+/// Accepts or refuses an IKE_SA_INIT request that is not a retransmission.
+/// Accepted: our SPI (from `spi_taken`'s complement) and nonce, and the
+/// job that derives the keys; `respond` makes the answer of its result.
+/// Refused: the actions that say so.
+pub(crate) fn accept(
     rng: &mut dyn Rng,
     policy: &Policy,
     forced_encapsulation: bool,
     spi_taken: impl Fn(u64) -> bool,
-    tunnel_id: u32,
     received: &Received<'_>,
-) -> Result<(IkeSa, Vec<Action>), Vec<Action>> {
+) -> Result<(Accepted, InitJob), Vec<Action>> {
     let spi_i = received.message.header.spi_i;
     let (local, remote) = (received.local, received.remote);
-    let refuse = |refusal| refusal_actions(received, refusal);
+    let refuse = |refusal| refusal_actions(spi_i, local, remote, refusal);
     let request = read_request(received.message).map_err(refuse)?;
     let (choice, number) = choose(policy, &request).map_err(refuse)?;
-    let dh = choice.dh.generate(rng).map_err(|e| {
-        refuse(Refusal::new(
-            NotifyType::NoProposalChosen,
-            format!("DH key generation failed: {e}"),
-        ))
-    })?;
-    let shared = dh.shared_secret(&request.ke.data).map_err(|e| {
-        refuse(Refusal::new(
-            NotifyType::InvalidSyntax,
-            format!("peer's KE is not valid: {e}"),
-        ))
-    })?;
     let spi_r = new_spi(rng, spi_taken);
     let mut nr = vec![0u8; NONCE_LEN];
     rng.fill(&mut nr);
-    let (nat, forced, behind_nat) =
-        nat_detection(&request, spi_i, local, remote, forced_encapsulation);
-    let frag = received
-        .message
-        .notify(NotifyType::Ikev2FragmentationSupported)
-        .is_some();
-    let keymat = Keymat::derive(false, choice, request.ni.clone(), nr, &shared, spi_i, spi_r)
-        .map_err(|e| {
-            refuse(Refusal::new(
-                NotifyType::NoProposalChosen,
-                format!("cipher setup failed: {e}"),
-            ))
-        })?;
+    let nat = nat_detection(&request, spi_i, local, remote, forced_encapsulation);
+    let job = InitJob {
+        spi_i,
+        spi_r,
+        choice,
+        peer_ke: request.ke.data.clone(),
+        ni: request.ni.clone(),
+        nr: nr.clone(),
+    };
+    let accepted = Accepted {
+        choice,
+        number,
+        spi_i,
+        spi_r,
+        ni: request.ni.clone(),
+        nr,
+        local,
+        remote,
+        received: received.now,
+        request: received.datagram.to_vec(),
+        nat,
+        frag: received
+            .message
+            .notify(NotifyType::Ikev2FragmentationSupported)
+            .is_some(),
+    };
+    Ok((accepted, job))
+}
 
+/// The answer to an accepted request once its keys are computed: a new
+/// half-open SA (tunnel id `tunnel_id`) and the actions that go with it,
+/// or the refusal's actions.
+pub(crate) fn respond(
+    rng: &mut dyn Rng,
+    accepted: Accepted,
+    computed: Result<InitKeys, InitFailed>,
+    forced_encapsulation: bool,
+    tunnel_id: u32,
+) -> Result<(IkeSa, Vec<Action>), Vec<Action>> {
+    let a = accepted;
+    let (spi_i, spi_r, local, remote) = (a.spi_i, a.spi_r, a.local, a.remote);
+    let refuse = |kind, reason| refusal_actions(spi_i, local, remote, Refusal::new(kind, reason));
+    let InitKeys { public, keys } = computed.map_err(|failed| match failed {
+        InitFailed::Generate(e) => refuse(
+            NotifyType::NoProposalChosen,
+            format!("DH key generation failed: {e}"),
+        ),
+        InitFailed::PeerKe(e) => refuse(
+            NotifyType::InvalidSyntax,
+            format!("peer's KE is not valid: {e}"),
+        ),
+    })?;
+    let (ni, nr) = (a.ni.clone(), a.nr.clone());
+    let keymat = Keymat::with_keys(false, a.choice, keys, ni, nr, spi_i, spi_r).map_err(|e| {
+        refuse(
+            NotifyType::NoProposalChosen,
+            format!("cipher setup failed: {e}"),
+        )
+    })?;
     let mut payloads = vec![
-        Payload::Sa(vec![choice.to_proposal(number)]),
+        Payload::Sa(vec![a.choice.to_proposal(a.number)]),
         Payload::Ke(KeyExchange {
-            group: choice.dh.iana(),
-            data: dh.public_key().to_vec(),
+            group: a.choice.dh.iana(),
+            data: public,
         }),
         Payload::Nonce(keymat.nr.clone()),
         notify(
@@ -116,7 +169,7 @@ pub(crate) fn respond(
             nat_hash(spi_i, spi_r, remote),
         ),
     ];
-    if frag {
+    if a.frag {
         payloads.push(notify(NotifyType::Ikev2FragmentationSupported, vec![]));
     }
     let reply = Message {
@@ -125,9 +178,9 @@ pub(crate) fn respond(
     };
     let packet = reply.emit();
     let keys = keymat.secrets();
-    let mut sa = half_open(tunnel_id, keymat, received, packet.clone(), nat);
-    sa.keepalive_sent = behind_nat.then_some(received.now);
-    tracing::debug!(peer = %remote, %choice, nat, forced, "IKE_SA_INIT answered");
+    let mut sa = half_open(tunnel_id, keymat, &a, packet.clone());
+    sa.keepalive_sent = a.nat.behind_nat.then_some(a.received);
+    tracing::debug!(peer = %remote, choice = %a.choice, nat = a.nat.encapsulate, forced = a.nat.forced, "IKE_SA_INIT answered");
     let actions = vec![
         Action::KeysDerived(keys),
         Action::Send {
@@ -140,25 +193,24 @@ pub(crate) fn respond(
 }
 
 /// A refused request gets one notify, no SA (RFC 7296 section 1.2).
-fn refusal_actions(received: &Received<'_>, refusal: Refusal) -> Vec<Action> {
+fn refusal_actions(
+    spi_i: u64,
+    local: SocketAddrV4,
+    remote: SocketAddrV4,
+    refusal: Refusal,
+) -> Vec<Action> {
     let reply = Message {
-        header: header(
-            received.message.header.spi_i,
-            0,
-            ExchangeType::IkeSaInit,
-            0,
-            RESPONDER_RESPONSE,
-        ),
+        header: header(spi_i, 0, ExchangeType::IkeSaInit, 0, RESPONDER_RESPONSE),
         payloads: vec![notify(refusal.kind, refusal.data)],
     };
     vec![
         Action::Send {
-            local: received.local,
-            remote: received.remote,
+            local,
+            remote,
             packet: reply.emit(),
         },
         Action::Refused {
-            peer: received.remote,
+            peer: remote,
             reason: refusal.reason,
         },
     ]
@@ -254,16 +306,24 @@ fn new_spi(rng: &mut dyn Rng, taken: impl Fn(u64) -> bool) -> u64 {
     }
 }
 
+/// What NAT detection found.
+struct NatFound {
+    /// ESP goes in UDP.
+    encapsulate: bool,
+    /// Because we force it.
+    forced: bool,
+    /// We are the side behind a NAT (we send the keepalives).
+    behind_nat: bool,
+}
+
 /// NAT detection (section 2.23): the peer's hashes against what we see.
-/// Returns whether ESP goes in UDP, whether that is forced, and whether we
-/// are the side behind a NAT.
 fn nat_detection(
     request: &InitRequest<'_>,
     spi_i: u64,
     local: SocketAddrV4,
     remote: SocketAddrV4,
     forced_encapsulation: bool,
-) -> (bool, bool, bool) {
+) -> NatFound {
     let nat_src = &request.nat_src;
     let peer_natted =
         !nat_src.is_empty() && !nat_src.iter().any(|h| *h == nat_hash(spi_i, 0, remote));
@@ -279,38 +339,36 @@ fn nat_detection(
     if forced_encapsulation && !peer_does_natt {
         tracing::warn!(peer = %remote, "UDP encapsulation is forced but the peer sent no NAT_DETECTION notifies (no NAT-T): its ESP will not be in UDP");
     }
-    (peer_natted || we_natted || forced, forced, we_natted)
+    NatFound {
+        encapsulate: peer_natted || we_natted || forced,
+        forced,
+        behind_nat: we_natted,
+    }
 }
 
 /// The SA the response creates, waiting for IKE_AUTH.
-fn half_open(
-    tunnel_id: u32,
-    keymat: Keymat,
-    received: &Received<'_>,
-    init_response: Vec<u8>,
-    nat: bool,
-) -> IkeSa {
+fn half_open(tunnel_id: u32, keymat: Keymat, a: &Accepted, init_response: Vec<u8>) -> IkeSa {
     IkeSa {
         tunnel_id,
         keymat,
-        local: received.local,
-        remote: received.remote,
+        local: a.local,
+        remote: a.remote,
         state: SaState::HalfOpen,
-        init_request: received.datagram.to_vec(),
+        init_request: a.request.clone(),
         init_response,
-        nat,
+        nat: a.nat.encapsulate,
         keepalive_sent: None,
         next_request_id: 0,
         next_peer_id: 1,
         last_response: None,
-        last_heard: received.now,
+        last_heard: a.received,
         dpd: None,
         dpd_on_demand: true,
         last_sent: None,
         outstanding: None,
         rekey_at: None,
         expire_at: None,
-        created: received.now,
+        created: a.received,
         established: None,
         identity: None,
         profile: None,
@@ -321,7 +379,7 @@ fn half_open(
         fragments: Reassembly::default(),
         pending_delete: Vec::new(),
         pending_delete_ike: false,
-        next_rekey_try: received.now,
+        next_rekey_try: a.received,
         rekey_nonce: None,
         rekeyed_to: None,
         lingering: Vec::new(),

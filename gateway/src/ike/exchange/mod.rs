@@ -61,6 +61,15 @@ pub(crate) struct Answer {
     pub(crate) new_sa: Option<Box<crate::ike::sa::IkeSa>>,
 }
 
+/// What the engine lends a half that answers or makes a request: the
+/// policy, its RNG, the CHILD_SA SPIs in use, the time.
+pub(crate) struct Context<'a> {
+    pub(crate) policy: &'a crate::ike::policy::Policy,
+    pub(crate) rng: &'a mut dyn Rng,
+    pub(crate) child_spis: &'a mut crate::ike::sa::ChildSpis,
+    pub(crate) now: Instant,
+}
+
 #[derive(Clone, Debug)]
 pub struct InitiatorConfig {
     pub local: SocketAddrV4,

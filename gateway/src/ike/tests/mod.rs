@@ -22,11 +22,13 @@ use crate::{
             self, ExchangeType, Header, HeaderFlags, KeyExchange, Message, NotifyType, Payload,
             PayloadType, Proposal, ProtocolId, Transform, TransformType,
         },
+        workers::Workers,
     },
     ipsec::{Mode, Rng},
     net::Ipv4Prefix,
 };
 
+mod compute;
 mod engine;
 mod fragments;
 mod ike_auth;
@@ -294,6 +296,30 @@ pub fn sa_init(spi_i: u64, encr_id: u16, ke_group: u16) -> Vec<u8> {
         ],
     }
     .emit()
+}
+
+/// An IKE_SA_INIT request like `sa_init`'s, for MODP-2048 (group 14):
+/// the slowest job there is, some milliseconds.
+pub fn modp_init(spi_i: u64) -> Vec<u8> {
+    let mut message = Message::parse(&sa_init(spi_i, 12, 31)).unwrap();
+    for p in &mut message.payloads {
+        match p {
+            Payload::Sa(proposals) => {
+                for t in &mut proposals[0].transforms {
+                    if t.kind == TransformType::Dh {
+                        t.id = 14;
+                    }
+                }
+            }
+            Payload::Ke(ke) => {
+                ke.group = 14;
+                ke.data = vec![0; 256];
+                ke.data[255] = 2;
+            }
+            _ => {}
+        }
+    }
+    message.emit()
 }
 
 pub fn only_send(actions: &[Action]) -> Message {

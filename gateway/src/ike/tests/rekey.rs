@@ -498,6 +498,47 @@ fn a_spoke_that_dials_again_replaces_its_old_session_and_keeps_its_address() {
     assert_eq!(child_up(&second).peer_inner, first_child.peer_inner);
 }
 
+/// The SAs an IKE rekey makes, either end's, belong to the spoke's
+/// identity as the first did: a new dial of the spoke replaces them, and
+/// once they are gone the identity is forgotten.
+#[test]
+fn a_spoke_that_dials_again_replaces_the_sa_its_ike_rekey_made() {
+    for hub_rekeys in [false, true] {
+        let mut p = Pair::new("aes256gcm16");
+        let (first, second) = if hub_rekeys {
+            (&mut p.spoke, &mut p.hub)
+        } else {
+            (&mut p.hub, &mut p.spoke)
+        };
+        for sa in first.sas.values_mut() {
+            sa.rekey_at = None;
+        }
+        for sa in second.sas.values_mut() {
+            sa.rekey_at = Some(p.now);
+        }
+        let request = second.tick(p.now, &mut NoPools);
+        if hub_rekeys {
+            p.run(request, vec![]);
+        } else {
+            p.run(vec![], request);
+        }
+        let rekeyed = *p.hub.sas.keys().next().unwrap();
+        assert_eq!(p.hub.sas.len(), 1, "the old IKE SA went");
+        let again = dial_once(&mut p.hub, &mut p.pools, 3);
+        assert!(
+            again
+                .iter()
+                .any(|a| matches!(a, Action::SessionDown { .. })),
+            "hub rekeyed: {hub_rekeys}"
+        );
+        assert_eq!(p.hub.sas.len(), 1);
+        assert!(!p.hub.sas.contains_key(&rekeyed));
+        let all = p.hub.shutdown(&mut p.pools);
+        assert!(all.iter().any(|a| matches!(a, Action::SessionDown { .. })));
+        assert!(p.hub.by_identity.is_empty(), "{:?}", p.hub.by_identity);
+    }
+}
+
 #[test]
 fn an_authenticated_message_from_a_new_port_moves_the_sa_and_its_child_sas() {
     let mut p = Pair::new("aes256gcm16");
