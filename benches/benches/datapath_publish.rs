@@ -24,7 +24,7 @@ use gateway::{
         userspace::{
             counters::GlobalStats,
             process::{Encap, FromNet, HEADROOM, Processor, TAILROOM},
-            tables::{Master, Tables},
+            tables::{Master, Replica},
         },
         wire::ipv4,
     },
@@ -111,7 +111,7 @@ fn spoke(i: u32) -> Spoke {
 /// The control plane's master copy and one worker's view of it.
 struct Hub {
     master: Master,
-    worker: Arc<Tables>,
+    replica: Replica,
     processor: Processor,
 }
 
@@ -126,21 +126,21 @@ impl Hub {
                 master.add_route(r).unwrap();
             }
         }
+        let replica = master.follow();
         let mut hub = Hub {
             master,
-            worker: Arc::new(Tables::default()),
+            replica,
             processor: Processor::new(Arc::new(GlobalStats::default()), None),
         };
-        hub.publish();
+        hub.processor.sync(&mut hub.replica);
         hub
     }
 
     /// What `UserspaceDatapath` does after each change, and what a worker
     /// does with it before its next packet.
     fn publish(&mut self) {
-        // The ArcSwap store and load are left out: nanoseconds.
-        self.worker = Arc::new(self.master.snapshot());
-        self.processor.sync(&self.worker);
+        self.master.publish();
+        self.processor.sync(&mut self.replica);
     }
 
     fn add(&mut self, s: &Spoke) {
@@ -233,9 +233,9 @@ fn per_packet(c: &mut Criterion, hub: &mut Hub, n: u32) {
     let at = uplink.cipher().payload_offset();
     let total = at + 4 + inner.len() + uplink.cipher().overhead_after(4 + inner.len());
     let Hub {
-        worker, processor, ..
+        replica, processor, ..
     } = hub;
-    let tables: &Tables = worker;
+    let tables = replica.tables();
     let peer = s.spec.remote_outer;
     group.bench_function(BenchmarkId::new("esp_gre_decapsulate_64", n), |b| {
         b.iter_batched_ref(
