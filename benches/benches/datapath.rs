@@ -18,7 +18,7 @@ use gateway::{
         userspace::{
             counters::GlobalStats,
             process::{Encap, FromNet, HEADROOM, Processor, TAILROOM},
-            tables::{Master, Tables},
+            tables::{Master, Replica},
         },
         wire::ipv4,
     },
@@ -53,7 +53,7 @@ fn udp_packet(src: Ipv4Addr, dst: Ipv4Addr, size: usize) -> Vec<u8> {
 }
 
 struct Setup {
-    tables: Tables,
+    replica: Replica,
     processor: Processor,
     /// The spoke's sending side, to make packets for the hub.
     spoke_out: OutboundSa,
@@ -110,11 +110,11 @@ fn setup(encr: Encr, integ: Option<Integ>, esn: bool) -> Setup {
         })
         .unwrap();
     }
-    let tables = m.snapshot();
+    let mut replica = m.follow();
     let mut processor = Processor::new(Arc::new(GlobalStats::default()), None);
-    processor.sync(&tables);
+    processor.sync(&mut replica);
     Setup {
-        tables,
+        replica,
         processor,
         spoke_out: OutboundSa::new(
             0xc000_0001,
@@ -152,7 +152,7 @@ fn datapath(c: &mut Criterion) {
             );
             let mut buf = vec![0u8; HEADROOM + size + TAILROOM];
             let mut scratch = vec![0u8; 2048];
-            let to = s.tables.vas[&VaId::virtual_access(1)].clone();
+            let to = s.replica.tables().vas[&VaId::virtual_access(1)].clone();
             group.bench_with_input(
                 BenchmarkId::new("gre_esp_encapsulate", size),
                 &size,
@@ -179,7 +179,7 @@ fn datapath(c: &mut Criterion) {
             let at = s.spoke_out.cipher().payload_offset();
             let total = at + 4 + size + s.spoke_out.cipher().overhead_after(4 + size);
             let spoke_out = &s.spoke_out;
-            let tables = &s.tables;
+            let tables = s.replica.tables();
             let processor = &mut s.processor;
             group.bench_with_input(
                 BenchmarkId::new("esp_gre_decapsulate", size),

@@ -73,12 +73,12 @@ pub struct Sessions {
     tunnel_addresses: HashMap<u16, Ipv4Addr>,
     by_va: BTreeMap<VaId, Session>,
     by_tunnel: HashMap<u32, VaId>,
-    /// Virtual-access numbers from here up were never handed out; `freed`
-    /// holds those below it that are free again. IOS hands out the lowest
-    /// free Virtual-Access number; a set keeps that O(log N) per session
-    /// where a scan of every session was O(N).
+    /// Numbers from here up are unused; below it, `free` are (released by
+    /// sessions that ended). IOS hands out the lowest free number.
     next_number: u32,
-    freed: BTreeSet<u32>,
+    /// Kept, not searched for: a scan of `by_va` costs milliseconds per
+    /// new session with thousands up.
+    free: BTreeSet<u32>,
 }
 
 impl Sessions {
@@ -96,7 +96,7 @@ impl Sessions {
             by_va: BTreeMap::new(),
             by_tunnel: HashMap::new(),
             next_number: 1,
-            freed: BTreeSet::new(),
+            free: BTreeSet::new(),
         }
     }
 
@@ -121,14 +121,18 @@ impl Sessions {
     }
 
     fn free_number(&mut self) -> VaId {
-        while let Some(n) = self.freed.pop_first() {
-            if !self.by_va.contains_key(&VaId::virtual_access(n)) {
-                return VaId::virtual_access(n);
-            }
-        }
-        let n = self.next_number;
-        self.next_number += 1;
+        let n = self.free.pop_first().unwrap_or_else(|| {
+            self.next_number += 1;
+            self.next_number - 1
+        });
         VaId::virtual_access(n)
+    }
+
+    /// `id`'s number is free again (its session ended or never came up).
+    fn release_number(&mut self, id: VaId) {
+        if id.tunnel_number().is_none() && id.raw() < self.next_number {
+            self.free.insert(id.raw());
+        }
     }
 
     fn spec_for(&self, id: VaId, child: &ChildSaParams) -> VirtualAccessSpec {
@@ -245,9 +249,13 @@ impl Sessions {
         }
         let id = self.free_number();
         let spec = self.spec_for(id, child);
-        self.datapath.create_virtual_access(&spec)?;
+        if let Err(e) = self.datapath.create_virtual_access(&spec) {
+            self.release_number(id);
+            return Err(e);
+        }
         if let Err(e) = self.datapath.install_sa(&sa_pair(id, child)) {
             let _ = self.datapath.remove_virtual_access(id);
+            self.release_number(id);
             return Err(e);
         }
         let mut routes = Vec::new();
@@ -352,7 +360,6 @@ impl Sessions {
     /// its first SA pair: its rekeys and peer moves come through here like
     /// any session's, but the interface stays the dialler's.
     pub fn attach(&mut self, va: VaId, tunnel_id: u32, child: &ChildSaParams) {
-        self.freed.remove(&va.raw());
         self.by_tunnel.insert(tunnel_id, va);
         self.by_va.insert(
             va,
@@ -424,8 +431,8 @@ impl Sessions {
         let Some(session) = self.by_va.remove(&id) else {
             return;
         };
-        if id.tunnel_number().is_none() && id.raw() < self.next_number {
-            self.freed.insert(id.raw());
+        if !session.external {
+            self.release_number(id);
         }
         self.by_tunnel.remove(&session.tunnel_id);
         if session.external {
@@ -727,6 +734,15 @@ mod tests {
             VaId::virtual_access(1),
             "IOS reuses the lowest free number"
         );
+        // Two holes: the lower first, then the other, then new numbers.
+        s.session_down(children[2].tunnel_id);
+        s.session_down(children[1].tunnel_id);
+        for (n, want) in [(100u32, 2u32), (101, 3), (102, 4)] {
+            c.tunnel_id = n;
+            c.spi_in = 0x3000 + n;
+            c.peer_inner = Some(Ipv4Addr::new(10, 1, 2, u8::try_from(n).unwrap()));
+            assert_eq!(s.child_up(&c).unwrap(), VaId::virtual_access(want));
+        }
         s.clear();
         assert!(dp.interfaces().is_empty());
     }
@@ -744,6 +760,9 @@ mod tests {
         assert!(matches!(err, DatapathError::SpiInUse(_)), "{err}");
         assert_eq!(dp.interfaces().len(), 1);
         assert_eq!(s.len(), 1);
+        // Its number was not used up.
+        second.spi_in += 1;
+        assert_eq!(s.child_up(&second).unwrap(), VaId::virtual_access(2));
     }
 
     #[test]

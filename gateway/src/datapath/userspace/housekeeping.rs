@@ -14,14 +14,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 
-use super::{
-    counters::GlobalStats,
-    process::send_event,
-    tables::{Master, Tables},
-};
+use super::{counters::GlobalStats, process::send_event, tables::Master};
 use crate::iface::DatapathEvent;
 
 /// How often lifetimes are checked.
@@ -30,7 +25,6 @@ pub const INTERVAL: Duration = Duration::from_secs(1);
 /// What the housekeeping thread works on (shared with the datapath).
 pub struct Housekeeping {
     pub master: Arc<Mutex<Master>>,
-    pub tables: Arc<ArcSwap<Tables>>,
     pub events: Option<mpsc::Sender<DatapathEvent>>,
     pub global: Arc<GlobalStats>,
 }
@@ -44,9 +38,7 @@ impl Housekeeping {
         let expiry = {
             let mut master = self.master.lock().unwrap_or_else(PoisonError::into_inner);
             let expiry = master.expire(now);
-            if expiry.removed {
-                self.tables.store(Arc::new(master.snapshot()));
-            }
+            master.publish();
             expiry
         };
         for event in expiry.events {

@@ -5,9 +5,9 @@
 //!
 //! Layout: one worker thread per core, each with its own UDP socket
 //! (SO_REUSEPORT on the same address, so the kernel spreads peers over the
-//! workers by 4-tuple) and its own TUN queue (IFF_MULTI_QUEUE). Workers read
-//! an immutable snapshot of interfaces, routes and SAs (`tables`); the
-//! control plane changes the master copy and publishes a new snapshot.
+//! workers by 4-tuple) and its own TUN queue (IFF_MULTI_QUEUE). Each worker
+//! reads its own copy of the interfaces, routes and SAs (`tables`); the
+//! control plane changes the master copy and publishes what changed.
 //! IKE messages on 4500 (behind the non-ESP marker) go to the IKE task over
 //! a channel, and IKE sends through a clone of a worker's socket. A
 //! housekeeping thread applies the SAs' lifetimes once a second.
@@ -29,7 +29,6 @@ use std::{
     thread::JoinHandle,
 };
 
-use arc_swap::ArcSwap;
 use gateway_report::interfaces::{DatapathReport, GlobalCounters};
 use tokio::sync::mpsc;
 
@@ -37,7 +36,7 @@ use self::{
     counters::GlobalStats,
     housekeeping::Housekeeping,
     process::{Encap, HEADROOM, Processor, TAILROOM},
-    tables::{Master, Tables},
+    tables::Master,
 };
 use crate::iface::{
     Datapath, DatapathError, DatapathEvent, IkeOn4500, Route, SaPair, VaId, VirtualAccessSpec,
@@ -109,7 +108,6 @@ fn create_tun(config: &UserspaceConfig, workers: usize) -> anyhow::Result<(Tun, 
 }
 
 pub struct UserspaceDatapath {
-    tables: Arc<ArcSwap<Tables>>,
     /// Shared with the housekeeping thread.
     master: Arc<Mutex<Master>>,
     netlink: Mutex<Netlink>,
@@ -152,7 +150,8 @@ impl UserspaceDatapath {
             .try_clone()
             .context("duplicating the UDP 4500 socket")?;
         let global = Arc::new(GlobalStats::default());
-        let tables = Arc::new(ArcSwap::from_pointee(Tables::default()));
+        let mut master = Master::default();
+        master.set_local(&config.tun_addresses);
         let stop = Arc::new(AtomicBool::new(false));
         let size = buffer_size(config.tun_mtu);
         let mut handles = Vec::new();
@@ -165,7 +164,7 @@ impl UserspaceDatapath {
                 socket,
                 tun: queue,
                 waker,
-                tables: tables.clone(),
+                replica: master.follow(),
                 stop: stop.clone(),
                 processor: Processor::new(global.clone(), events.cloned()),
                 ike: ike_tx.clone(),
@@ -177,15 +176,10 @@ impl UserspaceDatapath {
                 .context("starting a datapath worker")?;
             handles.push(handle);
         }
-        let master = Arc::new(Mutex::new({
-            let mut m = Master::default();
-            m.set_local(&config.tun_addresses);
-            m
-        }));
+        let master = Arc::new(Mutex::new(master));
         handles.push(
             Housekeeping {
                 master: master.clone(),
-                tables: tables.clone(),
                 events: events.cloned(),
                 global: global.clone(),
             }
@@ -200,7 +194,6 @@ impl UserspaceDatapath {
             "userspace datapath started (ESP-in-UDP, GRE, TUN)"
         );
         let dp = Arc::new(UserspaceDatapath {
-            tables,
             master,
             netlink: Mutex::new(netlink),
             tun_ifindex: ifindex,
@@ -234,10 +227,6 @@ impl UserspaceDatapath {
 
     fn master(&self) -> std::sync::MutexGuard<'_, Master> {
         self.master.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn publish(&self, master: &mut Master) {
-        self.tables.store(Arc::new(master.snapshot()));
     }
 
     fn kernel_route(&self, prefix: crate::net::Ipv4Prefix, add: bool) -> Result<(), DatapathError> {
@@ -323,7 +312,7 @@ impl Datapath for UserspaceDatapath {
             let _ = m.remove_va(spec.id);
             return Err(e);
         }
-        self.publish(&mut m);
+        m.publish();
         Ok(())
     }
 
@@ -331,11 +320,8 @@ impl Datapath for UserspaceDatapath {
         let mut m = self.master();
         let address = m.spec(id).map(|s| s.unnumbered);
         let routes = m.remove_va(id)?;
-        let still_routed: Vec<bool> = routes
-            .iter()
-            .map(|r| m.routes().any(|o| o.prefix == r.prefix))
-            .collect();
-        self.publish(&mut m);
+        let still_routed: Vec<bool> = routes.iter().map(|r| m.is_routed(r.prefix)).collect();
+        m.publish();
         drop(m);
         for (r, still) in routes.iter().zip(still_routed) {
             if !still {
@@ -351,35 +337,35 @@ impl Datapath for UserspaceDatapath {
     fn install_sa(&self, sa: &SaPair) -> Result<(), DatapathError> {
         let mut m = self.master();
         m.install_sa(sa)?;
-        self.publish(&mut m);
+        m.publish();
         Ok(())
     }
 
     fn remove_sa(&self, va: VaId, spi_in: u32) -> Result<(), DatapathError> {
         let mut m = self.master();
         m.remove_sa(va, spi_in)?;
-        self.publish(&mut m);
+        m.publish();
         Ok(())
     }
 
     fn retire_sa(&self, va: VaId, spi_in: u32) -> Result<(), DatapathError> {
         let mut m = self.master();
         m.retire_sa(va, spi_in)?;
-        self.publish(&mut m);
+        m.publish();
         Ok(())
     }
 
     fn update_peer(&self, va: VaId, remote: std::net::SocketAddrV4) -> Result<(), DatapathError> {
         let mut m = self.master();
         m.update_peer(va, remote)?;
-        self.publish(&mut m);
+        m.publish();
         Ok(())
     }
 
     fn add_route(&self, route: &Route) -> Result<(), DatapathError> {
         let mut m = self.master();
         m.add_route(route)?;
-        self.publish(&mut m);
+        m.publish();
         drop(m);
         // The host's stack and LAN reach the spoke through the TUN device.
         self.kernel_route(route.prefix, true)
@@ -388,8 +374,8 @@ impl Datapath for UserspaceDatapath {
     fn remove_route(&self, route: &Route) -> Result<(), DatapathError> {
         let mut m = self.master();
         m.remove_route(route)?;
-        let still = m.routes().any(|r| r.prefix == route.prefix);
-        self.publish(&mut m);
+        let still = m.is_routed(route.prefix);
+        m.publish();
         drop(m);
         if still {
             return Ok(());
@@ -398,8 +384,8 @@ impl Datapath for UserspaceDatapath {
     }
 
     fn lookup(&self, addr: Ipv4Addr) -> Option<Route> {
-        let tables = self.tables.load();
-        tables.fib.lookup(addr).map(|(prefix, va)| Route {
+        let m = self.master();
+        m.tables().fib.lookup(addr).map(|(prefix, va)| Route {
             prefix,
             va: va.spec.id,
             next_hop: None,
@@ -407,16 +393,18 @@ impl Datapath for UserspaceDatapath {
     }
 
     fn send_nhrp(&self, va: VaId, packet: &[u8]) -> Result<(), DatapathError> {
-        let tables = self.tables.load();
-        let to = tables
+        let to = self
+            .master()
+            .tables()
             .vas
             .get(&va)
+            .cloned()
             .ok_or(DatapathError::NoSuchInterface(va))?;
         let mut buf = vec![0u8; self.buffer_size.max(packet.len() + HEADROOM + TAILROOM)];
         buf[HEADROOM..HEADROOM + packet.len()].copy_from_slice(packet);
         let mut control = self.control.lock().unwrap_or_else(PoisonError::into_inner);
         let (processor, socket) = &mut *control;
-        match processor.encapsulate_nhrp(to, &mut buf, packet.len()) {
+        match processor.encapsulate_nhrp(&to, &mut buf, packet.len()) {
             Encap::Send { packet, dest } => {
                 socket
                     .send_to(&buf[packet], dest)

@@ -18,7 +18,7 @@ use gateway_report::interfaces::{GlobalCounter, SaCounter, VaCounter};
 use tokio::sync::mpsc;
 
 use super::counters::GlobalStats;
-use super::tables::{InboundSpec, Tables, Va};
+use super::tables::{InboundSpec, Replica, Tables, Va};
 use crate::net::{ETH_P_IPV4, ETH_P_NHRP, IPPROTO_GRE};
 use crate::{
     datapath::wire::{Ipv4Packet, gre, icmp, tcp_mss},
@@ -84,7 +84,6 @@ struct InboundState {
 
 pub struct Processor {
     inbound: HashMap<u32, InboundState>,
-    generation: u64,
     rng: SystemRng,
     global: Arc<GlobalStats>,
     events: Option<mpsc::Sender<DatapathEvent>>,
@@ -123,7 +122,6 @@ impl Processor {
     pub fn new(global: Arc<GlobalStats>, events: Option<mpsc::Sender<DatapathEvent>>) -> Self {
         Processor {
             inbound: HashMap::new(),
-            generation: 0,
             rng: SystemRng,
             global,
             events,
@@ -131,44 +129,46 @@ impl Processor {
         }
     }
 
-    /// Brings this worker's inbound SAs (and replay windows) in line with
-    /// the snapshot; cheap when nothing changed.
-    pub fn sync(&mut self, tables: &Tables) {
-        if tables.generation == self.generation {
+    /// Brings this worker's tables and inbound SAs (with their replay
+    /// windows) up to what was published; costs what changed since.
+    pub fn sync(&mut self, replica: &mut Replica) {
+        replica.catch_up(|spi, spec| self.set_inbound(spi, spec));
+    }
+
+    fn set_inbound(&mut self, spi: u32, spec: Option<&Arc<InboundSpec>>) {
+        let Some(spec) = spec else {
+            self.inbound.remove(&spi);
             return;
-        }
-        self.generation = tables.generation;
+        };
         // An SA whose spec changed only in its peer (NAT rebinding) keeps
         // its replay window: same `shared`, same SA.
-        self.inbound.retain(|spi, ours| {
-            let Some(spec) = tables.inbound.get(spi) else {
-                return false;
-            };
-            if !Arc::ptr_eq(&spec.shared, &ours.spec.shared) {
-                return false;
-            }
+        if let Some(ours) = self.inbound.get_mut(&spi)
+            && Arc::ptr_eq(&spec.shared, &ours.spec.shared)
+        {
             ours.spec = spec.clone();
-            true
-        });
-        for (spi, spec) in &tables.inbound {
-            if self.inbound.contains_key(spi) {
-                continue;
+            return;
+        }
+        match spec.build() {
+            Ok(sa) => {
+                self.inbound.insert(
+                    spi,
+                    InboundState {
+                        spec: spec.clone(),
+                        sa,
+                    },
+                );
             }
-            match spec.build() {
-                Ok(sa) => {
-                    self.inbound.insert(
-                        *spi,
-                        InboundState {
-                            spec: spec.clone(),
-                            sa,
-                        },
-                    );
-                }
-                Err(e) => {
-                    tracing::error!(spi = format_args!("{spi:#010x}"), error = %e, "inbound SA not usable");
-                }
+            Err(e) => {
+                self.inbound.remove(&spi);
+                tracing::error!(spi = format_args!("{spi:#010x}"), error = %e, "inbound SA not usable");
             }
         }
+    }
+
+    /// The inbound SAs this worker has, by SPI.
+    #[cfg(test)]
+    pub fn inbound_specs(&self) -> impl Iterator<Item = (u32, &Arc<InboundSpec>)> {
+        self.inbound.iter().map(|(spi, s)| (*spi, &s.spec))
     }
 
     /// Handles one UDP 4500 payload in place (RFC 3948 section 2.2 demux).

@@ -1,18 +1,22 @@
-//! What the workers read on every packet: an immutable snapshot of the
-//! interfaces, routes and SAs, replaced as a whole by the control plane
-//! (read-copy-update through `ArcSwap`, so the packet path takes no lock).
-//! Counters live in `Arc`ed slots that survive snapshot replacement.
+//! What the workers read on every packet: each worker's own copy of the
+//! interfaces, routes and local addresses (`Replica`), kept current by the
+//! changes the control plane's master copy publishes (`Change`: one entry
+//! set or removed). A change costs what it touches, not what the tables
+//! hold: entries are `Arc`s rebuilt only when they change, and a worker
+//! applies them between batches, so the packet path takes no lock.
+//! Counters live in `Arc`ed slots that survive an entry's replacement.
 //!
 //! A virtual-access holds several SA pairs while it is rekeyed (RFC 7296
 //! section 2.8, make-before-break): outbound uses the newest, every
 //! inbound SA decrypts until it is removed.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::{Ipv4Addr, SocketAddrV4},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
+        mpsc,
     },
     time::{Duration, Instant},
 };
@@ -135,16 +139,77 @@ impl InboundSpec {
     }
 }
 
-/// One snapshot.
+/// What a worker reads on every packet.
 #[derive(Default)]
 pub struct Tables {
-    pub generation: u64,
     pub vas: HashMap<VaId, Arc<Va>>,
     pub fib: Fib<Arc<Va>>,
-    pub inbound: HashMap<u32, Arc<InboundSpec>>,
     /// This box's own addresses on the tunnels: packets for them go to the
     /// host even when a route (a spoke's summary via the hub) covers them.
     pub local: HashSet<Ipv4Addr>,
+}
+
+/// One entry of the tables set (`Some`) or removed (`None`). Each names
+/// its entry's whole new value, so applying a change twice is harmless.
+enum Change {
+    Va(VaId, Option<Arc<Va>>),
+    Route(Ipv4Prefix, Option<Arc<Va>>),
+    /// The worker builds its own `InboundSa` (replay window) from it.
+    Inbound(u32, Option<Arc<InboundSpec>>),
+    Local(Ipv4Addr, bool),
+}
+
+impl Tables {
+    /// Applies `change`; inbound SAs are the processor's, not the tables'.
+    fn apply(&mut self, change: &Change) {
+        match change {
+            Change::Va(id, Some(va)) => {
+                self.vas.insert(*id, va.clone());
+            }
+            Change::Va(id, None) => {
+                self.vas.remove(id);
+            }
+            Change::Route(prefix, Some(va)) => {
+                self.fib.insert(*prefix, va.clone());
+            }
+            Change::Route(prefix, None) => {
+                self.fib.remove(*prefix);
+            }
+            Change::Inbound(..) => {}
+            Change::Local(a, true) => {
+                self.local.insert(*a);
+            }
+            Change::Local(a, false) => {
+                self.local.remove(a);
+            }
+        }
+    }
+}
+
+/// A worker's copy of the tables and the changes published to it, in
+/// order (`Master::follow`).
+pub struct Replica {
+    tables: Tables,
+    changes: mpsc::Receiver<Arc<[Change]>>,
+}
+
+impl Replica {
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// Applies what was published since the last call; inbound SA changes
+    /// go to `inbound`. Costs what changed; nothing when nothing did.
+    pub fn catch_up(&mut self, mut inbound: impl FnMut(u32, Option<&Arc<InboundSpec>>)) {
+        while let Ok(batch) = self.changes.try_recv() {
+            for change in batch.iter() {
+                if let Change::Inbound(spi, spec) = change {
+                    inbound(*spi, spec.as_ref());
+                }
+                self.tables.apply(change);
+            }
+        }
+    }
 }
 
 /// One SA pair in the master copy.
@@ -184,45 +249,176 @@ struct VaEntry {
     /// Oldest first; the last one carries the outbound traffic.
     pairs: Vec<PairEntry>,
     dest: SocketAddrV4,
+    /// What the workers have of it, rebuilt when it changes.
+    view: Arc<Va>,
+    /// The prefixes routed to it (their FIB entries hold `view`).
+    routes: BTreeSet<Ipv4Prefix>,
+}
+
+impl VaEntry {
+    fn view(&self) -> Va {
+        Va {
+            spec: self.spec.clone(),
+            out: outbound_pair(&self.pairs).map(|p| p.out.clone()),
+            dest: self.dest,
+            stats: self.stats.clone(),
+        }
+    }
 }
 
 /// What a housekeeping pass found: the events to report, and whether SAs
-/// were removed (a new snapshot is due).
+/// were removed (a publish is due).
 #[derive(Debug, Default)]
 pub struct Expiry {
     pub events: Vec<DatapathEvent>,
     pub removed: bool,
 }
 
-/// The control plane's master copy, from which snapshots are built.
+/// The control plane's master copy. Every operation records the changes
+/// it makes to the tables; `publish` hands them to every replica at once.
 #[derive(Default)]
 pub struct Master {
-    generation: u64,
     vas: BTreeMap<VaId, VaEntry>,
     routes: BTreeMap<Ipv4Prefix, Route>,
     inbound: HashMap<u32, Arc<InboundSpec>>,
+    /// Local addresses and how many hold each (the interfaces' unnumbered
+    /// addresses, and one hold for each of `config_local`).
+    local: HashMap<Ipv4Addr, usize>,
     /// Addresses of the host on the TUN device from the config.
-    local: HashSet<Ipv4Addr>,
+    config_local: Vec<Ipv4Addr>,
+    /// The tables as published, for the control plane's own lookups.
+    tables: Tables,
+    /// Recorded, not yet published.
+    pending: Vec<Change>,
+    followers: Vec<mpsc::Sender<Arc<[Change]>>>,
 }
 
 impl Master {
     pub fn set_local(&mut self, addresses: &[Ipv4Addr]) {
-        self.local = addresses.iter().copied().collect();
+        for a in std::mem::take(&mut self.config_local) {
+            self.release_local(a);
+        }
+        for a in addresses {
+            self.hold_local(*a);
+        }
+        self.config_local = addresses.to_vec();
+    }
+
+    fn record(&mut self, change: Change) {
+        self.tables.apply(&change);
+        self.pending.push(change);
+    }
+
+    fn hold_local(&mut self, a: Ipv4Addr) {
+        let count = self.local.entry(a).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            self.record(Change::Local(a, true));
+        }
+    }
+
+    fn release_local(&mut self, a: Ipv4Addr) {
+        let Some(count) = self.local.get_mut(&a) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            self.local.remove(&a);
+            self.record(Change::Local(a, false));
+        }
+    }
+
+    /// Rebuilds the interface's view if it changed, and points its routes
+    /// at the new one: O(its routes), whatever the number of interfaces.
+    fn refresh_va(&mut self, id: VaId) {
+        let Some(entry) = self.vas.get_mut(&id) else {
+            return;
+        };
+        let view = entry.view();
+        let old = &entry.view;
+        let same_out = match (&view.out, &old.out) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if same_out && view.dest == old.dest && view.spec == old.spec {
+            return;
+        }
+        let view = Arc::new(view);
+        entry.view = view.clone();
+        let prefixes: Vec<Ipv4Prefix> = entry.routes.iter().copied().collect();
+        self.record(Change::Va(id, Some(view.clone())));
+        for prefix in prefixes {
+            self.record(Change::Route(prefix, Some(view.clone())));
+        }
+    }
+
+    /// Hands the changes recorded since the last call to every replica,
+    /// in one message each (a worker never sees half of an operation).
+    /// Workers apply them before they read their next packets, so what
+    /// was published when an operation returns applies to every packet
+    /// read after that: an SA is in before its IKE response leaves.
+    pub fn publish(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch: Arc<[Change]> = std::mem::take(&mut self.pending).into();
+        // A replica that is gone (its worker stopped) is forgotten.
+        self.followers.retain(|f| f.send(batch.clone()).is_ok());
+    }
+
+    /// A new replica, starting from what is published now: O(tables),
+    /// once per worker.
+    pub fn follow(&mut self) -> Replica {
+        self.publish();
+        let t = &self.tables;
+        let mut all: Vec<Change> = Vec::new();
+        all.extend(t.local.iter().map(|a| Change::Local(*a, true)));
+        all.extend(t.vas.iter().map(|(id, v)| Change::Va(*id, Some(v.clone()))));
+        all.extend(t.fib.iter().map(|(p, v)| Change::Route(p, Some(v.clone()))));
+        all.extend(
+            self.inbound
+                .iter()
+                .map(|(spi, s)| Change::Inbound(*spi, Some(s.clone()))),
+        );
+        let (tx, rx) = mpsc::channel();
+        let _ = tx.send(all.into());
+        self.followers.push(tx);
+        Replica {
+            tables: Tables::default(),
+            changes: rx,
+        }
+    }
+
+    /// The tables as published (and as about to be, before `publish`).
+    pub fn tables(&self) -> &Tables {
+        &self.tables
     }
 
     pub fn create_va(&mut self, spec: &VirtualAccessSpec) -> Result<(), DatapathError> {
         if self.vas.contains_key(&spec.id) {
             return Err(DatapathError::InterfaceExists(spec.id));
         }
+        let stats = Arc::<VaStats>::default();
+        let view = Arc::new(Va {
+            spec: spec.clone(),
+            out: None,
+            dest: spec.remote_outer,
+            stats: stats.clone(),
+        });
         self.vas.insert(
             spec.id,
             VaEntry {
                 spec: spec.clone(),
-                stats: Arc::default(),
+                stats,
                 pairs: Vec::new(),
                 dest: spec.remote_outer,
+                view: view.clone(),
+                routes: BTreeSet::new(),
             },
         );
+        self.record(Change::Va(spec.id, Some(view)));
+        self.hold_local(spec.unnumbered);
         Ok(())
     }
 
@@ -234,16 +430,17 @@ impl Master {
             .ok_or(DatapathError::NoSuchInterface(id))?;
         for pair in &entry.pairs {
             self.inbound.remove(&pair.spi_in);
+            self.record(Change::Inbound(pair.spi_in, None));
         }
-        let gone: Vec<Route> = self
-            .routes
-            .values()
-            .filter(|r| r.va == id)
-            .copied()
-            .collect();
-        for r in &gone {
-            self.routes.remove(&r.prefix);
+        let mut gone = Vec::with_capacity(entry.routes.len());
+        for prefix in &entry.routes {
+            if let Some(r) = self.routes.remove(prefix) {
+                gone.push(r);
+            }
+            self.record(Change::Route(*prefix, None));
         }
+        self.record(Change::Va(id, None));
+        self.release_local(entry.spec.unnumbered);
         Ok(gone)
     }
 
@@ -320,10 +517,13 @@ impl Master {
             deferred: sa.defer_outbound && !entry.pairs.is_empty(),
             retired: false,
         });
-        self.inbound.insert(sa.spi_in, Arc::new(inbound));
+        let inbound = Arc::new(inbound);
+        self.inbound.insert(sa.spi_in, inbound.clone());
+        self.record(Change::Inbound(sa.spi_in, Some(inbound)));
         // The newest SA names the peer's endpoint as IKE last saw it; the
         // older pairs follow (one endpoint per interface).
         self.move_peer(sa.va, dest);
+        self.refresh_va(sa.va);
         Ok(())
     }
 
@@ -341,6 +541,8 @@ impl Master {
             .ok_or(DatapathError::NoSuchSa(spi_in))?;
         entry.pairs.remove(at);
         self.inbound.remove(&spi_in);
+        self.record(Change::Inbound(spi_in, None));
+        self.refresh_va(va);
         Ok(())
     }
 
@@ -357,6 +559,7 @@ impl Master {
             .find(|p| p.spi_in == spi_in)
             .ok_or(DatapathError::NoSuchSa(spi_in))?;
         pair.retired = true;
+        self.refresh_va(va);
         Ok(())
     }
 
@@ -367,22 +570,29 @@ impl Master {
             return Err(DatapathError::NoSuchInterface(va));
         }
         self.move_peer(va, remote);
+        self.refresh_va(va);
         Ok(())
     }
 
+    /// Moves the endpoint in the master copy; the caller refreshes the view.
     fn move_peer(&mut self, va: VaId, remote: SocketAddrV4) {
         let Some(entry) = self.vas.get_mut(&va) else {
             return;
         };
         entry.dest = remote;
         entry.spec.remote_outer = remote;
+        let mut moved = Vec::new();
         for pair in &entry.pairs {
             if let Some(spec) = self.inbound.get_mut(&pair.spi_in)
                 && spec.peer != remote
             {
                 // Same `shared`: the workers keep their replay windows.
                 *spec = Arc::new(spec.with_peer(remote));
+                moved.push(Change::Inbound(pair.spi_in, Some(spec.clone())));
             }
+        }
+        for change in moved {
+            self.record(change);
         }
     }
 
@@ -392,6 +602,7 @@ impl Master {
     /// reported once. Bytes are the ESP bytes the SA carried both ways.
     pub fn expire(&mut self, now: Instant) -> Expiry {
         let mut expiry = Expiry::default();
+        let mut gone: Vec<(VaId, u32)> = Vec::new();
         for (id, entry) in &mut self.vas {
             entry.pairs.retain_mut(|pair| {
                 let stats = &pair.out.stats;
@@ -405,8 +616,7 @@ impl Master {
                         || seconds_limit.is_some_and(|l| age >= l)
                 };
                 if reached(life.hard_bytes, life.hard_seconds) {
-                    self.inbound.remove(&pair.spi_in);
-                    expiry.removed = true;
+                    gone.push((*id, pair.spi_in));
                     expiry.events.push(DatapathEvent::SaExpired {
                         va: *id,
                         spi_in: pair.spi_in,
@@ -433,68 +643,85 @@ impl Master {
                 true
             });
         }
+        expiry.removed = !gone.is_empty();
+        for (va, spi_in) in gone {
+            self.inbound.remove(&spi_in);
+            self.record(Change::Inbound(spi_in, None));
+            self.refresh_va(va);
+        }
         expiry
     }
 
     /// Adds or replaces the route for the prefix; returns the one replaced.
     pub fn add_route(&mut self, route: &Route) -> Result<Option<Route>, DatapathError> {
-        if !self.vas.contains_key(&route.va) {
+        let Some(entry) = self.vas.get_mut(&route.va) else {
             return Err(DatapathError::NoSuchInterface(route.va));
+        };
+        entry.routes.insert(route.prefix);
+        let view = entry.view.clone();
+        let replaced = self.routes.insert(route.prefix, *route);
+        if let Some(old) = replaced
+            && old.va != route.va
+            && let Some(other) = self.vas.get_mut(&old.va)
+        {
+            other.routes.remove(&route.prefix);
         }
-        Ok(self.routes.insert(route.prefix, *route))
+        self.record(Change::Route(route.prefix, Some(view)));
+        Ok(replaced)
     }
 
     pub fn remove_route(&mut self, route: &Route) -> Result<(), DatapathError> {
         match self.routes.get(&route.prefix) {
             Some(r) if r.va == route.va => {
                 self.routes.remove(&route.prefix);
+                if let Some(entry) = self.vas.get_mut(&route.va) {
+                    entry.routes.remove(&route.prefix);
+                }
+                self.record(Change::Route(route.prefix, None));
                 Ok(())
             }
             _ => Err(DatapathError::NoSuchRoute(route.prefix)),
         }
     }
 
+    /// Whether some interface has a route for exactly `prefix`.
+    pub fn is_routed(&self, prefix: Ipv4Prefix) -> bool {
+        self.routes.contains_key(&prefix)
+    }
+
     pub fn spec(&self, id: VaId) -> Option<&VirtualAccessSpec> {
         self.vas.get(&id).map(|e| &e.spec)
     }
 
-    pub fn routes(&self) -> impl Iterator<Item = &Route> {
-        self.routes.values()
-    }
-
-    /// A fresh snapshot. O(interfaces + routes); done once per change.
-    pub fn snapshot(&mut self) -> Tables {
-        self.generation += 1;
+    /// The tables built from scratch from the master copy, as every
+    /// snapshot was before changes were published one by one: what the
+    /// replicas must hold.
+    #[cfg(test)]
+    pub fn rebuilt(&self) -> Tables {
         let vas: HashMap<VaId, Arc<Va>> = self
             .vas
             .iter()
-            .map(|(id, e)| {
-                (
-                    *id,
-                    Arc::new(Va {
-                        spec: e.spec.clone(),
-                        out: outbound_pair(&e.pairs).map(|p| p.out.clone()),
-                        dest: e.dest,
-                        stats: e.stats.clone(),
-                    }),
-                )
-            })
+            .map(|(id, e)| (*id, Arc::new(e.view())))
             .collect();
         let mut fib = Fib::new();
         for r in self.routes.values() {
-            if let Some(va) = vas.get(&r.va) {
-                fib.insert(r.prefix, va.clone());
-            }
+            fib.insert(r.prefix, vas[&r.va].clone());
         }
-        let mut local = self.local.clone();
+        let mut local: HashSet<Ipv4Addr> = self.config_local.iter().copied().collect();
         local.extend(self.vas.values().map(|e| e.spec.unnumbered));
-        Tables {
-            generation: self.generation,
-            vas,
-            fib,
-            inbound: self.inbound.clone(),
-            local,
-        }
+        Tables { vas, fib, local }
+    }
+
+    /// How many changes are recorded and not yet published.
+    #[cfg(test)]
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The inbound SAs, as the workers must have them.
+    #[cfg(test)]
+    pub fn inbound(&self) -> &HashMap<u32, Arc<InboundSpec>> {
+        &self.inbound
     }
 
     pub fn counters(&self) -> (Vec<VaCounters>, Vec<SaCounters>) {

@@ -3,6 +3,8 @@
 //! makes of them.
 #![allow(clippy::unwrap_used)]
 
+mod publish;
+
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
     sync::Arc,
@@ -14,7 +16,7 @@ use tokio::sync::mpsc;
 use super::{
     counters::GlobalStats,
     process::{Encap, FromNet, HEADROOM, Processor, TAILROOM},
-    tables::{Master, Tables},
+    tables::{Master, Replica},
 };
 use crate::net::ETH_P_IPV4;
 use crate::{
@@ -239,7 +241,7 @@ fn tcp_checksum(p: &[u8]) -> u16 {
 
 struct Hub {
     master: Master,
-    tables: Tables,
+    replica: Replica,
     processor: Processor,
     global: Arc<GlobalStats>,
     events: mpsc::Receiver<DatapathEvent>,
@@ -257,11 +259,11 @@ fn hub_from(mut master: Master) -> Hub {
     let global = Arc::new(GlobalStats::default());
     let (tx, rx) = mpsc::channel(16);
     let mut processor = Processor::new(global.clone(), Some(tx));
-    let tables = master.snapshot();
-    processor.sync(&tables);
+    let mut replica = master.follow();
+    processor.sync(&mut replica);
     Hub {
         master,
-        tables,
+        replica,
         processor,
         global,
         events: rx,
@@ -269,10 +271,10 @@ fn hub_from(mut master: Master) -> Hub {
 }
 
 impl Hub {
-    /// A new snapshot of the master copy, as the workers pick it up.
+    /// What changed in the master copy, as a worker picks it up.
     fn publish(&mut self) {
-        self.tables = self.master.snapshot();
-        self.processor.sync(&self.tables);
+        self.master.publish();
+        self.processor.sync(&mut self.replica);
     }
 
     /// The hub sends a ping to `spoke`'s LAN: the ESP packet and where it
@@ -286,7 +288,7 @@ impl Hub {
         );
         let mut buf = vec![0u8; HEADROOM + ping.len() + TAILROOM];
         buf[HEADROOM..HEADROOM + ping.len()].copy_from_slice(&ping);
-        let to = self.tables.vas[&spoke.va].clone();
+        let to = self.replica.tables().vas[&spoke.va].clone();
         let mut scratch = vec![0u8; 2048];
         match self.processor.encapsulate(
             &to,
@@ -305,7 +307,8 @@ impl Hub {
 }
 
 fn from(h: &mut Hub, spoke: &Spoke, pkt: &mut [u8]) -> FromNet {
-    h.processor.from_network(&h.tables, spoke.outer, pkt)
+    h.processor
+        .from_network(h.replica.tables(), spoke.outer, pkt)
 }
 
 #[test]
@@ -331,7 +334,7 @@ fn transport_and_tunnel_mode_packets_reach_the_tun_device_and_are_counted() {
             panic!("{mode:?}: not delivered");
         };
         assert_eq!(&wire[r], &ping[..], "{mode:?}");
-        let va = &h.tables.vas[&s1.va];
+        let va = &h.replica.tables().vas[&s1.va];
         assert_eq!(va.stats.get(VaCounter::RxPackets), 1);
         assert_eq!(va.stats.get(VaCounter::RxBytes), ping.len() as u64);
     }
@@ -349,7 +352,7 @@ fn replays_forgeries_and_unknown_spis_are_dropped_and_counted() {
         FromNet::ToTun(_)
     ));
     assert_eq!(from(&mut h, &s1, &mut sealed.clone()), FromNet::Done);
-    let out = h.tables.vas[&s1.va].out.clone().unwrap();
+    let out = h.replica.tables().vas[&s1.va].out.clone().unwrap();
     assert_eq!(out.stats.get(SaCounter::Replayed), 1);
 
     let mut forged = s1.seal(&up, &ping);
@@ -367,7 +370,7 @@ fn replays_forgeries_and_unknown_spis_are_dropped_and_counted() {
     let elsewhere = SocketAddrV4::new(Ipv4Addr::new(172, 25, 1, 99), 4500);
     assert_eq!(
         h.processor
-            .from_network(&h.tables, elsewhere, &mut sealed.clone()),
+            .from_network(h.replica.tables(), elsewhere, &mut sealed.clone()),
         FromNet::Done
     );
     assert_eq!(out.stats.get(SaCounter::Replayed), 2);
@@ -397,7 +400,7 @@ fn a_source_the_spoke_does_not_own_is_dropped_and_counted() {
         );
         assert_eq!(from(&mut h, &s1, &mut wire), FromNet::Done, "{forged_src}");
     }
-    let va = &h.tables.vas[&s1.va];
+    let va = &h.replica.tables().vas[&s1.va];
     assert_eq!(va.stats.get(VaCounter::RxSpoofed), 3);
     assert_eq!(va.stats.get(VaCounter::RxPackets), 0);
 }
@@ -430,7 +433,7 @@ fn spoke_to_spoke_hairpins_with_ttl_decremented_and_one_event_per_pair() {
     let mut buf = vec![0u8; HEADROOM + forwarded.len() + TAILROOM];
     buf[HEADROOM..HEADROOM + forwarded.len()].copy_from_slice(&forwarded);
     let mut scratch = vec![0u8; 2048];
-    let to_va = h.tables.vas[&s2.va].clone();
+    let to_va = h.replica.tables().vas[&s2.va].clone();
     let Encap::Send { packet, dest } = h.processor.encapsulate(
         &to_va,
         &mut buf,
@@ -462,7 +465,12 @@ fn spoke_to_spoke_hairpins_with_ttl_decremented_and_one_event_per_pair() {
         h.events.try_recv().is_err(),
         "second packet of the pair reported again"
     );
-    assert_eq!(h.tables.vas[&s1.va].stats.get(VaCounter::Hairpinned), 2);
+    assert_eq!(
+        h.replica.tables().vas[&s1.va]
+            .stats
+            .get(VaCounter::Hairpinned),
+        2
+    );
 }
 
 /// A hairpinned packet whose TTL runs out is dropped and counted, and the
@@ -476,8 +484,9 @@ fn spoke_to_spoke_with_ttl_1_is_dropped_and_shown_as_ttl_expired() {
     s2.install(&mut m);
     let global = Arc::new(GlobalStats::default());
     let mut processor = Processor::new(global.clone(), None);
-    let tables = m.snapshot();
-    processor.sync(&tables);
+    let mut replica = m.follow();
+    processor.sync(&mut replica);
+    let tables = replica.tables();
     let mut ping = icmp_echo(
         Ipv4Addr::new(192, 168, 1, 10),
         Ipv4Addr::new(192, 168, 2, 10),
@@ -489,7 +498,7 @@ fn spoke_to_spoke_with_ttl_1_is_dropped_and_shown_as_ttl_expired() {
     ping[10..12].copy_from_slice(&sum.to_be_bytes());
     let mut wire = s1.seal(&s1.uplink(), &ping);
     assert_eq!(
-        processor.from_network(&tables, s1.outer, &mut wire),
+        processor.from_network(tables, s1.outer, &mut wire),
         FromNet::Done
     );
     assert_eq!(global.get(GlobalCounter::TtlExpired), 1);
@@ -541,7 +550,12 @@ fn a_spokes_hub_tunnel_and_shortcuts_accept_each_others_sources() {
         from(&mut h, &to_hub, &mut wire),
         FromNet::ToTun(_)
     ));
-    assert_eq!(h.tables.vas[&to_hub.va].stats.get(VaCounter::RxSpoofed), 0);
+    assert_eq!(
+        h.replica.tables().vas[&to_hub.va]
+            .stats
+            .get(VaCounter::RxSpoofed),
+        0
+    );
     // And the other way: a source still routed via the hub's summary
     // answers through its new shortcut.
     let early = icmp_echo(
@@ -564,7 +578,9 @@ fn a_spokes_hub_tunnel_and_shortcuts_accept_each_others_sources() {
     let mut wire = shortcut.seal(&from_shortcut, &forged);
     assert!(matches!(from(&mut h, &shortcut, &mut wire), FromNet::Done));
     assert_eq!(
-        h.tables.vas[&shortcut.va].stats.get(VaCounter::RxSpoofed),
+        h.replica.tables().vas[&shortcut.va]
+            .stats
+            .get(VaCounter::RxSpoofed),
         1
     );
 }
@@ -638,7 +654,7 @@ fn from_the_tun_device_syns_are_clamped_and_big_df_packets_get_icmp() {
     buf[HEADROOM..HEADROOM + syn.len()].copy_from_slice(&syn);
     let to = h
         .processor
-        .route(&h.tables, &buf[HEADROOM..HEADROOM + syn.len()])
+        .route(h.replica.tables(), &buf[HEADROOM..HEADROOM + syn.len()])
         .unwrap()
         .clone();
     assert_eq!(to.spec.id, s1.va);
@@ -675,7 +691,12 @@ fn from_the_tun_device_syns_are_clamped_and_big_df_packets_get_icmp() {
     assert_eq!(&icmp[12..16], &[10, 1, 1, 1], "from the unnumbered address");
     assert_eq!((icmp[20], icmp[21]), (3, 4));
     assert_eq!(u16::from_be_bytes([icmp[26], icmp[27]]), 1400);
-    assert_eq!(h.tables.vas[&s1.va].stats.get(VaCounter::TxTooBig), 1);
+    assert_eq!(
+        h.replica.tables().vas[&s1.va]
+            .stats
+            .get(VaCounter::TxTooBig),
+        1
+    );
 
     // Without DF it goes (the outer packet may be fragmented).
     let mut no_df = big.clone();
@@ -699,7 +720,7 @@ fn from_the_tun_device_syns_are_clamped_and_big_df_packets_get_icmp() {
 
     // No route: counted, nothing sent.
     let stray = icmp_echo(Ipv4Addr::new(192, 168, 0, 10), Ipv4Addr::new(8, 8, 8, 8), 8);
-    assert!(h.processor.route(&h.tables, &stray).is_none());
+    assert!(h.processor.route(h.replica.tables(), &stray).is_none());
     assert_eq!(h.global.get(GlobalCounter::NoRoute), 1);
 }
 
@@ -710,19 +731,19 @@ fn workers_rebuild_their_inbound_sas_when_the_tables_change() {
     s1.install(&mut m);
     let global = Arc::new(GlobalStats::default());
     let mut p = Processor::new(global.clone(), None);
-    let t1 = m.snapshot();
-    p.sync(&t1);
+    let mut replica = m.follow();
+    p.sync(&mut replica);
     let up = s1.uplink();
     let ping = icmp_echo(s1.inner, Ipv4Addr::new(192, 168, 0, 10), 8);
     assert!(matches!(
-        p.from_network(&t1, s1.outer, &mut s1.seal(&up, &ping)),
+        p.from_network(replica.tables(), s1.outer, &mut s1.seal(&up, &ping)),
         FromNet::ToTun(_)
     ));
     m.remove_va(s1.va).unwrap();
-    let t2 = m.snapshot();
-    p.sync(&t2);
+    m.publish();
+    p.sync(&mut replica);
     assert_eq!(
-        p.from_network(&t2, s1.outer, &mut s1.seal(&up, &ping)),
+        p.from_network(replica.tables(), s1.outer, &mut s1.seal(&up, &ping)),
         FromNet::Done
     );
     assert_eq!(global.get(GlobalCounter::UnknownSpi), 1);
@@ -770,13 +791,14 @@ fn packets_for_our_own_tunnel_address_go_to_the_host_despite_a_covering_route() 
         next_hop: None,
     })
     .unwrap();
-    let tables = m.snapshot();
+    let mut replica = m.follow();
     let mut p = Processor::new(Arc::new(GlobalStats::default()), None);
-    p.sync(&tables);
+    p.sync(&mut replica);
+    let tables = replica.tables();
     let reply = icmp_echo(Ipv4Addr::new(10, 1, 1, 1), Ipv4Addr::new(10, 1, 1, 100), 8);
     let mut wire = hub_side.seal(&hub_side.uplink(), &reply);
     assert!(matches!(
-        p.from_network(&tables, hub_side.outer, &mut wire),
+        p.from_network(tables, hub_side.outer, &mut wire),
         FromNet::ToTun(_)
     ));
 }
@@ -1130,7 +1152,7 @@ fn an_esn_pair_started_below_2_32_carries_traffic_across_it_both_ways() {
         let (mut esp, _) = h.send(&s1).unwrap();
         assert_eq!(down.open(&mut esp).unwrap().seq, start + i);
     }
-    let out = h.tables.vas[&s1.va].out.clone().unwrap();
+    let out = h.replica.tables().vas[&s1.va].out.clone().unwrap();
     assert_eq!(out.stats.get(SaCounter::RxPackets), 6);
     assert_eq!(out.stats.get(SaCounter::AuthFailed), 0);
     assert_eq!(out.sa.sequence(), (1 << 32) + 2);
@@ -1140,7 +1162,7 @@ fn an_esn_pair_started_below_2_32_carries_traffic_across_it_both_ways() {
     let mut plain = hub_from(m);
     let late = s1.uplink().with_esn(true).starting_at((1 << 32) + 5);
     assert_eq!(from(&mut plain, &s1, &mut s1.ping(&late)), FromNet::Done);
-    let out = plain.tables.vas[&s1.va].out.clone().unwrap();
+    let out = plain.replica.tables().vas[&s1.va].out.clone().unwrap();
     assert_eq!(out.stats.get(SaCounter::AuthFailed), 1);
 }
 
@@ -1166,12 +1188,13 @@ fn peer_moved_is_reported_for_authenticated_esp_only_and_update_peer_moves_all_p
     let mut forged = s1.ping(&up);
     forged[20] ^= 1;
     assert_eq!(
-        h.processor.from_network(&h.tables, moved, &mut forged),
+        h.processor
+            .from_network(h.replica.tables(), moved, &mut forged),
         FromNet::Done
     );
     assert_eq!(
         h.processor
-            .from_network(&h.tables, moved, &mut first.clone()),
+            .from_network(h.replica.tables(), moved, &mut first.clone()),
         FromNet::Done,
         "a replay"
     );
@@ -1183,7 +1206,7 @@ fn peer_moved_is_reported_for_authenticated_esp_only_and_update_peer_moves_all_p
     let started = std::time::Instant::now();
     assert!(matches!(
         h.processor
-            .from_network(&h.tables, moved, &mut s1.ping(&up)),
+            .from_network(h.replica.tables(), moved, &mut s1.ping(&up)),
         FromNet::ToTun(_)
     ));
     assert_eq!(
@@ -1197,7 +1220,7 @@ fn peer_moved_is_reported_for_authenticated_esp_only_and_update_peer_moves_all_p
     for _ in 0..20 {
         assert!(matches!(
             h.processor
-                .from_network(&h.tables, moved, &mut s1.ping(&up)),
+                .from_network(h.replica.tables(), moved, &mut s1.ping(&up)),
             FromNet::ToTun(_)
         ));
     }
@@ -1217,7 +1240,7 @@ fn peer_moved_is_reported_for_authenticated_esp_only_and_update_peer_moves_all_p
     for sender in [&up, &s1b.uplink()] {
         assert!(matches!(
             h.processor
-                .from_network(&h.tables, moved, &mut s1.ping(sender)),
+                .from_network(h.replica.tables(), moved, &mut s1.ping(sender)),
             FromNet::ToTun(_)
         ));
     }
@@ -1229,14 +1252,14 @@ fn peer_moved_is_reported_for_authenticated_esp_only_and_update_peer_moves_all_p
     assert!(h.events().is_empty());
     assert_eq!(
         h.processor
-            .from_network(&h.tables, moved, &mut first.clone()),
+            .from_network(h.replica.tables(), moved, &mut first.clone()),
         FromNet::Done,
         "the replay window outlived the move"
     );
     assert!(
         matches!(
             h.processor
-                .from_network(&h.tables, moved, &mut held.clone()),
+                .from_network(h.replica.tables(), moved, &mut held.clone()),
             FromNet::ToTun(_)
         ),
         "with what it had not seen yet"
@@ -1263,32 +1286,30 @@ fn a_worker_that_gets_an_sa_late_refuses_what_another_accepted_and_infers_esn_ri
     pair.esn = true;
     m.install_sa_starting_at(&pair, 1, std::time::Instant::now())
         .unwrap();
-    let tables = m.snapshot();
+    let (mut ra, mut rb) = (m.follow(), m.follow());
     let global = Arc::new(GlobalStats::default());
     let mut a = Processor::new(global.clone(), None);
     let mut b = Processor::new(global.clone(), None);
-    a.sync(&tables);
-    b.sync(&tables);
+    a.sync(&mut ra);
+    b.sync(&mut rb);
+    let tables = ra.tables();
     let up = s1.uplink().with_esn(true).starting_at(start);
     let seen: Vec<Vec<u8>> = (0..4).map(|_| s1.ping(&up)).collect();
     for p in &seen {
         assert!(matches!(
-            a.from_network(&tables, s1.outer, &mut p.clone()),
+            a.from_network(tables, s1.outer, &mut p.clone()),
             FromNet::ToTun(_)
         ));
     }
     let moved = SocketAddrV4::new(*s1.outer.ip(), 31_000);
     for p in &seen {
-        assert_eq!(
-            b.from_network(&tables, moved, &mut p.clone()),
-            FromNet::Done
-        );
+        assert_eq!(b.from_network(tables, moved, &mut p.clone()), FromNet::Done);
     }
     let out = tables.vas[&s1.va].out.clone().unwrap();
     assert_eq!(out.stats.get(SaCounter::Replayed), 4);
     // 2^32 + 2 arrives as low half 2: B infers the high half 1.
     assert!(matches!(
-        b.from_network(&tables, moved, &mut s1.ping(&up)),
+        b.from_network(tables, moved, &mut s1.ping(&up)),
         FromNet::ToTun(_)
     ));
     assert_eq!(out.stats.get(SaCounter::AuthFailed), 0);
@@ -1300,7 +1321,6 @@ fn a_worker_that_gets_an_sa_late_refuses_what_another_accepted_and_infers_esn_ri
 #[test]
 fn the_housekeeping_thread_reports_soft_then_hard_and_removes_the_sa() {
     use super::housekeeping::Housekeeping;
-    use arc_swap::ArcSwap;
     use std::sync::{Mutex, atomic::AtomicBool};
     use std::time::{Duration, Instant};
 
@@ -1315,12 +1335,14 @@ fn the_housekeeping_thread_reports_soft_then_hard_and_removes_the_sa() {
         ..SaLifetime::default()
     };
     m.install_sa(&pair).unwrap();
-    let tables = Arc::new(ArcSwap::from_pointee(m.snapshot()));
+    let mut replica = m.follow();
     let (tx, mut rx) = mpsc::channel(16);
     let global = Arc::new(GlobalStats::default());
+    let mut worker = Processor::new(global.clone(), None);
+    worker.sync(&mut replica);
+    assert!(worker.inbound_specs().any(|(spi, _)| spi == s1.spi_in));
     let hk = Housekeeping {
         master: Arc::new(Mutex::new(m)),
-        tables: tables.clone(),
         events: Some(tx),
         global: global.clone(),
     };
@@ -1345,8 +1367,9 @@ fn the_housekeeping_thread_reports_soft_then_hard_and_removes_the_sa() {
             expired(s1.va, s1.spi_in, true)
         ]
     );
-    assert!(!tables.load().inbound.contains_key(&s1.spi_in));
-    assert!(tables.load().vas[&s1.va].out.is_none());
+    worker.sync(&mut replica);
+    assert_eq!(worker.inbound_specs().count(), 0);
+    assert!(replica.tables().vas[&s1.va].out.is_none());
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     thread.thread().unpark();
     thread.join().unwrap();
@@ -1357,7 +1380,6 @@ fn the_housekeeping_thread_reports_soft_then_hard_and_removes_the_sa() {
 #[test]
 fn expiry_events_that_find_the_queue_full_are_counted_not_waited_for() {
     use super::housekeeping::Housekeeping;
-    use arc_swap::ArcSwap;
     use std::sync::Mutex;
 
     let s1 = Spoke::new(1, Mode::Transport, GCM, None);
@@ -1366,21 +1388,25 @@ fn expiry_events_that_find_the_queue_full_are_counted_not_waited_for() {
         hard_seconds: Some(5),
         ..SaLifetime::default()
     };
-    let h = hub_with_lifetime(&s1, lifetime, t0);
+    let Hub {
+        master,
+        mut replica,
+        mut processor,
+        ..
+    } = hub_with_lifetime(&s1, lifetime, t0);
     let (tx, mut rx) = mpsc::channel(1);
     tx.try_send(expired(s1.va, 1, false)).unwrap();
     let global = Arc::new(GlobalStats::default());
-    let tables = Arc::new(ArcSwap::from_pointee(Tables::default()));
     let hk = Housekeeping {
-        master: Arc::new(Mutex::new(h.master)),
-        tables: tables.clone(),
+        master: Arc::new(Mutex::new(master)),
         events: Some(tx),
         global: global.clone(),
     };
     hk.tick(t0 + std::time::Duration::from_secs(5));
     assert_eq!(global.get(GlobalCounter::HairpinEventsLost), 1);
+    processor.sync(&mut replica);
     assert!(
-        !tables.load().inbound.contains_key(&s1.spi_in) && tables.load().vas.contains_key(&s1.va),
+        processor.inbound_specs().count() == 0 && replica.tables().vas.contains_key(&s1.va),
         "published without the SA"
     );
     assert_eq!(rx.try_recv().unwrap(), expired(s1.va, 1, false));

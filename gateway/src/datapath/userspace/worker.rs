@@ -12,12 +12,11 @@ use std::{
     time::Duration,
 };
 
-use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 
 use super::{
     process::{Encap, FromNet, HEADROOM, Processor, TAILROOM},
-    tables::{Tables, Va},
+    tables::{Replica, Tables, Va},
 };
 use crate::sys::{
     poll::{Waker, poll_readable},
@@ -37,7 +36,8 @@ pub(super) struct Worker {
     pub socket: UdpSocket,
     pub tun: TunQueue,
     pub waker: Arc<Waker>,
-    pub tables: Arc<ArcSwap<Tables>>,
+    /// This worker's tables, brought up to date before each batch.
+    pub replica: Replica,
     pub stop: Arc<AtomicBool>,
     pub processor: Processor,
     pub ike: mpsc::Sender<(SocketAddrV4, Vec<u8>)>,
@@ -99,7 +99,7 @@ impl Worker {
             socket,
             tun,
             waker,
-            tables,
+            mut replica,
             stop,
             processor,
             ike,
@@ -133,8 +133,10 @@ impl Worker {
             if ready.is_ready(2) {
                 let _ = waker.drain();
             }
-            let tables = tables.load_full();
-            ctx.processor.sync(&tables);
+            // What was published before these packets arrived applies
+            // to them (an SA installed before its IKE response left).
+            ctx.processor.sync(&mut replica);
+            let tables = replica.tables();
             let mut io = Io {
                 socket: &socket,
                 tun: &tun,
@@ -142,10 +144,10 @@ impl Worker {
                 scratch: &mut scratch,
             };
             if ready.is_ready(0) {
-                ctx.network_in(&tables, &mut recv, &mut io);
+                ctx.network_in(tables, &mut recv, &mut io);
             }
             if ready.is_ready(1) {
-                ctx.tun_in(&tables, &mut io);
+                ctx.tun_in(tables, &mut io);
             }
         }
         tracing::debug!(worker = index, "datapath worker stopped");
