@@ -451,6 +451,11 @@ fn establish(
 ) {
     sa.state = SaState::Ready;
     sa.established = Some(now);
+    // Both IKE_SA_INIT messages were kept for the AUTH payloads (section
+    // 2.15) and to answer a retransmitted request; neither is needed once
+    // IKE_AUTH is done, and they are a tenth of an idle SA's memory.
+    sa.init_request = Vec::new();
+    sa.init_response = Vec::new();
     sa.identity = Some(identity.clone());
     sa.profile = Some(profile.name.clone());
     sa.dpd_on_demand = profile.dpd_on_demand;

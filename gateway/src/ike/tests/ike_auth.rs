@@ -319,3 +319,32 @@ fn route_accept_takes_only_well_formed_safe_prefixes() {
     let routes = profile.accepted_routes(*hub.ip(), peer, &id, &attributes);
     assert_eq!(routes.len(), MAX_PEER_ROUTES);
 }
+
+/// Once IKE_AUTH is done the SA keeps neither IKE_SA_INIT message (they
+/// were for the AUTH payloads), and a stale retransmission of the
+/// IKE_SA_INIT request is no longer answered (RFC 7296 section 2.1: only
+/// the most recent request's response is resent).
+#[test]
+fn an_established_sa_holds_no_ike_sa_init_messages() {
+    let mut engine = hub("");
+    let mut pools = MemPools {
+        size: 10,
+        ..MemPools::default()
+    };
+    let config = spoke("aes256-sha256-x25519", "aes256gcm16", Mode::Tunnel);
+    let first = Initiator::new(config.clone(), Box::new(SeededRng(71)))
+        .start()
+        .unwrap();
+    let (result, _) = dial(&mut engine, &mut pools, config, 71);
+    result.unwrap();
+    let sa = engine.sas.values().next().expect("one SA");
+    assert!(sa.init_request.is_empty() && sa.init_response.is_empty());
+    let actions = engine
+        .handle(Instant::now(), HUB, SPOKE, &first, &mut pools)
+        .unwrap();
+    assert!(
+        sends(&actions).is_empty(),
+        "a stale IKE_SA_INIT is not answered"
+    );
+    assert_eq!(engine.sas.len(), 1, "nor taken for a new SA");
+}
