@@ -215,6 +215,10 @@ impl Loadgen {
         serde_json::from_str(&text).with_context(|| format!("parsing {}", self.json.display()))
     }
 
+    pub fn is_running(&self) -> bool {
+        self.proc.is_running()
+    }
+
     /// Its standard output so far (progress lines, then the table).
     pub fn stdout_text(&self) -> String {
         self.proc.stdout_text()

@@ -114,7 +114,8 @@ fn main() -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.churn) {
         bail!("--churn is a fraction, 0 to 1 (got {})", args.churn);
     }
-    raise_fd_limit(u64::from(args.spokes) * 2 + 64)?;
+    // One socket per spoke, two while one floats to 4500.
+    raise_fd_limit(u64::from(args.spokes) + args.in_flight as u64 + 64)?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .enable_all()
@@ -124,6 +125,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Each spoke has a socket on UDP 500, and one on 4500 once NAT-T is used.
+/// Root may raise the hard limit too (up to the kernel's `nr_open`).
 fn raise_fd_limit(need: u64) -> anyhow::Result<()> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -135,17 +137,20 @@ fn raise_fd_limit(need: u64) -> anyhow::Result<()> {
             bail!("getrlimit: {}", std::io::Error::last_os_error());
         }
         if limit.rlim_cur < need {
-            limit.rlim_cur = need.min(limit.rlim_max);
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit) != 0 {
-                bail!("setrlimit: {}", std::io::Error::last_os_error());
+            let wanted = libc::rlimit {
+                rlim_cur: need,
+                rlim_max: limit.rlim_max.max(need),
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const wanted) != 0 {
+                bail!(
+                    "{need} file descriptors are needed, the limit is {} (hard {}), and raising it \
+                     failed: {}",
+                    limit.rlim_cur,
+                    limit.rlim_max,
+                    std::io::Error::last_os_error()
+                );
             }
         }
-    }
-    if limit.rlim_cur < need {
-        bail!(
-            "{need} file descriptors are needed and the hard limit is {}",
-            limit.rlim_max
-        );
     }
     Ok(())
 }

@@ -204,35 +204,47 @@ pub async fn bind(source: Ipv4Addr, port: u16) -> anyhow::Result<UdpSocket> {
 /// The four zero bytes in front of IKE on UDP 4500 (RFC 3948 section 2.2).
 const NON_ESP_MARKER: [u8; 4] = [0; 4];
 
-/// A spoke's sockets: UDP 500, and 4500 once NAT-T is in use.
+/// A spoke's socket: on UDP 500, then on 4500 once NAT-T is in use (RFC
+/// 7296 section 2.23: nothing comes to 500 after the float). One at a
+/// time, so ten thousand spokes fit in the file descriptor limit.
 struct Link {
     source: Ipv4Addr,
-    on_500: UdpSocket,
-    on_4500: Option<UdpSocket>,
+    socket: UdpSocket,
+    port: u16,
 }
 
 impl Link {
+    /// Moves to the port the initiator sends from (4500 after the float,
+    /// 500 again for a new dial).
+    async fn use_port(&mut self, port: u16) -> bool {
+        if self.port == port {
+            return true;
+        }
+        match bind(self.source, port).await {
+            Ok(socket) => {
+                self.socket = socket;
+                self.port = port;
+                true
+            }
+            Err(e) => {
+                eprintln!("loadgen: {e:#}");
+                false
+            }
+        }
+    }
+
     async fn send(&mut self, endpoints: (SocketAddrV4, SocketAddrV4), packet: &[u8]) {
         let (local, remote) = endpoints;
-        let sent = if local.port() == NATT_PORT {
-            if self.on_4500.is_none() {
-                match bind(self.source, NATT_PORT).await {
-                    Ok(s) => self.on_4500 = Some(s),
-                    Err(e) => {
-                        eprintln!("loadgen: {e:#}");
-                        return;
-                    }
-                }
-            }
-            let mut framed = Vec::with_capacity(packet.len() + 4);
+        if !self.use_port(local.port()).await {
+            return;
+        }
+        let sent = if self.port == NATT_PORT {
+            let mut framed = Vec::with_capacity(packet.len() + NON_ESP_MARKER.len());
             framed.extend_from_slice(&NON_ESP_MARKER);
             framed.extend_from_slice(packet);
-            match &self.on_4500 {
-                Some(s) => s.send_to(&framed, remote).await,
-                None => return,
-            }
+            self.socket.send_to(&framed, remote).await
         } else {
-            self.on_500.send_to(packet, remote).await
+            self.socket.send_to(packet, remote).await
         };
         if let Err(e) = sent {
             eprintln!("loadgen: sending from {local} to {remote}: {e}");
@@ -243,24 +255,15 @@ impl Link {
     /// buffer is kept between messages: thousands of spokes wait here.
     async fn recv(&mut self) -> Vec<u8> {
         loop {
-            let on_4500 = match &self.on_4500 {
-                Some(natt) => tokio::select! {
-                    r = self.on_500.readable() => r.map(|()| false),
-                    r = natt.readable() => r.map(|()| true),
-                },
-                None => self.on_500.readable().await.map(|()| false),
-            };
-            let Ok(on_4500) = on_4500 else { continue };
-            let socket = match (&self.on_4500, on_4500) {
-                (Some(natt), true) => natt,
-                _ => &self.on_500,
-            };
+            if self.socket.readable().await.is_err() {
+                continue;
+            }
             let mut buf = vec![0u8; 65536];
-            let Ok(len) = socket.try_recv(&mut buf) else {
+            let Ok(len) = self.socket.try_recv(&mut buf) else {
                 continue;
             };
             buf.truncate(len);
-            if !on_4500 {
+            if self.port != NATT_PORT {
                 return buf;
             }
             if buf.starts_with(&NON_ESP_MARKER) {
@@ -413,8 +416,8 @@ pub async fn run(
 ) {
     let mut link = Link {
         source: setup.source(index),
-        on_500: socket,
-        on_4500: None,
+        socket,
+        port: IKE_PORT,
     };
     let permit = gate.acquire().await;
     let started = Instant::now();

@@ -166,6 +166,11 @@ fn follow(sim: &Loadgen, bound: Duration) -> anyhow::Result<()> {
             return Ok(());
         }
         anyhow::ensure!(
+            sim.is_running(),
+            "the simulator ended early\n{}",
+            sim.output()
+        );
+        anyhow::ensure!(
             std::time::Instant::now() < deadline,
             "the simulator did not finish dialling in {bound:?}\n{}",
             sim.output()
