@@ -96,7 +96,8 @@ impl Speaker {
     ) -> anyhow::Result<(Arc<Speaker>, SpeakerTasks)> {
         let open_netlink =
             || Netlink::open().context("BGP: opening rtnetlink for the routing table");
-        let fib_netlink = if datapath.is_some() || config.scan_kernel_table {
+        let install = config.bgp.install_routes;
+        let fib_netlink = if install && (datapath.is_some() || config.scan_kernel_table) {
             Some(open_netlink()?)
         } else {
             None
@@ -121,7 +122,7 @@ impl Speaker {
         let instance_task = tokio::spawn(instance::run(
             instance.clone(),
             rx,
-            Fib::new(datapath, fib_netlink),
+            Fib::new(datapath, fib_netlink, install),
         ));
         let scanner = scan_netlink.map(|nl| tokio::spawn(scan::scan_loop(nl, events.clone())));
         let accept = tokio::spawn(listener::accept_loop(listener, events.clone()));
