@@ -22,6 +22,7 @@ use tokio::{net::TcpStream, sync::mpsc};
 use super::{
     SpeakerConfig,
     fib::Fib,
+    round::Round,
     scan::{TableFacts, table_facts},
 };
 use crate::{
@@ -32,8 +33,6 @@ use crate::{
         rib::{FibChange, PeerId, PeerInfo, Rib, RibConfig},
         session::SessionTask,
         show::{self, NeighborFacts, Summary, TableView},
-        types::Message,
-        wire,
     },
     net::Ipv4Prefix,
     sys::netlink::KernelRoute,
@@ -411,30 +410,21 @@ impl Instance {
 
     // --- Output. ---
 
-    /// Sends the RIB's changes to the neighbors; returns the FIB's.
+    /// Sends the RIB's changes to the neighbors, each UPDATE encoded once
+    /// and each neighbor's share in one message to its writer; returns the
+    /// FIB's changes.
     fn flush(&mut self) -> Vec<FibChange> {
         self.dirty = false;
         let changes = self.rib.take_changes();
         let version = self.rib.table_version();
-        for out in &changes.outbound {
-            let message = Message::Update((*out.update).clone());
-            let bytes: Arc<[u8]> = match wire::encode_to_vec(&message) {
-                Ok(b) => b.into(),
-                Err(e) => {
-                    tracing::error!(error = %e, "BGP: an UPDATE the RIB built does not encode");
-                    continue;
-                }
+        for (id, slices) in Round::build(&changes.outbound).shares {
+            let Some(address) = self.by_id.get(&id) else {
+                continue;
             };
-            for id in out.recipients() {
-                let Some(address) = self.by_id.get(&id) else {
-                    continue;
-                };
-                if let Some(p) = self.peers.get_mut(address)
-                    && let Some(w) = &p.writer
-                {
-                    w.send(bytes.clone());
-                    p.table_version = version;
-                }
+            if let Some(p) = self.peers.get_mut(address)
+                && let Some(w) = &p.writer
+            {
+                w.send_slices(slices);
             }
         }
         for p in self.peers.values_mut().filter(|p| p.in_rib) {

@@ -2,8 +2,10 @@
 //! task that changes them, `instance`), the listener on TCP 179 that
 //! accepts dynamic neighbors from the listen ranges (IOS `bgp listen
 //! range`, `listener`), a session task per neighbor (`super::session`),
-//! the forwarding tables the best routes go into (`fib`) and the scan of
-//! the kernel's routing table for `network` and `redistribute` (`scan`).
+//! the forwarding tables the best routes go into (`fib`), the scan of the
+//! kernel's routing table for `network` and `redistribute` (`scan`), and
+//! each round's UPDATEs encoded once and shared out to the peers
+//! (`round`).
 //!
 //! Everything reaches the instance as an event on one channel
 //! (`super::events`): the sessions' coming and going and their UPDATEs,
@@ -14,6 +16,7 @@
 mod fib;
 mod instance;
 mod listener;
+mod round;
 mod scan;
 #[cfg(test)]
 mod tests;
