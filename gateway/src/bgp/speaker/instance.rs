@@ -518,8 +518,15 @@ pub(super) async fn run(
         let now = Instant::now();
         {
             let mut i = lock(&instance);
+            // Those opening before the events and after them, were until now.
+            if i.opening > 0 {
+                clock.opening(now);
+            }
             if let Some(event) = event {
                 i.handle_waiting(Some(event), &mut rx, &fib);
+            }
+            if i.opening > 0 {
+                clock.opening(now);
             }
             if i.stopping && stop_by.is_none() {
                 stop_by = Some(tokio::time::Instant::now() + STOP_WAIT);

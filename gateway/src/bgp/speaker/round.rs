@@ -110,11 +110,17 @@ pub(super) const ROUND_GAP: Duration = Duration::from_millis(50);
 /// The most a round waits for sessions exchanging OPENs. A session stuck
 /// there (a peer that sends no OPEN) delays rounds by this much at most.
 pub(super) const SETUP_HOLD: Duration = Duration::from_secs(1);
+/// How long after the last session exchanging OPENs a held round still
+/// waits: spokes dialling in waves (as many at once as they allow
+/// themselves) leave moments with none between two waves.
+pub(super) const SETTLE: Duration = Duration::from_millis(20);
 
 /// When the next round goes.
 pub(super) struct RoundClock {
     last: Option<Instant>,
     due: Option<Instant>,
+    /// When sessions were last seen exchanging OPENs.
+    opening: Option<Instant>,
 }
 
 impl RoundClock {
@@ -122,6 +128,7 @@ impl RoundClock {
         RoundClock {
             last: None,
             due: None,
+            opening: None,
         }
     }
 
@@ -133,11 +140,21 @@ impl RoundClock {
         }
     }
 
+    /// Sessions are exchanging OPENs at `now`.
+    pub(super) fn opening(&mut self, now: Instant) {
+        self.opening = Some(now);
+    }
+
     /// When the round goes (`None`: nothing to send); `opening`: sessions
-    /// are exchanging OPENs.
+    /// are exchanging OPENs now.
     pub(super) fn at(&self, opening: bool) -> Option<Instant> {
-        self.due
-            .map(|due| if opening { due + SETUP_HOLD } else { due })
+        let due = self.due?;
+        let held = match (opening, self.opening) {
+            (true, _) => due + SETUP_HOLD,
+            (false, Some(seen)) => seen + SETTLE,
+            (false, None) => due,
+        };
+        Some(held.clamp(due, due + SETUP_HOLD))
     }
 
     /// The round went at `now`.
@@ -300,13 +317,18 @@ mod tests {
         // Later changes join the round already due.
         clock.changed(ms(20));
         assert_eq!(clock.at(false), Some(t0 + ROUND_GAP));
-        // Sessions exchanging OPENs hold it, for a bounded time.
+        // Sessions exchanging OPENs hold it, for a bounded time, and a
+        // moment more once none is.
         assert_eq!(clock.at(true), Some(t0 + ROUND_GAP + SETUP_HOLD));
+        clock.opening(ms(300));
+        assert_eq!(clock.at(false), Some(ms(300) + SETTLE));
+        clock.opening(ms(2000));
+        assert_eq!(clock.at(false), Some(t0 + ROUND_GAP + SETUP_HOLD));
         clock.sent(ms(400));
         assert_eq!(clock.at(true), None);
         // Long after the last round, a change goes at once.
-        clock.changed(ms(900));
-        assert_eq!(clock.at(false), Some(ms(900)));
+        clock.changed(ms(3000));
+        assert_eq!(clock.at(false), Some(ms(3000)));
     }
 
     #[test]
