@@ -528,6 +528,7 @@ pub(super) async fn run(
             if i.opening > 0 {
                 clock.opening(now);
             }
+            clock.peers(i.peers.len());
             if i.stopping && stop_by.is_none() {
                 stop_by = Some(tokio::time::Instant::now() + STOP_WAIT);
             }

@@ -105,15 +105,27 @@ impl Round {
     }
 }
 
-/// The least time between two rounds.
+/// The least time between two rounds, per peer: a round costs each peer a
+/// writer wake-up and a write, about 10 µs here, so sending takes at most
+/// about 40% of the time. A few peers: rounds as fast as events come.
+const GAP_PER_PEER: Duration = Duration::from_micros(25);
+/// ... and at most this.
 pub(super) const ROUND_GAP: Duration = Duration::from_millis(50);
 /// The most a round waits for sessions exchanging OPENs. A session stuck
 /// there (a peer that sends no OPEN) delays rounds by this much at most.
 pub(super) const SETUP_HOLD: Duration = Duration::from_secs(1);
 /// How long after the last session exchanging OPENs a held round still
-/// waits: spokes dialling in waves (as many at once as they allow
-/// themselves) leave moments with none between two waves.
+/// waits, per peer and at most: spokes dialling in waves (as many at once
+/// as they allow themselves) leave moments with none between two waves.
+const SETTLE_PER_PEER: Duration = Duration::from_micros(10);
 pub(super) const SETTLE: Duration = Duration::from_millis(20);
+
+/// `per_peer` times `peers`, at most `most`.
+fn scaled(per_peer: Duration, peers: usize, most: Duration) -> Duration {
+    per_peer
+        .saturating_mul(u32::try_from(peers).unwrap_or(u32::MAX))
+        .min(most)
+}
 
 /// When the next round goes.
 pub(super) struct RoundClock {
@@ -121,6 +133,8 @@ pub(super) struct RoundClock {
     due: Option<Instant>,
     /// When sessions were last seen exchanging OPENs.
     opening: Option<Instant>,
+    /// The neighbors: what a round costs.
+    peers: usize,
 }
 
 impl RoundClock {
@@ -129,14 +143,20 @@ impl RoundClock {
             last: None,
             due: None,
             opening: None,
+            peers: 0,
         }
     }
 
-    /// The RIB changed at `now`: a round is due, [`ROUND_GAP`] after the
-    /// last one.
+    /// How many neighbors there are.
+    pub(super) fn peers(&mut self, peers: usize) {
+        self.peers = peers;
+    }
+
+    /// The RIB changed at `now`: a round is due, a gap after the last one.
     pub(super) fn changed(&mut self, now: Instant) {
         if self.due.is_none() {
-            self.due = Some(self.last.map_or(now, |t| (t + ROUND_GAP).max(now)));
+            let gap = scaled(GAP_PER_PEER, self.peers, ROUND_GAP);
+            self.due = Some(self.last.map_or(now, |t| (t + gap).max(now)));
         }
     }
 
@@ -151,7 +171,7 @@ impl RoundClock {
         let due = self.due?;
         let held = match (opening, self.opening) {
             (true, _) => due + SETUP_HOLD,
-            (false, Some(seen)) => seen + SETTLE,
+            (false, Some(seen)) => seen + scaled(SETTLE_PER_PEER, self.peers, SETTLE),
             (false, None) => due,
         };
         Some(held.clamp(due, due + SETUP_HOLD))
@@ -307,6 +327,7 @@ mod tests {
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let mut clock = RoundClock::new();
+        clock.peers(4000);
         assert_eq!(clock.at(false), None, "nothing changed");
         // The first change goes at once; the next waits out the gap.
         clock.changed(t0);
@@ -329,6 +350,29 @@ mod tests {
         // Long after the last round, a change goes at once.
         clock.changed(ms(3000));
         assert_eq!(clock.at(false), Some(ms(3000)));
+    }
+
+    /// A round costs each peer about the same: with few peers, rounds may
+    /// come closer and hold for less.
+    #[test]
+    fn gaps_and_holds_shrink_with_the_neighbors() {
+        let t0 = Instant::now();
+        let mut clock = RoundClock::new();
+        clock.peers(100);
+        clock.changed(t0);
+        clock.sent(t0);
+        clock.changed(t0);
+        assert_eq!(clock.at(false), Some(t0 + Duration::from_micros(2500)));
+        clock.opening(t0 + Duration::from_millis(10));
+        assert_eq!(
+            clock.at(false),
+            Some(t0 + Duration::from_millis(10) + Duration::from_millis(1))
+        );
+        assert_eq!(
+            scaled(GAP_PER_PEER, 2000, ROUND_GAP),
+            ROUND_GAP,
+            "2,000 peers: the most"
+        );
     }
 
     #[test]
