@@ -16,6 +16,7 @@ pub mod ike;
 pub mod interfaces;
 pub mod ipsec;
 pub mod loadgen;
+pub mod loadgen_bgp;
 pub mod nhrp;
 pub mod pool;
 pub mod tunnels;

@@ -25,6 +25,7 @@
 //!
 //! Traffic made with this crate stays inside the namespaces a lab creates.
 
+pub mod bgp_scale_lab;
 pub mod capture;
 mod cmd;
 pub mod flex_lab;

@@ -107,6 +107,15 @@ impl ScaleLab {
         &self.hub
     }
 
+    pub fn simulator_netns(&self) -> &Netns {
+        &self.simulator
+    }
+
+    /// The hub's end of the veth.
+    pub fn uplink(&self) -> &str {
+        &self.uplink
+    }
+
     pub fn dir(&self) -> &Path {
         self.lab.temp_dir()
     }

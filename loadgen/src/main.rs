@@ -14,6 +14,7 @@
 //! `ip addr` per spoke. Results: a table on stdout, and
 //! `gateway_report::loadgen::LoadgenReport` as JSON with `--json`.
 
+mod procfs;
 mod report;
 mod spoke;
 

@@ -11,6 +11,7 @@
 //!   qemu (default: the GRE-over-ESP smoke test).
 
 mod bench;
+mod bench_bgp;
 mod bench_ike;
 mod demo;
 mod lab;
@@ -57,6 +58,11 @@ enum Task {
     /// charon over UDP in namespaces: SAs/s, setup times, CPU and memory
     /// per SA, side by side (for BENCHMARKS.md).
     BenchIkeScale(bench_ike::IkeScaleArgs),
+    /// N simulated BGP spokes (`loadgen-bgp`) peering with our hub and
+    /// FRR's bgpd in namespaces, every one a route-reflector client: time
+    /// to Established and to the full table, CPU and memory per peer, side
+    /// by side (for BENCHMARKS.md).
+    BenchBgpScale(bench_bgp::BgpScaleArgs),
     /// The XDP filter against a forged-SPI ESP flood, with and without it,
     /// in the VM (release builds): the drop rates and their ratio.
     BenchXdpFlood,
@@ -98,6 +104,7 @@ fn main() -> ExitCode {
         Task::BenchThroughput(args) => bench::run(args),
         Task::BenchScale(args) => bench::run_scale(args),
         Task::BenchIkeScale(args) => bench_ike::run(args),
+        Task::BenchBgpScale(args) => bench_bgp::run(args),
         Task::BenchXdpFlood => vm::bench_xdp_flood(),
         Task::BenchKernelScale(args) => vm::bench_kernel_scale(args),
         Task::VmTest(_) => unreachable!("handled above"),

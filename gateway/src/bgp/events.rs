@@ -10,6 +10,7 @@
 
 use std::{
     net::Ipv4Addr,
+    ops::Range,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -99,11 +100,24 @@ pub struct SessionStats {
     pub out_q: AtomicU64,
 }
 
+/// A peer's share of a round's UPDATEs: runs of one buffer that every
+/// recipient of the round shares (`speaker/round.rs`).
+#[derive(Debug)]
+pub struct Slices {
+    pub bytes: Arc<[u8]>,
+    /// In the order they are to be sent.
+    pub ranges: Vec<Range<usize>>,
+    /// How many messages the runs hold.
+    pub messages: u64,
+}
+
 /// What a connection's writer task is given.
 #[derive(Debug)]
 pub enum WriterMsg {
     /// One encoded message.
     Message(Arc<[u8]>),
+    /// Several, in runs of a shared buffer.
+    Slices(Slices),
     /// Write what is queued, then close the connection.
     Close,
 }
@@ -129,6 +143,18 @@ impl Writer {
         let sent = self.tx.send(WriterMsg::Message(bytes)).is_ok();
         if !sent {
             self.stats.out_q.fetch_sub(1, Ordering::Relaxed);
+        }
+        sent
+    }
+
+    /// Queues a share of a round's UPDATEs; false when the connection is
+    /// gone.
+    pub fn send_slices(&self, slices: Slices) -> bool {
+        let messages = slices.messages;
+        self.stats.out_q.fetch_add(messages, Ordering::Relaxed);
+        let sent = self.tx.send(WriterMsg::Slices(slices)).is_ok();
+        if !sent {
+            self.stats.out_q.fetch_sub(messages, Ordering::Relaxed);
         }
         sent
     }

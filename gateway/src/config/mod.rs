@@ -388,6 +388,12 @@ pub struct Bgp {
     /// (protocol static or boot), ORIGIN incomplete, MED 0.
     #[serde(default)]
     pub redistribute: Vec<Redistribute>,
+    /// Whether the best routes BGP learns go into the forwarding tables
+    /// (the datapath, the kernel). Off: BGP reflects and shows them only,
+    /// as a route reflector outside the forwarding path (IOS `table-map M
+    /// filter` with a route-map denying all; FRR `bgp no-rib`). Default on.
+    #[serde(default = "yes")]
+    pub install_routes: bool,
     /// IOS `bgp listen limit`, 1..=10000; default 100 as in IOS.
     #[serde(default = "default_listen_limit")]
     pub listen_limit: u32,

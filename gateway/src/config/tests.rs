@@ -262,7 +262,7 @@ fn partial_tables_get_defaults() {
     let spread = parse(&format!("{MINIMAL}[xdp]\nspread_esp = true\n"), ORIGIN).unwrap();
     assert!(spread.xdp.spread_esp && spread.xdp.ike_rate == 20);
     let bgp = c.bgp.unwrap();
-    assert!(bgp.log_neighbor_changes);
+    assert!(bgp.log_neighbor_changes && bgp.install_routes);
     assert_eq!(bgp.listen_limit, 100);
     assert_eq!(bgp.router_id, None);
     let vt = &c.virtual_template[&1];

@@ -5,7 +5,7 @@
 //! into the kernel. A next hop no virtual-access reaches (the inter-hub
 //! neighbor on the LAN) is handed to the kernel as a gateway route. An
 //! aggregate whose own path is best goes in as a blackhole (IOS: the
-//! summary to Null0).
+//! summary to Null0). With `install_routes = false` nothing goes anywhere.
 
 use std::{collections::HashMap, net::Ipv4Addr, sync::Arc};
 
@@ -35,14 +35,21 @@ pub(super) struct Fib {
     /// What this speaker installed: not "in the routing table" for
     /// `network` (IOS: BGP's own routes do not back a `network`).
     installed: HashMap<Ipv4Prefix, Installed>,
+    /// `[bgp] install_routes`.
+    enabled: bool,
 }
 
 impl Fib {
-    pub(super) fn new(datapath: Option<Arc<dyn Datapath>>, netlink: Option<Netlink>) -> Self {
+    pub(super) fn new(
+        datapath: Option<Arc<dyn Datapath>>,
+        netlink: Option<Netlink>,
+        enabled: bool,
+    ) -> Self {
         Fib {
             datapath,
             netlink,
             installed: HashMap::new(),
+            enabled,
         }
     }
 
@@ -53,6 +60,9 @@ impl Fib {
 
     /// Carries out one change the RIB asked for.
     pub(super) fn apply(&mut self, change: FibChange) {
+        if !self.enabled {
+            return;
+        }
         let (prefix, wanted) = match change {
             FibChange::Install {
                 prefix,
@@ -168,5 +178,85 @@ impl Fib {
             Some(nl) => f(nl).map_err(|e| e.to_string()),
             None => Err("no kernel routing table in this run".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::net::SocketAddrV4;
+
+    use super::*;
+    use crate::{
+        bgp::rib::PeerId,
+        datapath::fake::RecordingDatapath,
+        iface::{VaId, VirtualAccessSpec},
+    };
+
+    /// A datapath with Virtual-Access1 reaching the spoke 10.1.1.105.
+    fn datapath() -> Arc<RecordingDatapath> {
+        let dp = Arc::new(RecordingDatapath::new());
+        let va = VaId::virtual_access(1);
+        let outer = SocketAddrV4::new(Ipv4Addr::new(172, 25, 1, 1), 4500);
+        dp.create_virtual_access(&VirtualAccessSpec {
+            id: va,
+            name: "Virtual-Access1".into(),
+            template: Some(1),
+            unnumbered: Ipv4Addr::new(10, 1, 1, 1),
+            mtu: 1400,
+            tcp_adjust_mss: None,
+            nhrp_network_id: None,
+            peer_inner: None,
+            local_outer: outer,
+            remote_outer: outer,
+        })
+        .unwrap();
+        let spoke = Ipv4Prefix::new(Ipv4Addr::new(10, 1, 1, 105), 32).unwrap();
+        dp.add_route(&Route {
+            prefix: spoke,
+            va,
+            next_hop: None,
+        })
+        .unwrap();
+        dp
+    }
+
+    fn learned() -> FibChange {
+        FibChange::Install {
+            prefix: Ipv4Prefix::new(Ipv4Addr::new(192, 168, 5, 0), 24).unwrap(),
+            route: FibRoute::Forward {
+                next_hop: Ipv4Addr::new(10, 1, 1, 105),
+                peer: PeerId(1),
+            },
+        }
+    }
+
+    #[test]
+    fn learned_routes_go_via_the_virtual_access_of_their_next_hop() {
+        let dp = datapath();
+        let mut fib = Fib::new(Some(dp.clone()), None, true);
+        fib.apply(learned());
+        assert!(
+            dp.routes()
+                .contains(&"192.168.5.0/24 via 10.1.1.105 Virtual-Access1".to_owned()),
+            "{:?}",
+            dp.routes()
+        );
+    }
+
+    /// `install_routes = false`: a reflector outside the forwarding path
+    /// (and the BGP scale lab, whose next hops the kernel cannot reach).
+    #[test]
+    fn with_install_routes_off_nothing_is_installed() {
+        let dp = datapath();
+        let mut fib = Fib::new(Some(dp.clone()), None, false);
+        fib.apply(learned());
+        fib.apply(FibChange::Install {
+            prefix: Ipv4Prefix::new(Ipv4Addr::new(192, 168, 0, 0), 16).unwrap(),
+            route: FibRoute::Discard,
+        });
+        assert_eq!(dp.routes(), ["10.1.1.105/32 Virtual-Access1"]);
+        assert!(!fib.is_installed(Ipv4Prefix::new(Ipv4Addr::new(192, 168, 5, 0), 24).unwrap()));
     }
 }

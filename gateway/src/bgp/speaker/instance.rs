@@ -22,6 +22,7 @@ use tokio::{net::TcpStream, sync::mpsc};
 use super::{
     SpeakerConfig,
     fib::Fib,
+    round::{Round, RoundClock},
     scan::{TableFacts, table_facts},
 };
 use crate::{
@@ -32,8 +33,6 @@ use crate::{
         rib::{FibChange, PeerId, PeerInfo, Rib, RibConfig},
         session::SessionTask,
         show::{self, NeighborFacts, Summary, TableView},
-        types::Message,
-        wire,
     },
     net::Ipv4Prefix,
     sys::netlink::KernelRoute,
@@ -79,6 +78,8 @@ pub(super) struct Instance {
     next_id: u32,
     /// How many of `peers` are dynamic (kept, not counted per connection).
     pub(super) dynamic_sessions: usize,
+    /// How many of `peers` are exchanging OPENs (OpenSent, OpenConfirm).
+    pub(super) opening: usize,
     /// New connections of dynamic neighbors waiting for their old session
     /// to end.
     pub(super) replacing: HashMap<Ipv4Addr, Accepted>,
@@ -101,6 +102,7 @@ impl Instance {
             by_id: HashMap::new(),
             next_id: 1,
             dynamic_sessions: 0,
+            opening: 0,
             replacing: HashMap::new(),
             facts: None,
             stopping: false,
@@ -154,6 +156,9 @@ impl Instance {
         );
         // The replaced session (if it outlived its wait) no longer counts;
         // its `Closed` will not find it.
+        if old.as_ref().is_some_and(|o| opening(o.state)) {
+            self.opening -= 1;
+        }
         let replaced = old.is_some_and(|o| o.settings.dynamic.is_some());
         self.dynamic_sessions =
             self.dynamic_sessions + usize::from(settings.dynamic.is_some()) - usize::from(replaced);
@@ -223,7 +228,9 @@ impl Instance {
         match event {
             SessionEvent::StateChange(state) => {
                 if let Some(p) = self.peers.get_mut(&address) {
-                    p.state = state;
+                    let was = std::mem::replace(&mut p.state, state);
+                    self.opening =
+                        self.opening + usize::from(opening(state)) - usize::from(opening(was));
                 }
             }
             SessionEvent::Established {
@@ -324,7 +331,13 @@ impl Instance {
         if dynamic.is_some() {
             self.dynamic_sessions = self.dynamic_sessions.saturating_sub(1);
         }
-        self.peers.remove(&address);
+        if self
+            .peers
+            .remove(&address)
+            .is_some_and(|p| opening(p.state))
+        {
+            self.opening -= 1;
+        }
         if let Some(group) = dynamic {
             tracing::debug!(neighbor = %address, peer_group = %group, "BGP: dynamic neighbor removed");
         }
@@ -411,30 +424,21 @@ impl Instance {
 
     // --- Output. ---
 
-    /// Sends the RIB's changes to the neighbors; returns the FIB's.
+    /// Sends the RIB's changes to the neighbors, each UPDATE encoded once
+    /// and each neighbor's share in one message to its writer; returns the
+    /// FIB's changes.
     fn flush(&mut self) -> Vec<FibChange> {
         self.dirty = false;
         let changes = self.rib.take_changes();
         let version = self.rib.table_version();
-        for out in &changes.outbound {
-            let message = Message::Update((*out.update).clone());
-            let bytes: Arc<[u8]> = match wire::encode_to_vec(&message) {
-                Ok(b) => b.into(),
-                Err(e) => {
-                    tracing::error!(error = %e, "BGP: an UPDATE the RIB built does not encode");
-                    continue;
-                }
+        for (id, slices) in Round::build(&changes.outbound).shares {
+            let Some(address) = self.by_id.get(&id) else {
+                continue;
             };
-            for id in out.recipients() {
-                let Some(address) = self.by_id.get(&id) else {
-                    continue;
-                };
-                if let Some(p) = self.peers.get_mut(address)
-                    && let Some(w) = &p.writer
-                {
-                    w.send(bytes.clone());
-                    p.table_version = version;
-                }
+            if let Some(p) = self.peers.get_mut(address)
+                && let Some(w) = &p.writer
+            {
+                w.send_slices(slices);
             }
         }
         for p in self.peers.values_mut().filter(|p| p.in_rib) {
@@ -482,37 +486,59 @@ impl Instance {
     }
 }
 
+/// A session exchanging OPENs: up in a few round trips.
+fn opening(state: State) -> bool {
+    matches!(state, State::OpenSent | State::OpenConfirm)
+}
+
 pub(super) fn lock(instance: &Mutex<Instance>) -> MutexGuard<'_, Instance> {
     instance.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The instance's task: until the speaker stops and its sessions have
 /// ended (or [`STOP_WAIT`] passed), then the routes it installed go.
+/// Events are handled as they come, the RIB's changes sent in rounds when
+/// the [`RoundClock`] says.
 pub(super) async fn run(
     instance: Arc<Mutex<Instance>>,
     mut rx: mpsc::UnboundedReceiver<Event>,
     mut fib: Fib,
 ) {
     let mut stop_by: Option<tokio::time::Instant> = None;
+    let mut clock = RoundClock::new();
+    let mut round_at: Option<Instant> = None;
     loop {
-        let event = match stop_by {
-            None => rx.recv().await,
-            Some(deadline) => tokio::time::timeout_at(deadline, rx.recv())
-                .await
-                .ok()
-                .flatten(),
+        let event = tokio::select! {
+            event = recv_until(&mut rx, stop_by) => match event {
+                Some(event) => Some(event),
+                None => break,
+            },
+            () = sleep_until(round_at) => None,
         };
-        let Some(event) = event else { break };
-        let dirty = {
+        let now = Instant::now();
+        {
             let mut i = lock(&instance);
-            i.handle_waiting(Some(event), &mut rx, &fib);
+            // Those opening before the events and after them, were until now.
+            if i.opening > 0 {
+                clock.opening(now);
+            }
+            if let Some(event) = event {
+                i.handle_waiting(Some(event), &mut rx, &fib);
+            }
+            if i.opening > 0 {
+                clock.opening(now);
+            }
+            clock.peers(i.peers.len());
             if i.stopping && stop_by.is_none() {
                 stop_by = Some(tokio::time::Instant::now() + STOP_WAIT);
             }
-            i.dirty
-        };
-        if dirty {
-            // Let the sessions that are ready run first: one round then
+            if i.dirty {
+                clock.changed(now);
+            }
+            round_at = clock.at(i.opening > 0 && !i.stopping);
+        }
+        if round_at.is_some_and(|at| at <= now) {
+            // Let the sessions that are ready run first: the round then
             // carries all their changes.
             tokio::task::yield_now().await;
             let changes = {
@@ -520,6 +546,8 @@ pub(super) async fn run(
                 i.handle_waiting(None, &mut rx, &fib);
                 i.flush()
             };
+            clock.sent(Instant::now());
+            round_at = None;
             for change in changes {
                 fib.apply(change);
             }
@@ -530,6 +558,27 @@ pub(super) async fn run(
         }
     }
     fib.remove_all();
+}
+
+/// The next event; `None` once the channel is closed or `stop_by` passed.
+async fn recv_until(
+    rx: &mut mpsc::UnboundedReceiver<Event>,
+    stop_by: Option<tokio::time::Instant>,
+) -> Option<Event> {
+    match stop_by {
+        None => rx.recv().await,
+        Some(deadline) => tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .ok()
+            .flatten(),
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// IOS's words for why a session went down.

@@ -2,8 +2,10 @@
 //! task that changes them, `instance`), the listener on TCP 179 that
 //! accepts dynamic neighbors from the listen ranges (IOS `bgp listen
 //! range`, `listener`), a session task per neighbor (`super::session`),
-//! the forwarding tables the best routes go into (`fib`) and the scan of
-//! the kernel's routing table for `network` and `redistribute` (`scan`).
+//! the forwarding tables the best routes go into (`fib`), the scan of the
+//! kernel's routing table for `network` and `redistribute` (`scan`), and
+//! each round's UPDATEs encoded once and shared out to the peers
+//! (`round`).
 //!
 //! Everything reaches the instance as an event on one channel
 //! (`super::events`): the sessions' coming and going and their UPDATEs,
@@ -14,6 +16,7 @@
 mod fib;
 mod instance;
 mod listener;
+mod round;
 mod scan;
 #[cfg(test)]
 mod tests;
@@ -96,7 +99,8 @@ impl Speaker {
     ) -> anyhow::Result<(Arc<Speaker>, SpeakerTasks)> {
         let open_netlink =
             || Netlink::open().context("BGP: opening rtnetlink for the routing table");
-        let fib_netlink = if datapath.is_some() || config.scan_kernel_table {
+        let install = config.bgp.install_routes;
+        let fib_netlink = if install && (datapath.is_some() || config.scan_kernel_table) {
             Some(open_netlink()?)
         } else {
             None
@@ -121,7 +125,7 @@ impl Speaker {
         let instance_task = tokio::spawn(instance::run(
             instance.clone(),
             rx,
-            Fib::new(datapath, fib_netlink),
+            Fib::new(datapath, fib_netlink, install),
         ));
         let scanner = scan_netlink.map(|nl| tokio::spawn(scan::scan_loop(nl, events.clone())));
         let accept = tokio::spawn(listener::accept_loop(listener, events.clone()));

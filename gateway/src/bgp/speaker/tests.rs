@@ -212,6 +212,57 @@ async fn a_stopping_hub_sends_cease_and_the_spoke_withdraws_its_routes() {
     s.shutdown(t).await;
 }
 
+/// A round waits while a session is exchanging OPENs (a bounded time): a
+/// peer in the listen range that connects and sends nothing holds a
+/// spoke's new route back from the other spokes until it goes.
+#[tokio::test]
+async fn rounds_wait_while_a_session_exchanges_opens() {
+    let (a, b) = net(4);
+    let hub_addr = Ipv4Addr::new(127, a, b, 1);
+    let (hub, hub_tasks) = start(hub_bgp(a, b, 10), hub_addr, 0);
+    let port = hub.local_addr().port();
+    let lan = |k: u8| format!("10.77.{k}.0/24");
+    let first = Ipv4Addr::new(127, a, b, 11);
+    let (s1, t1) = start(spoke_bgp(hub_addr, first, &lan(1)), first, port);
+    s1.set_routes_present([prefix(&lan(1))]);
+    wait("the first spoke Established", || {
+        hub.established_count() == 1
+    })
+    .await;
+    let silent = tokio::net::TcpSocket::new_v4().unwrap();
+    silent
+        .bind(SocketAddrV4::new(Ipv4Addr::new(127, a, b, 20), 0).into())
+        .unwrap();
+    let silent = silent
+        .connect(SocketAddrV4::new(hub_addr, port).into())
+        .await
+        .unwrap();
+    wait("the silent peer's session in OpenSent", || {
+        super::lock(&hub.instance).opening == 1
+    })
+    .await;
+    let second = Ipv4Addr::new(127, a, b, 12);
+    let (s2, t2) = start(spoke_bgp(hub_addr, second, &lan(2)), second, port);
+    s2.set_routes_present([prefix(&lan(2))]);
+    wait("the second spoke's route at the hub", || {
+        hub.prefix_count() == 2
+    })
+    .await;
+    let learned = Instant::now();
+    let at_first = || s1.table().rows.iter().any(|r| r.prefix == lan(2));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Only meaningful while the hold cannot have run out.
+    if learned.elapsed() + Duration::from_millis(100) < super::round::SETUP_HOLD {
+        assert!(!at_first(), "sent while a session was exchanging OPENs");
+    }
+    drop(silent);
+    wait("the route at the first spoke", at_first).await;
+    for (s, t) in [(s1, t1), (s2, t2)] {
+        s.shutdown(t).await;
+    }
+    hub.shutdown(hub_tasks).await;
+}
+
 #[test]
 fn the_routing_table_backs_networks_and_feeds_redistribute() {
     use crate::sys::netlink::{
