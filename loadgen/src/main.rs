@@ -14,8 +14,8 @@
 //! `ip addr` per spoke. Results: a table on stdout, and
 //! `gateway_report::loadgen::LoadgenReport` as JSON with `--json`.
 
-mod procfs;
 mod report;
+mod shared;
 mod spoke;
 
 use std::{
@@ -116,44 +116,13 @@ fn main() -> anyhow::Result<()> {
         bail!("--churn is a fraction, 0 to 1 (got {})", args.churn);
     }
     // One socket per spoke, two while one floats to 4500.
-    raise_fd_limit(u64::from(args.spokes) + args.in_flight as u64 + 64)?;
+    shared::raise_fd_limit(u64::from(args.spokes) + args.in_flight as u64 + 64)?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .enable_all()
         .build()
         .context("starting the runtime")?
         .block_on(run(args))
-}
-
-/// Each spoke has a socket on UDP 500, and one on 4500 once NAT-T is used.
-/// Root may raise the hard limit too (up to the kernel's `nr_open`).
-fn raise_fd_limit(need: u64) -> anyhow::Result<()> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write `limit`.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) != 0 {
-            bail!("getrlimit: {}", std::io::Error::last_os_error());
-        }
-        if limit.rlim_cur < need {
-            let wanted = libc::rlimit {
-                rlim_cur: need,
-                rlim_max: limit.rlim_max.max(need),
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const wanted) != 0 {
-                bail!(
-                    "{need} file descriptors are needed, the limit is {} (hard {}), and raising it \
-                     failed: {}",
-                    limit.rlim_cur,
-                    limit.rlim_max,
-                    std::io::Error::last_os_error()
-                );
-            }
-        }
-    }
-    Ok(())
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

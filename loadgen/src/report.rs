@@ -13,9 +13,10 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use gateway_report::loadgen::{HubUsage, Latency, LoadgenReport};
+use gateway_report::loadgen::{HubUsage, LoadgenReport};
 
-pub use crate::procfs::{HubProbe, own_cpu_ms};
+use crate::shared::latency;
+pub use crate::shared::{HubProbe, own_cpu_ms};
 use crate::{Args, spoke::DialOutcome};
 
 /// What the spokes count as they go.
@@ -163,27 +164,6 @@ pub fn build(i: Inputs<'_>) -> LoadgenReport {
         left: i.tally.left.load(Ordering::Relaxed),
         hub: i.hub,
         loadgen_cpu_ms: i.loadgen_cpu_ms,
-    }
-}
-
-fn latency(mut times: Vec<Duration>) -> Latency {
-    if times.is_empty() {
-        return Latency::default();
-    }
-    times.sort_unstable();
-    let at = |q: f64| {
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss
-        )]
-        let i = ((times.len() - 1) as f64 * q).round() as usize;
-        times[i].as_secs_f64() * 1000.0
-    };
-    Latency {
-        p50_ms: at(0.5),
-        p99_ms: at(0.99),
-        max_ms: at(1.0),
     }
 }
 

@@ -12,9 +12,9 @@
 //! table on stdout, and `gateway_report::loadgen_bgp::BgpLoadgenReport` as
 //! JSON with `--json`.
 
-#[path = "../procfs.rs"]
-mod procfs;
 mod report;
+#[path = "../shared.rs"]
+mod shared;
 mod speaker;
 mod table;
 
@@ -30,8 +30,8 @@ use clap::Parser;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::{
-    procfs::{HubProbe, own_cpu_ms},
     report::Milestones,
+    shared::{HubProbe, own_cpu_ms},
     speaker::Setup,
     table::{MAX_SPEAKERS, Plan},
 };
@@ -96,40 +96,13 @@ fn main() -> anyhow::Result<()> {
     if args.speakers > MAX_SPEAKERS {
         bail!("--speakers: at most {MAX_SPEAKERS} (one 10.x.y.0/24 each)");
     }
-    raise_fd_limit(u64::from(args.speakers) + 64)?;
+    shared::raise_fd_limit(u64::from(args.speakers) + 64)?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .enable_all()
         .build()
         .context("starting the runtime")?
         .block_on(run(args))
-}
-
-/// A socket per speaker.
-fn raise_fd_limit(need: u64) -> anyhow::Result<()> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write `limit`.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) != 0 {
-            bail!("getrlimit: {}", std::io::Error::last_os_error());
-        }
-        if limit.rlim_cur < need {
-            limit.rlim_cur = need.min(limit.rlim_max);
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit) != 0 {
-                bail!("setrlimit: {}", std::io::Error::last_os_error());
-            }
-        }
-    }
-    if limit.rlim_cur < need {
-        bail!(
-            "{need} file descriptors are needed and the hard limit is {}",
-            limit.rlim_max
-        );
-    }
-    Ok(())
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

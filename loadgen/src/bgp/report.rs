@@ -3,12 +3,9 @@
 
 use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
-use gateway_report::{
-    loadgen::{HubUsage, Latency},
-    loadgen_bgp::BgpLoadgenReport,
-};
+use gateway_report::{loadgen::HubUsage, loadgen_bgp::BgpLoadgenReport};
 
-use super::{speaker::Progress, table::Counts};
+use super::{shared::latency, speaker::Progress, table::Counts};
 
 /// Each speaker's milestones, as they arrive.
 pub struct Milestones {
@@ -117,27 +114,6 @@ pub fn build(m: Milestones, i: Inputs) -> BgpLoadgenReport {
         unexpected_prefixes: i.counts.unexpected,
         hub: i.hub,
         loadgen_cpu_ms: i.loadgen_cpu_ms,
-    }
-}
-
-fn latency(mut times: Vec<Duration>) -> Latency {
-    if times.is_empty() {
-        return Latency::default();
-    }
-    times.sort_unstable();
-    let at = |q: f64| {
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss
-        )]
-        let i = ((times.len() - 1) as f64 * q).round() as usize;
-        times[i].as_secs_f64() * 1000.0
-    };
-    Latency {
-        p50_ms: at(0.5),
-        p99_ms: at(0.99),
-        max_ms: at(1.0),
     }
 }
 

@@ -1,8 +1,10 @@
-//! The hub's CPU and memory, from /proc: what both simulators (IKE and
-//! BGP) report per spoke.
+//! What both simulators (IKE and BGP) share: the hub's CPU and memory
+//! from /proc, the file descriptor limit, setup-time percentiles.
 
-use anyhow::Context as _;
-use gateway_report::loadgen::HubUsage;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use gateway_report::loadgen::{HubUsage, Latency};
 
 /// The hub's CPU and memory, read at the start and end of a phase.
 pub struct HubProbe {
@@ -78,4 +80,57 @@ fn memory_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
 /// This process's user and system time, in milliseconds.
 pub fn own_cpu_ms() -> f64 {
     cpu_ms(std::process::id()).unwrap_or(0.0)
+}
+
+/// One socket per simulated spoke (IKE: two while one floats to 4500).
+/// Root may raise the hard limit too (up to the kernel's `nr_open`).
+pub fn raise_fd_limit(need: u64) -> anyhow::Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `limit`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) != 0 {
+            bail!("getrlimit: {}", std::io::Error::last_os_error());
+        }
+        if limit.rlim_cur < need {
+            let wanted = libc::rlimit {
+                rlim_cur: need,
+                rlim_max: limit.rlim_max.max(need),
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const wanted) != 0 {
+                bail!(
+                    "{need} file descriptors are needed, the limit is {} (hard {}), and raising it \
+                     failed: {}",
+                    limit.rlim_cur,
+                    limit.rlim_max,
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// p50, p99 and max of `times`, in milliseconds.
+pub fn latency(mut times: Vec<Duration>) -> Latency {
+    if times.is_empty() {
+        return Latency::default();
+    }
+    times.sort_unstable();
+    let at = |q: f64| {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let i = ((times.len() - 1) as f64 * q).round() as usize;
+        times[i].as_secs_f64() * 1000.0
+    };
+    Latency {
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+        max_ms: at(1.0),
+    }
 }
