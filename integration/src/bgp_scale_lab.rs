@@ -15,20 +15,15 @@
 //! are host-wide. FRR's bgpd runs without zebra (`-Z`, as
 //! [`crate::frr`] runs it), ours with `install_routes = false`.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{path::Path, process::Command};
 
 use anyhow::{Context as _, Result};
 use gateway_report::loadgen_bgp::BgpLoadgenReport;
 
 use crate::{
-    Proc,
     frr::Bgpd,
     gateway::Gateway,
-    scale_lab::{HUB_ADDRESS, SOURCE_FIRST, SOURCE_RANGE, ScaleLab},
+    scale_lab::{HUB_ADDRESS, SOURCE_FIRST, SOURCE_RANGE, ScaleLab, Simulator},
 };
 
 /// The AS of the hub and of every speaker (iBGP, as the overlay runs).
@@ -115,10 +110,7 @@ impl BgpScaleLab {
             cmd.arg("--hub-pid").arg(pid.to_string());
         }
         let proc = self.lab.simulator_netns().spawn(&cmd)?;
-        Ok(BgpLoadgen {
-            proc,
-            json: json.to_path_buf(),
-        })
+        Ok(BgpLoadgen::new(proc, json, "loadgen-bgp"))
     }
 }
 
@@ -127,55 +119,8 @@ fn listen_limit(speakers: u32) -> u32 {
     speakers.clamp(100, 10_000)
 }
 
-/// A running BGP simulator.
-pub struct BgpLoadgen {
-    proc: Proc,
-    json: PathBuf,
-}
-
-impl BgpLoadgen {
-    /// Waits until the simulator is done measuring and holds its sessions.
-    pub fn wait_holding(&self, timeout: Duration) -> Result<()> {
-        self.proc
-            .wait_for_output("loadgen-bgp: holding", timeout)
-            .with_context(|| self.output())
-    }
-
-    /// Lets a holding simulator go on: its speakers send a Cease.
-    pub fn release(&self) -> Result<()> {
-        self.proc.signal(libc::SIGUSR1)
-    }
-
-    /// Waits for the end and reads the result.
-    pub fn finish(self, timeout: Duration) -> Result<BgpLoadgenReport> {
-        let status = self
-            .proc
-            .wait_timeout(timeout)
-            .with_context(|| self.output())?;
-        anyhow::ensure!(
-            status.success(),
-            "loadgen-bgp failed ({status})\n{}",
-            self.output()
-        );
-        let text = std::fs::read_to_string(&self.json)
-            .with_context(|| format!("reading {}", self.json.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", self.json.display()))
-    }
-
-    /// Its standard output so far (progress lines, then the table).
-    pub fn stdout_text(&self) -> String {
-        self.proc.stdout_text()
-    }
-
-    /// What it printed, for error messages.
-    pub fn output(&self) -> String {
-        format!(
-            "loadgen-bgp stdout:\n{}\nloadgen-bgp stderr:\n{}",
-            self.proc.stdout_text(),
-            self.proc.stderr_text()
-        )
-    }
-}
+/// The BGP spoke simulator.
+pub type BgpLoadgen = Simulator<BgpLoadgenReport>;
 
 /// Our hub: `[bgp]` and nothing else to do; the XDP filter (IKE and ESP
 /// only) off, as bgpd has none.

@@ -9,10 +9,11 @@
 //! the veth, so it has one neighbor however many spokes dial.
 
 use std::{
+    marker::PhantomData,
     net::Ipv4Addr,
     path::{Path, PathBuf},
     process::Command,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result};
@@ -182,25 +183,68 @@ impl ScaleLab {
             cmd.arg("--hub-pid").arg(pid.to_string());
         }
         let proc = self.simulator.spawn(&cmd)?;
-        Ok(Loadgen {
-            proc,
-            json: json.to_path_buf(),
-        })
+        Ok(Loadgen::new(proc, json, "loadgen"))
     }
 }
 
-/// A running simulator.
-pub struct Loadgen {
+/// A running simulator (`loadgen` or `loadgen-bgp`; `R`, the result it
+/// writes as JSON).
+pub struct Simulator<R> {
     proc: Proc,
     json: PathBuf,
+    /// Its name, which starts its progress lines (`NAME: holding`).
+    name: &'static str,
+    result: PhantomData<R>,
 }
 
-impl Loadgen {
-    /// Waits until every spoke has dialled and the simulator holds.
+/// The IKE spoke simulator.
+pub type Loadgen = Simulator<gateway_report::loadgen::LoadgenReport>;
+
+impl<R: serde::de::DeserializeOwned> Simulator<R> {
+    pub fn new(proc: Proc, json: &Path, name: &'static str) -> Self {
+        Simulator {
+            proc,
+            json: json.to_path_buf(),
+            name,
+            result: PhantomData,
+        }
+    }
+
+    /// Waits until it is done measuring and holds its spokes.
     pub fn wait_holding(&self, timeout: Duration) -> Result<()> {
         self.proc
-            .wait_for_output("loadgen: holding", timeout)
+            .wait_for_output(&format!("{}: holding", self.name), timeout)
             .with_context(|| self.output())
+    }
+
+    /// Echoes its progress lines, each once, until it holds.
+    pub fn follow(&self, bound: Duration) -> Result<()> {
+        let deadline = Instant::now() + bound;
+        let holding = format!("{}: holding", self.name);
+        let mut shown = 0;
+        loop {
+            let out = self.proc.stdout_text();
+            for line in out.lines().skip(shown) {
+                println!("  {line}");
+                shown += 1;
+            }
+            if out.contains(&holding) {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                self.proc.is_running(),
+                "{} ended early\n{}",
+                self.name,
+                self.output()
+            );
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{} did not finish in {bound:?}\n{}",
+                self.name,
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     /// Lets a holding simulator go on: its spokes leave.
@@ -209,14 +253,15 @@ impl Loadgen {
     }
 
     /// Waits for the end and reads the result.
-    pub fn finish(self, timeout: Duration) -> Result<gateway_report::loadgen::LoadgenReport> {
+    pub fn finish(self, timeout: Duration) -> Result<R> {
         let status = self
             .proc
             .wait_timeout(timeout)
             .with_context(|| self.output())?;
         anyhow::ensure!(
             status.success(),
-            "loadgen failed ({status})\n{}",
+            "{} failed ({status})\n{}",
+            self.name,
             self.output()
         );
         let text = std::fs::read_to_string(&self.json)
@@ -224,21 +269,13 @@ impl Loadgen {
         serde_json::from_str(&text).with_context(|| format!("parsing {}", self.json.display()))
     }
 
-    pub fn is_running(&self) -> bool {
-        self.proc.is_running()
-    }
-
-    /// Its standard output so far (progress lines, then the table).
-    pub fn stdout_text(&self) -> String {
-        self.proc.stdout_text()
-    }
-
     /// What it printed, for error messages.
     pub fn output(&self) -> String {
         format!(
-            "loadgen stdout:\n{}\nloadgen stderr:\n{}",
+            "{name} stdout:\n{}\n{name} stderr:\n{}",
             self.proc.stdout_text(),
-            self.proc.stderr_text()
+            self.proc.stderr_text(),
+            name = self.name
         )
     }
 }

@@ -11,7 +11,7 @@ use std::{fmt::Write as _, path::Path, time::Duration};
 use anyhow::Context as _;
 use clap::Args;
 use gateway_report::{bgp::Summary, loadgen_bgp::BgpLoadgenReport};
-use integration::bgp_scale_lab::{BgpLoadgen, BgpRun, BgpScaleLab};
+use integration::bgp_scale_lab::{BgpRun, BgpScaleLab};
 
 use crate::{setup, util};
 
@@ -120,7 +120,7 @@ fn measure_ours(
     let hub = lab.start_gateway(gateway, n)?;
     let run = spec(args, n, "ours", hub.process().pid());
     let sim = lab.start_loadgen(loadgen, &run, &lab.dir().join("ours.json"))?;
-    follow(&sim, bound(args))?;
+    sim.follow(bound(args))?;
     let summary: Summary = hub.show_report(&["bgp", "summary"])?;
     let up = summary
         .neighbors
@@ -144,7 +144,7 @@ fn measure_frr(loadgen: &Path, args: &BgpScaleArgs, n: u32) -> anyhow::Result<Me
     let bgpd = lab.start_bgpd(n)?;
     let run = spec(args, n, "frr", bgpd.proc().pid());
     let sim = lab.start_loadgen(loadgen, &run, &lab.dir().join("frr.json"))?;
-    follow(&sim, bound(args))?;
+    sim.follow(bound(args))?;
     let held = match (bgpd.neighbors(), bgpd.routes()) {
         (Ok(neighbors), Ok(routes)) => {
             let up = neighbors
@@ -163,28 +163,6 @@ fn measure_frr(loadgen: &Path, args: &BgpScaleArgs, n: u32) -> anyhow::Result<Me
     let report = sim.finish(bound(args))?;
     drop(bgpd);
     Ok(Measured { report, held })
-}
-
-/// Echoes the simulator's progress lines until it holds.
-fn follow(sim: &BgpLoadgen, bound: Duration) -> anyhow::Result<()> {
-    let deadline = std::time::Instant::now() + bound;
-    let mut shown = 0;
-    loop {
-        let out = sim.stdout_text();
-        for line in out.lines().skip(shown) {
-            println!("  {line}");
-            shown += 1;
-        }
-        if out.contains("loadgen-bgp: holding") {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the simulator did not finish in {bound:?}\n{}",
-            sim.output()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 fn seconds(value: Option<f64>) -> String {

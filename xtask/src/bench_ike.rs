@@ -14,7 +14,7 @@ use clap::Args;
 use gateway_report::{
     ike::SaReport, interfaces::DatapathReport, loadgen::LoadgenReport, xdp::XdpReport,
 };
-use integration::scale_lab::{Loadgen, LoadgenRun, ScaleLab, SpokeMode};
+use integration::scale_lab::{LoadgenRun, ScaleLab, SpokeMode};
 
 use crate::{setup, util};
 
@@ -117,7 +117,7 @@ fn measure_ours(
     let hub = lab.start_gateway(gateway, None)?;
     let run = spec(args, n, mode, &label, hub.process().pid());
     let sim = lab.start_loadgen(loadgen, &run, &lab.dir().join("ours.json"))?;
-    follow(&sim, dial_bound(n) + Duration::from_secs(args.steady))?;
+    sim.follow(dial_bound(n) + Duration::from_secs(args.steady))?;
     let sas: Vec<SaReport> = hub.show_report(&["crypto", "ikev2", "sa"])?;
     let datapath: DatapathReport = hub.show_report(&["interfaces", "virtual-access"])?;
     let xdp: XdpReport = hub.show_report(&["xdp"])?;
@@ -141,7 +141,7 @@ fn measure_strongswan(loadgen: &Path, args: &IkeScaleArgs, n: u32) -> anyhow::Re
     let charon = lab.start_charon()?;
     let run = spec(args, n, SpokeMode::Tunnel, label, charon.proc().pid());
     let sim = lab.start_loadgen(loadgen, &run, &lab.dir().join("swan.json"))?;
-    follow(&sim, dial_bound(n) + Duration::from_secs(args.steady))?;
+    sim.follow(dial_bound(n) + Duration::from_secs(args.steady))?;
     let held = match charon.list_sas() {
         Ok(sas) => format!("{} IKE SAs", sas.len()),
         Err(e) => format!("swanctl --list-sas failed: {e:#}"),
@@ -150,33 +150,6 @@ fn measure_strongswan(loadgen: &Path, args: &IkeScaleArgs, n: u32) -> anyhow::Re
     let report = sim.finish(dial_bound(n))?;
     drop(charon);
     Ok(Measured { report, held })
-}
-
-/// Echoes the simulator's progress lines until it holds.
-fn follow(sim: &Loadgen, bound: Duration) -> anyhow::Result<()> {
-    let deadline = std::time::Instant::now() + bound;
-    let mut shown = 0;
-    loop {
-        let out = sim.stdout_text();
-        for line in out.lines().skip(shown) {
-            println!("  {line}");
-            shown += 1;
-        }
-        if out.contains("loadgen: holding") {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            sim.is_running(),
-            "the simulator ended early\n{}",
-            sim.output()
-        );
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the simulator did not finish dialling in {bound:?}\n{}",
-            sim.output()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 fn table(n: u32, args: &IkeScaleArgs, runs: &[Measured]) -> String {
