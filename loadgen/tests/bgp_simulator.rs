@@ -70,7 +70,10 @@ fn every_speaker_gets_every_other_speakers_prefix_through_the_hub() {
         (0, 0, 0)
     );
     let usage = report.hub.as_ref().unwrap();
-    assert!(usage.cpu_ms > 0.0 && usage.hwm_after_kib >= usage.rss_before_kib);
+    // CPU comes in clock ticks (10 ms) and the whole exchange can take less:
+    // it may read 0. Memory is read in KiB and must be there.
+    assert!(usage.cpu_ms >= 0.0 && usage.rss_before_kib > 0);
+    assert!(usage.hwm_after_kib >= usage.rss_before_kib);
 
     let forgotten = wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
         let summary: Summary = hub.show_report(&["ip", "bgp", "summary"]).unwrap();
